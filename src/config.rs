@@ -1,0 +1,768 @@
+//! Configuration in two stages: [`RawConfig`] is the TOML file as written (unknown keys refused),
+//! with environment overrides applied; [`Config`] is its compiled, validated form (socket address,
+//! URLs, durations, matchers, scope sets). Compilation happens before any port is bound, and every
+//! error names the key and the value at fault.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::jwks::JwksSettings;
+use crate::policy::{PathMatch, Policy, Requirement, Rule, normalize};
+use crate::verify::{Algorithm, Expectations};
+
+/// Environment variables that override keys of the file, and the key each one sets.
+pub const ENV_OVERRIDES: [(&str, &str); 4] = [
+    ("SCOPEGATE_LISTEN", "listen"),
+    ("SCOPEGATE_ISSUER", "issuer"),
+    ("SCOPEGATE_AUDIENCE", "audience"),
+    ("SCOPEGATE_JWKS_URI", "jwks_uri"),
+];
+
+/// The configuration file as written. Every key is optional at this stage; required keys and
+/// value ranges are checked by [`RawConfig::compile`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// gRPC listen address.
+    pub listen: Option<String>,
+    /// Exact expected `iss`.
+    pub issuer: Option<String>,
+    /// Accepted audience(s).
+    pub audience: Option<StringOrList>,
+    /// JWKS URL; defaults to the issuer's `/.well-known/jwks.json`.
+    pub jwks_uri: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    pub leeway_seconds: Option<u64>,
+    /// What unmatched requests need.
+    pub default: Option<DefaultAction>,
+    /// Token algorithm allow-list.
+    pub algorithms: Option<Vec<String>>,
+    /// `realm` of `WWW-Authenticate` challenges.
+    pub realm: Option<String>,
+    /// JWKS refresh interval without `Cache-Control: max-age`.
+    pub jwks_refresh_seconds: Option<u64>,
+    /// Lower bound on the JWKS refresh interval.
+    pub jwks_min_refresh_seconds: Option<u64>,
+    /// Upper bound on the JWKS refresh interval.
+    pub jwks_max_refresh_seconds: Option<u64>,
+    /// Minimum time between unknown-`kid` refetches.
+    pub jwks_refetch_cooldown_seconds: Option<u64>,
+    /// Time limit of one JWKS fetch.
+    pub jwks_fetch_timeout_seconds: Option<u64>,
+    /// Largest JWKS body accepted.
+    pub jwks_max_bytes: Option<u64>,
+    /// Route rules, first match wins.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+/// One `[[rules]]` entry as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Exact path.
+    pub path: Option<String>,
+    /// Path prefix.
+    pub prefix: Option<String>,
+    /// Methods; absent means any.
+    pub methods: Option<Vec<String>>,
+    /// Any-of scopes.
+    pub scopes: Option<Vec<String>>,
+    /// All-of scopes.
+    pub all_scopes: Option<Vec<String>>,
+    /// No token needed.
+    pub public: Option<bool>,
+}
+
+/// A string or an array of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    /// One value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+/// The `default` key: what a request that no rule matches needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAction {
+    /// Any valid token.
+    Authenticated,
+    /// Denied (after authentication).
+    Deny,
+    /// Let through without a token.
+    Allow,
+}
+
+/// The compiled configuration. Only [`RawConfig::compile`] builds one, after validating it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// What tokens must satisfy.
+    pub expectations: Expectations,
+    /// Where keys come from and how they are cached.
+    pub jwks: JwksSettings,
+    /// Route rules and default.
+    pub policy: Policy,
+    /// `realm` for `WWW-Authenticate`.
+    pub realm: String,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type. The message names the key
+    /// and the line.
+    #[error("config file {path}: {source}")]
+    Parse {
+        /// The path given (or `<string>`).
+        path: String,
+        /// The parser's error.
+        source: Box<toml::de::Error>,
+    },
+    /// A key is required but absent.
+    #[error("`{key}` is required{hint}")]
+    Missing {
+        /// The key.
+        key: String,
+        /// How to set it.
+        hint: String,
+    },
+    /// A key has a value that cannot be used.
+    #[error("`{key}` = {value}: {reason}")]
+    Invalid {
+        /// The key, e.g. `rules[2].scopes`.
+        key: String,
+        /// The offending value, as TOML-ish text.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+fn invalid(
+    key: impl Into<String>,
+    value: impl fmt::Debug,
+    reason: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: format!("{value:?}"),
+        reason: reason.into(),
+    }
+}
+
+const DEFAULT_LISTEN: &str = "0.0.0.0:9191";
+const DEFAULT_LEEWAY: u64 = 60;
+const MAX_LEEWAY: u64 = 600;
+const DEFAULT_REALM: &str = "scopegate";
+
+impl RawConfig {
+    /// Parses TOML text; `origin` names the source in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: origin.to_string(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        RawConfig::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Applies the [`ENV_OVERRIDES`] found by `lookup` (normally `std::env::var`). An empty value
+    /// counts as unset. `SCOPEGATE_AUDIENCE` may list several audiences separated by commas.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        if let Some(v) = get("SCOPEGATE_LISTEN") {
+            self.listen = Some(v);
+        }
+        if let Some(v) = get("SCOPEGATE_ISSUER") {
+            self.issuer = Some(v);
+        }
+        if let Some(v) = get("SCOPEGATE_AUDIENCE") {
+            let list: Vec<String> = v.split(',').map(|a| a.trim().to_string()).collect();
+            self.audience = Some(StringOrList::Many(list));
+        }
+        if let Some(v) = get("SCOPEGATE_JWKS_URI") {
+            self.jwks_uri = Some(v);
+        }
+    }
+
+    /// Validates everything and builds the [`Config`].
+    pub fn compile(self) -> Result<Config, ConfigError> {
+        let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            invalid(
+                "listen",
+                &listen_text,
+                "expected IP:PORT, e.g. \"0.0.0.0:9191\"",
+            )
+        })?;
+
+        let issuer = self.issuer.ok_or_else(|| ConfigError::Missing {
+            key: "issuer".into(),
+            hint: " (the exact `iss` of your tokens, e.g. \"https://TENANT.auth0.com/\"; or set SCOPEGATE_ISSUER)".into(),
+        })?;
+        let issuer_url = parse_http_url("issuer", &issuer)?;
+
+        let audiences = match self.audience {
+            None => {
+                return Err(ConfigError::Missing {
+                    key: "audience".into(),
+                    hint: " (your API identifier; or set SCOPEGATE_AUDIENCE)".into(),
+                });
+            }
+            Some(StringOrList::One(a)) => vec![a],
+            Some(StringOrList::Many(list)) => list,
+        };
+        if audiences.is_empty() || audiences.iter().any(|a| a.trim().is_empty()) {
+            return Err(invalid(
+                "audience",
+                &audiences,
+                "audiences must be non-empty strings",
+            ));
+        }
+
+        let jwks_uri = match self.jwks_uri {
+            Some(uri) => parse_http_url("jwks_uri", &uri)?,
+            None => issuer_url
+                .join(if issuer.ends_with('/') {
+                    ".well-known/jwks.json"
+                } else {
+                    "/.well-known/jwks.json"
+                })
+                .map_err(|e| invalid("issuer", &issuer, format!("cannot derive jwks_uri: {e}")))?,
+        };
+
+        let leeway_seconds = self.leeway_seconds.unwrap_or(DEFAULT_LEEWAY);
+        if leeway_seconds > MAX_LEEWAY {
+            return Err(invalid(
+                "leeway_seconds",
+                leeway_seconds,
+                format!(
+                    "at most {MAX_LEEWAY} seconds; clock skew larger than that is a clock problem"
+                ),
+            ));
+        }
+
+        let algorithms = compile_algorithms(self.algorithms)?;
+
+        let realm = self.realm.unwrap_or_else(|| DEFAULT_REALM.to_string());
+        if realm.is_empty()
+            || realm
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control() || !c.is_ascii())
+        {
+            return Err(invalid(
+                "realm",
+                &realm,
+                "must be non-empty printable ASCII without quotes or backslashes",
+            ));
+        }
+
+        let seconds = |key: &str, value: Option<u64>, default: u64, range: (u64, u64)| {
+            let v = value.unwrap_or(default);
+            if v < range.0 || v > range.1 {
+                return Err(invalid(
+                    key,
+                    v,
+                    format!("must be between {} and {}", range.0, range.1),
+                ));
+            }
+            Ok(Duration::from_secs(v))
+        };
+        let refresh = seconds(
+            "jwks_refresh_seconds",
+            self.jwks_refresh_seconds,
+            600,
+            (1, 86_400),
+        )?;
+        let min_refresh = seconds(
+            "jwks_min_refresh_seconds",
+            self.jwks_min_refresh_seconds,
+            60,
+            (1, 86_400),
+        )?;
+        let max_refresh = seconds(
+            "jwks_max_refresh_seconds",
+            self.jwks_max_refresh_seconds,
+            3_600,
+            (1, 86_400),
+        )?;
+        if !(min_refresh <= refresh && refresh <= max_refresh) {
+            return Err(invalid(
+                "jwks_refresh_seconds",
+                refresh.as_secs(),
+                format!(
+                    "must lie between jwks_min_refresh_seconds ({}) and jwks_max_refresh_seconds ({})",
+                    min_refresh.as_secs(),
+                    max_refresh.as_secs()
+                ),
+            ));
+        }
+        let refetch_cooldown = seconds(
+            "jwks_refetch_cooldown_seconds",
+            self.jwks_refetch_cooldown_seconds,
+            5,
+            (1, 3_600),
+        )?;
+        let fetch_timeout = seconds(
+            "jwks_fetch_timeout_seconds",
+            self.jwks_fetch_timeout_seconds,
+            5,
+            (1, 60),
+        )?;
+        let max_bytes = self.jwks_max_bytes.unwrap_or(1024 * 1024);
+        if !(1024..=16 * 1024 * 1024).contains(&max_bytes) {
+            return Err(invalid(
+                "jwks_max_bytes",
+                max_bytes,
+                "must be between 1024 and 16777216",
+            ));
+        }
+
+        let rules = self
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| compile_rule(i, raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        let default = match self.default.unwrap_or(DefaultAction::Authenticated) {
+            DefaultAction::Authenticated => Requirement::Authenticated,
+            DefaultAction::Deny => Requirement::Deny,
+            DefaultAction::Allow => Requirement::Public,
+        };
+
+        Ok(Config {
+            listen,
+            expectations: Expectations {
+                issuer,
+                audiences,
+                leeway_seconds,
+                algorithms: algorithms.clone(),
+            },
+            jwks: JwksSettings {
+                uri: jwks_uri,
+                algorithms,
+                refresh,
+                min_refresh,
+                max_refresh,
+                refetch_cooldown,
+                fetch_timeout,
+                max_bytes: max_bytes as usize,
+            },
+            policy: Policy { rules, default },
+            realm,
+        })
+    }
+}
+
+impl Config {
+    /// Loads `path` (if any), applies the process environment, and compiles.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut raw = match path {
+            Some(path) => RawConfig::from_file(path)?,
+            None => RawConfig::default(),
+        };
+        raw.apply_env(|name| std::env::var(name).ok());
+        raw.compile()
+    }
+}
+
+fn parse_http_url(key: &str, value: &str) -> Result<reqwest::Url, ConfigError> {
+    let url = reqwest::Url::parse(value)
+        .map_err(|e| invalid(key, value, format!("not an absolute URL: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+        return Err(invalid(
+            key,
+            value,
+            "must be an http:// or https:// URL with a host",
+        ));
+    }
+    Ok(url)
+}
+
+fn compile_algorithms(names: Option<Vec<String>>) -> Result<Vec<Algorithm>, ConfigError> {
+    let names = names.unwrap_or_else(|| vec!["RS256".to_string()]);
+    if names.is_empty() {
+        return Err(invalid(
+            "algorithms",
+            &names,
+            "at least one algorithm is needed",
+        ));
+    }
+    let supported: Vec<&str> = Algorithm::ALL.iter().map(|a| a.as_str()).collect();
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let alg = name.parse::<Algorithm>().map_err(|()| {
+            let why = if name.eq_ignore_ascii_case("none")
+                || name.to_ascii_uppercase().starts_with("HS")
+            {
+                "unsigned and HMAC tokens are never accepted".to_string()
+            } else {
+                format!("supported: {}", supported.join(", "))
+            };
+            invalid(format!("algorithms[{i}]"), name, why)
+        })?;
+        if !out.contains(&alg) {
+            out.push(alg);
+        }
+    }
+    Ok(out)
+}
+
+fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
+    let name = format!("rules[{index}]");
+    let key = |field: &str| format!("{name}.{field}");
+    let path = match (raw.path, raw.prefix) {
+        (Some(p), None) => PathMatch::Exact(canonical_rule_path(&key("path"), p)?),
+        (None, Some(p)) => PathMatch::Prefix(canonical_rule_path(&key("prefix"), p)?),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                &name,
+                "path and prefix",
+                "set exactly one of `path` and `prefix`, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ConfigError::Missing {
+                key: format!("{name}.path` or `{name}.prefix"),
+                hint: " (each rule matches either an exact `path` or a `prefix`)".into(),
+            });
+        }
+    };
+    let methods = match raw.methods {
+        None => None,
+        Some(list) => {
+            if list.is_empty() {
+                return Err(invalid(
+                    key("methods"),
+                    &list,
+                    "leave `methods` out to match every method",
+                ));
+            }
+            for m in &list {
+                if m.is_empty()
+                    || !m
+                        .bytes()
+                        .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
+                {
+                    return Err(invalid(key("methods"), m, "not an HTTP method name"));
+                }
+            }
+            Some(list.iter().map(|m| m.to_ascii_uppercase()).collect())
+        }
+    };
+    let public = raw.public.unwrap_or(false);
+    let check_scopes = |field: &str, list: Vec<String>| -> Result<Vec<String>, ConfigError> {
+        if list.is_empty() {
+            return Err(invalid(
+                key(field),
+                &list,
+                "an empty scope list would require nothing; leave the key out for \"any valid token\"",
+            ));
+        }
+        for s in &list {
+            if s.is_empty()
+                || s.chars()
+                    .any(|c| c.is_whitespace() || c == '"' || c == '\\' || c.is_control())
+            {
+                return Err(invalid(
+                    key(field),
+                    s,
+                    "a scope is a non-empty token without spaces or quotes",
+                ));
+            }
+        }
+        Ok(list)
+    };
+    let requirement = match (public, raw.scopes, raw.all_scopes) {
+        (true, None, None) => Requirement::Public,
+        (true, Some(_), _) => {
+            return Err(invalid(
+                key("scopes"),
+                "with public = true",
+                "a public rule needs no token, so it cannot require scopes",
+            ));
+        }
+        (true, None, Some(_)) => {
+            return Err(invalid(
+                key("all_scopes"),
+                "with public = true",
+                "a public rule needs no token, so it cannot require scopes",
+            ));
+        }
+        (false, Some(_), Some(_)) => {
+            return Err(invalid(
+                &name,
+                "scopes and all_scopes",
+                "set at most one of `scopes` (any-of) and `all_scopes` (all-of)",
+            ));
+        }
+        (false, Some(list), None) => Requirement::AnyScope(check_scopes("scopes", list)?),
+        (false, None, Some(list)) => Requirement::AllScopes(check_scopes("all_scopes", list)?),
+        (false, None, None) => Requirement::Authenticated,
+    };
+    Ok(Rule {
+        name,
+        path,
+        methods,
+        requirement,
+    })
+}
+
+/// A rule path must already be canonical, or it could never match a (canonicalised) request.
+fn canonical_rule_path(key: &str, path: String) -> Result<String, ConfigError> {
+    match normalize(&path) {
+        Ok(canonical) if canonical.as_str() == path => Ok(path),
+        Ok(canonical) => Err(invalid(
+            key,
+            &path,
+            format!(
+                "request paths are matched in canonical form; write {:?}",
+                canonical.as_str()
+            ),
+        )),
+        Err(e) => Err(invalid(key, &path, format!("could never match: {e}"))),
+    }
+}
+
+impl fmt::Display for Config {
+    /// The compiled configuration as `check-config` prints it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = &self.expectations;
+        let j = &self.jwks;
+        writeln!(f, "listen            {}", self.listen)?;
+        writeln!(f, "issuer            {}", e.issuer)?;
+        writeln!(f, "audience          {}", e.audiences.join(", "))?;
+        let algs: Vec<&str> = e.algorithms.iter().map(|a| a.as_str()).collect();
+        writeln!(f, "algorithms        {}", algs.join(", "))?;
+        writeln!(f, "leeway            {}s", e.leeway_seconds)?;
+        writeln!(f, "jwks_uri          {}", j.uri)?;
+        writeln!(
+            f,
+            "jwks refresh      {}s (max-age honoured within {}s..{}s), unknown-kid cooldown {}s, timeout {}s, max {} bytes",
+            j.refresh.as_secs(),
+            j.min_refresh.as_secs(),
+            j.max_refresh.as_secs(),
+            j.refetch_cooldown.as_secs(),
+            j.fetch_timeout.as_secs(),
+            j.max_bytes
+        )?;
+        writeln!(f, "realm             {}", self.realm)?;
+        writeln!(f, "rules (first match wins):")?;
+        for rule in &self.policy.rules {
+            let path = match &rule.path {
+                PathMatch::Exact(p) => format!("path   {p}"),
+                PathMatch::Prefix(p) => format!("prefix {p}"),
+            };
+            let methods = rule
+                .methods
+                .as_ref()
+                .map_or_else(|| "any method".to_string(), |m| m.join(","));
+            writeln!(
+                f,
+                "  {:<9} {path:<30} {methods:<12} -> {}",
+                rule.name, rule.requirement
+            )?;
+        }
+        write!(
+            f,
+            "  default   everything else                             -> {}",
+            self.policy.default
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "issuer = \"https://tenant.example/\"\naudience = \"https://api.example\"\n";
+
+    fn compile(extra: &str) -> Result<Config, ConfigError> {
+        RawConfig::from_toml(&format!("{BASE}{extra}"), "<test>")?.compile()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = compile("").expect("minimal config");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9191");
+        assert_eq!(
+            c.jwks.uri.as_str(),
+            "https://tenant.example/.well-known/jwks.json"
+        );
+        assert_eq!(c.expectations.leeway_seconds, 60);
+        assert_eq!(c.expectations.algorithms, [Algorithm::RS256]);
+        assert_eq!(c.jwks.refresh, Duration::from_secs(600));
+        assert!(c.jwks.refetch_cooldown <= Duration::from_secs(5));
+        assert_eq!(c.policy.default, Requirement::Authenticated);
+        assert!(c.policy.rules.is_empty());
+    }
+
+    #[test]
+    fn jwks_uri_is_derived_with_or_without_trailing_slash() {
+        let raw = RawConfig::from_toml(
+            "issuer = \"https://tenant.example\"\naudience = [\"a\", \"b\"]",
+            "<test>",
+        )
+        .expect("parses");
+        let c = raw.compile().expect("compiles");
+        assert_eq!(
+            c.jwks.uri.as_str(),
+            "https://tenant.example/.well-known/jwks.json"
+        );
+        assert_eq!(c.expectations.audiences, ["a", "b"]);
+    }
+
+    #[test]
+    fn rules_compile() {
+        let c = compile(
+            r#"
+            default = "deny"
+            [[rules]]
+            path = "/restricted_resource"
+            methods = ["get"]
+            scopes = ["read:messages"]
+            [[rules]]
+            prefix = "/admin/"
+            all_scopes = ["admin", "write"]
+            [[rules]]
+            path = "/health"
+            public = true
+            [[rules]]
+            prefix = "/me"
+            "#,
+        )
+        .expect("compiles");
+        let r = &c.policy.rules;
+        assert_eq!(r[0].methods.as_deref(), Some(&["GET".to_string()][..]));
+        assert_eq!(
+            r[0].requirement,
+            Requirement::AnyScope(vec!["read:messages".into()])
+        );
+        assert_eq!(r[1].path, PathMatch::Prefix("/admin/".into()));
+        assert_eq!(
+            r[1].requirement,
+            Requirement::AllScopes(vec!["admin".into(), "write".into()])
+        );
+        assert_eq!(r[2].requirement, Requirement::Public);
+        assert_eq!(r[3].requirement, Requirement::Authenticated);
+        assert_eq!(c.policy.default, Requirement::Deny);
+        let shown = c.to_string();
+        assert!(
+            shown.contains("rules[1]") && shown.contains("all of scopes [admin, write]"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("bogus = 1", "bogus"),
+            ("leeway_seconds = \"60\"", "leeway_seconds"),
+            ("leeway_seconds = 601", "leeway_seconds"),
+            ("listen = \"nope\"", "listen"),
+            ("jwks_uri = \"ftp://x/\"", "jwks_uri"),
+            ("default = \"maybe\"", "maybe"),
+            ("algorithms = [\"none\"]", "algorithms[0]"),
+            ("algorithms = [\"HS256\"]", "algorithms[0]"),
+            ("algorithms = []", "algorithms"),
+            ("realm = 'a\"b'", "realm"),
+            ("jwks_refresh_seconds = 10", "jwks_refresh_seconds"),
+            (
+                "jwks_fetch_timeout_seconds = 0",
+                "jwks_fetch_timeout_seconds",
+            ),
+            ("jwks_max_bytes = 10", "jwks_max_bytes"),
+            ("[[rules]]\nscopes = [\"a\"]", "rules[0].path"),
+            ("[[rules]]\npath = \"/a\"\nprefix = \"/b\"", "rules[0]"),
+            (
+                "[[rules]]\npath = \"/a\"\npublic = true\nscopes = [\"a\"]",
+                "rules[0].scopes",
+            ),
+            ("[[rules]]\npath = \"/a\"\nscopes = []", "rules[0].scopes"),
+            (
+                "[[rules]]\npath = \"/a\"\nall_scopes = []",
+                "rules[0].all_scopes",
+            ),
+            (
+                "[[rules]]\npath = \"/a\"\nscopes = [\"a b\"]",
+                "rules[0].scopes",
+            ),
+            (
+                "[[rules]]\npath = \"/a\"\nscopes = [\"a\"]\nall_scopes = [\"b\"]",
+                "rules[0]",
+            ),
+            ("[[rules]]\npath = \"/a\"\nmethods = []", "rules[0].methods"),
+            (
+                "[[rules]]\npath = \"/a\"\nmethods = [\"G T\"]",
+                "rules[0].methods",
+            ),
+            ("[[rules]]\npath = \"a\"", "rules[0].path"),
+            ("[[rules]]\npath = \"/a/../b\"", "rules[0].path"),
+            ("[[rules]]\nprefix = \"/%61\"", "rules[0].prefix"),
+            ("[[rules]]\npath = \"/a\"\nscope = [\"x\"]", "scope"),
+        ];
+        for (extra, key) in cases {
+            let err = compile(extra).expect_err(extra).to_string();
+            assert!(
+                err.contains(key),
+                "error for {extra:?} should name {key:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn required_keys() {
+        let err = RawConfig::default()
+            .compile()
+            .expect_err("empty")
+            .to_string();
+        assert!(err.contains("`issuer` is required"), "{err}");
+        let raw = RawConfig {
+            issuer: Some("https://i/".into()),
+            ..RawConfig::default()
+        };
+        let err = raw.compile().expect_err("no audience").to_string();
+        assert!(err.contains("`audience` is required"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut raw = RawConfig::from_toml(BASE, "<test>").expect("parses");
+        raw.apply_env(|name| match name {
+            "SCOPEGATE_ISSUER" => Some("https://other.example/".into()),
+            "SCOPEGATE_AUDIENCE" => Some("a, b".into()),
+            "SCOPEGATE_JWKS_URI" => Some("http://127.0.0.1:1/keys".into()),
+            "SCOPEGATE_LISTEN" => Some("127.0.0.1:0".into()),
+            _ => None,
+        });
+        let c = raw.compile().expect("compiles");
+        assert_eq!(c.expectations.issuer, "https://other.example/");
+        assert_eq!(c.expectations.audiences, ["a", "b"]);
+        assert_eq!(c.jwks.uri.as_str(), "http://127.0.0.1:1/keys");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+    }
+}

@@ -1,0 +1,33 @@
+//! scopegate: an Envoy external-authorization (ext_authz v3) gRPC service that verifies OAuth 2.0
+//! JWT access tokens against an issuer's JWKS and enforces the scopes each route requires.
+//!
+//! # Layout
+//!
+//! A `Check` call flows top to bottom through these modules; only `service` knows Envoy or gRPC
+//! types, and `verify` and `policy` are pure (no I/O, no clocks, no async).
+//!
+//! - [`config`]: TOML and environment input (`RawConfig`) compiled into a validated [`config::Config`]
+//!   before any port is bound. Every error names the offending key and value.
+//! - [`token`]: pulls the Bearer credential out of the request's `Authorization` header(s),
+//!   enforcing RFC 6750/7235 syntax.
+//! - [`jwks`]: the issuer's key set: parsing JWKS documents into ready-to-use verifying keys, a
+//!   lock-free snapshot for readers, and the background task that fetches and refreshes it.
+//! - [`verify`]: checks a compact JWS against a key-set snapshot (algorithm allow-list, signature,
+//!   `exp`/`nbf`/`iss`/`aud`) and is the only place that can build [`verify::VerifiedClaims`].
+//! - [`policy`]: path normalisation, route matching and [`policy::decide`], which turns a route's
+//!   requirement plus the authentication outcome into a [`policy::Decision`].
+//! - [`service`]: the tonic `Authorization/Check` implementation: extract → verify → decide →
+//!   respond, and the mapping of every denial to HTTP status, JSON body and `WWW-Authenticate`.
+//! - [`server`]: wires the gRPC server (Authorization, `grpc.health.v1`, reflection), the JWKS
+//!   refresher and graceful shutdown; the shutdown signal is passed in as a future.
+//!
+//! The binary (`src/main.rs`) only parses the command line and calls into [`server`] or
+//! [`config`].
+
+pub mod config;
+pub mod jwks;
+pub mod policy;
+pub mod server;
+pub mod service;
+pub mod token;
+pub mod verify;

@@ -1,0 +1,174 @@
+//! The gRPC server: Authorization, `grpc.health.v1` and server reflection on one port, the JWKS
+//! refresher beside it, and graceful shutdown when the future passed in resolves.
+//!
+//! Health: both the overall status (`""`) and `envoy.service.auth.v3.Authorization` report
+//! NOT_SERVING until a key set has loaded, then SERVING. Envoy's gRPC health checks therefore keep
+//! traffic away from an instance that could only deny.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::jwks::{self, Jwks};
+use crate::service::AuthorizationService;
+
+/// Encoded `FileDescriptorSet` of `envoy/service/auth/v3/external_auth.proto` and its imports,
+/// compiled by `build.rs` from the protos shipped in the `envoy-types` crate in use.
+pub const EXT_AUTHZ_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/ext_authz_descriptor.bin"));
+
+/// The gRPC name of the Authorization service.
+pub const AUTHORIZATION_SERVICE: &str =
+    <AuthorizationServer<AuthorizationService> as NamedService>::NAME;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The HTTP client for JWKS fetches could not be built.
+    #[error("cannot build the JWKS HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    /// The reflection service could not load its descriptors.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC transport failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds `config.listen` and serves until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let addr = config.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    serve(config, listener, shutdown).await
+}
+
+/// Serves on an already-bound listener until `shutdown` resolves; in-flight calls finish first.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let local = listener.local_addr().ok();
+    let config = Arc::new(config);
+    let jwks = Jwks::new(config.jwks.clone());
+    let client = jwks::http_client(&config.jwks)?;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health_reporter
+        .set_not_serving::<AuthorizationServer<AuthorizationService>>()
+        .await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(EXT_AUTHZ_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(EXT_AUTHZ_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    // Background tasks stop when this sender is dropped or set.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let refresher = tokio::spawn(jwks.clone().run_refresher(client, stopped(stop_rx.clone())));
+    let health_task = tokio::spawn(track_health(
+        jwks.clone(),
+        health_reporter,
+        stopped(stop_rx),
+    ));
+
+    tracing::info!(
+        listen = ?local,
+        issuer = %config.expectations.issuer,
+        jwks_uri = %config.jwks.uri,
+        rules = config.policy.rules.len(),
+        "scopegate serving"
+    );
+    let service = AuthorizationService::new(Arc::clone(&config), jwks);
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(AuthorizationServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+
+    let _ = stop_tx.send(true);
+    let _ = refresher.await;
+    let _ = health_task.await;
+    tracing::info!("scopegate stopped");
+    Ok(result?)
+}
+
+/// Flips health to SERVING once the first key set has loaded.
+async fn track_health(
+    jwks: Jwks,
+    reporter: tonic_health::server::HealthReporter,
+    stop: impl Future<Output = ()>,
+) {
+    let mut ready = jwks.ready();
+    let loaded = tokio::select! {
+        loaded = ready.wait_for(|ready| *ready) => loaded.is_ok(),
+        () = stop => false,
+    };
+    if loaded {
+        reporter
+            .set_service_status("", ServingStatus::Serving)
+            .await;
+        reporter
+            .set_serving::<AuthorizationServer<AuthorizationService>>()
+            .await;
+        tracing::info!("health: SERVING");
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM: the signals an orchestrator or a terminal sends.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received; draining");
+}

@@ -1,0 +1,292 @@
+//! The `envoy.service.auth.v3.Authorization` gRPC service: the only module that knows Envoy and
+//! tonic types.
+//!
+//! `Check` reads extract → verify → decide → respond. Every authentication or authorization
+//! failure is answered in-band, as `Ok(CheckResponse)` with a denied status and an HTTP response
+//! for Envoy to send; `Err(Status)` is kept for real faults, because Envoy's `failure_mode_allow`
+//! lets requests through on those.
+//!
+//! | denial | HTTP | `error` | gRPC status in the response |
+//! |---|---|---|---|
+//! | no `Authorization`, or another scheme | 401 | `unauthorized` (no code in the challenge) | UNAUTHENTICATED |
+//! | malformed Bearer credentials | 400 | `invalid_request` | UNAUTHENTICATED |
+//! | token fails verification | 401 | `invalid_token` | UNAUTHENTICATED |
+//! | scopes missing, or route denied to all | 403 | `insufficient_scope` | PERMISSION_DENIED |
+//! | ambiguous request path | 400 | `invalid_request` | PERMISSION_DENIED |
+//! | no key set loaded yet | 503 | `temporarily_unavailable` | UNAVAILABLE |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
+};
+use envoy_types::ext_authz::v3::{
+    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
+};
+use envoy_types::pb::envoy::config::core::v3::HeaderMap;
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::jwks::{Jwks, Refetch};
+use crate::policy::{self, AuthError, Authentication, Decision, Denial};
+use crate::token::{self, CredentialsError};
+use crate::verify::{self, VerifiedClaims, VerifyError};
+
+/// Header carrying the token's `sub` to the upstream.
+pub const SUBJECT_HEADER: &str = "x-auth-subject";
+/// Header carrying the granted scopes (space-separated) to the upstream.
+pub const SCOPES_HEADER: &str = "x-auth-scopes";
+
+/// The Authorization service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuthorizationService {
+    config: Arc<Config>,
+    jwks: Jwks,
+}
+
+impl AuthorizationService {
+    /// A service deciding with `config` against the keys in `jwks`.
+    pub fn new(config: Arc<Config>, jwks: Jwks) -> Self {
+        AuthorizationService { config, jwks }
+    }
+
+    /// Extracts and verifies the Bearer token. An unknown `kid` asks the JWKS refresher for one
+    /// (single-flight, rate-limited) refetch and tries once more with the new snapshot.
+    async fn authenticate(
+        &self,
+        authorization: &Result<Vec<String>, CredentialsError>,
+        now: u64,
+    ) -> Authentication {
+        let values: Vec<&str> = match authorization {
+            Ok(values) => values.iter().map(String::as_str).collect(),
+            Err(e) => return Err(AuthError::Credentials(*e)),
+        };
+        let token = token::bearer_token(&values)?;
+        let expect = &self.config.expectations;
+        let keys = self.jwks.snapshot().ok_or(AuthError::KeysUnavailable)?;
+        match verify::verify(token, &keys, expect, now) {
+            Err(VerifyError::UnknownKey) => {
+                drop(keys);
+                match self.jwks.refetch_for_unknown_kid().await {
+                    Refetch::Completed => {
+                        let keys = self.jwks.snapshot().ok_or(AuthError::KeysUnavailable)?;
+                        Ok(verify::verify(token, &keys, expect, now)?)
+                    }
+                    Refetch::CoolingDown | Refetch::TimedOut => Err(VerifyError::UnknownKey.into()),
+                }
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthorizationService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| Status::internal("system clock is before the Unix epoch"))?
+            .as_secs();
+        let check = request.into_inner();
+        let http = check
+            .attributes
+            .and_then(|a| a.request)
+            .and_then(|r| r.http)
+            .unwrap_or_default();
+
+        // extract
+        let authorization = authorization_values(&http.headers, http.header_map.as_ref());
+        let mut route_name = "none";
+        let mut subject = None;
+        let decision = match policy::normalize(&http.path) {
+            Err(e) => Decision::Deny(Denial::BadPath(e)),
+            Ok(path) => {
+                let route = self.config.policy.route(&http.method, &path);
+                route_name = route.name;
+                // verify (only where the route needs a token)
+                let auth = if route.requirement.needs_token() {
+                    Some(self.authenticate(&authorization, now).await)
+                } else {
+                    None
+                };
+                subject = auth
+                    .as_ref()
+                    .and_then(|a| a.as_ref().ok())
+                    .and_then(VerifiedClaims::subject)
+                    .map(str::to_owned);
+                // decide
+                policy::decide(route.requirement, auth)
+            }
+        };
+
+        // respond. The query string is never logged: it may carry credentials.
+        let logged_path = http.path.split(['?', '#']).next().unwrap_or_default();
+        let response = match decision {
+            Decision::Allow(claims) => {
+                tracing::debug!(
+                    route = route_name,
+                    method = %http.method,
+                    path = logged_path,
+                    sub = claims.as_ref().and_then(|c| c.subject()),
+                    "allow"
+                );
+                allow(claims.as_ref())
+            }
+            Decision::Deny(denial) => {
+                tracing::info!(
+                    reason = %denial,
+                    route = route_name,
+                    method = %http.method,
+                    path = logged_path,
+                    sub = subject.as_deref(),
+                    "deny"
+                );
+                deny(&denial, &self.config.realm)
+            }
+        };
+        Ok(Response::new(response))
+    }
+}
+
+/// Every `Authorization` value the request carried, from the `headers` map or `header_map`
+/// (Envoy fills one or the other, depending on `encode_raw_headers`). Should a caller fill both,
+/// identical lists count once and differing ones are all kept (and so refused as several
+/// credentials). A value that is not UTF-8 makes the credentials malformed.
+fn authorization_values(
+    headers: &HashMap<String, String>,
+    header_map: Option<&HeaderMap>,
+) -> Result<Vec<String>, CredentialsError> {
+    let from_headers: Vec<String> = headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.clone())
+        .collect();
+    let from_map = header_map
+        .into_iter()
+        .flat_map(|m| &m.headers)
+        .filter(|h| h.key.eq_ignore_ascii_case("authorization"))
+        .map(|h| {
+            if h.raw_value.is_empty() {
+                Ok(h.value.clone())
+            } else {
+                String::from_utf8(h.raw_value.clone()).map_err(|_| CredentialsError::Malformed)
+            }
+        })
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(if from_map.is_empty() || from_map == from_headers {
+        from_headers
+    } else if from_headers.is_empty() {
+        from_map
+    } else {
+        from_headers.into_iter().chain(from_map).collect()
+    })
+}
+
+/// An OK response carrying the identity headers, overwriting any the client sent; an anonymous
+/// (public-route) allow removes them, so a client can never inject an identity.
+fn allow(claims: Option<&VerifiedClaims>) -> CheckResponse {
+    let mut ok = OkHttpResponseBuilder::new();
+    let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+    match claims.and_then(VerifiedClaims::subject) {
+        Some(sub) => ok.add_header(SUBJECT_HEADER, sub, overwrite, false),
+        None => ok.remove_header(SUBJECT_HEADER),
+    };
+    let scopes: Vec<&str> = claims
+        .map(|c| c.scopes().iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    if scopes.is_empty() {
+        ok.remove_header(SCOPES_HEADER);
+    } else {
+        ok.add_header(SCOPES_HEADER, scopes.join(" "), overwrite, false);
+    }
+    let mut response = CheckResponse::with_status(Status::ok(""));
+    response.set_http_response(ok);
+    response
+}
+
+/// The denied response for `denial`: status, JSON body and challenge.
+fn deny(denial: &Denial, realm: &str) -> CheckResponse {
+    let message = denial.to_string();
+    let (http, code, grpc, challenge): (HttpStatusCode, &str, Status, Option<String>) = match denial
+    {
+        Denial::Unauthenticated(AuthError::Credentials(e)) if e.is_absent() => (
+            HttpStatusCode::Unauthorized,
+            "unauthorized",
+            Status::unauthenticated(&message),
+            Some(format!("Bearer realm=\"{realm}\"")),
+        ),
+        Denial::Unauthenticated(AuthError::Credentials(_)) => (
+            HttpStatusCode::BadRequest,
+            "invalid_request",
+            Status::unauthenticated(&message),
+            Some(challenge(realm, "invalid_request", &message, None)),
+        ),
+        Denial::Unauthenticated(AuthError::Token(_)) => (
+            HttpStatusCode::Unauthorized,
+            "invalid_token",
+            Status::unauthenticated(&message),
+            Some(challenge(realm, "invalid_token", &message, None)),
+        ),
+        Denial::Unauthenticated(AuthError::KeysUnavailable) => (
+            HttpStatusCode::ServiceUnavailable,
+            "temporarily_unavailable",
+            Status::unavailable(&message),
+            None,
+        ),
+        Denial::InsufficientScope { required } => (
+            HttpStatusCode::Forbidden,
+            "insufficient_scope",
+            Status::permission_denied(&message),
+            Some(challenge(
+                realm,
+                "insufficient_scope",
+                &message,
+                Some(&required.join(" ")),
+            )),
+        ),
+        Denial::RouteDenied => (
+            HttpStatusCode::Forbidden,
+            "insufficient_scope",
+            Status::permission_denied(&message),
+            Some(challenge(realm, "insufficient_scope", &message, None)),
+        ),
+        Denial::BadPath(_) => (
+            HttpStatusCode::BadRequest,
+            "invalid_request",
+            Status::permission_denied(&message),
+            None,
+        ),
+    };
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+    let mut denied = DeniedHttpResponseBuilder::new();
+    denied
+        .set_http_status(http)
+        .add_header("content-type", "application/json", overwrite, false)
+        .set_body(body);
+    if let Some(challenge) = challenge {
+        denied.add_header("www-authenticate", challenge, overwrite, false);
+    }
+    if matches!(denial, Denial::Unauthenticated(AuthError::KeysUnavailable)) {
+        denied.add_header("retry-after", "5", overwrite, false);
+    }
+    let mut response = CheckResponse::with_status(grpc);
+    response.set_http_response(denied);
+    response
+}
+
+/// An RFC 6750 §3 challenge. Every interpolated value is a fixed message or a configured scope or
+/// realm, none of which may contain `"` or `\` (the configuration refuses them).
+fn challenge(realm: &str, error: &str, description: &str, scope: Option<&str>) -> String {
+    let mut out =
+        format!("Bearer realm=\"{realm}\", error=\"{error}\", error_description=\"{description}\"");
+    if let Some(scope) = scope.filter(|s| !s.is_empty()) {
+        out.push_str(&format!(", scope=\"{scope}\""));
+    }
+    out
+}

@@ -1,0 +1,522 @@
+//! Token verification: a compact JWS in, [`VerifiedClaims`] or a [`VerifyError`] out.
+//!
+//! This module is pure and synchronous: it reads a key-set snapshot and the current time that the
+//! caller passes in, and never performs I/O. It deliberately does not delegate to a general JWT
+//! library's `decode`: it accepts one narrow shape (three base64url segments, an allow-listed RSA
+//! algorithm, a known key) and rejects everything else, and it verifies against keys that were
+//! parsed once when the key set was loaded, so no key parsing happens per request.
+//!
+//! Order of checks (each failure is final, the first one wins):
+//! 1. syntax: exactly three non-empty, canonical base64url segments; a JSON-object header;
+//! 2. header: `alg` is a string on the allow-list, no `crit`, no nested (`cty: JWT`) token;
+//! 3. key: chosen by `kid` from the snapshot; its own `alg`, when published, must agree;
+//! 4. signature over `header.payload` with that key;
+//! 5. claims (only once the signature holds): `exp` required, `nbf` honoured, both with leeway;
+//!    `iss` exact; `aud` (string or array) contains a configured audience; `scope`/`scp` typed.
+//!
+//! Headers such as `jku`, `x5u`, `jwk` and `x5c` are ignored: keys come only from the configured
+//! JWKS, so a token can never point verification at a key of its own choosing.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use aws_lc_rs::signature::{self, RsaParameters};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+
+use crate::jwks::KeySet;
+
+/// A JWS signature algorithm scopegate can verify.
+///
+/// Only asymmetric RSA algorithms exist here: `none` and the HMAC family cannot be represented,
+/// so no configuration can enable them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (the Auth0 default).
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+}
+
+impl Algorithm {
+    /// Every supported algorithm, for help texts.
+    pub const ALL: [Algorithm; 6] = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+    ];
+
+    /// The JOSE name (`"RS256"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RS256 => "RS256",
+            Algorithm::RS384 => "RS384",
+            Algorithm::RS512 => "RS512",
+            Algorithm::PS256 => "PS256",
+            Algorithm::PS384 => "PS384",
+            Algorithm::PS512 => "PS512",
+        }
+    }
+
+    /// The verification parameters; the 2048–8192-bit modulus range is enforced by them too.
+    pub(crate) fn rsa_parameters(self) -> &'static RsaParameters {
+        match self {
+            Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+            Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+            Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+            Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+            Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+            Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = ();
+
+    /// Exact, case-sensitive JOSE names only (RFC 7515 §4.1.1: `alg` is case-sensitive).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or(())
+    }
+}
+
+/// What a token must satisfy besides its signature; compiled from the configuration.
+#[derive(Clone, Debug)]
+pub struct Expectations {
+    /// Exact `iss` value.
+    pub issuer: String,
+    /// The token's `aud` must contain at least one of these.
+    pub audiences: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_seconds: u64,
+    /// Algorithms a token may be signed with.
+    pub algorithms: Vec<Algorithm>,
+}
+
+/// Why a token was rejected. Each variant becomes a 401 `invalid_token`; the `Display` text is the
+/// short human reason sent to the client and logged, and never contains token material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// Not three dot-separated segments, or an empty segment.
+    #[error("token is not a compact JWS (header.payload.signature)")]
+    NotCompactJws,
+    /// Five segments: an encrypted token, which is never accepted as an access token here.
+    #[error("encrypted tokens (JWE) are not accepted")]
+    Encrypted,
+    /// A segment is not canonical unpadded base64url.
+    #[error("token {0} is not valid base64url")]
+    BadEncoding(&'static str),
+    /// The header is not a JSON object of the expected shape.
+    #[error("token header is malformed")]
+    BadHeader,
+    /// `alg` is missing from, or not on, the allow-list (this covers `none` and HMAC).
+    #[error("token algorithm is not allowed")]
+    AlgorithmNotAllowed,
+    /// The header lists critical extensions, none of which scopegate implements (RFC 7515 §4.1.11).
+    #[error("token header has unsupported critical parameters")]
+    CriticalHeader,
+    /// `cty: JWT`: a nested token, which is never accepted.
+    #[error("nested tokens are not accepted")]
+    NestedToken,
+    /// No key in the current key set has the token's `kid`.
+    #[error("token signing key is unknown")]
+    UnknownKey,
+    /// The key was published for another algorithm than the token's `alg`.
+    #[error("token algorithm does not match its key")]
+    KeyAlgorithmMismatch,
+    /// The signature does not verify.
+    #[error("token signature is invalid")]
+    BadSignature,
+    /// The payload is not a JSON object, or a registered claim has the wrong type.
+    #[error("token claims are malformed")]
+    BadClaims,
+    /// No `exp` claim.
+    #[error("token has no expiry")]
+    MissingExpiry,
+    /// `exp` (plus leeway) has passed.
+    #[error("token has expired")]
+    Expired,
+    /// `nbf` (minus leeway) is still in the future.
+    #[error("token is not valid yet")]
+    NotYetValid,
+    /// `iss` is missing or not exactly the configured issuer.
+    #[error("token issuer is not accepted")]
+    WrongIssuer,
+    /// `aud` is missing or contains none of the configured audiences.
+    #[error("token audience is not accepted")]
+    WrongAudience,
+}
+
+/// Claims of a token whose signature, algorithm, issuer, audience and validity window have all been
+/// checked. Only [`verify`] constructs this type: its fields are private and it has no setters, so
+/// holding one is proof that verification succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedClaims {
+    subject: Option<String>,
+    scopes: BTreeSet<String>,
+    expires_at: u64,
+}
+
+impl VerifiedClaims {
+    /// The `sub` claim, if the token carried one.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
+    /// Granted scopes: the union of `scope` and `scp`, deduplicated and sorted.
+    pub fn scopes(&self) -> &BTreeSet<String> {
+        &self.scopes
+    }
+
+    /// Whether `scope` was granted (exact, case-sensitive comparison, RFC 6749 §3.3).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.contains(scope)
+    }
+
+    /// `exp` in whole seconds since the Unix epoch (fractions truncated).
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+}
+
+#[cfg(test)]
+impl VerifiedClaims {
+    /// Claims for unit tests of code downstream of verification (never compiled into the product).
+    pub(crate) fn for_tests(subject: Option<&str>, scopes: &[&str]) -> Self {
+        VerifiedClaims {
+            subject: subject.map(str::to_owned),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            expires_at: 0,
+        }
+    }
+}
+
+/// The protected header members scopegate reads. Unknown members are ignored; duplicate members
+/// are a parse error (serde refuses them for known fields).
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: Option<serde_json::Value>,
+    kid: Option<serde_json::Value>,
+    crit: Option<serde_json::Value>,
+    cty: Option<serde_json::Value>,
+}
+
+/// Registered and scope claims, with JSON types enforced by serde.
+#[derive(Deserialize)]
+struct Claims {
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    aud: Option<OneOrMany>,
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    nbf: Option<f64>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scp: Option<OneOrMany>,
+}
+
+/// A claim that may be a single string or an array of strings (`aud`, `scp`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Verifies `token` (the Bearer credential, already known to be token68) against the key set.
+///
+/// `now` is seconds since the Unix epoch; the caller supplies it so that this function stays pure.
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    expect: &Expectations,
+    now: u64,
+) -> Result<VerifiedClaims, VerifyError> {
+    let mut parts = token.split('.');
+    let (header_b64, payload_b64, signature_b64) =
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(h), Some(p), Some(s), None) => (h, p, s),
+            (Some(_), Some(_), Some(_), Some(_)) if token.split('.').count() == 5 => {
+                return Err(VerifyError::Encrypted);
+            }
+            _ => return Err(VerifyError::NotCompactJws),
+        };
+    if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
+        return Err(VerifyError::NotCompactJws);
+    }
+
+    let header_json = decode_segment(header_b64, "header")?;
+    let header: JoseHeader = parse_object(&header_json).ok_or(VerifyError::BadHeader)?;
+    let alg = match header.alg {
+        Some(serde_json::Value::String(name)) => name
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|alg| expect.algorithms.contains(alg))
+            .ok_or(VerifyError::AlgorithmNotAllowed)?,
+        _ => return Err(VerifyError::AlgorithmNotAllowed),
+    };
+    if header.crit.is_some() {
+        return Err(VerifyError::CriticalHeader);
+    }
+    if let Some(cty) = &header.cty {
+        match cty.as_str() {
+            Some(c) if c.eq_ignore_ascii_case("JWT") => return Err(VerifyError::NestedToken),
+            Some(_) => {}
+            None => return Err(VerifyError::BadHeader),
+        }
+    }
+    let kid = match &header.kid {
+        None => None,
+        Some(serde_json::Value::String(kid)) => Some(kid.as_str()),
+        Some(_) => return Err(VerifyError::BadHeader),
+    };
+
+    let key = keys.find(kid).ok_or(VerifyError::UnknownKey)?;
+    if key.algorithm().is_some_and(|published| published != alg) {
+        return Err(VerifyError::KeyAlgorithmMismatch);
+    }
+    let verifier = key.verifier(alg).ok_or(VerifyError::KeyAlgorithmMismatch)?;
+    let signature = decode_segment(signature_b64, "signature")?;
+    let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
+    verifier
+        .verify_sig(signed.as_bytes(), &signature)
+        .map_err(|_| VerifyError::BadSignature)?;
+
+    let payload = decode_segment(payload_b64, "payload")?;
+    let claims: Claims = parse_object(&payload).ok_or(VerifyError::BadClaims)?;
+    check_claims(claims, expect, now)
+}
+
+/// Validates the time window, issuer and audience, and collects the scopes.
+fn check_claims(
+    claims: Claims,
+    expect: &Expectations,
+    now: u64,
+) -> Result<VerifiedClaims, VerifyError> {
+    let now = now as f64;
+    let leeway = expect.leeway_seconds as f64;
+    let exp = claims.exp.ok_or(VerifyError::MissingExpiry)?;
+    if !exp.is_finite() {
+        return Err(VerifyError::BadClaims);
+    }
+    if now > exp + leeway {
+        return Err(VerifyError::Expired);
+    }
+    if let Some(nbf) = claims.nbf {
+        if !nbf.is_finite() {
+            return Err(VerifyError::BadClaims);
+        }
+        if now + leeway < nbf {
+            return Err(VerifyError::NotYetValid);
+        }
+    }
+    if claims.iss.as_deref() != Some(expect.issuer.as_str()) {
+        return Err(VerifyError::WrongIssuer);
+    }
+    let audience_ok = match &claims.aud {
+        Some(OneOrMany::One(aud)) => expect.audiences.iter().any(|a| a == aud),
+        Some(OneOrMany::Many(auds)) => auds.iter().any(|aud| expect.audiences.contains(aud)),
+        None => false,
+    };
+    if !audience_ok {
+        return Err(VerifyError::WrongAudience);
+    }
+
+    let mut scopes = BTreeSet::new();
+    let split = |s: &str| {
+        s.split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    if let Some(scope) = &claims.scope {
+        scopes.extend(split(scope));
+    }
+    match &claims.scp {
+        Some(OneOrMany::One(scp)) => scopes.extend(split(scp)),
+        Some(OneOrMany::Many(list)) => {
+            scopes.extend(list.iter().filter(|s| !s.is_empty()).cloned())
+        }
+        None => {}
+    }
+
+    Ok(VerifiedClaims {
+        subject: claims.sub,
+        scopes,
+        // exp is finite and, having passed the check above, not far below `now`; negative or
+        // fractional values truncate toward zero.
+        expires_at: exp.max(0.0) as u64,
+    })
+}
+
+/// Decodes one segment as canonical unpadded base64url (padding, `+`/`/` and non-zero trailing
+/// bits are all refused by the engine's defaults).
+fn decode_segment(segment: &str, what: &'static str) -> Result<Vec<u8>, VerifyError> {
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| VerifyError::BadEncoding(what))
+}
+
+/// Parses `json` as a JSON object into `T`. serde would also accept an array for a struct
+/// (positionally), so the first significant byte is checked to be `{`.
+fn parse_object<T: for<'de> Deserialize<'de>>(json: &[u8]) -> Option<T> {
+    let first = json.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expect() -> Expectations {
+        Expectations {
+            issuer: "https://issuer.example/".into(),
+            audiences: vec!["api".into(), "other".into()],
+            leeway_seconds: 60,
+            algorithms: vec![Algorithm::RS256],
+        }
+    }
+
+    fn claims(json: &str) -> Claims {
+        parse_object(json.as_bytes()).expect("test claims parse")
+    }
+
+    #[test]
+    fn algorithm_names_are_case_sensitive_and_closed() {
+        for (name, want) in [
+            ("RS256", Some(Algorithm::RS256)),
+            ("PS512", Some(Algorithm::PS512)),
+            ("rs256", None),
+            ("none", None),
+            ("HS256", None),
+            ("", None),
+        ] {
+            assert_eq!(name.parse::<Algorithm>().ok(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn claim_checks_table() {
+        let now = 1_000_000;
+        let cases: &[(&str, Result<(), VerifyError>)] = &[
+            (
+                r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100}"#,
+                Ok(()),
+            ),
+            (
+                r#"{"iss":"https://issuer.example/","aud":["x","other"],"exp":1000100}"#,
+                Ok(()),
+            ),
+            (
+                r#"{"iss":"https://issuer.example/","aud":"api"}"#,
+                Err(VerifyError::MissingExpiry),
+            ),
+            // leeway: 60 s past exp is still accepted, 61 s is not
+            (
+                r#"{"iss":"https://issuer.example/","aud":"api","exp":999940}"#,
+                Ok(()),
+            ),
+            (
+                r#"{"iss":"https://issuer.example/","aud":"api","exp":999939}"#,
+                Err(VerifyError::Expired),
+            ),
+            (
+                r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,"nbf":1000060}"#,
+                Ok(()),
+            ),
+            (
+                r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,"nbf":1000061}"#,
+                Err(VerifyError::NotYetValid),
+            ),
+            (
+                r#"{"iss":"https://issuer.example","aud":"api","exp":1000100}"#,
+                Err(VerifyError::WrongIssuer),
+            ),
+            (
+                r#"{"iss":"HTTPS://issuer.example/","aud":"api","exp":1000100}"#,
+                Err(VerifyError::WrongIssuer),
+            ),
+            (
+                r#"{"aud":"api","exp":1000100}"#,
+                Err(VerifyError::WrongIssuer),
+            ),
+            (
+                r#"{"iss":"https://issuer.example/","aud":"API","exp":1000100}"#,
+                Err(VerifyError::WrongAudience),
+            ),
+            (
+                r#"{"iss":"https://issuer.example/","aud":[],"exp":1000100}"#,
+                Err(VerifyError::WrongAudience),
+            ),
+            (
+                r#"{"iss":"https://issuer.example/","exp":1000100}"#,
+                Err(VerifyError::WrongAudience),
+            ),
+        ];
+        for (json, want) in cases {
+            let got = check_claims(claims(json), &expect(), now).map(|_| ());
+            assert_eq!(&got, want, "{json}");
+        }
+    }
+
+    #[test]
+    fn wrongly_typed_claims_do_not_parse() {
+        for json in [
+            r#"{"exp":"1000100"}"#,
+            r#"{"exp":true}"#,
+            r#"{"aud":1}"#,
+            r#"{"aud":[1]}"#,
+            r#"{"iss":["https://issuer.example/"]}"#,
+            r#"{"scope":["read"]}"#,
+            r#"{"sub":7}"#,
+            r#"{"exp":1,"exp":2}"#,
+            r#"[1,2,3]"#,
+            r#""string""#,
+        ] {
+            assert!(parse_object::<Claims>(json.as_bytes()).is_none(), "{json}");
+        }
+    }
+
+    #[test]
+    fn scopes_merge_scope_and_scp() {
+        let c = claims(
+            r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,
+                "scope":"read:messages  write:messages","scp":["admin","read:messages"]}"#,
+        );
+        let verified = check_claims(c, &expect(), 1_000_000).expect("valid");
+        let scopes: Vec<_> = verified.scopes().iter().map(String::as_str).collect();
+        assert_eq!(scopes, ["admin", "read:messages", "write:messages"]);
+        assert!(!verified.has_scope("read"));
+        assert!(!verified.has_scope("READ:MESSAGES"));
+    }
+}
