@@ -417,6 +417,9 @@ impl Jwks {
             {
                 return Refetch::CoolingDown;
             } else {
+                // Mark the fetch as under way now, so callers arriving before the refresher
+                // starts it wait for it instead of being told to cool down.
+                gate.in_flight = true;
                 gate.last_trigger = Some(now);
                 true
             }

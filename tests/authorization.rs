@@ -1,0 +1,259 @@
+//! Route rules through a direct gRPC Check: any-of and all-of scopes, methods, public routes, the
+//! three defaults, identity headers for the upstream, and path canonicalisation.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+const RULES: &str = r#"
+[[rules]]
+path = "/restricted_resource"
+scopes = ["read:messages"]
+
+[[rules]]
+path = "/another_resource"
+scopes = ["some:scope", "some:other_scope"]
+
+[[rules]]
+path = "/messages"
+methods = ["POST", "DELETE"]
+all_scopes = ["write:messages", "audit"]
+
+[[rules]]
+path = "/messages"
+scopes = ["read:messages"]
+
+[[rules]]
+prefix = "/public/"
+public = true
+
+[[rules]]
+prefix = "/admin/"
+all_scopes = ["admin"]
+"#;
+
+#[tokio::test]
+async fn any_of_scopes_follow_the_samples_intersection_rule() {
+    let env = Env::start(RULES).await;
+    for (path, scope, allowed) in [
+        ("/restricted_resource", "read:messages", true),
+        ("/restricted_resource", "openid read:messages profile", true),
+        ("/restricted_resource", "write:messages", false),
+        ("/restricted_resource", "", false),
+        ("/restricted_resource", "read:messages:all", false),
+        ("/restricted_resource", "READ:MESSAGES", false),
+        ("/another_resource", "some:other_scope", true),
+        ("/another_resource", "some:scope", true),
+        ("/another_resource", "read:messages", false),
+    ] {
+        let answer = env.ask_with_scope("GET", path, scope).await;
+        if allowed {
+            answer.assert_allowed();
+        } else {
+            answer.assert_denied(403, "insufficient_scope");
+            assert_eq!(answer.code, PERMISSION_DENIED);
+            assert_eq!(
+                answer.message(),
+                "Insufficient scope",
+                "the sample's message"
+            );
+        }
+    }
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn insufficient_scope_challenge_names_the_required_scopes() {
+    let env = Env::start(RULES).await;
+    let answer = env
+        .ask_with_scope("GET", "/another_resource", "openid")
+        .await;
+    answer.assert_denied(403, "insufficient_scope");
+    assert_eq!(
+        answer.challenge(),
+        "Bearer realm=\"scopegate\", error=\"insufficient_scope\", \
+         error_description=\"Insufficient scope\", scope=\"some:scope some:other_scope\""
+    );
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn methods_select_rules_and_all_of_needs_every_scope() {
+    let env = Env::start(RULES).await;
+    for (method, scope, allowed) in [
+        ("POST", "write:messages audit", true),
+        ("POST", "write:messages", false),
+        ("POST", "read:messages", false),
+        ("post", "read:messages", false), // lower-case methods cannot dodge the POST rule
+        ("DELETE", "audit write:messages", true),
+        ("GET", "read:messages", true),
+        ("GET", "write:messages audit", false),
+        ("PUT", "read:messages", true), // falls through to the any-method rule
+    ] {
+        let answer = env.ask_with_scope(method, "/messages", scope).await;
+        if allowed {
+            answer.assert_allowed();
+        } else {
+            answer.assert_denied(403, "insufficient_scope");
+        }
+    }
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn scp_claim_grants_scopes_too() {
+    let env = Env::start(RULES).await;
+    for scp in [json!(["read:messages"]), json!("openid read:messages")] {
+        let mut c = claims("");
+        c.as_object_mut().expect("object").remove("scope");
+        c["scp"] = scp;
+        let token = env.key.mint(&c);
+        env.ask("GET", "/restricted_resource", Some(&bearer(&token)))
+            .await
+            .assert_allowed();
+    }
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn allow_sets_identity_headers_overwriting_client_copies() {
+    let env = Env::start(RULES).await;
+    let token = env.key.mint(&claims("read:messages openid"));
+    let request = request(
+        "GET",
+        "/restricted_resource",
+        &[
+            ("authorization", &bearer(&token)),
+            ("x-auth-subject", "attacker"),
+            ("x-auth-scopes", "admin"),
+        ],
+    );
+    let response = env.gate.check(request).await;
+    let answer = Answer::of(&response);
+    answer.assert_allowed();
+    assert_eq!(answer.headers["x-auth-subject"], "auth0|user-1");
+    assert_eq!(answer.headers["x-auth-scopes"], "openid read:messages");
+    let Some(envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse::OkResponse(
+        ok,
+    )) = &response.http_response
+    else {
+        panic!("OK response expected");
+    };
+    for h in &ok.headers {
+        assert_eq!(
+            h.append_action,
+            envoy_types::ext_authz::v3::pb::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+            "identity headers must overwrite, never append: {h:?}"
+        );
+    }
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn token_without_sub_or_scopes_removes_the_identity_headers() {
+    let env = Env::start("").await;
+    let mut c = claims("");
+    c.as_object_mut().expect("object").remove("sub");
+    c.as_object_mut().expect("object").remove("scope");
+    let token = env.key.mint(&c);
+    let answer = env.ask("GET", "/anything", Some(&bearer(&token))).await;
+    answer.assert_allowed();
+    assert!(answer.headers.is_empty(), "{answer:?}");
+    assert!(answer.removed.contains(&"x-auth-subject".to_string()));
+    assert!(answer.removed.contains(&"x-auth-scopes".to_string()));
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn public_routes_need_no_token_and_strip_spoofed_identity() {
+    let env = Env::start(RULES).await;
+    let request = request(
+        "GET",
+        "/public/index.html",
+        &[("x-auth-subject", "admin"), ("x-auth-scopes", "admin")],
+    );
+    let answer = Answer::of(&env.gate.check(request).await);
+    answer.assert_allowed();
+    assert!(answer.headers.is_empty(), "{answer:?}");
+    assert_eq!(answer.removed, ["x-auth-subject", "x-auth-scopes"]);
+
+    // A broken token on a public route does not matter.
+    env.ask("GET", "/public/x", Some("Bearer garbage"))
+        .await
+        .assert_allowed();
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn default_authenticated_needs_any_valid_token() {
+    let env = Env::start("").await;
+    env.ask("GET", "/unlisted", None)
+        .await
+        .assert_denied(401, "unauthorized");
+    env.ask_with_scope("GET", "/unlisted", "")
+        .await
+        .assert_allowed();
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn default_deny_refuses_unlisted_routes_after_authentication() {
+    let env = Env::start("default = \"deny\"\n[[rules]]\npath = \"/ok\"").await;
+    env.ask("GET", "/unlisted", None)
+        .await
+        .assert_denied(401, "unauthorized");
+    let answer = env
+        .ask_with_scope("GET", "/unlisted", "read:messages admin")
+        .await;
+    answer.assert_denied(403, "insufficient_scope");
+    assert_eq!(answer.message(), "Route is not permitted");
+    env.ask_with_scope("GET", "/ok", "").await.assert_allowed();
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn default_allow_lets_unlisted_routes_through_anonymously() {
+    let env = Env::start("default = \"allow\"\n[[rules]]\npath = \"/private\"").await;
+    let answer = env.ask("GET", "/unlisted", None).await;
+    answer.assert_allowed();
+    assert_eq!(answer.removed, ["x-auth-subject", "x-auth-scopes"]);
+    env.ask("GET", "/private", None)
+        .await
+        .assert_denied(401, "unauthorized");
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn paths_are_matched_in_canonical_form_or_refused() {
+    let env = Env::start(RULES).await;
+    // Spellings of protected paths still hit their rule.
+    for path in [
+        "/restricted_resource?scope=read:messages",
+        "/%72estricted_resource",
+        "/admin/%75sers",
+    ] {
+        env.ask_with_scope("GET", path, "openid")
+            .await
+            .assert_denied(403, "insufficient_scope");
+    }
+    // Ambiguous spellings are refused outright, with or without a token.
+    for path in [
+        "/public/../admin/users",
+        "/public/%2e%2e/admin/users",
+        "/public%2F..%2Fadmin/users",
+        "//admin/users",
+        "/admin/users;x=1",
+        "/public\\..\\admin",
+        "/a%zz",
+        "relative",
+        "",
+    ] {
+        for authorization in [None, Some("Bearer x")] {
+            let answer = env.ask("GET", path, authorization).await;
+            answer.assert_denied(400, "invalid_request");
+            assert_eq!(answer.code, PERMISSION_DENIED, "{path:?}");
+        }
+    }
+    env.gate.stop().await;
+}

@@ -1,0 +1,498 @@
+//! Shared fixtures for the integration tests: real RSA keys, a real HTTP JWKS server on loopback,
+//! the real scopegate server started in-process, and a real tonic client.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use envoy_types::ext_authz::v3::pb::CheckResponse;
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+pub const ISSUER: &str = "https://issuer.test/";
+pub const AUDIENCE: &str = "https://api.test";
+
+/// gRPC status codes as they appear in `CheckResponse.status.code`.
+pub const OK: i32 = 0;
+pub const PERMISSION_DENIED: i32 = 7;
+pub const UNAVAILABLE: i32 = 14;
+pub const UNAUTHENTICATED: i32 = 16;
+
+/// An RSA signing key generated for the test, with its `kid`.
+#[derive(Clone)]
+pub struct TestKey {
+    pub kid: String,
+    pair: Arc<KeyPair>,
+    encoding: jsonwebtoken::EncodingKey,
+}
+
+impl TestKey {
+    /// A fresh 2048-bit key.
+    pub fn generate(kid: &str) -> TestKey {
+        let pair = KeyPair::generate(KeySize::Rsa2048).expect("RSA key generation");
+        let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).expect("pkcs8");
+        let pem = pem_encode("PRIVATE KEY", pkcs8.as_ref());
+        let encoding = jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).expect("pem key");
+        TestKey {
+            kid: kid.to_string(),
+            pair: Arc::new(pair),
+            encoding,
+        }
+    }
+
+    /// The public JWK, as an Auth0 JWKS lists it.
+    pub fn jwk(&self) -> Value {
+        let public = self.pair.public_key();
+        json!({
+            "kty": "RSA",
+            "use": "sig",
+            "alg": "RS256",
+            "kid": self.kid,
+            "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+            "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+        })
+    }
+
+    /// A token minted by an independent JWT implementation (jsonwebtoken), RS256 with this `kid`.
+    pub fn mint(&self, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).expect("encode token")
+    }
+
+    /// A token with an arbitrary header, signed RS256 over exactly the given JSON texts.
+    pub fn mint_raw(&self, header: &Value, claims: &Value) -> String {
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = self.sign(signing_input.as_bytes());
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    /// RS256 signature over `message`.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        let mut signature = vec![0; self.pair.public_modulus_len()];
+        self.pair
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                message,
+                &mut signature,
+            )
+            .expect("sign");
+        signature
+    }
+}
+
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ascii"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after epoch")
+        .as_secs()
+}
+
+/// Valid claims for the test issuer and audience, expiring in an hour.
+pub fn claims(scope: &str) -> Value {
+    json!({
+        "iss": ISSUER,
+        "sub": "auth0|user-1",
+        "aud": [AUDIENCE, "https://issuer.test/userinfo"],
+        "iat": now(),
+        "exp": now() + 3600,
+        "scope": scope,
+    })
+}
+
+/// A JWKS document listing the keys.
+pub fn jwks_of(keys: &[&TestKey]) -> Value {
+    json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() })
+}
+
+/// What the JWKS server answers.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// Status, extra headers, body.
+    Respond(u16, Vec<(String, String)>, Vec<u8>),
+    /// Accept and read the request, then never answer.
+    Stall,
+}
+
+impl Reply {
+    /// 200 with a JSON body.
+    pub fn json(body: &Value) -> Reply {
+        Reply::Respond(
+            200,
+            vec![("content-type".into(), "application/json".into())],
+            body.to_string().into_bytes(),
+        )
+    }
+}
+
+/// A minimal, real HTTP/1.1 server on 127.0.0.1 that serves one programmable reply to every
+/// request and counts the requests.
+#[derive(Clone)]
+pub struct JwksServer {
+    pub addr: SocketAddr,
+    reply: Arc<Mutex<Reply>>,
+    hits: Arc<AtomicUsize>,
+}
+
+impl JwksServer {
+    pub async fn start(reply: Reply) -> JwksServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind jwks");
+        let server = JwksServer {
+            addr: listener.local_addr().expect("addr"),
+            reply: Arc::new(Mutex::new(reply)),
+            hits: Arc::new(AtomicUsize::new(0)),
+        };
+        let state = server.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    state.hits.fetch_add(1, Ordering::SeqCst);
+                    let reply = state.reply.lock().expect("reply lock").clone();
+                    match reply {
+                        Reply::Stall => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        Reply::Respond(status, headers, body) => {
+                            let mut head = format!(
+                                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+                                body.len()
+                            );
+                            for (k, v) in headers {
+                                head.push_str(&format!("{k}: {v}\r\n"));
+                            }
+                            head.push_str("\r\n");
+                            let _ = socket.write_all(head.as_bytes()).await;
+                            let _ = socket.write_all(&body).await;
+                            let _ = socket.shutdown().await;
+                        }
+                    }
+                });
+            }
+        });
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/.well-known/jwks.json", self.addr)
+    }
+
+    pub fn set(&self, reply: Reply) {
+        *self.reply.lock().expect("reply lock") = reply;
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// scopegate running in-process on a loopback port.
+pub struct Scopegate {
+    pub addr: SocketAddr,
+    pub client: AuthorizationClient<Channel>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), scopegate::server::ServerError>>>,
+}
+
+impl Scopegate {
+    /// Starts scopegate with the test issuer/audience, `jwks_uri`, and `extra` TOML (rules etc.).
+    pub async fn start(jwks_uri: &str, extra: &str) -> Scopegate {
+        let text = format!(
+            "issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_uri = \"{jwks_uri}\"\n{extra}"
+        );
+        let config = scopegate::config::RawConfig::from_toml(&text, "<test>")
+            .expect("test config parses")
+            .compile()
+            .expect("test config compiles");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind scopegate");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(scopegate::server::serve(config, listener, async {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to scopegate");
+        Scopegate {
+            addr,
+            client: AuthorizationClient::new(channel),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Starts scopegate and waits until it has loaded keys (health SERVING).
+    pub async fn start_ready(jwks_uri: &str, extra: &str) -> Scopegate {
+        let gate = Scopegate::start(jwks_uri, extra).await;
+        gate.wait_serving().await;
+        gate
+    }
+
+    pub async fn check(&self, request: CheckRequest) -> CheckResponse {
+        self.client
+            .clone()
+            .check(request)
+            .await
+            .expect("Check must answer in-band, never with a gRPC error")
+            .into_inner()
+    }
+
+    /// Overall health status (`""`), as a `grpc.health.v1` client sees it.
+    pub async fn health(&self, service: &str) -> i32 {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status
+    }
+
+    pub async fn wait_serving(&self) {
+        let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+        eventually("health SERVING", Duration::from_secs(20), || async {
+            self.health("").await == serving
+        })
+        .await;
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server result");
+        }
+    }
+}
+
+/// Polls `condition` until it holds, failing the test at `deadline`.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A CheckRequest as Envoy sends it by default (headers in the `headers` map).
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let mut map = HashMap::new();
+    for (k, v) in headers {
+        map.insert(k.to_string(), v.to_string());
+    }
+    http_request(HttpRequest {
+        method: method.into(),
+        path: path.into(),
+        headers: map,
+        ..Default::default()
+    })
+}
+
+/// A CheckRequest as Envoy sends it with `encode_raw_headers: true` (headers in `header_map`).
+pub fn raw_request(method: &str, path: &str, headers: &[(&str, &[u8])]) -> CheckRequest {
+    let header_map = HeaderMap {
+        headers: headers
+            .iter()
+            .map(|(k, v)| HeaderValue {
+                key: k.to_string(),
+                value: String::new(),
+                raw_value: v.to_vec(),
+            })
+            .collect(),
+    };
+    http_request(HttpRequest {
+        method: method.into(),
+        path: path.into(),
+        header_map: Some(header_map),
+        ..Default::default()
+    })
+}
+
+fn http_request(http: HttpRequest) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(http),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// A readable view of a CheckResponse.
+#[derive(Debug)]
+pub struct Answer {
+    /// gRPC code in `CheckResponse.status`.
+    pub code: i32,
+    /// HTTP status for denials (0 for OK responses).
+    pub http: i32,
+    /// Denied response headers, or headers set upstream on OK.
+    pub headers: HashMap<String, String>,
+    /// Headers removed before the upstream (OK only).
+    pub removed: Vec<String>,
+    /// Parsed JSON body (denials).
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn of(response: &CheckResponse) -> Answer {
+        let code = response.status.as_ref().map_or(-1, |s| s.code);
+        let mut answer = Answer {
+            code,
+            http: 0,
+            headers: HashMap::new(),
+            removed: Vec::new(),
+            body: Value::Null,
+        };
+        let header_pairs =
+            |list: &[envoy_types::pb::envoy::config::core::v3::HeaderValueOption]| {
+                list.iter()
+                    .filter_map(|h| h.header.as_ref())
+                    .map(|h| (h.key.clone(), h.value.clone()))
+                    .collect::<HashMap<_, _>>()
+            };
+        match &response.http_response {
+            Some(HttpResponse::DeniedResponse(denied)) => {
+                answer.http = denied.status.as_ref().map_or(-1, |s| s.code);
+                answer.headers = header_pairs(&denied.headers);
+                answer.body = serde_json::from_str(&denied.body).expect("denial body is JSON");
+            }
+            Some(HttpResponse::OkResponse(ok)) => {
+                answer.headers = header_pairs(&ok.headers);
+                answer.removed = ok.headers_to_remove.clone();
+            }
+            Some(HttpResponse::ErrorResponse(e)) => {
+                panic!("scopegate never sends ErrorResponse: {e:?}")
+            }
+            None => {}
+        }
+        answer
+    }
+
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_default()
+    }
+
+    pub fn message(&self) -> &str {
+        self.body["message"].as_str().unwrap_or_default()
+    }
+
+    pub fn challenge(&self) -> &str {
+        self.headers
+            .get("www-authenticate")
+            .map_or("", String::as_str)
+    }
+
+    /// Asserts an allow.
+    pub fn assert_allowed(&self) {
+        assert_eq!(self.code, OK, "expected allow, got {self:?}");
+    }
+
+    /// Asserts a denial with this HTTP status and `error` code, with a JSON content type.
+    pub fn assert_denied(&self, http: i32, error: &str) {
+        assert_ne!(self.code, OK, "expected a denial, got {self:?}");
+        assert_eq!((self.http, self.error()), (http, error), "{self:?}");
+        assert_eq!(
+            self.headers.get("content-type").map(String::as_str),
+            Some("application/json"),
+            "{self:?}"
+        );
+    }
+}
+
+/// A test environment: one key, a JWKS server serving it, scopegate ready with `extra` config.
+pub struct Env {
+    pub key: TestKey,
+    pub jwks: JwksServer,
+    pub gate: Scopegate,
+}
+
+impl Env {
+    pub async fn start(extra: &str) -> Env {
+        let key = TestKey::generate("key-1");
+        let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+        let gate = Scopegate::start_ready(&jwks.url(), extra).await;
+        Env { key, jwks, gate }
+    }
+
+    /// Check with an optional Authorization value.
+    pub async fn ask(&self, method: &str, path: &str, authorization: Option<&str>) -> Answer {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|a| vec![("authorization", a)])
+            .unwrap_or_default();
+        Answer::of(&self.gate.check(request(method, path, &headers)).await)
+    }
+
+    /// Check with a token minted with `scope`.
+    pub async fn ask_with_scope(&self, method: &str, path: &str, scope: &str) -> Answer {
+        let token = self.key.mint(&claims(scope));
+        self.ask(method, path, Some(&bearer(&token))).await
+    }
+}

@@ -1,0 +1,346 @@
+//! The key set over time: loading, rotation, unknown-`kid` refetches, and faults of the JWKS
+//! endpoint at start-up and mid-run. Real HTTP server, real scopegate, real tokens.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+const RULES: &str = r#"
+[[rules]]
+path = "/restricted_resource"
+scopes = ["read:messages"]
+
+[[rules]]
+path = "/public"
+public = true
+"#;
+
+/// Refresh every second, so mid-run behaviour shows up quickly.
+const FAST_REFRESH: &str = "jwks_refresh_seconds = 1\njwks_min_refresh_seconds = 1\n";
+
+async fn allowed(gate: &Scopegate, key: &TestKey) -> bool {
+    let token = key.mint(&claims("read:messages"));
+    let request = request(
+        "GET",
+        "/restricted_resource",
+        &[("authorization", &bearer(&token))],
+    );
+    Answer::of(&gate.check(request).await).code == OK
+}
+
+#[tokio::test]
+async fn key_rotation_new_kid_verifies_at_once_and_removed_key_stops() {
+    let old = TestKey::generate("old");
+    let new = TestKey::generate("new");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&old]))).await;
+    let extra = format!("jwks_refetch_cooldown_seconds = 1\n{RULES}");
+    let gate = Scopegate::start_ready(&jwks.url(), &extra).await;
+    assert!(allowed(&gate, &old).await);
+
+    // The issuer publishes a new key and starts signing with it: the very first token with the new
+    // kid triggers a refetch and is allowed.
+    jwks.set(Reply::json(&jwks_of(&[&old, &new])));
+    assert!(
+        allowed(&gate, &new).await,
+        "first token of a rotated-in key"
+    );
+    assert!(allowed(&gate, &old).await);
+
+    // The old key is withdrawn. Tokens signed with it stop verifying once the set is refreshed;
+    // a token with an unknown kid is what forces that refresh here.
+    jwks.set(Reply::json(&jwks_of(&[&new])));
+    let stranger = TestKey::generate("stranger");
+    eventually(
+        "withdrawn key stops verifying",
+        Duration::from_secs(10),
+        || async {
+            // A token with an unknown kid forces the refresh (once the 1 s cooldown has passed).
+            assert!(!allowed(&gate, &stranger).await);
+            !allowed(&gate, &old).await
+        },
+    )
+    .await;
+    assert!(allowed(&gate, &new).await);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn removed_key_stops_verifying_after_scheduled_refresh() {
+    let old = TestKey::generate("old");
+    let new = TestKey::generate("new");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&old, &new]))).await;
+    let gate = Scopegate::start_ready(&jwks.url(), &format!("{FAST_REFRESH}{RULES}")).await;
+    assert!(allowed(&gate, &old).await);
+    jwks.set(Reply::json(&jwks_of(&[&new])));
+    let token = old.mint(&claims("read:messages"));
+    eventually("old key withdrawn", Duration::from_secs(10), || async {
+        let request = request(
+            "GET",
+            "/restricted_resource",
+            &[("authorization", &bearer(&token))],
+        );
+        let answer = Answer::of(&gate.check(request).await);
+        answer.code == UNAUTHENTICATED && answer.message() == "token signing key is unknown"
+    })
+    .await;
+    assert!(allowed(&gate, &new).await);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_kid_flood_causes_at_most_one_refetch_per_cooldown() {
+    let key = TestKey::generate("key-1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let gate = Scopegate::start_ready(&jwks.url(), RULES).await;
+    assert_eq!(jwks.hits(), 1, "one fetch at start-up");
+
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let token = key.mint_raw(
+            &json!({"alg": "RS256", "kid": format!("random-{i}")}),
+            &claims("read:messages"),
+        );
+        let client = gate.client.clone();
+        tasks.push(tokio::spawn(async move {
+            let request = request(
+                "GET",
+                "/restricted_resource",
+                &[("authorization", &bearer(&token))],
+            );
+            let response = client
+                .clone()
+                .check(request)
+                .await
+                .expect("in-band")
+                .into_inner();
+            Answer::of(&response)
+        }));
+    }
+    for task in tasks {
+        let answer = task.await.expect("task");
+        answer.assert_denied(401, "invalid_token");
+        assert_eq!(answer.message(), "token signing key is unknown");
+    }
+    assert_eq!(jwks.hits(), 2, "200 random kids must share one refetch");
+    assert!(
+        allowed(&gate, &key).await,
+        "known keys keep working during a flood"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn jwks_down_at_start_denies_reports_not_serving_and_recovers_alone() {
+    let key = TestKey::generate("key-1");
+    let jwks = JwksServer::start(Reply::Respond(503, vec![], b"down".to_vec())).await;
+    let gate = Scopegate::start(&jwks.url(), RULES).await;
+
+    let not_serving = ServingStatus::NotServing as i32;
+    assert_eq!(gate.health("").await, not_serving);
+    assert_eq!(
+        gate.health("envoy.service.auth.v3.Authorization").await,
+        not_serving
+    );
+    let token = key.mint(&claims("read:messages"));
+    let request_with_token = || {
+        request(
+            "GET",
+            "/restricted_resource",
+            &[("authorization", &bearer(&token))],
+        )
+    };
+    let answer = Answer::of(&gate.check(request_with_token()).await);
+    answer.assert_denied(503, "temporarily_unavailable");
+    assert_eq!(answer.code, UNAVAILABLE);
+    assert_eq!(
+        answer.headers.get("retry-after").map(String::as_str),
+        Some("5")
+    );
+    // Public routes do not need keys.
+    Answer::of(&gate.check(request("GET", "/public", &[])).await).assert_allowed();
+
+    // Retries keep going (with backoff), and the service recovers by itself.
+    eventually("a retry", Duration::from_secs(10), || async {
+        jwks.hits() >= 2
+    })
+    .await;
+    jwks.set(Reply::json(&jwks_of(&[&key])));
+    gate.wait_serving().await;
+    assert_eq!(
+        gate.health("envoy.service.auth.v3.Authorization").await,
+        ServingStatus::Serving as i32
+    );
+    Answer::of(&gate.check(request_with_token()).await).assert_allowed();
+    gate.stop().await;
+}
+
+/// Serves a good key set, then `bad` on every refresh: the good set must stay in force.
+async fn last_good_key_set_survives(name: &str, bad: Reply) {
+    let key = TestKey::generate("key-1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let extra = format!("{FAST_REFRESH}jwks_fetch_timeout_seconds = 1\n{RULES}");
+    let gate = Scopegate::start_ready(&jwks.url(), &extra).await;
+    jwks.set(bad);
+    let before = jwks.hits();
+    // The refresher is sequential: a second bad fetch proves the first was fully processed.
+    eventually(name, Duration::from_secs(15), || async {
+        jwks.hits() >= before + 2
+    })
+    .await;
+    assert!(
+        allowed(&gate, &key).await,
+        "last good keys must survive a refresh that is {name}"
+    );
+    assert_eq!(
+        gate.health("").await,
+        ServingStatus::Serving as i32,
+        "{name}"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_answering_500_keeps_keys() {
+    last_good_key_set_survives("HTTP 500", Reply::Respond(500, vec![], b"oops".to_vec())).await;
+}
+
+#[tokio::test]
+async fn refresh_answering_404_keeps_keys() {
+    last_good_key_set_survives("HTTP 404", Reply::Respond(404, vec![], vec![])).await;
+}
+
+#[tokio::test]
+async fn refresh_answering_html_keeps_keys() {
+    let html = Reply::Respond(
+        200,
+        vec![("content-type".into(), "text/html".into())],
+        b"<html>".to_vec(),
+    );
+    last_good_key_set_survives("HTML", html).await;
+}
+
+#[tokio::test]
+async fn refresh_answering_empty_object_keeps_keys() {
+    last_good_key_set_survives("{}", Reply::json(&json!({}))).await;
+}
+
+#[tokio::test]
+async fn refresh_answering_keys_123_keeps_keys() {
+    last_good_key_set_survives("{\"keys\":123}", Reply::json(&json!({"keys": 123}))).await;
+}
+
+#[tokio::test]
+async fn refresh_answering_no_usable_keys_keeps_keys() {
+    last_good_key_set_survives("no keys", Reply::json(&json!({"keys": []}))).await;
+    let hmac_only = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]});
+    last_good_key_set_survives("only unusable keys", Reply::json(&hmac_only)).await;
+}
+
+#[tokio::test]
+async fn refresh_that_stalls_keeps_keys() {
+    last_good_key_set_survives("stalled", Reply::Stall).await;
+}
+
+#[tokio::test]
+async fn cache_control_max_age_sets_the_refresh_interval() {
+    let key = TestKey::generate("key-1");
+    let mut reply = Reply::json(&jwks_of(&[&key]));
+    if let Reply::Respond(_, headers, _) = &mut reply {
+        headers.push(("cache-control".into(), "public, max-age=1".into()));
+    }
+    let jwks = JwksServer::start(reply).await;
+    let gate = Scopegate::start_ready(&jwks.url(), "jwks_min_refresh_seconds = 1\n").await;
+    // max-age=1 (above the 1 s floor) instead of the 600 s default interval.
+    eventually("refresh by max-age", Duration::from_secs(10), || async {
+        jwks.hits() >= 3
+    })
+    .await;
+    gate.stop().await;
+
+    let quiet = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let gate = Scopegate::start_ready(&quiet.url(), "").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(quiet.hits(), 1, "no max-age: the 600 s default applies");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let key = TestKey::generate("key-1");
+    let target = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let redirect = JwksServer::start(Reply::Respond(
+        302,
+        vec![("location".into(), target.url())],
+        vec![],
+    ))
+    .await;
+    let gate = Scopegate::start(&redirect.url(), RULES).await;
+    eventually("a retry", Duration::from_secs(10), || async {
+        redirect.hits() >= 2
+    })
+    .await;
+    assert_eq!(
+        target.hits(),
+        0,
+        "the redirect target must never be fetched"
+    );
+    assert_eq!(gate.health("").await, ServingStatus::NotServing as i32);
+    assert!(!allowed(&gate, &key).await);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_jwks_body_is_refused() {
+    let key = TestKey::generate("key-1");
+    let padding = "x".repeat(4096);
+    let mut doc = jwks_of(&[&key]);
+    doc["padding"] = json!(padding);
+    let jwks = JwksServer::start(Reply::json(&doc)).await;
+    let gate = Scopegate::start(&jwks.url(), &format!("jwks_max_bytes = 2048\n{RULES}")).await;
+    eventually("a retry", Duration::from_secs(10), || async {
+        jwks.hits() >= 2
+    })
+    .await;
+    assert_eq!(gate.health("").await, ServingStatus::NotServing as i32);
+    assert!(!allowed(&gate, &key).await);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn stalled_jwks_at_start_times_out_and_check_never_waits_for_it() {
+    let key = TestKey::generate("key-1");
+    let jwks = JwksServer::start(Reply::Stall).await;
+    let gate = Scopegate::start(
+        &jwks.url(),
+        &format!("jwks_fetch_timeout_seconds = 1\n{RULES}"),
+    )
+    .await;
+    // Check answers at once (503) while the fetch hangs; the test's own timeout bounds it.
+    let token = key.mint(&claims("read:messages"));
+    let answer = tokio::time::timeout(Duration::from_secs(2), async {
+        let request = request(
+            "GET",
+            "/restricted_resource",
+            &[("authorization", &bearer(&token))],
+        );
+        Answer::of(&gate.check(request).await)
+    })
+    .await
+    .expect("Check must not wait on the JWKS fetch");
+    answer.assert_denied(503, "temporarily_unavailable");
+    // The stalled fetch times out and is retried; once the endpoint answers, service recovers.
+    eventually(
+        "a retry after the timeout",
+        Duration::from_secs(10),
+        || async { jwks.hits() >= 2 },
+    )
+    .await;
+    jwks.set(Reply::json(&jwks_of(&[&key])));
+    gate.wait_serving().await;
+    assert!(allowed(&gate, &key).await);
+    gate.stop().await;
+}
