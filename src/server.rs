@@ -28,6 +28,9 @@ pub const EXT_AUTHZ_DESCRIPTOR_SET: &[u8] =
 pub const AUTHORIZATION_SERVICE: &str =
     <AuthorizationServer<AuthorizationService> as NamedService>::NAME;
 
+/// How long shutdown waits for open connections to finish before closing them.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -107,13 +110,33 @@ pub async fn serve(
         "scopegate serving"
     );
     let service = AuthorizationService::new(Arc::clone(&config), jwks);
-    let result = tonic::transport::Server::builder()
+    // Once shutdown starts, connections get GOAWAY and in-flight calls may finish; a client that
+    // keeps its connection open anyway must not hold the process forever.
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = draining_tx.send(());
+    };
+    let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(AuthorizationServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    let drain_deadline = async move {
+        if draining_rx.await.is_ok() {
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        result = server => result,
+        () = drain_deadline => {
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after the drain timeout; closing");
+            Ok(())
+        }
+    };
 
     let _ = stop_tx.send(true);
     let _ = refresher.await;
