@@ -21,12 +21,21 @@
 //! - [`server`]: wires the gRPC server (Authorization, `grpc.health.v1`, reflection), the JWKS
 //!   refresher and graceful shutdown; the shutdown signal is passed in as a future.
 //!
+//! Beside the service, for demos and tests (never on the request path):
+//! - [`devissuer`]: a development token issuer (JWKS, discovery, client-credentials tokens).
+//!   Not for production.
+//! - [`demo`]: the demo upstream API that stands behind Envoy in the demo.
+//! - [`probe`]: gRPC and HTTP health probes for container healthchecks.
+//!
 //! The binary (`src/main.rs`) only parses the command line and calls into [`server`] or
 //! [`config`].
 
 pub mod config;
+pub mod demo;
+pub mod devissuer;
 pub mod jwks;
 pub mod policy;
+pub mod probe;
 pub mod server;
 pub mod service;
 pub mod token;

@@ -1,6 +1,7 @@
 //! The `scopegate` binary: parses the command line and hands over to the library.
 
 use std::io::IsTerminal as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,6 +34,60 @@ enum Command {
         #[arg(long, env = "SCOPEGATE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Development token issuer (JWKS, discovery, POST /oauth/token). NOT FOR PRODUCTION.
+    DevIssuer {
+        /// Listen address; loopback only unless --allow-non-loopback.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// The `iss` of minted tokens (and the base of the discovery URLs).
+        #[arg(long, default_value = "http://127.0.0.1:8081/")]
+        issuer: String,
+        /// PKCS#8 DER key file; created on first use.
+        #[arg(long, default_value = ".demo/dev-issuer-key.der")]
+        key_file: PathBuf,
+        /// Allow a non-loopback listen address (inside an isolated network only).
+        #[arg(long)]
+        allow_non_loopback: bool,
+    },
+    /// Mint a token with the development issuer's key and print it (for scripts).
+    MintToken {
+        /// PKCS#8 DER key file (the dev issuer's); created if missing.
+        #[arg(long, default_value = ".demo/dev-issuer-key.der")]
+        key_file: PathBuf,
+        /// `iss`.
+        #[arg(long, default_value = "http://127.0.0.1:8081/")]
+        issuer: String,
+        /// `aud`.
+        #[arg(long)]
+        audience: String,
+        /// Space-separated `scope`.
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// `sub`.
+        #[arg(long, default_value = "dev-user")]
+        subject: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = scopegate::devissuer::DEFAULT_EXPIRES_IN)]
+        expires_in: u64,
+        /// Extra claim as NAME=JSON (e.g. --claim 'nbf=0'); repeatable; overrides the above.
+        #[arg(long = "claim", value_parser = parse_claim)]
+        claims: Vec<(String, serde_json::Value)>,
+    },
+    /// The demo upstream API that stands behind Envoy in the demo.
+    DemoUpstream {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
+    },
+    /// Probe health for container healthchecks; exit status 0 if healthy.
+    Health {
+        /// scopegate's gRPC address (HOST:PORT): grpc.health.v1 must say SERVING.
+        #[arg(long, conflicts_with = "http", required_unless_present = "http")]
+        grpc: Option<String>,
+        /// An HTTP URL that must answer 2xx.
+        #[arg(long)]
+        http: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -46,6 +101,25 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, log_format } => serve(config, log_format),
         Command::CheckConfig { config } => check_config(config),
+        Command::DevIssuer {
+            listen,
+            issuer,
+            key_file,
+            allow_non_loopback,
+        } => dev_issuer(listen, &issuer, &key_file, allow_non_loopback),
+        Command::MintToken {
+            key_file,
+            issuer,
+            audience,
+            scope,
+            subject,
+            expires_in,
+            claims,
+        } => mint_token(
+            &key_file, &issuer, audience, scope, subject, expires_in, claims,
+        ),
+        Command::DemoUpstream { listen } => demo_upstream(listen),
+        Command::Health { grpc, http } => health(grpc, http),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,12 +141,90 @@ fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()> {
     init_logging(log_format);
     // Validate before any port is bound or any task is started.
     let config = Config::load(path.as_deref()).context("invalid configuration")?;
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(scopegate::server::run(
+    runtime()?.block_on(scopegate::server::run(
         config,
         scopegate::server::shutdown_signal(),
     ))?;
     Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+}
+
+fn dev_issuer(
+    listen: SocketAddr,
+    issuer: &str,
+    key_file: &std::path::Path,
+    allow_non_loopback: bool,
+) -> anyhow::Result<()> {
+    init_logging(LogFormat::Text);
+    let dev = scopegate::devissuer::DevIssuer::load_or_create(key_file, issuer)?;
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        dev.serve(
+            listener,
+            allow_non_loopback,
+            scopegate::server::shutdown_signal(),
+        )
+        .await?;
+        Ok(())
+    })
+}
+
+fn mint_token(
+    key_file: &std::path::Path,
+    issuer: &str,
+    audience: String,
+    scope: String,
+    subject: String,
+    expires_in: u64,
+    claims: Vec<(String, serde_json::Value)>,
+) -> anyhow::Result<()> {
+    let dev = scopegate::devissuer::DevIssuer::load_or_create(key_file, issuer)?;
+    let token = dev.mint(&scopegate::devissuer::Mint {
+        subject,
+        audience,
+        scope,
+        expires_in,
+        extra: claims.into_iter().collect(),
+    })?;
+    println!("{token}");
+    Ok(())
+}
+
+fn parse_claim(arg: &str) -> Result<(String, serde_json::Value), String> {
+    let (name, value) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=JSON, got {arg:?}"))?;
+    let value = serde_json::from_str(value)
+        .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+    Ok((name.to_string(), value))
+}
+
+fn demo_upstream(listen: SocketAddr) -> anyhow::Result<()> {
+    init_logging(LogFormat::Text);
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        scopegate::demo::serve(listener, scopegate::server::shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn health(grpc: Option<String>, http: Option<String>) -> anyhow::Result<()> {
+    let timeout = std::time::Duration::from_secs(2);
+    runtime()?.block_on(async {
+        match (grpc, http) {
+            (Some(addr), _) => scopegate::probe::grpc(&addr, timeout).await?,
+            (None, Some(url)) => scopegate::probe::http(&url, timeout).await?,
+            (None, None) => anyhow::bail!("give --grpc HOST:PORT or --http URL"),
+        }
+        Ok(())
+    })
 }
 
 fn init_logging(format: LogFormat) {

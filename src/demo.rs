@@ -1,0 +1,73 @@
+//! The demo upstream: a tiny HTTP API standing behind Envoy in the demo, the Docker stack and the
+//! end-to-end tests. It reproduces the sample's endpoints and reports the identity headers it
+//! received, so that what scopegate passed on is visible.
+//!
+//! - `GET /restricted_resource` → `{"message": "Access Granted", "allowed_scopes": [...]}` built
+//!   from `x-auth-scopes` (the sample's answer);
+//! - `GET /public` → a public greeting;
+//! - anything else → an echo of the path.
+//!
+//! Every answer also carries `"subject"` and `"scopes_header"`: the `x-auth-subject` and
+//! `x-auth-scopes` values as the upstream saw them (`null` when absent).
+
+use axum::Router;
+use axum::http::{HeaderMap, Uri};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::service::{SCOPES_HEADER, SUBJECT_HEADER};
+
+/// Serves the demo API on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = ?listener.local_addr().ok(), "demo upstream serving");
+    let app = Router::new()
+        .route("/restricted_resource", get(restricted))
+        .route("/public", get(public))
+        .fallback(other);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn with_identity(mut body: Value, headers: &HeaderMap) -> axum::Json<Value> {
+    body["subject"] = json!(header(headers, SUBJECT_HEADER));
+    body["scopes_header"] = json!(header(headers, SCOPES_HEADER));
+    axum::Json(body)
+}
+
+async fn restricted(headers: HeaderMap) -> axum::Json<Value> {
+    let scopes: Vec<String> = header(&headers, SCOPES_HEADER)
+        .map(|s| {
+            s.split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    with_identity(
+        json!({"message": "Access Granted", "allowed_scopes": scopes}),
+        &headers,
+    )
+}
+
+async fn public(headers: HeaderMap) -> axum::Json<Value> {
+    with_identity(json!({"message": "Public: no token needed"}), &headers)
+}
+
+async fn other(uri: Uri, headers: HeaderMap) -> axum::Json<Value> {
+    with_identity(
+        json!({"message": "Hello from the demo upstream", "path": uri.path()}),
+        &headers,
+    )
+}
