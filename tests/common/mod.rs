@@ -2,6 +2,8 @@
 //! the real scopegate server started in-process, and a real tonic client.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod stack;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

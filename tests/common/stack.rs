@@ -1,0 +1,284 @@
+//! The whole path as users run it: a real Envoy binary with the repository's `envoy/envoy.yaml`
+//! (addresses and ports substituted), scopegate with `demo/scopegate.toml`, the demo upstream and
+//! the development issuer, all on loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use scopegate::config::RawConfig;
+use scopegate::devissuer::{DevIssuer, Mint};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::eventually;
+
+/// The audience of `demo/scopegate.toml`.
+pub const DEMO_AUDIENCE: &str = "https://api.example.com";
+
+/// Where the Envoy binary is: `SCOPEGATE_ENVOY_BIN`, else `.venv/bin/envoy` (what
+/// `scripts/install-envoy` installs), else `envoy` on `PATH`. Missing Envoy fails the test.
+pub fn envoy_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SCOPEGATE_ENVOY_BIN") {
+        return PathBuf::from(path);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/envoy");
+    if venv.is_file() {
+        return venv;
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("envoy"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "no Envoy binary found: run scripts/install-envoy (or set SCOPEGATE_ENVOY_BIN). \
+             End-to-end tests never skip."
+        )
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Replaces `from` with `to`, insisting that `from` occurs exactly `count` times, so that a
+/// change to envoy/envoy.yaml that the tests would silently stop exercising fails loudly.
+fn substitute(text: &str, from: &str, to: &str, count: usize) -> String {
+    let found = text.matches(from).count();
+    assert_eq!(
+        found, count,
+        "envoy/envoy.yaml should contain {from:?} {count} time(s)"
+    );
+    text.replace(from, to)
+}
+
+/// scopegate running in-process on a fixed loopback address, restartable on the same port.
+struct Gate {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), scopegate::server::ServerError>>>,
+}
+
+impl Gate {
+    async fn start(addr: SocketAddr, issuer: &str) -> Gate {
+        let mut raw = RawConfig::from_file(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/scopegate.toml"),
+        )
+        .expect("demo config parses");
+        let jwks = format!("{issuer}.well-known/jwks.json");
+        raw.apply_env(|name| match name {
+            "SCOPEGATE_ISSUER" => Some(issuer.to_string()),
+            "SCOPEGATE_JWKS_URI" => Some(jwks.clone()),
+            _ => None,
+        });
+        let config = raw.compile().expect("demo config compiles");
+        let listener = TcpListener::bind(addr).await.expect("bind scopegate port");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(scopegate::server::serve(config, listener, async {
+            let _ = stopped.await;
+        }));
+        Gate {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("join")
+                .expect("scopegate stopped cleanly");
+        }
+    }
+}
+
+/// The running stack. Envoy is killed on drop.
+pub struct Stack {
+    /// Envoy's HTTP listener.
+    pub url: String,
+    /// Envoy's admin interface.
+    pub admin: String,
+    issuer: DevIssuer,
+    gate: Gate,
+    gate_addr: SocketAddr,
+    issuer_url: String,
+    envoy: Child,
+    envoy_log: PathBuf,
+    /// HTTP client without proxies.
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        let dir = std::env::temp_dir().join(format!(
+            "scopegate-e2e-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+
+        // Development issuer.
+        let issuer_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind issuer");
+        let issuer_url = format!("http://{}/", issuer_listener.local_addr().expect("addr"));
+        let key_file = dir.join("issuer-key.der");
+        let serving = DevIssuer::load_or_create(&key_file, &issuer_url).expect("issuer key");
+        tokio::spawn(serving.serve(issuer_listener, false, std::future::pending()));
+        let issuer = DevIssuer::load_or_create(&key_file, &issuer_url).expect("same key");
+
+        // Demo upstream.
+        let upstream_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let upstream_port = upstream_listener.local_addr().expect("addr").port();
+        tokio::spawn(scopegate::demo::serve(
+            upstream_listener,
+            std::future::pending(),
+        ));
+
+        // scopegate.
+        let gate_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let gate = Gate::start(gate_addr, &issuer_url).await;
+
+        // Envoy with the repository's configuration.
+        let listen_port = free_port();
+        let admin_port = free_port();
+        let yaml =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/envoy.yaml"))
+                .expect("read envoy/envoy.yaml");
+        let yaml = substitute(&yaml, "address: 0.0.0.0\n", "address: 127.0.0.1\n", 2);
+        let yaml = substitute(
+            &yaml,
+            "port_value: 9901\n",
+            &format!("port_value: {admin_port}\n"),
+            1,
+        );
+        let yaml = substitute(
+            &yaml,
+            "port_value: 8080\n",
+            &format!("port_value: {listen_port}\n"),
+            1,
+        );
+        let yaml = substitute(&yaml, "address: scopegate\n", "address: 127.0.0.1\n", 1);
+        let yaml = substitute(
+            &yaml,
+            "port_value: 9191\n",
+            &format!("port_value: {}\n", gate_addr.port()),
+            1,
+        );
+        let yaml = substitute(&yaml, "address: upstream\n", "address: 127.0.0.1\n", 1);
+        let yaml = substitute(
+            &yaml,
+            "port_value: 8000\n",
+            &format!("port_value: {upstream_port}\n"),
+            1,
+        );
+        let config_path = dir.join("envoy.yaml");
+        std::fs::write(&config_path, yaml).expect("write envoy config");
+        let envoy_log = dir.join("envoy.log");
+        let log = std::fs::File::create(&envoy_log).expect("log file");
+        let envoy = Command::new(envoy_binary())
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--disable-hot-restart", "--log-level", "warn"])
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start Envoy");
+
+        let stack = Stack {
+            url: format!("http://127.0.0.1:{listen_port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            issuer,
+            gate,
+            gate_addr,
+            issuer_url,
+            envoy,
+            envoy_log,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("http client"),
+        };
+        let ready = format!("{}/public", stack.url);
+        let http = stack.http.clone();
+        let log_path = stack.envoy_log.clone();
+        eventually(
+            "Envoy routing through a healthy scopegate",
+            Duration::from_secs(60),
+            || {
+                let http = http.clone();
+                let ready = ready.clone();
+                let log_path = log_path.clone();
+                async move {
+                    match http.get(&ready).send().await {
+                        Ok(r) => r.status() == 200,
+                        Err(_) => {
+                            // Envoy not listening yet; surface its log if it died.
+                            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                            assert!(!log.contains("critical"), "Envoy failed:\n{log}");
+                            false
+                        }
+                    }
+                }
+            },
+        )
+        .await;
+        stack
+    }
+
+    /// A token from the development issuer for the demo audience.
+    pub fn token(&self, scope: &str) -> String {
+        self.issuer
+            .mint(&Mint {
+                subject: "e2e-user".into(),
+                audience: DEMO_AUDIENCE.into(),
+                scope: scope.into(),
+                expires_in: 600,
+                extra: Default::default(),
+            })
+            .expect("mint")
+    }
+
+    /// GET through Envoy with extra headers.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.http.get(format!("{}{path}", self.url));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        request.send().await.expect("Envoy answers")
+    }
+
+    /// Stops scopegate (Envoy keeps running).
+    pub async fn stop_scopegate(&mut self) {
+        self.gate.stop().await;
+    }
+
+    /// Starts scopegate again on the same port.
+    pub async fn restart_scopegate(&mut self) {
+        self.gate = Gate::start(self.gate_addr, &self.issuer_url).await;
+    }
+
+    /// Envoy's log so far (for assertion messages).
+    pub fn envoy_log(&self) -> String {
+        std::fs::read_to_string(&self.envoy_log).unwrap_or_default()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.envoy.kill();
+        let _ = self.envoy.wait();
+    }
+}
