@@ -621,4 +621,49 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn duplicate_kids_and_bad_exponents_are_skipped_and_good_keys_kept() {
+        use aws_lc_rs::signature::KeyPair as _;
+        let pair =
+            aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("key");
+        let n = URL_SAFE_NO_PAD.encode(
+            pair.public_key()
+                .modulus()
+                .big_endian_without_leading_zero(),
+        );
+        let doc = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "a", "n": n, "e": "AQAB"},
+            {"kty": "RSA", "kid": "a", "n": n, "e": "AQAB"},
+            {"kty": "RSA", "kid": "even", "n": n, "e": "AQAA"},
+            {"kty": "RSA", "kid": "one", "n": n, "e": "AQ"},
+            {"kty": "RSA", "n": n, "e": "AQAB"},
+        ]});
+        let (set, skipped) = KeySet::parse(
+            doc.to_string().as_bytes(),
+            &[Algorithm::RS256, Algorithm::PS256],
+        )
+        .expect("usable");
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.kids(), ["a"]);
+        let reasons: Vec<_> = skipped
+            .iter()
+            .map(|s| (s.kid.as_deref(), s.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].1.contains("duplicate kid"), "{reasons:?}");
+        assert!(
+            reasons[1].1.contains("exponent") && reasons[2].1.contains("exponent"),
+            "{reasons:?}"
+        );
+        // Without a published alg, the key is prepared for every allowed algorithm.
+        let key = set.find(Some("a")).expect("kid a");
+        assert!(
+            key.verifier(Algorithm::RS256).is_some() && key.verifier(Algorithm::PS256).is_some()
+        );
+        assert!(
+            set.find(None).is_none(),
+            "two keys: a kid-less token is ambiguous"
+        );
+    }
 }

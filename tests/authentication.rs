@@ -347,3 +347,50 @@ async fn authentication_errors_come_before_scope_errors() {
         .assert_denied(401, "invalid_token");
     env.gate.stop().await;
 }
+
+#[tokio::test]
+async fn token_without_kid_is_matched_only_when_the_key_set_has_one_key() {
+    let env = Env::start(PROTECTED).await;
+    let no_kid = json!({"alg": "RS256", "typ": "JWT"});
+    let token = env.key.mint_raw(&no_kid, &claims("read:messages"));
+    env.ask("GET", "/restricted_resource", Some(&bearer(&token)))
+        .await
+        .assert_allowed();
+    env.gate.stop().await;
+
+    let second = TestKey::generate("key-2");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&env.key, &second]))).await;
+    let gate = Scopegate::start_ready(&jwks.url(), PROTECTED).await;
+    let check = request(
+        "GET",
+        "/restricted_resource",
+        &[("authorization", &bearer(&token))],
+    );
+    let answer = Answer::of(&gate.check(check).await);
+    answer.assert_denied(401, "invalid_token");
+    assert_eq!(answer.message(), "token signing key is unknown");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_published_for_one_algorithm_verifies_no_other() {
+    // RS512 is allowed, but the key is published with alg RS256.
+    let key = TestKey::generate("key-1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let extra = format!("algorithms = [\"RS256\", \"RS512\"]\n{PROTECTED}");
+    let gate = Scopegate::start_ready(&jwks.url(), &extra).await;
+    let token = key.mint_with(
+        &aws_lc_rs::signature::RSA_PKCS1_SHA512,
+        &json!({"alg": "RS512", "kid": "key-1"}),
+        &claims("read:messages"),
+    );
+    let check = request(
+        "GET",
+        "/restricted_resource",
+        &[("authorization", &bearer(&token))],
+    );
+    let answer = Answer::of(&gate.check(check).await);
+    answer.assert_denied(401, "invalid_token");
+    assert_eq!(answer.message(), "token algorithm does not match its key");
+    gate.stop().await;
+}

@@ -182,3 +182,32 @@ fn serve_shuts_down_gracefully_on_sigterm() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn json_log_format_writes_json_lines() {
+    let path = write_config("json.toml", VALID);
+    let mut child = scopegate(&[
+        "serve",
+        "--config",
+        path.to_str().expect("utf8"),
+        "--log-format",
+        "json",
+    ])
+    .env("RUST_LOG", "info")
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let first = BufReader::new(stderr)
+        .lines()
+        .next()
+        .expect("a log line")
+        .expect("utf8");
+    let _ = child.kill();
+    let _ = child.wait();
+    let line: serde_json::Value = serde_json::from_str(&first).expect("a JSON log line");
+    assert!(
+        line["level"].is_string() && line["fields"].is_object(),
+        "{line}"
+    );
+}

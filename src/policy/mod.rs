@@ -245,6 +245,13 @@ mod tests {
                     None,
                     Requirement::Deny,
                 ),
+                // A plain string prefix, as in Envoy: it also matches /apiary.
+                rule(
+                    "rules[4]",
+                    PathMatch::Prefix("/api".into()),
+                    None,
+                    Requirement::Deny,
+                ),
             ],
             default: Requirement::Authenticated,
         }
@@ -262,6 +269,8 @@ mod tests {
             ("DELETE", "/messages", "rules[2]"),
             ("GET", "/admin/users", "rules[3]"),
             ("GET", "/admin", "default"),
+            ("GET", "/api", "rules[4]"),
+            ("GET", "/apiary/bees", "rules[4]"),
             ("GET", "/messages/1", "default"),
             ("GET", "/", "default"),
         ] {

@@ -79,27 +79,27 @@ impl TestKey {
 
     /// A token with an arbitrary header, signed RS256 over exactly the given JSON texts.
     pub fn mint_raw(&self, header: &Value, claims: &Value) -> String {
+        self.mint_with(&RSA_PKCS1_SHA256, header, claims)
+    }
+
+    /// A token with an arbitrary header, signed with `padding` (an RSA signature scheme).
+    pub fn mint_with(
+        &self,
+        padding: &'static dyn aws_lc_rs::signature::RsaEncoding,
+        header: &Value,
+        claims: &Value,
+    ) -> String {
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
-        let signature = self.sign(signing_input.as_bytes());
-        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
-    }
-
-    /// RS256 signature over `message`.
-    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         let mut signature = vec![0; self.pair.public_modulus_len()];
+        let rng = aws_lc_rs::rand::SystemRandom::new();
         self.pair
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &aws_lc_rs::rand::SystemRandom::new(),
-                message,
-                &mut signature,
-            )
+            .sign(padding, &rng, signing_input.as_bytes(), &mut signature)
             .expect("sign");
-        signature
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
 }
 
@@ -248,6 +248,11 @@ impl Scopegate {
             .expect("test config parses")
             .compile()
             .expect("test config compiles");
+        Scopegate::start_with(config).await
+    }
+
+    /// Starts scopegate with a compiled configuration (its `listen` is ignored).
+    pub async fn start_with(config: scopegate::config::Config) -> Scopegate {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind scopegate");

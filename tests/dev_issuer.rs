@@ -1,0 +1,237 @@
+//! The development issuer: discovery, JWKS, the client-credentials token endpoint, key
+//! persistence, the loopback guard, and `mint-token` — each checked against real scopegate.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use scopegate::devissuer::{DevIssuer, DevIssuerError};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+struct Issuer {
+    url: String,
+    key_file: std::path::PathBuf,
+    http: reqwest::Client,
+}
+
+async fn start_issuer() -> Issuer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    let port = listener.local_addr().expect("addr").port();
+    let dir =
+        std::env::temp_dir().join(format!("scopegate-devissuer-{}-{port}", std::process::id()));
+    let key_file = dir.join("key.der");
+    let issuer = DevIssuer::load_or_create(&key_file, &url).expect("key");
+    tokio::spawn(issuer.serve(listener, false, std::future::pending()));
+    Issuer {
+        url,
+        key_file,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client"),
+    }
+}
+
+async fn scopegate_for(issuer: &Issuer) -> Scopegate {
+    let text = format!(
+        "issuer = \"{}\"\naudience = \"https://api.example.com\"\n[[rules]]\npath = \"/r\"\nscopes = [\"read:messages\"]\n",
+        issuer.url
+    );
+    let config = scopegate::config::RawConfig::from_toml(&text, "<test>")
+        .expect("toml")
+        .compile()
+        .expect("config");
+    Scopegate::start_with(config).await
+}
+
+async fn token_request(issuer: &Issuer, content_type: &str, body: String) -> (u16, Value) {
+    let response = issuer
+        .http
+        .post(format!("{}oauth/token", issuer.url))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("token endpoint answers");
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&response.text().await.expect("body")).expect("JSON answer"),
+    )
+}
+
+#[tokio::test]
+async fn discovery_and_jwks_are_served() {
+    let issuer = start_issuer().await;
+    let discovery: Value = issuer
+        .http
+        .get(format!("{}.well-known/openid-configuration", issuer.url))
+        .send()
+        .await
+        .expect("discovery")
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).expect("json"))
+        .expect("body");
+    assert_eq!(discovery["issuer"], issuer.url);
+    assert_eq!(
+        discovery["jwks_uri"],
+        format!("{}.well-known/jwks.json", issuer.url)
+    );
+    assert_eq!(
+        discovery["token_endpoint"],
+        format!("{}oauth/token", issuer.url)
+    );
+    let jwks: Value = issuer
+        .http
+        .get(discovery["jwks_uri"].as_str().expect("uri"))
+        .send()
+        .await
+        .expect("jwks")
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).expect("json"))
+        .expect("body");
+    let key = &jwks["keys"][0];
+    assert_eq!(
+        (
+            key["kty"].as_str(),
+            key["use"].as_str(),
+            key["alg"].as_str()
+        ),
+        (Some("RSA"), Some("sig"), Some("RS256"))
+    );
+}
+
+#[tokio::test]
+async fn client_credentials_tokens_are_accepted_by_scopegate() {
+    let issuer = start_issuer().await;
+    let gate = scopegate_for(&issuer).await;
+    gate.wait_serving().await;
+
+    let body = json!({"grant_type": "client_credentials", "client_id": "svc", "audience": "https://api.example.com", "scope": "read:messages"});
+    let (status, answer) = token_request(&issuer, "application/json", body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["token_type"], "Bearer");
+    assert_eq!(answer["expires_in"], 3600);
+    assert_eq!(answer["scope"], "read:messages");
+    let token = answer["access_token"].as_str().expect("token");
+    let check = request("GET", "/r", &[("authorization", &bearer(token))]);
+    let decision = Answer::of(&gate.check(check).await);
+    decision.assert_allowed();
+    assert_eq!(decision.headers["x-auth-subject"], "svc@clients");
+
+    // The same as a form, as OAuth clients usually send it; no scope → 403 on the scoped route.
+    let form = "grant_type=client_credentials&audience=https%3A%2F%2Fapi.example.com".to_string();
+    let (status, answer) = token_request(&issuer, "application/x-www-form-urlencoded", form).await;
+    assert_eq!(status, 200, "{answer}");
+    let token = answer["access_token"].as_str().expect("token");
+    let check = request("GET", "/r", &[("authorization", &bearer(token))]);
+    Answer::of(&gate.check(check).await).assert_denied(403, "insufficient_scope");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn token_endpoint_errors_follow_oauth() {
+    let issuer = start_issuer().await;
+    for (body, error) in [
+        (
+            json!({"grant_type": "client_credentials"}),
+            "invalid_request",
+        ),
+        (
+            json!({"grant_type": "client_credentials", "audience": ""}),
+            "invalid_request",
+        ),
+        (
+            json!({"grant_type": "password", "audience": "a"}),
+            "unsupported_grant_type",
+        ),
+        (json!({"audience": "a"}), "unsupported_grant_type"),
+    ] {
+        let (status, answer) = token_request(&issuer, "application/json", body.to_string()).await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some(error)),
+            "{body}"
+        );
+    }
+    let (status, answer) = token_request(&issuer, "application/json", "not json".into()).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+}
+
+#[tokio::test]
+async fn key_is_persisted_and_non_loopback_is_refused() {
+    let issuer = start_issuer().await;
+    let first = DevIssuer::load_or_create(&issuer.key_file, &issuer.url).expect("load");
+    let second = DevIssuer::load_or_create(&issuer.key_file, &issuer.url).expect("load");
+    assert_eq!(
+        first.kid(),
+        second.kid(),
+        "the key file is reused, not regenerated"
+    );
+
+    let open = TcpListener::bind("0.0.0.0:0").await.expect("bind");
+    let refused = first.serve(open, false, std::future::pending()).await;
+    assert!(
+        matches!(refused, Err(DevIssuerError::NotLoopback(_))),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn mint_token_cli_makes_tokens_scopegate_accepts() {
+    let issuer = start_issuer().await;
+    let gate = scopegate_for(&issuer).await;
+    gate.wait_serving().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .args([
+            "mint-token",
+            "--key-file",
+            issuer.key_file.to_str().expect("utf8"),
+            "--issuer",
+            &issuer.url,
+        ])
+        .args([
+            "--audience",
+            "https://api.example.com",
+            "--scope",
+            "read:messages",
+            "--subject",
+            "ops",
+        ])
+        .output()
+        .expect("run mint-token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).expect("utf8");
+    let check = request("GET", "/r", &[("authorization", &bearer(token.trim()))]);
+    let answer = Answer::of(&gate.check(check).await);
+    answer.assert_allowed();
+    assert_eq!(answer.headers["x-auth-subject"], "ops");
+
+    let expired = Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .args([
+            "mint-token",
+            "--key-file",
+            issuer.key_file.to_str().expect("utf8"),
+            "--issuer",
+            &issuer.url,
+        ])
+        .args(["--audience", "https://api.example.com", "--claim", "exp=1"])
+        .output()
+        .expect("run mint-token");
+    let token = String::from_utf8(expired.stdout).expect("utf8");
+    let check = request("GET", "/r", &[("authorization", &bearer(token.trim()))]);
+    Answer::of(&gate.check(check).await).assert_denied(401, "invalid_token");
+    gate.stop().await;
+}
