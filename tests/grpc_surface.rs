@@ -145,3 +145,43 @@ async fn shutdown_gives_up_on_streams_that_never_end_after_the_drain_timeout() {
     env.gate.stop().await;
     drop(tx);
 }
+
+/// Runs `scopegate health ARGS` off the async runtime and returns whether it exited 0.
+async fn probe(args: Vec<String>) -> bool {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+            .arg("health")
+            .args(&args)
+            .output()
+            .expect("run scopegate health")
+            .status
+            .success()
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probe_subcommand_reports_serving_and_not_serving() {
+    let env = Env::start("").await;
+    assert!(probe(vec!["--grpc".into(), env.gate.addr.to_string()]).await);
+    assert!(probe(vec!["--http".into(), env.jwks.url()]).await);
+
+    let down = JwksServer::start(Reply::Respond(503, vec![], vec![])).await;
+    let not_ready = Scopegate::start(&down.url(), "").await;
+    assert!(
+        !probe(vec!["--grpc".into(), not_ready.addr.to_string()]).await,
+        "NOT_SERVING must fail the probe"
+    );
+    assert!(
+        !probe(vec!["--http".into(), down.url()]).await,
+        "a 503 must fail the probe"
+    );
+    not_ready.stop().await;
+    let addr = env.gate.addr.to_string();
+    env.gate.stop().await;
+    assert!(
+        !probe(vec!["--grpc".into(), addr]).await,
+        "nothing listening"
+    );
+}
