@@ -63,19 +63,20 @@ async fn token_request(issuer: &Issuer, content_type: &str, body: String) -> (u1
     )
 }
 
+async fn get_json(issuer: &Issuer, url: &str) -> Value {
+    let response = issuer.http.get(url).send().await.expect("GET answers");
+    assert_eq!(response.status(), 200, "{url}");
+    serde_json::from_str(&response.text().await.expect("body")).expect("JSON body")
+}
+
 #[tokio::test]
 async fn discovery_and_jwks_are_served() {
     let issuer = start_issuer().await;
-    let discovery: Value = issuer
-        .http
-        .get(format!("{}.well-known/openid-configuration", issuer.url))
-        .send()
-        .await
-        .expect("discovery")
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).expect("json"))
-        .expect("body");
+    let discovery = get_json(
+        &issuer,
+        &format!("{}.well-known/openid-configuration", issuer.url),
+    )
+    .await;
     assert_eq!(discovery["issuer"], issuer.url);
     assert_eq!(
         discovery["jwks_uri"],
@@ -85,16 +86,7 @@ async fn discovery_and_jwks_are_served() {
         discovery["token_endpoint"],
         format!("{}oauth/token", issuer.url)
     );
-    let jwks: Value = issuer
-        .http
-        .get(discovery["jwks_uri"].as_str().expect("uri"))
-        .send()
-        .await
-        .expect("jwks")
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).expect("json"))
-        .expect("body");
+    let jwks = get_json(&issuer, discovery["jwks_uri"].as_str().expect("uri")).await;
     let key = &jwks["keys"][0];
     assert_eq!(
         (
