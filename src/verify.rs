@@ -236,6 +236,9 @@ struct Claims {
     exp: Option<f64>,
     #[serde(default)]
     nbf: Option<f64>,
+    /// Not used for decisions, but type-checked: a token whose `iat` is not a number is malformed.
+    #[serde(default, rename = "iat")]
+    _iat: Option<f64>,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -499,6 +502,8 @@ mod tests {
             r#"{"iss":["https://issuer.example/"]}"#,
             r#"{"scope":["read"]}"#,
             r#"{"sub":7}"#,
+            r#"{"iat":"yesterday"}"#,
+            r#"{"exp":1e400}"#,
             r#"{"exp":1,"exp":2}"#,
             r#"[1,2,3]"#,
             r#""string""#,

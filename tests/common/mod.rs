@@ -82,6 +82,16 @@ impl TestKey {
         self.mint_with(&RSA_PKCS1_SHA256, header, claims)
     }
 
+    /// RS256 signature over exactly `message`.
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        let mut signature = vec![0; self.pair.public_modulus_len()];
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        self.pair
+            .sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature)
+            .expect("sign");
+        signature
+    }
+
     /// A token with an arbitrary header, signed with `padding` (an RSA signature scheme).
     pub fn mint_with(
         &self,

@@ -1,0 +1,454 @@
+//! Hostile tokens and headers against a direct gRPC Check: each case names the status and error
+//! code it must get. Together with tests/authentication.rs this is the evidence behind the
+//! README's behaviour table.
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use serde_json::{Value, json};
+
+const PROTECTED: &str = "[[rules]]\npath = \"/r\"\nscopes = [\"read:messages\"]\n";
+
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn with(claim: &str, value: Value) -> Value {
+    let mut c = claims("read:messages");
+    c[claim] = value;
+    c
+}
+
+/// Signs exactly the given header and payload bytes (not re-serialised JSON).
+fn mint_bytes(key: &TestKey, header: &[u8], payload: &[u8]) -> String {
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let signature = key.sign_bytes(input.as_bytes());
+    format!("{input}.{}", b64(signature))
+}
+
+async fn expect_invalid(env: &Env, name: &str, token: &str, message: &str) {
+    let answer = env.ask("GET", "/r", Some(&bearer(token))).await;
+    assert_eq!(
+        (answer.http, answer.error(), answer.message()),
+        (401, "invalid_token", message),
+        "{name}"
+    );
+}
+
+#[tokio::test]
+async fn time_claims_of_every_shape() {
+    let env = Env::start(PROTECTED).await;
+    let t = now();
+    let k = &env.key;
+    for (name, token, outcome) in [
+        (
+            "exp fractional, future",
+            k.mint(&with("exp", json!(t as f64 + 100.5))),
+            None,
+        ),
+        (
+            "exp zero",
+            k.mint(&with("exp", json!(0))),
+            Some("token has expired"),
+        ),
+        (
+            "exp negative",
+            k.mint(&with("exp", json!(-1))),
+            Some("token has expired"),
+        ),
+        (
+            "exp null",
+            k.mint(&with("exp", Value::Null)),
+            Some("token has no expiry"),
+        ),
+        (
+            "exp string",
+            k.mint(&with("exp", json!("never"))),
+            Some("token claims are malformed"),
+        ),
+        (
+            "exp bool",
+            k.mint(&with("exp", json!(true))),
+            Some("token claims are malformed"),
+        ),
+        (
+            "exp array",
+            k.mint(&with("exp", json!([t + 100]))),
+            Some("token claims are malformed"),
+        ),
+        (
+            "exp just past leeway",
+            k.mint(&with("exp", json!(t - 61))),
+            Some("token has expired"),
+        ),
+        (
+            "exp inside leeway",
+            k.mint(&with("exp", json!(t - 59))),
+            None,
+        ),
+        (
+            "nbf inside leeway",
+            k.mint(&with("nbf", json!(t + 59))),
+            None,
+        ),
+        (
+            "nbf just past leeway",
+            k.mint(&with("nbf", json!(t + 61))),
+            Some("token is not valid yet"),
+        ),
+        (
+            "nbf string",
+            k.mint(&with("nbf", json!("0"))),
+            Some("token claims are malformed"),
+        ),
+        (
+            "iat string",
+            k.mint(&with("iat", json!("now"))),
+            Some("token claims are malformed"),
+        ),
+        (
+            "exp beyond f64",
+            mint_bytes(
+                k,
+                br#"{"alg":"RS256","kid":"key-1"}"#,
+                format!(r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}","exp":1e400,"scope":"read:messages"}}"#).as_bytes(),
+            ),
+            Some("token claims are malformed"),
+        ),
+        (
+            "exp beyond 64 bits",
+            mint_bytes(
+                k,
+                br#"{"alg":"RS256","kid":"key-1"}"#,
+                format!(r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}","exp":184467440737095516160,"scope":"read:messages"}}"#)
+                    .as_bytes(),
+            ),
+            None,
+        ),
+    ] {
+        match outcome {
+            None => env
+                .ask("GET", "/r", Some(&bearer(&token)))
+                .await
+                .assert_allowed(),
+            Some(message) => expect_invalid(&env, name, &token, message).await,
+        }
+    }
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn issuer_and_audience_look_alikes() {
+    let env = Env::start(PROTECTED).await;
+    let k = &env.key;
+    for iss in [
+        "HTTPS://ISSUER.TEST/",
+        "https://Issuer.test/",
+        "https://issuer.test",
+        "https://issuer.test//",
+        "https://issuer.test:443/",
+        "https://issuer.test/x",
+        "https://issuer.test.evil/",
+        "http://issuer.test/",
+        " https://issuer.test/",
+    ] {
+        expect_invalid(
+            &env,
+            iss,
+            &k.mint(&with("iss", json!(iss))),
+            "token issuer is not accepted",
+        )
+        .await;
+    }
+    for aud in [
+        json!("https://api.test/"),
+        json!("HTTPS://API.TEST"),
+        json!([]),
+        json!([["https://api.test"]]),
+    ] {
+        let token = k.mint(&with("aud", aud.clone()));
+        let answer = env.ask("GET", "/r", Some(&bearer(&token))).await;
+        assert_eq!(
+            (answer.http, answer.error()),
+            (401, "invalid_token"),
+            "{aud}"
+        );
+    }
+    for aud in [json!(1), json!({"aud": "https://api.test"}), json!(null)] {
+        let token = k.mint(&with("aud", aud.clone()));
+        let answer = env.ask("GET", "/r", Some(&bearer(&token))).await;
+        assert_eq!(
+            (answer.http, answer.error()),
+            (401, "invalid_token"),
+            "{aud}"
+        );
+    }
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_members_and_non_json_payloads_are_refused() {
+    let env = Env::start(PROTECTED).await;
+    let k = &env.key;
+    let payload = format!(
+        r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}","exp":{},"scope":"x","scope":"read:messages"}}"#,
+        now() + 100
+    );
+    expect_invalid(
+        &env,
+        "duplicate scope",
+        &mint_bytes(k, br#"{"alg":"RS256","kid":"key-1"}"#, payload.as_bytes()),
+        "token claims are malformed",
+    )
+    .await;
+    let good_payload = format!(
+        r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}","exp":{}}}"#,
+        now() + 100
+    );
+    expect_invalid(
+        &env,
+        "duplicate alg",
+        &mint_bytes(
+            k,
+            br#"{"alg":"none","alg":"RS256","kid":"key-1"}"#,
+            good_payload.as_bytes(),
+        ),
+        "token header is malformed",
+    )
+    .await;
+    expect_invalid(
+        &env,
+        "payload not UTF-8",
+        &mint_bytes(
+            k,
+            br#"{"alg":"RS256","kid":"key-1"}"#,
+            b"{\"iss\":\"\xff\"}",
+        ),
+        "token claims are malformed",
+    )
+    .await;
+    expect_invalid(
+        &env,
+        "payload not JSON",
+        &mint_bytes(k, br#"{"alg":"RS256","kid":"key-1"}"#, b"iss=me"),
+        "token claims are malformed",
+    )
+    .await;
+    expect_invalid(
+        &env,
+        "payload a string",
+        &mint_bytes(k, br#"{"alg":"RS256","kid":"key-1"}"#, b"\"claims\""),
+        "token claims are malformed",
+    )
+    .await;
+    expect_invalid(
+        &env,
+        "header not UTF-8",
+        &mint_bytes(k, b"{\"alg\":\"RS256\xff\"}", good_payload.as_bytes()),
+        "token header is malformed",
+    )
+    .await;
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn kid_injection_finds_no_key() {
+    let env = Env::start(PROTECTED).await;
+    let huge = "k".repeat(8 * 1024);
+    for kid in [
+        json!("../../../../etc/passwd"),
+        json!("key-1' OR '1'='1"),
+        json!("key-1\"}"),
+        json!("key-1\r\nx-injected: 1"),
+        json!("key-1\u{0}"),
+        json!("KEY-1"),
+        json!(" key-1"),
+        json!(huge),
+    ] {
+        let token = env.key.mint_raw(
+            &json!({"alg": "RS256", "kid": kid}),
+            &claims("read:messages"),
+        );
+        let answer = env.ask("GET", "/r", Some(&bearer(&token))).await;
+        assert_eq!(
+            (answer.http, answer.message()),
+            (401, "token signing key is unknown"),
+            "{kid}"
+        );
+    }
+    for kid in [json!(["key-1"]), json!({"kid": "key-1"}), json!(1)] {
+        let token = env.key.mint_raw(
+            &json!({"alg": "RS256", "kid": kid}),
+            &claims("read:messages"),
+        );
+        let answer = env.ask("GET", "/r", Some(&bearer(&token))).await;
+        assert_eq!(
+            (answer.http, answer.error()),
+            (401, "invalid_token"),
+            "{kid}"
+        );
+    }
+    // `"kid": null` counts as absent: with one key in the set, that key is tried and verifies.
+    let token = env.key.mint_raw(
+        &json!({"alg": "RS256", "kid": null}),
+        &claims("read:messages"),
+    );
+    env.ask("GET", "/r", Some(&bearer(&token)))
+        .await
+        .assert_allowed();
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn key_pointing_headers_never_cause_a_fetch_or_a_verify() {
+    let env = Env::start(PROTECTED).await;
+    let attacker = TestKey::generate("key-1");
+    let attacker_jwks = JwksServer::start(Reply::json(&jwks_of(&[&attacker]))).await;
+    for header in [
+        json!({"alg": "RS256", "kid": "key-1", "jku": attacker_jwks.url()}),
+        json!({"alg": "RS256", "kid": "key-1", "x5u": attacker_jwks.url()}),
+        json!({"alg": "RS256", "kid": "key-1", "jwk": attacker.jwk()}),
+        json!({"alg": "RS256", "kid": "key-1", "x5c": ["MIIB"]}),
+    ] {
+        let token = attacker.mint_raw(&header, &claims("read:messages"));
+        let answer = env.ask("GET", "/r", Some(&bearer(&token))).await;
+        assert_eq!(
+            (answer.http, answer.message()),
+            (401, "token signature is invalid"),
+            "{header}"
+        );
+    }
+    assert_eq!(
+        attacker_jwks.hits(),
+        0,
+        "no outbound request may follow from a token"
+    );
+    // The honest key still works with those headers present: they are ignored, not trusted.
+    let token = env.key.mint_raw(
+        &json!({"alg": "RS256", "kid": "key-1", "jku": attacker_jwks.url()}),
+        &claims("read:messages"),
+    );
+    env.ask("GET", "/r", Some(&bearer(&token)))
+        .await
+        .assert_allowed();
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn algorithm_confusion_is_refused() {
+    let env = Env::start(PROTECTED).await;
+    let good = claims("read:messages");
+    let payload = b64(good.to_string());
+    // `none` in any letter case, with and without a signature.
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let header = b64(json!({"alg": alg, "kid": "key-1"}).to_string());
+        for signature in ["", "AAAA"] {
+            let token = format!("{header}.{payload}.{signature}");
+            let answer = env.ask("GET", "/r", Some(&bearer(&token))).await;
+            assert_eq!(
+                (answer.http, answer.error()),
+                (401, "invalid_token"),
+                "{alg} {signature:?}"
+            );
+        }
+    }
+    // HMAC keyed with the RSA public key, in the encodings an attacker would try.
+    let jwk = env.key.jwk();
+    let n = URL_SAFE_NO_PAD
+        .decode(jwk["n"].as_str().expect("n"))
+        .expect("n bytes");
+    for (alg, secret) in [
+        ("HS256", n.clone()),
+        ("HS256", jwk.to_string().into_bytes()),
+        ("HS384", n.clone()),
+        ("HS512", n),
+    ] {
+        let header = b64(json!({"alg": alg, "kid": "key-1"}).to_string());
+        let input = format!("{header}.{payload}");
+        let mac = hmac(alg, &secret, input.as_bytes());
+        let token = format!("{input}.{}", b64(mac));
+        let answer = env.ask("GET", "/r", Some(&bearer(&token))).await;
+        assert_eq!(
+            (answer.http, answer.message()),
+            (401, "token algorithm is not allowed"),
+            "{alg}"
+        );
+    }
+    // ECDSA with a zero-valued signature (the "psychic signature" class): ES* is never allowed.
+    for alg in ["ES256", "ES384", "EdDSA", "RS256 ", "rs256"] {
+        let header = b64(json!({"alg": alg, "kid": "key-1"}).to_string());
+        let token = format!("{header}.{payload}.{}", b64([0u8; 64]));
+        let answer = env.ask("GET", "/r", Some(&bearer(&token))).await;
+        assert_eq!(
+            (answer.http, answer.message()),
+            (401, "token algorithm is not allowed"),
+            "{alg}"
+        );
+    }
+    env.gate.stop().await;
+}
+
+fn hmac(alg: &str, key: &[u8], message: &[u8]) -> Vec<u8> {
+    let algorithm = match alg {
+        "HS256" => aws_lc_rs::hmac::HMAC_SHA256,
+        "HS384" => aws_lc_rs::hmac::HMAC_SHA384,
+        _ => aws_lc_rs::hmac::HMAC_SHA512,
+    };
+    aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(algorithm, key), message)
+        .as_ref()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn non_canonical_encodings_are_refused() {
+    let env = Env::start(PROTECTED).await;
+    let valid = env.key.mint(&claims("read:messages"));
+    let parts: Vec<&str> = valid.split('.').collect();
+    let std_alphabet = |s: &str| s.replace('-', "+").replace('_', "/");
+    let mut cases = vec![
+        (
+            "padded signature",
+            format!("{}.{}.{}==", parts[0], parts[1], parts[2]),
+        ),
+        ("leading dot", format!(".{valid}")),
+        ("trailing dot", format!("{valid}.")),
+        (
+            "double dot",
+            format!("{}..{}.{}", parts[0], parts[1], parts[2]),
+        ),
+        ("empty signature", format!("{}.{}.", parts[0], parts[1])),
+    ];
+    // The standard alphabet, when the segment has a character that differs.
+    if parts[2].contains(['-', '_']) {
+        cases.push((
+            "standard alphabet",
+            format!("{}.{}.{}", parts[0], parts[1], std_alphabet(parts[2])),
+        ));
+    }
+    // Non-zero pad bits: flip the unused low bits of the last signature character.
+    let sig = parts[2];
+    let last = sig.chars().last().expect("char");
+    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let index = ALPHABET.find(last).expect("b64url char");
+    let bumped = ALPHABET.as_bytes()[index ^ 1] as char; // 256-byte signature: 4 spare bits
+    cases.push((
+        "non-zero pad bits",
+        format!(
+            "{}.{}.{}{bumped}",
+            parts[0],
+            parts[1],
+            &sig[..sig.len() - 1]
+        ),
+    ));
+    for (name, token) in cases {
+        let answer = env.ask("GET", "/r", Some(&bearer(&token))).await;
+        assert_eq!(
+            (answer.http, answer.error()),
+            (401, "invalid_token"),
+            "{name}"
+        );
+    }
+    env.gate.stop().await;
+}
