@@ -130,6 +130,77 @@ async fn envoy_enforces_scopegate_decisions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_credentials_through_envoy() {
+    let stack = Stack::start().await;
+    let good = stack.token("read:messages");
+
+    // Two Authorization headers: Envoy joins them into one comma-separated value, which is not a
+    // single Bearer credential.
+    let response = stack
+        .http
+        .get(format!("{}/restricted_resource", stack.url))
+        .header("authorization", format!("Bearer {good}"))
+        .header("authorization", format!("Bearer {good}"))
+        .send()
+        .await
+        .expect("answer");
+    let (status, _, body) = json(response).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+
+    let b64 = |v: serde_json::Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let payload = good.split('.').nth(1).expect("payload").to_string();
+    let cases: Vec<(String, u16, &str)> = vec![
+        (format!("bearer {good}"), 200, ""),
+        (format!("Bearer\t{good}"), 400, "invalid_request"),
+        (format!("Bearer {good} {good}"), 400, "invalid_request"),
+        (
+            format!(
+                "Bearer {}.{payload}.",
+                b64(serde_json::json!({"alg": "none"}))
+            ),
+            401,
+            "invalid_token",
+        ),
+        (
+            format!(
+                "Bearer {}.{payload}.AAAA",
+                b64(serde_json::json!({"alg": "HS256"}))
+            ),
+            401,
+            "invalid_token",
+        ),
+        (format!("Bearer {good}x"), 401, "invalid_token"),
+        ("Basic dXNlcjpwYXNz".to_string(), 401, "unauthorized"),
+    ];
+    for (authorization, want, error) in cases {
+        let response = stack
+            .get("/restricted_resource", &[("authorization", &authorization)])
+            .await;
+        let status = response.status().as_u16();
+        let body: serde_json::Value =
+            serde_json::from_str(&response.text().await.expect("body")).expect("JSON");
+        assert_eq!(status, want, "{authorization:.40}: {body}");
+        if want != 200 {
+            assert_eq!(body["error"], error, "{authorization:.40}");
+        }
+    }
+
+    // A percent-encoded spelling of the protected path still needs the scope.
+    let weak = format!("Bearer {}", stack.token("openid"));
+    let response = stack
+        .get("/%72estricted_resource", &[("authorization", &weak)])
+        .await;
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_fails_closed_while_scopegate_is_down_and_recovers() {
     let mut stack = Stack::start().await;
     let good = format!("Bearer {}", stack.token("read:messages"));
