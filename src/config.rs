@@ -55,6 +55,8 @@ pub struct RawConfig {
     pub jwks_fetch_timeout_seconds: Option<u64>,
     /// Largest JWKS body accepted.
     pub jwks_max_bytes: Option<u64>,
+    /// How long the last good key set may be used without a successful refresh.
+    pub jwks_max_stale_seconds: Option<u64>,
     /// Route rules, first match wins.
     #[serde(default)]
     pub rules: Vec<RawRule>,
@@ -333,6 +335,22 @@ impl RawConfig {
             5,
             (1, 60),
         )?;
+        let max_stale = seconds(
+            "jwks_max_stale_seconds",
+            self.jwks_max_stale_seconds,
+            86_400,
+            (1, 30 * 86_400),
+        )?;
+        if max_stale < refresh {
+            return Err(invalid(
+                "jwks_max_stale_seconds",
+                max_stale.as_secs(),
+                format!(
+                    "must be at least jwks_refresh_seconds ({}), or keys would go stale between two refreshes",
+                    refresh.as_secs()
+                ),
+            ));
+        }
         let max_bytes = self.jwks_max_bytes.unwrap_or(1024 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_bytes) {
             return Err(invalid(
@@ -371,6 +389,7 @@ impl RawConfig {
                 refetch_cooldown,
                 fetch_timeout,
                 max_bytes: max_bytes as usize,
+                max_stale,
             },
             policy: Policy { rules, default },
             realm,
@@ -562,13 +581,14 @@ impl fmt::Display for Config {
         writeln!(f, "jwks_uri          {}", j.uri)?;
         writeln!(
             f,
-            "jwks refresh      {}s (max-age honoured within {}s..{}s), unknown-kid cooldown {}s, timeout {}s, max {} bytes",
+            "jwks refresh      {}s (max-age honoured within {}s..{}s), unknown-kid cooldown {}s, timeout {}s, max {} bytes, stale after {}s",
             j.refresh.as_secs(),
             j.min_refresh.as_secs(),
             j.max_refresh.as_secs(),
             j.refetch_cooldown.as_secs(),
             j.fetch_timeout.as_secs(),
-            j.max_bytes
+            j.max_bytes,
+            j.max_stale.as_secs()
         )?;
         writeln!(f, "realm             {}", self.realm)?;
         writeln!(f, "rules (first match wins):")?;
@@ -696,6 +716,8 @@ mod tests {
                 "jwks_fetch_timeout_seconds",
             ),
             ("jwks_max_bytes = 10", "jwks_max_bytes"),
+            ("jwks_max_stale_seconds = 0", "jwks_max_stale_seconds"),
+            ("jwks_max_stale_seconds = 599", "jwks_max_stale_seconds"),
             ("[[rules]]\nscopes = [\"a\"]", "rules[0].path"),
             ("[[rules]]\npath = \"/a\"\nprefix = \"/b\"", "rules[0]"),
             (

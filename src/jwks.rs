@@ -45,6 +45,9 @@ pub struct JwksSettings {
     pub fetch_timeout: Duration,
     /// Largest JWKS body accepted, in bytes.
     pub max_bytes: usize,
+    /// How long the last good key set stays usable without a successful refresh; after that,
+    /// protected requests are denied (503) and health says NOT_SERVING until a fetch succeeds.
+    pub max_stale: Duration,
 }
 
 /// Upper bound of the retry backoff after a failed fetch.
@@ -91,6 +94,8 @@ impl std::fmt::Debug for Key {
 pub struct KeySet {
     by_kid: HashMap<String, Key>,
     without_kid: Vec<Key>,
+    /// When [`Jwks::install`] put this set in force; `None` before that.
+    installed_at: Option<Instant>,
 }
 
 /// A JWKS entry that was left out of the key set, and why. Not fatal: logged and skipped.
@@ -343,8 +348,6 @@ struct Shared {
     settings: JwksSettings,
     /// Bumped after every fetch attempt, successful or not.
     attempts: watch::Sender<u64>,
-    /// Whether a key set has ever been loaded (drives health).
-    ready: watch::Sender<bool>,
     gate: Mutex<RefetchGate>,
     wake: Notify,
 }
@@ -371,7 +374,6 @@ impl Jwks {
                 current: ArcSwapOption::empty(),
                 settings,
                 attempts: watch::channel(0).0,
-                ready: watch::channel(false).0,
                 gate: Mutex::new(RefetchGate {
                     in_flight: false,
                     last_trigger: None,
@@ -381,20 +383,26 @@ impl Jwks {
         }
     }
 
-    /// The current key set, or `None` while none has ever loaded. Lock-free.
+    /// The key set in force, or `None` while none has loaded or while the last successful load
+    /// is older than `max_stale` (so that an issuer outage cannot keep withdrawn keys valid for
+    /// ever). Lock-free.
     pub fn snapshot(&self) -> Option<Arc<KeySet>> {
-        self.shared.current.load_full()
+        let keys = self.shared.current.load_full()?;
+        let fresh = keys
+            .installed_at
+            .is_some_and(|at| at.elapsed() <= self.shared.settings.max_stale);
+        fresh.then_some(keys)
     }
 
-    /// Watches whether a key set has ever been loaded.
-    pub fn ready(&self) -> watch::Receiver<bool> {
-        self.shared.ready.subscribe()
+    /// Whether protected requests can be verified now (drives health).
+    pub fn is_usable(&self) -> bool {
+        self.snapshot().is_some()
     }
 
-    /// Replaces the key set (the refresher calls this; tests and benchmarks may too).
-    pub fn install(&self, keys: KeySet) {
+    /// Puts a key set in force (the refresher calls this; tests and benchmarks may too).
+    pub fn install(&self, mut keys: KeySet) {
+        keys.installed_at = Some(Instant::now());
         self.shared.current.store(Some(Arc::new(keys)));
-        self.shared.ready.send_replace(true);
     }
 
     /// Asks the refresher for a refetch because a token named an unknown `kid`, and waits (bounded
@@ -479,11 +487,12 @@ impl Jwks {
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     let backoff = retry_backoff(failures);
-                    let have_keys = self.shared.current.load().is_some();
+                    let have_keys = self.is_usable();
                     tracing::warn!(
                         %error,
                         retry_in = ?backoff,
                         keeping_previous_keys = have_keys,
+                        max_stale = ?settings.max_stale,
                         "JWKS refresh failed"
                     );
                     backoff

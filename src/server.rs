@@ -145,27 +145,43 @@ pub async fn serve(
     Ok(result?)
 }
 
-/// Flips health to SERVING once the first key set has loaded.
+/// Keeps health in step with the key set: SERVING while protected requests can be verified,
+/// NOT_SERVING before the first load and after the last good set has gone stale.
 async fn track_health(
     jwks: Jwks,
     reporter: tonic_health::server::HealthReporter,
     stop: impl Future<Output = ()>,
 ) {
-    let mut ready = jwks.ready();
-    let loaded = tokio::select! {
-        loaded = ready.wait_for(|ready| *ready) => loaded.is_ok(),
-        () = stop => false,
-    };
-    if loaded {
-        reporter
-            .set_service_status("", ServingStatus::Serving)
-            .await;
-        reporter
-            .set_serving::<AuthorizationServer<AuthorizationService>>()
-            .await;
-        tracing::info!("health: SERVING");
+    tokio::pin!(stop);
+    let mut serving = false;
+    loop {
+        let usable = jwks.is_usable();
+        if usable != serving {
+            serving = usable;
+            let status = if usable {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            reporter
+                .set_service_status(AUTHORIZATION_SERVICE, status)
+                .await;
+            if usable {
+                tracing::info!("health: SERVING");
+            } else {
+                tracing::warn!("health: NOT_SERVING (signing keys are stale)");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(HEALTH_POLL) => {}
+            () = &mut stop => return,
+        }
     }
 }
+
+/// How often health re-evaluates whether the key set is usable.
+const HEALTH_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM: the signals an orchestrator or a terminal sends.
 pub async fn shutdown_signal() {

@@ -344,3 +344,49 @@ async fn stalled_jwks_at_start_times_out_and_check_never_waits_for_it() {
     assert!(allowed(&gate, &key).await);
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn last_good_keys_expire_after_max_stale_then_recover() {
+    let key = TestKey::generate("key-1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let extra = format!("{FAST_REFRESH}jwks_max_stale_seconds = 2\n{RULES}");
+    let gate = Scopegate::start_ready(&jwks.url(), &extra).await;
+    assert!(allowed(&gate, &key).await);
+
+    // The issuer goes away: the last good set is used for at most 2 s more, then every protected
+    // request is refused and health says NOT_SERVING.
+    jwks.set(Reply::Respond(500, vec![], vec![]));
+    let token = key.mint(&claims("read:messages"));
+    eventually("stale keys refused", Duration::from_secs(15), || async {
+        let check = request(
+            "GET",
+            "/restricted_resource",
+            &[("authorization", &bearer(&token))],
+        );
+        Answer::of(&gate.check(check).await).http == 503
+    })
+    .await;
+    let check = request(
+        "GET",
+        "/restricted_resource",
+        &[("authorization", &bearer(&token))],
+    );
+    let answer = Answer::of(&gate.check(check).await);
+    answer.assert_denied(503, "temporarily_unavailable");
+    assert_eq!(answer.message(), "signing keys are not available");
+    let not_serving = ServingStatus::NotServing as i32;
+    eventually("health NOT_SERVING", Duration::from_secs(5), || async {
+        gate.health("").await == not_serving
+    })
+    .await;
+    assert_eq!(
+        gate.health("envoy.service.auth.v3.Authorization").await,
+        not_serving
+    );
+
+    // The issuer comes back: keys are fetched again and service resumes by itself.
+    jwks.set(Reply::json(&jwks_of(&[&key])));
+    gate.wait_serving().await;
+    assert!(allowed(&gate, &key).await);
+    gate.stop().await;
+}

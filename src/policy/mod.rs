@@ -135,8 +135,9 @@ pub enum AuthError {
     /// The token did not verify.
     #[error(transparent)]
     Token(#[from] VerifyError),
-    /// No key set has been loaded yet, so nothing can be verified.
-    #[error("signing keys are not available yet")]
+    /// No key set has loaded yet, or the last good one is older than `jwks_max_stale_seconds`,
+    /// so nothing can be verified.
+    #[error("signing keys are not available")]
     KeysUnavailable,
 }
 
