@@ -74,21 +74,17 @@ pub async fn serve(
     let client = jwks::http_client(&config.jwks)?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    health_reporter
-        .set_not_serving::<AuthorizationServer<AuthorizationService>>()
-        .await;
+    set_health(&health_reporter, ServingStatus::NotServing).await;
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(EXT_AUTHZ_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(EXT_AUTHZ_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    // Both reflection versions describe the same services (grpcurl and other tools differ in
+    // which one they ask).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(EXT_AUTHZ_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     // Background tasks stop when this sender is dropped or set.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -163,10 +159,7 @@ async fn track_health(
             } else {
                 ServingStatus::NotServing
             };
-            reporter.set_service_status("", status).await;
-            reporter
-                .set_service_status(AUTHORIZATION_SERVICE, status)
-                .await;
+            set_health(&reporter, status).await;
             if usable {
                 tracing::info!("health: SERVING");
             } else {
@@ -178,6 +171,15 @@ async fn track_health(
             () = &mut stop => return,
         }
     }
+}
+
+/// Sets both health entries Envoy may ask about: the overall status (`""`) and the
+/// Authorization service's.
+async fn set_health(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter
+        .set_service_status(AUTHORIZATION_SERVICE, status)
+        .await;
 }
 
 /// How often health re-evaluates whether the key set is usable.
