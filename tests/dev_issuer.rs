@@ -177,27 +177,16 @@ async fn key_is_persisted_and_non_loopback_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn mint_token_cli_makes_tokens_scopegate_accepts() {
-    let issuer = start_issuer().await;
-    let gate = scopegate_for(&issuer).await;
-    gate.wait_serving().await;
+/// Runs `scopegate mint-token` with the issuer's key and URL plus `args`; returns the token.
+fn mint_cli(issuer: &Issuer, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_scopegate"))
         .args([
             "mint-token",
             "--key-file",
             issuer.key_file.to_str().expect("utf8"),
-            "--issuer",
-            &issuer.url,
         ])
-        .args([
-            "--audience",
-            "https://api.example.com",
-            "--scope",
-            "read:messages",
-            "--subject",
-            "ops",
-        ])
+        .args(["--issuer", &issuer.url])
+        .args(args)
         .output()
         .expect("run mint-token");
     assert!(
@@ -205,25 +194,34 @@ async fn mint_token_cli_makes_tokens_scopegate_accepts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let token = String::from_utf8(out.stdout).expect("utf8");
-    let check = request("GET", "/r", &[("authorization", &bearer(token.trim()))]);
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn mint_token_cli_makes_tokens_scopegate_accepts() {
+    let issuer = start_issuer().await;
+    let gate = scopegate_for(&issuer).await;
+    gate.wait_serving().await;
+    let audience = ["--audience", "https://api.example.com"];
+
+    let token = mint_cli(
+        &issuer,
+        &[
+            &audience[..],
+            &["--scope", "read:messages", "--subject", "ops"],
+        ]
+        .concat(),
+    );
+    let check = request("GET", "/r", &[("authorization", &bearer(&token))]);
     let answer = Answer::of(&gate.check(check).await);
     answer.assert_allowed();
     assert_eq!(answer.headers["x-auth-subject"], "ops");
 
-    let expired = Command::new(env!("CARGO_BIN_EXE_scopegate"))
-        .args([
-            "mint-token",
-            "--key-file",
-            issuer.key_file.to_str().expect("utf8"),
-            "--issuer",
-            &issuer.url,
-        ])
-        .args(["--audience", "https://api.example.com", "--claim", "exp=1"])
-        .output()
-        .expect("run mint-token");
-    let token = String::from_utf8(expired.stdout).expect("utf8");
-    let check = request("GET", "/r", &[("authorization", &bearer(token.trim()))]);
+    let expired = mint_cli(&issuer, &[&audience[..], &["--claim", "exp=1"]].concat());
+    let check = request("GET", "/r", &[("authorization", &bearer(&expired))]);
     Answer::of(&gate.check(check).await).assert_denied(401, "invalid_token");
     gate.stop().await;
 }

@@ -194,65 +194,56 @@ async fn issuer_and_audience_look_alikes() {
 #[tokio::test]
 async fn duplicate_members_and_non_json_payloads_are_refused() {
     let env = Env::start(PROTECTED).await;
-    let k = &env.key;
-    let payload = format!(
-        r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}","exp":{},"scope":"x","scope":"read:messages"}}"#,
-        now() + 100
-    );
-    expect_invalid(
-        &env,
-        "duplicate scope",
-        &mint_bytes(k, br#"{"alg":"RS256","kid":"key-1"}"#, payload.as_bytes()),
-        "token claims are malformed",
-    )
-    .await;
+    let header: &[u8] = br#"{"alg":"RS256","kid":"key-1"}"#;
     let good_payload = format!(
         r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}","exp":{}}}"#,
         now() + 100
     );
-    expect_invalid(
-        &env,
-        "duplicate alg",
-        &mint_bytes(
-            k,
+    let duplicate_scope = format!(
+        r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}","exp":{},"scope":"x","scope":"read:messages"}}"#,
+        now() + 100
+    );
+    let cases: [(&str, &[u8], &[u8], &str); 6] = [
+        (
+            "duplicate scope",
+            header,
+            duplicate_scope.as_bytes(),
+            "token claims are malformed",
+        ),
+        (
+            "duplicate alg",
             br#"{"alg":"none","alg":"RS256","kid":"key-1"}"#,
             good_payload.as_bytes(),
+            "token header is malformed",
         ),
-        "token header is malformed",
-    )
-    .await;
-    expect_invalid(
-        &env,
-        "payload not UTF-8",
-        &mint_bytes(
-            k,
-            br#"{"alg":"RS256","kid":"key-1"}"#,
+        (
+            "payload not UTF-8",
+            header,
             b"{\"iss\":\"\xff\"}",
+            "token claims are malformed",
         ),
-        "token claims are malformed",
-    )
-    .await;
-    expect_invalid(
-        &env,
-        "payload not JSON",
-        &mint_bytes(k, br#"{"alg":"RS256","kid":"key-1"}"#, b"iss=me"),
-        "token claims are malformed",
-    )
-    .await;
-    expect_invalid(
-        &env,
-        "payload a string",
-        &mint_bytes(k, br#"{"alg":"RS256","kid":"key-1"}"#, b"\"claims\""),
-        "token claims are malformed",
-    )
-    .await;
-    expect_invalid(
-        &env,
-        "header not UTF-8",
-        &mint_bytes(k, b"{\"alg\":\"RS256\xff\"}", good_payload.as_bytes()),
-        "token header is malformed",
-    )
-    .await;
+        (
+            "payload not JSON",
+            header,
+            b"iss=me",
+            "token claims are malformed",
+        ),
+        (
+            "payload a string",
+            header,
+            b"\"claims\"",
+            "token claims are malformed",
+        ),
+        (
+            "header not UTF-8",
+            b"{\"alg\":\"RS256\xff\"}",
+            good_payload.as_bytes(),
+            "token header is malformed",
+        ),
+    ];
+    for (name, header, payload, message) in cases {
+        expect_invalid(&env, name, &mint_bytes(&env.key, header, payload), message).await;
+    }
     env.gate.stop().await;
 }
 
