@@ -366,6 +366,7 @@ impl RawConfig {
             .enumerate()
             .map(|(i, raw)| compile_rule(i, raw))
             .collect::<Result<Vec<_>, _>>()?;
+        reject_case_twins(&rules)?;
         let default = match self.default.unwrap_or(DefaultAction::Authenticated) {
             DefaultAction::Authenticated => Requirement::Authenticated,
             DefaultAction::Deny => Requirement::Deny,
@@ -449,6 +450,35 @@ fn compile_algorithms(names: Option<Vec<String>>) -> Result<Vec<Algorithm>, Conf
         }
     }
     Ok(out)
+}
+
+/// Refuses two rules whose paths differ only in ASCII letter case. Requests are refused when their
+/// rule would change with case ignored (see `Policy::route`), so the later of two such rules could
+/// never be reached; better to say so at start-up than to answer 400 for it at run time.
+fn reject_case_twins(rules: &[Rule]) -> Result<(), ConfigError> {
+    for (i, rule) in rules.iter().enumerate() {
+        let pattern = rule.path.pattern();
+        if let Some(twin) = rules[..i].iter().find(|earlier| {
+            let other = earlier.path.pattern();
+            other != pattern && other.eq_ignore_ascii_case(pattern)
+        }) {
+            let field = match rule.path {
+                PathMatch::Exact(_) => "path",
+                PathMatch::Prefix(_) => "prefix",
+            };
+            return Err(invalid(
+                format!("{}.{field}", rule.name),
+                pattern,
+                format!(
+                    "differs from {} ({:?}) only in letter case; an upstream that ignores case \
+                     could not tell them apart",
+                    twin.name,
+                    twin.path.pattern()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
@@ -745,6 +775,10 @@ mod tests {
             ("[[rules]]\npath = \"a\"", "rules[0].path"),
             ("[[rules]]\npath = \"/a/../b\"", "rules[0].path"),
             ("[[rules]]\nprefix = \"/%61\"", "rules[0].prefix"),
+            (
+                "[[rules]]\npath = \"/Admin\"\npublic = true\n[[rules]]\nprefix = \"/admin\"",
+                "rules[1].prefix",
+            ),
             ("[[rules]]\npath = \"/a\"\nscope = [\"x\"]", "scope"),
         ];
         for (extra, key) in cases {

@@ -103,10 +103,11 @@ impl Authorization for AuthorizationService {
         let authorization = authorization_values(&http.headers, http.header_map.as_ref());
         let mut route_name = "none";
         let mut subject = None;
-        let decision = match policy::normalize(&http.path) {
+        let route = policy::normalize(&http.path)
+            .and_then(|path| self.config.policy.route(&http.method, &path));
+        let decision = match route {
             Err(e) => Decision::Deny(Denial::BadPath(e)),
-            Ok(path) => {
-                let route = self.config.policy.route(&http.method, &path);
+            Ok(route) => {
                 route_name = route.name;
                 // verify (only where the route needs a token)
                 let auth = if route.requirement.needs_token() {

@@ -221,6 +221,20 @@ async fn default_allow_lets_unlisted_routes_through_anonymously() {
     env.ask("GET", "/private", None)
         .await
         .assert_denied(401, "unauthorized");
+    // A case-insensitive upstream would serve /private for these; the weaker default must not
+    // apply to them, token or not.
+    for path in ["/PRIVATE", "/Private", "/%50rivate"] {
+        for answer in [
+            env.ask("GET", path, None).await,
+            env.ask_with_scope("GET", path, "").await,
+        ] {
+            answer.assert_denied(400, "invalid_request");
+            assert_eq!(
+                answer.message(),
+                "request path differs from a configured route only in letter case"
+            );
+        }
+    }
     env.gate.stop().await;
 }
 
@@ -245,6 +259,9 @@ async fn paths_are_matched_in_canonical_form_or_refused() {
         "//admin/users",
         "/admin/users;x=1",
         "/public\\..\\admin",
+        "/RESTRICTED_RESOURCE",
+        "/%52estricted_resource",
+        "/Admin/users",
         "/a%zz",
         "relative",
         "",

@@ -1,7 +1,7 @@
 //! Authorization policy: which routes need what, and the pure decision function.
 //!
 //! [`Policy::route`] finds the first rule matching a request's method and canonical path (or the
-//! default); [`decide`] combines that rule's [`Requirement`] with the outcome of authentication
+//! default), refusing paths whose rule would change if letter case were ignored; [`decide`] combines that rule's [`Requirement`] with the outcome of authentication
 //! into a [`Decision`]. Both are pure: no I/O, no clocks, no gRPC types. The service layer maps
 //! each [`Denial`] variant to an HTTP answer.
 
@@ -60,12 +60,32 @@ pub enum PathMatch {
 }
 
 impl PathMatch {
-    fn matches(&self, path: &str) -> bool {
+    /// The configured path or prefix.
+    pub fn pattern(&self) -> &str {
         match self {
-            PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
         }
     }
+
+    fn matches(&self, path: &str, case: Case) -> bool {
+        let (path, pattern) = (path.as_bytes(), self.pattern().as_bytes());
+        let candidate = match self {
+            PathMatch::Exact(_) => Some(path),
+            PathMatch::Prefix(_) => path.get(..pattern.len()),
+        };
+        candidate.is_some_and(|c| match case {
+            Case::Sensitive => c == pattern,
+            Case::Ignored => c.eq_ignore_ascii_case(pattern),
+        })
+    }
+}
+
+/// How [`PathMatch::matches`] compares letters.
+#[derive(Debug, Clone, Copy)]
+enum Case {
+    Sensitive,
+    /// ASCII letters compared without case: how a case-insensitive upstream would read the path.
+    Ignored,
 }
 
 /// One compiled `[[rules]]` entry.
@@ -102,24 +122,43 @@ pub struct Route<'a> {
 
 impl Policy {
     /// The first rule matching `method` and `path`, else the default.
-    pub fn route<'a>(&'a self, method: &str, path: &RequestPath) -> Route<'a> {
-        self.rules
-            .iter()
-            .find(|rule| {
-                rule.path.matches(path.as_str())
-                    && rule
-                        .methods
-                        .as_ref()
-                        .is_none_or(|ms| ms.iter().any(|m| m.eq_ignore_ascii_case(method)))
-            })
-            .map(|rule| Route {
-                name: &rule.name,
-                requirement: &rule.requirement,
-            })
-            .unwrap_or(Route {
+    ///
+    /// Paths match case-sensitively, but an upstream may not: `/ADMIN/x` could reach the same
+    /// handler as `/admin/x`. So the route is also looked up with ASCII case ignored, and if that
+    /// would pick a different rule the path is refused ([`PathError::CaseVariant`]) rather than
+    /// given the (possibly weaker) rule its spelling happens to match. A path written exactly as
+    /// configured is unaffected, because the configuration refuses rules that differ only in case.
+    pub fn route<'a>(&'a self, method: &str, path: &RequestPath) -> Result<Route<'a>, PathError> {
+        let sensitive = self.find(method, path, Case::Sensitive);
+        let same_rule = match (sensitive, self.find(method, path, Case::Ignored)) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            _ => false,
+        };
+        if !same_rule {
+            return Err(PathError::CaseVariant);
+        }
+        Ok(sensitive.map_or(
+            Route {
                 name: "default",
                 requirement: &self.default,
-            })
+            },
+            |rule| Route {
+                name: &rule.name,
+                requirement: &rule.requirement,
+            },
+        ))
+    }
+
+    /// The first matching rule under `case`.
+    fn find(&self, method: &str, path: &RequestPath, case: Case) -> Option<&Rule> {
+        self.rules.iter().find(|rule| {
+            rule.path.matches(path.as_str(), case)
+                && rule
+                    .methods
+                    .as_ref()
+                    .is_none_or(|ms| ms.iter().any(|m| m.eq_ignore_ascii_case(method)))
+        })
     }
 }
 
@@ -276,7 +315,32 @@ mod tests {
             ("GET", "/", "default"),
         ] {
             let path = normalize(path).expect("canonical");
-            assert_eq!(p.route(method, &path).name, want, "{method} {path}");
+            let route = p.route(method, &path).expect("not a case variant");
+            assert_eq!(route.name, want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn paths_whose_rule_changes_with_letter_case_are_refused() {
+        let p = policy();
+        for (method, path, want) in [
+            // Would reach rules[3]'s handler on a case-insensitive upstream, but the default here.
+            ("GET", "/ADMIN/users", Err(PathError::CaseVariant)),
+            ("GET", "/Admin/", Err(PathError::CaseVariant)),
+            ("GET", "/Health", Err(PathError::CaseVariant)),
+            // rules[1] with case ignored; as written nothing matches and the default applies.
+            ("POST", "/MESSAGES", Err(PathError::CaseVariant)),
+            // Case only matters where it changes the rule.
+            ("GET", "/Other", Ok("default")),
+            ("GET", "/admin/Users", Ok("rules[3]")),
+            ("GET", "/API", Err(PathError::CaseVariant)),
+            ("GET", "/apiary/BEES", Ok("rules[4]")),
+            // Non-ASCII letters are compared as written.
+            ("GET", "/ädmin/", Ok("default")),
+        ] {
+            let path = normalize(path).expect("canonical");
+            let got = p.route(method, &path).map(|r| r.name);
+            assert_eq!(got, want, "{method} {path}");
         }
     }
 

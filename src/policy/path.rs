@@ -70,6 +70,9 @@ pub enum PathError {
     /// Longer than [`MAX_PATH_BYTES`].
     #[error("request path is too long")]
     TooLong,
+    /// Matches a different rule when letter case is ignored (see [`super::Policy::route`]).
+    #[error("request path differs from a configured route only in letter case")]
+    CaseVariant,
 }
 
 /// Canonicalises `raw` (the `:path` as Envoy saw it, query included) or says why it is refused.
