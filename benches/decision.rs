@@ -76,7 +76,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let header = [black_box(authorization.as_str())];
             let path = policy::normalize(black_box("/restricted_resource?x=1")).expect("path");
-            let route = config.policy.route("GET", &path);
+            let route = config.policy.route("GET", &path).expect("route");
             let token = token::bearer_token(&header).expect("bearer");
             let claims = verify::verify(token, &keys, &config.expectations, now);
             let decision = policy::decide(route.requirement, Some(claims.map_err(Into::into)));
