@@ -295,6 +295,77 @@ async fn kid_injection_finds_no_key() {
     env.gate.stop().await;
 }
 
+/// The JWKS publishes the honest key under several kids, each entry disqualified one way (or
+/// not a usable RSA key at all). If any of those entries were loaded, a token naming its kid
+/// would verify, so each must get "unknown key" from a running server.
+#[tokio::test]
+async fn keys_unfit_for_signature_verification_never_verify() {
+    let key = TestKey::generate("good");
+    let other = TestKey::generate("dup");
+    let entry = |kid: &str, changes: Value| {
+        let mut jwk = key.jwk();
+        jwk["kid"] = json!(kid);
+        for (name, value) in changes.as_object().expect("object") {
+            jwk[name] = value.clone();
+        }
+        jwk
+    };
+    let modulus = key.jwk()["n"].clone();
+    let jwks = json!({"keys": [
+        key.jwk(),
+        entry("enc", json!({"use": "enc"})),
+        entry("ops", json!({"key_ops": ["encrypt", "wrapKey"]})),
+        entry("no-ops", json!({"key_ops": []})),
+        entry("es", json!({"alg": "ES256"})),
+        entry("hs", json!({"alg": "HS256"})),
+        entry("e1", json!({"e": "AQ"})),
+        entry("e-even", json!({"e": "AQAA"})),
+        {"kty": "oct", "kid": "oct", "k": modulus, "alg": "HS256"},
+        {"kty": "EC", "kid": "ec", "crv": "P-256", "x": modulus, "y": modulus},
+        // A duplicate kid keeps the first entry: `other`'s key, not the honest one.
+        other.jwk(),
+        entry("dup", json!({})),
+    ]});
+    let server = JwksServer::start(Reply::json(&jwks)).await;
+    let gate = Scopegate::start_ready(&server.url(), PROTECTED).await;
+    let ask = |token: String| {
+        let check = request("GET", "/r", &[("authorization", &bearer(&token))]);
+        let gate = &gate;
+        async move { Answer::of(&gate.check(check).await) }
+    };
+    for kid in [
+        "enc", "ops", "no-ops", "es", "hs", "e1", "e-even", "oct", "ec",
+    ] {
+        let token = key.mint_raw(
+            &json!({"alg": "RS256", "kid": kid}),
+            &claims("read:messages"),
+        );
+        let answer = ask(token).await;
+        assert_eq!(
+            (answer.http, answer.error(), answer.message()),
+            (401, "invalid_token", "token signing key is unknown"),
+            "{kid}"
+        );
+    }
+    let token = key.mint_raw(
+        &json!({"alg": "RS256", "kid": "dup"}),
+        &claims("read:messages"),
+    );
+    let answer = ask(token).await;
+    assert_eq!(
+        (answer.http, answer.message()),
+        (401, "token signature is invalid")
+    );
+    ask(other.mint(&claims("read:messages")))
+        .await
+        .assert_allowed();
+    // The honest entry loaded, so the refusals above are the skip rules at work.
+    ask(key.mint(&claims("read:messages")))
+        .await
+        .assert_allowed();
+    gate.stop().await;
+}
+
 #[tokio::test]
 async fn key_pointing_headers_never_cause_a_fetch_or_a_verify() {
     let env = Env::start(PROTECTED).await;
