@@ -68,6 +68,109 @@ async fn key_rotation_new_kid_verifies_at_once_and_removed_key_stops() {
     gate.stop().await;
 }
 
+/// Concurrent Checks while the issuer rotates: workers send tokens of whichever key currently
+/// signs, and the switch to a new `kid` happens mid-load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_under_load_denies_no_valid_token_and_refetches_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    const WORKERS: usize = 16;
+    let old = TestKey::generate("old");
+    let new = TestKey::generate("new");
+    let tokens = Arc::new([
+        old.mint(&claims("read:messages")),
+        new.mint(&claims("read:messages")),
+    ]);
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&old]))).await;
+    let gate = Scopegate::start_ready(&jwks.url(), RULES).await;
+    assert_eq!(jwks.hits(), 1, "one fetch at start-up");
+
+    let signing = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..WORKERS {
+        let (client, tokens) = (gate.client.clone(), tokens.clone());
+        let (signing, done, stop) = (signing.clone(), done.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut denied = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let key = signing.load(Ordering::SeqCst);
+                let check = request(
+                    "GET",
+                    "/restricted_resource",
+                    &[("authorization", &bearer(&tokens[key]))],
+                );
+                let response = client.clone().check(check).await.expect("in-band");
+                let answer = Answer::of(&response.into_inner());
+                if answer.code != OK {
+                    denied.push(format!("key {key}: {} {}", answer.http, answer.message()));
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            denied
+        }));
+    }
+    let reach = |n: usize| {
+        let done = done.clone();
+        eventually("load progressing", Duration::from_secs(60), move || {
+            let done = done.clone();
+            async move { done.load(Ordering::SeqCst) >= n }
+        })
+    };
+    reach(500).await;
+    // The issuer publishes the new key, then starts signing with it, while requests are in flight.
+    jwks.set(Reply::json(&jwks_of(&[&old, &new])));
+    signing.store(1, Ordering::SeqCst);
+    let rotated_at = done.load(Ordering::SeqCst);
+    reach(rotated_at + 1000).await;
+    stop.store(true, Ordering::SeqCst);
+
+    let mut denied = Vec::new();
+    for worker in workers {
+        denied.extend(worker.await.expect("worker"));
+    }
+    assert!(denied.is_empty(), "valid tokens denied: {denied:?}");
+    assert_eq!(
+        jwks.hits(),
+        2,
+        "every worker's first new-kid token shares one refetch"
+    );
+    gate.stop().await;
+}
+
+/// There is no decision cache, and this keeps it honest: a token is allowed right up to its
+/// `exp` (plus leeway) and denied from then on, however often it was allowed before.
+#[tokio::test]
+async fn a_token_stops_working_at_its_exp_however_often_it_was_allowed() {
+    let key = TestKey::generate("key-1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let gate = Scopegate::start_ready(&jwks.url(), &format!("leeway_seconds = 0\n{RULES}")).await;
+    let mut soon = claims("read:messages");
+    soon["exp"] = json!(now() + 2);
+    let token = key.mint(&soon);
+    let ask = || async {
+        let check = request(
+            "GET",
+            "/restricted_resource",
+            &[("authorization", &bearer(&token))],
+        );
+        Answer::of(&gate.check(check).await)
+    };
+    ask().await.assert_allowed();
+    eventually("token expired", Duration::from_secs(10), || async {
+        ask().await.code != OK
+    })
+    .await;
+    for _ in 0..20 {
+        let answer = ask().await;
+        answer.assert_denied(401, "invalid_token");
+        assert_eq!(answer.message(), "token has expired");
+    }
+    gate.stop().await;
+}
+
 #[tokio::test]
 async fn removed_key_stops_verifying_after_scheduled_refresh() {
     let old = TestKey::generate("old");
