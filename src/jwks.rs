@@ -399,6 +399,12 @@ impl Jwks {
         self.snapshot().is_some()
     }
 
+    /// A receiver that changes after every fetch attempt, successful or not: the moment
+    /// [`Jwks::is_usable`] may have changed (besides a set going stale with time).
+    pub fn fetch_attempts(&self) -> watch::Receiver<u64> {
+        self.shared.attempts.subscribe()
+    }
+
     /// Puts a key set in force (the refresher calls this; tests and benchmarks may too).
     pub fn install(&self, mut keys: KeySet) {
         keys.installed_at = Some(Instant::now());

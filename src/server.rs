@@ -150,6 +150,10 @@ async fn track_health(
 ) {
     tokio::pin!(stop);
     let mut serving = false;
+    // Woken by each fetch, so SERVING follows the first load at once: an instance that already
+    // verifies tokens must not tell Envoy's health check NOT_SERVING and be taken out of service.
+    // The timer is for the other change, a key set going stale with time.
+    let mut fetched = jwks.fetch_attempts();
     loop {
         let usable = jwks.is_usable();
         if usable != serving {
@@ -167,6 +171,7 @@ async fn track_health(
             }
         }
         tokio::select! {
+            Ok(()) = fetched.changed() => {}
             () = tokio::time::sleep(HEALTH_POLL) => {}
             () = &mut stop => return,
         }
