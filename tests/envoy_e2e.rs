@@ -200,47 +200,103 @@ async fn hostile_credentials_through_envoy() {
     assert_eq!(response.status(), 403);
 }
 
+/// Phases of the kill test, as seen by the load workers. A phase starts before the action that
+/// names it, so that an answer caused by the action can never be counted in the phase before.
+const UP: usize = 0;
+const KILLING: usize = 1;
+const KILLED: usize = 2;
+const RESTARTING: usize = 3;
+const SERVING_AGAIN: usize = 4;
+
+/// One request of the kill test's load: which kind, and the phase when it was sent and answered.
+#[derive(Debug)]
+struct Observed {
+    kind: usize,
+    sent: usize,
+    answered: usize,
+    status: u16,
+    /// The start of the body, for failure messages.
+    body: String,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envoy_fails_closed_while_scopegate_is_down_and_recovers() {
+async fn envoy_fails_closed_while_scopegate_is_killed_under_load_and_recovers() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
     let mut stack = Stack::start().await;
     let good = format!("Bearer {}", stack.token("read:messages"));
-    assert_eq!(
-        stack
-            .get("/restricted_resource", &[("authorization", &good)])
-            .await
-            .status(),
-        200
-    );
+    let weak = format!("Bearer {}", stack.token("openid"));
+    // (path, Authorization, status while scopegate runs). Whatever the kind, while it is down
+    // the answer must be Envoy's status_on_error, 503: public routes are not waved through.
+    let kinds: Arc<Vec<(&str, Option<String>, u16)>> = Arc::new(vec![
+        ("/restricted_resource", Some(good.clone()), 200),
+        ("/restricted_resource", None, 401),
+        ("/restricted_resource", Some(weak), 403),
+        ("/restricted_resource", Some("Bearer a.b.c".into()), 401),
+        ("/public", None, 200),
+    ]);
 
-    stack.stop_scopegate().await;
-    // From now on nothing may reach the upstream; once Envoy notices, it answers 503
-    // (status_on_error) for every route, public ones included.
-    for _ in 0..20 {
-        let status = stack
-            .get("/restricted_resource", &[("authorization", &good)])
-            .await
-            .status();
-        assert_ne!(
-            status, 200,
-            "a request got through while scopegate was down"
-        );
-        let status = stack.get("/public", &[]).await.status();
-        assert_ne!(
-            status, 200,
-            "a public request got through unchecked while scopegate was down"
-        );
+    let phase = Arc::new(AtomicUsize::new(UP));
+    let answered_in = Arc::new([(); 5].map(|()| AtomicUsize::new(0)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for worker in 0..8 {
+        let (http, url, kinds) = (stack.http.clone(), stack.url.clone(), kinds.clone());
+        let (phase, answered_in, stop) = (phase.clone(), answered_in.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut n = worker;
+            while !stop.load(Ordering::SeqCst) {
+                let kind = n % kinds.len();
+                n += 1;
+                let (path, authorization, _) = &kinds[kind];
+                let mut request = http.get(format!("{url}{path}"));
+                if let Some(value) = authorization {
+                    request = request.header("authorization", value);
+                }
+                let sent = phase.load(Ordering::SeqCst);
+                let response = request.send().await.expect("Envoy answers");
+                let status = response.status();
+                let body: String = response
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(120)
+                    .collect();
+                let answered = phase.load(Ordering::SeqCst);
+                if sent == answered {
+                    answered_in[sent].fetch_add(1, Ordering::SeqCst);
+                }
+                seen.push(Observed {
+                    kind,
+                    sent,
+                    answered,
+                    status: status.as_u16(),
+                    body,
+                });
+            }
+            seen
+        }));
     }
-    eventually("Envoy answering 503", Duration::from_secs(10), || async {
-        stack
-            .get("/restricted_resource", &[("authorization", &good)])
-            .await
-            .status()
-            == 503
-    })
-    .await;
+    let settle = |p: usize, n: usize| {
+        let answered_in = answered_in.clone();
+        eventually("load in this phase", Duration::from_secs(60), move || {
+            let answered_in = answered_in.clone();
+            async move { answered_in[p].load(Ordering::SeqCst) >= n }
+        })
+    };
+
+    settle(UP, 200).await;
+    phase.store(KILLING, Ordering::SeqCst);
+    stack.kill_scopegate();
+    phase.store(KILLED, Ordering::SeqCst);
+    settle(KILLED, 300).await;
 
     // scopegate comes back on the same address: Envoy resumes without a restart.
-    stack.restart_scopegate().await;
+    phase.store(RESTARTING, Ordering::SeqCst);
+    stack.restart_scopegate();
     eventually("traffic served again", Duration::from_secs(30), || async {
         stack
             .get("/restricted_resource", &[("authorization", &good)])
@@ -249,10 +305,57 @@ async fn envoy_fails_closed_while_scopegate_is_down_and_recovers() {
             == 200
     })
     .await;
-    assert_eq!(
-        stack.get("/restricted_resource", &[]).await.status(),
-        401,
-        "{}",
-        stack.envoy_log().len()
+    phase.store(SERVING_AGAIN, Ordering::SeqCst);
+    settle(SERVING_AGAIN, 200).await;
+    stop.store(true, Ordering::SeqCst);
+
+    let mut wrong = Vec::new();
+    let mut total = 0;
+    for worker in workers {
+        for seen in worker.await.expect("worker") {
+            total += 1;
+            let (path, authorization, expected) = &kinds[seen.kind];
+            let ok = match (seen.sent, seen.answered) {
+                // Sent and answered once scopegate was dead: the configured status, always.
+                (KILLED, KILLED) => seen.status == 503,
+                // Entirely while it ran: its own answer.
+                (UP, UP) | (SERVING_AGAIN, SERVING_AGAIN) => seen.status == *expected,
+                // Around the kill or the restart: either, never anything else.
+                _ => seen.status == *expected || seen.status == 503,
+            };
+            if !ok {
+                wrong.push(format!(
+                    "{path} {} in phases {}..{}: {} {:?}",
+                    authorization
+                        .as_deref()
+                        .map_or("no token", |_| "with token"),
+                    seen.sent,
+                    seen.answered,
+                    seen.status,
+                    seen.body
+                ));
+            }
+        }
+    }
+    let stats = if wrong.is_empty() {
+        String::new()
+    } else {
+        let url = format!("{}/stats?filter=ext_authz|cluster.scopegate", stack.admin);
+        stack
+            .http
+            .get(url)
+            .send()
+            .await
+            .expect("admin")
+            .text()
+            .await
+            .expect("stats")
+    };
+    assert!(
+        wrong.is_empty(),
+        "{} of {total} answers were wrong: {:?}\nscopegate log:\n{}\nEnvoy stats:\n{stats}",
+        wrong.len(),
+        &wrong[..wrong.len().min(20)],
+        stack.scopegate_log()
     );
 }

@@ -7,11 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use scopegate::config::RawConfig;
 use scopegate::devissuer::{DevIssuer, Mint};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use super::eventually;
 
@@ -60,45 +57,49 @@ fn substitute(text: &str, from: &str, to: &str, count: usize) -> String {
     text.replace(from, to)
 }
 
-/// scopegate running in-process on a fixed loopback address, restartable on the same port.
+/// The scopegate binary as users run it (`serve --config demo/scopegate.toml` with the
+/// environment overrides), on a fixed loopback address so that it can be killed and started
+/// again where Envoy expects it. Killed on drop.
 struct Gate {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), scopegate::server::ServerError>>>,
+    child: Child,
 }
 
 impl Gate {
-    async fn start(addr: SocketAddr, issuer: &str) -> Gate {
-        let mut raw = RawConfig::from_file(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/scopegate.toml"),
-        )
-        .expect("demo config parses");
-        let jwks = format!("{issuer}.well-known/jwks.json");
-        raw.apply_env(|name| match name {
-            "SCOPEGATE_ISSUER" => Some(issuer.to_string()),
-            "SCOPEGATE_JWKS_URI" => Some(jwks.clone()),
-            _ => None,
-        });
-        let config = raw.compile().expect("demo config compiles");
-        let listener = TcpListener::bind(addr).await.expect("bind scopegate port");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(scopegate::server::serve(config, listener, async {
-            let _ = stopped.await;
-        }));
-        Gate {
-            stop: Some(stop),
-            task: Some(task),
-        }
+    fn start(addr: SocketAddr, issuer: &str, log: &Path) -> Gate {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("scopegate log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_scopegate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/scopegate.toml"))
+            .env("SCOPEGATE_LISTEN", addr.to_string())
+            .env("SCOPEGATE_ISSUER", issuer)
+            .env(
+                "SCOPEGATE_JWKS_URI",
+                format!("{issuer}.well-known/jwks.json"),
+            )
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start scopegate");
+        Gate { child }
     }
 
-    async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await
-                .expect("join")
-                .expect("scopegate stopped cleanly");
-        }
+    /// SIGKILL: no drain, no goodbye; the kernel closes every connection at once.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -111,6 +112,7 @@ pub struct Stack {
     issuer: DevIssuer,
     gate: Gate,
     gate_addr: SocketAddr,
+    gate_log: PathBuf,
     issuer_url: String,
     envoy: Child,
     envoy_log: PathBuf,
@@ -147,7 +149,8 @@ impl Stack {
 
         // scopegate.
         let gate_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let gate = Gate::start(gate_addr, &issuer_url).await;
+        let gate_log = dir.join("scopegate.log");
+        let gate = Gate::start(gate_addr, &issuer_url, &gate_log);
 
         // Envoy with the repository's configuration.
         let listen_port = free_port();
@@ -202,6 +205,7 @@ impl Stack {
             issuer,
             gate,
             gate_addr,
+            gate_log,
             issuer_url,
             envoy,
             envoy_log,
@@ -260,14 +264,19 @@ impl Stack {
         request.send().await.expect("Envoy answers")
     }
 
-    /// Stops scopegate (Envoy keeps running).
-    pub async fn stop_scopegate(&mut self) {
-        self.gate.stop().await;
+    /// Kills scopegate with SIGKILL (Envoy keeps running).
+    pub fn kill_scopegate(&mut self) {
+        self.gate.kill();
     }
 
-    /// Starts scopegate again on the same port.
-    pub async fn restart_scopegate(&mut self) {
-        self.gate = Gate::start(self.gate_addr, &self.issuer_url).await;
+    /// Starts scopegate again on the same port (Envoy is left alone).
+    pub fn restart_scopegate(&mut self) {
+        self.gate = Gate::start(self.gate_addr, &self.issuer_url, &self.gate_log);
+    }
+
+    /// scopegate's log so far (for assertion messages).
+    pub fn scopegate_log(&self) -> String {
+        std::fs::read_to_string(&self.gate_log).unwrap_or_default()
     }
 
     /// Envoy's log so far (for assertion messages).
