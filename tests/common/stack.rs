@@ -38,6 +38,17 @@ pub fn envoy_binary() -> PathBuf {
     })
 }
 
+/// A fresh directory for one stack's configuration and logs.
+fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "scopegate-e2e-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -65,7 +76,7 @@ struct Gate {
 }
 
 impl Gate {
-    fn start(addr: SocketAddr, issuer: &str, log: &Path) -> Gate {
+    fn start(addr: SocketAddr, issuer: &str, jwks_uri: &str, log: &Path) -> Gate {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -77,10 +88,7 @@ impl Gate {
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/scopegate.toml"))
             .env("SCOPEGATE_LISTEN", addr.to_string())
             .env("SCOPEGATE_ISSUER", issuer)
-            .env(
-                "SCOPEGATE_JWKS_URI",
-                format!("{issuer}.well-known/jwks.json"),
-            )
+            .env("SCOPEGATE_JWKS_URI", jwks_uri)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -109,11 +117,12 @@ pub struct Stack {
     pub url: String,
     /// Envoy's admin interface.
     pub admin: String,
-    issuer: DevIssuer,
+    issuer: Option<DevIssuer>,
     gate: Gate,
     gate_addr: SocketAddr,
     gate_log: PathBuf,
     issuer_url: String,
+    jwks_uri: String,
     envoy: Child,
     envoy_log: PathBuf,
     /// HTTP client without proxies.
@@ -121,22 +130,31 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// The stack with the development issuer (in-process) as the token issuer.
     pub async fn start() -> Stack {
-        let dir = std::env::temp_dir().join(format!(
-            "scopegate-e2e-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-
-        // Development issuer.
+        let dir = scratch_dir();
         let issuer_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind issuer");
         let issuer_url = format!("http://{}/", issuer_listener.local_addr().expect("addr"));
         let key_file = dir.join("issuer-key.der");
         let serving = DevIssuer::load_or_create(&key_file, &issuer_url).expect("issuer key");
         tokio::spawn(serving.serve(issuer_listener, false, std::future::pending()));
         let issuer = DevIssuer::load_or_create(&key_file, &issuer_url).expect("same key");
+        let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
+        Stack::launch(dir, &issuer_url, &jwks_uri, Some(issuer)).await
+    }
 
+    /// The stack trusting tokens of `issuer` with keys from `jwks_uri` (for tests that control
+    /// the key set themselves); [`Stack::token`] is then unavailable.
+    pub async fn start_with_issuer(issuer: &str, jwks_uri: &str) -> Stack {
+        Stack::launch(scratch_dir(), issuer, jwks_uri, None).await
+    }
+
+    async fn launch(
+        dir: PathBuf,
+        issuer_url: &str,
+        jwks_uri: &str,
+        issuer: Option<DevIssuer>,
+    ) -> Stack {
         // Demo upstream.
         let upstream_listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -150,7 +168,7 @@ impl Stack {
         // scopegate.
         let gate_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let gate_log = dir.join("scopegate.log");
-        let gate = Gate::start(gate_addr, &issuer_url, &gate_log);
+        let gate = Gate::start(gate_addr, issuer_url, jwks_uri, &gate_log);
 
         // Envoy with the repository's configuration.
         let listen_port = free_port();
@@ -206,7 +224,8 @@ impl Stack {
             gate,
             gate_addr,
             gate_log,
-            issuer_url,
+            issuer_url: issuer_url.to_string(),
+            jwks_uri: jwks_uri.to_string(),
             envoy,
             envoy_log,
             http: reqwest::Client::builder()
@@ -245,6 +264,8 @@ impl Stack {
     /// A token from the development issuer for the demo audience.
     pub fn token(&self, scope: &str) -> String {
         self.issuer
+            .as_ref()
+            .expect("stack started with the development issuer")
             .mint(&Mint {
                 subject: "e2e-user".into(),
                 audience: DEMO_AUDIENCE.into(),
@@ -271,7 +292,17 @@ impl Stack {
 
     /// Starts scopegate again on the same port (Envoy is left alone).
     pub fn restart_scopegate(&mut self) {
-        self.gate = Gate::start(self.gate_addr, &self.issuer_url, &self.gate_log);
+        self.gate = Gate::start(
+            self.gate_addr,
+            &self.issuer_url,
+            &self.jwks_uri,
+            &self.gate_log,
+        );
+    }
+
+    /// The scopegate process (for resource measurements).
+    pub fn scopegate_pid(&self) -> u32 {
+        self.gate.child.id()
     }
 
     /// scopegate's log so far (for assertion messages).
