@@ -198,6 +198,18 @@ async fn hostile_credentials_through_envoy() {
         .get("/%72estricted_resource", &[("authorization", &weak)])
         .await;
     assert_eq!(response.status(), 403);
+    // Envoy passes letter case through; a case variant of a rule's path is refused, not given the
+    // default (the demo upstream happens to be case-sensitive, others are not).
+    for authorization in [&weak, &format!("Bearer {good}")] {
+        let response = stack
+            .get("/RESTRICTED_RESOURCE", &[("authorization", authorization)])
+            .await;
+        let (status, _, body) = json(response).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request"))
+        );
+    }
 }
 
 /// Phases of the kill test, as seen by the load workers. A phase starts before the action that

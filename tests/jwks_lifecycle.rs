@@ -398,18 +398,24 @@ async fn redirects_are_not_followed() {
 #[tokio::test]
 async fn oversized_jwks_body_is_refused() {
     let key = TestKey::generate("key-1");
-    let padding = "x".repeat(4096);
-    let mut doc = jwks_of(&[&key]);
-    doc["padding"] = json!(padding);
-    let jwks = JwksServer::start(Reply::json(&doc)).await;
-    let gate = Scopegate::start(&jwks.url(), &format!("jwks_max_bytes = 2048\n{RULES}")).await;
-    eventually("a retry", Duration::from_secs(10), || async {
-        jwks.hits() >= 2
-    })
-    .await;
-    assert_eq!(gate.health("").await, ServingStatus::NotServing as i32);
-    assert!(!allowed(&gate, &key).await);
-    gate.stop().await;
+    // Just over a small configured cap, and 50 MB against the default cap (1 MiB).
+    for (padding, extra) in [(4096, "jwks_max_bytes = 2048\n"), (50 << 20, "")] {
+        let mut doc = jwks_of(&[&key]);
+        doc["padding"] = json!("x".repeat(padding));
+        let jwks = JwksServer::start(Reply::json(&doc)).await;
+        let gate = Scopegate::start(&jwks.url(), &format!("{extra}{RULES}")).await;
+        eventually("a retry", Duration::from_secs(10), || async {
+            jwks.hits() >= 2
+        })
+        .await;
+        assert_eq!(
+            gate.health("").await,
+            ServingStatus::NotServing as i32,
+            "{padding}"
+        );
+        assert!(!allowed(&gate, &key).await, "{padding}");
+        gate.stop().await;
+    }
 }
 
 #[tokio::test]
