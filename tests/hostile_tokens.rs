@@ -311,6 +311,12 @@ async fn keys_unfit_for_signature_verification_never_verify() {
         jwk
     };
     let modulus = key.jwk()["n"].clone();
+    // A 1024-bit modulus cannot verify the honest signature either, so the message tells a
+    // skipped entry ("unknown") from a loaded one ("signature is invalid").
+    let short = URL_SAFE_NO_PAD
+        .decode(modulus.as_str().expect("n"))
+        .expect("n decodes")[..128]
+        .to_vec();
     let jwks = json!({"keys": [
         key.jwk(),
         entry("enc", json!({"use": "enc"})),
@@ -320,6 +326,7 @@ async fn keys_unfit_for_signature_verification_never_verify() {
         entry("hs", json!({"alg": "HS256"})),
         entry("e1", json!({"e": "AQ"})),
         entry("e-even", json!({"e": "AQAA"})),
+        entry("rsa-1024", json!({"n": b64(&short)})),
         {"kty": "oct", "kid": "oct", "k": modulus, "alg": "HS256"},
         {"kty": "EC", "kid": "ec", "crv": "P-256", "x": modulus, "y": modulus},
         // A duplicate kid keeps the first entry: `other`'s key, not the honest one.
@@ -334,7 +341,7 @@ async fn keys_unfit_for_signature_verification_never_verify() {
         async move { Answer::of(&gate.check(check).await) }
     };
     for kid in [
-        "enc", "ops", "no-ops", "es", "hs", "e1", "e-even", "oct", "ec",
+        "enc", "ops", "no-ops", "es", "hs", "e1", "e-even", "rsa-1024", "oct", "ec",
     ] {
         let token = key.mint_raw(
             &json!({"alg": "RS256", "kid": kid}),
