@@ -178,6 +178,12 @@ async fn hostile_credentials_through_envoy() {
         ),
         (format!("Bearer {good}x"), 401, "invalid_token"),
         ("Basic dXNlcjpwYXNz".to_string(), 401, "unauthorized"),
+        // Over scopegate's 16 KiB credential cap, well under Envoy's header limit.
+        (
+            format!("Bearer {}", "a".repeat(20 * 1024)),
+            400,
+            "invalid_request",
+        ),
     ];
     for (authorization, want, error) in cases {
         let response = stack
