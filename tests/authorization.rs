@@ -259,6 +259,8 @@ async fn paths_are_matched_in_canonical_form_or_refused() {
         "//admin/users",
         "/admin/users;x=1",
         "/public\\..\\admin",
+        "/restricted_resource%23",
+        "/restricted_resource%3Fx",
         "/RESTRICTED_RESOURCE",
         "/%52estricted_resource",
         "/Admin/users",

@@ -46,8 +46,8 @@ pub enum PathError {
     /// A `%` not followed by two hex digits.
     #[error("request path has a malformed percent-encoding")]
     BadEscape,
-    /// `%2F`, `%5C` or `%25`.
-    #[error("request path has an encoded separator or percent sign")]
+    /// `%2F`, `%5C`, `%25`, `%3F` or `%23`.
+    #[error("request path has an encoded /, \\, %, ? or #")]
     EncodedSeparator,
     /// A raw backslash.
     #[error("request path contains a backslash")]
@@ -100,7 +100,9 @@ pub fn normalize(raw: &str) -> Result<RequestPath, PathError> {
             (b, false)
         };
         match byte {
-            b'/' | b'%' if was_encoded => return Err(PathError::EncodedSeparator),
+            // An encoded `?` or `#` would end the path for anything that decodes and then
+            // splits again (`/admin%23x` read as `/admin`), so it is as ambiguous as `%2F`.
+            b'/' | b'%' | b'?' | b'#' if was_encoded => return Err(PathError::EncodedSeparator),
             b'\\' if was_encoded => return Err(PathError::EncodedSeparator),
             b'\\' => return Err(PathError::Backslash),
             b';' => return Err(PathError::PathParameter),
@@ -154,6 +156,9 @@ mod tests {
             ("/a%2fb", Err(EncodedSeparator)),
             ("/a%5Cb", Err(EncodedSeparator)),
             ("/a%252Fb", Err(EncodedSeparator)),
+            ("/admin%23x", Err(EncodedSeparator)),
+            ("/admin%3fx=1", Err(EncodedSeparator)),
+            ("/%3F", Err(EncodedSeparator)),
             ("/a\\b", Err(Backslash)),
             ("/a\tb", Err(ControlCharacter)),
             ("/a%00b", Err(ControlCharacter)),
