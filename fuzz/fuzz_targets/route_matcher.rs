@@ -1,0 +1,218 @@
+//! Fuzzes the path canonicaliser and the route matcher (`scopegate::policy::normalize`,
+//! `Policy::route`, `policy::decide`): together they decide which rule, and so which scopes, a
+//! request needs, and a spelling of a path that slipped past its rule would be an authorization
+//! bypass.
+//!
+//! Input: `METHOD SP RAW-PATH` (split at the first space; without one the method is `GET`), both
+//! UTF-8 as the gRPC request carries them. Two policies compiled through the real configuration
+//! code are tried: one whose unmatched requests are public (so a dodged rule would show as an
+//! anonymous allow) and one whose unmatched requests are denied.
+//!
+//! Properties:
+//! - no panic;
+//! - a canonical path is a fixed point: it holds no `?` or `#` (encoded ones are refused, raw ones
+//!   end the path), it canonicalises to itself, and so does its fully percent-encoded spelling, so
+//!   no encoding reaches a different rule;
+//! - the route is the first rule that matches by a plain reading of the compiled rules, and its
+//!   only possible refusal is `CaseVariant`;
+//! - spelling the method or the path's letters in another case either reaches the same rule or is
+//!   refused, never a different rule;
+//! - without authentication (`None`, or a failed one) a route that needs a token is never allowed,
+//!   and a public route is always allowed anonymously.
+#![no_main]
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use scopegate::config::RawConfig;
+use scopegate::policy::path::MAX_PATH_BYTES;
+use scopegate::policy::{
+    AuthError, Decision, Denial, PathError, PathMatch, Policy, RequestPath, Rule, decide, normalize,
+};
+use scopegate::token::CredentialsError;
+
+/// Rules shared by both policies: exact and prefix paths, method lists in either case, any-of and
+/// all-of scopes, a protected subtree inside a public one, and non-ASCII and space characters.
+const RULES: &str = r#"
+[[rules]]
+path = "/health"
+public = true
+
+[[rules]]
+path = "/messages"
+methods = ["POST", "put"]
+all_scopes = ["write:messages", "audit"]
+
+[[rules]]
+path = "/messages"
+scopes = ["read:messages"]
+
+[[rules]]
+prefix = "/admin/"
+all_scopes = ["admin"]
+
+[[rules]]
+prefix = "/api"
+scopes = ["api:read", "api:write"]
+
+[[rules]]
+prefix = "/public/private/"
+scopes = ["private"]
+
+[[rules]]
+prefix = "/public/"
+public = true
+
+[[rules]]
+path = "/caf\u00e9/menu"
+methods = ["GET"]
+
+[[rules]]
+path = "/docs/a b"
+public = true
+"#;
+
+fn policies() -> &'static [Policy; 2] {
+    static POLICIES: OnceLock<[Policy; 2]> = OnceLock::new();
+    POLICIES.get_or_init(|| {
+        ["allow", "deny"].map(|default| {
+            let text = format!(
+                "issuer = \"https://issuer.fuzz.example/\"\naudience = \"https://api.fuzz.example\"\ndefault = \"{default}\"\n{RULES}"
+            );
+            RawConfig::from_toml(&text, "<fuzz>")
+                .and_then(RawConfig::compile)
+                .expect("the fuzzing policy compiles")
+                .policy
+        })
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (method, raw) = match data.iter().position(|b| *b == b' ') {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (&b"GET"[..], data),
+    };
+    let (Ok(method), Ok(raw)) = (std::str::from_utf8(method), std::str::from_utf8(raw)) else {
+        return;
+    };
+    let Ok(path) = normalize(raw) else {
+        // Refused paths are denied before any rule is looked at; only "no panic" applies.
+        return;
+    };
+
+    let canonical = path.as_str();
+    assert!(
+        !canonical.contains(['?', '#']),
+        "canonical path {path:?} holds a query or fragment delimiter"
+    );
+    assert_eq!(
+        normalize(canonical).as_ref(),
+        Ok(&path),
+        "canonical path {path:?} does not canonicalise to itself"
+    );
+    let encoded = percent_encode_all(path.as_str());
+    if encoded.len() <= MAX_PATH_BYTES {
+        assert_eq!(
+            normalize(&encoded).as_ref(),
+            Ok(&path),
+            "fully encoded {encoded:?} does not canonicalise to {path:?}"
+        );
+    }
+
+    for policy in policies() {
+        check_route(policy, method, &path);
+    }
+});
+
+fn check_route(policy: &Policy, method: &str, path: &RequestPath) {
+    let route = match policy.route(method, path) {
+        Ok(route) => route,
+        Err(PathError::CaseVariant) => return,
+        Err(other) => panic!("route refused {path:?} with {other:?}, which only normalize returns"),
+    };
+    let expected = first_match(policy, method, path.as_str()).map_or("default", |r| &r.name);
+    assert_eq!(
+        route.name, expected,
+        "{method} {path:?} routed to {} instead of {expected}",
+        route.name
+    );
+
+    for other_method in [method.to_ascii_uppercase(), method.to_ascii_lowercase()] {
+        let other = policy
+            .route(&other_method, path)
+            .expect("method case does not change whether a path is a case variant");
+        assert_eq!(
+            other.name, route.name,
+            "{method} and {other_method} on {path:?} reach different rules"
+        );
+    }
+    for spelling in [
+        path.as_str().to_ascii_uppercase(),
+        path.as_str().to_ascii_lowercase(),
+    ] {
+        let other = normalize(&spelling).expect("changing letter case keeps a path canonical");
+        match policy.route(method, &other) {
+            Ok(other_route) => assert_eq!(
+                other_route.name, route.name,
+                "{path:?} and {other:?} differ only in case but reach different rules"
+            ),
+            Err(PathError::CaseVariant) => {}
+            Err(e) => panic!("route refused {other:?} with {e:?}"),
+        }
+    }
+
+    let requirement = route.requirement;
+    let anonymous = decide(requirement, None);
+    let failed = decide(requirement, Some(Err(AuthError::KeysUnavailable)));
+    if requirement.needs_token() {
+        assert_eq!(
+            anonymous,
+            Decision::Deny(Denial::Unauthenticated(AuthError::Credentials(
+                CredentialsError::Missing
+            ))),
+            "{method} {path:?} needs a token ({requirement}) but was not denied without one"
+        );
+        assert!(
+            matches!(failed, Decision::Deny(Denial::Unauthenticated(_))),
+            "{method} {path:?} needs a token ({requirement}) but a failed authentication gave {failed:?}"
+        );
+    } else {
+        assert_eq!(
+            anonymous,
+            Decision::Allow(None),
+            "public route {} denied an anonymous request",
+            route.name
+        );
+    }
+}
+
+/// The first rule whose method list and path pattern accept the request, read straight from the
+/// compiled rules (case-sensitive path, case-insensitive method).
+fn first_match<'a>(policy: &'a Policy, method: &str, path: &str) -> Option<&'a Rule> {
+    policy.rules.iter().find(|rule| {
+        let path_ok = match &rule.path {
+            PathMatch::Exact(exact) => path == exact,
+            PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
+        };
+        let method_ok = rule
+            .methods
+            .as_ref()
+            .is_none_or(|methods| methods.iter().any(|m| m.eq_ignore_ascii_case(method)));
+        path_ok && method_ok
+    })
+}
+
+/// Every byte but `/` percent-encoded: the spelling furthest from the canonical one.
+fn percent_encode_all(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() * 3);
+    for b in path.bytes() {
+        if b == b'/' {
+            out.push('/');
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
