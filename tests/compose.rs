@@ -240,7 +240,7 @@ fn compose_scopegate_configuration_is_valid() {
 }
 
 #[test]
-fn envoy_yaml_is_valid_for_the_pinned_envoy() {
+fn envoy_configs_are_valid_for_the_pinned_envoy() {
     let envoy = common::stack::envoy_binary();
     let version = Command::new(&envoy)
         .arg("--version")
@@ -251,20 +251,23 @@ fn envoy_yaml_is_valid_for_the_pinned_envoy() {
         version.contains(&format!("/{}/", pinned_envoy_version())),
         "{version}"
     );
-    let out = Command::new(&envoy)
-        .args([
-            "--mode",
-            "validate",
-            "--disable-hot-restart",
-            "-c",
-            &format!("{ROOT}/envoy/envoy.yaml"),
-        ])
-        .output()
-        .expect("envoy --mode validate");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // envoy.yaml is what users run; jwt_authn.yaml is the comparison scripts/load measures.
+    for config in ["envoy/envoy.yaml", "envoy/jwt_authn.yaml"] {
+        let out = Command::new(&envoy)
+            .args([
+                "--mode",
+                "validate",
+                "--disable-hot-restart",
+                "-c",
+                &format!("{ROOT}/{config}"),
+            ])
+            .output()
+            .expect("envoy --mode validate");
+        assert!(
+            out.status.success(),
+            "{config}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
