@@ -377,3 +377,151 @@ async fn envoy_fails_closed_while_scopegate_is_killed_under_load_and_recovers() 
         stack.scopegate_log()
     );
 }
+
+/// One token of each hostile class from tests/hostile_tokens.rs, through Envoy: Envoy passes the
+/// header through untouched, and every one must come back as scopegate's JSON denial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_tokens_through_envoy() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use common::stack::DEMO_AUDIENCE;
+    use common::{ISSUER, JwksServer, Reply, TestKey, claims, now};
+    use serde_json::json;
+
+    let key = TestKey::generate("key-1");
+    let attacker = TestKey::generate("key-1");
+    let mut enc = key.jwk();
+    enc["kid"] = json!("enc");
+    enc["use"] = json!("enc");
+    let jwks = JwksServer::start(Reply::json(&json!({"keys": [key.jwk(), enc]}))).await;
+    let stack = Stack::start_with_issuer(ISSUER, &jwks.url()).await;
+
+    let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+    let valid = |scope: &str| {
+        let mut c = claims(scope);
+        c["aud"] = json!(DEMO_AUDIENCE);
+        c
+    };
+    let with = |claim: &str, value: Value| {
+        let mut c = valid("read:messages");
+        c[claim] = value;
+        c
+    };
+    let rs256 = json!({"alg": "RS256", "kid": "key-1"});
+    let signed_bytes = |header: &[u8], payload: &[u8]| {
+        let input = format!("{}.{}", b64(header), b64(payload));
+        let signature = key.sign_bytes(input.as_bytes());
+        format!("{input}.{}", b64(&signature))
+    };
+    let good = key.mint_raw(&rs256, &valid("read:messages"));
+    let (head, payload) = good
+        .rsplit_once('.')
+        .expect("three parts")
+        .0
+        .split_once('.')
+        .expect("");
+    let signature = good.rsplit('.').next().expect("signature");
+    let mut expired = valid("openid");
+    expired["exp"] = json!(now() - 3600);
+
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("control", good.clone(), 200, ""),
+        ("alg none", format!("{}.{payload}.", b64(br#"{"alg":"none"}"#)), 401, "invalid_token"),
+        ("alg NoNe", format!("{}.{payload}.", b64(br#"{"alg":"NoNe"}"#)), 401, "invalid_token"),
+        (
+            "HS256",
+            format!("{}.{payload}.{signature}", b64(br#"{"alg":"HS256","kid":"key-1"}"#)),
+            401,
+            "invalid_token",
+        ),
+        (
+            "ES256 zero signature",
+            format!("{}.{payload}.{}", b64(br#"{"alg":"ES256","kid":"key-1"}"#), b64(&[0; 64])),
+            401,
+            "invalid_token",
+        ),
+        (
+            "jku naming the attacker's keys",
+            attacker.mint_raw(
+                &json!({"alg": "RS256", "kid": "key-1", "jku": "http://127.0.0.1:1/jwks"}),
+                &valid("read:messages"),
+            ),
+            401,
+            "invalid_token",
+        ),
+        (
+            "kid path",
+            key.mint_raw(&json!({"alg": "RS256", "kid": "../../etc/passwd"}), &valid("read:messages")),
+            401,
+            "invalid_token",
+        ),
+        (
+            "kid of a use=enc key",
+            key.mint_raw(&json!({"alg": "RS256", "kid": "enc"}), &valid("read:messages")),
+            401,
+            "invalid_token",
+        ),
+        (
+            "crit",
+            key.mint_raw(
+                &json!({"alg": "RS256", "kid": "key-1", "crit": ["exp"]}),
+                &valid("read:messages"),
+            ),
+            401,
+            "invalid_token",
+        ),
+        (
+            "cty JWT",
+            key.mint_raw(
+                &json!({"alg": "RS256", "kid": "key-1", "cty": "JWT"}),
+                &valid("read:messages"),
+            ),
+            401,
+            "invalid_token",
+        ),
+        ("JWE shape", format!("{head}.{payload}.{signature}.a.b"), 401, "invalid_token"),
+        ("empty signature", format!("{head}.{payload}."), 401, "invalid_token"),
+        ("+ and / alphabet", format!("{head}.{payload}.{}", signature.replace('-', "+").replace('_', "/")), 401, "invalid_token"),
+        ("exp as string", key.mint_raw(&rs256, &with("exp", json!("9999999999"))), 401, "invalid_token"),
+        ("exp far past", key.mint_raw(&rs256, &with("exp", json!(1))), 401, "invalid_token"),
+        ("nbf in an hour", key.mint_raw(&rs256, &with("nbf", json!(now() + 3600))), 401, "invalid_token"),
+        ("iat as string", key.mint_raw(&rs256, &with("iat", json!("now"))), 401, "invalid_token"),
+        ("iss without slash", key.mint_raw(&rs256, &with("iss", json!(ISSUER.trim_end_matches('/')))), 401, "invalid_token"),
+        ("iss upper case", key.mint_raw(&rs256, &with("iss", json!(ISSUER.to_uppercase()))), 401, "invalid_token"),
+        ("aud as number", key.mint_raw(&rs256, &with("aud", json!(1))), 401, "invalid_token"),
+        ("aud with slash", key.mint_raw(&rs256, &with("aud", json!(format!("{DEMO_AUDIENCE}/")))), 401, "invalid_token"),
+        (
+            "duplicate exp",
+            signed_bytes(
+                br#"{"alg":"RS256","kid":"key-1"}"#,
+                format!(
+                    r#"{{"iss":"{ISSUER}","aud":"{DEMO_AUDIENCE}","exp":1,"exp":{},"scope":"read:messages"}}"#,
+                    now() + 3600
+                )
+                .as_bytes(),
+            ),
+            401,
+            "invalid_token",
+        ),
+        ("payload an array", signed_bytes(br#"{"alg":"RS256","kid":"key-1"}"#, b"[]"), 401, "invalid_token"),
+        ("payload not UTF-8", signed_bytes(br#"{"alg":"RS256","kid":"key-1"}"#, b"{\"a\":\"\xff\"}"), 401, "invalid_token"),
+        ("scope prefix look-alike", key.mint_raw(&rs256, &valid("read:message read:messages2")), 403, "insufficient_scope"),
+        ("scope other case", key.mint_raw(&rs256, &valid("READ:MESSAGES")), 403, "insufficient_scope"),
+        ("expired and unscoped", key.mint_raw(&rs256, &expired), 401, "invalid_token"),
+    ];
+    for (name, token, want, error) in cases {
+        let response = stack
+            .get(
+                "/restricted_resource",
+                &[("authorization", &format!("Bearer {token}"))],
+            )
+            .await;
+        let status = response.status().as_u16();
+        let body = response.text().await.expect("body");
+        assert_eq!(status, want, "{name}: {body}");
+        if want != 200 {
+            let body: Value = serde_json::from_str(&body).expect("scopegate's JSON denial");
+            assert_eq!(body["error"], error, "{name}");
+        }
+    }
+}
