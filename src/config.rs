@@ -366,7 +366,7 @@ impl RawConfig {
             .enumerate()
             .map(|(i, raw)| compile_rule(i, raw))
             .collect::<Result<Vec<_>, _>>()?;
-        reject_case_twins(&rules)?;
+        reject_case_shadowing(&rules)?;
         let default = match self.default.unwrap_or(DefaultAction::Authenticated) {
             DefaultAction::Authenticated => Requirement::Authenticated,
             DefaultAction::Deny => Requirement::Deny,
@@ -452,16 +452,17 @@ fn compile_algorithms(names: Option<Vec<String>>) -> Result<Vec<Algorithm>, Conf
     Ok(out)
 }
 
-/// Refuses two rules whose paths differ only in ASCII letter case. Requests are refused when their
-/// rule would change with case ignored (see `Policy::route`), so the later of two such rules could
-/// never be reached; better to say so at start-up than to answer 400 for it at run time.
-fn reject_case_twins(rules: &[Rule]) -> Result<(), ConfigError> {
+/// Refuses a rule whose own path or prefix an earlier rule would take only with ASCII letter case
+/// ignored (`/Admin` then `/admin`, or prefix `/A` then `/apple`). Requests whose rule changes
+/// with case ignored are refused (see `Policy::route`), so that rule's own path would answer 400;
+/// better to say so at start-up. Methods are not considered: the check is deliberately broad.
+fn reject_case_shadowing(rules: &[Rule]) -> Result<(), ConfigError> {
     for (i, rule) in rules.iter().enumerate() {
         let pattern = rule.path.pattern();
-        if let Some(twin) = rules[..i].iter().find(|earlier| {
-            let other = earlier.path.pattern();
-            other != pattern && other.eq_ignore_ascii_case(pattern)
-        }) {
+        if let Some(earlier) = rules[..i]
+            .iter()
+            .find(|earlier| earlier.path.matches_only_ignoring_case(pattern))
+        {
             let field = match rule.path {
                 PathMatch::Exact(_) => "path",
                 PathMatch::Prefix(_) => "prefix",
@@ -470,10 +471,10 @@ fn reject_case_twins(rules: &[Rule]) -> Result<(), ConfigError> {
                 format!("{}.{field}", rule.name),
                 pattern,
                 format!(
-                    "differs from {} ({:?}) only in letter case; an upstream that ignores case \
-                     could not tell them apart",
-                    twin.name,
-                    twin.path.pattern()
+                    "matches {} ({:?}) when letter case is ignored, so requests for it would be \
+                     refused as a case variant; spell both the same way",
+                    earlier.name,
+                    earlier.path.pattern()
                 ),
             ));
         }
@@ -778,6 +779,10 @@ mod tests {
             (
                 "[[rules]]\npath = \"/Admin\"\npublic = true\n[[rules]]\nprefix = \"/admin\"",
                 "rules[1].prefix",
+            ),
+            (
+                "[[rules]]\nprefix = \"/A\"\n[[rules]]\npath = \"/apple\"\npublic = true",
+                "rules[1].path",
             ),
             ("[[rules]]\npath = \"/a\"\nscope = [\"x\"]", "scope"),
         ];

@@ -1,8 +1,8 @@
 //! Authorization policy: which routes need what, and the pure decision function.
 //!
 //! [`Policy::route`] finds the first rule matching a request's method and canonical path (or the
-//! default), refusing paths whose rule would change if letter case were ignored; [`decide`] combines that rule's [`Requirement`] with the outcome of authentication
-//! into a [`Decision`]. Both are pure: no I/O, no clocks, no gRPC types. The service layer maps
+//! default), refusing paths whose rule would change if letter case were ignored; [`decide`]
+//! combines that rule's [`Requirement`] with the outcome of authentication into a [`Decision`]. Both are pure: no I/O, no clocks, no gRPC types. The service layer maps
 //! each [`Denial`] variant to an HTTP answer.
 
 pub mod path;
@@ -67,6 +67,12 @@ impl PathMatch {
         }
     }
 
+    /// Whether this matcher takes `path` only when letter case is ignored: a rule written with
+    /// this path would then be refused as a case variant of this one.
+    pub(crate) fn matches_only_ignoring_case(&self, path: &str) -> bool {
+        self.matches(path, Case::Ignored) && !self.matches(path, Case::Sensitive)
+    }
+
     fn matches(&self, path: &str, case: Case) -> bool {
         let (path, pattern) = (path.as_bytes(), self.pattern().as_bytes());
         let candidate = match self {
@@ -127,7 +133,8 @@ impl Policy {
     /// handler as `/admin/x`. So the route is also looked up with ASCII case ignored, and if that
     /// would pick a different rule the path is refused ([`PathError::CaseVariant`]) rather than
     /// given the (possibly weaker) rule its spelling happens to match. A path written exactly as
-    /// configured is unaffected, because the configuration refuses rules that differ only in case.
+    /// a rule's own path or prefix is never refused this way: the configuration refuses a rule
+    /// that an earlier rule would take only with case ignored.
     pub fn route<'a>(&'a self, method: &str, path: &RequestPath) -> Result<Route<'a>, PathError> {
         let sensitive = self.find(method, path, Case::Sensitive);
         let same_rule = match (sensitive, self.find(method, path, Case::Ignored)) {
