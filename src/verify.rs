@@ -167,6 +167,10 @@ pub enum VerifyError {
     /// `aud` is missing or contains none of the configured audiences.
     #[error("token audience is not accepted")]
     WrongAudience,
+    /// `sub` or a scope holds a control character, so it cannot travel in the identity headers
+    /// (Envoy would refuse the whole answer and the client would see a 503 outage instead).
+    #[error("token subject or scopes contain control characters")]
+    ControlCharacterInClaim,
 }
 
 /// Claims of a token whose signature, algorithm, issuer, audience and validity window have all been
@@ -370,6 +374,13 @@ fn check_claims(
         None => {}
     }
 
+    // Everything forwarded upstream must be a valid header value. Non-ASCII text is passed on
+    // as UTF-8 bytes; control characters (CR and LF among them) never are.
+    let forwardable = |s: &str| !s.chars().any(char::is_control);
+    if !claims.sub.as_deref().is_none_or(forwardable) || !scopes.iter().all(|s| forwardable(s)) {
+        return Err(VerifyError::ControlCharacterInClaim);
+    }
+
     Ok(VerifiedClaims {
         subject: claims.sub,
         scopes,
@@ -484,6 +495,27 @@ mod tests {
             (
                 r#"{"iss":"https://issuer.example/","exp":1000100}"#,
                 Err(VerifyError::WrongAudience),
+            ),
+            // Identity that cannot be forwarded as a header value.
+            (
+                r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,"sub":"a\r\nx-admin: 1"}"#,
+                Err(VerifyError::ControlCharacterInClaim),
+            ),
+            (
+                r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,"sub":"a\u0000"}"#,
+                Err(VerifyError::ControlCharacterInClaim),
+            ),
+            (
+                r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,"scope":"read a\u0001b"}"#,
+                Err(VerifyError::ControlCharacterInClaim),
+            ),
+            (
+                r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,"scp":["read","a\tb"]}"#,
+                Err(VerifyError::ControlCharacterInClaim),
+            ),
+            (
+                r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,"sub":"zoë","scope":"léa"}"#,
+                Ok(()),
             ),
         ];
         for (json, want) in cases {

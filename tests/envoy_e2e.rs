@@ -508,6 +508,12 @@ async fn hostile_tokens_through_envoy() {
         ("scope prefix look-alike", key.mint_raw(&rs256, &valid("read:message read:messages2")), 403, "insufficient_scope"),
         ("scope other case", key.mint_raw(&rs256, &valid("READ:MESSAGES")), 403, "insufficient_scope"),
         ("expired and unscoped", key.mint_raw(&rs256, &expired), 401, "invalid_token"),
+        // Identity Envoy could not put in a header: refused by scopegate (without the check,
+        // Envoy answered a bare 503 "invalid header value").
+        ("sub with CR/LF", key.mint_raw(&rs256, &with("sub", json!("a\r\nx-injected: 1"))), 401, "invalid_token"),
+        ("sub with NUL", key.mint_raw(&rs256, &with("sub", json!("a\u{0}b"))), 401, "invalid_token"),
+        ("scope with a control", key.mint_raw(&rs256, &valid("read:messages a\u{1}b")), 401, "invalid_token"),
+        ("sub in UTF-8", key.mint_raw(&rs256, &with("sub", json!("zoë"))), 200, ""),
     ];
     for (name, token, want, error) in cases {
         let response = stack

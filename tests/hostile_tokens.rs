@@ -191,6 +191,36 @@ async fn issuer_and_audience_look_alikes() {
     env.gate.stop().await;
 }
 
+/// `sub` and the scopes travel to the upstream in headers; a control character there could never
+/// be forwarded (Envoy refuses the answer), so the token is refused instead.
+#[tokio::test]
+async fn identity_with_control_characters_is_refused() {
+    let env = Env::start(PROTECTED).await;
+    let message = "token subject or scopes contain control characters";
+    for (name, claims) in [
+        ("sub CR/LF", with("sub", json!("user\r\nx-auth-admin: 1"))),
+        ("sub NUL", with("sub", json!("user\u{0}"))),
+        ("sub DEL", with("sub", json!("user\u{7f}"))),
+        ("scope tab", with("scope", json!("read:messages\tadmin"))),
+        (
+            "scp control",
+            with("scp", json!(["read:messages", "a\u{1b}b"])),
+        ),
+    ] {
+        expect_invalid(&env, name, &env.key.mint(&claims), message).await;
+    }
+    // Non-ASCII text is not a control character: forwarded as UTF-8.
+    let answer = env
+        .ask(
+            "GET",
+            "/r",
+            Some(&bearer(&env.key.mint(&with("sub", json!("zoë"))))),
+        )
+        .await;
+    answer.assert_allowed();
+    env.gate.stop().await;
+}
+
 #[tokio::test]
 async fn duplicate_members_and_non_json_payloads_are_refused() {
     let env = Env::start(PROTECTED).await;
