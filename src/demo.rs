@@ -33,11 +33,12 @@ pub async fn serve(
         .await
 }
 
+/// A header's value as text. scopegate forwards claims as UTF-8 bytes, which `to_str` (visible
+/// ASCII only) would refuse; bytes that are not UTF-8 show as U+FFFD.
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 fn with_identity(mut body: Value, headers: &HeaderMap) -> axum::Json<Value> {

@@ -530,4 +530,14 @@ async fn hostile_tokens_through_envoy() {
             assert_eq!(body["error"], error, "{name}");
         }
     }
+    // A non-ASCII subject reaches the upstream intact, as UTF-8.
+    let token = key.mint_raw(&rs256, &with("sub", json!("zoë")));
+    let response = stack
+        .get(
+            "/restricted_resource",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+    let (status, _, body) = json(response).await;
+    assert_eq!((status, body["subject"].as_str()), (200, Some("zoë")));
 }
