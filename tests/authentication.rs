@@ -361,12 +361,9 @@ async fn token_without_kid_is_matched_only_when_the_key_set_has_one_key() {
     let second = TestKey::generate("key-2");
     let jwks = JwksServer::start(Reply::json(&jwks_of(&[&env.key, &second]))).await;
     let gate = Scopegate::start_ready(&jwks.url(), PROTECTED).await;
-    let check = request(
-        "GET",
-        "/restricted_resource",
-        &[("authorization", &bearer(&token))],
-    );
-    let answer = Answer::of(&gate.check(check).await);
+    let answer = gate
+        .ask("GET", "/restricted_resource", Some(&bearer(&token)))
+        .await;
     answer.assert_denied(401, "invalid_token");
     assert_eq!(answer.message(), "token signing key is unknown");
     gate.stop().await;
@@ -384,12 +381,9 @@ async fn a_key_published_for_one_algorithm_verifies_no_other() {
         &json!({"alg": "RS512", "kid": "key-1"}),
         &claims("read:messages"),
     );
-    let check = request(
-        "GET",
-        "/restricted_resource",
-        &[("authorization", &bearer(&token))],
-    );
-    let answer = Answer::of(&gate.check(check).await);
+    let answer = gate
+        .ask("GET", "/restricted_resource", Some(&bearer(&token)))
+        .await;
     answer.assert_denied(401, "invalid_token");
     assert_eq!(answer.message(), "token algorithm does not match its key");
     gate.stop().await;

@@ -111,8 +111,7 @@ async fn client_credentials_tokens_are_accepted_by_scopegate() {
     assert_eq!(answer["expires_in"], 3600);
     assert_eq!(answer["scope"], "read:messages");
     let token = answer["access_token"].as_str().expect("token");
-    let check = request("GET", "/r", &[("authorization", &bearer(token))]);
-    let decision = Answer::of(&gate.check(check).await);
+    let decision = gate.ask("GET", "/r", Some(&bearer(token))).await;
     decision.assert_allowed();
     assert_eq!(decision.headers["x-auth-subject"], "svc@clients");
 
@@ -121,8 +120,9 @@ async fn client_credentials_tokens_are_accepted_by_scopegate() {
     let (status, answer) = token_request(&issuer, "application/x-www-form-urlencoded", form).await;
     assert_eq!(status, 200, "{answer}");
     let token = answer["access_token"].as_str().expect("token");
-    let check = request("GET", "/r", &[("authorization", &bearer(token))]);
-    Answer::of(&gate.check(check).await).assert_denied(403, "insufficient_scope");
+    gate.ask("GET", "/r", Some(&bearer(token)))
+        .await
+        .assert_denied(403, "insufficient_scope");
     gate.stop().await;
 }
 
@@ -215,13 +215,13 @@ async fn mint_token_cli_makes_tokens_scopegate_accepts() {
         ]
         .concat(),
     );
-    let check = request("GET", "/r", &[("authorization", &bearer(&token))]);
-    let answer = Answer::of(&gate.check(check).await);
+    let answer = gate.ask("GET", "/r", Some(&bearer(&token))).await;
     answer.assert_allowed();
     assert_eq!(answer.headers["x-auth-subject"], "ops");
 
     let expired = mint_cli(&issuer, &[&audience[..], &["--claim", "exp=1"]].concat());
-    let check = request("GET", "/r", &[("authorization", &bearer(&expired))]);
-    Answer::of(&gate.check(check).await).assert_denied(401, "invalid_token");
+    gate.ask("GET", "/r", Some(&bearer(&expired)))
+        .await
+        .assert_denied(401, "invalid_token");
     gate.stop().await;
 }

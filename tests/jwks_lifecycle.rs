@@ -24,12 +24,10 @@ const FAST_REFRESH: &str = "jwks_refresh_seconds = 1\njwks_min_refresh_seconds =
 
 async fn allowed(gate: &Scopegate, key: &TestKey) -> bool {
     let token = key.mint(&claims("read:messages"));
-    let request = request(
-        "GET",
-        "/restricted_resource",
-        &[("authorization", &bearer(&token))],
-    );
-    Answer::of(&gate.check(request).await).code == OK
+    gate.ask("GET", "/restricted_resource", Some(&bearer(&token)))
+        .await
+        .code
+        == OK
 }
 
 #[tokio::test]
@@ -151,12 +149,8 @@ async fn a_token_stops_working_at_its_exp_however_often_it_was_allowed() {
     soon["exp"] = json!(now() + 2);
     let token = key.mint(&soon);
     let ask = || async {
-        let check = request(
-            "GET",
-            "/restricted_resource",
-            &[("authorization", &bearer(&token))],
-        );
-        Answer::of(&gate.check(check).await)
+        gate.ask("GET", "/restricted_resource", Some(&bearer(&token)))
+            .await
     };
     ask().await.assert_allowed();
     eventually("token expired", Duration::from_secs(10), || async {
@@ -181,12 +175,9 @@ async fn removed_key_stops_verifying_after_scheduled_refresh() {
     jwks.set(Reply::json(&jwks_of(&[&new])));
     let token = old.mint(&claims("read:messages"));
     eventually("old key withdrawn", Duration::from_secs(10), || async {
-        let request = request(
-            "GET",
-            "/restricted_resource",
-            &[("authorization", &bearer(&token))],
-        );
-        let answer = Answer::of(&gate.check(request).await);
+        let answer = gate
+            .ask("GET", "/restricted_resource", Some(&bearer(&token)))
+            .await;
         answer.code == UNAUTHENTICATED && answer.message() == "token signing key is unknown"
     })
     .await;
@@ -248,15 +239,10 @@ async fn jwks_down_at_start_denies_reports_not_serving_and_recovers_alone() {
         gate.health("envoy.service.auth.v3.Authorization").await,
         not_serving
     );
-    let token = key.mint(&claims("read:messages"));
-    let request_with_token = || {
-        request(
-            "GET",
-            "/restricted_resource",
-            &[("authorization", &bearer(&token))],
-        )
-    };
-    let answer = Answer::of(&gate.check(request_with_token()).await);
+    let authorization = bearer(&key.mint(&claims("read:messages")));
+    let answer = gate
+        .ask("GET", "/restricted_resource", Some(&authorization))
+        .await;
     answer.assert_denied(503, "temporarily_unavailable");
     assert_eq!(answer.code, UNAVAILABLE);
     assert_eq!(
@@ -264,7 +250,7 @@ async fn jwks_down_at_start_denies_reports_not_serving_and_recovers_alone() {
         Some("5")
     );
     // Public routes do not need keys.
-    Answer::of(&gate.check(request("GET", "/public", &[])).await).assert_allowed();
+    gate.ask("GET", "/public", None).await.assert_allowed();
 
     // Retries keep going (with backoff), and the service recovers by itself.
     eventually("a retry", Duration::from_secs(10), || async {
@@ -277,7 +263,9 @@ async fn jwks_down_at_start_denies_reports_not_serving_and_recovers_alone() {
         gate.health("envoy.service.auth.v3.Authorization").await,
         ServingStatus::Serving as i32
     );
-    Answer::of(&gate.check(request_with_token()).await).assert_allowed();
+    gate.ask("GET", "/restricted_resource", Some(&authorization))
+        .await
+        .assert_allowed();
     gate.stop().await;
 }
 
@@ -430,12 +418,8 @@ async fn stalled_jwks_at_start_times_out_and_check_never_waits_for_it() {
     // Check answers at once (503) while the fetch hangs; the test's own timeout bounds it.
     let token = key.mint(&claims("read:messages"));
     let answer = tokio::time::timeout(Duration::from_secs(2), async {
-        let request = request(
-            "GET",
-            "/restricted_resource",
-            &[("authorization", &bearer(&token))],
-        );
-        Answer::of(&gate.check(request).await)
+        gate.ask("GET", "/restricted_resource", Some(&bearer(&token)))
+            .await
     })
     .await
     .expect("Check must not wait on the JWKS fetch");
@@ -466,20 +450,15 @@ async fn last_good_keys_expire_after_max_stale_then_recover() {
     jwks.set(Reply::Respond(500, vec![], vec![]));
     let token = key.mint(&claims("read:messages"));
     eventually("stale keys refused", Duration::from_secs(15), || async {
-        let check = request(
-            "GET",
-            "/restricted_resource",
-            &[("authorization", &bearer(&token))],
-        );
-        Answer::of(&gate.check(check).await).http == 503
+        gate.ask("GET", "/restricted_resource", Some(&bearer(&token)))
+            .await
+            .http
+            == 503
     })
     .await;
-    let check = request(
-        "GET",
-        "/restricted_resource",
-        &[("authorization", &bearer(&token))],
-    );
-    let answer = Answer::of(&gate.check(check).await);
+    let answer = gate
+        .ask("GET", "/restricted_resource", Some(&bearer(&token)))
+        .await;
     answer.assert_denied(503, "temporarily_unavailable");
     assert_eq!(answer.message(), "signing keys are not available");
     let not_serving = ServingStatus::NotServing as i32;

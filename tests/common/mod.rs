@@ -300,6 +300,14 @@ impl Scopegate {
             .into_inner()
     }
 
+    /// Check with an optional Authorization value.
+    pub async fn ask(&self, method: &str, path: &str, authorization: Option<&str>) -> Answer {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|a| vec![("authorization", a)])
+            .unwrap_or_default();
+        Answer::of(&self.check(request(method, path, &headers)).await)
+    }
+
     /// Overall health status (`""`), as a `grpc.health.v1` client sees it.
     pub async fn health(&self, service: &str) -> i32 {
         let channel = Channel::from_shared(format!("http://{}", self.addr))
@@ -501,10 +509,7 @@ impl Env {
 
     /// Check with an optional Authorization value.
     pub async fn ask(&self, method: &str, path: &str, authorization: Option<&str>) -> Answer {
-        let headers: Vec<(&str, &str)> = authorization
-            .map(|a| vec![("authorization", a)])
-            .unwrap_or_default();
-        Answer::of(&self.gate.check(request(method, path, &headers)).await)
+        self.gate.ask(method, path, authorization).await
     }
 
     /// Check with a token minted with `scope`.
