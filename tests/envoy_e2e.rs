@@ -384,8 +384,8 @@ async fn envoy_fails_closed_while_scopegate_is_killed_under_load_and_recovers() 
 async fn hostile_tokens_through_envoy() {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use common::stack::DEMO_AUDIENCE;
-    use common::{ISSUER, JwksServer, Reply, TestKey, claims, now};
+    use common::stack::{DEMO_AUDIENCE, demo_claims};
+    use common::{ISSUER, JwksServer, Reply, TestKey, now};
     use serde_json::json;
 
     let key = TestKey::generate("key-1");
@@ -397,11 +397,7 @@ async fn hostile_tokens_through_envoy() {
     let stack = Stack::start_with_issuer(ISSUER, &jwks.url()).await;
 
     let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-    let valid = |scope: &str| {
-        let mut c = claims(scope);
-        c["aud"] = json!(DEMO_AUDIENCE);
-        c
-    };
+    let valid = demo_claims;
     let with = |claim: &str, value: Value| {
         let mut c = valid("read:messages");
         c[claim] = value;

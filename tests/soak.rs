@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::stack::{DEMO_AUDIENCE, Stack};
+use common::stack::{Stack, demo_claims};
 use common::*;
 use serde_json::{Value, json};
 
@@ -67,10 +67,9 @@ impl Kind {
     }
 }
 
-/// Claims for the demo configuration (issuer of this test, the demo audience).
+/// Claims for the demo configuration, expiring at `exp`.
 fn soak_claims(scope: &str, exp: u64) -> Value {
-    let mut c = claims(scope);
-    c["aud"] = json!(DEMO_AUDIENCE);
+    let mut c = demo_claims(scope);
     c["exp"] = json!(exp);
     c
 }

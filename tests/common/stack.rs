@@ -15,6 +15,14 @@ use super::eventually;
 /// The audience of `demo/scopegate.toml`.
 pub const DEMO_AUDIENCE: &str = "https://api.example.com";
 
+/// Valid claims from the test issuer for the demo configuration's audience, for a stack started
+/// with [`Stack::start_with_issuer`]`(ISSUER, …)`.
+pub fn demo_claims(scope: &str) -> serde_json::Value {
+    let mut c = super::claims(scope);
+    c["aud"] = serde_json::json!(DEMO_AUDIENCE);
+    c
+}
+
 /// Where the Envoy binary is: `SCOPEGATE_ENVOY_BIN`, else `.venv/bin/envoy` (what
 /// `scripts/install-envoy` installs), else `envoy` on `PATH`. Missing Envoy fails the test.
 pub fn envoy_binary() -> PathBuf {
