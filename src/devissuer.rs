@@ -31,6 +31,10 @@ use tokio::net::TcpListener;
 /// a demo and keeps leaked demo tokens short-lived).
 pub const DEFAULT_EXPIRES_IN: u64 = 3600;
 
+/// Longest lifetime a minted token can have, in seconds (366 days). `mint-token` refuses more;
+/// [`DevIssuer::mint`] clamps to it, so `iat + lifetime` can never overflow.
+pub const MAX_EXPIRES_IN: u64 = 366 * 86_400;
+
 /// Errors of the development issuer.
 #[derive(Debug, thiserror::Error)]
 pub enum DevIssuerError {
@@ -161,7 +165,7 @@ impl DevIssuer {
         }]})
     }
 
-    /// Mints an RS256 access token.
+    /// Mints an RS256 access token. Its lifetime is `expires_in` clamped to [`MAX_EXPIRES_IN`].
     pub fn mint(&self, m: &Mint) -> Result<String, DevIssuerError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -172,7 +176,7 @@ impl DevIssuer {
             "sub": m.subject,
             "aud": m.audience,
             "iat": now,
-            "exp": now + m.expires_in,
+            "exp": now.saturating_add(m.expires_in.min(MAX_EXPIRES_IN)),
         });
         if !m.scope.is_empty() {
             claims["scope"] = json!(m.scope);

@@ -66,8 +66,12 @@ enum Command {
         /// `sub`.
         #[arg(long, default_value = "dev-user")]
         subject: String,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = scopegate::devissuer::DEFAULT_EXPIRES_IN)]
+        /// Lifetime in seconds (at most 366 days).
+        #[arg(
+            long,
+            default_value_t = scopegate::devissuer::DEFAULT_EXPIRES_IN,
+            value_parser = clap::value_parser!(u64).range(1..=scopegate::devissuer::MAX_EXPIRES_IN)
+        )]
         expires_in: u64,
         /// Extra claim as NAME=JSON (e.g. --claim 'nbf=0'); repeatable; overrides the above.
         #[arg(long = "claim", value_parser = parse_claim)]

@@ -1,5 +1,5 @@
 //! The `scopegate` binary: `check-config` exit codes and messages, `serve` refusing a bad config
-//! before binding, environment overrides, and graceful shutdown on SIGTERM.
+//! before binding, environment overrides, graceful shutdown on SIGTERM, and `mint-token` bounds.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -209,5 +209,51 @@ fn json_log_format_writes_json_lines() {
     assert!(
         line["level"].is_string() && line["fields"].is_object(),
         "{line}"
+    );
+}
+
+/// `mint-token --expires-in` is bounded: a lifetime past 366 days is refused with the flag named
+/// (it used to overflow `now + expires_in`, a panic in debug builds and a wrapped `exp` in release),
+/// and the largest accepted one gives an `exp` exactly that far ahead.
+#[test]
+fn mint_token_lifetime_is_bounded() {
+    let key_file = write_config("mint.key", "");
+    std::fs::remove_file(&key_file).expect("start without a key");
+    let key = key_file.to_str().expect("utf8");
+    let mint = |expires_in: &str| {
+        scopegate(&[
+            "mint-token",
+            "--key-file",
+            key,
+            "--audience",
+            "a",
+            "--expires-in",
+            expires_in,
+        ])
+        .output()
+        .expect("run")
+    };
+    for too_long in ["18446744073709551615", "31622401", "0"] {
+        let out = mint(too_long);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{too_long}: {stderr}");
+        assert!(stderr.contains("--expires-in"), "{too_long}: {stderr}");
+    }
+    let out = mint("31622400");
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).expect("utf8");
+    let payload = token.trim().split('.').nth(1).expect("payload");
+    use base64::Engine as _;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("json");
+    let (iat, exp) = (claims["iat"].as_u64(), claims["exp"].as_u64());
+    assert_eq!(
+        exp.zip(iat).map(|(e, i)| e - i),
+        Some(31_622_400),
+        "{claims}"
     );
 }
