@@ -24,8 +24,12 @@ fn setup() -> (String, KeySet, scopegate::config::Config, u64) {
         "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
         "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
     }]});
-    let (keys, _) =
-        KeySet::parse(jwks.to_string().as_bytes(), &[verify::Algorithm::RS256]).expect("jwks");
+    let (keys, _) = KeySet::parse(
+        jwks.to_string().as_bytes(),
+        &[verify::Algorithm::RS256],
+        100,
+    )
+    .expect("jwks");
     let now = 1_800_000_000;
     let header = json!({"alg": "RS256", "typ": "JWT", "kid": "bench"});
     let claims = json!({

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::jwks::JwksSettings;
 use crate::policy::{PathMatch, Policy, Requirement, Rule, normalize};
-use crate::verify::{Algorithm, Expectations};
+use crate::verify::{Algorithm, Expectations, TokenType, is_scope_token};
 
 /// Environment variables that override keys of the file, and the key each one sets.
 pub const ENV_OVERRIDES: [(&str, &str); 4] = [
@@ -57,6 +57,12 @@ pub struct RawConfig {
     pub jwks_max_bytes: Option<u64>,
     /// How long the last good key set may be used without a successful refresh.
     pub jwks_max_stale_seconds: Option<u64>,
+    /// Most entries a JWKS document may list; a longer one is refused whole.
+    pub jwks_max_keys: Option<u64>,
+    /// How long a Check with an unknown `kid` waits for the refetch it asked for.
+    pub unknown_kid_wait_ms: Option<u64>,
+    /// Accepted `typ` header values (e.g. `["at+jwt"]`); absent accepts any.
+    pub token_types: Option<Vec<String>>,
     /// Route rules, first match wins.
     #[serde(default)]
     pub rules: Vec<RawRule>,
@@ -173,6 +179,14 @@ const DEFAULT_LISTEN: &str = "0.0.0.0:9191";
 const DEFAULT_LEEWAY: u64 = 60;
 const MAX_LEEWAY: u64 = 600;
 const DEFAULT_REALM: &str = "scopegate";
+/// Slack between the longest possible refresh cycle and `jwks_max_stale_seconds`.
+const STALE_MARGIN: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_KEYS: u64 = 100;
+const MAX_MAX_KEYS: u64 = 10_000;
+/// Below the shipped Envoy configuration's 0.5 s ext_authz timeout, so the client gets
+/// scopegate's answer rather than Envoy's error.
+const DEFAULT_UNKNOWN_KID_WAIT_MS: u64 = 300;
+const MAX_UNKNOWN_KID_WAIT_MS: u64 = 10_000;
 
 impl RawConfig {
     /// Parses TOML text; `origin` names the source in errors.
@@ -341,16 +355,70 @@ impl RawConfig {
             86_400,
             (1, 30 * 86_400),
         )?;
-        if max_stale < refresh {
+        // The refresher may wait up to max_refresh (an issuer's max-age is honoured that far) plus
+        // one fetch before the set is renewed; 10 s more leaves room for a retry. A shorter
+        // max_stale would pass validation and then deny every protected request (and flap
+        // health) between two perfectly healthy refreshes.
+        let stale_floor = max_refresh + fetch_timeout + STALE_MARGIN;
+        if max_stale < stale_floor {
             return Err(invalid(
                 "jwks_max_stale_seconds",
                 max_stale.as_secs(),
                 format!(
-                    "must be at least jwks_refresh_seconds ({}), or keys would go stale between two refreshes",
-                    refresh.as_secs()
+                    "must be at least jwks_max_refresh_seconds ({}) + jwks_fetch_timeout_seconds \
+                     ({}) + {} = {}, or the keys could go stale between two successful refreshes",
+                    max_refresh.as_secs(),
+                    fetch_timeout.as_secs(),
+                    STALE_MARGIN.as_secs(),
+                    stale_floor.as_secs()
                 ),
             ));
         }
+        let max_keys = self.jwks_max_keys.unwrap_or(DEFAULT_MAX_KEYS);
+        if !(1..=MAX_MAX_KEYS).contains(&max_keys) {
+            return Err(invalid(
+                "jwks_max_keys",
+                max_keys,
+                format!("must be between 1 and {MAX_MAX_KEYS}"),
+            ));
+        }
+        let unknown_kid_wait_ms = self
+            .unknown_kid_wait_ms
+            .unwrap_or(DEFAULT_UNKNOWN_KID_WAIT_MS);
+        if unknown_kid_wait_ms > MAX_UNKNOWN_KID_WAIT_MS {
+            return Err(invalid(
+                "unknown_kid_wait_ms",
+                unknown_kid_wait_ms,
+                format!(
+                    "must be between 0 and {MAX_UNKNOWN_KID_WAIT_MS}; keep it below Envoy's \
+                     ext_authz timeout, or the client gets Envoy's error instead of our answer"
+                ),
+            ));
+        }
+        let token_types = match self.token_types {
+            None => None,
+            Some(list) if list.is_empty() => {
+                return Err(invalid(
+                    "token_types",
+                    &list,
+                    "an empty list would refuse every token; leave the key out to accept any typ",
+                ));
+            }
+            Some(list) => Some(
+                list.iter()
+                    .enumerate()
+                    .map(|(i, name)| {
+                        TokenType::new(name).ok_or_else(|| {
+                            invalid(
+                                format!("token_types[{i}]"),
+                                name,
+                                "not a media type name such as \"at+jwt\" or \"application/at+jwt\"",
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
         let max_bytes = self.jwks_max_bytes.unwrap_or(1024 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_bytes) {
             return Err(invalid(
@@ -380,6 +448,7 @@ impl RawConfig {
                 audiences,
                 leeway_seconds,
                 algorithms: algorithms.clone(),
+                token_types,
             },
             jwks: JwksSettings {
                 uri: jwks_uri,
@@ -391,6 +460,8 @@ impl RawConfig {
                 fetch_timeout,
                 max_bytes: max_bytes as usize,
                 max_stale,
+                max_keys: max_keys as usize,
+                unknown_kid_wait: Duration::from_millis(unknown_kid_wait_ms),
             },
             policy: Policy { rules, default },
             realm,
@@ -534,14 +605,12 @@ fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
             ));
         }
         for s in &list {
-            if s.is_empty()
-                || s.chars()
-                    .any(|c| c.is_whitespace() || c == '"' || c == '\\' || c.is_control())
-            {
+            if !is_scope_token(s) {
                 return Err(invalid(
                     key(field),
                     s,
-                    "a scope is a non-empty token without spaces or quotes",
+                    "a scope is a non-empty run of printable ASCII without spaces, `\"` or `\\` \
+                     (an RFC 6749 scope-token); no token could ever grant this one",
                 ));
             }
         }
@@ -609,17 +678,27 @@ impl fmt::Display for Config {
         let algs: Vec<&str> = e.algorithms.iter().map(|a| a.as_str()).collect();
         writeln!(f, "algorithms        {}", algs.join(", "))?;
         writeln!(f, "leeway            {}s", e.leeway_seconds)?;
+        if let Some(types) = &e.token_types {
+            let types: Vec<&str> = types.iter().map(TokenType::as_str).collect();
+            writeln!(f, "token types       {}", types.join(", "))?;
+        }
         writeln!(f, "jwks_uri          {}", j.uri)?;
         writeln!(
             f,
-            "jwks refresh      {}s (max-age honoured within {}s..{}s), unknown-kid cooldown {}s, timeout {}s, max {} bytes, stale after {}s",
+            "jwks refresh      {}s (max-age honoured within {}s..{}s), timeout {}s, max {} bytes and {} keys, stale after {}s",
             j.refresh.as_secs(),
             j.min_refresh.as_secs(),
             j.max_refresh.as_secs(),
-            j.refetch_cooldown.as_secs(),
             j.fetch_timeout.as_secs(),
             j.max_bytes,
+            j.max_keys,
             j.max_stale.as_secs()
+        )?;
+        writeln!(
+            f,
+            "unknown kid       one refetch per {}s, a Check waits at most {}ms for it",
+            j.refetch_cooldown.as_secs(),
+            j.unknown_kid_wait.as_millis()
         )?;
         writeln!(f, "realm             {}", self.realm)?;
         writeln!(f, "rules (first match wins):")?;
@@ -670,6 +749,34 @@ mod tests {
         assert!(c.jwks.refetch_cooldown <= Duration::from_secs(5));
         assert_eq!(c.policy.default, Requirement::Authenticated);
         assert!(c.policy.rules.is_empty());
+        assert_eq!(c.jwks.max_keys, 100);
+        assert_eq!(c.jwks.unknown_kid_wait, Duration::from_millis(300));
+        assert_eq!(c.expectations.token_types, None);
+    }
+
+    #[test]
+    fn stale_bound_accepts_its_floor_and_token_types_compile() {
+        let c = compile(
+            "jwks_refresh_seconds = 2\njwks_min_refresh_seconds = 1\njwks_max_refresh_seconds = 20\n\
+             jwks_fetch_timeout_seconds = 2\njwks_max_stale_seconds = 32\n\
+             unknown_kid_wait_ms = 0\njwks_max_keys = 10000\n\
+             token_types = [\"Application/AT+JWT\", \"jwt\"]",
+        )
+        .expect("20 + 2 + 10 = 32 is enough");
+        assert_eq!(c.jwks.max_stale, Duration::from_secs(32));
+        assert_eq!(c.jwks.unknown_kid_wait, Duration::ZERO);
+        let types: Vec<&str> = c
+            .expectations
+            .token_types
+            .iter()
+            .flatten()
+            .map(TokenType::as_str)
+            .collect();
+        assert_eq!(types, ["at+jwt", "jwt"]);
+        assert!(
+            c.to_string().contains("token types       at+jwt, jwt"),
+            "{c}"
+        );
     }
 
     #[test]
@@ -749,6 +856,22 @@ mod tests {
             ("jwks_max_bytes = 10", "jwks_max_bytes"),
             ("jwks_max_stale_seconds = 0", "jwks_max_stale_seconds"),
             ("jwks_max_stale_seconds = 599", "jwks_max_stale_seconds"),
+            // The refresh can legitimately wait max_refresh (max-age honoured) plus a fetch.
+            (
+                "jwks_refresh_seconds = 2\njwks_min_refresh_seconds = 1\njwks_max_refresh_seconds = 20\njwks_max_stale_seconds = 3",
+                "jwks_max_refresh_seconds (20) + jwks_fetch_timeout_seconds (5) + 10 = 35",
+            ),
+            (
+                "jwks_refresh_seconds = 20\njwks_min_refresh_seconds = 1\njwks_max_refresh_seconds = 20\njwks_max_stale_seconds = 20",
+                "jwks_max_stale_seconds",
+            ),
+            ("jwks_max_stale_seconds = 3614", "jwks_max_stale_seconds"),
+            ("jwks_max_keys = 0", "jwks_max_keys"),
+            ("jwks_max_keys = 10001", "jwks_max_keys"),
+            ("unknown_kid_wait_ms = 10001", "unknown_kid_wait_ms"),
+            ("token_types = []", "token_types"),
+            ("token_types = [\"at+jwt\", \"at jwt\"]", "token_types[1]"),
+            ("token_types = [\"text/plain\"]", "token_types[0]"),
             ("[[rules]]\nscopes = [\"a\"]", "rules[0].path"),
             ("[[rules]]\npath = \"/a\"\nprefix = \"/b\"", "rules[0]"),
             (
@@ -762,6 +885,19 @@ mod tests {
             ),
             (
                 "[[rules]]\npath = \"/a\"\nscopes = [\"a b\"]",
+                "rules[0].scopes",
+            ),
+            // Not scope-tokens: no token could grant them.
+            (
+                "[[rules]]\npath = \"/a\"\nscopes = [\"read\u{200b}\"]",
+                "rules[0].scopes",
+            ),
+            (
+                "[[rules]]\npath = \"/a\"\nall_scopes = [\"ok\", \"léa\"]",
+                "rules[0].all_scopes",
+            ),
+            (
+                "[[rules]]\npath = \"/a\"\nscopes = [\"a\u{00a0}b\"]",
                 "rules[0].scopes",
             ),
             (

@@ -5,14 +5,25 @@
 //!   per allowed algorithm). `Check` never parses key material.
 //! - Readers take an `Arc` snapshot from an [`ArcSwapOption`]: no lock is held while verifying, and
 //!   none across an `.await`.
-//! - All network I/O happens in [`Jwks::run_refresher`], a background task. `Check` at most waits
-//!   (bounded) for a refetch that an unknown `kid` asked for, and such refetches are single-flight
-//!   and happen at most once per cooldown, so a flood of random `kid`s cannot hammer the issuer.
-//! - A failed or unusable refresh never replaces the last good key set.
-//! - Only the configured `jwks_uri` is fetched; redirects are not followed, the body size and the
-//!   fetch time are bounded.
+//! - All network I/O happens in [`Jwks::run_refresher`], a background task, and key parsing on a
+//!   blocking thread it starts, never on the async runtime's workers. `Check` at most waits
+//!   (bounded by `unknown_kid_wait`) for a refetch that an unknown `kid` asked for, and such
+//!   refetches are single-flight and happen at most once per cooldown, so a flood of random `kid`s
+//!   cannot hammer the issuer.
+//! - The end of a fetch attempt (clearing `in_flight`, counting the attempt) happens under the
+//!   gate's lock, and a waiter reads the attempt count under the same lock: it waits for the end
+//!   of the fetch it joined or started, never takes an earlier one for its own.
+//! - A failed or unusable refresh never replaces the last good key set. The refresher never sleeps
+//!   past the moment the set in force goes stale.
+//! - If the refresher task ends while serving, its supervisor calls [`Jwks::refresher_stopped`]:
+//!   waiters are released, and [`Jwks::is_usable`] (health) is false until a restarted refresher
+//!   installs a key set.
+//! - Only the configured `jwks_uri` is fetched; redirects are not followed; the body size, the
+//!   number of entries and the fetch time are bounded.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +59,11 @@ pub struct JwksSettings {
     /// How long the last good key set stays usable without a successful refresh; after that,
     /// protected requests are denied (503) and health says NOT_SERVING until a fetch succeeds.
     pub max_stale: Duration,
+    /// Most entries a JWKS document may list; a longer document is refused whole.
+    pub max_keys: usize,
+    /// How long a Check with an unknown `kid` waits for the refetch it joined or started; the
+    /// fetch itself goes on after that.
+    pub unknown_kid_wait: Duration,
 }
 
 /// Upper bound of the retry backoff after a failed fetch.
@@ -98,13 +114,107 @@ pub struct KeySet {
     installed_at: Option<Instant>,
 }
 
-/// A JWKS entry that was left out of the key set, and why. Not fatal: logged and skipped.
+/// A JWKS entry that was left out of the key set, and why. Not fatal: counted in one log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedKey {
     /// The entry's `kid`, if it had a readable one.
     pub kid: Option<String>,
     /// Why it was skipped.
-    pub reason: String,
+    pub reason: SkipReason,
+}
+
+/// Why a JWKS entry was skipped: a small fixed set, so that skipped entries can be counted by
+/// reason in one log line however many a document holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SkipReason {
+    /// Not a JSON object, or a member of the wrong JSON type.
+    Malformed,
+    /// `kty` absent or not `RSA`.
+    NotRsa,
+    /// `use` present and not `sig`.
+    NotForSignature,
+    /// `key_ops` present without `verify`.
+    NoVerifyOperation,
+    /// `alg` names a supported algorithm that is not on the allow-list.
+    AlgorithmNotAllowed,
+    /// `alg` names no supported RSA signature algorithm.
+    UnsupportedAlgorithm,
+    /// `n` or `e` absent or not base64url.
+    BadEncoding,
+    /// Modulus outside 2048..=8192 bits (an empty or all-zero one included).
+    ModulusSize,
+    /// Exponent even, 1, empty, or wider than 32 bits.
+    Exponent,
+    /// The crypto library refused the key.
+    Rejected,
+    /// A `kid` that an earlier entry already has (the first entry is kept).
+    DuplicateKid,
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SkipReason::Malformed => "malformed JWK",
+            SkipReason::NotRsa => "kty is not RSA",
+            SkipReason::NotForSignature => "use is not sig",
+            SkipReason::NoVerifyOperation => "key_ops lacks verify",
+            SkipReason::AlgorithmNotAllowed => "alg not on the allow-list",
+            SkipReason::UnsupportedAlgorithm => "alg not a supported RSA signature algorithm",
+            SkipReason::BadEncoding => "n or e missing or not base64url",
+            SkipReason::ModulusSize => "modulus not 2048..=8192 bits",
+            SkipReason::Exponent => "exponent not an odd integer in 3..2^32",
+            SkipReason::Rejected => "RSA key rejected",
+            SkipReason::DuplicateKid => "duplicate kid (first kept)",
+        })
+    }
+}
+
+/// How many `kid`s a skip summary names.
+const SUMMARY_KIDS: usize = 5;
+/// How many characters of each such `kid` it shows (a `kid` is publisher-controlled text).
+const SUMMARY_KID_CHARS: usize = 64;
+
+/// One line's worth of skipped entries: counts by reason, then the first few `kid`s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkipSummary {
+    /// How many entries were skipped.
+    pub count: usize,
+    /// `reason: count, ...`, in a fixed order.
+    pub reasons: String,
+    /// The first [`SUMMARY_KIDS`] skipped `kid`s, each cut to [`SUMMARY_KID_CHARS`] characters.
+    pub first_kids: Vec<String>,
+}
+
+impl SkipSummary {
+    /// Summarises `skipped`.
+    pub fn of(skipped: &[SkippedKey]) -> SkipSummary {
+        let mut counts: BTreeMap<SkipReason, usize> = BTreeMap::new();
+        for skip in skipped {
+            *counts.entry(skip.reason).or_default() += 1;
+        }
+        let reasons = counts
+            .iter()
+            .map(|(reason, n)| format!("{reason}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let first_kids = skipped
+            .iter()
+            .filter_map(|s| s.kid.as_deref())
+            .take(SUMMARY_KIDS)
+            .map(|kid| kid.chars().take(SUMMARY_KID_CHARS).collect())
+            .collect();
+        SkipSummary {
+            count: skipped.len(),
+            reasons,
+            first_kids,
+        }
+    }
+}
+
+impl fmt::Display for SkipSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} skipped ({})", self.count, self.reasons)
+    }
 }
 
 /// Why a JWKS document could not be used at all (the previous key set, if any, stays in force).
@@ -137,30 +247,57 @@ pub enum JwksError {
     /// The body is not a JSON object with a `keys` array.
     #[error("JWKS document is malformed: {0}")]
     Malformed(String),
-    /// The document parsed but no entry is a usable signing key.
-    #[error("JWKS document has no usable signing key ({skipped} entries skipped)")]
-    NoUsableKeys {
-        /// How many entries were skipped.
-        skipped: usize,
+    /// The `keys` array lists more entries than `jwks_max_keys`.
+    #[error("JWKS document lists more than {limit} keys")]
+    TooManyKeys {
+        /// The configured limit.
+        limit: usize,
     },
+    /// The document parsed but no entry is a usable signing key.
+    #[error("JWKS document has no usable signing key ({skipped})")]
+    NoUsableKeys {
+        /// What was skipped, and why.
+        skipped: SkipSummary,
+    },
+    /// Parsing ended without an answer (the parser panicked): a bug, reported rather than
+    /// allowed to take the refresher down.
+    #[error("JWKS parsing failed: {0}")]
+    Internal(String),
 }
 
 impl KeySet {
     /// Parses a JWKS document, keeping RSA signing keys usable with at least one of `algorithms`.
     ///
-    /// Entries that are not usable (other key types, `use` other than `sig`, `key_ops` without
-    /// `verify`, a disallowed `alg`, malformed or too-short moduli, duplicate `kid`s) are returned
-    /// in the skip list rather than failing the whole document.
+    /// A document listing more than `max_keys` entries is refused whole, before any entry is
+    /// parsed or even held in memory. Entries that are not usable (other key types, `use` other
+    /// than `sig`, `key_ops` without `verify`, a disallowed `alg`, malformed or wrongly sized
+    /// moduli, duplicate `kid`s) are returned in the skip list rather than failing the document.
+    ///
+    /// CPU-bound (one RSA key parse per entry and algorithm): the refresher runs it on a blocking
+    /// thread ([`parse_off_runtime`]).
     pub fn parse(
         json: &[u8],
         algorithms: &[Algorithm],
+        max_keys: usize,
     ) -> Result<(KeySet, Vec<SkippedKey>), JwksError> {
+        let malformed = |e: serde_json::Error| {
+            JwksError::Malformed(format!("expected {{\"keys\": [...]}}: {e}"))
+        };
+        // First pass: the shape and the number of entries, without keeping any (IgnoredAny is
+        // zero-sized), so a document of a million junk entries costs no memory.
+        #[derive(Deserialize)]
+        struct Shape {
+            keys: Vec<serde::de::IgnoredAny>,
+        }
+        let shape: Shape = serde_json::from_slice(json).map_err(malformed)?;
+        if shape.keys.len() > max_keys {
+            return Err(JwksError::TooManyKeys { limit: max_keys });
+        }
         #[derive(Deserialize)]
         struct Document {
             keys: Vec<serde_json::Value>,
         }
-        let document: Document = serde_json::from_slice(json)
-            .map_err(|e| JwksError::Malformed(format!("expected {{\"keys\": [...]}}: {e}")))?;
+        let document: Document = serde_json::from_slice(json).map_err(malformed)?;
 
         let mut set = KeySet::default();
         let mut skipped = Vec::new();
@@ -169,7 +306,7 @@ impl KeySet {
                 Ok(key) => match key.kid.clone() {
                     Some(kid) if set.by_kid.contains_key(&kid) => skipped.push(SkippedKey {
                         kid: Some(kid),
-                        reason: "duplicate kid (the first entry is kept)".into(),
+                        reason: SkipReason::DuplicateKid,
                     }),
                     Some(kid) => {
                         set.by_kid.insert(kid, key);
@@ -184,7 +321,7 @@ impl KeySet {
         }
         if set.is_empty() {
             return Err(JwksError::NoUsableKeys {
-                skipped: skipped.len(),
+                skipped: SkipSummary::of(&skipped),
             });
         }
         Ok((set, skipped))
@@ -236,57 +373,46 @@ const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus accepted, in bits.
 const MAX_RSA_BITS: usize = 8192;
 
-fn parse_key(entry: &serde_json::Value, algorithms: &[Algorithm]) -> Result<Key, String> {
-    let jwk: JwkFields =
-        serde_json::from_value(entry.clone()).map_err(|e| format!("malformed JWK: {e}"))?;
-    match jwk.kty.as_deref() {
-        Some("RSA") => {}
-        Some(other) => return Err(format!("kty {other:?} is not RSA")),
-        None => return Err("no kty".into()),
+fn parse_key(entry: &serde_json::Value, algorithms: &[Algorithm]) -> Result<Key, SkipReason> {
+    let jwk = JwkFields::deserialize(entry).map_err(|_| SkipReason::Malformed)?;
+    if jwk.kty.as_deref() != Some("RSA") {
+        return Err(SkipReason::NotRsa);
     }
-    if let Some(use_) = jwk.use_.as_deref()
-        && use_ != "sig"
-    {
-        return Err(format!("use {use_:?} is not \"sig\""));
+    if jwk.use_.as_deref().is_some_and(|use_| use_ != "sig") {
+        return Err(SkipReason::NotForSignature);
     }
-    if let Some(ops) = &jwk.key_ops
-        && !ops.iter().any(|op| op == "verify")
+    if jwk
+        .key_ops
+        .as_ref()
+        .is_some_and(|ops| !ops.iter().any(|op| op == "verify"))
     {
-        return Err("key_ops does not include \"verify\"".into());
+        return Err(SkipReason::NoVerifyOperation);
     }
     let algorithm = match jwk.alg.as_deref() {
         None => None,
         Some(name) => match name.parse::<Algorithm>() {
             Ok(alg) if algorithms.contains(&alg) => Some(alg),
-            Ok(alg) => return Err(format!("alg {alg} is not on the allow-list")),
-            Err(()) => {
-                return Err(format!(
-                    "alg {name:?} is not a supported RSA signature algorithm"
-                ));
-            }
+            Ok(_) => return Err(SkipReason::AlgorithmNotAllowed),
+            Err(()) => return Err(SkipReason::UnsupportedAlgorithm),
         },
     };
 
-    let decode = |name: &str, value: Option<&String>| -> Result<Vec<u8>, String> {
-        let value = value.ok_or_else(|| format!("no {name}"))?;
+    let decode = |value: Option<&String>| -> Result<Vec<u8>, SkipReason> {
         let bytes = URL_SAFE_NO_PAD
-            .decode(value)
-            .map_err(|_| format!("{name} is not base64url"))?;
+            .decode(value.ok_or(SkipReason::BadEncoding)?)
+            .map_err(|_| SkipReason::BadEncoding)?;
         // RFC 7518 forbids leading zero octets, but some publishers add one; strip them so the
         // size check below measures the real modulus.
         let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
         Ok(bytes[start..].to_vec())
     };
-    let n = decode("n", jwk.n.as_ref())?;
-    let e = decode("e", jwk.e.as_ref())?;
-    let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
-    if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
-        return Err(format!(
-            "modulus is {bits} bits (accepted: {MIN_RSA_BITS}..={MAX_RSA_BITS})"
-        ));
+    let n = decode(jwk.n.as_ref())?;
+    let e = decode(jwk.e.as_ref())?;
+    if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bit_length(&n)) {
+        return Err(SkipReason::ModulusSize);
     }
     if e.is_empty() || e.len() > 4 || e.last().is_some_and(|b| b % 2 == 0) || e == [1] {
-        return Err("exponent is not an odd integer between 3 and 2^32".into());
+        return Err(SkipReason::Exponent);
     }
 
     let components = RsaPublicKeyComponents { n: &n, e: &e };
@@ -298,7 +424,7 @@ fn parse_key(entry: &serde_json::Value, algorithms: &[Algorithm]) -> Result<Key,
     for alg in usable {
         let parsed = components
             .to_parsed_public_key(alg.rsa_parameters())
-            .map_err(|e| format!("RSA key rejected: {e}"))?;
+            .map_err(|_| SkipReason::Rejected)?;
         verifiers.push((alg, parsed));
     }
     Ok(Key {
@@ -306,6 +432,15 @@ fn parse_key(entry: &serde_json::Value, algorithms: &[Algorithm]) -> Result<Key,
         algorithm,
         verifiers,
     })
+}
+
+/// Bit length of a big-endian unsigned integer whose leading zero bytes are already stripped;
+/// 0 for an empty one (`"n": ""` or an all-zero modulus), never an underflow.
+fn bit_length(stripped: &[u8]) -> usize {
+    match stripped.first() {
+        None => 0,
+        Some(first) => stripped.len() * 8 - first.leading_zeros() as usize,
+    }
 }
 
 /// Reads `Cache-Control: max-age=N` (ignoring `no-cache`/`no-store`, which would otherwise force
@@ -329,27 +464,41 @@ pub fn max_age(cache_control: &str) -> Option<Duration> {
 /// What an unknown-`kid` refetch request led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refetch {
-    /// A fetch finished (successfully or not) after the request; look the key up again.
+    /// The fetch this caller joined or started has finished (successfully or not); look the key
+    /// up again.
     Completed,
     /// A refetch happened recently; nothing was fetched, the key is unknown.
     CoolingDown,
-    /// The fetch did not finish within the wait bound.
+    /// The fetch did not finish within `unknown_kid_wait`; it goes on without this caller.
     TimedOut,
 }
 
 #[derive(Debug)]
 struct RefetchGate {
+    /// A fetch is under way, or has been asked for and the refresher is about to start it.
     in_flight: bool,
+    /// When a Check last asked for a refetch (for the cooldown).
     last_trigger: Option<Instant>,
+}
+
+/// What [`Jwks::join_or_trigger`] did.
+enum Joined {
+    /// Wait until this many attempts have finished: the end of the fetch joined or started.
+    Until(u64),
+    /// Inside the cooldown: nothing to wait for.
+    CoolingDown,
 }
 
 struct Shared {
     current: ArcSwapOption<KeySet>,
     settings: JwksSettings,
-    /// Bumped after every fetch attempt, successful or not.
+    /// The number of finished fetch attempts, successful or not. Changed only while holding
+    /// `gate`, together with `in_flight`.
     attempts: watch::Sender<u64>,
     gate: Mutex<RefetchGate>,
     wake: Notify,
+    /// Set when the refresher task ended while serving; cleared by the next install.
+    refresher_down: AtomicBool,
 }
 
 /// Handle on the shared key set. Cheap to clone; all clones see the same snapshot.
@@ -379,6 +528,7 @@ impl Jwks {
                     last_trigger: None,
                 }),
                 wake: Notify::new(),
+                refresher_down: AtomicBool::new(false),
             }),
         }
     }
@@ -394,13 +544,16 @@ impl Jwks {
         fresh.then_some(keys)
     }
 
-    /// Whether protected requests can be verified now (drives health).
+    /// Whether this instance should be sent traffic (drives health): a key set is in force and
+    /// the refresher that keeps it current is running (after a refresher restart, from the
+    /// moment the new one installs a set).
     pub fn is_usable(&self) -> bool {
-        self.snapshot().is_some()
+        !self.shared.refresher_down.load(Ordering::Acquire) && self.snapshot().is_some()
     }
 
-    /// A receiver that changes after every fetch attempt, successful or not: the moment
-    /// [`Jwks::is_usable`] may have changed (besides a set going stale with time).
+    /// A receiver that changes after every fetch attempt, successful or not, and when the
+    /// refresher stops: the moments [`Jwks::is_usable`] may have changed (besides a set going
+    /// stale with time).
     pub fn fetch_attempts(&self) -> watch::Receiver<u64> {
         self.shared.attempts.subscribe()
     }
@@ -409,43 +562,82 @@ impl Jwks {
     pub fn install(&self, mut keys: KeySet) {
         keys.installed_at = Some(Instant::now());
         self.shared.current.store(Some(Arc::new(keys)));
+        self.shared.refresher_down.store(false, Ordering::Release);
     }
 
-    /// Asks the refresher for a refetch because a token named an unknown `kid`, and waits (bounded
-    /// by the fetch timeout) for the fetch to finish.
+    /// Asks the refresher for a refetch because a token named an unknown `kid`, and waits, at
+    /// most `unknown_kid_wait`, for that fetch to finish.
     ///
     /// Single-flight: callers arriving while a fetch is under way wait for that same fetch. At most
     /// one refetch is triggered per cooldown; within it, callers return [`Refetch::CoolingDown`]
-    /// at once.
+    /// at once. A caller that stops waiting leaves the fetch running: its result serves the
+    /// requests that come after.
     pub async fn refetch_for_unknown_kid(&self) -> Refetch {
-        // Subscribe before looking at the gate, so a fetch that completes in between is seen.
-        let mut attempts = self.shared.attempts.subscribe();
-        let trigger = {
-            let mut gate = self.lock_gate();
-            let now = Instant::now();
-            if gate.in_flight {
-                false
-            } else if gate
-                .last_trigger
-                .is_some_and(|t| now.duration_since(t) < self.shared.settings.refetch_cooldown)
-            {
-                return Refetch::CoolingDown;
-            } else {
-                // Mark the fetch as under way now, so callers arriving before the refresher
-                // starts it wait for it instead of being told to cool down.
-                gate.in_flight = true;
-                gate.last_trigger = Some(now);
-                true
-            }
+        let target = match self.join_or_trigger() {
+            Joined::Until(target) => target,
+            Joined::CoolingDown => return Refetch::CoolingDown,
         };
-        if trigger {
-            self.shared.wake.notify_one();
-        }
-        let bound = self.shared.settings.fetch_timeout + Duration::from_secs(1);
-        match tokio::time::timeout(bound, attempts.changed()).await {
+        let mut attempts = self.shared.attempts.subscribe();
+        let wait = self.shared.settings.unknown_kid_wait;
+        match tokio::time::timeout(wait, attempts.wait_for(|done| *done >= target)).await {
             Ok(_) => Refetch::Completed,
             Err(_) => Refetch::TimedOut,
         }
+    }
+
+    /// Asks the refresher for a fetch without waiting for it (a Check that found the key set
+    /// stale or absent: that caller is answered 503 now, the ones after it may be served).
+    /// Shares the single-flight gate and the cooldown with unknown-`kid` refetches.
+    pub fn request_refetch(&self) {
+        let _ = self.join_or_trigger();
+    }
+
+    /// Joins the fetch under way, or starts one unless inside the cooldown. The attempt count is
+    /// read under the gate's lock, where [`Jwks::finish_attempt`] changes it together with
+    /// `in_flight`, so the count to wait for is exactly the end of the fetch joined or started.
+    fn join_or_trigger(&self) -> Joined {
+        let mut gate = self.lock_gate();
+        let finished = *self.shared.attempts.borrow();
+        let now = Instant::now();
+        if gate.in_flight {
+            return Joined::Until(finished + 1);
+        }
+        if gate
+            .last_trigger
+            .is_some_and(|t| now.duration_since(t) < self.shared.settings.refetch_cooldown)
+        {
+            return Joined::CoolingDown;
+        }
+        // Mark the fetch as under way now, so callers arriving before the refresher starts it
+        // wait for it instead of being told to cool down.
+        gate.in_flight = true;
+        gate.last_trigger = Some(now);
+        drop(gate);
+        self.shared.wake.notify_one();
+        Joined::Until(finished + 1)
+    }
+
+    /// The refresher starts a fetch.
+    fn begin_attempt(&self) {
+        self.lock_gate().in_flight = true;
+    }
+
+    /// The refresher has finished a fetch (installed or not): clear `in_flight` and count the
+    /// attempt in one step under the gate's lock, so that no caller can see the fetch as over
+    /// and yet be woken by its count, nor see it under way and miss its end.
+    fn finish_attempt(&self) {
+        let mut gate = self.lock_gate();
+        gate.in_flight = false;
+        self.shared.attempts.send_modify(|n| *n += 1);
+    }
+
+    /// Called by the refresher's supervisor when the refresher task has ended while serving
+    /// (it panicked, or returned when it should not have). Releases every waiter (their fetch
+    /// will not finish), and makes [`Jwks::is_usable`] false until a restarted refresher
+    /// installs a key set. Checks keep using the set in force, within `max_stale`.
+    pub fn refresher_stopped(&self) {
+        self.shared.refresher_down.store(true, Ordering::Release);
+        self.finish_attempt();
     }
 
     fn lock_gate(&self) -> std::sync::MutexGuard<'_, RefetchGate> {
@@ -457,18 +649,25 @@ impl Jwks {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// How long until the set in force goes stale, if one is installed and still fresh.
+    fn until_stale(&self) -> Option<Duration> {
+        let installed = self.shared.current.load().as_ref()?.installed_at?;
+        (installed + self.shared.settings.max_stale).checked_duration_since(Instant::now())
+    }
+
     /// Fetches the key set now, then on schedule, until `shutdown` resolves.
     ///
     /// Success: the set is installed and the next fetch is `max-age` (clamped to the configured
     /// bounds) or the configured refresh interval later. Failure: the last good set stays, and the
-    /// fetch is retried with exponential backoff from 1 s up to [`MAX_RETRY_BACKOFF`].
-    /// An unknown-`kid` request wakes the task early.
+    /// fetch is retried with exponential backoff from 1 s up to [`MAX_RETRY_BACKOFF`]. Either way
+    /// the task never sleeps past the moment the set in force would go stale. A Check that needs
+    /// a fetch (unknown `kid`, stale set) wakes the task early.
     pub async fn run_refresher(self, client: reqwest::Client, shutdown: impl Future<Output = ()>) {
         let settings = self.shared.settings.clone();
         tokio::pin!(shutdown);
         let mut failures: u32 = 0;
         loop {
-            self.lock_gate().in_flight = true;
+            self.begin_attempt();
             let outcome = tokio::select! {
                 outcome = fetch(&client, &settings) => outcome,
                 () = &mut shutdown => return,
@@ -476,8 +675,15 @@ impl Jwks {
             let next = match outcome {
                 Ok((keys, skipped, max_age)) => {
                     failures = 0;
-                    for skip in &skipped {
-                        tracing::warn!(kid = ?skip.kid, reason = %skip.reason, "JWKS entry skipped");
+                    if !skipped.is_empty() {
+                        let summary = SkipSummary::of(&skipped);
+                        tracing::warn!(
+                            uri = %settings.uri,
+                            skipped = summary.count,
+                            reasons = %summary.reasons,
+                            first_kids = ?summary.first_kids,
+                            "JWKS entries skipped"
+                        );
                     }
                     tracing::info!(
                         uri = %settings.uri,
@@ -493,7 +699,7 @@ impl Jwks {
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     let backoff = retry_backoff(failures);
-                    let have_keys = self.is_usable();
+                    let have_keys = self.snapshot().is_some();
                     tracing::warn!(
                         %error,
                         retry_in = ?backoff,
@@ -504,8 +710,8 @@ impl Jwks {
                     backoff
                 }
             };
-            self.lock_gate().in_flight = false;
-            self.shared.attempts.send_modify(|n| *n = n.wrapping_add(1));
+            self.finish_attempt();
+            let next = next_wait(next, self.until_stale());
 
             tokio::select! {
                 () = tokio::time::sleep(next) => {}
@@ -513,6 +719,15 @@ impl Jwks {
                 () = &mut shutdown => return,
             }
         }
+    }
+}
+
+/// How long the refresher sleeps: `planned`, but never past the moment the set in force goes
+/// stale (`until_stale`), so a last attempt is made before Checks would start getting 503.
+pub fn next_wait(planned: Duration, until_stale: Option<Duration>) -> Duration {
+    match until_stale {
+        Some(until_stale) => planned.min(until_stale),
+        None => planned,
     }
 }
 
@@ -576,12 +791,26 @@ async fn fetch(client: &reqwest::Client, settings: &JwksSettings) -> Result<Fetc
         }
         body.extend_from_slice(&chunk);
     }
-    let (keys, skipped) = KeySet::parse(&body, &settings.algorithms)?;
+    let (keys, skipped) = parse_off_runtime(body, settings).await?;
     Ok((keys, skipped, max_age))
 }
 
+/// [`KeySet::parse`] on a blocking thread: thousands of entries, each an RSA key parse per
+/// allowed algorithm, must not stall the runtime threads that answer Checks. A panic in the
+/// parser becomes an error (the refresh fails, the previous set stays).
+pub async fn parse_off_runtime(
+    body: Vec<u8>,
+    settings: &JwksSettings,
+) -> Result<(KeySet, Vec<SkippedKey>), JwksError> {
+    let algorithms = settings.algorithms.clone();
+    let max_keys = settings.max_keys;
+    tokio::task::spawn_blocking(move || KeySet::parse(&body, &algorithms, max_keys))
+        .await
+        .map_err(|e| JwksError::Internal(e.to_string()))?
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -605,48 +834,128 @@ mod tests {
         assert_eq!(retry_backoff(u32::MAX), MAX_RETRY_BACKOFF);
     }
 
-    #[test]
-    fn malformed_documents_are_errors() {
-        for doc in [&b"{}"[..], b"{\"keys\":123}", b"<html>", b"", b"[]"] {
-            let err = KeySet::parse(doc, &[Algorithm::RS256]).expect_err("must fail");
-            assert!(matches!(err, JwksError::Malformed(_)), "{err}");
-        }
-        let err = KeySet::parse(br#"{"keys":[]}"#, &[Algorithm::RS256]).expect_err("empty");
-        assert!(matches!(err, JwksError::NoUsableKeys { skipped: 0 }));
+    const RS256: &[Algorithm] = &[Algorithm::RS256];
+
+    fn generated_modulus() -> Vec<u8> {
+        use aws_lc_rs::signature::KeyPair as _;
+        let pair =
+            aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("key");
+        pair.public_key()
+            .modulus()
+            .big_endian_without_leading_zero()
+            .to_vec()
+    }
+
+    fn rsa(kid: &str, n: &[u8]) -> serde_json::Value {
+        serde_json::json!({"kty": "RSA", "kid": kid, "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"})
+    }
+
+    fn parse(doc: &serde_json::Value) -> Result<(KeySet, Vec<SkippedKey>), JwksError> {
+        KeySet::parse(doc.to_string().as_bytes(), RS256, 100)
+    }
+
+    fn reasons(skipped: &[SkippedKey]) -> Vec<(Option<&str>, SkipReason)> {
+        skipped
+            .iter()
+            .map(|s| (s.kid.as_deref(), s.reason))
+            .collect()
     }
 
     #[test]
-    fn unusable_entries_are_skipped_with_a_reason() {
-        let small_n = URL_SAFE_NO_PAD.encode([0xC5u8; 128]); // 1024 bits
-        let doc = serde_json::json!({"keys": [
-            {"kty": "EC", "kid": "ec", "crv": "P-256", "x": "AA", "y": "AA"},
-            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
-            {"kty": "RSA", "kid": "enc", "use": "enc", "n": small_n, "e": "AQAB"},
-            {"kty": "RSA", "kid": "ops", "key_ops": ["encrypt"], "n": small_n, "e": "AQAB"},
-            {"kty": "RSA", "kid": "hs", "alg": "HS256", "n": small_n, "e": "AQAB"},
-            {"kty": "RSA", "kid": "small", "n": small_n, "e": "AQAB"},
-            {"kty": "RSA", "kid": "nobase64", "n": "!!", "e": "AQAB"},
-            {"kty": "RSA", "kid": "noe", "n": small_n},
-            "not an object",
-        ]});
-        let err = KeySet::parse(doc.to_string().as_bytes(), &[Algorithm::RS256])
-            .expect_err("nothing usable");
+    fn malformed_documents_are_errors() {
+        for doc in [&b"{}"[..], b"{\"keys\":123}", b"<html>", b"", b"[]"] {
+            let err = KeySet::parse(doc, RS256, 100).expect_err("must fail");
+            assert!(matches!(err, JwksError::Malformed(_)), "{err}");
+        }
+        let err = KeySet::parse(br#"{"keys":[]}"#, RS256, 100).expect_err("empty");
         assert!(
-            matches!(err, JwksError::NoUsableKeys { skipped: 9 }),
+            matches!(&err, JwksError::NoUsableKeys { skipped } if skipped.count == 0),
             "{err}"
         );
     }
 
     #[test]
-    fn duplicate_kids_and_bad_exponents_are_skipped_and_good_keys_kept() {
-        use aws_lc_rs::signature::KeyPair as _;
-        let pair =
-            aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("key");
-        let n = URL_SAFE_NO_PAD.encode(
-            pair.public_key()
-                .modulus()
-                .big_endian_without_leading_zero(),
+    fn unusable_entries_are_skipped_with_a_reason() {
+        let small_n = [0xC5u8; 128]; // 1024 bits
+        let doc = serde_json::json!({"keys": [
+            {"kty": "EC", "kid": "ec", "crv": "P-256", "x": "AA", "y": "AA"},
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            {"kid": "nokty"},
+            {"kty": "RSA", "kid": "enc", "use": "enc", "n": "AA", "e": "AQAB"},
+            {"kty": "RSA", "kid": "ops", "key_ops": ["encrypt"], "n": "AA", "e": "AQAB"},
+            {"kty": "RSA", "kid": "hs", "alg": "HS256", "n": "AA", "e": "AQAB"},
+            {"kty": "RSA", "kid": "ps", "alg": "PS256", "n": "AA", "e": "AQAB"},
+            rsa("small", &small_n),
+            {"kty": "RSA", "kid": "nobase64", "n": "!!", "e": "AQAB"},
+            {"kty": "RSA", "kid": "noe", "n": URL_SAFE_NO_PAD.encode(small_n)},
+            {"kty": "RSA", "kid": "typed", "n": 5, "e": "AQAB"},
+            "not an object",
+        ]});
+        let err = parse(&doc).expect_err("nothing usable");
+        let JwksError::NoUsableKeys { skipped } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(skipped.count, 12, "{err}");
+        assert_eq!(
+            skipped.reasons,
+            "malformed JWK: 2, kty is not RSA: 3, use is not sig: 1, key_ops lacks verify: 1, \
+             alg not on the allow-list: 1, alg not a supported RSA signature algorithm: 1, \
+             n or e missing or not base64url: 2, modulus not 2048..=8192 bits: 1"
         );
+        assert_eq!(skipped.first_kids, ["ec", "hmac", "nokty", "enc", "ops"]);
+    }
+
+    /// The bit length is taken after stripping leading zero bytes; nothing may be left
+    /// (`"n": ""`, `"AA"`), which used to underflow (a panic in debug builds, inside the
+    /// refresher task, and a huge wrapped length in release).
+    #[test]
+    fn modulus_length_is_measured_without_underflow() {
+        let n = generated_modulus();
+        let mut with_zero = vec![0u8];
+        with_zero.extend_from_slice(&n);
+        let mut many_zeros = vec![0u8; 64];
+        many_zeros.extend_from_slice(&n);
+        let mut short_after_zeros = vec![0u8; 300];
+        short_after_zeros.extend_from_slice(&[0xC5; 128]);
+        let cases: [(&str, Vec<u8>, Option<SkipReason>); 8] = [
+            ("empty", vec![], Some(SkipReason::ModulusSize)),
+            ("one zero byte", vec![0], Some(SkipReason::ModulusSize)),
+            ("all zero", vec![0; 256], Some(SkipReason::ModulusSize)),
+            ("one", vec![1], Some(SkipReason::ModulusSize)),
+            (
+                "1024 bits behind zeros",
+                short_after_zeros,
+                Some(SkipReason::ModulusSize),
+            ),
+            ("8200 bits", vec![0xFF; 1025], Some(SkipReason::ModulusSize)),
+            ("one leading zero", with_zero, None),
+            ("many leading zeros", many_zeros, None),
+        ];
+        for (name, modulus, want) in cases {
+            let good = rsa("good", &n);
+            let doc = serde_json::json!({"keys": [rsa("probe", &modulus), good]});
+            let (set, skipped) = parse(&doc).expect("the good key keeps the set usable");
+            match want {
+                Some(reason) => assert_eq!(reasons(&skipped), [(Some("probe"), reason)], "{name}"),
+                None => {
+                    assert!(skipped.is_empty(), "{name}: {skipped:?}");
+                    assert!(set.find(Some("probe")).is_some(), "{name}");
+                }
+            }
+        }
+        for (bytes, bits) in [
+            (&[][..], 0),
+            (&[1][..], 1),
+            (&[0x80, 0][..], 16),
+            (&[0x7F][..], 7),
+        ] {
+            assert_eq!(bit_length(bytes), bits, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_kids_and_bad_exponents_are_skipped_and_good_keys_kept() {
+        let n = URL_SAFE_NO_PAD.encode(generated_modulus());
         let doc = serde_json::json!({"keys": [
             {"kty": "RSA", "kid": "a", "n": n, "e": "AQAB"},
             {"kty": "RSA", "kid": "a", "n": n, "e": "AQAB"},
@@ -657,28 +966,236 @@ mod tests {
         let (set, skipped) = KeySet::parse(
             doc.to_string().as_bytes(),
             &[Algorithm::RS256, Algorithm::PS256],
+            100,
         )
         .expect("usable");
         assert_eq!(set.len(), 2);
         assert_eq!(set.kids(), ["a"]);
-        let reasons: Vec<_> = skipped
-            .iter()
-            .map(|s| (s.kid.as_deref(), s.reason.as_str()))
-            .collect();
-        assert_eq!(reasons.len(), 3, "{reasons:?}");
-        assert!(reasons[0].1.contains("duplicate kid"), "{reasons:?}");
-        assert!(
-            reasons[1].1.contains("exponent") && reasons[2].1.contains("exponent"),
-            "{reasons:?}"
+        assert_eq!(
+            reasons(&skipped),
+            [
+                (Some("a"), SkipReason::DuplicateKid),
+                (Some("even"), SkipReason::Exponent),
+                (Some("one"), SkipReason::Exponent),
+            ]
         );
         // Without a published alg, the key is prepared for every allowed algorithm.
         let key = set.find(Some("a")).expect("kid a");
         assert!(
             key.verifier(Algorithm::RS256).is_some() && key.verifier(Algorithm::PS256).is_some()
         );
+        assert!(key.verifier(Algorithm::RS384).is_none(), "not allowed");
         assert!(
             set.find(None).is_none(),
             "two keys: a kid-less token is ambiguous"
+        );
+    }
+
+    #[test]
+    fn documents_over_the_key_cap_are_refused_whole() {
+        let n = generated_modulus();
+        let doc = |entries: usize| {
+            let mut keys = vec![rsa("good", &n)];
+            keys.extend((1..entries).map(|i| serde_json::json!({"kty": "junk", "kid": i})));
+            serde_json::json!({ "keys": keys }).to_string()
+        };
+        let (set, skipped) = KeySet::parse(doc(3).as_bytes(), RS256, 3).expect("at the cap");
+        assert_eq!((set.len(), skipped.len()), (1, 2));
+        let err = KeySet::parse(doc(4).as_bytes(), RS256, 3).expect_err("over the cap");
+        assert!(matches!(err, JwksError::TooManyKeys { limit: 3 }), "{err}");
+        // Junk of any shape counts: the cap is on entries, checked before any is parsed.
+        let junk = format!("{{\"keys\":[{}{{}}]}}", "0,".repeat(300_000));
+        let err = KeySet::parse(junk.as_bytes(), RS256, 100).expect_err("300k entries");
+        assert!(
+            matches!(err, JwksError::TooManyKeys { limit: 100 }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn skipped_entries_are_summarised_in_one_line() {
+        let skipped: Vec<SkippedKey> = (0..300_000)
+            .map(|i| SkippedKey {
+                kid: Some(format!("{i}{}", "x".repeat(100))),
+                reason: if i % 3 == 0 {
+                    SkipReason::NotRsa
+                } else {
+                    SkipReason::Malformed
+                },
+            })
+            .collect();
+        let summary = SkipSummary::of(&skipped);
+        assert_eq!(summary.count, 300_000);
+        assert_eq!(
+            summary.reasons,
+            "malformed JWK: 200000, kty is not RSA: 100000"
+        );
+        assert_eq!(summary.first_kids.len(), SUMMARY_KIDS);
+        assert!(
+            summary
+                .first_kids
+                .iter()
+                .all(|k| k.chars().count() == SUMMARY_KID_CHARS)
+        );
+        assert!(summary.first_kids[0].starts_with("0x"));
+    }
+
+    #[test]
+    fn the_refresher_never_sleeps_past_staleness() {
+        let s = Duration::from_secs;
+        for (planned, until_stale, want) in [
+            (s(600), None, s(600)),
+            (s(600), Some(s(3600)), s(600)),
+            (s(10), Some(s(3)), s(3)),
+            (s(10), Some(Duration::ZERO), Duration::ZERO),
+        ] {
+            assert_eq!(
+                next_wait(planned, until_stale),
+                want,
+                "{planned:?} {until_stale:?}"
+            );
+        }
+    }
+
+    pub(crate) fn settings() -> JwksSettings {
+        JwksSettings {
+            uri: "http://127.0.0.1:1/jwks".parse().expect("url"),
+            algorithms: vec![Algorithm::RS256],
+            refresh: Duration::from_secs(600),
+            min_refresh: Duration::from_secs(60),
+            max_refresh: Duration::from_secs(3600),
+            refetch_cooldown: Duration::from_secs(5),
+            fetch_timeout: Duration::from_secs(5),
+            max_bytes: 1 << 20,
+            max_stale: Duration::from_secs(86_400),
+            max_keys: 100,
+            unknown_kid_wait: Duration::from_millis(300),
+        }
+    }
+
+    /// Lets every ready task run (time is paused, so nothing else moves).
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A caller must wait for the end of the fetch it joined or started, never be woken by the
+    /// end of an earlier one. The end of an attempt (clear `in_flight`, count it) is one step
+    /// under the gate's lock; the refresher used to clear first and count after, so a caller
+    /// landing in between started a "new" fetch, was woken at once by the old one's count, got
+    /// a spurious 401, and burnt the cooldown for everyone.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_is_woken_by_the_end_of_its_own_fetch_only() {
+        let jwks = Jwks::new(settings());
+        // A scheduled fetch is under way; a caller joins it.
+        jwks.begin_attempt();
+        let joined = tokio::spawn({
+            let jwks = jwks.clone();
+            async move { jwks.refetch_for_unknown_kid().await }
+        });
+        settle().await;
+        assert!(!joined.is_finished(), "waits for the fetch under way");
+        jwks.finish_attempt();
+        assert_eq!(joined.await.expect("task"), Refetch::Completed);
+
+        // The fetch is over: the next caller starts a new one (the scheduled fetch set no
+        // cooldown) and is woken by its end, not by the count of the one before.
+        let started = tokio::spawn({
+            let jwks = jwks.clone();
+            async move { jwks.refetch_for_unknown_kid().await }
+        });
+        settle().await;
+        assert!(!started.is_finished(), "woken by an earlier fetch's count");
+        assert!(jwks.lock_gate().in_flight, "the caller asked for a fetch");
+        jwks.begin_attempt();
+        settle().await;
+        assert!(!started.is_finished());
+        jwks.finish_attempt();
+        assert_eq!(started.await.expect("task"), Refetch::Completed);
+
+        // Within the cooldown nobody waits.
+        assert_eq!(jwks.refetch_for_unknown_kid().await, Refetch::CoolingDown);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let late = tokio::spawn({
+            let jwks = jwks.clone();
+            async move { jwks.refetch_for_unknown_kid().await }
+        });
+        settle().await;
+        assert!(
+            !late.is_finished(),
+            "after the cooldown, a new fetch is asked for"
+        );
+        // Nobody runs it: the caller gives up after unknown_kid_wait, not the fetch timeout.
+        tokio::time::advance(Duration::from_millis(299)).await;
+        settle().await;
+        assert!(!late.is_finished());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(late.await.expect("task"), Refetch::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_refresher_releases_waiters_and_is_unusable_until_an_install() {
+        let jwks = Jwks::new(settings());
+        jwks.install(KeySet::default());
+        assert!(jwks.is_usable());
+        let waiter = tokio::spawn({
+            let jwks = jwks.clone();
+            async move { jwks.refetch_for_unknown_kid().await }
+        });
+        settle().await;
+        assert!(!waiter.is_finished());
+        jwks.refresher_stopped();
+        assert_eq!(waiter.await.expect("task"), Refetch::Completed);
+        assert!(
+            !jwks.is_usable(),
+            "health must not say SERVING with no refresher"
+        );
+        assert!(jwks.snapshot().is_some(), "Checks keep the set in force");
+        jwks.install(KeySet::default());
+        assert!(jwks.is_usable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_sets_are_withdrawn_and_stale_checks_ask_for_a_fetch() {
+        let jwks = Jwks::new(settings());
+        jwks.install(KeySet::default());
+        assert_eq!(jwks.until_stale(), Some(Duration::from_secs(86_400)));
+        tokio::time::advance(Duration::from_secs(86_401)).await;
+        assert!(jwks.snapshot().is_none() && !jwks.is_usable());
+        assert_eq!(jwks.until_stale(), None);
+        jwks.request_refetch();
+        assert!(jwks.lock_gate().in_flight, "a stale Check asks for a fetch");
+    }
+
+    /// Parsing runs on a blocking thread: a task on the same (single-threaded) runtime keeps
+    /// running while a large document is parsed.
+    #[tokio::test]
+    async fn parsing_leaves_the_runtime_free() {
+        let n = generated_modulus();
+        let keys: Vec<_> = (0..1000).map(|i| rsa(&format!("k{i}"), &n)).collect();
+        let body = serde_json::json!({ "keys": keys }).to_string().into_bytes();
+        let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ticker = tokio::spawn({
+            let ticks = Arc::clone(&ticks);
+            async move {
+                loop {
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let settings = JwksSettings {
+            max_keys: 1000,
+            algorithms: Algorithm::ALL.to_vec(),
+            ..settings()
+        };
+        let (set, _) = parse_off_runtime(body, &settings).await.expect("parses");
+        ticker.abort();
+        assert_eq!(set.len(), 1000);
+        assert!(
+            ticks.load(Ordering::Relaxed) > 0,
+            "the runtime was blocked for the whole parse"
         );
     }
 }

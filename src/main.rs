@@ -145,10 +145,11 @@ fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()> {
     init_logging(log_format);
     // Validate before any port is bound or any task is started.
     let config = Config::load(path.as_deref()).context("invalid configuration")?;
-    runtime()?.block_on(scopegate::server::run(
-        config,
-        scopegate::server::shutdown_signal(),
-    ))?;
+    runtime()?.block_on(async {
+        // Signal handlers first, so a SIGTERM during start-up still drains.
+        let shutdown = scopegate::server::shutdown_signal();
+        scopegate::server::run(config, shutdown).await
+    })?;
     Ok(())
 }
 

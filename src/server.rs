@@ -7,10 +7,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
@@ -28,7 +30,7 @@ pub const AUTHORIZATION_SERVICE: &str =
     <AuthorizationServer<AuthorizationService> as NamedService>::NAME;
 
 /// How long shutdown waits for open connections to finish before closing them.
-pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -90,11 +92,37 @@ pub async fn serve(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let refresher = tokio::spawn(jwks.clone().run_refresher(client, stopped(stop_rx.clone())));
-    let health_task = tokio::spawn(track_health(
-        jwks.clone(),
-        health_reporter,
-        stopped(stop_rx),
+    // Both background tasks are supervised: one that ends while serving is logged at error and
+    // restarted, never left dead while health and the refetch gate still count on it.
+    let refresher = tokio::spawn(supervise(
+        "JWKS refresher",
+        {
+            let (jwks, stop_rx) = (jwks.clone(), stop_rx.clone());
+            move || {
+                jwks.clone()
+                    .run_refresher(client.clone(), stopped(stop_rx.clone()))
+            }
+        },
+        {
+            let jwks = jwks.clone();
+            move || jwks.refresher_stopped()
+        },
+        stop_rx.clone(),
+    ));
+    let health_task = tokio::spawn(supervise(
+        "health tracker",
+        {
+            let (jwks, stop_rx) = (jwks.clone(), stop_rx.clone());
+            move || {
+                track_health(
+                    jwks.clone(),
+                    health_reporter.clone(),
+                    stopped(stop_rx.clone()),
+                )
+            }
+        },
+        || {},
+        stop_rx,
     ));
 
     tracing::info!(
@@ -140,6 +168,66 @@ pub async fn serve(
     Ok(result?)
 }
 
+/// A background task that ran at least this long before ending is restarted after the shortest
+/// backoff again; one that keeps ending sooner backs off up to [`jwks::MAX_RETRY_BACKOFF`].
+const RESTART_RESET: Duration = Duration::from_secs(60);
+
+/// Runs the task that `start` makes for as long as the server serves. If it ends before `stop`
+/// is set (a panic, or a return it should never make), logs at error, calls `on_exit` and starts
+/// a new one after a backoff (1 s, doubling to 10 s while it keeps ending quickly). Returns when
+/// `stop` is set or its sender is gone.
+pub(crate) async fn supervise<F, Fut>(
+    name: &'static str,
+    mut start: F,
+    on_exit: impl Fn(),
+    mut stop: watch::Receiver<bool>,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let stopping = |stop: &watch::Receiver<bool>| *stop.borrow() || stop.has_changed().is_err();
+    let mut quick_exits: u32 = 0;
+    loop {
+        let started = Instant::now();
+        let outcome = tokio::spawn(start()).await;
+        if stopping(&stop) {
+            return;
+        }
+        let reason = match outcome {
+            Ok(()) => "returned".to_string(),
+            Err(e) if e.is_panic() => format!("panicked: {}", panic_message(e.into_panic())),
+            Err(e) => e.to_string(),
+        };
+        on_exit();
+        quick_exits = if started.elapsed() >= RESTART_RESET {
+            1
+        } else {
+            quick_exits.saturating_add(1)
+        };
+        let delay = jwks::retry_backoff(quick_exits);
+        tracing::error!(
+            task = name,
+            %reason,
+            restart_in = ?delay,
+            "background task ended while serving; restarting it"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// The message of a panic payload, when it has one.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+    }
+}
+
 /// Accepted connections, with Nagle's algorithm off: a Check answer is a few small HTTP/2
 /// frames that Envoy is waiting for, and holding them back for an ACK only adds latency.
 fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
@@ -172,7 +260,9 @@ async fn track_health(
             if usable {
                 tracing::info!("health: SERVING");
             } else {
-                tracing::warn!("health: NOT_SERVING (signing keys are stale)");
+                tracing::warn!(
+                    "health: NOT_SERVING (no fresh signing keys, or the key refresher is restarting)"
+                );
             }
         }
         tokio::select! {
@@ -193,33 +283,199 @@ async fn set_health(reporter: &tonic_health::server::HealthReporter, status: Ser
 }
 
 /// How often health re-evaluates whether the key set is usable.
-const HEALTH_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+const HEALTH_POLL: Duration = Duration::from_millis(250);
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM: the signals an orchestrator or a terminal sends.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// A future that resolves on SIGINT (Ctrl-C) or SIGTERM: the signals an orchestrator or a terminal
+/// sends.
+///
+/// The handlers are installed when this function is called, not when the future is first polled,
+/// so a signal that arrives while the server is still starting up is not lost (without a handler
+/// the process would die of it, skipping the drain). Must be called inside a Tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |installed: std::io::Result<tokio::signal::unix::Signal>,
+                        name: &'static str| async move {
+                match installed {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, signal = name, "cannot listen for the signal");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt, "SIGINT") => {}
+                () = wait(terminate, "SIGTERM") => {}
+            }
+        }
+        #[cfg(not(unix))]
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        tracing::info!("shutdown signal received; draining");
     }
-    tracing::info!("shutdown signal received; draining");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::jwks::{KeySet, Refetch};
+
+    /// A `tracing` writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log buffer").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The refresher dies (a panic) while a Check waits on it: the waiter is released, health
+    /// goes NOT_SERVING, the death is logged at error, and a new refresher is started that
+    /// brings health back once it installs keys.
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_refresher_is_reported_and_restarted() {
+        let log = Captured::default();
+        let _guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer({
+                    let log = log.clone();
+                    move || log.clone()
+                })
+                .with_ansi(false)
+                .finish(),
+        );
+        let jwks = Jwks::new(crate::jwks::tests::settings());
+        jwks.install(KeySet::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (die_tx, die_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut die_rx = Some(die_rx);
+        let starts = Arc::new(AtomicUsize::new(0));
+        let supervisor = tokio::spawn(supervise(
+            "JWKS refresher",
+            {
+                let (jwks, starts) = (jwks.clone(), Arc::clone(&starts));
+                move || {
+                    starts.fetch_add(1, Ordering::SeqCst);
+                    let (jwks, die) = (jwks.clone(), die_rx.take());
+                    async move {
+                        match die {
+                            // The first refresher panics when told to.
+                            Some(die) => {
+                                let _ = die.await;
+                                panic!("modulus arithmetic overflowed");
+                            }
+                            // Its successor loads keys, then runs until shutdown.
+                            None => {
+                                jwks.install(KeySet::default());
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                    }
+                }
+            },
+            {
+                let jwks = jwks.clone();
+                move || jwks.refresher_stopped()
+            },
+            stop_rx,
+        ));
+        settle().await;
+        // A Check waits on a refetch that the doomed refresher would have run.
+        let waiter = tokio::spawn({
+            let jwks = jwks.clone();
+            async move { jwks.refetch_for_unknown_kid().await }
+        });
+        settle().await;
+        assert!(!waiter.is_finished());
+
+        die_tx.send(()).expect("refresher alive");
+        settle().await;
+        assert!(
+            waiter.is_finished(),
+            "a waiter must not wait on a dead task"
+        );
+        assert_eq!(waiter.await.expect("task"), Refetch::Completed);
+        assert!(!jwks.is_usable(), "NOT_SERVING while no refresher runs");
+        assert_eq!(starts.load(Ordering::SeqCst), 1);
+        let text = String::from_utf8(log.0.lock().expect("log").clone()).expect("utf-8");
+        assert!(
+            text.contains("ERROR")
+                && text.contains("JWKS refresher")
+                && text.contains("modulus arithmetic overflowed"),
+            "{text}"
+        );
+
+        // Restarted after the first backoff; usable again once it has installed keys.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        settle().await;
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+        assert!(jwks.is_usable());
+
+        stop_tx.send(true).expect("supervisor alive");
+        drop(stop_tx);
+        settle().await;
+        // The running task ends on its own stop signal in the server; here it never does, so the
+        // supervisor is still waiting on it: a shutdown is not a death, and nothing restarts.
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+        supervisor.abort();
+    }
+
+    /// A task that ends because the server stops is not restarted and not reported.
+    #[tokio::test(start_paused = true)]
+    async fn a_task_ending_at_shutdown_is_left_alone() {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let exits = Arc::new(AtomicUsize::new(0));
+        let supervisor = tokio::spawn(supervise(
+            "health tracker",
+            {
+                let stop_rx = stop_rx.clone();
+                move || {
+                    let mut stop_rx = stop_rx.clone();
+                    async move {
+                        let _ = stop_rx.wait_for(|stop| *stop).await;
+                    }
+                }
+            },
+            {
+                let exits = Arc::clone(&exits);
+                move || {
+                    exits.fetch_add(1, Ordering::SeqCst);
+                }
+            },
+            stop_rx,
+        ));
+        settle().await;
+        stop_tx.send(true).expect("send");
+        supervisor.await.expect("supervisor returns");
+        assert_eq!(exits.load(Ordering::SeqCst), 0);
+    }
 }

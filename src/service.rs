@@ -53,7 +53,8 @@ impl AuthorizationService {
     }
 
     /// Extracts and verifies the Bearer token. An unknown `kid` asks the JWKS refresher for one
-    /// (single-flight, rate-limited) refetch and tries once more with the new snapshot.
+    /// (single-flight, rate-limited) refetch, waits for it at most `unknown_kid_wait_ms`, and
+    /// tries once more with the new snapshot.
     async fn authenticate(
         &self,
         authorization: &Result<Vec<String>, CredentialsError>,
@@ -65,7 +66,12 @@ impl AuthorizationService {
         };
         let token = token::bearer_token(&values)?;
         let expect = &self.config.expectations;
-        let keys = self.jwks.snapshot().ok_or(AuthError::KeysUnavailable)?;
+        let Some(keys) = self.jwks.snapshot() else {
+            // No set, or a stale one: this Check gets 503, but it asks for a fetch (single-flight,
+            // once per cooldown) rather than leaving recovery to the refresher's backoff.
+            self.jwks.request_refetch();
+            return Err(AuthError::KeysUnavailable);
+        };
         match verify::verify(token, &keys, expect, now) {
             Err(VerifyError::UnknownKey) => {
                 drop(keys);

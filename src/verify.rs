@@ -8,11 +8,13 @@
 //!
 //! Order of checks (each failure is final, the first one wins):
 //! 1. syntax: exactly three non-empty, canonical base64url segments; a JSON-object header;
-//! 2. header: `alg` is a string on the allow-list, no `crit`, no nested (`cty: JWT`) token;
+//! 2. header: `alg` is a string on the allow-list, no `crit` (in any form, `null` included), no
+//!    nested (`cty: JWT`) token, and `typ` one of the configured token types when those are set;
 //! 3. key: chosen by `kid` from the snapshot; its own `alg`, when published, must agree;
 //! 4. signature over `header.payload` with that key;
 //! 5. claims (only once the signature holds): `exp` required, `nbf` honoured, both with leeway;
-//!    `iss` exact; `aud` (string or array) contains a configured audience; `scope`/`scp` typed.
+//!    `iss` exact; `aud` (string or array) contains a configured audience; every scope in
+//!    `scope`/`scp` an RFC 6749 §3.3 scope-token; `sub` free of control characters.
 //!
 //! Headers such as `jku`, `x5u`, `jwk` and `x5c` are ignored: keys come only from the configured
 //! JWKS, so a token can never point verification at a key of its own choosing.
@@ -113,6 +115,56 @@ pub struct Expectations {
     pub leeway_seconds: u64,
     /// Algorithms a token may be signed with.
     pub algorithms: Vec<Algorithm>,
+    /// Accepted `typ` header values, in the form [`TokenType::new`] gives them; `None` accepts
+    /// any `typ` or none.
+    pub token_types: Option<Vec<TokenType>>,
+}
+
+/// A `typ` header value a token may carry (RFC 7515 §4.1.9: a media type, compared without
+/// regard to case, whose `application/` prefix may be left out). Holds the compared form:
+/// lower-case, without the prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenType(String);
+
+impl TokenType {
+    /// The comparable form of `media_type`, or `None` if it is not a media type name
+    /// (RFC 6838 §4.2 restricted-name characters, with at most the `application/` prefix).
+    pub fn new(media_type: &str) -> Option<TokenType> {
+        let lower = media_type.to_ascii_lowercase();
+        let name = lower.strip_prefix("application/").unwrap_or(&lower);
+        let restricted = |b: u8| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b);
+        let valid = name.len() <= 127
+            && name
+                .as_bytes()
+                .first()
+                .is_some_and(u8::is_ascii_alphanumeric)
+            && name.bytes().all(restricted);
+        valid.then(|| TokenType(name.to_owned()))
+    }
+
+    /// The compared form (`at+jwt`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TokenType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whether `s` is an RFC 6749 §3.3 scope-token: one or more of `%x21 / %x23-5B / %x5D-7E`
+/// (printable ASCII without space, `"` and `\`).
+///
+/// Granted scopes are forwarded to the upstream joined with single spaces, so a scope holding a
+/// space (or any other whitespace an upstream might split on) could smuggle in a scope that was
+/// never checked. Holding only scope-tokens makes the forwarded list split back into exactly the
+/// set that was checked.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
 /// Why a token was rejected. Each variant becomes a 401 `invalid_token`; the `Display` text is the
@@ -167,10 +219,18 @@ pub enum VerifyError {
     /// `aud` is missing or contains none of the configured audiences.
     #[error("token audience is not accepted")]
     WrongAudience,
-    /// `sub` or a scope holds a control character, so it cannot travel in the identity headers
-    /// (Envoy would refuse the whole answer and the client would see a 503 outage instead).
-    #[error("token subject or scopes contain control characters")]
+    /// `sub` holds a control character, so it cannot travel in the identity headers (Envoy would
+    /// refuse the whole answer and the client would see a 503 outage instead).
+    #[error("token subject contains control characters")]
     ControlCharacterInClaim,
+    /// A granted scope is not an RFC 6749 §3.3 scope-token (it holds a space once split,
+    /// non-ASCII, a quote, a backslash or a control character, or an `scp` element is empty),
+    /// so it could not be forwarded without changing what the upstream reads.
+    #[error("token scopes are not valid scope-tokens")]
+    InvalidScope,
+    /// `typ` is missing, or not one of the configured `token_types`.
+    #[error("token type is not accepted")]
+    WrongTokenType,
 }
 
 /// Claims of a token whose signature, algorithm, issuer, audience and validity window have all been
@@ -189,7 +249,8 @@ impl VerifiedClaims {
         self.subject.as_deref()
     }
 
-    /// Granted scopes: the union of `scope` and `scp`, deduplicated and sorted.
+    /// Granted scopes: the union of `scope` and `scp`, deduplicated and sorted. Each is a
+    /// scope-token ([`is_scope_token`]), so joining them with spaces loses nothing.
     pub fn scopes(&self) -> &BTreeSet<String> {
         &self.scopes
     }
@@ -223,8 +284,19 @@ impl VerifiedClaims {
 struct JoseHeader {
     alg: Option<serde_json::Value>,
     kid: Option<serde_json::Value>,
+    /// `Some` whenever the member is present, `null` included: serde's plain `Option` would read
+    /// `"crit": null` as absent, and RFC 8725 wants any `crit` we do not understand refused.
+    #[serde(default, deserialize_with = "present")]
     crit: Option<serde_json::Value>,
     cty: Option<serde_json::Value>,
+    typ: Option<serde_json::Value>,
+}
+
+/// Deserializes a member that is present, whatever its value (`null` included), as `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
 }
 
 /// Registered and scope claims, with JSON types enforced by serde.
@@ -299,6 +371,15 @@ pub fn verify(
             None => return Err(VerifyError::BadHeader),
         }
     }
+    if let Some(accepted) = &expect.token_types {
+        let typ = match &header.typ {
+            Some(serde_json::Value::String(typ)) => TokenType::new(typ),
+            _ => None,
+        };
+        if !typ.is_some_and(|typ| accepted.contains(&typ)) {
+            return Err(VerifyError::WrongTokenType);
+        }
+    }
     let kid = match &header.kid {
         None => None,
         Some(serde_json::Value::String(kid)) => Some(kid.as_str()),
@@ -356,28 +437,33 @@ fn check_claims(
         return Err(VerifyError::WrongAudience);
     }
 
-    let mut scopes = BTreeSet::new();
-    let split = |s: &str| {
-        s.split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    };
+    // `scope` and an `scp` string are space-delimited lists (empty pieces from repeated spaces
+    // are ignored); an `scp` array holds one scope per element. Every scope must be a
+    // scope-token, so the forwarded `x-auth-scopes` splits back into exactly this set.
+    fn words(list: &str) -> impl Iterator<Item = &str> {
+        list.split(' ').filter(|s| !s.is_empty())
+    }
+    let mut pieces: Vec<&str> = Vec::new();
     if let Some(scope) = &claims.scope {
-        scopes.extend(split(scope));
+        pieces.extend(words(scope));
     }
     match &claims.scp {
-        Some(OneOrMany::One(scp)) => scopes.extend(split(scp)),
-        Some(OneOrMany::Many(list)) => {
-            scopes.extend(list.iter().filter(|s| !s.is_empty()).cloned())
-        }
+        Some(OneOrMany::One(scp)) => pieces.extend(words(scp)),
+        Some(OneOrMany::Many(list)) => pieces.extend(list.iter().map(String::as_str)),
         None => {}
     }
+    if !pieces.iter().all(|s| is_scope_token(s)) {
+        return Err(VerifyError::InvalidScope);
+    }
+    let scopes: BTreeSet<String> = pieces.into_iter().map(str::to_owned).collect();
 
-    // Everything forwarded upstream must be a valid header value. Non-ASCII text is passed on
-    // as UTF-8 bytes; control characters (CR and LF among them) never are.
-    let forwardable = |s: &str| !s.chars().any(char::is_control);
-    if !claims.sub.as_deref().is_none_or(forwardable) || !scopes.iter().all(|s| forwardable(s)) {
+    // `sub` travels upstream as a header value: non-ASCII text is passed on as UTF-8 bytes,
+    // control characters (CR and LF among them) never are.
+    if claims
+        .sub
+        .as_deref()
+        .is_some_and(|s| s.chars().any(char::is_control))
+    {
         return Err(VerifyError::ControlCharacterInClaim);
     }
 
@@ -418,6 +504,7 @@ mod tests {
             audiences: vec!["api".into(), "other".into()],
             leeway_seconds: 60,
             algorithms: vec![Algorithm::RS256],
+            token_types: None,
         }
     }
 
@@ -506,15 +593,7 @@ mod tests {
                 Err(VerifyError::ControlCharacterInClaim),
             ),
             (
-                r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,"scope":"read a\u0001b"}"#,
-                Err(VerifyError::ControlCharacterInClaim),
-            ),
-            (
-                r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,"scp":["read","a\tb"]}"#,
-                Err(VerifyError::ControlCharacterInClaim),
-            ),
-            (
-                r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,"sub":"zoë","scope":"léa"}"#,
+                r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,"sub":"zoë","scope":"read"}"#,
                 Ok(()),
             ),
         ];
@@ -541,6 +620,169 @@ mod tests {
             r#""string""#,
         ] {
             assert!(parse_object::<Claims>(json.as_bytes()).is_none(), "{json}");
+        }
+    }
+
+    #[test]
+    fn scopes_must_be_scope_tokens() {
+        let base = r#""iss":"https://issuer.example/","aud":"api","exp":1000100"#;
+        let cases: &[(&str, Result<&[&str], VerifyError>)] = &[
+            (r#""scope":"read:messages""#, Ok(&["read:messages"])),
+            // Repeated, leading and trailing spaces only separate.
+            (r#""scope":"  a   b ""#, Ok(&["a", "b"])),
+            (r#""scope":"""#, Ok(&[])),
+            (r#""scp":"a b""#, Ok(&["a", "b"])),
+            (r#""scp":["a","b"]"#, Ok(&["a", "b"])),
+            (r#""scp":[]"#, Ok(&[])),
+            // Every printable ASCII character but space, `"` and `\` may appear.
+            (
+                r#""scope":"!#$%&'()*+,-./:;<=>?@[]^_`{|}~""#,
+                Ok(&["!#$%&'()*+,-./:;<=>?@[]^_`{|}~"]),
+            ),
+            // An array element holding a space would be forwarded as two scopes.
+            (
+                r#""scp":["read:messages","x admin"]"#,
+                Err(VerifyError::InvalidScope),
+            ),
+            (
+                r#""scp":["read:messages",""]"#,
+                Err(VerifyError::InvalidScope),
+            ),
+            (r#""scp":[" admin"]"#, Err(VerifyError::InvalidScope)),
+            // Whitespace other than the ASCII space is no separator, and no scope character.
+            (
+                r#""scope":"read:messages x\u00a0admin""#,
+                Err(VerifyError::InvalidScope),
+            ),
+            (
+                r#""scope":"read:messages\u2003admin""#,
+                Err(VerifyError::InvalidScope),
+            ),
+            (
+                r#""scope":"read\u200badmin""#,
+                Err(VerifyError::InvalidScope),
+            ),
+            (r#""scope":"read\tadmin""#, Err(VerifyError::InvalidScope)),
+            (r#""scope":"read\nadmin""#, Err(VerifyError::InvalidScope)),
+            (r#""scp":"a\u0001b""#, Err(VerifyError::InvalidScope)),
+            (r#""scope":"a\"b""#, Err(VerifyError::InvalidScope)),
+            (r#""scope":"a\\b""#, Err(VerifyError::InvalidScope)),
+            (r#""scope":"léa""#, Err(VerifyError::InvalidScope)),
+            (r#""scope":"a\u007fb""#, Err(VerifyError::InvalidScope)),
+            // One bad scope anywhere refuses the token, even beside good ones.
+            (
+                r#""scope":"read:messages","scp":["ok","x y"]"#,
+                Err(VerifyError::InvalidScope),
+            ),
+        ];
+        for (members, want) in cases {
+            let json = format!("{{{base},{members}}}");
+            let got = check_claims(claims(&json), &expect(), 1_000_000);
+            match (got, want) {
+                (Ok(verified), Ok(want)) => {
+                    let scopes: Vec<&str> = verified.scopes().iter().map(String::as_str).collect();
+                    assert_eq!(&scopes, want, "{json}");
+                    // What is forwarded splits back into exactly the checked set, whatever
+                    // whitespace the upstream splits on.
+                    let forwarded = scopes.join(" ");
+                    let split: Vec<&str> = forwarded.split_whitespace().collect();
+                    assert_eq!(split, scopes, "{json}");
+                }
+                (got, want) => assert_eq!(got.map(|_| ()), want.clone().map(|_| ()), "{json}"),
+            }
+        }
+    }
+
+    #[test]
+    fn scope_token_grammar() {
+        for b in 0u8..=0x7f {
+            let s = (b as char).to_string();
+            let want = b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b);
+            assert_eq!(is_scope_token(&s), want, "byte {b:#04x}");
+        }
+        assert!(!is_scope_token(""));
+        assert!(!is_scope_token("é"));
+        assert!(is_scope_token("read:messages"));
+    }
+
+    /// The error for a token with `header` over a valid payload and a dummy signature. The header
+    /// checks come before the key lookup, so an empty key set tells them apart: a header that
+    /// passes them ends at "unknown key".
+    fn header_outcome(header: &str, expect: &Expectations) -> VerifyError {
+        let token = format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(r#"{"iss":"https://issuer.example/","aud":"api","exp":1}"#),
+            URL_SAFE_NO_PAD.encode([1u8; 256])
+        );
+        verify(&token, &KeySet::default(), expect, 0).expect_err("no key can verify")
+    }
+
+    #[test]
+    fn crit_is_refused_in_any_form() {
+        for crit in [r#"["exp"]"#, "[]", "null", "\"exp\"", "{}", "0"] {
+            let header = format!(r#"{{"alg":"RS256","kid":"k","crit":{crit}}}"#);
+            assert_eq!(
+                header_outcome(&header, &expect()),
+                VerifyError::CriticalHeader,
+                "{header}"
+            );
+        }
+        assert_eq!(
+            header_outcome(r#"{"alg":"RS256","kid":"k"}"#, &expect()),
+            VerifyError::UnknownKey
+        );
+    }
+
+    #[test]
+    fn token_types_compare_as_media_types() {
+        let at_jwt = Expectations {
+            token_types: Some(vec![TokenType::new("at+jwt").expect("valid")]),
+            ..expect()
+        };
+        for (typ, accepted) in [
+            (r#""at+jwt""#, true),
+            (r#""AT+JWT""#, true),
+            (r#""application/at+jwt""#, true),
+            (r#""Application/AT+jwt""#, true),
+            (r#""JWT""#, false),
+            (r#""application/jwt""#, false),
+            (r#""text/at+jwt""#, false),
+            (r#""at+jwt ""#, false),
+            (r#""""#, false),
+            ("null", false),
+            (r#"["at+jwt"]"#, false),
+        ] {
+            let header = format!(r#"{{"alg":"RS256","kid":"k","typ":{typ}}}"#);
+            let want = if accepted {
+                VerifyError::UnknownKey
+            } else {
+                VerifyError::WrongTokenType
+            };
+            assert_eq!(header_outcome(&header, &at_jwt), want, "{header}");
+            // Without token_types, typ is not looked at.
+            assert_eq!(
+                header_outcome(&header, &expect()),
+                VerifyError::UnknownKey,
+                "{header}"
+            );
+        }
+        assert_eq!(
+            header_outcome(r#"{"alg":"RS256","kid":"k"}"#, &at_jwt),
+            VerifyError::WrongTokenType,
+            "a missing typ is refused when types are configured"
+        );
+        for (name, valid) in [
+            ("at+jwt", true),
+            ("application/at+jwt", true),
+            ("JWT", true),
+            ("", false),
+            ("application/", false),
+            ("at jwt", false),
+            ("text/plain", false),
+            ("a\"b", false),
+        ] {
+            assert_eq!(TokenType::new(name).is_some(), valid, "{name:?}");
         }
     }
 

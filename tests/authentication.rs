@@ -252,6 +252,20 @@ async fn invalid_tokens_are_401_invalid_token() {
             "token header has unsupported critical parameters",
         ),
         (
+            // `null` is still a `crit` member (RFC 8725: refuse what is not understood).
+            "crit null",
+            key.mint_raw(
+                &json!({"alg": "RS256", "kid": "key-1", "crit": null}),
+                &good,
+            ),
+            "token header has unsupported critical parameters",
+        ),
+        (
+            "crit empty",
+            key.mint_raw(&json!({"alg": "RS256", "kid": "key-1", "crit": []}), &good),
+            "token header has unsupported critical parameters",
+        ),
+        (
             "nested token",
             key.mint_raw(
                 &json!({"alg": "RS256", "kid": "key-1", "cty": "JWT"}),

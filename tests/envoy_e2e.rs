@@ -509,6 +509,10 @@ async fn hostile_tokens_through_envoy() {
         ("sub with CR/LF", key.mint_raw(&rs256, &with("sub", json!("a\r\nx-injected: 1"))), 401, "invalid_token"),
         ("sub with NUL", key.mint_raw(&rs256, &with("sub", json!("a\u{0}b"))), 401, "invalid_token"),
         ("scope with a control", key.mint_raw(&rs256, &valid("read:messages a\u{1}b")), 401, "invalid_token"),
+        // Scopes that would not split back into the checked set upstream.
+        ("scp element with a space", key.mint_raw(&rs256, &with("scp", json!(["read:messages", "x admin"]))), 401, "invalid_token"),
+        ("scope with a no-break space", key.mint_raw(&rs256, &valid("read:messages x\u{a0}admin")), 401, "invalid_token"),
+        ("crit null", key.mint_raw(&json!({"alg": "RS256", "kid": "key-1", "crit": null}), &valid("read:messages")), 401, "invalid_token"),
         ("sub in UTF-8", key.mint_raw(&rs256, &with("sub", json!("zoë"))), 200, ""),
     ];
     for (name, token, want, error) in cases {

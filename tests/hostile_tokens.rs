@@ -191,21 +191,17 @@ async fn issuer_and_audience_look_alikes() {
     env.gate.stop().await;
 }
 
-/// `sub` and the scopes travel to the upstream in headers; a control character there could never
-/// be forwarded (Envoy refuses the answer), so the token is refused instead.
+/// `sub` travels to the upstream in a header; a control character there could never be forwarded
+/// (Envoy refuses the answer), so the token is refused instead.
 #[tokio::test]
 async fn identity_with_control_characters_is_refused() {
     let env = Env::start(PROTECTED).await;
-    let message = "token subject or scopes contain control characters";
+    let message = "token subject contains control characters";
     for (name, claims) in [
         ("sub CR/LF", with("sub", json!("user\r\nx-auth-admin: 1"))),
         ("sub NUL", with("sub", json!("user\u{0}"))),
         ("sub DEL", with("sub", json!("user\u{7f}"))),
-        ("scope tab", with("scope", json!("read:messages\tadmin"))),
-        (
-            "scp control",
-            with("scp", json!(["read:messages", "a\u{1b}b"])),
-        ),
+        ("sub tab", with("sub", json!("a\tb"))),
     ] {
         expect_invalid(&env, name, &env.key.mint(&claims), message).await;
     }
@@ -218,7 +214,204 @@ async fn identity_with_control_characters_is_refused() {
         )
         .await;
     answer.assert_allowed();
+    assert_eq!(answer.headers["x-auth-subject"], "zoë");
     env.gate.stop().await;
+}
+
+/// Granted scopes reach the upstream as one space-joined header. A scope that is not an RFC 6749
+/// scope-token (a space inside an `scp` element, Unicode whitespace, quotes, backslashes,
+/// non-ASCII, control characters) could make the upstream read a scope that was never checked,
+/// so the whole token is refused, even on a route whose own scope it carries.
+#[tokio::test]
+async fn scopes_that_are_not_scope_tokens_are_refused() {
+    let env = Env::start(PROTECTED).await;
+    let message = "token scopes are not valid scope-tokens";
+    for (name, claims) in [
+        (
+            "scp element with a space",
+            with("scp", json!(["read:messages", "x admin"])),
+        ),
+        (
+            "scp element empty",
+            with("scp", json!(["read:messages", ""])),
+        ),
+        (
+            "no-break space",
+            with("scope", json!("read:messages x\u{a0}admin")),
+        ),
+        (
+            "em space",
+            with("scope", json!("read:messages\u{2003}admin")),
+        ),
+        (
+            "zero-width space",
+            with("scope", json!("read:messages x\u{200b}admin")),
+        ),
+        (
+            "ideographic space in scp",
+            with("scp", json!("read:messages\u{3000}admin")),
+        ),
+        ("tab", with("scope", json!("read:messages\tadmin"))),
+        ("line feed", with("scope", json!("read:messages\nadmin"))),
+        (
+            "control in scp",
+            with("scp", json!(["read:messages", "a\u{1b}b"])),
+        ),
+        ("quote", with("scope", json!("read:messages a\"b"))),
+        ("backslash", with("scope", json!("read:messages a\\b"))),
+        ("non-ASCII", with("scope", json!("read:messages léa"))),
+    ] {
+        expect_invalid(&env, name, &env.key.mint(&claims), message).await;
+    }
+    // What is allowed is forwarded as scope-tokens that split back into exactly the granted set.
+    let mut granted = with(
+        "scope",
+        json!("  read:messages   a!#$%&'()*+,-./:;<=>?@[]^_`{|}~ "),
+    );
+    granted["scp"] = json!(["b", "read:messages"]);
+    let answer = env
+        .ask("GET", "/r", Some(&bearer(&env.key.mint(&granted))))
+        .await;
+    answer.assert_allowed();
+    let forwarded: Vec<&str> = answer.headers["x-auth-scopes"].split_whitespace().collect();
+    assert_eq!(
+        forwarded,
+        ["a!#$%&'()*+,-./:;<=>?@[]^_`{|}~", "b", "read:messages"]
+    );
+    assert_eq!(
+        answer.headers["x-auth-scopes"],
+        forwarded.join(" "),
+        "single spaces"
+    );
+    env.gate.stop().await;
+}
+
+/// RFC 9068 access tokens carry `typ: at+jwt`; with `token_types` set, a token of another type
+/// (an ID token, say) or of no declared type is refused.
+#[tokio::test]
+async fn token_types_are_enforced_when_configured() {
+    let env = Env::start(&format!("token_types = [\"at+jwt\"]\n{PROTECTED}")).await;
+    let good = claims("read:messages");
+    for typ in ["at+jwt", "AT+JWT", "application/at+jwt"] {
+        let token = env
+            .key
+            .mint_raw(&json!({"alg": "RS256", "kid": "key-1", "typ": typ}), &good);
+        env.ask("GET", "/r", Some(&bearer(&token)))
+            .await
+            .assert_allowed();
+    }
+    let message = "token type is not accepted";
+    for (name, header) in [
+        ("JWT", json!({"alg": "RS256", "kid": "key-1", "typ": "JWT"})),
+        ("no typ", json!({"alg": "RS256", "kid": "key-1"})),
+        (
+            "typ null",
+            json!({"alg": "RS256", "kid": "key-1", "typ": null}),
+        ),
+        (
+            "typ array",
+            json!({"alg": "RS256", "kid": "key-1", "typ": ["at+jwt"]}),
+        ),
+        (
+            "other subtype",
+            json!({"alg": "RS256", "kid": "key-1", "typ": "application/jwt"}),
+        ),
+    ] {
+        expect_invalid(&env, name, &env.key.mint_raw(&header, &good), message).await;
+    }
+    // The default mints `typ: JWT`: refused here, accepted without token_types (every other test).
+    expect_invalid(&env, "default typ", &env.key.mint(&good), message).await;
+    env.gate.stop().await;
+}
+
+/// A JWK without `alg` verifies every allowed algorithm of its key type (RSA: RS* and PS*); a
+/// JWK with `alg` verifies only that one. Operators who want one algorithm per key list only that
+/// algorithm in `algorithms`, or use an issuer that publishes `alg`.
+#[tokio::test]
+async fn a_key_without_alg_verifies_each_allowed_algorithm_and_no_other() {
+    let key = TestKey::generate("no-alg");
+    let mut jwk = key.jwk();
+    jwk.as_object_mut().expect("object").remove("alg");
+    let server = JwksServer::start(Reply::json(&json!({ "keys": [jwk] }))).await;
+    let gate = Scopegate::start_ready(
+        &server.url(),
+        &format!("algorithms = [\"RS256\", \"PS256\"]\n{PROTECTED}"),
+    )
+    .await;
+    let good = claims("read:messages");
+    let sign = |padding: &'static dyn aws_lc_rs::signature::RsaEncoding, alg: &str| {
+        key.mint_with(padding, &json!({"alg": alg, "kid": "no-alg"}), &good)
+    };
+    use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RSA_PKCS1_SHA384, RSA_PSS_SHA256};
+    for token in [
+        sign(&RSA_PKCS1_SHA256, "RS256"),
+        sign(&RSA_PSS_SHA256, "PS256"),
+    ] {
+        gate.ask("GET", "/r", Some(&bearer(&token)))
+            .await
+            .assert_allowed();
+    }
+    let answer = gate
+        .ask(
+            "GET",
+            "/r",
+            Some(&bearer(&sign(&RSA_PKCS1_SHA384, "RS384"))),
+        )
+        .await;
+    assert_eq!(
+        (answer.http, answer.message()),
+        (401, "token algorithm is not allowed")
+    );
+    // A PSS signature under a header that says RS256 does not verify: the key is prepared for
+    // each algorithm separately, and the header's algorithm picks the scheme.
+    let mislabelled = key.mint_with(
+        &RSA_PSS_SHA256,
+        &json!({"alg": "RS256", "kid": "no-alg"}),
+        &good,
+    );
+    let answer = gate.ask("GET", "/r", Some(&bearer(&mislabelled))).await;
+    assert_eq!(
+        (answer.http, answer.message()),
+        (401, "token signature is invalid")
+    );
+    gate.stop().await;
+}
+
+/// A modulus with nothing left once its leading zero bytes are stripped (`"n": ""`, `"AA"`) made
+/// the bit-length arithmetic underflow: a panic inside the refresher task in debug builds, so the
+/// honest key beside it never loaded and health never said SERVING.
+#[tokio::test]
+async fn an_empty_or_all_zero_modulus_is_skipped_by_a_running_server() {
+    let key = TestKey::generate("good");
+    let mut entries = vec![key.jwk()];
+    for (kid, n) in [("empty", ""), ("zero", "AA"), ("zeros", "AAAAAAAA")] {
+        let mut jwk = key.jwk();
+        jwk["kid"] = json!(kid);
+        jwk["n"] = json!(n);
+        entries.insert(0, jwk);
+    }
+    let server = JwksServer::start(Reply::json(&json!({ "keys": entries }))).await;
+    let gate = Scopegate::start_ready(&server.url(), PROTECTED).await;
+    for kid in ["empty", "zero", "zeros"] {
+        let token = key.mint_raw(
+            &json!({"alg": "RS256", "kid": kid}),
+            &claims("read:messages"),
+        );
+        let answer = gate.ask("GET", "/r", Some(&bearer(&token))).await;
+        assert_eq!(
+            (answer.http, answer.message()),
+            (401, "token signing key is unknown"),
+            "{kid}"
+        );
+    }
+    gate.ask(
+        "GET",
+        "/r",
+        Some(&bearer(&key.mint(&claims("read:messages")))),
+    )
+    .await
+    .assert_allowed();
+    gate.stop().await;
 }
 
 #[tokio::test]

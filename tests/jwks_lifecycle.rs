@@ -437,19 +437,24 @@ async fn stalled_jwks_at_start_times_out_and_check_never_waits_for_it() {
     gate.stop().await;
 }
 
+/// The shortest refresh cycle the configuration accepts, and the shortest `max_stale` it allows
+/// for it (max refresh 1 s + fetch timeout 1 s + 10 s), with a 1 s unknown-kid cooldown.
+const SHORT_STALE: &str = "jwks_refresh_seconds = 1\njwks_min_refresh_seconds = 1\n\
+    jwks_max_refresh_seconds = 1\njwks_fetch_timeout_seconds = 1\njwks_max_stale_seconds = 12\n\
+    jwks_refetch_cooldown_seconds = 1\n";
+
 #[tokio::test]
-async fn last_good_keys_expire_after_max_stale_then_recover() {
+async fn last_good_keys_expire_after_max_stale_and_a_check_brings_them_back() {
     let key = TestKey::generate("key-1");
     let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
-    let extra = format!("{FAST_REFRESH}jwks_max_stale_seconds = 2\n{RULES}");
-    let gate = Scopegate::start_ready(&jwks.url(), &extra).await;
+    let gate = Scopegate::start_ready(&jwks.url(), &format!("{SHORT_STALE}{RULES}")).await;
     assert!(allowed(&gate, &key).await);
 
-    // The issuer goes away: the last good set is used for at most 2 s more, then every protected
+    // The issuer goes away: the last good set is used for at most 12 s more, then every protected
     // request is refused and health says NOT_SERVING.
     jwks.set(Reply::Respond(500, vec![], vec![]));
     let token = key.mint(&claims("read:messages"));
-    eventually("stale keys refused", Duration::from_secs(15), || async {
+    eventually("stale keys refused", Duration::from_secs(30), || async {
         gate.ask("GET", "/restricted_resource", Some(&bearer(&token)))
             .await
             .http
@@ -471,9 +476,55 @@ async fn last_good_keys_expire_after_max_stale_then_recover() {
         not_serving
     );
 
-    // The issuer comes back: keys are fetched again and service resumes by itself.
+    // The refresher has failed several times in a row, so its next retry is 8-10 s away. Wait
+    // for one of those failures, so that its backoff has just begun.
+    let hits = jwks.hits();
+    eventually("another failed fetch", Duration::from_secs(20), || async {
+        jwks.hits() > hits
+    })
+    .await;
+    // The issuer comes back. A Check that finds the keys stale asks for a fetch (once per
+    // cooldown), so service resumes within seconds, not at the end of the backoff.
     jwks.set(Reply::json(&jwks_of(&[&key])));
+    eventually(
+        "a stale Check brings the keys back before the backoff ends",
+        Duration::from_secs(4),
+        || allowed(&gate, &key),
+    )
+    .await;
     gate.wait_serving().await;
-    assert!(allowed(&gate, &key).await);
+    gate.stop().await;
+}
+
+/// A Check waits for an unknown-`kid` refetch at most `unknown_kid_wait_ms`, so it is answered
+/// in-band before Envoy's own timeout (0.5 s in the shipped configuration) would answer 503, or,
+/// under `failure_mode_allow`, let the request through. The fetch goes on and serves later Checks.
+#[tokio::test]
+async fn an_unknown_kid_waits_at_most_unknown_kid_wait_and_the_fetch_goes_on() {
+    let old = TestKey::generate("old");
+    let new = TestKey::generate("new");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&old]))).await;
+    let gate =
+        Scopegate::start_ready(&jwks.url(), &format!("unknown_kid_wait_ms = 200\n{RULES}")).await;
+    // The issuer signs with a new key, and its JWKS endpoint takes 3 s to list it (within the
+    // 5 s fetch timeout).
+    jwks.set(Reply::Delayed(
+        Duration::from_secs(3),
+        Box::new(Reply::json(&jwks_of(&[&old, &new]))),
+    ));
+    let token = new.mint(&claims("read:messages"));
+    let answer = gate
+        .ask("GET", "/restricted_resource", Some(&bearer(&token)))
+        .await;
+    answer.assert_denied(401, "invalid_token");
+    assert_eq!(answer.message(), "token signing key is unknown");
+    assert_eq!(jwks.hits(), 2, "the refetch was asked for");
+    // Within the cooldown (5 s) nothing new is fetched, yet the key arrives from the fetch that
+    // the first Check started.
+    eventually("the new key loaded", Duration::from_secs(10), || {
+        allowed(&gate, &new)
+    })
+    .await;
+    assert_eq!(jwks.hits(), 2, "served by the same fetch");
     gate.stop().await;
 }

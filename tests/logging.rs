@@ -1,5 +1,6 @@
 //! Observability invariants of the real binary: every decision is logged (deny at info with reason
-//! and route, allow at debug), and no token ever appears in the logs.
+//! and route, allow at debug), no token ever appears in the logs, and a JWKS full of unusable
+//! entries costs one log line per load, not one per entry.
 
 mod common;
 
@@ -125,4 +126,74 @@ async fn decisions_are_logged_and_tokens_never_are() {
             && l.contains("route=\"rules[0]\"")),
         "allows are logged at debug:\n{text}"
     );
+}
+
+/// A JWKS of 99 junk entries beside one good key: the skipped entries are one warning (counts by
+/// reason, the first few kids), not 99 lines, at every load.
+#[tokio::test]
+async fn skipped_jwks_entries_are_one_summary_line() {
+    let key = TestKey::generate("key-1");
+    let mut keys = vec![key.jwk()];
+    for i in 0..99 {
+        keys.push(match i % 3 {
+            0 => json!({"kty": "EC", "kid": format!("ec-{i}")}),
+            1 => json!({"kty": "RSA", "kid": format!("small-{i}"), "n": "AQAB", "e": "AQAB"}),
+            _ => json!(i),
+        });
+    }
+    let jwks = JwksServer::start(Reply::json(&json!({ "keys": keys }))).await;
+    let dir = std::env::temp_dir().join(format!("scopegate-skip-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+             jwks_uri = \"{}\"\n",
+            jwks.url()
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .args(["serve", "--config", config.to_str().expect("utf8")])
+        .env("RUST_LOG", "debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn scopegate");
+    let stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut log = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let done = line.contains("JWKS loaded");
+            log.push(line);
+            if done {
+                break;
+            }
+        }
+        log
+    });
+    let log = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || reader.join().expect("reader")),
+    )
+    .await
+    .expect("JWKS loaded in time")
+    .expect("join");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let text = log.join("\n");
+    let skipped: Vec<&String> = log.iter().filter(|l| l.contains("skipped")).collect();
+    assert_eq!(skipped.len(), 1, "one summary line:\n{text}");
+    let line = skipped[0];
+    assert!(
+        line.contains("WARN")
+            && line.contains("skipped=99")
+            && line.contains("malformed JWK: 33")
+            && line.contains("kty is not RSA: 33")
+            && line.contains("modulus not 2048..=8192 bits: 33")
+            && line.contains(r#"first_kids=["ec-0", "small-1", "ec-3", "small-4", "ec-6"]"#),
+        "{line}"
+    );
+    assert!(text.contains("keys=1"), "{text}");
 }

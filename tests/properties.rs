@@ -26,8 +26,12 @@ fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let key = TestKey::generate("key-1");
-        let (keys, _) = KeySet::parse(jwks_of(&[&key]).to_string().as_bytes(), &[Algorithm::RS256])
-            .expect("jwks");
+        let (keys, _) = KeySet::parse(
+            jwks_of(&[&key]).to_string().as_bytes(),
+            &[Algorithm::RS256],
+            100,
+        )
+        .expect("jwks");
         let token = key.mint(&claims("read:messages"));
         Fixture {
             key,
@@ -37,6 +41,7 @@ fn fixture() -> &'static Fixture {
                 audiences: vec![common::AUDIENCE.into()],
                 leeway_seconds: 60,
                 algorithms: vec![Algorithm::RS256],
+                token_types: None,
             },
             token,
         }

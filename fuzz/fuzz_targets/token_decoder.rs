@@ -75,7 +75,7 @@ fn fixture() -> &'static Fixture {
                 {{"kty":"RSA","use":"sig","kid":"fuzz-any","n":"{MODULUS}","e":"{EXPONENT}"}}
             ]}}"#
         );
-        let (keys, skipped) = KeySet::parse(jwks.as_bytes(), &expect.algorithms)
+        let (keys, skipped) = KeySet::parse(jwks.as_bytes(), &expect.algorithms, 100)
             .expect("the fuzzing JWKS parses");
         assert!(skipped.is_empty(), "fuzzing JWKS entries skipped: {skipped:?}");
         // Without this the Ok branch below could be unreachable and the property vacuous.

@@ -155,6 +155,8 @@ pub enum Reply {
     Respond(u16, Vec<(String, String)>, Vec<u8>),
     /// Accept and read the request, then never answer.
     Stall,
+    /// Answer with the inner reply after a delay (a slow issuer).
+    Delayed(Duration, Box<Reply>),
 }
 
 impl Reply {
@@ -202,8 +204,13 @@ impl JwksServer {
                         }
                     }
                     state.hits.fetch_add(1, Ordering::SeqCst);
-                    let reply = state.reply.lock().expect("reply lock").clone();
+                    let mut reply = state.reply.lock().expect("reply lock").clone();
+                    while let Reply::Delayed(delay, inner) = reply {
+                        tokio::time::sleep(delay).await;
+                        reply = *inner;
+                    }
                     match reply {
+                        Reply::Delayed(..) => unreachable!("unwrapped above"),
                         Reply::Stall => {
                             tokio::time::sleep(Duration::from_secs(3600)).await;
                         }
