@@ -182,7 +182,7 @@ const DEFAULT_REALM: &str = "scopegate";
 /// Slack between the longest possible refresh cycle and `jwks_max_stale_seconds`.
 const STALE_MARGIN: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_KEYS: u64 = 100;
-const MAX_MAX_KEYS: u64 = 10_000;
+const MAX_MAX_KEYS: u64 = 1_000;
 /// Below the shipped Envoy configuration's 0.5 s ext_authz timeout, so the client gets
 /// scopegate's answer rather than Envoy's error.
 const DEFAULT_UNKNOWN_KID_WAIT_MS: u64 = 300;
@@ -759,7 +759,7 @@ mod tests {
         let c = compile(
             "jwks_refresh_seconds = 2\njwks_min_refresh_seconds = 1\njwks_max_refresh_seconds = 20\n\
              jwks_fetch_timeout_seconds = 2\njwks_max_stale_seconds = 32\n\
-             unknown_kid_wait_ms = 0\njwks_max_keys = 10000\n\
+             unknown_kid_wait_ms = 0\njwks_max_keys = 1000\n\
              token_types = [\"Application/AT+JWT\", \"jwt\"]",
         )
         .expect("20 + 2 + 10 = 32 is enough");
@@ -867,7 +867,7 @@ mod tests {
             ),
             ("jwks_max_stale_seconds = 3614", "jwks_max_stale_seconds"),
             ("jwks_max_keys = 0", "jwks_max_keys"),
-            ("jwks_max_keys = 10001", "jwks_max_keys"),
+            ("jwks_max_keys = 1001", "jwks_max_keys"),
             ("unknown_kid_wait_ms = 10001", "unknown_kid_wait_ms"),
             ("token_types = []", "token_types"),
             ("token_types = [\"at+jwt\", \"at jwt\"]", "token_types[1]"),
