@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::jwks::JwksSettings;
-use crate::policy::{PathMatch, Policy, Requirement, Rule, normalize};
+use crate::policy::{Case, PathError, PathMatch, Policy, Requirement, Rule, normalize};
 use crate::verify::{Algorithm, Expectations, TokenType, is_scope_token};
 
 /// Environment variables that override keys of the file, and the key each one sets.
@@ -434,12 +434,14 @@ impl RawConfig {
             .enumerate()
             .map(|(i, raw)| compile_rule(i, raw))
             .collect::<Result<Vec<_>, _>>()?;
-        reject_case_shadowing(&rules)?;
         let default = match self.default.unwrap_or(DefaultAction::Authenticated) {
             DefaultAction::Authenticated => Requirement::Authenticated,
             DefaultAction::Deny => Requirement::Deny,
             DefaultAction::Allow => Requirement::Public,
         };
+        let policy = Policy { rules, default };
+        reject_shadowed_rules(&policy.rules)?;
+        reject_conflicting_readings(&policy)?;
 
         Ok(Config {
             listen,
@@ -463,7 +465,7 @@ impl RawConfig {
                 max_keys: max_keys as usize,
                 unknown_kid_wait: Duration::from_millis(unknown_kid_wait_ms),
             },
-            policy: Policy { rules, default },
+            policy,
             realm,
         })
     }
@@ -523,29 +525,97 @@ fn compile_algorithms(names: Option<Vec<String>>) -> Result<Vec<Algorithm>, Conf
     Ok(out)
 }
 
-/// Refuses a rule whose own path or prefix an earlier rule would take only with ASCII letter case
-/// ignored (`/Admin` then `/admin`, or prefix `/A` then `/apple`). Requests whose rule changes
-/// with case ignored are refused (see `Policy::route`), so that rule's own path would answer 400;
-/// better to say so at start-up. Methods are not considered: the check is deliberately broad.
-fn reject_case_shadowing(rules: &[Rule]) -> Result<(), ConfigError> {
+fn path_key(rule: &Rule) -> String {
+    let field = match rule.path {
+        PathMatch::Exact(_) => "path",
+        PathMatch::Prefix(_) => "prefix",
+    };
+    format!("{}.{field}", rule.name)
+}
+
+/// Refuses a rule that an earlier rule always wins: every path it matches the earlier one matches
+/// too, for every method it names. It could never decide anything, so it cannot mean what it
+/// says (`prefix = "/"` before `path = "/admin"`).
+fn reject_shadowed_rules(rules: &[Rule]) -> Result<(), ConfigError> {
     for (i, rule) in rules.iter().enumerate() {
+        let shadow = rules[..i].iter().find(|earlier| {
+            rule.path.covered_by(&earlier.path)
+                && match (&earlier.methods, &rule.methods) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(theirs), Some(ours)) => ours.iter().all(|m| theirs.contains(m)),
+                }
+        });
+        if let Some(earlier) = shadow {
+            return Err(invalid(
+                path_key(rule),
+                rule.path.pattern(),
+                format!(
+                    "{} ({:?}) comes first and takes every request this rule would match, so \
+                     it can never apply; move it above {} or remove it",
+                    earlier.name,
+                    earlier.path.pattern(),
+                    earlier.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a rule whose own path, under a reading an upstream might apply (letter case, ASCII or
+/// Unicode; a trailing slash, dot or space), reaches another rule with a different requirement:
+/// a public `/admın` beside a protected `/admin`, or `path = "/admin"` beside a weaker
+/// `prefix = "/admin/"`. Requests for configured paths are exempt from those readings in
+/// `Policy::route`, so this is where such a conflict must be caught. Each method the rule names
+/// is tried (every method named anywhere, and one named nowhere, for a rule without `methods`).
+fn reject_conflicting_readings(policy: &Policy) -> Result<(), ConfigError> {
+    let mut every_method: Vec<&str> = policy
+        .rules
+        .iter()
+        .flat_map(|rule| rule.methods.iter().flatten().map(String::as_str))
+        .chain(["GET", "HEAD", "UNLISTED-METHOD"])
+        .collect();
+    every_method.sort_unstable();
+    every_method.dedup();
+    for rule in &policy.rules {
+        let methods: Vec<&str> = match &rule.methods {
+            Some(methods) => methods.iter().map(String::as_str).collect(),
+            None => every_method.clone(),
+        };
         let pattern = rule.path.pattern();
-        if let Some(earlier) = rules[..i]
-            .iter()
-            .find(|earlier| earlier.path.matches_only_ignoring_case(pattern))
-        {
-            let field = match rule.path {
-                PathMatch::Exact(_) => "path",
-                PathMatch::Prefix(_) => "prefix",
+        for method in methods {
+            let own = policy.lookup(method, pattern, Case::Sensitive);
+            // Only another rule counts, and only one that does not take this path as written:
+            // reaching the default under a reading is what a specific rule is for, and a
+            // broader rule that takes the path itself (`prefix = "/items/"` behind a public
+            // `path = "/items/special"`) is one this rule deliberately makes an exception to.
+            let counts = |other: Option<&Rule>| {
+                other.is_some_and(|other| !other.path.matches(pattern, Case::Sensitive))
+            };
+            let Some(reading) = policy.conflicting_reading(method, pattern, own, counts) else {
+                continue;
+            };
+            let Some(other) = reading.rule else { continue };
+            let how = match reading.error {
+                PathError::TrailingVariant => "with a trailing slash, dot or space changed",
+                _ => "with letter case ignored",
             };
             return Err(invalid(
-                format!("{}.{field}", rule.name),
+                path_key(rule),
                 pattern,
                 format!(
-                    "matches {} ({:?}) when letter case is ignored, so requests for it would be \
-                     refused as a case variant; spell both the same way",
-                    earlier.name,
-                    earlier.path.pattern()
+                    "read {how} ({:?}, method {method}), it reaches {} ({:?}: {}) instead of {}; \
+                     an upstream that reads it that way would serve one with the other's rule, so \
+                     give both the same requirement or paths that cannot be confused",
+                    reading.path,
+                    other.name,
+                    other.path.pattern(),
+                    other.requirement,
+                    own.map_or_else(
+                        || "the default".to_string(),
+                        |r| format!("{} ({})", r.name, r.requirement)
+                    ),
                 ),
             ));
         }
@@ -584,15 +654,28 @@ fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
                 ));
             }
             for m in &list {
-                if m.is_empty()
-                    || !m
-                        .bytes()
-                        .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
-                {
-                    return Err(invalid(key("methods"), m, "not an HTTP method name"));
+                // RFC 9110 §9.1: a method is a token, and case-sensitive. Requests match exactly,
+                // so a lower-case rule would match only lower-case requests: refuse it.
+                let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+                if m.is_empty() || !m.bytes().all(tchar) {
+                    return Err(invalid(
+                        key("methods"),
+                        m,
+                        "not an HTTP method name (an RFC 9110 token, e.g. \"GET\")",
+                    ));
+                }
+                if m.bytes().any(|b| b.is_ascii_lowercase()) {
+                    return Err(invalid(
+                        key("methods"),
+                        m,
+                        format!(
+                            "HTTP methods are case-sensitive and standard ones are upper-case; write {:?}",
+                            m.to_ascii_uppercase()
+                        ),
+                    ));
                 }
             }
-            Some(list.iter().map(|m| m.to_ascii_uppercase()).collect())
+            Some(list)
         }
     };
     let public = raw.public.unwrap_or(false);
@@ -651,8 +734,25 @@ fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
     })
 }
 
-/// A rule path must already be canonical, or it could never match a (canonicalised) request.
+/// A rule path must already be canonical, or it could never match a (canonicalised) request; and
+/// it is a literal, so glob- or template-looking characters and trailing whitespace (which no
+/// request path an upstream serves would carry) are refused with a hint.
 fn canonical_rule_path(key: &str, path: String) -> Result<String, ConfigError> {
+    if path.contains(['*', '{', '}']) {
+        return Err(invalid(
+            key,
+            &path,
+            "rule paths are literal: `*` and `{...}` match only themselves; use \
+             `prefix = \"/admin/\"` for a subtree",
+        ));
+    }
+    if path.ends_with(char::is_whitespace) {
+        return Err(invalid(
+            key,
+            &path,
+            "ends with whitespace, which upstreams strip or refuse; remove it",
+        ));
+    }
     match normalize(&path) {
         Ok(canonical) if canonical.as_str() == path => Ok(path),
         Ok(canonical) => Err(invalid(
@@ -801,7 +901,7 @@ mod tests {
             default = "deny"
             [[rules]]
             path = "/restricted_resource"
-            methods = ["get"]
+            methods = ["GET"]
             scopes = ["read:messages"]
             [[rules]]
             prefix = "/admin/"
@@ -909,18 +1009,65 @@ mod tests {
                 "[[rules]]\npath = \"/a\"\nmethods = [\"G T\"]",
                 "rules[0].methods",
             ),
+            (
+                "[[rules]]\npath = \"/a\"\nmethods = [\"\"]",
+                "rules[0].methods",
+            ),
             ("[[rules]]\npath = \"a\"", "rules[0].path"),
             ("[[rules]]\npath = \"/a/../b\"", "rules[0].path"),
             ("[[rules]]\nprefix = \"/%61\"", "rules[0].prefix"),
             (
                 "[[rules]]\npath = \"/Admin\"\npublic = true\n[[rules]]\nprefix = \"/admin\"",
-                "rules[1].prefix",
+                "rules[1] (\"/admin\"",
             ),
             (
                 "[[rules]]\nprefix = \"/A\"\n[[rules]]\npath = \"/apple\"\npublic = true",
                 "rules[1].path",
             ),
             ("[[rules]]\npath = \"/a\"\nscope = [\"x\"]", "scope"),
+            // Methods are case-sensitive RFC 9110 tokens, written upper-case.
+            (
+                "[[rules]]\npath = \"/a\"\nmethods = [\"get\"]",
+                "write \"GET\"",
+            ),
+            (
+                "[[rules]]\npath = \"/a\"\nmethods = [\"Get\"]",
+                "rules[0].methods",
+            ),
+            (
+                "[[rules]]\npath = \"/a\"\nmethods = [\"GE(T\"]",
+                "rules[0].methods",
+            ),
+            // A rule that an earlier rule always wins.
+            (
+                "[[rules]]\nprefix = \"/\"\npublic = true\n[[rules]]\npath = \"/admin\"",
+                "rules[1].path",
+            ),
+            (
+                "[[rules]]\nprefix = \"/admin/\"\n[[rules]]\npath = \"/admin/public\"\npublic = true",
+                "rules[0] (\"/admin/\") comes first",
+            ),
+            (
+                "[[rules]]\npath = \"/a\"\nmethods = [\"GET\", \"POST\"]\n[[rules]]\npath = \"/a\"\nmethods = [\"GET\"]\npublic = true",
+                "rules[1].path",
+            ),
+            (
+                "[[rules]]\npath = \"/a\"\n[[rules]]\npath = \"/a\"\nmethods = [\"PUT\"]\npublic = true",
+                "rules[1].path",
+            ),
+            // Literals that look like globs or templates, and trailing whitespace.
+            ("[[rules]]\npath = \"/admin/*\"", "rules[0].path"),
+            ("[[rules]]\nprefix = \"/users/{id}\"", "use `prefix"),
+            ("[[rules]]\npath = \"/admin \"", "ends with whitespace"),
+            // Rule paths that another rule with another requirement takes under a reading.
+            (
+                "[[rules]]\npath = \"/admin\"\nscopes = [\"admin\"]\n[[rules]]\npath = \"/adm\u{131}n\"\npublic = true",
+                "letter case ignored",
+            ),
+            (
+                "[[rules]]\npath = \"/admin\"\nscopes = [\"admin\"]\n[[rules]]\nprefix = \"/admin/\"\npublic = true",
+                "trailing slash",
+            ),
         ];
         for (extra, key) in cases {
             let err = compile(extra).expect_err(extra).to_string();
@@ -929,6 +1076,37 @@ mod tests {
                 "error for {extra:?} should name {key:?}: {err}"
             );
         }
+    }
+
+    /// What the new checks must keep accepting: the README's subtree advice (the same scopes on
+    /// `prefix = "/admin/"` and `path = "/admin"`), a rule naming HEAD beside a GET rule,
+    /// extension methods, and a specific rule before a broader one.
+    #[test]
+    fn meaningful_rule_sets_still_compile() {
+        compile(
+            r#"
+            [[rules]]
+            prefix = "/admin/"
+            scopes = ["admin"]
+            [[rules]]
+            path = "/admin"
+            scopes = ["admin"]
+            [[rules]]
+            path = "/status"
+            methods = ["HEAD"]
+            public = true
+            [[rules]]
+            path = "/status"
+            methods = ["GET", "PROPFIND"]
+            [[rules]]
+            path = "/items/special"
+            public = true
+            [[rules]]
+            prefix = "/items/"
+            scopes = ["read:items"]
+            "#,
+        )
+        .expect("compiles");
     }
 
     #[test]

@@ -85,7 +85,6 @@ async fn methods_select_rules_and_all_of_needs_every_scope() {
         ("POST", "write:messages audit", true),
         ("POST", "write:messages", false),
         ("POST", "read:messages", false),
-        ("post", "read:messages", false), // lower-case methods cannot dodge the POST rule
         ("DELETE", "audit write:messages", true),
         ("GET", "read:messages", true),
         ("GET", "write:messages audit", false),
@@ -97,6 +96,132 @@ async fn methods_select_rules_and_all_of_needs_every_scope() {
         } else {
             answer.assert_denied(403, "insufficient_scope");
         }
+    }
+    // Methods are case-sensitive: `post` is not `POST`. It reaches a rule with another
+    // requirement than `POST` would, so it is refused rather than decided by either.
+    let answer = env
+        .ask_with_scope("post", "/messages", "read:messages")
+        .await;
+    answer.assert_denied(400, "invalid_request");
+    assert_eq!(
+        answer.message(),
+        "request method differs from a configured rule's only in letter case"
+    );
+    env.gate.stop().await;
+}
+
+/// The README's own rule behind `default = "allow"`, so that a request that dodged it would show
+/// as an anonymous allow. Upstream frameworks answer HEAD with the GET handler, serve `/x/` and
+/// (on Windows) `/x.` from `/x`, and may compare letters case-insensitively in Unicode; each such
+/// spelling is decided as what it stands for, or refused.
+const README_RULE: &str = r#"
+default = "allow"
+
+[[rules]]
+path = "/restricted_resource"
+methods = ["GET"]
+scopes = ["read:messages"]
+
+[[rules]]
+prefix = "/admin/"
+scopes = ["admin"]
+
+[[rules]]
+path = "/admin"
+scopes = ["admin"]
+
+[[rules]]
+path = "/kitchen"
+scopes = ["admin"]
+
+[[rules]]
+path = "/public"
+methods = ["GET"]
+public = true
+"#;
+
+#[tokio::test]
+async fn head_is_decided_as_the_get_it_stands_for() {
+    let env = Env::start(README_RULE).await;
+    let weak = bearer(&env.key.mint(&claims("openid")));
+    let good = bearer(&env.key.mint(&claims("read:messages")));
+    env.ask("HEAD", "/restricted_resource", None)
+        .await
+        .assert_denied(401, "unauthorized");
+    env.ask("HEAD", "/restricted_resource", Some(&weak))
+        .await
+        .assert_denied(403, "insufficient_scope");
+    env.ask("HEAD", "/restricted_resource", Some(&good))
+        .await
+        .assert_allowed();
+    // Other methods the rule does not name still fall to the default.
+    env.ask("POST", "/restricted_resource", None)
+        .await
+        .assert_allowed();
+    env.gate.stop().await;
+}
+
+#[tokio::test]
+async fn spellings_an_upstream_reads_as_a_protected_path_are_refused() {
+    let env = Env::start(README_RULE).await;
+    let weak = bearer(&env.key.mint(&claims("openid")));
+    for (method, path, message) in [
+        (
+            "GET",
+            "/restricted_resource/",
+            "a trailing slash, dot or space",
+        ),
+        (
+            "HEAD",
+            "/restricted_resource/",
+            "a trailing slash, dot or space",
+        ),
+        (
+            "GET",
+            "/restricted_resource.",
+            "a trailing slash, dot or space",
+        ),
+        (
+            "GET",
+            "/restricted_resource%2e",
+            "a trailing slash, dot or space",
+        ),
+        (
+            "GET",
+            "/restricted_resource%20",
+            "a trailing slash, dot or space",
+        ),
+        (
+            "GET",
+            "/restricted_resource%20./",
+            "a trailing slash, dot or space",
+        ),
+        ("GET", "/adm%C4%B1n/users", "letter case"),
+        ("GET", "/ADMIN/users", "letter case"),
+        ("GET", "/%E2%84%AAitchen", "letter case"),
+        ("GET", "/KITCHEN", "letter case"),
+        ("get", "/restricted_resource", "request method differs"),
+    ] {
+        for authorization in [None, Some(weak.as_str())] {
+            let answer = env.ask(method, path, authorization).await;
+            answer.assert_denied(400, "invalid_request");
+            assert!(
+                answer.message().contains(message),
+                "{method} {path}: {answer:?}"
+            );
+        }
+    }
+    // Spellings that change nothing, and the README's subtree pair, stay as they were.
+    let admin = bearer(&env.key.mint(&claims("admin")));
+    for (path, authorization) in [
+        ("/admin", Some(admin.as_str())),
+        ("/admin/", Some(admin.as_str())),
+        ("/admin/Users/", Some(admin.as_str())),
+        ("/elsewhere/", None),
+        ("/Elsewhere.", None),
+        ("/public", None),
+    ] {
+        env.ask("GET", path, authorization).await.assert_allowed();
     }
     env.gate.stop().await;
 }

@@ -541,3 +541,131 @@ async fn hostile_tokens_through_envoy() {
     let (status, _, body) = json(response).await;
     assert_eq!((status, body["subject"].as_str()), (200, Some("zoë")));
 }
+
+/// Spellings that an upstream framework reads as a protected route, sent through Envoy with the
+/// shipped configuration: HEAD (answered by the GET handler), a trailing slash, dot or space, a
+/// lower-case method (HTTP/1.1, passed through by Envoy as written), and underscored identity
+/// headers (which CGI-style upstreams read as the real ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_readings_through_envoy() {
+    let stack = Stack::start().await;
+    let weak = format!("Bearer {}", stack.token("openid"));
+    let good = format!("Bearer {}", stack.token("read:messages"));
+
+    let head = |authorization: Option<&str>| {
+        let mut request = stack
+            .http
+            .head(format!("{}/restricted_resource", stack.url));
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        request.send()
+    };
+    // A HEAD response has no body; the status and the challenge say whose answer it is.
+    let response = head(None).await.expect("Envoy answers");
+    assert_eq!(response.status(), 401);
+    let response = head(Some(&weak)).await.expect("Envoy answers");
+    assert_eq!(response.status(), 403);
+    assert!(
+        header(response.headers(), "www-authenticate").contains("insufficient_scope"),
+        "{:?}",
+        response.headers()
+    );
+    assert_eq!(
+        head(Some(&good)).await.expect("Envoy answers").status(),
+        200
+    );
+
+    for path in [
+        "/restricted_resource/",
+        "/restricted_resource.",
+        "/restricted_resource%20",
+        "/restricted_resource%2e",
+        "/RESTRICTED_RESOURCE/",
+    ] {
+        let response = stack.get(path, &[("authorization", &weak)]).await;
+        let (status, _, body) = json(response).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{path}: {body}"
+        );
+    }
+
+    // A lower-case method. Envoy refuses it over HTTP/1.1 on its own, but passes it through over
+    // HTTP/2 (prior knowledge), where ordinary clients never send one: so, a raw HTTP/2 client.
+    let addr = stack.url.trim_start_matches("http://").to_string();
+    let socket = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(socket).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("h2 ready");
+    for (method, authorization, want) in [
+        ("get", &weak, 400),
+        ("get", &good, 400),
+        ("GET", &good, 200),
+        ("GET", &weak, 403),
+    ] {
+        let request = http::Request::builder()
+            .method(http::Method::from_bytes(method.as_bytes()).expect("method token"))
+            .uri(format!("http://{addr}/restricted_resource"))
+            .header("authorization", authorization.as_str())
+            .body(())
+            .expect("request");
+        let (response, _) = client.send_request(request, true).expect("send");
+        let response = response.await.expect("response");
+        assert_eq!(
+            response.status().as_u16(),
+            want,
+            "{method} {authorization:.20}"
+        );
+    }
+
+    // Identity headers under their underscore spelling never reach the upstream: Envoy refuses
+    // the request itself (headers_with_underscores_action: REJECT_REQUEST).
+    for name in ["x_auth_subject", "x_auth_scopes"] {
+        let response = stack
+            .get("/public", &[(name, "admin"), ("authorization", &good)])
+            .await;
+        assert_eq!(response.status(), 400, "{name}");
+    }
+    let response = stack.get("/public", &[]).await;
+    assert_eq!(response.status(), 200);
+}
+
+/// Bytes that are not UTF-8 in the one header Envoy forwards to scopegate. A Check carrying a
+/// string field that is not UTF-8 would fail to decode in tonic (INTERNAL, before scopegate's
+/// handler runs, and so fail open under `failure_mode_allow: true`); Envoy's path must stay
+/// in-band: scopegate's own JSON answer, never Envoy's status_on_error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_utf8_header_bytes_through_envoy_are_answered_in_band() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start().await;
+    let addr = stack.url.trim_start_matches("http://").to_string();
+    let token = stack.token("read:messages");
+    for value in [
+        b"Bearer \xff\xfe".to_vec(),
+        [b"Bearer ".as_slice(), token.as_bytes(), b"\xc3"].concat(),
+        b"\xe9t\xe9".to_vec(),
+    ] {
+        let mut request =
+            b"GET /restricted_resource HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: "
+                .to_vec();
+        request.extend_from_slice(&value);
+        request.extend_from_slice(b"\r\n\r\n");
+        let mut socket = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        socket.write_all(&request).await.expect("write");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let status = head.split(' ').nth(1).unwrap_or("");
+        assert!(
+            matches!(status, "400" | "401") && body.contains("\"error\":"),
+            "{value:?}: {answer}"
+        );
+    }
+}

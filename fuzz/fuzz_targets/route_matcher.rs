@@ -13,10 +13,12 @@
 //! - a canonical path is a fixed point: it holds no `?` or `#` (encoded ones are refused, raw ones
 //!   end the path), it canonicalises to itself, and so does its fully percent-encoded spelling, so
 //!   no encoding reaches a different rule;
-//! - the route is the first rule that matches by a plain reading of the compiled rules, and its
-//!   only possible refusal is `CaseVariant`;
-//! - spelling the method or the path's letters in another case either reaches the same rule or is
-//!   refused, never a different rule;
+//! - the route is the first rule that matches by a plain reading of the compiled rules (exact
+//!   method, `HEAD` read as `GET` unless the rule taking it names `HEAD`), and its only possible
+//!   refusals are the reading variants (`CaseVariant`, `TrailingVariant`, `MethodCaseVariant`);
+//! - another spelling that some upstream reads alike (the method or the path's letters in the
+//!   other case, one trailing slash added or removed, trailing dots and spaces removed, and any
+//!   method-case and path spelling together) either reaches the same requirement or is refused;
 //! - without authentication (`None`, or a failed one) a route that needs a token is never allowed,
 //!   and a public route is always allowed anonymously.
 #![no_main]
@@ -41,7 +43,7 @@ public = true
 
 [[rules]]
 path = "/messages"
-methods = ["POST", "put"]
+methods = ["POST", "PUT"]
 all_scopes = ["write:messages", "audit"]
 
 [[rules]]
@@ -128,7 +130,9 @@ fuzz_target!(|data: &[u8]| {
 fn check_route(policy: &Policy, method: &str, path: &RequestPath) {
     let route = match policy.route(method, path) {
         Ok(route) => route,
-        Err(PathError::CaseVariant) => return,
+        Err(PathError::CaseVariant | PathError::TrailingVariant | PathError::MethodCaseVariant) => {
+            return;
+        }
         Err(other) => panic!("route refused {path:?} with {other:?}, which only normalize returns"),
     };
     let expected = first_match(policy, method, path.as_str()).map_or("default", |r| &r.name);
@@ -138,27 +142,34 @@ fn check_route(policy: &Policy, method: &str, path: &RequestPath) {
         route.name
     );
 
-    for other_method in [method.to_ascii_uppercase(), method.to_ascii_lowercase()] {
-        let other = policy
-            .route(&other_method, path)
-            .expect("method case does not change whether a path is a case variant");
-        assert_eq!(
-            other.name, route.name,
-            "{method} and {other_method} on {path:?} reach different rules"
-        );
-    }
-    for spelling in [
+    // Another spelling an upstream might read the same way either reaches the same requirement
+    // or is refused: the method in either case, the path's letters in either case, one trailing
+    // slash added or removed, trailing dots and spaces removed.
+    let bare = path.as_str().trim_end_matches(['.', ' ']);
+    let toggled = match path.as_str().strip_suffix('/') {
+        Some(stripped) if !stripped.is_empty() => stripped.to_string(),
+        Some(_) => path.as_str().to_string(),
+        None => format!("{}/", path.as_str()),
+    };
+    let spellings = [
         path.as_str().to_ascii_uppercase(),
         path.as_str().to_ascii_lowercase(),
-    ] {
-        let other = normalize(&spelling).expect("changing letter case keeps a path canonical");
-        match policy.route(method, &other) {
-            Ok(other_route) => assert_eq!(
-                other_route.name, route.name,
-                "{path:?} and {other:?} differ only in case but reach different rules"
-            ),
-            Err(PathError::CaseVariant) => {}
-            Err(e) => panic!("route refused {other:?} with {e:?}"),
+        toggled,
+        if bare.is_empty() { "/".to_string() } else { bare.to_string() },
+    ];
+    for other_method in [method.to_ascii_uppercase(), method.to_ascii_lowercase()] {
+        for spelling in std::iter::once(path.as_str()).chain(spellings.iter().map(String::as_str)) {
+            let Ok(other) = normalize(spelling) else {
+                continue;
+            };
+            if let Ok(other_route) = policy.route(&other_method, &other) {
+                assert_eq!(
+                    other_route.requirement, route.requirement,
+                    "{method} {path:?} and {other_method} {other:?} are read alike by some \
+                     upstream but reach different requirements ({} and {})",
+                    route.name, other_route.name
+                );
+            }
         }
     }
 
@@ -188,19 +199,30 @@ fn check_route(policy: &Policy, method: &str, path: &RequestPath) {
 }
 
 /// The first rule whose method list and path pattern accept the request, read straight from the
-/// compiled rules (case-sensitive path, case-insensitive method).
+/// compiled rules (case-sensitive path and method), with HEAD read as GET unless the rule that
+/// takes HEAD names it.
 fn first_match<'a>(policy: &'a Policy, method: &str, path: &str) -> Option<&'a Rule> {
-    policy.rules.iter().find(|rule| {
-        let path_ok = match &rule.path {
-            PathMatch::Exact(exact) => path == exact,
-            PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
-        };
-        let method_ok = rule
-            .methods
-            .as_ref()
-            .is_none_or(|methods| methods.iter().any(|m| m.eq_ignore_ascii_case(method)));
-        path_ok && method_ok
-    })
+    let find = |method: &str| {
+        policy.rules.iter().find(|rule| {
+            let path_ok = match &rule.path {
+                PathMatch::Exact(exact) => path == exact,
+                PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            };
+            let method_ok = rule
+                .methods
+                .as_ref()
+                .is_none_or(|methods| methods.iter().any(|m| m == method));
+            path_ok && method_ok
+        })
+    };
+    if method == "HEAD" {
+        match find("HEAD") {
+            Some(rule) if rule.methods.iter().flatten().any(|m| m == "HEAD") => Some(rule),
+            _ => find("GET"),
+        }
+    } else {
+        find(method)
+    }
 }
 
 /// Every byte but `/` percent-encoded: the spelling furthest from the canonical one.

@@ -1,9 +1,11 @@
 //! Authorization policy: which routes need what, and the pure decision function.
 //!
 //! [`Policy::route`] finds the first rule matching a request's method and canonical path (or the
-//! default), refusing paths whose rule would change if letter case were ignored; [`decide`]
-//! combines that rule's [`Requirement`] with the outcome of authentication into a [`Decision`]. Both are pure: no I/O, no clocks, no gRPC types. The service layer maps
-//! each [`Denial`] variant to an HTTP answer.
+//! default), deciding `HEAD` as the `GET` it stands for, and refusing a request whose requirement
+//! would change under a reading an upstream might apply (letter case, ASCII or Unicode; a trailing
+//! slash, dot or space; the method's case); [`decide`] combines that rule's [`Requirement`] with
+//! the outcome of authentication into a [`Decision`]. Both are pure: no I/O, no clocks, no gRPC
+//! types. The service layer maps each [`Denial`] variant to an HTTP answer.
 
 pub mod path;
 
@@ -67,13 +69,17 @@ impl PathMatch {
         }
     }
 
-    /// Whether this matcher takes `path` only when letter case is ignored: a rule written with
-    /// this path would then be refused as a case variant of this one.
-    pub(crate) fn matches_only_ignoring_case(&self, path: &str) -> bool {
-        self.matches(path, Case::Ignored) && !self.matches(path, Case::Sensitive)
+    /// Whether every path this matcher takes is also taken by `earlier` (so a rule with this
+    /// matcher after one with `earlier` could only be reached where `earlier` is not).
+    pub(crate) fn covered_by(&self, earlier: &PathMatch) -> bool {
+        match (self, earlier) {
+            (PathMatch::Exact(p), PathMatch::Exact(q)) => p == q,
+            (PathMatch::Exact(p) | PathMatch::Prefix(p), PathMatch::Prefix(q)) => p.starts_with(q),
+            (PathMatch::Prefix(_), PathMatch::Exact(_)) => false,
+        }
     }
 
-    fn matches(&self, path: &str, case: Case) -> bool {
+    pub(crate) fn matches(&self, path: &str, case: Case) -> bool {
         let (path, pattern) = (path.as_bytes(), self.pattern().as_bytes());
         let candidate = match self {
             PathMatch::Exact(_) => Some(path),
@@ -87,8 +93,8 @@ impl PathMatch {
 }
 
 /// How [`PathMatch::matches`] compares letters.
-#[derive(Debug, Clone, Copy)]
-enum Case {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Case {
     Sensitive,
     /// ASCII letters compared without case: how a case-insensitive upstream would read the path.
     Ignored,
@@ -101,11 +107,27 @@ pub struct Rule {
     pub name: String,
     /// Path matcher.
     pub path: PathMatch,
-    /// Upper-cased methods; `None` matches any method. Compared case-insensitively, so that
-    /// `get` cannot slip past a rule written for `GET`.
+    /// Methods, upper-case RFC 9110 tokens (the configuration refuses anything else); `None`
+    /// matches any method. Compared exactly, as HTTP methods are case-sensitive; a request whose
+    /// method would match another rule with case ignored is refused by [`Policy::route`].
     pub methods: Option<Vec<String>>,
     /// What the route needs.
     pub requirement: Requirement,
+}
+
+impl Rule {
+    /// Whether the rule lists `method` by name (not merely matching every method).
+    pub fn names_method(&self, method: &str) -> bool {
+        self.methods
+            .as_ref()
+            .is_some_and(|ms| ms.iter().any(|m| m == method))
+    }
+
+    fn matches_method(&self, method: &str) -> bool {
+        self.methods
+            .as_ref()
+            .is_none_or(|ms| ms.iter().any(|m| m == method))
+    }
 }
 
 /// The ordered rules plus the requirement for requests no rule matches.
@@ -126,26 +148,54 @@ pub struct Route<'a> {
     pub requirement: &'a Requirement,
 }
 
+/// A spelling of a request that scopegate reached under another reading than the one it decides
+/// by, and the rule (or default, `None`) that reading reaches: see [`Policy::route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading<'a> {
+    /// Which reading, as the error the request is refused with.
+    pub error: PathError,
+    /// The path under that reading.
+    pub path: String,
+    /// The rule it reaches, `None` for the default.
+    pub rule: Option<&'a Rule>,
+}
+
 impl Policy {
-    /// The first rule matching `method` and `path`, else the default.
+    /// The rule (or default) deciding `method` on `path`.
     ///
-    /// Paths match case-sensitively, but an upstream may not: `/ADMIN/x` could reach the same
-    /// handler as `/admin/x`. So the route is also looked up with ASCII case ignored, and if that
-    /// would pick a different rule the path is refused ([`PathError::CaseVariant`]) rather than
-    /// given the (possibly weaker) rule its spelling happens to match. A path written exactly as
-    /// a rule's own path or prefix is never refused this way: the configuration refuses a rule
-    /// that an earlier rule would take only with case ignored.
+    /// `HEAD` is decided as the `GET` it stands for (frameworks answer `HEAD` by running the `GET`
+    /// handler), unless the first rule taking `HEAD` on this path names `HEAD` explicitly.
+    ///
+    /// Rules match the path and method exactly, but an upstream may read a request differently:
+    /// letters without case (ASCII, or Unicode folding, where `ı`, `ſ` and the Kelvin sign become
+    /// `I`, `S` and `k`), one trailing `/` added or removed, trailing dots and whitespace removed
+    /// (`/admin.`, `/admin%20`), the method without case. If any of those readings would reach a
+    /// rule (or the default) with a different requirement, the request is refused with the
+    /// reading's [`PathError`] rather than decided under one reading. A path equal to a configured
+    /// `path` or `prefix` is never refused for its path readings: the configuration refuses rules
+    /// whose own paths would conflict that way.
     pub fn route<'a>(&'a self, method: &str, path: &RequestPath) -> Result<Route<'a>, PathError> {
-        let sensitive = self.find(method, path, Case::Sensitive);
-        let same_rule = match (sensitive, self.find(method, path, Case::Ignored)) {
-            (None, None) => true,
-            (Some(a), Some(b)) => std::ptr::eq(a, b),
-            _ => false,
-        };
-        if !same_rule {
-            return Err(PathError::CaseVariant);
+        let path = path.as_str();
+        let own = self.lookup(method, path, Case::Sensitive);
+        let upper = method
+            .bytes()
+            .any(|b| b.is_ascii_lowercase())
+            .then(|| method.to_ascii_uppercase());
+        if let Some(upper) = &upper
+            && self.requirement(self.lookup(upper, path, Case::Sensitive)) != self.requirement(own)
+        {
+            return Err(PathError::MethodCaseVariant);
         }
-        Ok(sensitive.map_or(
+        // Path readings, under the method as sent and, for a method with lower-case letters, as
+        // an upstream that ignores method case would read it (`get /x/` is `GET /x` to some).
+        if !self.rules.iter().any(|rule| rule.path.pattern() == path) {
+            for method in std::iter::once(method).chain(upper.as_deref()) {
+                if let Some(reading) = self.conflicting_reading(method, path, own, |_| true) {
+                    return Err(reading.error);
+                }
+            }
+        }
+        Ok(own.map_or(
             Route {
                 name: "default",
                 requirement: &self.default,
@@ -157,16 +207,136 @@ impl Policy {
         ))
     }
 
-    /// The first matching rule under `case`.
-    fn find(&self, method: &str, path: &RequestPath, case: Case) -> Option<&Rule> {
-        self.rules.iter().find(|rule| {
-            rule.path.matches(path.as_str(), case)
-                && rule
-                    .methods
-                    .as_ref()
-                    .is_none_or(|ms| ms.iter().any(|m| m.eq_ignore_ascii_case(method)))
-        })
+    /// The first reading of `method` `path` (decided by `own`) that reaches a different
+    /// requirement through a rule (or default) that `counts`, if any. The path readings of
+    /// [`Policy::route`], without its exemption for configured paths; the configuration runs it
+    /// on each rule's own path.
+    pub(crate) fn conflicting_reading<'a>(
+        &'a self,
+        method: &str,
+        path: &str,
+        own: Option<&'a Rule>,
+        counts: impl Fn(Option<&'a Rule>) -> bool,
+    ) -> Option<Reading<'a>> {
+        let own_requirement = self.requirement(own);
+        let differs = |error: PathError, candidate: &str, case: Case| {
+            let rule = self.lookup(method, candidate, case);
+            (self.requirement(rule) != own_requirement && counts(rule)).then(|| Reading {
+                error,
+                path: candidate.to_owned(),
+                rule,
+            })
+        };
+        // Letter case: the path itself with ASCII case ignored, then Unicode-folded.
+        if let Some(reading) = differs(PathError::CaseVariant, path, Case::Ignored) {
+            return Some(reading);
+        }
+        if let Some(folded) = fold_case_to_ascii(path) {
+            for case in [Case::Sensitive, Case::Ignored] {
+                if let Some(reading) = differs(PathError::CaseVariant, &folded, case) {
+                    return Some(reading);
+                }
+            }
+        }
+        // Trailing characters, each also with letter case ignored.
+        for variant in trailing_variants(path) {
+            let folded = fold_case_to_ascii(&variant);
+            for candidate in std::iter::once(&variant).chain(folded.as_ref()) {
+                for case in [Case::Sensitive, Case::Ignored] {
+                    if let Some(reading) = differs(PathError::TrailingVariant, candidate, case) {
+                        return Some(reading);
+                    }
+                }
+            }
+        }
+        None
     }
+
+    fn requirement<'a>(&'a self, rule: Option<&'a Rule>) -> &'a Requirement {
+        rule.map_or(&self.default, |rule| &rule.requirement)
+    }
+
+    /// The deciding rule under `case`, with `HEAD` read as `GET` (see [`Policy::route`]).
+    pub(crate) fn lookup(&self, method: &str, path: &str, case: Case) -> Option<&Rule> {
+        if method == "HEAD" {
+            return match self.find("HEAD", path, case) {
+                Some(rule) if rule.names_method("HEAD") => Some(rule),
+                _ => self.find("GET", path, case),
+            };
+        }
+        self.find(method, path, case)
+    }
+
+    /// The first rule matching under `case`.
+    fn find(&self, method: &str, path: &str, case: Case) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .find(|rule| rule.path.matches(path, case) && rule.matches_method(method))
+    }
+}
+
+/// The spellings of `path` reached by removing or adding one trailing `/` (not for the root) and
+/// by removing trailing dots and whitespace, in any combination (`/admin./` → `/admin.` →
+/// `/admin`), without `path` itself: spellings that upstreams such as Express (non-strict
+/// routing), Spring Boot 2, ASP.NET Core or IIS serve from the handler of the bare path.
+fn trailing_variants(path: &str) -> Vec<String> {
+    fn toggled(path: &str) -> Option<String> {
+        match path.strip_suffix('/') {
+            _ if path == "/" => None,
+            Some(bare) => Some(bare.to_owned()),
+            None => Some(format!("{path}/")),
+        }
+    }
+    fn trimmed(path: &str) -> Option<String> {
+        // Never empty: a canonical path starts with `/`, which is not trimmed.
+        let trimmed = path.trim_end_matches(|c: char| c == '.' || c.is_whitespace());
+        (trimmed.len() != path.len()).then(|| trimmed.to_owned())
+    }
+    // Every step shortens the path or toggles its one trailing slash, so this ends: the results
+    // are prefixes of `path`, each with or without one `/` appended.
+    let mut out: Vec<String> = Vec::new();
+    let mut queue = vec![path.to_owned()];
+    while let Some(current) = queue.pop() {
+        for variant in [toggled(&current), trimmed(&current)].into_iter().flatten() {
+            if variant != path && !out.contains(&variant) {
+                out.push(variant.clone());
+                queue.push(variant);
+            }
+        }
+    }
+    out
+}
+
+/// `path` with every non-ASCII character that a case-insensitive comparison could equate with
+/// an ASCII letter replaced by that letter (`ı` → `I`, `ſ` → `S`, Kelvin sign `K` → `k`, `İ` →
+/// `i`), or `None` when there is none. Java's `equalsIgnoreCase`, .NET's `OrdinalIgnoreCase` and
+/// Unicode case folding all equate some of these with ASCII.
+fn fold_case_to_ascii(path: &str) -> Option<String> {
+    fn ascii_twin(c: char) -> Option<char> {
+        let mut upper = c.to_uppercase();
+        if let (Some(u), None) = (upper.next(), upper.next())
+            && u.is_ascii()
+        {
+            return Some(u);
+        }
+        // The simple lower-case mapping is the first character of the full one (`İ` → `i̇`).
+        c.to_lowercase().next().filter(char::is_ascii)
+    }
+    if path.is_ascii() {
+        return None;
+    }
+    let mut changed = false;
+    let folded: String = path
+        .chars()
+        .map(|c| match ascii_twin(c) {
+            Some(twin) if !c.is_ascii() => {
+                changed = true;
+                twin
+            }
+            _ => c,
+        })
+        .collect();
+    changed.then_some(folded)
 }
 
 /// The outcome of authenticating a request's credentials.
@@ -310,12 +480,10 @@ mod tests {
         for (method, path, want) in [
             ("GET", "/health", "rules[0]"),
             ("POST", "/messages", "rules[1]"),
-            ("post", "/messages", "rules[1]"),
-            ("put", "/messages", "rules[1]"),
+            ("PUT", "/messages", "rules[1]"),
             ("GET", "/messages", "rules[2]"),
             ("DELETE", "/messages", "rules[2]"),
             ("GET", "/admin/users", "rules[3]"),
-            ("GET", "/admin", "default"),
             ("GET", "/api", "rules[4]"),
             ("GET", "/apiary/bees", "rules[4]"),
             ("GET", "/messages/1", "default"),
@@ -341,13 +509,160 @@ mod tests {
             ("GET", "/Other", Ok("default")),
             ("GET", "/admin/Users", Ok("rules[3]")),
             ("GET", "/API", Err(PathError::CaseVariant)),
+            // The bare path of a protected subtree: `/admin/` would reach rules[3].
+            ("GET", "/admin", Err(PathError::TrailingVariant)),
             ("GET", "/apiary/BEES", Ok("rules[4]")),
-            // Non-ASCII letters are compared as written.
+            // Non-ASCII letters without an ASCII twin are compared as written.
             ("GET", "/ädmin/", Ok("default")),
         ] {
             let path = normalize(path).expect("canonical");
             let got = p.route(method, &path).map(|r| r.name);
             assert_eq!(got, want, "{method} {path}");
+        }
+    }
+
+    /// The README's rule, a protected subtree beside its bare path, a public path, and
+    /// `default = "allow"`, so a reading that dodged a rule would show as an anonymous allow.
+    fn readings_policy() -> Policy {
+        let read = || Requirement::AnyScope(vec!["read:messages".into()]);
+        let admin = || Requirement::AnyScope(vec!["admin".into()]);
+        Policy {
+            rules: vec![
+                rule(
+                    "rules[0]",
+                    PathMatch::Exact("/restricted_resource".into()),
+                    Some(&["GET"]),
+                    read(),
+                ),
+                rule(
+                    "rules[1]",
+                    PathMatch::Prefix("/admin/".into()),
+                    None,
+                    admin(),
+                ),
+                rule("rules[2]", PathMatch::Exact("/admin".into()), None, admin()),
+                rule(
+                    "rules[3]",
+                    PathMatch::Exact("/kitchen".into()),
+                    Some(&["GET", "POST"]),
+                    admin(),
+                ),
+                rule(
+                    "rules[4]",
+                    PathMatch::Exact("/status".into()),
+                    Some(&["HEAD"]),
+                    Requirement::Public,
+                ),
+                rule(
+                    "rules[5]",
+                    PathMatch::Exact("/status".into()),
+                    None,
+                    Requirement::Authenticated,
+                ),
+                rule(
+                    "rules[6]",
+                    PathMatch::Exact("/secret".into()),
+                    Some(&["PUT"]),
+                    admin(),
+                ),
+            ],
+            default: Requirement::Public,
+        }
+    }
+
+    #[test]
+    fn head_is_decided_as_get_unless_a_rule_names_it() {
+        let p = readings_policy();
+        for (method, path, want) in [
+            // HEAD runs the GET handler: it gets the GET-only rule.
+            ("HEAD", "/restricted_resource", "rules[0]"),
+            ("GET", "/restricted_resource", "rules[0]"),
+            ("POST", "/restricted_resource", "default"),
+            ("HEAD", "/admin/users", "rules[1]"),
+            // A rule naming HEAD keeps it.
+            ("HEAD", "/status", "rules[4]"),
+            ("GET", "/status", "rules[5]"),
+            // A GET-only rule elsewhere does not pull HEAD away from the default.
+            ("HEAD", "/other", "default"),
+        ] {
+            let path = normalize(path).expect("canonical");
+            let route = p.route(method, &path).expect("no conflicting reading");
+            assert_eq!(route.name, want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn requests_whose_requirement_changes_under_another_reading_are_refused() {
+        use PathError::{CaseVariant, MethodCaseVariant, TrailingVariant};
+        let p = readings_policy();
+        for (method, path, want) in [
+            // Trailing slash added or removed.
+            ("GET", "/restricted_resource/", Err(TrailingVariant)),
+            ("HEAD", "/restricted_resource/", Err(TrailingVariant)),
+            // ... but the README's prefix-plus-path pair, with equal requirements, stays usable.
+            ("GET", "/admin", Ok("rules[2]")),
+            ("GET", "/admin/", Ok("rules[1]")),
+            // Trailing dots and whitespace (decoded from %2e and %20).
+            ("GET", "/restricted_resource.", Err(TrailingVariant)),
+            ("GET", "/restricted_resource%2e", Err(TrailingVariant)),
+            ("GET", "/restricted_resource%20", Err(TrailingVariant)),
+            ("GET", "/restricted_resource.%20.", Err(TrailingVariant)),
+            ("GET", "/restricted_resource%C2%A0", Err(TrailingVariant)),
+            ("GET", "/kitchen./", Err(TrailingVariant)),
+            // Letter case: ASCII, and non-ASCII letters that fold to ASCII.
+            ("GET", "/RESTRICTED_RESOURCE", Err(CaseVariant)),
+            ("GET", "/adm%C4%B1n/users", Err(CaseVariant)), // dotless ı
+            ("GET", "/%E2%84%AAitchen", Err(CaseVariant)),  // Kelvin sign
+            ("GET", "/%C5%BFecret", Ok("default")),         // long s, but GET: both public
+            ("PUT", "/%C5%BFecret", Err(CaseVariant)),      // long s reaching a PUT rule
+            ("GET", "/%C4%B0tchen", Ok("default")),         // İ → i: "/itchen", no rule
+            // Combined: a trailing slash on a case variant.
+            ("GET", "/ADMIN", Err(CaseVariant)),
+            ("GET", "/Restricted_Resource/", Err(TrailingVariant)),
+            // Method case: methods are case-sensitive, and a lower-case one that would reach
+            // a different rule upper-cased is refused.
+            ("get", "/restricted_resource", Err(MethodCaseVariant)),
+            ("post", "/kitchen", Err(MethodCaseVariant)),
+            ("get", "/other", Ok("default")),
+            // Method case and a path reading together: `get /restricted_resource/` reaches the
+            // default either way, but `GET /restricted_resource` is the protected rule.
+            ("get", "/restricted_resource/", Err(TrailingVariant)),
+            ("get", "/RESTRICTED_RESOURCE", Err(CaseVariant)),
+            // Readings that reach the same requirement change nothing.
+            ("GET", "/other/", Ok("default")),
+            ("GET", "/OTHER.", Ok("default")),
+            ("GET", "/admin/Users/", Ok("rules[1]")),
+        ] {
+            let path = normalize(path).expect("canonical");
+            let got = p.route(method, &path).map(|r| r.name);
+            assert_eq!(got, want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn trailing_variants_and_ascii_folding() {
+        for (path, want) in [
+            ("/", &[][..]),
+            ("/a", &["/a/"][..]),
+            ("/a/", &["/a"][..]),
+            ("/a.", &["/a", "/a./", "/a/"][..]),
+            ("/a/ ", &["/a", "/a/", "/a/ /"][..]),
+            ("/a./", &["/a", "/a.", "/a/"][..]),
+            ("/. .", &["/", "/. ./"][..]),
+        ] {
+            let mut got = trailing_variants(path);
+            got.sort();
+            assert_eq!(got, want, "{path}");
+        }
+        for (path, want) in [
+            ("/admin", None),
+            ("/adm\u{131}n", Some("/admIn")),
+            ("/\u{212a}itchen", Some("/kitchen")),
+            ("/\u{17f}ecret", Some("/Secret")),
+            ("/\u{130}d", Some("/id")),
+            ("/\u{e4}dmin", None),
+        ] {
+            assert_eq!(fold_case_to_ascii(path).as_deref(), want, "{path}");
         }
     }
 

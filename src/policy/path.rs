@@ -70,9 +70,18 @@ pub enum PathError {
     /// Longer than [`MAX_PATH_BYTES`].
     #[error("request path is too long")]
     TooLong,
-    /// Matches a different rule when letter case is ignored (see [`super::Policy::route`]).
+    /// Reaches a different requirement when letter case is ignored, ASCII or Unicode (see
+    /// [`super::Policy::route`]).
     #[error("request path differs from a configured route only in letter case")]
     CaseVariant,
+    /// Reaches a different requirement with one trailing `/` added or removed, or trailing dots
+    /// or whitespace removed (see [`super::Policy::route`]).
+    #[error("request path differs from a configured route only in a trailing slash, dot or space")]
+    TrailingVariant,
+    /// The method reaches a different requirement when letter case is ignored (methods are
+    /// case-sensitive; see [`super::Policy::route`]).
+    #[error("request method differs from a configured rule's only in letter case")]
+    MethodCaseVariant,
 }
 
 /// Canonicalises `raw` (the `:path` as Envoy saw it, query included) or says why it is refused.
