@@ -753,7 +753,7 @@ async fn fetch(client: &reqwest::Client, settings: &JwksSettings) -> Result<Fetc
     let uri = settings.uri.as_str().to_owned();
     let fetch_error = |e: reqwest::Error| JwksError::Fetch {
         uri: uri.clone(),
-        reason: e.to_string(),
+        reason: describe(&e, settings.fetch_timeout),
     };
     let mut response = client
         .get(settings.uri.clone())
@@ -793,6 +793,26 @@ async fn fetch(client: &reqwest::Client, settings: &JwksSettings) -> Result<Fetc
     }
     let (keys, skipped) = parse_off_runtime(body, settings).await?;
     Ok((keys, skipped, max_age))
+}
+
+/// What went wrong with a fetch, in words an operator can act on. reqwest describes a timeout
+/// that cuts the body short as "error decoding response body"; say that it timed out, and name
+/// the underlying cause of anything else.
+fn describe(error: &reqwest::Error, timeout: Duration) -> String {
+    if error.is_timeout() {
+        return format!(
+            "timed out after {}s (jwks_fetch_timeout_seconds)",
+            timeout.as_secs()
+        );
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// [`KeySet::parse`] on a blocking thread: thousands of entries, each an RSA key parse per

@@ -286,7 +286,8 @@ async fn set_health(reporter: &tonic_health::server::HealthReporter, status: Ser
 const HEALTH_POLL: Duration = Duration::from_millis(250);
 
 /// A future that resolves on SIGINT (Ctrl-C) or SIGTERM: the signals an orchestrator or a terminal
-/// sends.
+/// sends. A second such signal while the server drains exits the process at once (status 130):
+/// an operator who asks twice does not want to wait for the drain deadline.
 ///
 /// The handlers are installed when this function is called, not when the future is first polled,
 /// so a signal that arrives while the server is still starting up is not lost (without a handler
@@ -295,37 +296,57 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     let (interrupt, terminate) = {
         use tokio::signal::unix::{SignalKind, signal};
+        let installed = |kind: SignalKind, name: &'static str| match signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                tracing::error!(error = %e, signal = name, "cannot listen for the signal");
+                None
+            }
+        };
         (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
+            installed(SignalKind::interrupt(), "SIGINT"),
+            installed(SignalKind::terminate(), "SIGTERM"),
         )
     };
     async move {
         #[cfg(unix)]
         {
-            let wait = |installed: std::io::Result<tokio::signal::unix::Signal>,
-                        name: &'static str| async move {
-                match installed {
-                    Ok(mut signal) => {
-                        signal.recv().await;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, signal = name, "cannot listen for the signal");
-                        std::future::pending::<()>().await;
-                    }
-                }
-            };
-            tokio::select! {
-                () = wait(interrupt, "SIGINT") => {}
-                () = wait(terminate, "SIGTERM") => {}
-            }
+            let (mut interrupt, mut terminate) = (interrupt, terminate);
+            either_signal(&mut interrupt, &mut terminate).await;
+            tokio::spawn(async move {
+                either_signal(&mut interrupt, &mut terminate).await;
+                tracing::warn!(
+                    "second shutdown signal: exiting now, without waiting for the drain"
+                );
+                std::process::exit(130);
+            });
         }
         #[cfg(not(unix))]
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-        tracing::info!("shutdown signal received; draining");
+        tracing::info!("shutdown signal received; draining (a second signal exits at once)");
+    }
+}
+
+/// The next SIGINT or SIGTERM (never, for one whose handler could not be installed).
+#[cfg(unix)]
+async fn either_signal(
+    interrupt: &mut Option<tokio::signal::unix::Signal>,
+    terminate: &mut Option<tokio::signal::unix::Signal>,
+) {
+    async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+        match signal {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    tokio::select! {
+        () = next(interrupt) => {}
+        () = next(terminate) => {}
     }
 }
 

@@ -132,13 +132,19 @@ impl Authorization for AuthorizationService {
         };
 
         // respond. The query string is never logged: it may carry credentials.
-        let logged_path = http.path.split(['?', '#']).next().unwrap_or_default();
+        // Both are client-controlled and unbounded here (a 3 MB path would be a 3 MB log line):
+        // log a bounded prefix.
+        let logged_path = truncated(
+            http.path.split(['?', '#']).next().unwrap_or_default(),
+            MAX_LOGGED_PATH,
+        );
+        let logged_method = truncated(&http.method, MAX_LOGGED_METHOD);
         let response = match decision {
             Decision::Allow(claims) => {
                 tracing::debug!(
                     route = route_name,
-                    method = %http.method,
-                    path = logged_path,
+                    method = %logged_method,
+                    path = %logged_path,
                     sub = claims.as_ref().and_then(|c| c.subject()),
                     "allow"
                 );
@@ -148,8 +154,8 @@ impl Authorization for AuthorizationService {
                 tracing::info!(
                     reason = %denial,
                     route = route_name,
-                    method = %http.method,
-                    path = logged_path,
+                    method = %logged_method,
+                    path = %logged_path,
                     sub = subject.as_deref(),
                     "deny"
                 );
@@ -158,6 +164,24 @@ impl Authorization for AuthorizationService {
         };
         Ok(Response::new(response))
     }
+}
+
+/// Longest path prefix written to a log line, in bytes.
+pub const MAX_LOGGED_PATH: usize = 256;
+/// Longest method prefix written to a log line, in bytes.
+pub const MAX_LOGGED_METHOD: usize = 32;
+
+/// `text`, or its first `max` bytes (cut at a character boundary) followed by `…` and the full
+/// length, so a log line never grows with what a client sends.
+fn truncated(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…({} bytes)", &text[..end], text.len()).into()
 }
 
 /// Every `Authorization` value the request carried, from the `headers` map or `header_map`
@@ -296,4 +320,20 @@ fn challenge(realm: &str, error: &str, description: &str, scope: Option<&str>) -
         out.push_str(&format!(", scope=\"{scope}\""));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_fields_are_bounded() {
+        assert_eq!(truncated("/short", 256), "/short");
+        let long = format!("/{}", "a".repeat(3_000_000));
+        let cut = truncated(&long, MAX_LOGGED_PATH);
+        assert!(cut.len() < MAX_LOGGED_PATH + 32, "{}", cut.len());
+        assert!(cut.ends_with("…(3000001 bytes)"), "{cut}");
+        // Never cut inside a character.
+        assert_eq!(truncated("ééé", 3), "é…(6 bytes)");
+    }
 }

@@ -257,3 +257,83 @@ fn mint_token_lifetime_is_bounded() {
         "{claims}"
     );
 }
+
+/// A second SIGTERM during the drain exits at once, instead of waiting out the drain deadline
+/// (10 s) for a client that keeps a stream open.
+#[test]
+fn a_second_signal_during_the_drain_exits_at_once() {
+    let path = write_config("second-signal.toml", VALID);
+    let mut child = scopegate(&["serve", "--config", path.to_str().expect("utf8")])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (line_tx, line_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    let wait_for = |what: &str| -> String {
+        loop {
+            let line = line_rx
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no log line with {what:?}"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    };
+    let serving = wait_for("scopegate serving");
+    let addr = serving
+        .split("listen=Some(")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("listen address")
+        .to_string();
+
+    // A health Watch stream stays open, so the drain has something to wait for.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let _stream = runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let mut stream = client
+            .watch(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        stream.message().await.expect("first status");
+        stream
+    });
+
+    let term = || {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    term();
+    wait_for("shutdown signal received");
+    let second = Instant::now();
+    term();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            second.elapsed() < Duration::from_secs(5),
+            "still draining 5 s after the second signal (the drain deadline is 10 s)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(130), "{exit:?}");
+    wait_for("second shutdown signal");
+}

@@ -71,6 +71,7 @@ async fn decisions_are_logged_and_tokens_never_are() {
     let expired = key.mint(&expired_claims);
     let forged = TestKey::generate("key-1").mint(&claims("read:messages"));
     let weak = key.mint(&claims("openid"));
+    let huge_path = format!("/{}", "x".repeat(100_000));
     let cases = [
         ("/restricted_resource", good.clone()),
         (
@@ -80,6 +81,7 @@ async fn decisions_are_logged_and_tokens_never_are() {
         ("/restricted_resource", expired.clone()),
         ("/restricted_resource", forged.clone()),
         ("/restricted_resource", weak.clone()),
+        (&*huge_path, good.clone()),
     ];
     for (path, token) in &cases {
         let request = request("GET", path, &[("authorization", &bearer(token))]);
@@ -126,6 +128,14 @@ async fn decisions_are_logged_and_tokens_never_are() {
             && l.contains("route=\"rules[0]\"")),
         "allows are logged at debug:\n{text}"
     );
+    // A 100 KB path is logged as a bounded prefix with its length, not copied whole.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("deny") && l.contains("…(100001 bytes)")),
+        "the huge path's denial is logged, cut:\n{text:.2000}"
+    );
+    let longest = text.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 2048, "a log line of {longest} bytes");
 }
 
 /// A JWKS of 99 junk entries beside one good key: the skipped entries are one warning (counts by
@@ -196,4 +206,53 @@ async fn skipped_jwks_entries_are_one_summary_line() {
         "{line}"
     );
     assert!(text.contains("keys=1"), "{text}");
+}
+
+/// A fetch cut short by the timeout says so in the log ("timed out"), where reqwest alone would
+/// say "error decoding response body".
+#[tokio::test]
+async fn a_fetch_cut_by_the_timeout_is_logged_as_a_timeout() {
+    let jwks = JwksServer::start(Reply::StallBody {
+        announced: 1000,
+        sent: b"{\"keys\": [".to_vec(),
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("scopegate-timeout-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+             jwks_uri = \"{}\"\njwks_fetch_timeout_seconds = 1\n",
+            jwks.url()
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .args(["serve", "--config", config.to_str().expect("utf8")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn scopegate");
+    let stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("JWKS refresh failed"))
+    });
+    let line = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || reader.join().expect("reader")),
+    )
+    .await
+    .expect("a failed refresh in time")
+    .expect("join");
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("a refresh failure line");
+    assert!(
+        line.contains("timed out after 1s") && !line.contains("decoding"),
+        "{line}"
+    );
 }

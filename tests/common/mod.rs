@@ -157,6 +157,9 @@ pub enum Reply {
     Stall,
     /// Answer with the inner reply after a delay (a slow issuer).
     Delayed(Duration, Box<Reply>),
+    /// Send the status line, headers announcing `announced` body bytes and the first of them,
+    /// then stall (a body cut short).
+    StallBody { announced: usize, sent: Vec<u8> },
 }
 
 impl Reply {
@@ -211,6 +214,14 @@ impl JwksServer {
                     }
                     match reply {
                         Reply::Delayed(..) => unreachable!("unwrapped above"),
+                        Reply::StallBody { announced, sent } => {
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {announced}\r\n\r\n"
+                            );
+                            let _ = socket.write_all(head.as_bytes()).await;
+                            let _ = socket.write_all(&sent).await;
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
                         Reply::Stall => {
                             tokio::time::sleep(Duration::from_secs(3600)).await;
                         }
