@@ -63,9 +63,36 @@ pub struct RawConfig {
     pub unknown_kid_wait_ms: Option<u64>,
     /// Accepted `typ` header values (e.g. `["at+jwt"]`); absent accepts any.
     pub token_types: Option<Vec<String>>,
+    /// Limits of the gRPC server.
+    #[serde(default)]
+    pub server: RawServer,
     /// Route rules, first match wins.
     #[serde(default)]
     pub rules: Vec<RawRule>,
+}
+
+/// The `[server]` table as written: limits of the gRPC listener (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Connections open at once.
+    pub max_connections: Option<u64>,
+    /// Concurrent streams per HTTP/2 connection.
+    pub max_concurrent_streams: Option<u64>,
+    /// Largest request message accepted, in bytes.
+    pub max_request_bytes: Option<u64>,
+    /// Time a new connection has to send the HTTP/2 preface.
+    pub handshake_timeout_seconds: Option<u64>,
+    /// Time without a request frame after which a connection is closed.
+    pub idle_timeout_seconds: Option<u64>,
+    /// Age after which a connection is asked to go away.
+    pub max_connection_age_seconds: Option<u64>,
+    /// Interval of HTTP/2 keepalive pings.
+    pub keepalive_interval_seconds: Option<u64>,
+    /// Time to wait for a keepalive ping's answer.
+    pub keepalive_timeout_seconds: Option<u64>,
+    /// Deadline of one Check, answered in-band (503) when exceeded.
+    pub check_timeout_ms: Option<u64>,
 }
 
 /// One `[[rules]]` entry as written.
@@ -121,6 +148,115 @@ pub struct Config {
     pub policy: Policy,
     /// `realm` for `WWW-Authenticate`.
     pub realm: String,
+    /// Limits of the gRPC server.
+    pub server: ServerLimits,
+}
+
+/// Limits of the gRPC server, compiled from `[server]`. Each bounds what one client can make the
+/// server hold or do; the README's Limits table lists them with their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Connections open at once; beyond it, a new connection is closed at once.
+    pub max_connections: usize,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS of every connection.
+    pub max_concurrent_streams: u32,
+    /// Largest request message decoded, in bytes (a larger Check is refused with
+    /// OUT_OF_RANGE, tonic's code for it, before it is buffered).
+    pub max_request_bytes: usize,
+    /// A connection that has not sent the HTTP/2 preface by then is closed.
+    pub handshake_timeout: Duration,
+    /// A connection that has carried no request frame for this long is closed.
+    pub idle_timeout: Duration,
+    /// A connection older than this is asked to go away (GOAWAY), then closed after a grace.
+    pub max_connection_age: Duration,
+    /// HTTP/2 PING interval.
+    pub keepalive_interval: Duration,
+    /// A PING unanswered for this long closes the connection.
+    pub keepalive_timeout: Duration,
+    /// One Check's deadline; past it, the answer is 503 in-band.
+    pub check_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        RawServer::default()
+            .compile()
+            .unwrap_or_else(|_| unreachable!("the defaults are valid"))
+    }
+}
+
+impl RawServer {
+    fn compile(self) -> Result<ServerLimits, ConfigError> {
+        let number = |key: &str, value: Option<u64>, default: u64, range: (u64, u64)| {
+            let v = value.unwrap_or(default);
+            if v < range.0 || v > range.1 {
+                return Err(invalid(
+                    format!("server.{key}"),
+                    v,
+                    format!("must be between {} and {}", range.0, range.1),
+                ));
+            }
+            Ok(v)
+        };
+        let secs = |key: &str, value, default, range| {
+            number(key, value, default, range).map(Duration::from_secs)
+        };
+        let limits = ServerLimits {
+            max_connections: number("max_connections", self.max_connections, 1024, (1, 65_536))?
+                as usize,
+            max_concurrent_streams: number(
+                "max_concurrent_streams",
+                self.max_concurrent_streams,
+                100,
+                (1, 10_000),
+            )? as u32,
+            // Envoy's own request headers are at most 60 KiB by default, and a CheckRequest
+            // carries them plus the path: 128 KiB leaves room, and a 4 MiB flood does not fit.
+            max_request_bytes: number(
+                "max_request_bytes",
+                self.max_request_bytes,
+                128 * 1024,
+                (16 * 1024, 4 * 1024 * 1024),
+            )? as usize,
+            handshake_timeout: secs(
+                "handshake_timeout_seconds",
+                self.handshake_timeout_seconds,
+                10,
+                (1, 300),
+            )?,
+            idle_timeout: secs(
+                "idle_timeout_seconds",
+                self.idle_timeout_seconds,
+                300,
+                (1, 86_400),
+            )?,
+            max_connection_age: secs(
+                "max_connection_age_seconds",
+                self.max_connection_age_seconds,
+                3_600,
+                (1, 7 * 86_400),
+            )?,
+            keepalive_interval: secs(
+                "keepalive_interval_seconds",
+                self.keepalive_interval_seconds,
+                60,
+                (1, 3_600),
+            )?,
+            keepalive_timeout: secs(
+                "keepalive_timeout_seconds",
+                self.keepalive_timeout_seconds,
+                20,
+                (1, 600),
+            )?,
+            check_timeout: Duration::from_millis(number(
+                "check_timeout_ms",
+                self.check_timeout_ms,
+                400,
+                (10, 60_000),
+            )?),
+        };
+        Ok(limits)
+    }
 }
 
 /// A configuration that cannot be used.
@@ -440,6 +576,7 @@ impl RawConfig {
             DefaultAction::Allow => Requirement::Public,
         };
         let policy = Policy { rules, default };
+        let server = self.server.compile()?;
         reject_shadowed_rules(&policy.rules)?;
         reject_conflicting_readings(&policy)?;
 
@@ -467,6 +604,7 @@ impl RawConfig {
             },
             policy,
             realm,
+            server,
         })
     }
 }
@@ -801,6 +939,21 @@ impl fmt::Display for Config {
             j.unknown_kid_wait.as_millis()
         )?;
         writeln!(f, "realm             {}", self.realm)?;
+        let l = &self.server;
+        writeln!(
+            f,
+            "server            {} connections, {} streams each, requests up to {} bytes, \
+             handshake {}s, idle {}s, age {}s, keepalive {}s/{}s, Check deadline {}ms",
+            l.max_connections,
+            l.max_concurrent_streams,
+            l.max_request_bytes,
+            l.handshake_timeout.as_secs(),
+            l.idle_timeout.as_secs(),
+            l.max_connection_age.as_secs(),
+            l.keepalive_interval.as_secs(),
+            l.keepalive_timeout.as_secs(),
+            l.check_timeout.as_millis()
+        )?;
         writeln!(f, "rules (first match wins):")?;
         for rule in &self.policy.rules {
             let path = match &rule.path {
@@ -852,6 +1005,13 @@ mod tests {
         assert_eq!(c.jwks.max_keys, 100);
         assert_eq!(c.jwks.unknown_kid_wait, Duration::from_millis(300));
         assert_eq!(c.expectations.token_types, None);
+        assert_eq!(c.server, ServerLimits::default());
+        assert_eq!(c.server.max_connections, 1024);
+        assert_eq!(c.server.max_concurrent_streams, 100);
+        assert_eq!(c.server.max_request_bytes, 128 * 1024);
+        assert_eq!(c.server.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.server.check_timeout, Duration::from_millis(400));
     }
 
     #[test]
@@ -972,6 +1132,17 @@ mod tests {
             ("token_types = []", "token_types"),
             ("token_types = [\"at+jwt\", \"at jwt\"]", "token_types[1]"),
             ("token_types = [\"text/plain\"]", "token_types[0]"),
+            ("[server]\nmax_connections = 0", "server.max_connections"),
+            (
+                "[server]\nmax_request_bytes = 1000",
+                "server.max_request_bytes",
+            ),
+            ("[server]\ncheck_timeout_ms = 0", "server.check_timeout_ms"),
+            (
+                "[server]\nidle_timeout_seconds = 0",
+                "server.idle_timeout_seconds",
+            ),
+            ("[server]\nbogus = 1", "bogus"),
             ("[[rules]]\nscopes = [\"a\"]", "rules[0].path"),
             ("[[rules]]\npath = \"/a\"\nprefix = \"/b\"", "rules[0]"),
             (

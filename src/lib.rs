@@ -20,6 +20,8 @@
 //!   respond, and the mapping of every denial to HTTP status, JSON body and `WWW-Authenticate`.
 //! - [`server`]: wires the gRPC server (Authorization, `grpc.health.v1`, reflection), the JWKS
 //!   refresher and graceful shutdown; the shutdown signal is passed in as a future.
+//! - [`listener`]: the accept loop under the server: connection cap, HTTP/2 handshake deadline,
+//!   idle timeout, and backoff when the process runs out of file descriptors.
 //!
 //! Beside the service, for demos and tests (never on the request path):
 //! - [`devissuer`]: a development token issuer (JWKS, discovery, client-credentials tokens).
@@ -34,6 +36,7 @@ pub mod config;
 pub mod demo;
 pub mod devissuer;
 pub mod jwks;
+pub mod listener;
 pub mod policy;
 pub mod probe;
 pub mod server;

@@ -18,6 +18,7 @@ use tonic_health::ServingStatus;
 
 use crate::config::Config;
 use crate::jwks::{self, Jwks};
+use crate::listener;
 use crate::service::AuthorizationService;
 
 /// Encoded `FileDescriptorSet` of `envoy/service/auth/v3/external_auth.proto` and its imports,
@@ -74,7 +75,9 @@ pub async fn serve(
     let jwks = Jwks::new(config.jwks.clone());
     let client = jwks::http_client(&config.jwks)?;
 
+    let limits = config.server.clone();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let health_service = health_service.max_decoding_message_size(limits.max_request_bytes);
     set_health(&health_reporter, ServingStatus::NotServing).await;
 
     // Both reflection versions describe the same services (grpcurl and other tools differ in
@@ -84,8 +87,12 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(EXT_AUTHZ_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let reflection_v1 = reflection()
+        .build_v1()?
+        .max_decoding_message_size(limits.max_request_bytes);
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()?
+        .max_decoding_message_size(limits.max_request_bytes);
 
     // Background tasks stop when this sender is dropped or set.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -140,12 +147,33 @@ pub async fn serve(
         shutdown.await;
         let _ = draining_tx.send(());
     };
+    // The limits tonic has; the listener adds those it has not (see `listener`).
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        // No max_connection_age_grace: in tonic 0.14 setting it replaces the graceful GOAWAY at
+        // the age by a hard close at age + grace. A connection that ignores the GOAWAY is
+        // still closed by the idle timeout once its streams stop.
+        .max_connection_age(limits.max_connection_age)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AuthorizationServer::new(service))
-        .serve_with_incoming_shutdown(incoming(listener), shutdown);
+        .add_service(
+            AuthorizationServer::new(service).max_decoding_message_size(limits.max_request_bytes),
+        )
+        .serve_with_incoming_shutdown(
+            listener::incoming(
+                listener,
+                listener::Limits {
+                    max_connections: limits.max_connections,
+                    handshake_timeout: limits.handshake_timeout,
+                    idle_timeout: limits.idle_timeout,
+                },
+            ),
+            shutdown,
+        );
     let drain_deadline = async move {
         if draining_rx.await.is_ok() {
             tokio::time::sleep(DRAIN_TIMEOUT).await;
@@ -228,11 +256,9 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Accepted connections, with Nagle's algorithm off: a Check answer is a few small HTTP/2
-/// frames that Envoy is waiting for, and holding them back for an ACK only adds latency.
-fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
-}
+/// Largest HTTP/2 header list (gRPC metadata) a request may carry. Envoy sends a handful of
+/// short headers; the Check's own payload is bounded by `max_request_bytes` instead.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// Keeps health in step with the key set: SERVING while protected requests can be verified,
 /// NOT_SERVING before the first load and after the last good set has gone stale.

@@ -14,6 +14,7 @@
 //! | scopes missing, or route denied to all | 403 | `insufficient_scope` | PERMISSION_DENIED |
 //! | ambiguous request path | 400 | `invalid_request` | PERMISSION_DENIED |
 //! | no key set loaded yet | 503 | `temporarily_unavailable` | UNAVAILABLE |
+//! | the Check ran past `check_timeout_ms` | 503 | `temporarily_unavailable` | UNAVAILABLE |
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -115,19 +116,29 @@ impl Authorization for AuthorizationService {
             Err(e) => Decision::Deny(Denial::BadPath(e)),
             Ok(route) => {
                 route_name = route.name;
-                // verify (only where the route needs a token)
+                // verify (only where the route needs a token), within the Check's deadline:
+                // authentication is the only step that can wait (on an unknown-kid refetch), and
+                // past the deadline Envoy would answer (or, failing open, allow) without us.
                 let auth = if route.requirement.needs_token() {
-                    Some(self.authenticate(&authorization, now).await)
+                    let deadline = self.config.server.check_timeout;
+                    tokio::time::timeout(deadline, self.authenticate(&authorization, now))
+                        .await
+                        .map(Some)
                 } else {
-                    None
+                    Ok(None)
                 };
-                subject = auth
-                    .as_ref()
-                    .and_then(|a| a.as_ref().ok())
-                    .and_then(VerifiedClaims::subject)
-                    .map(str::to_owned);
-                // decide
-                policy::decide(route.requirement, auth)
+                match auth {
+                    Err(_elapsed) => Decision::Deny(Denial::TimedOut),
+                    Ok(auth) => {
+                        subject = auth
+                            .as_ref()
+                            .and_then(|a| a.as_ref().ok())
+                            .and_then(VerifiedClaims::subject)
+                            .map(str::to_owned);
+                        // decide
+                        policy::decide(route.requirement, auth)
+                    }
+                }
             }
         };
 
@@ -292,6 +303,12 @@ fn deny(denial: &Denial, realm: &str) -> CheckResponse {
             Status::permission_denied(&message),
             None,
         ),
+        Denial::TimedOut => (
+            HttpStatusCode::ServiceUnavailable,
+            "temporarily_unavailable",
+            Status::unavailable(&message),
+            None,
+        ),
     };
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
@@ -303,8 +320,14 @@ fn deny(denial: &Denial, realm: &str) -> CheckResponse {
     if let Some(challenge) = challenge {
         denied.add_header("www-authenticate", challenge, overwrite, false);
     }
-    if matches!(denial, Denial::Unauthenticated(AuthError::KeysUnavailable)) {
-        denied.add_header("retry-after", "5", overwrite, false);
+    match denial {
+        Denial::Unauthenticated(AuthError::KeysUnavailable) => {
+            denied.add_header("retry-after", "5", overwrite, false);
+        }
+        Denial::TimedOut => {
+            denied.add_header("retry-after", "1", overwrite, false);
+        }
+        _ => {}
     }
     let mut response = CheckResponse::with_status(grpc);
     response.set_http_response(denied);

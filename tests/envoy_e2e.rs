@@ -669,3 +669,57 @@ async fn non_utf8_header_bytes_through_envoy_are_answered_in_band() {
         );
     }
 }
+
+/// scopegate closes connections that carry no request for `idle_timeout_seconds` (2 s here, so
+/// that Envoy's pooled connection is closed under it between two bursts, while the health-check
+/// connection, probed every second, never idles). Envoy reconnects:
+/// nothing is lost, every request of the next burst gets scopegate's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_reconnects_after_an_idle_close_and_loses_nothing() {
+    let stack = Stack::start_with_gate_config("server = { idle_timeout_seconds = 2 }").await;
+    let good = format!("Bearer {}", stack.token("read:messages"));
+    let connections = || async {
+        let stats = stack
+            .http
+            .get(format!(
+                "{}/stats?filter=cluster.scopegate.upstream_cx_total",
+                stack.admin
+            ))
+            .send()
+            .await
+            .expect("admin")
+            .text()
+            .await
+            .expect("stats");
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster.scopegate.upstream_cx_total: "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("upstream_cx_total")
+    };
+    let burst = || async {
+        for i in 0..20 {
+            let (authorization, want) = if i % 2 == 0 {
+                (Some(good.as_str()), 200)
+            } else {
+                (None, 401)
+            };
+            let headers: Vec<(&str, &str)> = authorization
+                .map(|a| vec![("authorization", a)])
+                .unwrap_or_default();
+            let response = stack.get("/restricted_resource", &headers).await;
+            assert_eq!(response.status(), want, "request {i} of a burst");
+        }
+    };
+    burst().await;
+    let before = connections().await;
+    // Longer than the idle timeout: scopegate closes the pooled connection (health checks use
+    // a connection of their own, which stays busy).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    burst().await;
+    let after = connections().await;
+    assert!(
+        after > before,
+        "Envoy should have opened a new connection after the idle close ({before} then {after})"
+    );
+}

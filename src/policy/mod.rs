@@ -375,6 +375,10 @@ pub enum Denial {
     /// The route is denied to everyone (`default = "deny"`).
     #[error("Route is not permitted")]
     RouteDenied,
+    /// The Check ran past its deadline (`check_timeout_ms`), waiting on a key refetch; answered
+    /// in-band so that Envoy never has to decide (or, failing open, allow) on a timeout.
+    #[error("authorization check timed out")]
+    TimedOut,
 }
 
 /// What a request may do.

@@ -84,7 +84,7 @@ struct Gate {
 }
 
 impl Gate {
-    fn start(addr: SocketAddr, issuer: &str, jwks_uri: &str, log: &Path) -> Gate {
+    fn start(addr: SocketAddr, config: &Path, issuer: &str, jwks_uri: &str, log: &Path) -> Gate {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -93,7 +93,7 @@ impl Gate {
         let child = Command::new(env!("CARGO_BIN_EXE_scopegate"))
             .arg("serve")
             .arg("--config")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/scopegate.toml"))
+            .arg(config)
             .env("SCOPEGATE_LISTEN", addr.to_string())
             .env("SCOPEGATE_ISSUER", issuer)
             .env("SCOPEGATE_JWKS_URI", jwks_uri)
@@ -128,6 +128,7 @@ pub struct Stack {
     issuer: Option<DevIssuer>,
     gate: Gate,
     gate_addr: SocketAddr,
+    gate_config: PathBuf,
     gate_log: PathBuf,
     issuer_url: String,
     jwks_uri: String,
@@ -148,13 +149,27 @@ impl Stack {
         tokio::spawn(serving.serve(issuer_listener, false, std::future::pending()));
         let issuer = DevIssuer::load_or_create(&key_file, &issuer_url).expect("same key");
         let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
-        Stack::launch(dir, &issuer_url, &jwks_uri, Some(issuer)).await
+        Stack::launch(dir, &issuer_url, &jwks_uri, Some(issuer), "").await
+    }
+
+    /// [`Stack::start`], with `extra` top-level TOML keys put before scopegate's demo
+    /// configuration (for tests that need other limits: `server = { idle_timeout_seconds = 1 }`).
+    pub async fn start_with_gate_config(extra: &str) -> Stack {
+        let dir = scratch_dir();
+        let issuer_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind issuer");
+        let issuer_url = format!("http://{}/", issuer_listener.local_addr().expect("addr"));
+        let key_file = dir.join("issuer-key.der");
+        let serving = DevIssuer::load_or_create(&key_file, &issuer_url).expect("issuer key");
+        tokio::spawn(serving.serve(issuer_listener, false, std::future::pending()));
+        let issuer = DevIssuer::load_or_create(&key_file, &issuer_url).expect("same key");
+        let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
+        Stack::launch(dir, &issuer_url, &jwks_uri, Some(issuer), extra).await
     }
 
     /// The stack trusting tokens of `issuer` with keys from `jwks_uri` (for tests that control
     /// the key set themselves); [`Stack::token`] is then unavailable.
     pub async fn start_with_issuer(issuer: &str, jwks_uri: &str) -> Stack {
-        Stack::launch(scratch_dir(), issuer, jwks_uri, None).await
+        Stack::launch(scratch_dir(), issuer, jwks_uri, None, "").await
     }
 
     async fn launch(
@@ -162,6 +177,7 @@ impl Stack {
         issuer_url: &str,
         jwks_uri: &str,
         issuer: Option<DevIssuer>,
+        gate_extra: &str,
     ) -> Stack {
         // Demo upstream.
         let upstream_listener = TcpListener::bind("127.0.0.1:0")
@@ -176,7 +192,17 @@ impl Stack {
         // scopegate.
         let gate_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let gate_log = dir.join("scopegate.log");
-        let gate = Gate::start(gate_addr, issuer_url, jwks_uri, &gate_log);
+        let demo_config = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/scopegate.toml");
+        let gate_config = if gate_extra.is_empty() {
+            demo_config
+        } else {
+            let text = std::fs::read_to_string(&demo_config).expect("read demo config");
+            let path = dir.join("scopegate.toml");
+            // Top-level keys must come before the first table of the demo file.
+            std::fs::write(&path, format!("{gate_extra}\n{text}")).expect("write gate config");
+            path
+        };
+        let gate = Gate::start(gate_addr, &gate_config, issuer_url, jwks_uri, &gate_log);
 
         // Envoy with the repository's configuration.
         let listen_port = free_port();
@@ -231,6 +257,7 @@ impl Stack {
             issuer,
             gate,
             gate_addr,
+            gate_config,
             gate_log,
             issuer_url: issuer_url.to_string(),
             jwks_uri: jwks_uri.to_string(),
@@ -302,6 +329,7 @@ impl Stack {
     pub fn restart_scopegate(&mut self) {
         self.gate = Gate::start(
             self.gate_addr,
+            &self.gate_config,
             &self.issuer_url,
             &self.jwks_uri,
             &self.gate_log,
