@@ -76,6 +76,7 @@ pub async fn serve(
     let client = jwks::http_client(&config.jwks)?;
 
     let limits = config.server.clone();
+    warn_if_descriptors_run_out_first(limits.max_connections);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let health_service = health_service.max_decoding_message_size(limits.max_request_bytes);
     set_health(&health_reporter, ServingStatus::NotServing).await;
@@ -253,6 +254,34 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         Err(payload) => payload
             .downcast_ref::<&str>()
             .map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+    }
+}
+
+/// Descriptors the process needs besides client connections (runtime, listener, JWKS fetches,
+/// logs), with room to spare.
+const FD_HEADROOM: usize = 64;
+
+/// Warns at start-up when the process's soft limit on open files would be reached before
+/// `max_connections`: the accept loop then backs off on `EMFILE` instead of closing surplus
+/// connections, and JWKS fetches can fail for want of a socket. Linux only (`/proc`).
+fn warn_if_descriptors_run_out_first(max_connections: usize) {
+    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3))
+                .and_then(|soft| soft.parse::<usize>().ok())
+        });
+    if let Some(soft_limit) = soft_limit
+        && max_connections + FD_HEADROOM > soft_limit
+    {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = soft_limit,
+            "the open-file limit is below server.max_connections + {FD_HEADROOM}: raise it \
+             (ulimit -n) or lower server.max_connections"
+        );
     }
 }
 

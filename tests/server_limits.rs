@@ -385,6 +385,12 @@ async fn out_of_file_descriptors_backs_off_and_recovers() {
     .await;
     let mut legit = served.client().await;
     served.legitimate(&mut legit).await;
+    assert!(
+        served
+            .log_text()
+            .contains("open-file limit is below server.max_connections"),
+        "a cap the descriptors cannot reach is warned about at start-up"
+    );
     // More silent connections than the process has descriptors left.
     let mut flood = Vec::new();
     for _ in 0..80 {
