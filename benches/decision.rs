@@ -88,6 +88,20 @@ fn bench(c: &mut Criterion) {
             decision
         })
     });
+    // Route lookup alone: a path that is no rule's own, so every reading an upstream might apply
+    // (letter case, trailing slash, dots and spaces) is looked up too.
+    c.bench_function("route only: canonical path, unlisted", |b| {
+        b.iter(|| {
+            let path = policy::normalize(black_box("/api/v1/orders/12345?x=1")).expect("path");
+            config.policy.route("GET", &path).expect("route").name
+        })
+    });
+    c.bench_function("route only: canonical path, a rule's own", |b| {
+        b.iter(|| {
+            let path = policy::normalize(black_box("/restricted_resource")).expect("path");
+            config.policy.route("GET", &path).expect("route").name
+        })
+    });
     let token = authorization.trim_start_matches("Bearer ");
     c.bench_function("verify only: RS256 signature + claims", |b| {
         b.iter(|| {
