@@ -582,6 +582,8 @@ async fn upstream_readings_through_envoy() {
         "/restricted_resource%20",
         "/restricted_resource%2e",
         "/RESTRICTED_RESOURCE/",
+        // A dotless ı, which upper-cases to I: Envoy passes the encoded bytes through.
+        "/restr%C4%B1cted_resource",
     ] {
         let response = stack.get(path, &[("authorization", &weak)]).await;
         let (status, _, body) = json(response).await;
