@@ -1,10 +1,14 @@
 //! The `scopegate` binary: `check-config` exit codes and messages, `serve` refusing a bad config
 //! before binding, environment overrides, graceful shutdown on SIGTERM, and `mint-token` bounds.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::binary::Binary;
 
 const BIN: &str = env!("CARGO_BIN_EXE_scopegate");
 
@@ -151,36 +155,13 @@ fn serve_refuses_a_bad_config_before_binding() {
     assert!(!stderr.contains("cannot listen"), "{stderr}");
 }
 
-#[test]
-fn serve_shuts_down_gracefully_on_sigterm() {
-    let path = write_config("sigterm.toml", VALID);
-    let mut child = scopegate(&["serve", "--config", path.to_str().expect("utf8")])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = lines.next().expect("log line").expect("utf8 log");
-        if line.contains("scopegate serving") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no start-up line");
-    }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let exit = child.wait().expect("wait");
-    assert!(exit.success(), "exit status {exit:?}; log: {rest:?}");
-    assert!(
-        rest.iter().any(|l| l.contains("scopegate stopped")),
-        "{rest:?}"
-    );
+#[tokio::test]
+async fn serve_shuts_down_gracefully_on_sigterm() {
+    let mut binary = Binary::start("sigterm", VALID, "info", None).await;
+    let exit = binary.terminate().await;
+    let log = binary.log_text();
+    assert!(exit.success(), "exit status {exit:?}; log: {log}");
+    assert!(log.contains("scopegate stopped"), "{log}");
 }
 
 #[test]
@@ -260,80 +241,35 @@ fn mint_token_lifetime_is_bounded() {
 
 /// A second SIGTERM during the drain exits at once, instead of waiting out the drain deadline
 /// (10 s) for a client that keeps a stream open.
-#[test]
-fn a_second_signal_during_the_drain_exits_at_once() {
-    let path = write_config("second-signal.toml", VALID);
-    let mut child = scopegate(&["serve", "--config", path.to_str().expect("utf8")])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (line_tx, line_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = line_tx.send(line);
-        }
-    });
-    let wait_for = |what: &str| -> String {
-        loop {
-            let line = line_rx
-                .recv_timeout(Duration::from_secs(20))
-                .unwrap_or_else(|_| panic!("no log line with {what:?}"));
-            if line.contains(what) {
-                return line;
-            }
-        }
-    };
-    let serving = wait_for("scopegate serving");
-    let addr = serving
-        .split("listen=Some(")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .expect("listen address")
-        .to_string();
-
+#[tokio::test]
+async fn a_second_signal_during_the_drain_exits_at_once() {
+    let mut binary = Binary::start("second-signal", VALID, "info", None).await;
     // A health Watch stream stays open, so the drain has something to wait for.
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let _stream = runtime.block_on(async {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
-        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-        let mut stream = client
-            .watch(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .expect("watch")
-            .into_inner();
-        stream.message().await.expect("first status");
-        stream
-    });
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", binary.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut stream = client
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    stream.message().await.expect("first status");
 
-    let term = || {
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    };
-    term();
-    wait_for("shutdown signal received");
-    let second = Instant::now();
-    term();
-    let exit = loop {
-        if let Some(exit) = child.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(
-            second.elapsed() < Duration::from_secs(5),
-            "still draining 5 s after the second signal (the drain deadline is 10 s)"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    binary.sigterm();
+    binary
+        .wait_for_log("shutdown signal received", Duration::from_secs(5))
+        .await;
+    binary.sigterm();
+    let exit = binary
+        .exited_within(Duration::from_secs(5))
+        .await
+        .expect("exited within 5 s of the second signal (the drain deadline is 10 s)");
     assert_eq!(exit.code(), Some(130), "{exit:?}");
-    wait_for("second shutdown signal");
+    assert!(binary.log_text().contains("second shutdown signal"));
+    drop(stream);
 }

@@ -358,16 +358,7 @@ async fn envoy_fails_closed_while_scopegate_is_killed_under_load_and_recovers() 
     let stats = if wrong.is_empty() {
         String::new()
     } else {
-        let url = format!("{}/stats?filter=ext_authz|cluster.scopegate", stack.admin);
-        stack
-            .http
-            .get(url)
-            .send()
-            .await
-            .expect("admin")
-            .text()
-            .await
-            .expect("stats")
+        stack.stats("ext_authz|cluster.scopegate").await
     };
     assert!(
         wrong.is_empty(),
@@ -680,25 +671,7 @@ async fn non_utf8_header_bytes_through_envoy_are_answered_in_band() {
 async fn envoy_reconnects_after_an_idle_close_and_loses_nothing() {
     let stack = Stack::start_with_gate_config("server = { idle_timeout_seconds = 2 }").await;
     let good = format!("Bearer {}", stack.token("read:messages"));
-    let connections = || async {
-        let stats = stack
-            .http
-            .get(format!(
-                "{}/stats?filter=cluster.scopegate.upstream_cx_total",
-                stack.admin
-            ))
-            .send()
-            .await
-            .expect("admin")
-            .text()
-            .await
-            .expect("stats");
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix("cluster.scopegate.upstream_cx_total: "))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .expect("upstream_cx_total")
-    };
+    let connections = || stack.stat("cluster.scopegate.upstream_cx_total");
     let burst = || async {
         for i in 0..20 {
             let (authorization, want) = if i % 2 == 0 {

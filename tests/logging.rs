@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::binary::Binary;
 use common::*;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use serde_json::json;
@@ -16,54 +15,18 @@ use serde_json::json;
 async fn decisions_are_logged_and_tokens_never_are() {
     let key = TestKey::generate("key-1");
     let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
-    let dir = std::env::temp_dir().join(format!("scopegate-log-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
-             jwks_uri = \"{}\"\n[[rules]]\npath = \"/restricted_resource\"\nscopes = [\"read:messages\"]\n",
-            jwks.url()
-        ),
-    )
-    .expect("write config");
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scopegate"))
-        .args(["serve", "--config", config.to_str().expect("utf8")])
-        .env("RUST_LOG", "debug")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn scopegate");
-    let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let stderr = child.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = line_tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let addr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), line_rx.recv())
-            .await
-            .expect("start-up log in time")
-            .expect("log line");
-        log.push(line.clone());
-        if let Some(rest) = line.split("listen=Some(").nth(1) {
-            break rest.split(')').next().expect("addr").to_string();
-        }
-    };
-    let mut client = AuthorizationClient::connect(format!("http://{addr}"))
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+         jwks_uri = \"{}\"\n[[rules]]\npath = \"/restricted_resource\"\nscopes = [\"read:messages\"]\n",
+        jwks.url()
+    );
+    let mut binary = Binary::start("decisions", &config, "debug", None).await;
+    binary
+        .wait_for_log("JWKS loaded", Duration::from_secs(20))
+        .await;
+    let mut client = AuthorizationClient::connect(format!("http://{}", binary.addr))
         .await
         .expect("connect");
-    // Wait for the key set, reading the log as it comes.
-    while !log.iter().any(|l| l.contains("JWKS loaded")) {
-        let line = tokio::time::timeout(Duration::from_secs(20), line_rx.recv())
-            .await
-            .expect("JWKS loaded in time")
-            .expect("log line");
-        log.push(line);
-    }
 
     let good = key.mint(&claims("read:messages"));
     let mut expired_claims = claims("read:messages");
@@ -88,19 +51,8 @@ async fn decisions_are_logged_and_tokens_never_are() {
         client.check(request).await.expect("in-band answer");
     }
     drop(client);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    tokio::task::spawn_blocking(move || child.wait().expect("wait"))
-        .await
-        .expect("join");
-    while let Some(line) = line_rx.recv().await {
-        log.push(line);
-    }
-
-    let text = log.join("\n");
+    binary.terminate().await;
+    let text = binary.log_text();
     for token in [&good, &expired, &forged, &weak] {
         for part in token.split('.') {
             assert!(
@@ -152,48 +104,18 @@ async fn skipped_jwks_entries_are_one_summary_line() {
         });
     }
     let jwks = JwksServer::start(Reply::json(&json!({ "keys": keys }))).await;
-    let dir = std::env::temp_dir().join(format!("scopegate-skip-log-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
-             jwks_uri = \"{}\"\n",
-            jwks.url()
-        ),
-    )
-    .expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scopegate"))
-        .args(["serve", "--config", config.to_str().expect("utf8")])
-        .env("RUST_LOG", "debug")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn scopegate");
-    let stderr = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut log = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let done = line.contains("JWKS loaded");
-            log.push(line);
-            if done {
-                break;
-            }
-        }
-        log
-    });
-    let log = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || reader.join().expect("reader")),
-    )
-    .await
-    .expect("JWKS loaded in time")
-    .expect("join");
-    let _ = child.kill();
-    let _ = child.wait();
-
-    let text = log.join("\n");
-    let skipped: Vec<&String> = log.iter().filter(|l| l.contains("skipped")).collect();
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+         jwks_uri = \"{}\"\n",
+        jwks.url()
+    );
+    let binary = Binary::start("skipped", &config, "debug", None).await;
+    binary
+        .wait_for_log("JWKS loaded", Duration::from_secs(20))
+        .await;
+    let text = binary.log_text();
+    let log: Vec<&str> = text.lines().collect();
+    let skipped: Vec<&&str> = log.iter().filter(|l| l.contains("skipped")).collect();
     assert_eq!(skipped.len(), 1, "one summary line:\n{text}");
     let line = skipped[0];
     assert!(
@@ -217,40 +139,15 @@ async fn a_fetch_cut_by_the_timeout_is_logged_as_a_timeout() {
         sent: b"{\"keys\": [".to_vec(),
     })
     .await;
-    let dir = std::env::temp_dir().join(format!("scopegate-timeout-log-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
-             jwks_uri = \"{}\"\njwks_fetch_timeout_seconds = 1\n",
-            jwks.url()
-        ),
-    )
-    .expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scopegate"))
-        .args(["serve", "--config", config.to_str().expect("utf8")])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn scopegate");
-    let stderr = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .find(|line| line.contains("JWKS refresh failed"))
-    });
-    let line = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || reader.join().expect("reader")),
-    )
-    .await
-    .expect("a failed refresh in time")
-    .expect("join");
-    let _ = child.kill();
-    let _ = child.wait();
-    let line = line.expect("a refresh failure line");
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+         jwks_uri = \"{}\"\njwks_fetch_timeout_seconds = 1\n",
+        jwks.url()
+    );
+    let binary = Binary::start("timeout", &config, "info", None).await;
+    let line = binary
+        .wait_for_log("JWKS refresh failed", Duration::from_secs(20))
+        .await;
     assert!(
         line.contains("timed out after 1s") && !line.contains("decoding"),
         "{line}"

@@ -5,81 +5,49 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::binary::Binary;
 use common::*;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
-/// The scopegate binary serving on a loopback port with a test JWKS server; killed on drop.
+/// The scopegate binary with a test JWKS server and one protected rule.
 struct Served {
-    child: Child,
-    addr: String,
+    binary: Binary,
     key: TestKey,
     _jwks: JwksServer,
-    log: PathBuf,
+}
+
+impl std::ops::Deref for Served {
+    type Target = Binary;
+
+    fn deref(&self) -> &Binary {
+        &self.binary
+    }
 }
 
 impl Served {
-    /// Starts `scopegate serve` with `extra` configuration, through `sh -c` so that `ulimit`
-    /// can be set first (`limit_fds`).
-    async fn start(name: &str, extra: &str, limit_fds: Option<u32>) -> Served {
+    /// Starts it with `extra` configuration, with at most `max_fds` open files if given.
+    async fn start(name: &str, extra: &str, max_fds: Option<u32>) -> Served {
         let key = TestKey::generate("key-1");
         let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
-        let dir =
-            std::env::temp_dir().join(format!("scopegate-limits-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let config = dir.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
-                 jwks_uri = \"{}\"\n{extra}\n[[rules]]\npath = \"/r\"\nscopes = [\"read:messages\"]\n",
-                jwks.url()
-            ),
-        )
-        .expect("write config");
-        let log = dir.join("scopegate.log");
-        let ulimit = limit_fds.map_or(String::new(), |n| format!("ulimit -n {n} && "));
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "{ulimit}exec \"$0\" serve --config \"$1\" 2> \"$2\"",
-            ))
-            .arg(env!("CARGO_BIN_EXE_scopegate"))
-            .arg(&config)
-            .arg(&log)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start scopegate");
-        let mut served = Served {
-            child,
-            addr: String::new(),
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+             jwks_uri = \"{}\"\n{extra}\n[[rules]]\npath = \"/r\"\nscopes = [\"read:messages\"]\n",
+            jwks.url()
+        );
+        let binary = Binary::start(&format!("limits-{name}"), &config, "info", max_fds).await;
+        binary
+            .wait_for_log("JWKS loaded", Duration::from_secs(20))
+            .await;
+        Served {
+            binary,
             key,
             _jwks: jwks,
-            log,
-        };
-        let log = served.log.clone();
-        eventually("scopegate serving", Duration::from_secs(20), || {
-            let log = log.clone();
-            async move {
-                std::fs::read_to_string(&log).is_ok_and(|text| text.contains("JWKS loaded"))
-            }
-        })
-        .await;
-        let text = std::fs::read_to_string(&served.log).expect("log");
-        served.addr = text
-            .split("listen=Some(")
-            .nth(1)
-            .and_then(|rest| rest.split(')').next())
-            .expect("listen address in the log")
-            .to_string();
-        served
+        }
     }
 
     async fn client(&self) -> AuthorizationClient<Channel> {
@@ -103,51 +71,6 @@ impl Served {
             .into_inner();
         Answer::of(&response).assert_allowed();
     }
-
-    fn proc(&self, file: &str) -> String {
-        std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).unwrap_or_default()
-    }
-
-    /// Resident memory, in MiB.
-    fn rss_mib(&self) -> u64 {
-        self.proc("status")
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb / 1024)
-    }
-
-    /// Open file descriptors.
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |dir| dir.count())
-    }
-
-    /// User plus system CPU time so far, in clock ticks (1/100 s on Linux).
-    fn cpu_ticks(&self) -> u64 {
-        let stat = self.proc("stat");
-        // Fields after the command name (which is in parentheses and may hold spaces).
-        let rest = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = rest.split(' ').collect();
-        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 of `rest`.
-        let tick = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        tick(11) + tick(12)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Reads from `socket` until the peer closes it (true) or `within` passes (false).
@@ -165,8 +88,19 @@ async fn closed_within(socket: &mut TcpStream, within: Duration) -> bool {
     .is_ok()
 }
 
-/// An empty SETTINGS frame.
-const SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+/// A raw connection that has sent the HTTP/2 preface and an empty SETTINGS frame, then nothing.
+async fn preface_only(addr: &str) -> TcpStream {
+    let mut socket = TcpStream::connect(addr).await.expect("connect");
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    socket
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .expect("settings");
+    socket
+}
 
 /// One connection opening many streams, each announcing a 4 MiB message and sending 1 MiB of it,
 /// never finishing: before the limits, the server buffered every byte (1 GB in 2.3 s). Now a
@@ -316,13 +250,7 @@ async fn silent_idle_and_surplus_connections_are_closed() {
     }
     let mut idle = Vec::new();
     for _ in 0..19 {
-        let mut socket = TcpStream::connect(&served.addr).await.expect("connect");
-        socket
-            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-            .await
-            .expect("preface");
-        socket.write_all(&SETTINGS).await.expect("settings");
-        idle.push(socket);
+        idle.push(preface_only(&served.addr).await);
     }
     // Give the accept loop time to take all 39.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -434,12 +362,7 @@ async fn keepalive_pings_and_connection_age() {
         None,
     )
     .await;
-    let mut socket = TcpStream::connect(&served.addr).await.expect("connect");
-    socket
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .expect("preface");
-    socket.write_all(&SETTINGS).await.expect("settings");
+    let mut socket = preface_only(&served.addr).await;
     let (mut ping, mut goaway) = (false, false);
     let read_frames = async {
         let mut header = [0u8; 9];

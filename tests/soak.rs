@@ -220,16 +220,7 @@ async fn soak() {
         worker.await.expect("worker");
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let stats_url = format!("{}/stats?filter=ext_authz", stack.admin);
-    let stats = stack
-        .http
-        .get(stats_url)
-        .send()
-        .await
-        .expect("admin")
-        .text()
-        .await
-        .expect("stats");
+    let stats = stack.stats("ext_authz").await;
 
     // The report, ready for BENCHMARKS.md.
     let total: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();

@@ -2,6 +2,7 @@
 //! the real scopegate server started in-process, and a real tonic client.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod binary;
 pub mod stack;
 
 use std::collections::HashMap;

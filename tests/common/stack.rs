@@ -141,15 +141,7 @@ pub struct Stack {
 impl Stack {
     /// The stack with the development issuer (in-process) as the token issuer.
     pub async fn start() -> Stack {
-        let dir = scratch_dir();
-        let issuer_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind issuer");
-        let issuer_url = format!("http://{}/", issuer_listener.local_addr().expect("addr"));
-        let key_file = dir.join("issuer-key.der");
-        let serving = DevIssuer::load_or_create(&key_file, &issuer_url).expect("issuer key");
-        tokio::spawn(serving.serve(issuer_listener, false, std::future::pending()));
-        let issuer = DevIssuer::load_or_create(&key_file, &issuer_url).expect("same key");
-        let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
-        Stack::launch(dir, &issuer_url, &jwks_uri, Some(issuer), "").await
+        Stack::start_with_gate_config("").await
     }
 
     /// [`Stack::start`], with `extra` top-level TOML keys put before scopegate's demo
@@ -294,6 +286,29 @@ impl Stack {
         )
         .await;
         stack
+    }
+
+    /// Envoy's statistics whose names match `filter` (a regular expression), as the admin
+    /// interface prints them: `name: value` lines.
+    pub async fn stats(&self, filter: &str) -> String {
+        self.http
+            .get(format!("{}/stats?filter={filter}", self.admin))
+            .send()
+            .await
+            .expect("admin")
+            .text()
+            .await
+            .expect("stats")
+    }
+
+    /// One counter or gauge of Envoy's statistics.
+    pub async fn stat(&self, name: &str) -> u64 {
+        let stats = self.stats(&format!("^{name}$")).await;
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no statistic {name} in {stats:?}"))
     }
 
     /// A token from the development issuer for the demo audience.

@@ -1,0 +1,154 @@
+//! The scopegate binary as users run it, `serve --config FILE`, for tests that need a separate
+//! process: its log, its exit status, its memory, descriptors and CPU time in `/proc`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::eventually;
+
+/// A running `scopegate serve`, its standard error in a file. Killed on drop.
+pub struct Binary {
+    child: Child,
+    log: PathBuf,
+    /// The gRPC address it listens on, as its start-up line reports it.
+    pub addr: String,
+}
+
+impl Binary {
+    /// Writes `config` (whose `listen` should be `127.0.0.1:0`) to a file of its own and starts
+    /// `scopegate serve` with `RUST_LOG=log_level` (at least `info`: the start-up line gives the
+    /// address), through `sh` so that `ulimit -n` can be set first. Returns once it serves.
+    pub async fn start(name: &str, config: &str, log_level: &str, max_fds: Option<u32>) -> Binary {
+        let dir =
+            std::env::temp_dir().join(format!("scopegate-binary-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let config_path = dir.join("config.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = dir.join("scopegate.log");
+        let ulimit = max_fds.map_or(String::new(), |n| format!("ulimit -n {n} && "));
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{ulimit}exec \"$0\" serve --config \"$1\" 2> \"$2\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_scopegate"))
+            .arg(&config_path)
+            .arg(&log)
+            .env("RUST_LOG", log_level)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start scopegate");
+        let mut binary = Binary {
+            child,
+            log,
+            addr: String::new(),
+        };
+        let serving = binary
+            .wait_for_log("scopegate serving", Duration::from_secs(20))
+            .await;
+        binary.addr = serving
+            .split("listen=Some(")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .expect("listen address in the start-up line")
+            .to_string();
+        binary
+    }
+
+    /// Everything logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The first log line holding `needle`, waiting for it at most `within`.
+    pub async fn wait_for_log(&self, needle: &str, within: Duration) -> String {
+        eventually(&format!("a log line with {needle:?}"), within, || async {
+            self.log_text().contains(needle)
+        })
+        .await;
+        self.log_text()
+            .lines()
+            .find(|line| line.contains(needle))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// The exit status, once the process has exited within `within`; `None` if it still runs.
+    pub async fn exited_within(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("wait") {
+                return Some(exit);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit (at most 20 s).
+    pub async fn terminate(&mut self) -> ExitStatus {
+        self.sigterm();
+        let pid = self.child.id();
+        self.exited_within(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("scopegate (pid {pid}) still running 20 s after SIGTERM"))
+    }
+
+    fn proc(&self, file: &str) -> String {
+        std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).unwrap_or_default()
+    }
+
+    /// Resident memory, in MiB.
+    pub fn rss_mib(&self) -> u64 {
+        self.proc("status")
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb / 1024)
+    }
+
+    /// Open file descriptors.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |dir| dir.count())
+    }
+
+    /// User plus system CPU time so far, in clock ticks (1/100 s on Linux).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = self.proc("stat");
+        // The fields after the command name (in parentheses, and it may hold spaces); utime and
+        // stime are fields 14 and 15 of the whole line, so 12 and 13 of these.
+        let rest = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        tick(11) + tick(12)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
