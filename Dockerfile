@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # scopegate container image.
 #
 #   docker build -t scopegate .
@@ -21,43 +22,33 @@ RUN apt-get update \
 
 WORKDIR /src
 
-# Dependencies first, in their own layer, so editing scopegate's own code does not rebuild
-# them. Only the manifest, the lock file and the build script go in, with placeholder sources
-# where Cargo expects targets (the bench is declared in Cargo.toml, so its file must exist).
-# build.rs runs here too: it finds the envoy-types crate's .proto files in Cargo's registry
-# cache ($CARGO_HOME/registry/src, CARGO_HOME=/usr/local/cargo in this image), which this
-# build has just filled, so no protoc and no network access beyond crates.io is needed.
-COPY Cargo.toml Cargo.lock build.rs ./
-RUN mkdir -p src benches \
-    && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && echo 'fn main() {}' > benches/decision.rs \
-    && cargo build --release --locked --bin scopegate \
-    && rm -rf src benches
-
-# Then the real sources. COPY keeps the files' own timestamps, which can be older than the
-# placeholder build above; touching the crate roots makes Cargo rebuild scopegate itself.
-COPY src ./src
-COPY benches ./benches
-RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --bin scopegate \
+# The whole build context (git's files minus .dockerignore), so the build cannot drift from
+# Cargo.toml: every target it declares (tests, benches) is there, and build.rs finds proto/.
+# Dependencies are not rebuilt on every source change all the same: BuildKit cache mounts keep
+# Cargo's registry and the target directory between builds. They are not part of any layer, so
+# the binary is copied out of target/ in the same step.
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin scopegate \
     && mkdir -p /out/data \
     && cp target/release/scopegate /out/scopegate
 
 # ---------------------------------------------------------------------------------------------
 # Runtime stage: distroless "cc" = glibc, libgcc, CA certificates and tzdata; no shell, no
-# package manager. The :nonroot variant's default user is nonroot (uid/gid 65532).
+# package manager. The :nonroot variant's user is nonroot, uid and gid 65532.
 # ---------------------------------------------------------------------------------------------
 FROM gcr.io/distroless/cc-debian12:nonroot
 
 COPY --from=builder /out/scopegate /usr/local/bin/scopegate
 
-# An empty, nonroot-owned /data. When a named volume is first mounted on a path, Docker copies
-# that path's ownership from the image, so the dev issuer (which runs as nonroot) can write its
-# key file to a volume at /data. `serve` does not use it.
+# An empty /data owned by the image's user. When a named volume is first mounted on a path,
+# Docker copies that path's ownership from the image, so the dev issuer (which runs as that
+# user) can write its key file to a volume at /data. `serve` does not use it.
 COPY --from=builder --chown=65532:65532 /out/data /data
 
-USER nonroot
+# Numeric, so that Kubernetes' runAsNonRoot can verify the user without reading /etc/passwd.
+USER 65532:65532
 
 # gRPC: envoy.service.auth.v3.Authorization, grpc.health.v1.Health and server reflection.
 EXPOSE 9191

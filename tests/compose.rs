@@ -183,8 +183,8 @@ fn every_command_the_stack_runs_is_accepted_by_the_binary() {
     assert!(dockerfile.contains("COPY --from=builder /out/scopegate /usr/local/bin/scopegate"));
     assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/scopegate\"]"));
     assert!(
-        dockerfile.contains("USER nonroot"),
-        "the runtime image runs as non-root"
+        dockerfile.contains("USER 65532:65532"),
+        "the runtime image runs as the numeric non-root user (see tests/dockerfile.rs)"
     );
     for name in ["issuer", "scopegate", "upstream"] {
         let service = &compose["services"][name];
