@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
 use scopegate::config::RawConfig;
-use scopegate::jwks::KeySet;
+use scopegate::keys::KeySet;
 use scopegate::policy::{self, Decision};
 use scopegate::{token, verify};
 use serde_json::json;

@@ -1,8 +1,8 @@
-//! The issuer's signing keys: JWKS parsing, the shared snapshot, and the background refresher.
+//! The issuer's key set over time: fetching, the shared snapshot, and the background refresher.
 //!
 //! Invariants:
-//! - Keys are parsed once, when a JWKS document is loaded, into ready-to-use verifying keys (one
-//!   per allowed algorithm). `Check` never parses key material.
+//! - Keys are parsed once, when a JWKS document is loaded (by [`crate::keys`]), into ready-to-use
+//!   verifying keys (one per allowed algorithm). `Check` never parses key material.
 //! - Readers take an `Arc` snapshot from an [`ArcSwapOption`]: no lock is held while verifying, and
 //!   none across an `.await`.
 //! - All network I/O happens in [`Jwks::run_refresher`], a background task, and key parsing on a
@@ -21,21 +21,15 @@
 //! - Only the configured `jwks_uri` is fetched; redirects are not followed; the body size, the
 //!   number of entries and the fetch time are bounded.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use aws_lc_rs::signature::{ParsedPublicKey, RsaPublicKeyComponents};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::verify::Algorithm;
+use crate::keys::{Algorithm, KeySet, ParseError, SkipSummary, SkippedKey};
 
 /// Settings for fetching and caching the key set; compiled from the configuration.
 #[derive(Clone, Debug)]
@@ -69,154 +63,6 @@ pub struct JwksSettings {
 /// Upper bound of the retry backoff after a failed fetch.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(10);
 
-/// One usable signing key, ready to verify.
-pub struct Key {
-    kid: Option<String>,
-    algorithm: Option<Algorithm>,
-    verifiers: Vec<(Algorithm, ParsedPublicKey)>,
-}
-
-impl Key {
-    /// The `kid` the key was published with.
-    pub fn kid(&self) -> Option<&str> {
-        self.kid.as_deref()
-    }
-
-    /// The `alg` the key was published for, if the JWK named one.
-    pub fn algorithm(&self) -> Option<Algorithm> {
-        self.algorithm
-    }
-
-    /// The parsed public key for `alg`, if this key may be used with it.
-    pub(crate) fn verifier(&self, alg: Algorithm) -> Option<&ParsedPublicKey> {
-        self.verifiers
-            .iter()
-            .find(|(a, _)| *a == alg)
-            .map(|(_, key)| key)
-    }
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Key")
-            .field("kid", &self.kid)
-            .field("algorithm", &self.algorithm)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A parsed key set. Immutable once built; replaced wholesale on refresh.
-#[derive(Debug, Default)]
-pub struct KeySet {
-    by_kid: HashMap<String, Key>,
-    without_kid: Vec<Key>,
-    /// When [`Jwks::install`] put this set in force; `None` before that.
-    installed_at: Option<Instant>,
-}
-
-/// A JWKS entry that was left out of the key set, and why. Not fatal: counted in one log line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SkippedKey {
-    /// The entry's `kid`, if it had a readable one.
-    pub kid: Option<String>,
-    /// Why it was skipped.
-    pub reason: SkipReason,
-}
-
-/// Why a JWKS entry was skipped: a small fixed set, so that skipped entries can be counted by
-/// reason in one log line however many a document holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum SkipReason {
-    /// Not a JSON object, or a member of the wrong JSON type.
-    Malformed,
-    /// `kty` absent or not `RSA`.
-    NotRsa,
-    /// `use` present and not `sig`.
-    NotForSignature,
-    /// `key_ops` present without `verify`.
-    NoVerifyOperation,
-    /// `alg` names a supported algorithm that is not on the allow-list.
-    AlgorithmNotAllowed,
-    /// `alg` names no supported RSA signature algorithm.
-    UnsupportedAlgorithm,
-    /// `n` or `e` absent or not base64url.
-    BadEncoding,
-    /// Modulus outside 2048..=8192 bits (an empty or all-zero one included).
-    ModulusSize,
-    /// Exponent even, 1, empty, or wider than 32 bits.
-    Exponent,
-    /// The crypto library refused the key.
-    Rejected,
-    /// A `kid` that an earlier entry already has (the first entry is kept).
-    DuplicateKid,
-}
-
-impl fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SkipReason::Malformed => "malformed JWK",
-            SkipReason::NotRsa => "kty is not RSA",
-            SkipReason::NotForSignature => "use is not sig",
-            SkipReason::NoVerifyOperation => "key_ops lacks verify",
-            SkipReason::AlgorithmNotAllowed => "alg not on the allow-list",
-            SkipReason::UnsupportedAlgorithm => "alg not a supported RSA signature algorithm",
-            SkipReason::BadEncoding => "n or e missing or not base64url",
-            SkipReason::ModulusSize => "modulus not 2048..=8192 bits",
-            SkipReason::Exponent => "exponent not an odd integer in 3..2^32",
-            SkipReason::Rejected => "RSA key rejected",
-            SkipReason::DuplicateKid => "duplicate kid (first kept)",
-        })
-    }
-}
-
-/// How many `kid`s a skip summary names.
-const SUMMARY_KIDS: usize = 5;
-/// How many characters of each such `kid` it shows (a `kid` is publisher-controlled text).
-const SUMMARY_KID_CHARS: usize = 64;
-
-/// One line's worth of skipped entries: counts by reason, then the first few `kid`s.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SkipSummary {
-    /// How many entries were skipped.
-    pub count: usize,
-    /// `reason: count, ...`, in a fixed order.
-    pub reasons: String,
-    /// The first [`SUMMARY_KIDS`] skipped `kid`s, each cut to [`SUMMARY_KID_CHARS`] characters.
-    pub first_kids: Vec<String>,
-}
-
-impl SkipSummary {
-    /// Summarises `skipped`.
-    pub fn of(skipped: &[SkippedKey]) -> SkipSummary {
-        let mut counts: BTreeMap<SkipReason, usize> = BTreeMap::new();
-        for skip in skipped {
-            *counts.entry(skip.reason).or_default() += 1;
-        }
-        let reasons = counts
-            .iter()
-            .map(|(reason, n)| format!("{reason}: {n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let first_kids = skipped
-            .iter()
-            .filter_map(|s| s.kid.as_deref())
-            .take(SUMMARY_KIDS)
-            .map(|kid| kid.chars().take(SUMMARY_KID_CHARS).collect())
-            .collect();
-        SkipSummary {
-            count: skipped.len(),
-            reasons,
-            first_kids,
-        }
-    }
-}
-
-impl fmt::Display for SkipSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} skipped ({})", self.count, self.reasons)
-    }
-}
-
 /// Why a JWKS document could not be used at all (the previous key set, if any, stays in force).
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
@@ -244,203 +90,13 @@ pub enum JwksError {
         /// The configured limit.
         limit: usize,
     },
-    /// The body is not a JSON object with a `keys` array.
-    #[error("JWKS document is malformed: {0}")]
-    Malformed(String),
-    /// The `keys` array lists more entries than `jwks_max_keys`.
-    #[error("JWKS document lists more than {limit} keys")]
-    TooManyKeys {
-        /// The configured limit.
-        limit: usize,
-    },
-    /// The document parsed but no entry is a usable signing key.
-    #[error("JWKS document has no usable signing key ({skipped})")]
-    NoUsableKeys {
-        /// What was skipped, and why.
-        skipped: SkipSummary,
-    },
+    /// The body is not a usable JWKS document.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
     /// Parsing ended without an answer (the parser panicked): a bug, reported rather than
     /// allowed to take the refresher down.
     #[error("JWKS parsing failed: {0}")]
     Internal(String),
-}
-
-impl KeySet {
-    /// Parses a JWKS document, keeping RSA signing keys usable with at least one of `algorithms`.
-    ///
-    /// A document listing more than `max_keys` entries is refused whole, before any entry is
-    /// parsed or even held in memory. Entries that are not usable (other key types, `use` other
-    /// than `sig`, `key_ops` without `verify`, a disallowed `alg`, malformed or wrongly sized
-    /// moduli, duplicate `kid`s) are returned in the skip list rather than failing the document.
-    ///
-    /// CPU-bound (one RSA key parse per entry and algorithm): the refresher runs it on a blocking
-    /// thread ([`parse_off_runtime`]).
-    pub fn parse(
-        json: &[u8],
-        algorithms: &[Algorithm],
-        max_keys: usize,
-    ) -> Result<(KeySet, Vec<SkippedKey>), JwksError> {
-        let malformed = |e: serde_json::Error| {
-            JwksError::Malformed(format!("expected {{\"keys\": [...]}}: {e}"))
-        };
-        // First pass: the shape and the number of entries, without keeping any (IgnoredAny is
-        // zero-sized), so a document of a million junk entries costs no memory.
-        #[derive(Deserialize)]
-        struct Shape {
-            keys: Vec<serde::de::IgnoredAny>,
-        }
-        let shape: Shape = serde_json::from_slice(json).map_err(malformed)?;
-        if shape.keys.len() > max_keys {
-            return Err(JwksError::TooManyKeys { limit: max_keys });
-        }
-        #[derive(Deserialize)]
-        struct Document {
-            keys: Vec<serde_json::Value>,
-        }
-        let document: Document = serde_json::from_slice(json).map_err(malformed)?;
-
-        let mut set = KeySet::default();
-        let mut skipped = Vec::new();
-        for entry in document.keys {
-            match parse_key(&entry, algorithms) {
-                Ok(key) => match key.kid.clone() {
-                    Some(kid) if set.by_kid.contains_key(&kid) => skipped.push(SkippedKey {
-                        kid: Some(kid),
-                        reason: SkipReason::DuplicateKid,
-                    }),
-                    Some(kid) => {
-                        set.by_kid.insert(kid, key);
-                    }
-                    None => set.without_kid.push(key),
-                },
-                Err(reason) => skipped.push(SkippedKey {
-                    kid: entry.get("kid").and_then(|k| k.as_str()).map(str::to_owned),
-                    reason,
-                }),
-            }
-        }
-        if set.is_empty() {
-            return Err(JwksError::NoUsableKeys {
-                skipped: SkipSummary::of(&skipped),
-            });
-        }
-        Ok((set, skipped))
-    }
-
-    /// The key for a token's `kid`. A token without `kid` is matched only when the set holds
-    /// exactly one key, so that the choice is never ambiguous.
-    pub fn find(&self, kid: Option<&str>) -> Option<&Key> {
-        match kid {
-            Some(kid) => self.by_kid.get(kid),
-            None if self.len() == 1 => self.by_kid.values().chain(&self.without_kid).next(),
-            None => None,
-        }
-    }
-
-    /// Number of usable keys.
-    pub fn len(&self) -> usize {
-        self.by_kid.len() + self.without_kid.len()
-    }
-
-    /// Whether the set holds no key.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The `kid`s in the set, sorted, for logs.
-    pub fn kids(&self) -> Vec<&str> {
-        let mut kids: Vec<&str> = self.by_kid.keys().map(String::as_str).collect();
-        kids.sort_unstable();
-        kids
-    }
-}
-
-/// The members of a JWK that decide whether and how it can verify.
-#[derive(Deserialize)]
-struct JwkFields {
-    kty: Option<String>,
-    kid: Option<String>,
-    #[serde(rename = "use")]
-    use_: Option<String>,
-    alg: Option<String>,
-    key_ops: Option<Vec<String>>,
-    n: Option<String>,
-    e: Option<String>,
-}
-
-/// Smallest RSA modulus accepted, in bits (RFC 7518 §3.3 requires at least 2048).
-const MIN_RSA_BITS: usize = 2048;
-/// Largest RSA modulus accepted, in bits.
-const MAX_RSA_BITS: usize = 8192;
-
-fn parse_key(entry: &serde_json::Value, algorithms: &[Algorithm]) -> Result<Key, SkipReason> {
-    let jwk = JwkFields::deserialize(entry).map_err(|_| SkipReason::Malformed)?;
-    if jwk.kty.as_deref() != Some("RSA") {
-        return Err(SkipReason::NotRsa);
-    }
-    if jwk.use_.as_deref().is_some_and(|use_| use_ != "sig") {
-        return Err(SkipReason::NotForSignature);
-    }
-    if jwk
-        .key_ops
-        .as_ref()
-        .is_some_and(|ops| !ops.iter().any(|op| op == "verify"))
-    {
-        return Err(SkipReason::NoVerifyOperation);
-    }
-    let algorithm = match jwk.alg.as_deref() {
-        None => None,
-        Some(name) => match name.parse::<Algorithm>() {
-            Ok(alg) if algorithms.contains(&alg) => Some(alg),
-            Ok(_) => return Err(SkipReason::AlgorithmNotAllowed),
-            Err(()) => return Err(SkipReason::UnsupportedAlgorithm),
-        },
-    };
-
-    let decode = |value: Option<&String>| -> Result<Vec<u8>, SkipReason> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(value.ok_or(SkipReason::BadEncoding)?)
-            .map_err(|_| SkipReason::BadEncoding)?;
-        // RFC 7518 forbids leading zero octets, but some publishers add one; strip them so the
-        // size check below measures the real modulus.
-        let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-        Ok(bytes[start..].to_vec())
-    };
-    let n = decode(jwk.n.as_ref())?;
-    let e = decode(jwk.e.as_ref())?;
-    if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bit_length(&n)) {
-        return Err(SkipReason::ModulusSize);
-    }
-    if e.is_empty() || e.len() > 4 || e.last().is_some_and(|b| b % 2 == 0) || e == [1] {
-        return Err(SkipReason::Exponent);
-    }
-
-    let components = RsaPublicKeyComponents { n: &n, e: &e };
-    let usable: Vec<Algorithm> = match algorithm {
-        Some(alg) => vec![alg],
-        None => algorithms.to_vec(),
-    };
-    let mut verifiers = Vec::with_capacity(usable.len());
-    for alg in usable {
-        let parsed = components
-            .to_parsed_public_key(alg.rsa_parameters())
-            .map_err(|_| SkipReason::Rejected)?;
-        verifiers.push((alg, parsed));
-    }
-    Ok(Key {
-        kid: jwk.kid,
-        algorithm,
-        verifiers,
-    })
-}
-
-/// Bit length of a big-endian unsigned integer whose leading zero bytes are already stripped;
-/// 0 for an empty one (`"n": ""` or an all-zero modulus), never an underflow.
-fn bit_length(stripped: &[u8]) -> usize {
-    match stripped.first() {
-        None => 0,
-        Some(first) => stripped.len() * 8 - first.leading_zeros() as usize,
-    }
 }
 
 /// Reads `Cache-Control: max-age=N` (ignoring `no-cache`/`no-store`, which would otherwise force
@@ -489,8 +145,14 @@ enum Joined {
     CoolingDown,
 }
 
+/// A key set in force, and since when (for staleness).
+struct Installed {
+    keys: Arc<KeySet>,
+    at: Instant,
+}
+
 struct Shared {
-    current: ArcSwapOption<KeySet>,
+    current: ArcSwapOption<Installed>,
     settings: JwksSettings,
     /// The number of finished fetch attempts, successful or not. Changed only while holding
     /// `gate`, together with `in_flight`.
@@ -537,11 +199,10 @@ impl Jwks {
     /// is older than `max_stale` (so that an issuer outage cannot keep withdrawn keys valid for
     /// ever). Lock-free.
     pub fn snapshot(&self) -> Option<Arc<KeySet>> {
-        let keys = self.shared.current.load_full()?;
-        let fresh = keys
-            .installed_at
-            .is_some_and(|at| at.elapsed() <= self.shared.settings.max_stale);
-        fresh.then_some(keys)
+        let installed = self.shared.current.load();
+        let installed = installed.as_ref()?;
+        (installed.at.elapsed() <= self.shared.settings.max_stale)
+            .then(|| Arc::clone(&installed.keys))
     }
 
     /// Whether this instance should be sent traffic (drives health): a key set is in force and
@@ -559,9 +220,11 @@ impl Jwks {
     }
 
     /// Puts a key set in force (the refresher calls this; tests and benchmarks may too).
-    pub fn install(&self, mut keys: KeySet) {
-        keys.installed_at = Some(Instant::now());
-        self.shared.current.store(Some(Arc::new(keys)));
+    pub fn install(&self, keys: KeySet) {
+        self.shared.current.store(Some(Arc::new(Installed {
+            keys: Arc::new(keys),
+            at: Instant::now(),
+        })));
         self.shared.refresher_down.store(false, Ordering::Release);
     }
 
@@ -651,7 +314,7 @@ impl Jwks {
 
     /// How long until the set in force goes stale, if one is installed and still fresh.
     fn until_stale(&self) -> Option<Duration> {
-        let installed = self.shared.current.load().as_ref()?.installed_at?;
+        let installed = self.shared.current.load().as_ref()?.at;
         (installed + self.shared.settings.max_stale).checked_duration_since(Instant::now())
     }
 
@@ -824,14 +487,16 @@ pub async fn parse_off_runtime(
 ) -> Result<(KeySet, Vec<SkippedKey>), JwksError> {
     let algorithms = settings.algorithms.clone();
     let max_keys = settings.max_keys;
-    tokio::task::spawn_blocking(move || KeySet::parse(&body, &algorithms, max_keys))
+    let parsed = tokio::task::spawn_blocking(move || KeySet::parse(&body, &algorithms, max_keys))
         .await
-        .map_err(|e| JwksError::Internal(e.to_string()))?
+        .map_err(|e| JwksError::Internal(e.to_string()))?;
+    Ok(parsed?)
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::keys::tests::{generated_modulus, rsa};
 
     #[test]
     fn max_age_is_read_from_cache_control() {
@@ -852,212 +517,6 @@ pub(crate) mod tests {
         let secs: Vec<u64> = (1..=6).map(|n| retry_backoff(n).as_secs()).collect();
         assert_eq!(secs, [1, 2, 4, 8, 10, 10]);
         assert_eq!(retry_backoff(u32::MAX), MAX_RETRY_BACKOFF);
-    }
-
-    const RS256: &[Algorithm] = &[Algorithm::RS256];
-
-    fn generated_modulus() -> Vec<u8> {
-        use aws_lc_rs::signature::KeyPair as _;
-        let pair =
-            aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("key");
-        pair.public_key()
-            .modulus()
-            .big_endian_without_leading_zero()
-            .to_vec()
-    }
-
-    fn rsa(kid: &str, n: &[u8]) -> serde_json::Value {
-        serde_json::json!({"kty": "RSA", "kid": kid, "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"})
-    }
-
-    fn parse(doc: &serde_json::Value) -> Result<(KeySet, Vec<SkippedKey>), JwksError> {
-        KeySet::parse(doc.to_string().as_bytes(), RS256, 100)
-    }
-
-    fn reasons(skipped: &[SkippedKey]) -> Vec<(Option<&str>, SkipReason)> {
-        skipped
-            .iter()
-            .map(|s| (s.kid.as_deref(), s.reason))
-            .collect()
-    }
-
-    #[test]
-    fn malformed_documents_are_errors() {
-        for doc in [&b"{}"[..], b"{\"keys\":123}", b"<html>", b"", b"[]"] {
-            let err = KeySet::parse(doc, RS256, 100).expect_err("must fail");
-            assert!(matches!(err, JwksError::Malformed(_)), "{err}");
-        }
-        let err = KeySet::parse(br#"{"keys":[]}"#, RS256, 100).expect_err("empty");
-        assert!(
-            matches!(&err, JwksError::NoUsableKeys { skipped } if skipped.count == 0),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn unusable_entries_are_skipped_with_a_reason() {
-        let small_n = [0xC5u8; 128]; // 1024 bits
-        let doc = serde_json::json!({"keys": [
-            {"kty": "EC", "kid": "ec", "crv": "P-256", "x": "AA", "y": "AA"},
-            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
-            {"kid": "nokty"},
-            {"kty": "RSA", "kid": "enc", "use": "enc", "n": "AA", "e": "AQAB"},
-            {"kty": "RSA", "kid": "ops", "key_ops": ["encrypt"], "n": "AA", "e": "AQAB"},
-            {"kty": "RSA", "kid": "hs", "alg": "HS256", "n": "AA", "e": "AQAB"},
-            {"kty": "RSA", "kid": "ps", "alg": "PS256", "n": "AA", "e": "AQAB"},
-            rsa("small", &small_n),
-            {"kty": "RSA", "kid": "nobase64", "n": "!!", "e": "AQAB"},
-            {"kty": "RSA", "kid": "noe", "n": URL_SAFE_NO_PAD.encode(small_n)},
-            {"kty": "RSA", "kid": "typed", "n": 5, "e": "AQAB"},
-            "not an object",
-        ]});
-        let err = parse(&doc).expect_err("nothing usable");
-        let JwksError::NoUsableKeys { skipped } = &err else {
-            panic!("{err}")
-        };
-        assert_eq!(skipped.count, 12, "{err}");
-        assert_eq!(
-            skipped.reasons,
-            "malformed JWK: 2, kty is not RSA: 3, use is not sig: 1, key_ops lacks verify: 1, \
-             alg not on the allow-list: 1, alg not a supported RSA signature algorithm: 1, \
-             n or e missing or not base64url: 2, modulus not 2048..=8192 bits: 1"
-        );
-        assert_eq!(skipped.first_kids, ["ec", "hmac", "nokty", "enc", "ops"]);
-    }
-
-    /// The bit length is taken after stripping leading zero bytes; nothing may be left
-    /// (`"n": ""`, `"AA"`), which used to underflow (a panic in debug builds, inside the
-    /// refresher task, and a huge wrapped length in release).
-    #[test]
-    fn modulus_length_is_measured_without_underflow() {
-        let n = generated_modulus();
-        let mut with_zero = vec![0u8];
-        with_zero.extend_from_slice(&n);
-        let mut many_zeros = vec![0u8; 64];
-        many_zeros.extend_from_slice(&n);
-        let mut short_after_zeros = vec![0u8; 300];
-        short_after_zeros.extend_from_slice(&[0xC5; 128]);
-        let cases: [(&str, Vec<u8>, Option<SkipReason>); 8] = [
-            ("empty", vec![], Some(SkipReason::ModulusSize)),
-            ("one zero byte", vec![0], Some(SkipReason::ModulusSize)),
-            ("all zero", vec![0; 256], Some(SkipReason::ModulusSize)),
-            ("one", vec![1], Some(SkipReason::ModulusSize)),
-            (
-                "1024 bits behind zeros",
-                short_after_zeros,
-                Some(SkipReason::ModulusSize),
-            ),
-            ("8200 bits", vec![0xFF; 1025], Some(SkipReason::ModulusSize)),
-            ("one leading zero", with_zero, None),
-            ("many leading zeros", many_zeros, None),
-        ];
-        for (name, modulus, want) in cases {
-            let good = rsa("good", &n);
-            let doc = serde_json::json!({"keys": [rsa("probe", &modulus), good]});
-            let (set, skipped) = parse(&doc).expect("the good key keeps the set usable");
-            match want {
-                Some(reason) => assert_eq!(reasons(&skipped), [(Some("probe"), reason)], "{name}"),
-                None => {
-                    assert!(skipped.is_empty(), "{name}: {skipped:?}");
-                    assert!(set.find(Some("probe")).is_some(), "{name}");
-                }
-            }
-        }
-        for (bytes, bits) in [
-            (&[][..], 0),
-            (&[1][..], 1),
-            (&[0x80, 0][..], 16),
-            (&[0x7F][..], 7),
-        ] {
-            assert_eq!(bit_length(bytes), bits, "{bytes:?}");
-        }
-    }
-
-    #[test]
-    fn duplicate_kids_and_bad_exponents_are_skipped_and_good_keys_kept() {
-        let n = URL_SAFE_NO_PAD.encode(generated_modulus());
-        let doc = serde_json::json!({"keys": [
-            {"kty": "RSA", "kid": "a", "n": n, "e": "AQAB"},
-            {"kty": "RSA", "kid": "a", "n": n, "e": "AQAB"},
-            {"kty": "RSA", "kid": "even", "n": n, "e": "AQAA"},
-            {"kty": "RSA", "kid": "one", "n": n, "e": "AQ"},
-            {"kty": "RSA", "n": n, "e": "AQAB"},
-        ]});
-        let (set, skipped) = KeySet::parse(
-            doc.to_string().as_bytes(),
-            &[Algorithm::RS256, Algorithm::PS256],
-            100,
-        )
-        .expect("usable");
-        assert_eq!(set.len(), 2);
-        assert_eq!(set.kids(), ["a"]);
-        assert_eq!(
-            reasons(&skipped),
-            [
-                (Some("a"), SkipReason::DuplicateKid),
-                (Some("even"), SkipReason::Exponent),
-                (Some("one"), SkipReason::Exponent),
-            ]
-        );
-        // Without a published alg, the key is prepared for every allowed algorithm.
-        let key = set.find(Some("a")).expect("kid a");
-        assert!(
-            key.verifier(Algorithm::RS256).is_some() && key.verifier(Algorithm::PS256).is_some()
-        );
-        assert!(key.verifier(Algorithm::RS384).is_none(), "not allowed");
-        assert!(
-            set.find(None).is_none(),
-            "two keys: a kid-less token is ambiguous"
-        );
-    }
-
-    #[test]
-    fn documents_over_the_key_cap_are_refused_whole() {
-        let n = generated_modulus();
-        let doc = |entries: usize| {
-            let mut keys = vec![rsa("good", &n)];
-            keys.extend((1..entries).map(|i| serde_json::json!({"kty": "junk", "kid": i})));
-            serde_json::json!({ "keys": keys }).to_string()
-        };
-        let (set, skipped) = KeySet::parse(doc(3).as_bytes(), RS256, 3).expect("at the cap");
-        assert_eq!((set.len(), skipped.len()), (1, 2));
-        let err = KeySet::parse(doc(4).as_bytes(), RS256, 3).expect_err("over the cap");
-        assert!(matches!(err, JwksError::TooManyKeys { limit: 3 }), "{err}");
-        // Junk of any shape counts: the cap is on entries, checked before any is parsed.
-        let junk = format!("{{\"keys\":[{}{{}}]}}", "0,".repeat(300_000));
-        let err = KeySet::parse(junk.as_bytes(), RS256, 100).expect_err("300k entries");
-        assert!(
-            matches!(err, JwksError::TooManyKeys { limit: 100 }),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn skipped_entries_are_summarised_in_one_line() {
-        let skipped: Vec<SkippedKey> = (0..300_000)
-            .map(|i| SkippedKey {
-                kid: Some(format!("{i}{}", "x".repeat(100))),
-                reason: if i % 3 == 0 {
-                    SkipReason::NotRsa
-                } else {
-                    SkipReason::Malformed
-                },
-            })
-            .collect();
-        let summary = SkipSummary::of(&skipped);
-        assert_eq!(summary.count, 300_000);
-        assert_eq!(
-            summary.reasons,
-            "malformed JWK: 200000, kty is not RSA: 100000"
-        );
-        assert_eq!(summary.first_kids.len(), SUMMARY_KIDS);
-        assert!(
-            summary
-                .first_kids
-                .iter()
-                .all(|k| k.chars().count() == SUMMARY_KID_CHARS)
-        );
-        assert!(summary.first_kids[0].starts_with("0x"));
     }
 
     #[test]

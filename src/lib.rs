@@ -10,8 +10,10 @@
 //!   before any port is bound. Every error names the offending key and value.
 //! - [`token`]: pulls the Bearer credential out of the request's `Authorization` header(s),
 //!   enforcing RFC 6750/7235 syntax.
-//! - [`jwks`]: the issuer's key set: parsing JWKS documents into ready-to-use verifying keys, a
-//!   lock-free snapshot for readers, and the background task that fetches and refreshes it.
+//! - [`keys`] (a leaf): signature algorithms, and JWKS documents parsed once into ready-to-use
+//!   verifying keys, with the reasons an entry is skipped.
+//! - [`jwks`]: the issuer's key set over time: a lock-free snapshot for readers, and the
+//!   background task that fetches and refreshes it.
 //! - [`verify`]: checks a compact JWS against a key-set snapshot (algorithm allow-list, signature,
 //!   `exp`/`nbf`/`iss`/`aud`) and is the only place that can build [`verify::VerifiedClaims`].
 //! - [`policy`]: path normalisation, route matching and [`policy::decide`], which turns a route's
@@ -36,6 +38,7 @@ pub mod config;
 pub mod demo;
 pub mod devissuer;
 pub mod jwks;
+pub mod keys;
 pub mod listener;
 pub mod policy;
 pub mod probe;

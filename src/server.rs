@@ -412,7 +412,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::jwks::{KeySet, Refetch};
+    use crate::jwks::Refetch;
+    use crate::keys::KeySet;
 
     /// A `tracing` writer into a shared buffer.
     #[derive(Clone, Default)]

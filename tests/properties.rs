@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{TestKey, claims, jwks_of, now};
 use proptest::prelude::*;
-use scopegate::jwks::KeySet;
+use scopegate::keys::KeySet;
 use scopegate::policy::{self, Decision, PathMatch, Policy, Requirement, Rule};
 use scopegate::token::bearer_token;
 use scopegate::verify::{self, Algorithm, Expectations};

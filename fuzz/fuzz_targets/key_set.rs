@@ -1,4 +1,4 @@
-//! Fuzzes `scopegate::jwks::KeySet::parse`, which reads the issuer's JWKS document: bytes from
+//! Fuzzes `scopegate::keys::KeySet::parse`, which reads the issuer's JWKS document: bytes from
 //! the network that decide which keys tokens are checked against, parsed by the background
 //! refresher, where a panic would stop key rotation.
 //!
@@ -34,7 +34,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use libfuzzer_sys::fuzz_target;
-use scopegate::jwks::{JwksError, KeySet, SkipReason, SkippedKey};
+use scopegate::keys::{KeySet, ParseError, SkipReason, SkippedKey};
 use scopegate::verify::Algorithm;
 
 /// Entry cap: small, so that the fuzzer meets it often, with room for a few real keys below it.
@@ -80,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
         && entries > MAX_KEYS
     {
         assert!(
-            matches!(result, Err(JwksError::TooManyKeys { limit: MAX_KEYS })),
+            matches!(result, Err(ParseError::TooManyKeys { limit: MAX_KEYS })),
             "a document of {entries} entries (cap {MAX_KEYS}) was not refused as too many: \
              {result:?}"
         );
@@ -179,13 +179,13 @@ fn check_set(set: &KeySet, skipped: &[SkippedKey], entries: Option<usize>) {
 
 /// In `n` and `e` modes the document is well formed and holds one entry: it is either kept, as
 /// the whole set, or skipped, making the document unusable.
-fn check_single(result: &Result<(KeySet, Vec<SkippedKey>), JwksError>) {
+fn check_single(result: &Result<(KeySet, Vec<SkippedKey>), ParseError>) {
     match result {
         Ok((set, skipped)) => {
             assert!(skipped.is_empty(), "one entry both kept and skipped");
             assert_eq!(set.kids(), [KID], "the one entry is not kept under its kid");
         }
-        Err(JwksError::NoUsableKeys { skipped }) => {
+        Err(ParseError::NoUsableKeys { skipped }) => {
             assert_eq!(skipped.count, 1, "one entry, {} skipped", skipped.count);
             assert_eq!(skipped.first_kids, [KID], "skip summary lost the kid");
         }
@@ -194,9 +194,9 @@ fn check_single(result: &Result<(KeySet, Vec<SkippedKey>), JwksError>) {
 }
 
 /// The skip summary's reasons when the document was refused for having no usable key.
-fn one_skip_reason(result: &Result<(KeySet, Vec<SkippedKey>), JwksError>) -> Option<String> {
+fn one_skip_reason(result: &Result<(KeySet, Vec<SkippedKey>), ParseError>) -> Option<String> {
     match result {
-        Err(JwksError::NoUsableKeys { skipped }) => Some(skipped.reasons.clone()),
+        Err(ParseError::NoUsableKeys { skipped }) => Some(skipped.reasons.clone()),
         _ => None,
     }
 }

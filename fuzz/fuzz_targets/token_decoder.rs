@@ -29,7 +29,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use libfuzzer_sys::fuzz_target;
 use scopegate::config::RawConfig;
-use scopegate::jwks::KeySet;
+use scopegate::keys::KeySet;
 use scopegate::verify::{Expectations, verify};
 
 /// The public half of the fuzzing key, in JWK form (base64url, big-endian).
