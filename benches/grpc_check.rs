@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use scopegate::config::RawConfig;
-use scopegate::devissuer::{DevIssuer, Mint};
+use scopegate::dev::issuer::{DevIssuer, Mint};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 

@@ -26,17 +26,16 @@
 //!   idle timeout, and backoff when the process runs out of file descriptors.
 //!
 //! Beside the service, for demos and tests (never on the request path):
-//! - [`devissuer`]: a development token issuer (JWKS, discovery, client-credentials tokens).
-//!   Not for production.
-//! - [`demo`]: the demo upstream API that stands behind Envoy in the demo.
+//! - [`dev`]: development-only code, never needed in production: [`dev::issuer`], a token
+//!   issuer (JWKS, discovery, client-credentials tokens), and [`dev::demo`], the upstream API
+//!   that stands behind Envoy in the demo.
 //! - [`probe`]: gRPC and HTTP health probes for container healthchecks.
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into [`server`] or
 //! [`config`].
 
 pub mod config;
-pub mod demo;
-pub mod devissuer;
+pub mod dev;
 pub mod jwks;
 pub mod keys;
 pub mod listener;

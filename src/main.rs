@@ -69,8 +69,8 @@ enum Command {
         /// Lifetime in seconds (at most 366 days).
         #[arg(
             long,
-            default_value_t = scopegate::devissuer::DEFAULT_EXPIRES_IN,
-            value_parser = clap::value_parser!(u64).range(1..=scopegate::devissuer::MAX_EXPIRES_IN)
+            default_value_t = scopegate::dev::issuer::DEFAULT_EXPIRES_IN,
+            value_parser = clap::value_parser!(u64).range(1..=scopegate::dev::issuer::MAX_EXPIRES_IN)
         )]
         expires_in: u64,
         /// Extra claim as NAME=JSON (e.g. --claim 'nbf=0'); repeatable; overrides the above.
@@ -164,7 +164,7 @@ fn dev_issuer(
     allow_non_loopback: bool,
 ) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
-    let dev = scopegate::devissuer::DevIssuer::load_or_create(key_file, issuer)?;
+    let dev = scopegate::dev::issuer::DevIssuer::load_or_create(key_file, issuer)?;
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -188,8 +188,8 @@ fn mint_token(
     expires_in: u64,
     claims: Vec<(String, serde_json::Value)>,
 ) -> anyhow::Result<()> {
-    let dev = scopegate::devissuer::DevIssuer::load_or_create(key_file, issuer)?;
-    let token = dev.mint(&scopegate::devissuer::Mint {
+    let dev = scopegate::dev::issuer::DevIssuer::load_or_create(key_file, issuer)?;
+    let token = dev.mint(&scopegate::dev::issuer::Mint {
         subject,
         audience,
         scope,
@@ -215,7 +215,7 @@ fn demo_upstream(listen: SocketAddr) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        scopegate::demo::serve(listener, scopegate::server::shutdown_signal()).await?;
+        scopegate::dev::demo::serve(listener, scopegate::server::shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use scopegate::devissuer::{DevIssuer, Mint};
+use scopegate::dev::issuer::{DevIssuer, Mint};
 use tokio::net::TcpListener;
 
 use super::eventually;
@@ -176,7 +176,7 @@ impl Stack {
             .await
             .expect("bind upstream");
         let upstream_port = upstream_listener.local_addr().expect("addr").port();
-        tokio::spawn(scopegate::demo::serve(
+        tokio::spawn(scopegate::dev::demo::serve(
             upstream_listener,
             std::future::pending(),
         ));

@@ -1,11 +1,9 @@
 //! Every 401 and 400 path of a direct gRPC Check against the real server, with real keys and a real
 //! JWKS server. Each denial must come back in-band (never as a gRPC error).
 
-mod common;
-
+use crate::common::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::*;
 use serde_json::json;
 
 const PROTECTED: &str = r#"

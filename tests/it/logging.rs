@@ -2,12 +2,10 @@
 //! and route, allow at debug), no token ever appears in the logs, and a JWKS full of unusable
 //! entries costs one log line per load, not one per entry.
 
-mod common;
-
 use std::time::Duration;
 
-use common::binary::Binary;
-use common::*;
+use crate::common::binary::Binary;
+use crate::common::*;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use serde_json::json;
 

@@ -2,11 +2,9 @@
 //! code it must get. Together with tests/authentication.rs this is the evidence behind the
 //! README's behaviour table.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::*;
 use serde_json::{Value, json};
 
 const PROTECTED: &str = "[[rules]]\npath = \"/r\"\nscopes = [\"read:messages\"]\n";

@@ -1,9 +1,7 @@
 //! The gRPC surface as tools see it: server reflection (what `grpcurl list`/`describe` use),
 //! `grpc.health.v1`, in-band answers to odd requests, and graceful shutdown.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use tonic::transport::Channel;
 use tonic_reflection::pb::v1::ServerReflectionRequest;

@@ -1,9 +1,7 @@
 //! Route rules through a direct gRPC Check: any-of and all-of scopes, methods, public routes, the
 //! three defaults, identity headers for the upstream, and path canonicalisation.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const RULES: &str = r#"

@@ -2,13 +2,11 @@
 //! Bearer header parser, the path canonicaliser and the token verifier. None may panic, and no
 //! input that lacks a valid token may ever be allowed onto a protected route.
 
-mod common;
-
 use std::sync::OnceLock;
 
+use crate::common::{TestKey, claims, jwks_of, now};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{TestKey, claims, jwks_of, now};
 use proptest::prelude::*;
 use scopegate::keys::KeySet;
 use scopegate::policy::{self, Decision, PathMatch, Policy, Requirement, Rule};
@@ -37,8 +35,8 @@ fn fixture() -> &'static Fixture {
             key,
             keys,
             expect: Expectations {
-                issuer: common::ISSUER.into(),
-                audiences: vec![common::AUDIENCE.into()],
+                issuer: crate::common::ISSUER.into(),
+                audiences: vec![crate::common::AUDIENCE.into()],
                 leeway_seconds: 60,
                 algorithms: vec![Algorithm::RS256],
                 token_types: None,

@@ -1,11 +1,9 @@
 //! The key set over time: loading, rotation, unknown-`kid` refetches, and faults of the JWKS
 //! endpoint at start-up and mid-run. Real HTTP server, real scopegate, real tokens.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use tonic_health::pb::health_check_response::ServingStatus;
 

@@ -1,14 +1,12 @@
 //! The `scopegate` binary: `check-config` exit codes and messages, `serve` refusing a bad config
 //! before binding, environment overrides, graceful shutdown on SIGTERM, and `mint-token` bounds.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::binary::Binary;
+use crate::common::binary::Binary;
 
 const BIN: &str = env!("CARGO_BIN_EXE_scopegate");
 

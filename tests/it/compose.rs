@@ -2,8 +2,6 @@
 //! the `Dockerfile`, `envoy/envoy.yaml`, `demo/scopegate.toml` and the pinned Envoy version all
 //! agree, and that every command the stack runs is one the binary accepts.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -241,7 +239,7 @@ fn compose_scopegate_configuration_is_valid() {
 
 #[test]
 fn envoy_configs_are_valid_for_the_pinned_envoy() {
-    let envoy = common::stack::envoy_binary();
+    let envoy = crate::common::stack::envoy_binary();
     let version = Command::new(&envoy)
         .arg("--version")
         .output()

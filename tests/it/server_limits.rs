@@ -3,12 +3,10 @@
 //! can be read from /proc), is bounded in time, and checks that legitimate Checks keep being
 //! answered while it runs.
 
-mod common;
-
 use std::time::Duration;
 
-use common::binary::Binary;
-use common::*;
+use crate::common::binary::Binary;
+use crate::common::*;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -1,12 +1,10 @@
 //! The development issuer: discovery, JWKS, the client-credentials token endpoint, key
 //! persistence, the loopback guard, and `mint-token` — each checked against real scopegate.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
-use scopegate::devissuer::{DevIssuer, DevIssuerError};
+use crate::common::*;
+use scopegate::dev::issuer::{DevIssuer, DevIssuerError};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 

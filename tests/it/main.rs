@@ -1,0 +1,21 @@
+//! Every integration test but the Envoy end-to-end tests (`tests/envoy_e2e.rs`) and the soak
+//! (`tests/soak.rs`), as modules of one test binary: one link instead of thirteen. Each module is
+//! a capability; the fixtures they share (real keys, a JWKS server, scopegate in-process or as a
+//! process, Envoy) are in `common`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod authentication;
+mod authorization;
+mod cli;
+mod compose;
+mod dev_issuer;
+mod dockerfile;
+mod grpc_surface;
+mod hostile_tokens;
+mod jwks_lifecycle;
+mod logging;
+mod properties;
+mod protos;
+mod server_limits;
