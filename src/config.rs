@@ -1280,6 +1280,82 @@ mod tests {
         .expect("compiles");
     }
 
+    /// The README's configuration reference cannot drift: it mentions every key the parser
+    /// accepts (top level, `[server]`, `[[rules]]`), it is a valid configuration, and every
+    /// default it shows is the compiled default.
+    #[test]
+    fn the_readme_reference_lists_every_key_with_its_compiled_default() {
+        let readme = include_str!("../README.md");
+        let reference = &readme[readme
+            .find("### Configuration reference")
+            .expect("the README has a configuration reference")..];
+        let block = &reference[reference.find("```toml\n").expect("a toml block") + 8..];
+        let block = &block[..block.find("```").expect("the block ends")];
+
+        // Every `name =` in the block, in code or in a comment.
+        let mut mentioned = std::collections::BTreeSet::new();
+        for line in block.lines() {
+            // Table headers: `[server]`, `[[rules]]`.
+            if let Some(header) = line.split('#').next().map(str::trim)
+                && header.starts_with('[')
+            {
+                mentioned.insert(header.trim_matches(['[', ']']).to_string());
+            }
+            let mut rest = line;
+            while let Some(at) = rest.find('=') {
+                if let Some(name) = rest[..at].split_whitespace().last() {
+                    mentioned.insert(name.trim_start_matches('#').to_string());
+                }
+                rest = &rest[at + 1..];
+            }
+        }
+        for (table, probe) in [
+            ("", "bogus_key = 1"),
+            ("server.", "[server]\nbogus_key = 1"),
+            ("rules[].", "[[rules]]\npath = \"/a\"\nbogus_key = 1"),
+        ] {
+            let error = RawConfig::from_toml(&format!("{BASE}{probe}"), "<test>")
+                .expect_err("an unknown key is refused")
+                .to_string();
+            let accepted = error
+                .split("expected one of ")
+                .nth(1)
+                .unwrap_or_else(|| panic!("{error}"));
+            for key in accepted.split('`').skip(1).step_by(2) {
+                assert!(
+                    mentioned.contains(key),
+                    "README's configuration reference does not mention `{table}{key}`"
+                );
+            }
+        }
+
+        let shown = RawConfig::from_toml(block, "README")
+            .expect("the reference parses")
+            .compile()
+            .expect("the reference compiles");
+        let defaults = RawConfig::from_toml(
+            &format!(
+                "issuer = {:?}\naudience = {:?}\njwks_uri = {:?}\n",
+                shown.expectations.issuer,
+                shown.expectations.audiences[0],
+                shown.jwks.uri.as_str()
+            ),
+            "<defaults>",
+        )
+        .expect("parses")
+        .compile()
+        .expect("compiles");
+        assert_eq!(shown.listen, defaults.listen, "listen");
+        assert_eq!(
+            shown.expectations, defaults.expectations,
+            "token expectations"
+        );
+        assert_eq!(shown.jwks, defaults.jwks, "jwks_* settings");
+        assert_eq!(shown.server, defaults.server, "[server]");
+        assert_eq!(shown.realm, defaults.realm, "realm");
+        assert_eq!(shown.policy.default, defaults.policy.default, "default");
+    }
+
     #[test]
     fn required_keys() {
         let err = RawConfig::default()

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use crate::keys::{Algorithm, KeySet, ParseError, SkipSummary, SkippedKey};
 
 /// Settings for fetching and caching the key set; compiled from the configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JwksSettings {
     /// The only URL keys are ever fetched from.
     pub uri: reqwest::Url,

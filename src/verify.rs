@@ -30,7 +30,7 @@ pub use crate::keys::Algorithm;
 use crate::keys::KeySet;
 
 /// What a token must satisfy besides its signature; compiled from the configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expectations {
     /// Exact `iss` value.
     pub issuer: String,
