@@ -334,20 +334,57 @@ fn deny(denial: &Denial, realm: &str) -> CheckResponse {
     response
 }
 
-/// An RFC 6750 §3 challenge. Every interpolated value is a fixed message or a configured scope or
-/// realm, none of which may contain `"` or `\` (the configuration refuses them).
+/// An RFC 6750 §3 challenge. Every value is written as an RFC 9110 quoted-string, escaped
+/// ([`quoted`]): today they are fixed messages and configured realms and scopes, which the
+/// configuration already keeps free of `"` and `\`, but a header built by interpolation must
+/// not depend on every caller remembering that.
 fn challenge(realm: &str, error: &str, description: &str, scope: Option<&str>) -> String {
-    let mut out =
-        format!("Bearer realm=\"{realm}\", error=\"{error}\", error_description=\"{description}\"");
+    let mut out = format!(
+        "Bearer realm={}, error={}, error_description={}",
+        quoted(realm),
+        quoted(error),
+        quoted(description)
+    );
     if let Some(scope) = scope.filter(|s| !s.is_empty()) {
-        out.push_str(&format!(", scope=\"{scope}\""));
+        out.push_str(&format!(", scope={}", quoted(scope)));
     }
+    out
+}
+
+/// `text` as an RFC 9110 quoted-string: in double quotes, with `"` and `\` escaped by a
+/// backslash, and control characters (which a header value cannot carry) replaced by spaces.
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn challenge_values_are_quoted_strings() {
+        assert_eq!(
+            challenge("scopegate", "invalid_token", "token has expired", None),
+            r#"Bearer realm="scopegate", error="invalid_token", error_description="token has expired""#
+        );
+        assert_eq!(
+            challenge("a\"b\\c", "e", "line\nbreak", Some("x y")),
+            r#"Bearer realm="a\"b\\c", error="e", error_description="line break", scope="x y""#
+        );
+    }
 
     #[test]
     fn logged_fields_are_bounded() {
