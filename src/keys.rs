@@ -17,8 +17,8 @@ use serde::Deserialize;
 
 /// A JWS signature algorithm scopegate can verify.
 ///
-/// Only asymmetric RSA algorithms exist here: `none` and the HMAC family cannot be represented,
-/// so no configuration can enable them.
+/// Only asymmetric algorithms exist here (RSA, ECDSA on P-256 and P-384, Ed25519): `none` and the
+/// HMAC family cannot be represented, so no configuration can enable them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Algorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256 (the Auth0 default).
@@ -33,17 +33,38 @@ pub enum Algorithm {
     PS384,
     /// RSASSA-PSS with SHA-512.
     PS512,
+    /// ECDSA on P-256 with SHA-256 (fixed-length `r‖s` signatures, RFC 7518 §3.4).
+    ES256,
+    /// ECDSA on P-384 with SHA-384.
+    ES384,
+    /// EdDSA (RFC 8037), of which scopegate verifies Ed25519 only.
+    EdDSA,
+    /// Ed25519 named fully (RFC 9864).
+    Ed25519,
+}
+
+/// The kind of key an algorithm needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyKind {
+    Rsa,
+    P256,
+    P384,
+    Ed25519,
 }
 
 impl Algorithm {
     /// Every supported algorithm, for help texts.
-    pub const ALL: [Algorithm; 6] = [
+    pub const ALL: [Algorithm; 10] = [
         Algorithm::RS256,
         Algorithm::RS384,
         Algorithm::RS512,
         Algorithm::PS256,
         Algorithm::PS384,
         Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+        Algorithm::Ed25519,
     ];
 
     /// The JOSE name (`"RS256"`, ...).
@@ -55,19 +76,50 @@ impl Algorithm {
             Algorithm::PS256 => "PS256",
             Algorithm::PS384 => "PS384",
             Algorithm::PS512 => "PS512",
+            Algorithm::ES256 => "ES256",
+            Algorithm::ES384 => "ES384",
+            Algorithm::EdDSA => "EdDSA",
+            Algorithm::Ed25519 => "Ed25519",
         }
     }
 
-    /// The verification parameters; the 2048–8192-bit modulus range is enforced by them too.
-    pub(crate) fn rsa_parameters(self) -> &'static RsaParameters {
+    /// The kind of key that can verify this algorithm.
+    fn key_kind(self) -> KeyKind {
         match self {
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => KeyKind::Rsa,
+            Algorithm::ES256 => KeyKind::P256,
+            Algorithm::ES384 => KeyKind::P384,
+            Algorithm::EdDSA | Algorithm::Ed25519 => KeyKind::Ed25519,
+        }
+    }
+
+    /// The RSA verification parameters (the 2048–8192-bit modulus range is enforced by them
+    /// too), for the RSA algorithms.
+    fn rsa_parameters(self) -> Option<&'static RsaParameters> {
+        Some(match self {
             Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
             Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
             Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
             Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
             Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
             Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
-        }
+            _ => return None,
+        })
+    }
+
+    /// The verification algorithm for a key given as raw public bytes (EC points, Ed25519).
+    fn raw_key_algorithm(self) -> Option<&'static dyn signature::VerificationAlgorithm> {
+        Some(match self {
+            Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+            Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
+            Algorithm::EdDSA | Algorithm::Ed25519 => &signature::ED25519,
+            _ => return None,
+        })
     }
 }
 
@@ -147,17 +199,23 @@ pub struct SkippedKey {
 pub enum SkipReason {
     /// Not a JSON object, or a member of the wrong JSON type.
     Malformed,
-    /// `kty` absent or not `RSA`.
-    NotRsa,
+    /// `kty` absent or not one scopegate verifies with (`RSA`, `EC`, `OKP`).
+    UnsupportedKeyType,
+    /// An `EC` or `OKP` key on a curve scopegate does not verify with (only P-256, P-384 and
+    /// Ed25519 are).
+    UnsupportedCurve,
     /// `use` present and not `sig`.
     NotForSignature,
     /// `key_ops` present without `verify`.
     NoVerifyOperation,
-    /// `alg` names a supported algorithm that is not on the allow-list.
+    /// `alg` names a supported algorithm that is not on the allow-list, or (without `alg`) no
+    /// allowed algorithm fits the key.
     AlgorithmNotAllowed,
-    /// `alg` names no supported RSA signature algorithm.
+    /// `alg` names no supported signature algorithm.
     UnsupportedAlgorithm,
-    /// `n` or `e` absent or not base64url.
+    /// `alg` names an algorithm for another kind of key or curve (`ES384` on a P-256 key).
+    AlgorithmMismatch,
+    /// `n`/`e` or `x`/`y` absent, not base64url, or (EC, Ed25519) of the wrong length.
     BadEncoding,
     /// Modulus outside 2048..=8192 bits (an empty or all-zero one included).
     ModulusSize,
@@ -173,15 +231,17 @@ impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SkipReason::Malformed => "malformed JWK",
-            SkipReason::NotRsa => "kty is not RSA",
+            SkipReason::UnsupportedKeyType => "kty not RSA, EC or OKP",
+            SkipReason::UnsupportedCurve => "curve not P-256, P-384 or Ed25519",
             SkipReason::NotForSignature => "use is not sig",
             SkipReason::NoVerifyOperation => "key_ops lacks verify",
             SkipReason::AlgorithmNotAllowed => "alg not on the allow-list",
-            SkipReason::UnsupportedAlgorithm => "alg not a supported RSA signature algorithm",
-            SkipReason::BadEncoding => "n or e missing or not base64url",
+            SkipReason::UnsupportedAlgorithm => "alg not a supported signature algorithm",
+            SkipReason::AlgorithmMismatch => "alg does not fit the key",
+            SkipReason::BadEncoding => "key member missing, not base64url or of the wrong length",
             SkipReason::ModulusSize => "modulus not 2048..=8192 bits",
             SkipReason::Exponent => "exponent not an odd integer in 3..2^32",
-            SkipReason::Rejected => "RSA key rejected",
+            SkipReason::Rejected => "key rejected by the crypto library",
             SkipReason::DuplicateKid => "duplicate kid (first kept)",
         })
     }
@@ -354,8 +414,11 @@ struct JwkFields {
     use_: Option<String>,
     alg: Option<String>,
     key_ops: Option<Vec<String>>,
+    crv: Option<String>,
     n: Option<String>,
     e: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
 }
 
 /// Smallest RSA modulus accepted, in bits (RFC 7518 §3.3 requires at least 2048).
@@ -365,9 +428,14 @@ const MAX_RSA_BITS: usize = 8192;
 
 fn parse_key(entry: &serde_json::Value, algorithms: &[Algorithm]) -> Result<Key, SkipReason> {
     let jwk = JwkFields::deserialize(entry).map_err(|_| SkipReason::Malformed)?;
-    if jwk.kty.as_deref() != Some("RSA") {
-        return Err(SkipReason::NotRsa);
-    }
+    let kind = match (jwk.kty.as_deref(), jwk.crv.as_deref()) {
+        (Some("RSA"), _) => KeyKind::Rsa,
+        (Some("EC"), Some("P-256")) => KeyKind::P256,
+        (Some("EC"), Some("P-384")) => KeyKind::P384,
+        (Some("OKP"), Some("Ed25519")) => KeyKind::Ed25519,
+        (Some("EC" | "OKP"), _) => return Err(SkipReason::UnsupportedCurve),
+        _ => return Err(SkipReason::UnsupportedKeyType),
+    };
     if jwk.use_.as_deref().is_some_and(|use_| use_ != "sig") {
         return Err(SkipReason::NotForSignature);
     }
@@ -378,44 +446,87 @@ fn parse_key(entry: &serde_json::Value, algorithms: &[Algorithm]) -> Result<Key,
     {
         return Err(SkipReason::NoVerifyOperation);
     }
+    // A published `alg` must be supported, fit the key, and be allowed; without one, the key
+    // serves every allowed algorithm of its kind (RS* and PS* for RSA; one each for the curves).
     let algorithm = match jwk.alg.as_deref() {
         None => None,
         Some(name) => match name.parse::<Algorithm>() {
+            Ok(alg) if alg.key_kind() != kind => return Err(SkipReason::AlgorithmMismatch),
             Ok(alg) if algorithms.contains(&alg) => Some(alg),
             Ok(_) => return Err(SkipReason::AlgorithmNotAllowed),
             Err(()) => return Err(SkipReason::UnsupportedAlgorithm),
         },
     };
-
-    let decode = |value: Option<&String>| -> Result<Vec<u8>, SkipReason> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(value.ok_or(SkipReason::BadEncoding)?)
-            .map_err(|_| SkipReason::BadEncoding)?;
-        // RFC 7518 forbids leading zero octets, but some publishers add one; strip them so the
-        // size check below measures the real modulus.
-        let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-        Ok(bytes[start..].to_vec())
-    };
-    let n = decode(jwk.n.as_ref())?;
-    let e = decode(jwk.e.as_ref())?;
-    if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bit_length(&n)) {
-        return Err(SkipReason::ModulusSize);
-    }
-    if e.is_empty() || e.len() > 4 || e.last().is_some_and(|b| b % 2 == 0) || e == [1] {
-        return Err(SkipReason::Exponent);
-    }
-
-    let components = RsaPublicKeyComponents { n: &n, e: &e };
     let usable: Vec<Algorithm> = match algorithm {
         Some(alg) => vec![alg],
-        None => algorithms.to_vec(),
+        None => algorithms
+            .iter()
+            .copied()
+            .filter(|alg| alg.key_kind() == kind)
+            .collect(),
+    };
+    if usable.is_empty() {
+        return Err(SkipReason::AlgorithmNotAllowed);
+    }
+
+    let decode = |value: Option<&String>| -> Result<Vec<u8>, SkipReason> {
+        URL_SAFE_NO_PAD
+            .decode(value.ok_or(SkipReason::BadEncoding)?)
+            .map_err(|_| SkipReason::BadEncoding)
     };
     let mut verifiers = Vec::with_capacity(usable.len());
-    for alg in usable {
-        let parsed = components
-            .to_parsed_public_key(alg.rsa_parameters())
-            .map_err(|_| SkipReason::Rejected)?;
-        verifiers.push((alg, parsed));
+    if kind == KeyKind::Rsa {
+        // RFC 7518 forbids leading zero octets, but some publishers add one; strip them so the
+        // size check below measures the real modulus.
+        let strip = |bytes: Vec<u8>| {
+            let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+            bytes[start..].to_vec()
+        };
+        let n = strip(decode(jwk.n.as_ref())?);
+        let e = strip(decode(jwk.e.as_ref())?);
+        if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bit_length(&n)) {
+            return Err(SkipReason::ModulusSize);
+        }
+        if e.is_empty() || e.len() > 4 || e.last().is_some_and(|b| b % 2 == 0) || e == [1] {
+            return Err(SkipReason::Exponent);
+        }
+        let components = RsaPublicKeyComponents { n: &n, e: &e };
+        for alg in usable {
+            let parameters = alg.rsa_parameters().ok_or(SkipReason::AlgorithmMismatch)?;
+            let parsed = components
+                .to_parsed_public_key(parameters)
+                .map_err(|_| SkipReason::Rejected)?;
+            verifiers.push((alg, parsed));
+        }
+    } else {
+        // EC: the uncompressed point 04 ‖ x ‖ y, each coordinate exactly the curve's size (no
+        // compressed or shortened forms); Ed25519: the 32-byte public key. The crypto library
+        // checks that a point is on its curve.
+        let bytes = match kind {
+            KeyKind::P256 | KeyKind::P384 => {
+                let size = if kind == KeyKind::P256 { 32 } else { 48 };
+                let (x, y) = (decode(jwk.x.as_ref())?, decode(jwk.y.as_ref())?);
+                if x.len() != size || y.len() != size {
+                    return Err(SkipReason::BadEncoding);
+                }
+                [&[0x04][..], &x, &y].concat()
+            }
+            _ => {
+                let x = decode(jwk.x.as_ref())?;
+                if x.len() != 32 || jwk.y.is_some() {
+                    return Err(SkipReason::BadEncoding);
+                }
+                x
+            }
+        };
+        for alg in usable {
+            let verification = alg
+                .raw_key_algorithm()
+                .ok_or(SkipReason::AlgorithmMismatch)?;
+            let parsed =
+                ParsedPublicKey::new(verification, &bytes).map_err(|_| SkipReason::Rejected)?;
+            verifiers.push((alg, parsed));
+        }
     }
     Ok(Key {
         kid: jwk.kid,
@@ -501,9 +612,11 @@ pub(crate) mod tests {
         assert_eq!(skipped.count, 12, "{err}");
         assert_eq!(
             skipped.reasons,
-            "malformed JWK: 2, kty is not RSA: 3, use is not sig: 1, key_ops lacks verify: 1, \
-             alg not on the allow-list: 1, alg not a supported RSA signature algorithm: 1, \
-             n or e missing or not base64url: 2, modulus not 2048..=8192 bits: 1"
+            "malformed JWK: 2, kty not RSA, EC or OKP: 2, use is not sig: 1, \
+             key_ops lacks verify: 1, alg not on the allow-list: 2, \
+             alg not a supported signature algorithm: 1, \
+             key member missing, not base64url or of the wrong length: 2, \
+             modulus not 2048..=8192 bits: 1"
         );
         assert_eq!(skipped.first_kids, ["ec", "hmac", "nokty", "enc", "ops"]);
     }
@@ -553,6 +666,197 @@ pub(crate) mod tests {
             (&[0x7F][..], 7),
         ] {
             assert_eq!(bit_length(bytes), bits, "{bytes:?}");
+        }
+    }
+
+    /// The public halves of a fresh P-256, P-384 and Ed25519 key, as JWK coordinates.
+    fn curve_keys() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
+            Ed25519KeyPair, KeyPair as _,
+        };
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let ec = |alg| {
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("EC key");
+            EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref())
+                .expect("pkcs8")
+                .public_key()
+                .as_ref()
+                .to_vec()
+        };
+        let ed = Ed25519KeyPair::generate().expect("Ed25519 key");
+        (
+            ec(&ECDSA_P256_SHA256_FIXED_SIGNING),
+            ec(&ECDSA_P384_SHA384_FIXED_SIGNING),
+            ed.public_key().as_ref().to_vec(),
+        )
+    }
+
+    #[test]
+    fn ec_and_ed25519_keys_load_for_their_own_algorithms_only() {
+        use Algorithm::*;
+        let (p256, p384, ed) = curve_keys();
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        // An uncompressed point is 04 ‖ x ‖ y.
+        let ec = |point: &[u8], crv: &str| {
+            let size = (point.len() - 1) / 2;
+            serde_json::json!({"kty": "EC", "crv": crv, "x": b64(&point[1..1 + size]),
+                "y": b64(&point[1 + size..])})
+        };
+        let okp = |x: &[u8]| serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64(x)});
+        let with = |mut jwk: serde_json::Value, member: &str, value: serde_json::Value| {
+            jwk[member] = value;
+            jwk
+        };
+        let all = [RS256, ES256, ES384, EdDSA, Ed25519];
+        let mut off_curve = p256.clone();
+        off_curve[40] ^= 1;
+        type Case<'a> = (
+            &'a str,
+            serde_json::Value,
+            &'a [Algorithm],
+            Result<Vec<Algorithm>, SkipReason>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "P-256 with alg",
+                with(ec(&p256, "P-256"), "alg", "ES256".into()),
+                &all,
+                Ok(vec![ES256]),
+            ),
+            (
+                "P-256 without alg",
+                ec(&p256, "P-256"),
+                &all,
+                Ok(vec![ES256]),
+            ),
+            (
+                "P-384 without alg",
+                ec(&p384, "P-384"),
+                &all,
+                Ok(vec![ES384]),
+            ),
+            (
+                "Ed25519 without alg",
+                okp(&ed),
+                &all,
+                Ok(vec![EdDSA, Ed25519]),
+            ),
+            (
+                "Ed25519, alg EdDSA",
+                with(okp(&ed), "alg", "EdDSA".into()),
+                &all,
+                Ok(vec![EdDSA]),
+            ),
+            (
+                "Ed25519, alg Ed25519",
+                with(okp(&ed), "alg", "Ed25519".into()),
+                &all,
+                Ok(vec![Ed25519]),
+            ),
+            // The curve and the algorithm must agree.
+            (
+                "P-256 as ES384",
+                with(ec(&p256, "P-256"), "alg", "ES384".into()),
+                &all,
+                Err(SkipReason::AlgorithmMismatch),
+            ),
+            (
+                "P-256 as RS256",
+                with(ec(&p256, "P-256"), "alg", "RS256".into()),
+                &all,
+                Err(SkipReason::AlgorithmMismatch),
+            ),
+            (
+                "Ed25519 as ES256",
+                with(okp(&ed), "alg", "ES256".into()),
+                &all,
+                Err(SkipReason::AlgorithmMismatch),
+            ),
+            (
+                "P-384 coordinates as P-256",
+                ec(&p384, "P-256"),
+                &all,
+                Err(SkipReason::BadEncoding),
+            ),
+            // Only what the allow-list names.
+            (
+                "P-256, RS256 allowed",
+                ec(&p256, "P-256"),
+                &[RS256],
+                Err(SkipReason::AlgorithmNotAllowed),
+            ),
+            (
+                "Ed25519, ES256 allowed",
+                okp(&ed),
+                &[ES256],
+                Err(SkipReason::AlgorithmNotAllowed),
+            ),
+            // Shapes that are not the exact uncompressed point or a 32-byte key.
+            (
+                "short x",
+                with(ec(&p256, "P-256"), "x", b64(&p256[1..32]).into()),
+                &all,
+                Err(SkipReason::BadEncoding),
+            ),
+            (
+                "no y",
+                with(ec(&p256, "P-256"), "y", serde_json::Value::Null),
+                &all,
+                Err(SkipReason::BadEncoding),
+            ),
+            (
+                "point off the curve",
+                ec(&off_curve, "P-256"),
+                &all,
+                Err(SkipReason::Rejected),
+            ),
+            (
+                "Ed25519 with y",
+                with(okp(&ed), "y", "AA".into()),
+                &all,
+                Err(SkipReason::BadEncoding),
+            ),
+            (
+                "Ed25519, 31 bytes",
+                okp(&ed[..31]),
+                &all,
+                Err(SkipReason::BadEncoding),
+            ),
+            // Other curves and types.
+            (
+                "Ed448",
+                with(okp(&ed), "crv", "Ed448".into()),
+                &all,
+                Err(SkipReason::UnsupportedCurve),
+            ),
+            (
+                "secp256k1",
+                with(ec(&p256, "P-256"), "crv", "secp256k1".into()),
+                &all,
+                Err(SkipReason::UnsupportedCurve),
+            ),
+            (
+                "X25519",
+                with(okp(&ed), "crv", "X25519".into()),
+                &all,
+                Err(SkipReason::UnsupportedCurve),
+            ),
+            (
+                "EC without crv",
+                with(ec(&p256, "P-256"), "crv", serde_json::Value::Null),
+                &all,
+                Err(SkipReason::UnsupportedCurve),
+            ),
+        ];
+        for (name, jwk, allowed, want) in cases {
+            let got = parse_key(&jwk, allowed).map(|key| {
+                key.verifiers
+                    .iter()
+                    .map(|(alg, _)| *alg)
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(got, want, "{name}");
         }
     }
 
@@ -621,7 +925,7 @@ pub(crate) mod tests {
             .map(|i| SkippedKey {
                 kid: Some(format!("{i}{}", "x".repeat(100))),
                 reason: if i % 3 == 0 {
-                    SkipReason::NotRsa
+                    SkipReason::UnsupportedKeyType
                 } else {
                     SkipReason::Malformed
                 },
@@ -631,7 +935,7 @@ pub(crate) mod tests {
         assert_eq!(summary.count, 300_000);
         assert_eq!(
             summary.reasons,
-            "malformed JWK: 200000, kty is not RSA: 100000"
+            "malformed JWK: 200000, kty not RSA, EC or OKP: 100000"
         );
         assert_eq!(summary.first_kids.len(), SUMMARY_KIDS);
         assert!(

@@ -400,3 +400,168 @@ async fn a_key_published_for_one_algorithm_verifies_no_other() {
     assert_eq!(answer.message(), "token algorithm does not match its key");
     gate.stop().await;
 }
+
+/// A key of one of the curves, as the JWKS publishes it, with a signer that does not use
+/// scopegate's code: jsonwebtoken for ES256/ES384/EdDSA, aws-lc-rs directly for `alg: Ed25519`
+/// (RFC 9864), which jsonwebtoken does not name.
+struct CurveKey {
+    jwk: serde_json::Value,
+    encoding: jsonwebtoken::EncodingKey,
+    ed25519: Option<aws_lc_rs::signature::Ed25519KeyPair>,
+}
+
+impl CurveKey {
+    fn ec(kid: &str, crv: &str) -> CurveKey {
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
+            KeyPair as _,
+        };
+        let alg = if crv == "P-256" {
+            &ECDSA_P256_SHA256_FIXED_SIGNING
+        } else {
+            &ECDSA_P384_SHA384_FIXED_SIGNING
+        };
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("EC key");
+        let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref()).expect("pkcs8");
+        let point = pair.public_key().as_ref();
+        let size = (point.len() - 1) / 2;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        CurveKey {
+            jwk: json!({"kty": "EC", "crv": crv, "kid": kid, "use": "sig",
+                "x": b64(&point[1..1 + size]), "y": b64(&point[1 + size..])}),
+            encoding: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
+            ed25519: None,
+        }
+    }
+
+    fn ed25519(kid: &str) -> CurveKey {
+        use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .expect("Ed25519 key");
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("pkcs8");
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        CurveKey {
+            jwk: json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": x}),
+            encoding: jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref()),
+            ed25519: Some(pair),
+        }
+    }
+
+    fn kid(&self) -> &str {
+        self.jwk["kid"].as_str().expect("kid")
+    }
+
+    /// A token minted by jsonwebtoken with `alg` and this key's kid.
+    fn mint(&self, alg: jsonwebtoken::Algorithm, claims: &serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(alg);
+        header.kid = Some(self.kid().to_string());
+        jsonwebtoken::encode(&header, claims, &self.encoding).expect("encode")
+    }
+
+    /// A token with `alg: Ed25519`, signed with aws-lc-rs.
+    fn mint_ed25519(&self, claims: &serde_json::Value) -> String {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let input = format!(
+            "{}.{}",
+            b64(json!({"alg": "Ed25519", "kid": self.kid()})
+                .to_string()
+                .as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = self
+            .ed25519
+            .as_ref()
+            .expect("an Ed25519 key")
+            .sign(input.as_bytes());
+        format!("{input}.{}", b64(signature.as_ref()))
+    }
+}
+
+/// ES256, ES384 and EdDSA (and RFC 9864's Ed25519) tokens verify against EC P-256/P-384 and
+/// Ed25519 keys once the algorithms are allowed; a forged signature, a key of another curve
+/// or type under the token's kid, and an algorithm outside the allow-list never do.
+#[tokio::test]
+async fn ec_and_ed25519_tokens_verify_when_allowed_and_only_then() {
+    use jsonwebtoken::Algorithm::{ES256, ES384, EdDSA};
+    let p256 = CurveKey::ec("p256", "P-256");
+    let p384 = CurveKey::ec("p384", "P-384");
+    let ed = CurveKey::ed25519("ed");
+    let forger = [CurveKey::ec("p256", "P-256"), CurveKey::ed25519("ed")];
+    let server = JwksServer::start(Reply::json(
+        &json!({"keys": [p256.jwk.clone(), p384.jwk.clone(), ed.jwk.clone()]}),
+    ))
+    .await;
+    let gate = Scopegate::start_ready(
+        &server.url(),
+        "algorithms = [\"ES256\", \"ES384\", \"EdDSA\", \"Ed25519\"]\n\
+         [[rules]]\npath = \"/r\"\nscopes = [\"read:messages\"]\n",
+    )
+    .await;
+    let good = claims("read:messages");
+    for (name, token) in [
+        ("ES256", p256.mint(ES256, &good)),
+        ("ES384", p384.mint(ES384, &good)),
+        ("EdDSA", ed.mint(EdDSA, &good)),
+        ("Ed25519", ed.mint_ed25519(&good)),
+    ] {
+        let answer = gate.ask("GET", "/r", Some(&bearer(&token))).await;
+        assert_eq!(answer.code, OK, "{name}: {answer:?}");
+    }
+    for (name, token, message) in [
+        (
+            "ES256 forged",
+            forger[0].mint(ES256, &good),
+            "token signature is invalid",
+        ),
+        (
+            "EdDSA forged",
+            forger[1].mint(EdDSA, &good),
+            "token signature is invalid",
+        ),
+        // The P-384 key cannot verify ES256, nor the Ed25519 key ES256.
+        (
+            "ES256 under the P-384 key's kid",
+            {
+                let mut header = jsonwebtoken::Header::new(ES256);
+                header.kid = Some("p384".into());
+                jsonwebtoken::encode(&header, &good, &p256.encoding).expect("encode")
+            },
+            "token algorithm does not match its key",
+        ),
+        (
+            "ES256 under the Ed25519 key's kid",
+            {
+                let mut header = jsonwebtoken::Header::new(ES256);
+                header.kid = Some("ed".into());
+                jsonwebtoken::encode(&header, &good, &p256.encoding).expect("encode")
+            },
+            "token algorithm does not match its key",
+        ),
+    ] {
+        let answer = gate.ask("GET", "/r", Some(&bearer(&token))).await;
+        answer.assert_denied(401, "invalid_token");
+        assert_eq!(answer.message(), message, "{name}");
+    }
+    gate.stop().await;
+
+    // With RS256 alone allowed (the default), the same keys are skipped (an RSA key beside them
+    // keeps the set usable) and the same tokens refused for their algorithm.
+    let rsa = TestKey::generate("rsa");
+    server.set(Reply::json(
+        &json!({"keys": [p256.jwk.clone(), ed.jwk.clone(), rsa.jwk()]}),
+    ));
+    let gate = Scopegate::start_ready(
+        &server.url(),
+        "[[rules]]\npath = \"/r\"\nscopes = [\"read:messages\"]\n",
+    )
+    .await;
+    for token in [p256.mint(ES256, &good), ed.mint(EdDSA, &good)] {
+        let answer = gate.ask("GET", "/r", Some(&bearer(&token))).await;
+        assert_eq!(
+            (answer.http, answer.message()),
+            (401, "token algorithm is not allowed")
+        );
+    }
+    gate.stop().await;
+}
