@@ -63,6 +63,8 @@ pub struct RawConfig {
     pub unknown_kid_wait_ms: Option<u64>,
     /// Accepted `typ` header values (e.g. `["at+jwt"]`); absent accepts any.
     pub token_types: Option<Vec<String>>,
+    /// Claims whose union is the granted scopes; default `["scope", "scp"]`.
+    pub scope_claims: Option<Vec<String>>,
     /// Limits of the gRPC server.
     #[serde(default)]
     pub server: RawServer,
@@ -531,6 +533,7 @@ impl RawConfig {
                 ),
             ));
         }
+        let scope_claims = compile_scope_claims(self.scope_claims)?;
         let token_types = match self.token_types {
             None => None,
             Some(list) if list.is_empty() => {
@@ -588,6 +591,7 @@ impl RawConfig {
                 leeway_seconds,
                 algorithms: algorithms.clone(),
                 token_types,
+                scope_claims,
             },
             jwks: JwksSettings {
                 uri: jwks_uri,
@@ -632,6 +636,33 @@ fn parse_http_url(key: &str, value: &str) -> Result<reqwest::Url, ConfigError> {
         ));
     }
     Ok(url)
+}
+
+/// Claims that mean something else: reading one as scopes too would let it be two things.
+const REGISTERED_CLAIMS: [&str; 6] = ["iss", "sub", "aud", "exp", "nbf", "iat"];
+
+fn compile_scope_claims(names: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let names = names.unwrap_or_else(|| vec!["scope".to_string(), "scp".to_string()]);
+    if names.is_empty() {
+        return Err(invalid(
+            "scope_claims",
+            &names,
+            "at least one claim is needed; leave the key out for [\"scope\", \"scp\"]",
+        ));
+    }
+    for (i, name) in names.iter().enumerate() {
+        let key = format!("scope_claims[{i}]");
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return Err(invalid(key, name, "a claim name is non-empty text"));
+        }
+        if REGISTERED_CLAIMS.contains(&name.as_str()) {
+            return Err(invalid(key, name, "a registered claim cannot carry scopes"));
+        }
+        if names[..i].contains(name) {
+            return Err(invalid(key, name, "listed twice"));
+        }
+    }
+    Ok(names)
 }
 
 fn compile_algorithms(names: Option<Vec<String>>) -> Result<Vec<Algorithm>, ConfigError> {
@@ -916,6 +947,7 @@ impl fmt::Display for Config {
         let algs: Vec<&str> = e.algorithms.iter().map(|a| a.as_str()).collect();
         writeln!(f, "algorithms        {}", algs.join(", "))?;
         writeln!(f, "leeway            {}s", e.leeway_seconds)?;
+        writeln!(f, "scope claims      {}", e.scope_claims.join(", "))?;
         if let Some(types) = &e.token_types {
             let types: Vec<&str> = types.iter().map(TokenType::as_str).collect();
             writeln!(f, "token types       {}", types.join(", "))?;
@@ -1005,6 +1037,7 @@ mod tests {
         assert_eq!(c.jwks.max_keys, 100);
         assert_eq!(c.jwks.unknown_kid_wait, Duration::from_millis(300));
         assert_eq!(c.expectations.token_types, None);
+        assert_eq!(c.expectations.scope_claims, ["scope", "scp"]);
         assert_eq!(c.server, ServerLimits::default());
         assert_eq!(c.server.max_connections, 1024);
         assert_eq!(c.server.max_concurrent_streams, 100);
@@ -1132,6 +1165,10 @@ mod tests {
             ("token_types = []", "token_types"),
             ("token_types = [\"at+jwt\", \"at jwt\"]", "token_types[1]"),
             ("token_types = [\"text/plain\"]", "token_types[0]"),
+            ("scope_claims = []", "scope_claims"),
+            ("scope_claims = [\"scope\", \"aud\"]", "scope_claims[1]"),
+            ("scope_claims = [\"scope\", \"scope\"]", "scope_claims[1]"),
+            ("scope_claims = [\"\"]", "scope_claims[0]"),
             ("[server]\nmax_connections = 0", "server.max_connections"),
             (
                 "[server]\nmax_request_bytes = 1000",

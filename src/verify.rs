@@ -43,6 +43,9 @@ pub struct Expectations {
     /// Accepted `typ` header values, in the form [`TokenType::new`] gives them; `None` accepts
     /// any `typ` or none.
     pub token_types: Option<Vec<TokenType>>,
+    /// The claims whose union is the granted scopes (`scope`, `scp`; Auth0 RBAC adds
+    /// `permissions`). Never a registered claim (`iss`, `sub`, `aud`, `exp`, `nbf`, `iat`).
+    pub scope_claims: Vec<String>,
 }
 
 /// A `typ` header value a token may carry (RFC 7515 §4.1.9: a media type, compared without
@@ -224,29 +227,86 @@ fn present<'de, D: serde::Deserializer<'de>>(
     serde_json::Value::deserialize(deserializer).map(Some)
 }
 
-/// Registered and scope claims, with JSON types enforced by serde.
-#[derive(Deserialize)]
+/// Registered claims and the scope claims, with JSON types enforced.
+#[derive(Default)]
 struct Claims {
-    #[serde(default)]
     iss: Option<String>,
-    #[serde(default)]
     sub: Option<String>,
-    #[serde(default)]
     aud: Option<OneOrMany>,
-    #[serde(default)]
     exp: Option<f64>,
-    #[serde(default)]
     nbf: Option<f64>,
-    /// Not used for decisions, but type-checked: a token whose `iat` is not a number is malformed.
-    #[serde(default, rename = "iat")]
-    _iat: Option<f64>,
-    #[serde(default)]
-    scope: Option<String>,
-    #[serde(default)]
-    scp: Option<OneOrMany>,
+    /// The values of the configured scope claims that the token carries, in payload order.
+    scopes: Vec<OneOrMany>,
 }
 
-/// A claim that may be a single string or an array of strings (`aud`, `scp`).
+/// Reads a payload object into [`Claims`], reading as scope claims the names in
+/// `scope_claims`. A member read here that appears twice makes the payload malformed (serde
+/// would otherwise keep one of the two, and which one a library keeps is how a token smuggles a
+/// second value past another reader); members not read are skipped, whatever their number.
+struct ClaimsSeed<'a> {
+    scope_claims: &'a [String],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ClaimsSeed<'_> {
+    type Value = Claims;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Claims, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ClaimsSeed<'_> {
+    type Value = Claims;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object of claims")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
+        use serde::de::Error as _;
+        /// A member name, borrowed from the payload when it holds no escapes.
+        #[derive(Deserialize)]
+        struct Name<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+        const REGISTERED: [&str; 6] = ["iss", "sub", "aud", "exp", "nbf", "iat"];
+        let mut claims = Claims::default();
+        let mut seen_registered = [false; REGISTERED.len()];
+        let mut seen_scope = vec![false; self.scope_claims.len()];
+        while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
+            let seen = if let Some(i) = REGISTERED.iter().position(|r| *r == name) {
+                &mut seen_registered[i]
+            } else if let Some(i) = self.scope_claims.iter().position(|c| *c == name) {
+                &mut seen_scope[i]
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            };
+            if std::mem::replace(seen, true) {
+                return Err(A::Error::custom(format_args!("duplicate claim {name:?}")));
+            }
+            match name.as_ref() {
+                "iss" => claims.iss = map.next_value()?,
+                "sub" => claims.sub = map.next_value()?,
+                "aud" => claims.aud = map.next_value()?,
+                "exp" => claims.exp = map.next_value()?,
+                "nbf" => claims.nbf = map.next_value()?,
+                // Not used for decisions, but type-checked: an `iat` that is not a number makes
+                // the token malformed.
+                "iat" => {
+                    map.next_value::<Option<f64>>()?;
+                }
+                _ => {
+                    if let Some(value) = map.next_value::<Option<OneOrMany>>()? {
+                        claims.scopes.push(value);
+                    }
+                }
+            }
+        }
+        Ok(claims)
+    }
+}
+
+/// A claim that may be a single string or an array of strings (`aud`, the scope claims).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum OneOrMany {
@@ -323,7 +383,7 @@ pub fn verify(
         .map_err(|_| VerifyError::BadSignature)?;
 
     let payload = decode_segment(payload_b64, "payload")?;
-    let claims: Claims = parse_object(&payload).ok_or(VerifyError::BadClaims)?;
+    let claims = parse_claims(&payload, &expect.scope_claims).ok_or(VerifyError::BadClaims)?;
     check_claims(claims, expect, now)
 }
 
@@ -362,20 +422,18 @@ fn check_claims(
         return Err(VerifyError::WrongAudience);
     }
 
-    // `scope` and an `scp` string are space-delimited lists (empty pieces from repeated spaces
-    // are ignored); an `scp` array holds one scope per element. Every scope must be a
-    // scope-token, so the forwarded `x-auth-scopes` splits back into exactly this set.
+    // Each scope claim is a space-delimited string (empty pieces from repeated spaces are
+    // ignored) or an array holding one scope per element. Every scope must be a scope-token, so
+    // the forwarded `x-auth-scopes` splits back into exactly this set.
     fn words(list: &str) -> impl Iterator<Item = &str> {
         list.split(' ').filter(|s| !s.is_empty())
     }
     let mut pieces: Vec<&str> = Vec::new();
-    if let Some(scope) = &claims.scope {
-        pieces.extend(words(scope));
-    }
-    match &claims.scp {
-        Some(OneOrMany::One(scp)) => pieces.extend(words(scp)),
-        Some(OneOrMany::Many(list)) => pieces.extend(list.iter().map(String::as_str)),
-        None => {}
+    for value in &claims.scopes {
+        match value {
+            OneOrMany::One(list) => pieces.extend(words(list)),
+            OneOrMany::Many(list) => pieces.extend(list.iter().map(String::as_str)),
+        }
     }
     if !pieces.iter().all(|s| is_scope_token(s)) {
         return Err(VerifyError::InvalidScope);
@@ -409,6 +467,21 @@ fn decode_segment(segment: &str, what: &'static str) -> Result<Vec<u8>, VerifyEr
         .map_err(|_| VerifyError::BadEncoding(what))
 }
 
+/// Parses a payload as a JSON object of claims, reading `scope_claims` as the scope claims.
+fn parse_claims(json: &[u8], scope_claims: &[String]) -> Option<Claims> {
+    use serde::de::DeserializeSeed as _;
+    let first = json.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let claims = ClaimsSeed { scope_claims }
+        .deserialize(&mut deserializer)
+        .ok()?;
+    deserializer.end().ok()?;
+    Some(claims)
+}
+
 /// Parses `json` as a JSON object into `T`. serde would also accept an array for a struct
 /// (positionally), so the first significant byte is checked to be `{`.
 fn parse_object<T: for<'de> Deserialize<'de>>(json: &[u8]) -> Option<T> {
@@ -430,11 +503,12 @@ mod tests {
             leeway_seconds: 60,
             algorithms: vec![Algorithm::RS256],
             token_types: None,
+            scope_claims: vec!["scope".into(), "scp".into()],
         }
     }
 
     fn claims(json: &str) -> Claims {
-        parse_object(json.as_bytes()).expect("test claims parse")
+        parse_claims(json.as_bytes(), &expect().scope_claims).expect("test claims parse")
     }
 
     #[test]
@@ -529,23 +603,92 @@ mod tests {
     }
 
     #[test]
-    fn wrongly_typed_claims_do_not_parse() {
+    fn wrongly_typed_or_duplicated_claims_do_not_parse() {
+        let scope_claims = [
+            "scope".to_string(),
+            "scp".to_string(),
+            "permissions".to_string(),
+        ];
         for json in [
             r#"{"exp":"1000100"}"#,
             r#"{"exp":true}"#,
             r#"{"aud":1}"#,
             r#"{"aud":[1]}"#,
             r#"{"iss":["https://issuer.example/"]}"#,
-            r#"{"scope":["read"]}"#,
+            r#"{"scope":7}"#,
+            r#"{"scope":["read",7]}"#,
+            r#"{"permissions":{"read":true}}"#,
             r#"{"sub":7}"#,
             r#"{"iat":"yesterday"}"#,
             r#"{"exp":1e400}"#,
+            // A claim read here, twice: which value counts would depend on the reader.
             r#"{"exp":1,"exp":2}"#,
+            r#"{"scope":"x","scope":"admin"}"#,
+            r#"{"permissions":[],"permissions":["admin"]}"#,
+            r#"{"iat":1,"iat":2}"#,
+            r#"{"a":1} trailing"#,
             r#"[1,2,3]"#,
             r#""string""#,
         ] {
-            assert!(parse_object::<Claims>(json.as_bytes()).is_none(), "{json}");
+            assert!(
+                parse_claims(json.as_bytes(), &scope_claims).is_none(),
+                "{json}"
+            );
         }
+        // Claims nobody reads may repeat; a scope claim may be a string or an array, or null.
+        for json in [
+            r#"{"x":1,"x":2}"#,
+            r#"{"scope":["read","write"]}"#,
+            r#"{"scope":null,"scp":"a b"}"#,
+            r#"{"\u0073cope":"escaped name"}"#,
+        ] {
+            assert!(
+                parse_claims(json.as_bytes(), &scope_claims).is_some(),
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn scopes_come_from_the_configured_claims() {
+        let rbac = Expectations {
+            scope_claims: vec!["scope".into(), "permissions".into()],
+            ..expect()
+        };
+        let base = r#""iss":"https://issuer.example/","aud":"api","exp":1000100"#;
+        for (members, expectations, want) in [
+            (
+                r#""scope":"openid","permissions":["read:messages","write:messages"]"#,
+                &rbac,
+                &["openid", "read:messages", "write:messages"][..],
+            ),
+            // scp is not configured here: ignored.
+            (
+                r#""scope":"openid","scp":["admin"]"#,
+                &rbac,
+                &["openid"][..],
+            ),
+            (r#""permissions":"a b""#, &rbac, &["a", "b"][..]),
+            // The default reads scope and scp, not permissions.
+            (
+                r#""permissions":["admin"],"scp":["read"]"#,
+                &expect(),
+                &["read"][..],
+            ),
+        ] {
+            let json = format!("{{{base},{members}}}");
+            let parsed = parse_claims(json.as_bytes(), &expectations.scope_claims).expect("parses");
+            let verified = check_claims(parsed, expectations, 1_000_000).expect("valid");
+            let scopes: Vec<&str> = verified.scopes().iter().map(String::as_str).collect();
+            assert_eq!(scopes, want, "{json}");
+        }
+        // The scope-token rule holds for every configured claim.
+        let json = format!(r#"{{{base},"permissions":["read:messages","x admin"]}}"#);
+        let parsed = parse_claims(json.as_bytes(), &rbac.scope_claims).expect("parses");
+        assert_eq!(
+            check_claims(parsed, &rbac, 1_000_000).map(|_| ()),
+            Err(VerifyError::InvalidScope)
+        );
     }
 
     #[test]

@@ -399,3 +399,46 @@ async fn paths_are_matched_in_canonical_form_or_refused() {
     }
     env.gate.stop().await;
 }
+
+/// Auth0 RBAC puts granted permissions in a `permissions` array; with `scope_claims` naming it,
+/// they count as scopes, under the same scope-token rule, and an unconfigured `scp` does not.
+#[tokio::test]
+async fn permissions_grant_scopes_when_configured() {
+    let env = Env::start(&format!(
+        "scope_claims = [\"scope\", \"permissions\"]\n{RULES}"
+    ))
+    .await;
+    let with_permissions = |permissions: serde_json::Value| {
+        let mut c = claims("openid");
+        c["permissions"] = permissions;
+        env.key.mint(&c)
+    };
+    env.ask(
+        "GET",
+        "/restricted_resource",
+        Some(&bearer(&with_permissions(json!(["read:messages"])))),
+    )
+    .await
+    .assert_allowed();
+    let answer = env
+        .ask(
+            "GET",
+            "/restricted_resource",
+            Some(&bearer(&with_permissions(json!([
+                "read:messages",
+                "x admin"
+            ])))),
+        )
+        .await;
+    answer.assert_denied(401, "invalid_token");
+    let mut scp_only = claims("openid");
+    scp_only["scp"] = json!(["read:messages"]);
+    env.ask(
+        "GET",
+        "/restricted_resource",
+        Some(&bearer(&env.key.mint(&scp_only))),
+    )
+    .await
+    .assert_denied(403, "insufficient_scope");
+    env.gate.stop().await;
+}

@@ -40,6 +40,7 @@ fn fixture() -> &'static Fixture {
                 leeway_seconds: 60,
                 algorithms: vec![Algorithm::RS256],
                 token_types: None,
+                scope_claims: vec!["scope".into(), "scp".into()],
             },
             token,
         }
