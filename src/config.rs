@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::jwks::JwksSettings;
 use crate::policy::{Case, PathError, PathMatch, Policy, Requirement, Rule, normalize};
-use crate::verify::{Algorithm, Expectations, TokenType, is_scope_token};
+use crate::verify::{Algorithm, Expectations, ForwardClaim, TokenType, is_scope_token};
 
 /// Environment variables that override keys of the file, and the key each one sets.
 pub const ENV_OVERRIDES: [(&str, &str); 4] = [
@@ -65,6 +65,8 @@ pub struct RawConfig {
     pub token_types: Option<Vec<String>>,
     /// Claims whose union is the granted scopes; default `["scope", "scp"]`.
     pub scope_claims: Option<Vec<String>>,
+    /// Header name -> claim name or JSON Pointer, forwarded to the upstream on allow.
+    pub forward_claims: Option<std::collections::BTreeMap<String, String>>,
     /// Limits of the gRPC server.
     #[serde(default)]
     pub server: RawServer,
@@ -534,6 +536,7 @@ impl RawConfig {
             ));
         }
         let scope_claims = compile_scope_claims(self.scope_claims)?;
+        let forward_claims = compile_forward_claims(self.forward_claims.unwrap_or_default())?;
         let token_types = match self.token_types {
             None => None,
             Some(list) if list.is_empty() => {
@@ -592,6 +595,7 @@ impl RawConfig {
                 algorithms: algorithms.clone(),
                 token_types,
                 scope_claims,
+                forward_claims,
             },
             jwks: JwksSettings {
                 uri: jwks_uri,
@@ -663,6 +667,71 @@ fn compile_scope_claims(names: Option<Vec<String>>) -> Result<Vec<String>, Confi
         }
     }
     Ok(names)
+}
+
+/// Headers a forwarded claim may not take: scopegate's own identity headers, and headers whose
+/// meaning belongs to HTTP, the proxy or the credentials.
+const RESERVED_HEADERS: [&str; 12] = [
+    "x-auth-subject",
+    "x-auth-scopes",
+    "authorization",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "cookie",
+    "proxy-authorization",
+];
+
+fn compile_forward_claims(
+    table: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<ForwardClaim>, ConfigError> {
+    let mut out: Vec<ForwardClaim> = Vec::new();
+    for (header, spec) in table {
+        let key = format!("forward_claims.{header:?}");
+        let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if header.is_empty() || !header.bytes().all(tchar) || header.contains('_') {
+            return Err(invalid(
+                key,
+                &header,
+                "a header name is an RFC 9110 token without `_` (which Envoy refuses)",
+            ));
+        }
+        let lower = header.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-envoy-") {
+            return Err(invalid(
+                key,
+                &header,
+                "a header scopegate, HTTP or Envoy already owns",
+            ));
+        }
+        let claim = ForwardClaim::new(&lower, &spec).ok_or_else(|| {
+            invalid(
+                &key,
+                &spec,
+                "a claim name, or a JSON Pointer (RFC 6901) starting with `/`",
+            )
+        })?;
+        if REGISTERED_CLAIMS.contains(&claim.claim.as_str()) {
+            return Err(invalid(
+                key,
+                &spec,
+                "registered claims are not forwarded (`sub` already is, as x-auth-subject)",
+            ));
+        }
+        if out.iter().any(|f| f.header == lower) {
+            return Err(invalid(
+                key,
+                &header,
+                "the same header twice (names ignore case)",
+            ));
+        }
+        out.push(claim);
+    }
+    Ok(out)
 }
 
 fn compile_algorithms(names: Option<Vec<String>>) -> Result<Vec<Algorithm>, ConfigError> {
@@ -948,6 +1017,13 @@ impl fmt::Display for Config {
         writeln!(f, "algorithms        {}", algs.join(", "))?;
         writeln!(f, "leeway            {}s", e.leeway_seconds)?;
         writeln!(f, "scope claims      {}", e.scope_claims.join(", "))?;
+        for forward in &e.forward_claims {
+            writeln!(
+                f,
+                "forward           {} <- {}{}",
+                forward.header, forward.claim, forward.pointer
+            )?;
+        }
         if let Some(types) = &e.token_types {
             let types: Vec<&str> = types.iter().map(TokenType::as_str).collect();
             writeln!(f, "token types       {}", types.join(", "))?;
@@ -1169,6 +1245,22 @@ mod tests {
             ("scope_claims = [\"scope\", \"aud\"]", "scope_claims[1]"),
             ("scope_claims = [\"scope\", \"scope\"]", "scope_claims[1]"),
             ("scope_claims = [\"\"]", "scope_claims[0]"),
+            ("[forward_claims]\n\"x_email\" = \"email\"", "x_email"),
+            (
+                "[forward_claims]\n\"x-auth-subject\" = \"email\"",
+                "x-auth-subject",
+            ),
+            (
+                "[forward_claims]\n\"x-envoy-original-path\" = \"p\"",
+                "x-envoy-original-path",
+            ),
+            ("[forward_claims]\n\"x-sub\" = \"sub\"", "registered claims"),
+            ("[forward_claims]\n\"x-org\" = \"/org/~2\"", "x-org"),
+            ("[forward_claims]\n\"x-org\" = \"/\"", "x-org"),
+            (
+                "[forward_claims]\n\"X-A\" = \"a\"\n\"x-a\" = \"b\"",
+                "the same header twice",
+            ),
             ("[server]\nmax_connections = 0", "server.max_connections"),
             (
                 "[server]\nmax_request_bytes = 1000",
@@ -1332,9 +1424,10 @@ mod tests {
         // Every `name =` in the block, in code or in a comment.
         let mut mentioned = std::collections::BTreeSet::new();
         for line in block.lines() {
-            // Table headers: `[server]`, `[[rules]]`.
-            if let Some(header) = line.split('#').next().map(str::trim)
-                && header.starts_with('[')
+            // Table headers, also commented out: `[server]`, `[[rules]]`, `# [forward_claims]`.
+            let code = line.trim_start().trim_start_matches('#').trim_start();
+            if code.starts_with('[')
+                && let Some(header) = code.split_whitespace().next()
             {
                 mentioned.insert(header.trim_matches(['[', ']']).to_string());
             }

@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::jwks::{Jwks, Refetch};
 use crate::policy::{self, AuthError, Authentication, Decision, Denial};
 use crate::token::{self, CredentialsError};
-use crate::verify::{self, VerifiedClaims, VerifyError};
+use crate::verify::{self, ForwardClaim, VerifiedClaims, VerifyError};
 
 /// Header carrying the token's `sub` to the upstream.
 pub const SUBJECT_HEADER: &str = "x-auth-subject";
@@ -159,7 +159,7 @@ impl Authorization for AuthorizationService {
                     sub = claims.as_ref().and_then(|c| c.subject()),
                     "allow"
                 );
-                allow(claims.as_ref())
+                allow(claims.as_ref(), &self.config.expectations.forward_claims)
             }
             Decision::Deny(denial) => {
                 tracing::info!(
@@ -231,7 +231,10 @@ fn authorization_values(
 
 /// An OK response carrying the identity headers, overwriting any the client sent; an anonymous
 /// (public-route) allow removes them, so a client can never inject an identity.
-fn allow(claims: Option<&VerifiedClaims>) -> CheckResponse {
+///
+/// Every configured forwarded header is set from the token's claim, or removed when the token
+/// lacks it (or the route is public), so a client's own copy never reaches the upstream.
+fn allow(claims: Option<&VerifiedClaims>, forward: &[ForwardClaim]) -> CheckResponse {
     let mut ok = OkHttpResponseBuilder::new();
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
     match claims.and_then(VerifiedClaims::subject) {
@@ -245,6 +248,13 @@ fn allow(claims: Option<&VerifiedClaims>) -> CheckResponse {
         ok.remove_header(SCOPES_HEADER);
     } else {
         ok.add_header(SCOPES_HEADER, scopes.join(" "), overwrite, false);
+    }
+    let forwarded = claims.map(VerifiedClaims::forwarded).unwrap_or_default();
+    for spec in forward {
+        match forwarded.iter().find(|(header, _)| *header == spec.header) {
+            Some((header, value)) => ok.add_header(header, value, overwrite, false),
+            None => ok.remove_header(&spec.header),
+        };
     }
     let mut response = CheckResponse::with_status(Status::ok(""));
     response.set_http_response(ok);

@@ -46,6 +46,54 @@ pub struct Expectations {
     /// The claims whose union is the granted scopes (`scope`, `scp`; Auth0 RBAC adds
     /// `permissions`). Never a registered claim (`iss`, `sub`, `aud`, `exp`, `nbf`, `iat`).
     pub scope_claims: Vec<String>,
+    /// Claims forwarded to the upstream, each in a header of its own.
+    pub forward_claims: Vec<ForwardClaim>,
+}
+
+/// A claim forwarded to the upstream in a header, when the token carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardClaim {
+    /// The header's name, lower-case.
+    pub header: String,
+    /// The top-level claim that holds the value.
+    pub claim: String,
+    /// An RFC 6901 JSON Pointer into that claim (`""` for the claim itself).
+    pub pointer: String,
+}
+
+impl ForwardClaim {
+    /// Reads a `forward_claims` value: a claim name, or a JSON Pointer (RFC 6901) when it starts
+    /// with `/`, whose first token names the claim. `None` for an empty name or a malformed
+    /// pointer (a `~` not followed by `0` or `1`).
+    pub fn new(header: &str, spec: &str) -> Option<ForwardClaim> {
+        let (claim, pointer) = match spec.strip_prefix('/') {
+            None => (spec.to_string(), String::new()),
+            Some(rest) => {
+                let (first, pointer) = match rest.find('/') {
+                    Some(at) => (&rest[..at], rest[at..].to_string()),
+                    None => (rest, String::new()),
+                };
+                let tokens_ok = |text: &str| {
+                    let mut chars = text.chars();
+                    while let Some(c) = chars.next() {
+                        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+                            return false;
+                        }
+                    }
+                    true
+                };
+                if !tokens_ok(rest) {
+                    return None;
+                }
+                (first.replace("~1", "/").replace("~0", "~"), pointer)
+            }
+        };
+        (!claim.is_empty()).then(|| ForwardClaim {
+            header: header.to_ascii_lowercase(),
+            claim,
+            pointer,
+        })
+    }
 }
 
 /// A `typ` header value a token may carry (RFC 7515 §4.1.9: a media type, compared without
@@ -159,6 +207,10 @@ pub enum VerifyError {
     /// `typ` is missing, or not one of the configured `token_types`.
     #[error("token type is not accepted")]
     WrongTokenType,
+    /// A claim configured in `forward_claims` holds a control character, so it cannot travel
+    /// in its header.
+    #[error("token claims to forward contain control characters")]
+    UnforwardableClaim,
 }
 
 /// Claims of a token whose signature, algorithm, issuer, audience and validity window have all been
@@ -169,6 +221,7 @@ pub struct VerifiedClaims {
     subject: Option<String>,
     scopes: BTreeSet<String>,
     expires_at: u64,
+    forwarded: Vec<(String, String)>,
 }
 
 impl VerifiedClaims {
@@ -192,6 +245,13 @@ impl VerifiedClaims {
     pub fn expires_at(&self) -> u64 {
         self.expires_at
     }
+
+    /// The configured `forward_claims` the token carries, as (header, value): strings as they
+    /// are, numbers and booleans as JSON text, arrays of those joined with `,`, objects and
+    /// nested arrays as compact JSON. Each value is free of control characters.
+    pub fn forwarded(&self) -> &[(String, String)] {
+        &self.forwarded
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +262,7 @@ impl VerifiedClaims {
             subject: subject.map(str::to_owned),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             expires_at: 0,
+            forwarded: Vec::new(),
         }
     }
 }
@@ -237,6 +298,8 @@ struct Claims {
     nbf: Option<f64>,
     /// The values of the configured scope claims that the token carries, in payload order.
     scopes: Vec<OneOrMany>,
+    /// The claims to forward that the token carries: (name, value).
+    forward: Vec<(String, serde_json::Value)>,
 }
 
 /// Reads a payload object into [`Claims`], reading as scope claims the names in
@@ -245,6 +308,8 @@ struct Claims {
 /// second value past another reader); members not read are skipped, whatever their number.
 struct ClaimsSeed<'a> {
     scope_claims: &'a [String],
+    /// Top-level claims whose raw value is kept for forwarding (never a registered claim).
+    forward: &'a [ForwardClaim],
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for ClaimsSeed<'_> {
@@ -273,14 +338,36 @@ impl<'de> serde::de::Visitor<'de> for ClaimsSeed<'_> {
         let mut seen_registered = [false; REGISTERED.len()];
         let mut seen_scope = vec![false; self.scope_claims.len()];
         while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
+            let scope = self.scope_claims.iter().position(|c| *c == name);
+            let forwarded = self.forward.iter().any(|f| f.claim == name);
             let seen = if let Some(i) = REGISTERED.iter().position(|r| *r == name) {
                 &mut seen_registered[i]
-            } else if let Some(i) = self.scope_claims.iter().position(|c| *c == name) {
+            } else if let Some(i) = scope {
                 &mut seen_scope[i]
+            } else if forwarded {
+                if claims.forward.iter().any(|(n, _)| *n == name) {
+                    return Err(A::Error::custom(format_args!("duplicate claim {name:?}")));
+                }
+                let value = map.next_value::<serde_json::Value>()?;
+                claims.forward.push((name.into_owned(), value));
+                continue;
             } else {
                 map.next_value::<serde::de::IgnoredAny>()?;
                 continue;
             };
+            if forwarded {
+                // A scope claim that is also forwarded: read it once, as a value, then as scopes.
+                if std::mem::replace(seen, true) {
+                    return Err(A::Error::custom(format_args!("duplicate claim {name:?}")));
+                }
+                let value = map.next_value::<serde_json::Value>()?;
+                if !value.is_null() {
+                    let scopes = OneOrMany::deserialize(&value).map_err(A::Error::custom)?;
+                    claims.scopes.push(scopes);
+                }
+                claims.forward.push((name.into_owned(), value));
+                continue;
+            }
             if std::mem::replace(seen, true) {
                 return Err(A::Error::custom(format_args!("duplicate claim {name:?}")));
             }
@@ -383,7 +470,8 @@ pub fn verify(
         .map_err(|_| VerifyError::BadSignature)?;
 
     let payload = decode_segment(payload_b64, "payload")?;
-    let claims = parse_claims(&payload, &expect.scope_claims).ok_or(VerifyError::BadClaims)?;
+    let claims = parse_claims(&payload, &expect.scope_claims, &expect.forward_claims)
+        .ok_or(VerifyError::BadClaims)?;
     check_claims(claims, expect, now)
 }
 
@@ -450,13 +538,50 @@ fn check_claims(
         return Err(VerifyError::ControlCharacterInClaim);
     }
 
+    let mut forwarded = Vec::new();
+    for spec in &expect.forward_claims {
+        let value = claims
+            .forward
+            .iter()
+            .find(|(name, _)| *name == spec.claim)
+            .and_then(|(_, value)| value.pointer(&spec.pointer));
+        if let Some(text) = value.and_then(header_text) {
+            if text.chars().any(char::is_control) {
+                return Err(VerifyError::UnforwardableClaim);
+            }
+            forwarded.push((spec.header.clone(), text));
+        }
+    }
+
     Ok(VerifiedClaims {
         subject: claims.sub,
         scopes,
+        forwarded,
         // exp is finite and, having passed the check above, not far below `now`; negative or
         // fractional values truncate toward zero.
         expires_at: exp.max(0.0) as u64,
     })
+}
+
+/// A claim value as header text: strings as they are, numbers and booleans as JSON text, arrays
+/// of those joined with `,`, objects and nested arrays as compact JSON; `None` for `null` (the
+/// header is then left out, as for an absent claim).
+fn header_text(value: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    let scalar = |value: &Value| match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(value.to_string()),
+        _ => None,
+    };
+    match value {
+        Value::Null => None,
+        Value::Array(items) => match items.iter().map(scalar).collect::<Option<Vec<_>>>() {
+            Some(items) => Some(items.join(",")),
+            None => Some(value.to_string()),
+        },
+        Value::Object(_) => Some(value.to_string()),
+        scalar_value => scalar(scalar_value),
+    }
 }
 
 /// Decodes one segment as canonical unpadded base64url (padding, `+`/`/` and non-zero trailing
@@ -468,16 +593,19 @@ fn decode_segment(segment: &str, what: &'static str) -> Result<Vec<u8>, VerifyEr
 }
 
 /// Parses a payload as a JSON object of claims, reading `scope_claims` as the scope claims.
-fn parse_claims(json: &[u8], scope_claims: &[String]) -> Option<Claims> {
+fn parse_claims(json: &[u8], scope_claims: &[String], forward: &[ForwardClaim]) -> Option<Claims> {
     use serde::de::DeserializeSeed as _;
     let first = json.iter().find(|b| !b.is_ascii_whitespace())?;
     if *first != b'{' {
         return None;
     }
     let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let claims = ClaimsSeed { scope_claims }
-        .deserialize(&mut deserializer)
-        .ok()?;
+    let claims = ClaimsSeed {
+        scope_claims,
+        forward,
+    }
+    .deserialize(&mut deserializer)
+    .ok()?;
     deserializer.end().ok()?;
     Some(claims)
 }
@@ -504,11 +632,12 @@ mod tests {
             algorithms: vec![Algorithm::RS256],
             token_types: None,
             scope_claims: vec!["scope".into(), "scp".into()],
+            forward_claims: Vec::new(),
         }
     }
 
     fn claims(json: &str) -> Claims {
-        parse_claims(json.as_bytes(), &expect().scope_claims).expect("test claims parse")
+        parse_claims(json.as_bytes(), &expect().scope_claims, &[]).expect("test claims parse")
     }
 
     #[test]
@@ -631,7 +760,7 @@ mod tests {
             r#""string""#,
         ] {
             assert!(
-                parse_claims(json.as_bytes(), &scope_claims).is_none(),
+                parse_claims(json.as_bytes(), &scope_claims, &[]).is_none(),
                 "{json}"
             );
         }
@@ -643,8 +772,98 @@ mod tests {
             r#"{"\u0073cope":"escaped name"}"#,
         ] {
             assert!(
-                parse_claims(json.as_bytes(), &scope_claims).is_some(),
+                parse_claims(json.as_bytes(), &scope_claims, &[]).is_some(),
                 "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn forwarded_claims_become_header_text() {
+        let spec = |header: &str, claim: &str| ForwardClaim::new(header, claim).expect("valid");
+        let forwarding = Expectations {
+            forward_claims: vec![
+                spec("x-email", "email"),
+                spec("x-tenant", "https://example.com/tenant"),
+                spec("x-org-id", "/org/id"),
+                spec("x-slash", "/a~1b"),
+                spec("x-roles", "roles"),
+                spec("x-flags", "flags"),
+                spec("x-org", "org"),
+                spec("x-nested", "nested"),
+                spec("x-count", "count"),
+                spec("x-admin", "admin"),
+                spec("x-nothing", "nothing"),
+                spec("x-absent", "absent"),
+                spec("x-scope", "scope"),
+            ],
+            ..expect()
+        };
+        let json = r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,
+            "email":"zoë@example.com","https://example.com/tenant":"acme","org":{"id":42,"n":"x"},
+            "a/b":"slashed","roles":["reader","writer"],"flags":[true,1,"x"],
+            "nested":[[1],{"a":2}],"count":3,"admin":false,"nothing":null,"scope":"read write"}"#;
+        let parsed = parse_claims(
+            json.as_bytes(),
+            &forwarding.scope_claims,
+            &forwarding.forward_claims,
+        )
+        .expect("parses");
+        let verified = check_claims(parsed, &forwarding, 1_000_000).expect("valid");
+        let got: Vec<(&str, &str)> = verified
+            .forwarded()
+            .iter()
+            .map(|(h, v)| (h.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("x-email", "zoë@example.com"),
+                ("x-tenant", "acme"),
+                ("x-org-id", "42"),
+                ("x-slash", "slashed"),
+                ("x-roles", "reader,writer"),
+                ("x-flags", "true,1,x"),
+                ("x-org", r#"{"id":42,"n":"x"}"#),
+                ("x-nested", r#"[[1],{"a":2}]"#),
+                ("x-count", "3"),
+                ("x-admin", "false"),
+                ("x-scope", "read write"),
+            ]
+        );
+        // A scope claim that is also forwarded still grants its scopes.
+        assert!(verified.has_scope("write"));
+
+        for bad in [r#""email":"a\nb""#, r#""roles":["a","b\u0000"]"#] {
+            let json =
+                format!(r#"{{"iss":"https://issuer.example/","aud":"api","exp":1000100,{bad}}}"#);
+            let parsed = parse_claims(
+                json.as_bytes(),
+                &forwarding.scope_claims,
+                &forwarding.forward_claims,
+            )
+            .expect("parses");
+            assert_eq!(
+                check_claims(parsed, &forwarding, 1_000_000).map(|_| ()),
+                Err(VerifyError::UnforwardableClaim),
+                "{bad}"
+            );
+        }
+        // A forwarded claim may not appear twice either.
+        let twice = r#"{"email":"a","email":"b"}"#;
+        assert!(parse_claims(twice.as_bytes(), &[], &forwarding.forward_claims).is_none());
+        for (spec_text, valid) in [
+            ("email", true),
+            ("/org/id", true),
+            ("/a~1b~0c", true),
+            ("", false),
+            ("/", false),
+            ("/a~2", false),
+        ] {
+            assert_eq!(
+                ForwardClaim::new("x", spec_text).is_some(),
+                valid,
+                "{spec_text:?}"
             );
         }
     }
@@ -677,14 +896,15 @@ mod tests {
             ),
         ] {
             let json = format!("{{{base},{members}}}");
-            let parsed = parse_claims(json.as_bytes(), &expectations.scope_claims).expect("parses");
+            let parsed =
+                parse_claims(json.as_bytes(), &expectations.scope_claims, &[]).expect("parses");
             let verified = check_claims(parsed, expectations, 1_000_000).expect("valid");
             let scopes: Vec<&str> = verified.scopes().iter().map(String::as_str).collect();
             assert_eq!(scopes, want, "{json}");
         }
         // The scope-token rule holds for every configured claim.
         let json = format!(r#"{{{base},"permissions":["read:messages","x admin"]}}"#);
-        let parsed = parse_claims(json.as_bytes(), &rbac.scope_claims).expect("parses");
+        let parsed = parse_claims(json.as_bytes(), &rbac.scope_claims, &[]).expect("parses");
         assert_eq!(
             check_claims(parsed, &rbac, 1_000_000).map(|_| ()),
             Err(VerifyError::InvalidScope)

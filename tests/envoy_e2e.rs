@@ -698,3 +698,43 @@ async fn envoy_reconnects_after_an_idle_close_and_loses_nothing() {
         "Envoy should have opened a new connection after the idle close ({before} then {after})"
     );
 }
+
+/// Forwarded claims through Envoy: the upstream sees the token's claim under the configured
+/// header, never a client's copy, whether the token lacks the claim or the route is public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_claims_through_envoy() {
+    let stack = Stack::start_with_gate_config(
+        "forward_claims = { \"x-auth-email\" = \"email\", \"x-auth-org-id\" = \"/org/id\" }",
+    )
+    .await;
+    let mut extra = serde_json::Map::new();
+    extra.insert("email".into(), serde_json::json!("e2e@example.com"));
+    extra.insert("org".into(), serde_json::json!({"id": "acme"}));
+    let full = format!("Bearer {}", stack.token_with("read:messages", extra));
+    let bare = format!("Bearer {}", stack.token("read:messages"));
+    let spoof = [
+        ("x-auth-email", "attacker@example.com"),
+        ("x-auth-org-id", "evil"),
+    ];
+    for (path, authorization, email, org) in [
+        (
+            "/restricted_resource",
+            Some(&full),
+            Some("e2e@example.com"),
+            Some("acme"),
+        ),
+        ("/restricted_resource", Some(&bare), None, None),
+        ("/public", None, None, None),
+    ] {
+        let mut headers: Vec<(&str, &str)> = spoof.to_vec();
+        if let Some(a) = authorization {
+            headers.push(("authorization", a));
+        }
+        let response = stack.get(path, &headers).await;
+        let (status, _, body) = json(response).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let seen = &body["auth_headers"];
+        assert_eq!(seen["x-auth-email"].as_str(), email, "{path}: {body}");
+        assert_eq!(seen["x-auth-org-id"].as_str(), org, "{path}: {body}");
+    }
+}

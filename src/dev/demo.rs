@@ -44,6 +44,13 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 fn with_identity(mut body: Value, headers: &HeaderMap) -> axum::Json<Value> {
     body["subject"] = json!(header(headers, SUBJECT_HEADER));
     body["scopes_header"] = json!(header(headers, SCOPES_HEADER));
+    // Every x-auth-* header that arrived, so the demo shows forwarded claims as well.
+    let auth_headers: serde_json::Map<String, Value> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-auth-"))
+        .filter_map(|name| Some((name.to_string(), json!(header(headers, name.as_str())?))))
+        .collect();
+    body["auth_headers"] = Value::Object(auth_headers);
     axum::Json(body)
 }
 

@@ -313,6 +313,15 @@ impl Stack {
 
     /// A token from the development issuer for the demo audience.
     pub fn token(&self, scope: &str) -> String {
+        self.token_with(scope, serde_json::Map::new())
+    }
+
+    /// [`Stack::token`] with extra claims.
+    pub fn token_with(
+        &self,
+        scope: &str,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> String {
         self.issuer
             .as_ref()
             .expect("stack started with the development issuer")
@@ -321,7 +330,7 @@ impl Stack {
                 audience: DEMO_AUDIENCE.into(),
                 scope: scope.into(),
                 expires_in: 600,
-                extra: Default::default(),
+                extra,
             })
             .expect("mint")
     }

@@ -442,3 +442,72 @@ async fn permissions_grant_scopes_when_configured() {
     .assert_denied(403, "insufficient_scope");
     env.gate.stop().await;
 }
+
+/// `forward_claims` puts claims in headers for the upstream: set when the token has the claim,
+/// removed when it does not (so a client's own copy never arrives), removed on public routes.
+#[tokio::test]
+async fn forwarded_claims_reach_the_upstream_and_client_copies_never_do() {
+    let env = Env::start(&format!(
+        "[forward_claims]\n\"x-auth-email\" = \"email\"\n\"x-auth-org-id\" = \"/org/id\"\n{RULES}"
+    ))
+    .await;
+    let mut full = claims("read:messages");
+    full["email"] = json!("zoë@example.com");
+    full["org"] = json!({"id": 42});
+    let spoof = [
+        ("x-auth-email", "attacker@example.com"),
+        ("x-auth-org-id", "1"),
+    ];
+    let ask = |token: Option<String>, path: &'static str| {
+        let env = &env;
+        async move {
+            let mut headers: Vec<(&str, &str)> = spoof.to_vec();
+            let authorization = token.map(|t| bearer(&t));
+            if let Some(a) = &authorization {
+                headers.push(("authorization", a));
+            }
+            Answer::of(&env.gate.check(request("GET", path, &headers)).await)
+        }
+    };
+    let answer = ask(Some(env.key.mint(&full)), "/restricted_resource").await;
+    answer.assert_allowed();
+    assert_eq!(answer.headers["x-auth-email"], "zoë@example.com");
+    assert_eq!(answer.headers["x-auth-org-id"], "42");
+    assert!(answer.removed.is_empty(), "{answer:?}");
+
+    // The token lacks both: both are removed, the client's copies with them.
+    let answer = ask(
+        Some(env.key.mint(&claims("read:messages"))),
+        "/restricted_resource",
+    )
+    .await;
+    answer.assert_allowed();
+    for header in ["x-auth-email", "x-auth-org-id"] {
+        assert!(!answer.headers.contains_key(header), "{answer:?}");
+        assert!(answer.removed.iter().any(|h| h == header), "{answer:?}");
+    }
+    // A public route forwards no identity at all.
+    let answer = ask(None, "/public/page").await;
+    answer.assert_allowed();
+    for header in [
+        "x-auth-subject",
+        "x-auth-scopes",
+        "x-auth-email",
+        "x-auth-org-id",
+    ] {
+        assert!(
+            answer.removed.iter().any(|h| h == header),
+            "{header}: {answer:?}"
+        );
+    }
+    // A value that cannot be a header value refuses the token, as for `sub`.
+    let mut bad = claims("read:messages");
+    bad["email"] = json!("a\r\nx-admin: 1");
+    let answer = ask(Some(env.key.mint(&bad)), "/restricted_resource").await;
+    answer.assert_denied(401, "invalid_token");
+    assert_eq!(
+        answer.message(),
+        "token claims to forward contain control characters"
+    );
+    env.gate.stop().await;
+}

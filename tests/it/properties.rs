@@ -41,6 +41,7 @@ fn fixture() -> &'static Fixture {
                 algorithms: vec![Algorithm::RS256],
                 token_types: None,
                 scope_claims: vec!["scope".into(), "scp".into()],
+                forward_claims: Vec::new(),
             },
             token,
         }
