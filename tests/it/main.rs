@@ -18,4 +18,5 @@ mod jwks_lifecycle;
 mod logging;
 mod properties;
 mod protos;
+mod readme;
 mod server_limits;
