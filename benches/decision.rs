@@ -82,7 +82,7 @@ fn bench(c: &mut Criterion) {
             let path = policy::normalize(black_box("/restricted_resource?x=1")).expect("path");
             let route = config.policy.route("GET", &path).expect("route");
             let token = token::bearer_token(&header).expect("bearer");
-            let claims = verify::verify(token, &keys, &config.expectations, now);
+            let claims = verify::verify(token, &keys, &config.issuers[0].expectations, now);
             let decision = policy::decide(route.requirement, Some(claims.map_err(Into::into)));
             assert!(matches!(decision, Decision::Allow(Some(_))));
             decision
@@ -105,15 +105,26 @@ fn bench(c: &mut Criterion) {
     let token = authorization.trim_start_matches("Bearer ");
     c.bench_function("verify only: RS256 signature + claims", |b| {
         b.iter(|| {
-            verify::verify(black_box(token), &keys, &config.expectations, now).expect("valid")
+            verify::verify(
+                black_box(token),
+                &keys,
+                &config.issuers[0].expectations,
+                now,
+            )
+            .expect("valid")
         })
     });
     c.bench_function("reject: bad signature", |b| {
         let mut forged = token.to_string();
         forged.replace_range(forged.len() - 4.., "AAAA");
         b.iter(|| {
-            verify::verify(black_box(&forged), &keys, &config.expectations, now)
-                .expect_err("forged")
+            verify::verify(
+                black_box(&forged),
+                &keys,
+                &config.issuers[0].expectations,
+                now,
+            )
+            .expect_err("forged")
         })
     });
 }

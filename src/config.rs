@@ -67,6 +67,8 @@ pub struct RawConfig {
     pub scope_claims: Option<Vec<String>>,
     /// Header name -> claim name or JSON Pointer, forwarded to the upstream on allow.
     pub forward_claims: Option<std::collections::BTreeMap<String, String>>,
+    /// Several trusted issuers, instead of the top-level `issuer`, `audience` and `jwks_uri`.
+    pub issuers: Option<Vec<RawIssuer>>,
     /// Limits of the gRPC server.
     #[serde(default)]
     pub server: RawServer,
@@ -144,16 +146,213 @@ pub enum DefaultAction {
 pub struct Config {
     /// gRPC listen address.
     pub listen: SocketAddr,
-    /// What tokens must satisfy.
-    pub expectations: Expectations,
-    /// Where keys come from and how they are cached.
-    pub jwks: JwksSettings,
+    /// The trusted issuers (one for the top-level shorthand), each with what its tokens must
+    /// satisfy and where its keys come from. Issuers are distinct.
+    pub issuers: Vec<Issuer>,
     /// Route rules and default.
     pub policy: Policy,
     /// `realm` for `WWW-Authenticate`.
     pub realm: String,
     /// Limits of the gRPC server.
     pub server: ServerLimits,
+}
+
+/// One trusted issuer: what its tokens must satisfy, and where its keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuer {
+    /// Issuer, audiences, algorithms, scope and forwarded claims, leeway, token types.
+    pub expectations: Expectations,
+    /// Its JWKS and how it is fetched and cached.
+    pub jwks: JwksSettings,
+}
+
+impl Issuer {
+    /// Compiles one issuer's identity (`{prefix}issuer`, `audience`, `jwks_uri`; without
+    /// `jwks_uri`, the issuer's `/.well-known/jwks.json`) with its token rules.
+    fn compile(
+        prefix: &str,
+        issuer: Option<String>,
+        audience: Option<StringOrList>,
+        jwks_uri: Option<String>,
+        rules: TokenRules,
+        jwks_template: &JwksSettings,
+    ) -> Result<Issuer, ConfigError> {
+        let env_hint = |var: &str| {
+            if prefix.is_empty() {
+                format!("; or set {var}")
+            } else {
+                String::new()
+            }
+        };
+        let issuer = issuer.ok_or_else(|| ConfigError::Missing {
+            key: format!("{prefix}issuer"),
+            hint: format!(
+                " (the exact `iss` of your tokens, e.g. \"https://TENANT.auth0.com/\"{})",
+                env_hint("SCOPEGATE_ISSUER")
+            ),
+        })?;
+        let issuer_url = parse_http_url(&format!("{prefix}issuer"), &issuer)?;
+        let audiences = match audience {
+            None => {
+                return Err(ConfigError::Missing {
+                    key: format!("{prefix}audience"),
+                    hint: format!(" (your API identifier{})", env_hint("SCOPEGATE_AUDIENCE")),
+                });
+            }
+            Some(StringOrList::One(a)) => vec![a],
+            Some(StringOrList::Many(list)) => list,
+        };
+        if audiences.is_empty() || audiences.iter().any(|a| a.trim().is_empty()) {
+            return Err(invalid(
+                format!("{prefix}audience"),
+                &audiences,
+                "audiences must be non-empty strings",
+            ));
+        }
+        let jwks_uri = match jwks_uri {
+            Some(uri) => parse_http_url(&format!("{prefix}jwks_uri"), &uri)?,
+            None => issuer_url
+                .join(if issuer.ends_with('/') {
+                    ".well-known/jwks.json"
+                } else {
+                    "/.well-known/jwks.json"
+                })
+                .map_err(|e| {
+                    invalid(
+                        format!("{prefix}issuer"),
+                        &issuer,
+                        format!("cannot derive jwks_uri: {e}"),
+                    )
+                })?,
+        };
+        Ok(Issuer {
+            jwks: JwksSettings {
+                uri: jwks_uri,
+                algorithms: rules.algorithms.clone(),
+                ..jwks_template.clone()
+            },
+            expectations: Expectations {
+                issuer,
+                audiences,
+                leeway_seconds: rules.leeway_seconds,
+                algorithms: rules.algorithms,
+                token_types: rules.token_types,
+                scope_claims: rules.scope_claims,
+                forward_claims: rules.forward_claims,
+            },
+        })
+    }
+}
+
+/// The token rules of one issuer as written: at the top level (the shorthand issuer's, and the
+/// defaults of every `[[issuers]]` entry) or in an entry, which may override each.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenRules {
+    /// Clock skew tolerated on `exp`/`nbf`.
+    pub leeway_seconds: Option<u64>,
+    /// Token algorithm allow-list.
+    pub algorithms: Option<Vec<String>>,
+    /// Claims whose union is the granted scopes.
+    pub scope_claims: Option<Vec<String>>,
+    /// Accepted `typ` header values.
+    pub token_types: Option<Vec<String>>,
+    /// Header name -> claim name or JSON Pointer, forwarded to the upstream on allow.
+    pub forward_claims: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// One `[[issuers]]` entry as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    /// Exact expected `iss`.
+    pub issuer: Option<String>,
+    /// Accepted audience(s).
+    pub audience: Option<StringOrList>,
+    /// JWKS URL (required until OIDC discovery is supported).
+    pub jwks_uri: Option<String>,
+    /// Overrides of the top-level token rules.
+    #[serde(flatten)]
+    pub rules: RawTokenRules,
+}
+
+/// Compiled token rules.
+#[derive(Debug, Clone)]
+struct TokenRules {
+    leeway_seconds: u64,
+    algorithms: Vec<Algorithm>,
+    scope_claims: Vec<String>,
+    token_types: Option<Vec<TokenType>>,
+    forward_claims: Vec<ForwardClaim>,
+}
+
+impl TokenRules {
+    /// Compiles `raw`; a key it leaves out takes its value from `defaults`, else the built-in
+    /// default. Errors name the key under `prefix`.
+    fn compile(
+        prefix: &str,
+        raw: RawTokenRules,
+        defaults: Option<&TokenRules>,
+    ) -> Result<TokenRules, ConfigError> {
+        let leeway_seconds = match (raw.leeway_seconds, defaults) {
+            (Some(v), _) => v,
+            (None, Some(d)) => d.leeway_seconds,
+            (None, None) => DEFAULT_LEEWAY,
+        };
+        if leeway_seconds > MAX_LEEWAY {
+            return Err(invalid(
+                format!("{prefix}leeway_seconds"),
+                leeway_seconds,
+                format!(
+                    "at most {MAX_LEEWAY} seconds; clock skew larger than that is a clock problem"
+                ),
+            ));
+        }
+        let algorithms = match (raw.algorithms, defaults) {
+            (None, Some(d)) => d.algorithms.clone(),
+            (names, _) => compile_algorithms(prefix, names)?,
+        };
+        let scope_claims = match (raw.scope_claims, defaults) {
+            (None, Some(d)) => d.scope_claims.clone(),
+            (names, _) => compile_scope_claims(prefix, names)?,
+        };
+        let forward_claims = match (raw.forward_claims, defaults) {
+            (None, Some(d)) => d.forward_claims.clone(),
+            (table, _) => compile_forward_claims(prefix, table.unwrap_or_default())?,
+        };
+        let token_types = match (raw.token_types, defaults) {
+            (None, Some(d)) => d.token_types.clone(),
+            (None, None) => None,
+            (Some(list), _) if list.is_empty() => {
+                return Err(invalid(
+                    format!("{prefix}token_types"),
+                    &list,
+                    "an empty list would refuse every token; leave the key out to accept any typ",
+                ));
+            }
+            (Some(list), _) => Some(
+                list.iter()
+                    .enumerate()
+                    .map(|(i, name)| {
+                        TokenType::new(name).ok_or_else(|| {
+                            invalid(
+                                format!("{prefix}token_types[{i}]"),
+                                name,
+                                "not a media type name such as \"at+jwt\" or \"application/at+jwt\"",
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(TokenRules {
+            leeway_seconds,
+            algorithms,
+            scope_claims,
+            token_types,
+            forward_claims,
+        })
+    }
 }
 
 /// Limits of the gRPC server, compiled from `[server]`. Each bounds what one client can make the
@@ -376,54 +575,6 @@ impl RawConfig {
             )
         })?;
 
-        let issuer = self.issuer.ok_or_else(|| ConfigError::Missing {
-            key: "issuer".into(),
-            hint: " (the exact `iss` of your tokens, e.g. \"https://TENANT.auth0.com/\"; or set SCOPEGATE_ISSUER)".into(),
-        })?;
-        let issuer_url = parse_http_url("issuer", &issuer)?;
-
-        let audiences = match self.audience {
-            None => {
-                return Err(ConfigError::Missing {
-                    key: "audience".into(),
-                    hint: " (your API identifier; or set SCOPEGATE_AUDIENCE)".into(),
-                });
-            }
-            Some(StringOrList::One(a)) => vec![a],
-            Some(StringOrList::Many(list)) => list,
-        };
-        if audiences.is_empty() || audiences.iter().any(|a| a.trim().is_empty()) {
-            return Err(invalid(
-                "audience",
-                &audiences,
-                "audiences must be non-empty strings",
-            ));
-        }
-
-        let jwks_uri = match self.jwks_uri {
-            Some(uri) => parse_http_url("jwks_uri", &uri)?,
-            None => issuer_url
-                .join(if issuer.ends_with('/') {
-                    ".well-known/jwks.json"
-                } else {
-                    "/.well-known/jwks.json"
-                })
-                .map_err(|e| invalid("issuer", &issuer, format!("cannot derive jwks_uri: {e}")))?,
-        };
-
-        let leeway_seconds = self.leeway_seconds.unwrap_or(DEFAULT_LEEWAY);
-        if leeway_seconds > MAX_LEEWAY {
-            return Err(invalid(
-                "leeway_seconds",
-                leeway_seconds,
-                format!(
-                    "at most {MAX_LEEWAY} seconds; clock skew larger than that is a clock problem"
-                ),
-            ));
-        }
-
-        let algorithms = compile_algorithms(self.algorithms)?;
-
         let realm = self.realm.unwrap_or_else(|| DEFAULT_REALM.to_string());
         if realm.is_empty()
             || realm
@@ -535,32 +686,6 @@ impl RawConfig {
                 ),
             ));
         }
-        let scope_claims = compile_scope_claims(self.scope_claims)?;
-        let forward_claims = compile_forward_claims(self.forward_claims.unwrap_or_default())?;
-        let token_types = match self.token_types {
-            None => None,
-            Some(list) if list.is_empty() => {
-                return Err(invalid(
-                    "token_types",
-                    &list,
-                    "an empty list would refuse every token; leave the key out to accept any typ",
-                ));
-            }
-            Some(list) => Some(
-                list.iter()
-                    .enumerate()
-                    .map(|(i, name)| {
-                        TokenType::new(name).ok_or_else(|| {
-                            invalid(
-                                format!("token_types[{i}]"),
-                                name,
-                                "not a media type name such as \"at+jwt\" or \"application/at+jwt\"",
-                            )
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        };
         let max_bytes = self.jwks_max_bytes.unwrap_or(1024 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_bytes) {
             return Err(invalid(
@@ -586,30 +711,96 @@ impl RawConfig {
         reject_shadowed_rules(&policy.rules)?;
         reject_conflicting_readings(&policy)?;
 
+        let jwks_template = JwksSettings {
+            uri: "http://placeholder.invalid/".parse().expect("a valid URL"),
+            algorithms: Vec::new(),
+            refresh,
+            min_refresh,
+            max_refresh,
+            refetch_cooldown,
+            fetch_timeout,
+            max_bytes: max_bytes as usize,
+            max_stale,
+            max_keys: max_keys as usize,
+            unknown_kid_wait: Duration::from_millis(unknown_kid_wait_ms),
+        };
+        // Top-level token rules: the shorthand issuer's, and the defaults of every [[issuers]].
+        let defaults = TokenRules::compile(
+            "",
+            RawTokenRules {
+                leeway_seconds: self.leeway_seconds,
+                algorithms: self.algorithms,
+                scope_claims: self.scope_claims,
+                token_types: self.token_types,
+                forward_claims: self.forward_claims,
+            },
+            None,
+        )?;
+        let issuers = match self.issuers {
+            None => vec![Issuer::compile(
+                "",
+                self.issuer,
+                self.audience,
+                self.jwks_uri,
+                defaults,
+                &jwks_template,
+            )?],
+            Some(list) => {
+                let shorthand = [
+                    ("issuer", self.issuer.is_some()),
+                    ("audience", self.audience.is_some()),
+                    ("jwks_uri", self.jwks_uri.is_some()),
+                ];
+                if let Some((key, _)) = shorthand.iter().find(|(_, set)| *set) {
+                    return Err(invalid(
+                        *key,
+                        "with [[issuers]]",
+                        "the top-level issuer keys (and SCOPEGATE_ISSUER, _AUDIENCE, _JWKS_URI) \
+                         describe one issuer; with [[issuers]], describe every issuer there",
+                    ));
+                }
+                if list.is_empty() {
+                    return Err(invalid("issuers", "[]", "list at least one issuer"));
+                }
+                let mut issuers: Vec<Issuer> = Vec::with_capacity(list.len());
+                for (i, raw) in list.into_iter().enumerate() {
+                    let prefix = format!("issuers[{i}].");
+                    let Some(jwks_uri) = raw.jwks_uri else {
+                        return Err(ConfigError::Missing {
+                            key: format!("{prefix}jwks_uri"),
+                            hint:
+                                " (OIDC discovery is not supported yet: give the issuer's JWKS URL)"
+                                    .into(),
+                        });
+                    };
+                    let rules = TokenRules::compile(&prefix, raw.rules, Some(&defaults))?;
+                    let issuer = Issuer::compile(
+                        &prefix,
+                        raw.issuer,
+                        raw.audience,
+                        Some(jwks_uri),
+                        rules,
+                        &jwks_template,
+                    )?;
+                    if let Some(earlier) = issuers
+                        .iter()
+                        .position(|e| e.expectations.issuer == issuer.expectations.issuer)
+                    {
+                        return Err(invalid(
+                            format!("{prefix}issuer"),
+                            &issuer.expectations.issuer,
+                            format!("issuers[{earlier}] has the same issuer"),
+                        ));
+                    }
+                    issuers.push(issuer);
+                }
+                issuers
+            }
+        };
+
         Ok(Config {
             listen,
-            expectations: Expectations {
-                issuer,
-                audiences,
-                leeway_seconds,
-                algorithms: algorithms.clone(),
-                token_types,
-                scope_claims,
-                forward_claims,
-            },
-            jwks: JwksSettings {
-                uri: jwks_uri,
-                algorithms,
-                refresh,
-                min_refresh,
-                max_refresh,
-                refetch_cooldown,
-                fetch_timeout,
-                max_bytes: max_bytes as usize,
-                max_stale,
-                max_keys: max_keys as usize,
-                unknown_kid_wait: Duration::from_millis(unknown_kid_wait_ms),
-            },
+            issuers,
             policy,
             realm,
             server,
@@ -618,6 +809,20 @@ impl RawConfig {
 }
 
 impl Config {
+    /// Every header any issuer forwards a claim in: all of them are set or removed on every
+    /// allowed request, so a client's copy of one never reaches the upstream.
+    pub fn forwarded_headers(&self) -> Vec<String> {
+        let mut headers: Vec<String> = self
+            .issuers
+            .iter()
+            .flat_map(|issuer| issuer.expectations.forward_claims.iter())
+            .map(|forward| forward.header.clone())
+            .collect();
+        headers.sort_unstable();
+        headers.dedup();
+        headers
+    }
+
     /// Loads `path` (if any), applies the process environment, and compiles.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut raw = match path {
@@ -645,17 +850,20 @@ fn parse_http_url(key: &str, value: &str) -> Result<reqwest::Url, ConfigError> {
 /// Claims that mean something else: reading one as scopes too would let it be two things.
 const REGISTERED_CLAIMS: [&str; 6] = ["iss", "sub", "aud", "exp", "nbf", "iat"];
 
-fn compile_scope_claims(names: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+fn compile_scope_claims(
+    prefix: &str,
+    names: Option<Vec<String>>,
+) -> Result<Vec<String>, ConfigError> {
     let names = names.unwrap_or_else(|| vec!["scope".to_string(), "scp".to_string()]);
     if names.is_empty() {
         return Err(invalid(
-            "scope_claims",
+            format!("{prefix}scope_claims"),
             &names,
             "at least one claim is needed; leave the key out for [\"scope\", \"scp\"]",
         ));
     }
     for (i, name) in names.iter().enumerate() {
-        let key = format!("scope_claims[{i}]");
+        let key = format!("{prefix}scope_claims[{i}]");
         if name.is_empty() || name.chars().any(char::is_control) {
             return Err(invalid(key, name, "a claim name is non-empty text"));
         }
@@ -687,11 +895,12 @@ const RESERVED_HEADERS: [&str; 12] = [
 ];
 
 fn compile_forward_claims(
+    prefix: &str,
     table: std::collections::BTreeMap<String, String>,
 ) -> Result<Vec<ForwardClaim>, ConfigError> {
     let mut out: Vec<ForwardClaim> = Vec::new();
     for (header, spec) in table {
-        let key = format!("forward_claims.{header:?}");
+        let key = format!("{prefix}forward_claims.{header:?}");
         let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
         if header.is_empty() || !header.bytes().all(tchar) || header.contains('_') {
             return Err(invalid(
@@ -734,11 +943,14 @@ fn compile_forward_claims(
     Ok(out)
 }
 
-fn compile_algorithms(names: Option<Vec<String>>) -> Result<Vec<Algorithm>, ConfigError> {
+fn compile_algorithms(
+    prefix: &str,
+    names: Option<Vec<String>>,
+) -> Result<Vec<Algorithm>, ConfigError> {
     let names = names.unwrap_or_else(|| vec!["RS256".to_string()]);
     if names.is_empty() {
         return Err(invalid(
-            "algorithms",
+            format!("{prefix}algorithms"),
             &names,
             "at least one algorithm is needed",
         ));
@@ -754,7 +966,7 @@ fn compile_algorithms(names: Option<Vec<String>>) -> Result<Vec<Algorithm>, Conf
             } else {
                 format!("supported: {}", supported.join(", "))
             };
-            invalid(format!("algorithms[{i}]"), name, why)
+            invalid(format!("{prefix}algorithms[{i}]"), name, why)
         })?;
         if !out.contains(&alg) {
             out.push(alg);
@@ -1008,27 +1220,30 @@ fn canonical_rule_path(key: &str, path: String) -> Result<String, ConfigError> {
 impl fmt::Display for Config {
     /// The compiled configuration as `check-config` prints it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let e = &self.expectations;
-        let j = &self.jwks;
         writeln!(f, "listen            {}", self.listen)?;
-        writeln!(f, "issuer            {}", e.issuer)?;
-        writeln!(f, "audience          {}", e.audiences.join(", "))?;
-        let algs: Vec<&str> = e.algorithms.iter().map(|a| a.as_str()).collect();
-        writeln!(f, "algorithms        {}", algs.join(", "))?;
-        writeln!(f, "leeway            {}s", e.leeway_seconds)?;
-        writeln!(f, "scope claims      {}", e.scope_claims.join(", "))?;
-        for forward in &e.forward_claims {
-            writeln!(
-                f,
-                "forward           {} <- {}{}",
-                forward.header, forward.claim, forward.pointer
-            )?;
+        for issuer in &self.issuers {
+            let e = &issuer.expectations;
+            writeln!(f, "issuer            {}", e.issuer)?;
+            writeln!(f, "audience          {}", e.audiences.join(", "))?;
+            let algs: Vec<&str> = e.algorithms.iter().map(|a| a.as_str()).collect();
+            writeln!(f, "algorithms        {}", algs.join(", "))?;
+            writeln!(f, "leeway            {}s", e.leeway_seconds)?;
+            writeln!(f, "scope claims      {}", e.scope_claims.join(", "))?;
+            for forward in &e.forward_claims {
+                writeln!(
+                    f,
+                    "forward           {} <- {}{}",
+                    forward.header, forward.claim, forward.pointer
+                )?;
+            }
+            if let Some(types) = &e.token_types {
+                let types: Vec<&str> = types.iter().map(TokenType::as_str).collect();
+                writeln!(f, "token types       {}", types.join(", "))?;
+            }
+            writeln!(f, "jwks_uri          {}", issuer.jwks.uri)?;
         }
-        if let Some(types) = &e.token_types {
-            let types: Vec<&str> = types.iter().map(TokenType::as_str).collect();
-            writeln!(f, "token types       {}", types.join(", "))?;
-        }
-        writeln!(f, "jwks_uri          {}", j.uri)?;
+        // The fetch settings are the same for every issuer.
+        let j = &self.issuers[0].jwks;
         writeln!(
             f,
             "jwks refresh      {}s (max-age honoured within {}s..{}s), timeout {}s, max {} bytes and {} keys, stale after {}s",
@@ -1101,19 +1316,22 @@ mod tests {
         let c = compile("").expect("minimal config");
         assert_eq!(c.listen.to_string(), "0.0.0.0:9191");
         assert_eq!(
-            c.jwks.uri.as_str(),
+            c.issuers[0].jwks.uri.as_str(),
             "https://tenant.example/.well-known/jwks.json"
         );
-        assert_eq!(c.expectations.leeway_seconds, 60);
-        assert_eq!(c.expectations.algorithms, [Algorithm::RS256]);
-        assert_eq!(c.jwks.refresh, Duration::from_secs(600));
-        assert!(c.jwks.refetch_cooldown <= Duration::from_secs(5));
+        assert_eq!(c.issuers[0].expectations.leeway_seconds, 60);
+        assert_eq!(c.issuers[0].expectations.algorithms, [Algorithm::RS256]);
+        assert_eq!(c.issuers[0].jwks.refresh, Duration::from_secs(600));
+        assert!(c.issuers[0].jwks.refetch_cooldown <= Duration::from_secs(5));
         assert_eq!(c.policy.default, Requirement::Authenticated);
         assert!(c.policy.rules.is_empty());
-        assert_eq!(c.jwks.max_keys, 100);
-        assert_eq!(c.jwks.unknown_kid_wait, Duration::from_millis(300));
-        assert_eq!(c.expectations.token_types, None);
-        assert_eq!(c.expectations.scope_claims, ["scope", "scp"]);
+        assert_eq!(c.issuers[0].jwks.max_keys, 100);
+        assert_eq!(
+            c.issuers[0].jwks.unknown_kid_wait,
+            Duration::from_millis(300)
+        );
+        assert_eq!(c.issuers[0].expectations.token_types, None);
+        assert_eq!(c.issuers[0].expectations.scope_claims, ["scope", "scp"]);
         assert_eq!(c.server, ServerLimits::default());
         assert_eq!(c.server.max_connections, 1024);
         assert_eq!(c.server.max_concurrent_streams, 100);
@@ -1132,9 +1350,9 @@ mod tests {
              token_types = [\"Application/AT+JWT\", \"jwt\"]",
         )
         .expect("20 + 2 + 10 = 32 is enough");
-        assert_eq!(c.jwks.max_stale, Duration::from_secs(32));
-        assert_eq!(c.jwks.unknown_kid_wait, Duration::ZERO);
-        let types: Vec<&str> = c
+        assert_eq!(c.issuers[0].jwks.max_stale, Duration::from_secs(32));
+        assert_eq!(c.issuers[0].jwks.unknown_kid_wait, Duration::ZERO);
+        let types: Vec<&str> = c.issuers[0]
             .expectations
             .token_types
             .iter()
@@ -1157,10 +1375,10 @@ mod tests {
         .expect("parses");
         let c = raw.compile().expect("compiles");
         assert_eq!(
-            c.jwks.uri.as_str(),
+            c.issuers[0].jwks.uri.as_str(),
             "https://tenant.example/.well-known/jwks.json"
         );
-        assert_eq!(c.expectations.audiences, ["a", "b"]);
+        assert_eq!(c.issuers[0].expectations.audiences, ["a", "b"]);
     }
 
     #[test]
@@ -1245,6 +1463,11 @@ mod tests {
             ("scope_claims = [\"scope\", \"aud\"]", "scope_claims[1]"),
             ("scope_claims = [\"scope\", \"scope\"]", "scope_claims[1]"),
             ("scope_claims = [\"\"]", "scope_claims[0]"),
+            // [[issuers]] beside the one-issuer shorthand (BASE sets issuer and audience).
+            (
+                "[[issuers]]\nissuer = \"https://a.example/\"\naudience = \"api\"\njwks_uri = \"https://a.example/keys\"\n",
+                "`issuer` = \"with [[issuers]]\"",
+            ),
             ("[forward_claims]\n\"x_email\" = \"email\"", "x_email"),
             (
                 "[forward_claims]\n\"x-auth-subject\" = \"email\"",
@@ -1466,9 +1689,9 @@ mod tests {
         let defaults = RawConfig::from_toml(
             &format!(
                 "issuer = {:?}\naudience = {:?}\njwks_uri = {:?}\n",
-                shown.expectations.issuer,
-                shown.expectations.audiences[0],
-                shown.jwks.uri.as_str()
+                shown.issuers[0].expectations.issuer,
+                shown.issuers[0].expectations.audiences[0],
+                shown.issuers[0].jwks.uri.as_str()
             ),
             "<defaults>",
         )
@@ -1477,13 +1700,130 @@ mod tests {
         .expect("compiles");
         assert_eq!(shown.listen, defaults.listen, "listen");
         assert_eq!(
-            shown.expectations, defaults.expectations,
+            shown.issuers[0].expectations, defaults.issuers[0].expectations,
             "token expectations"
         );
-        assert_eq!(shown.jwks, defaults.jwks, "jwks_* settings");
+        assert_eq!(
+            shown.issuers[0].jwks, defaults.issuers[0].jwks,
+            "jwks_* settings"
+        );
         assert_eq!(shown.server, defaults.server, "[server]");
         assert_eq!(shown.realm, defaults.realm, "realm");
         assert_eq!(shown.policy.default, defaults.policy.default, "default");
+    }
+
+    #[test]
+    fn issuer_list_errors_name_the_key() {
+        let entry = "[[issuers]]\nissuer = \"https://a.example/\"\naudience = \"api\"\njwks_uri = \"https://a.example/keys\"\n";
+        let cases: &[(String, &str)] = &[
+            (format!("{entry}{entry}"), "issuers[1].issuer"),
+            (
+                "[[issuers]]\nissuer = \"https://a.example/\"\naudience = \"api\"".into(),
+                "issuers[0].jwks_uri",
+            ),
+            (
+                "[[issuers]]\nissuer = \"https://a.example/\"\njwks_uri = \"https://a/k\"".into(),
+                "issuers[0].audience",
+            ),
+            (format!("{entry}bogus = 1"), "bogus"),
+            (
+                format!("{entry}algorithms = [\"HS256\"]"),
+                "issuers[0].algorithms[0]",
+            ),
+            (
+                format!("{entry}leeway_seconds = 601"),
+                "issuers[0].leeway_seconds",
+            ),
+            (
+                format!("{entry}scope_claims = [\"aud\"]"),
+                "issuers[0].scope_claims[0]",
+            ),
+            (
+                format!("{entry}[issuers.forward_claims]\n\"x_y\" = \"z\""),
+                "issuers[0].forward_claims",
+            ),
+            ("issuers = []".into(), "issuers"),
+        ];
+        for (text, key) in cases {
+            let err = RawConfig::from_toml(text, "<test>")
+                .and_then(RawConfig::compile)
+                .expect_err(text)
+                .to_string();
+            assert!(
+                err.contains(key),
+                "error for {text:?} should name {key:?}: {err}"
+            );
+        }
+    }
+
+    /// The environment overrides describe the one-issuer shorthand: beside `[[issuers]]` they
+    /// are a configuration error, never silently a third issuer or an ignored setting.
+    #[test]
+    fn issuer_environment_overrides_conflict_with_an_issuer_list() {
+        let mut raw = RawConfig::from_toml(
+            "[[issuers]]\nissuer = \"https://a.example/\"\naudience = \"api\"\njwks_uri = \"https://a.example/k\"",
+            "<test>",
+        )
+        .expect("parses");
+        raw.apply_env(|name| (name == "SCOPEGATE_JWKS_URI").then(|| "https://x.example/k".into()));
+        let err = raw.compile().expect_err("conflict").to_string();
+        assert!(
+            err.contains("`jwks_uri`") && err.contains("SCOPEGATE_ISSUER"),
+            "{err}"
+        );
+    }
+
+    /// `[[issuers]]` entries inherit the top-level token rules and may override each.
+    #[test]
+    fn issuers_inherit_and_override_the_top_level_rules() {
+        let c = RawConfig::from_toml(
+            r#"
+            leeway_seconds = 30
+            algorithms = ["RS256", "ES256"]
+            scope_claims = ["scope", "permissions"]
+            [forward_claims]
+            "x-auth-email" = "email"
+
+            [[issuers]]
+            issuer = "https://a.example/"
+            audience = "api"
+            jwks_uri = "https://a.example/keys"
+
+            [[issuers]]
+            issuer = "https://b.example/realms/staff"
+            audience = ["account", "api"]
+            jwks_uri = "https://b.example/certs"
+            algorithms = ["EdDSA"]
+            leeway_seconds = 5
+            [issuers.forward_claims]
+            "x-auth-org" = "/org/id"
+            "#,
+            "<test>",
+        )
+        .expect("parses")
+        .compile()
+        .expect("compiles");
+        let [a, b] = &c.issuers[..] else {
+            panic!("two issuers: {:?}", c.issuers)
+        };
+        assert_eq!(a.expectations.leeway_seconds, 30);
+        assert_eq!(
+            a.expectations.algorithms,
+            [Algorithm::RS256, Algorithm::ES256]
+        );
+        assert_eq!(a.jwks.algorithms, a.expectations.algorithms);
+        assert_eq!(a.expectations.scope_claims, ["scope", "permissions"]);
+        assert_eq!(b.expectations.leeway_seconds, 5);
+        assert_eq!(b.expectations.algorithms, [Algorithm::EdDSA]);
+        assert_eq!(b.jwks.algorithms, [Algorithm::EdDSA]);
+        assert_eq!(b.expectations.scope_claims, ["scope", "permissions"]);
+        assert_eq!(b.expectations.audiences, ["account", "api"]);
+        assert_eq!(b.jwks.uri.as_str(), "https://b.example/certs");
+        assert_eq!(c.forwarded_headers(), ["x-auth-email", "x-auth-org"]);
+        assert!(
+            c.to_string()
+                .contains("issuer            https://b.example/realms/staff")
+        );
     }
 
     #[test]
@@ -1512,9 +1852,9 @@ mod tests {
             _ => None,
         });
         let c = raw.compile().expect("compiles");
-        assert_eq!(c.expectations.issuer, "https://other.example/");
-        assert_eq!(c.expectations.audiences, ["a", "b"]);
-        assert_eq!(c.jwks.uri.as_str(), "http://127.0.0.1:1/keys");
+        assert_eq!(c.issuers[0].expectations.issuer, "https://other.example/");
+        assert_eq!(c.issuers[0].expectations.audiences, ["a", "b"]);
+        assert_eq!(c.issuers[0].jwks.uri.as_str(), "http://127.0.0.1:1/keys");
         assert_eq!(c.listen.to_string(), "127.0.0.1:0");
     }
 }

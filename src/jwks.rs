@@ -161,6 +161,9 @@ struct Shared {
     wake: Notify,
     /// Set when the refresher task ended while serving; cleared by the next install.
     refresher_down: AtomicBool,
+    /// Woken (one stored permit) after every attempt, and when the refresher stops: health,
+    /// which may watch several key sets, listens here.
+    observer: Arc<Notify>,
 }
 
 /// Handle on the shared key set. Cheap to clone; all clones see the same snapshot.
@@ -180,6 +183,13 @@ impl std::fmt::Debug for Jwks {
 impl Jwks {
     /// A handle with no key set loaded yet.
     pub fn new(settings: JwksSettings) -> Self {
+        Jwks::with_observer(settings, Arc::new(Notify::new()))
+    }
+
+    /// A handle with no key set loaded yet, that wakes `observer` after every fetch attempt
+    /// (and when its refresher stops): the moments [`Jwks::is_usable`] may change, besides a set
+    /// going stale with time. Several key sets may share one observer.
+    pub fn with_observer(settings: JwksSettings, observer: Arc<Notify>) -> Self {
         Jwks {
             shared: Arc::new(Shared {
                 current: ArcSwapOption::empty(),
@@ -191,6 +201,7 @@ impl Jwks {
                 }),
                 wake: Notify::new(),
                 refresher_down: AtomicBool::new(false),
+                observer,
             }),
         }
     }
@@ -210,13 +221,6 @@ impl Jwks {
     /// moment the new one installs a set).
     pub fn is_usable(&self) -> bool {
         !self.shared.refresher_down.load(Ordering::Acquire) && self.snapshot().is_some()
-    }
-
-    /// A receiver that changes after every fetch attempt, successful or not, and when the
-    /// refresher stops: the moments [`Jwks::is_usable`] may have changed (besides a set going
-    /// stale with time).
-    pub fn fetch_attempts(&self) -> watch::Receiver<u64> {
-        self.shared.attempts.subscribe()
     }
 
     /// Puts a key set in force (the refresher calls this; tests and benchmarks may too).
@@ -292,6 +296,8 @@ impl Jwks {
         let mut gate = self.lock_gate();
         gate.in_flight = false;
         self.shared.attempts.send_modify(|n| *n += 1);
+        drop(gate);
+        self.shared.observer.notify_one();
     }
 
     /// Called by the refresher's supervisor when the refresher task has ended while serving

@@ -72,8 +72,15 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let local = listener.local_addr().ok();
     let config = Arc::new(config);
-    let jwks = Jwks::new(config.jwks.clone());
-    let client = jwks::http_client(&config.jwks)?;
+    // One key set per issuer, all waking the same health observer. The fetch settings are the
+    // same for every issuer, so one HTTP client serves them all.
+    let fetched = Arc::new(tokio::sync::Notify::new());
+    let key_sets: Vec<Jwks> = config
+        .issuers
+        .iter()
+        .map(|issuer| Jwks::with_observer(issuer.jwks.clone(), Arc::clone(&fetched)))
+        .collect();
+    let client = jwks::http_client(&config.issuers[0].jwks)?;
 
     let limits = config.server.clone();
     warn_if_descriptors_run_out_first(limits.max_connections);
@@ -100,30 +107,36 @@ pub async fn serve(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    // Both background tasks are supervised: one that ends while serving is logged at error and
+    // The background tasks are supervised: one that ends while serving is logged at error and
     // restarted, never left dead while health and the refetch gate still count on it.
-    let refresher = tokio::spawn(supervise(
-        "JWKS refresher",
-        {
-            let (jwks, stop_rx) = (jwks.clone(), stop_rx.clone());
-            move || {
-                jwks.clone()
-                    .run_refresher(client.clone(), stopped(stop_rx.clone()))
-            }
-        },
-        {
-            let jwks = jwks.clone();
-            move || jwks.refresher_stopped()
-        },
-        stop_rx.clone(),
-    ));
+    let refreshers: Vec<_> = key_sets
+        .iter()
+        .map(|jwks| {
+            tokio::spawn(supervise(
+                "JWKS refresher",
+                {
+                    let (jwks, client, stop_rx) = (jwks.clone(), client.clone(), stop_rx.clone());
+                    move || {
+                        jwks.clone()
+                            .run_refresher(client.clone(), stopped(stop_rx.clone()))
+                    }
+                },
+                {
+                    let jwks = jwks.clone();
+                    move || jwks.refresher_stopped()
+                },
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
     let health_task = tokio::spawn(supervise(
         "health tracker",
         {
-            let (jwks, stop_rx) = (jwks.clone(), stop_rx.clone());
+            let (key_sets, stop_rx) = (key_sets.clone(), stop_rx.clone());
             move || {
                 track_health(
-                    jwks.clone(),
+                    key_sets.clone(),
+                    Arc::clone(&fetched),
                     health_reporter.clone(),
                     stopped(stop_rx.clone()),
                 )
@@ -133,14 +146,18 @@ pub async fn serve(
         stop_rx,
     ));
 
+    let issuers: Vec<&str> = config
+        .issuers
+        .iter()
+        .map(|issuer| issuer.expectations.issuer.as_str())
+        .collect();
     tracing::info!(
         listen = ?local,
-        issuer = %config.expectations.issuer,
-        jwks_uri = %config.jwks.uri,
+        issuers = ?issuers,
         rules = config.policy.rules.len(),
         "scopegate serving"
     );
-    let service = AuthorizationService::new(Arc::clone(&config), jwks);
+    let service = AuthorizationService::new(Arc::clone(&config), key_sets);
     // Once shutdown starts, connections get GOAWAY and in-flight calls may finish; a client that
     // keeps its connection open anyway must not hold the process forever.
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
@@ -191,7 +208,9 @@ pub async fn serve(
     };
 
     let _ = stop_tx.send(true);
-    let _ = refresher.await;
+    for refresher in refreshers {
+        let _ = refresher.await;
+    }
     let _ = health_task.await;
     tracing::info!("scopegate stopped");
     Ok(result?)
@@ -289,10 +308,12 @@ fn warn_if_descriptors_run_out_first(max_connections: usize) {
 /// short headers; the Check's own payload is bounded by `max_request_bytes` instead.
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
-/// Keeps health in step with the key set: SERVING while protected requests can be verified,
-/// NOT_SERVING before the first load and after the last good set has gone stale.
+/// Keeps health in step with the key sets: SERVING while any issuer's tokens can be verified
+/// (one issuer's outage must not take the others' traffic away: its own tokens get 503 in-band),
+/// NOT_SERVING before the first load and once every set has gone stale.
 async fn track_health(
-    jwks: Jwks,
+    key_sets: Vec<Jwks>,
+    fetched: Arc<tokio::sync::Notify>,
     reporter: tonic_health::server::HealthReporter,
     stop: impl Future<Output = ()>,
 ) {
@@ -301,9 +322,8 @@ async fn track_health(
     // Woken by each fetch, so SERVING follows the first load at once: an instance that already
     // verifies tokens must not tell Envoy's health check NOT_SERVING and be taken out of service.
     // The timer is for the other change, a key set going stale with time.
-    let mut fetched = jwks.fetch_attempts();
     loop {
-        let usable = jwks.is_usable();
+        let usable = key_sets.iter().any(Jwks::is_usable);
         if usable != serving {
             serving = usable;
             let status = if usable {
@@ -321,7 +341,7 @@ async fn track_health(
             }
         }
         tokio::select! {
-            Ok(()) = fetched.changed() => {}
+            () = fetched.notified() => {}
             () = tokio::time::sleep(HEALTH_POLL) => {}
             () = &mut stop => return,
         }

@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::jwks::{Jwks, Refetch};
 use crate::policy::{self, AuthError, Authentication, Decision, Denial};
 use crate::token::{self, CredentialsError};
-use crate::verify::{self, ForwardClaim, VerifiedClaims, VerifyError};
+use crate::verify::{self, VerifiedClaims, VerifyError};
 
 /// Header carrying the token's `sub` to the upstream.
 pub const SUBJECT_HEADER: &str = "x-auth-subject";
@@ -44,13 +44,43 @@ pub const SCOPES_HEADER: &str = "x-auth-scopes";
 #[derive(Clone, Debug)]
 pub struct AuthorizationService {
     config: Arc<Config>,
-    jwks: Jwks,
+    /// One key set per issuer, in the order of `config.issuers`.
+    key_sets: Vec<Jwks>,
+    /// Every header any issuer forwards a claim in.
+    forwarded_headers: Arc<[String]>,
 }
 
 impl AuthorizationService {
-    /// A service deciding with `config` against the keys in `jwks`.
-    pub fn new(config: Arc<Config>, jwks: Jwks) -> Self {
-        AuthorizationService { config, jwks }
+    /// A service deciding with `config` against the keys in `key_sets`, one per issuer of
+    /// `config`, in the same order.
+    pub fn new(config: Arc<Config>, key_sets: Vec<Jwks>) -> Self {
+        assert_eq!(
+            key_sets.len(),
+            config.issuers.len(),
+            "one key set per configured issuer"
+        );
+        let forwarded_headers = config.forwarded_headers().into();
+        AuthorizationService {
+            config,
+            key_sets,
+            forwarded_headers,
+        }
+    }
+
+    /// The issuer (by index) whose keys verify `token`: the only one when there is one,
+    /// otherwise the one its `iss` names. A token naming no configured issuer is refused
+    /// before any key is looked at, so it never causes a fetch; a key of one issuer never
+    /// verifies a token that names another, even under the same `kid`.
+    fn issuer_of(&self, token: &str) -> Result<usize, VerifyError> {
+        if self.key_sets.len() == 1 {
+            return Ok(0);
+        }
+        let iss = verify::peek_issuer(token)?.ok_or(VerifyError::WrongIssuer)?;
+        self.config
+            .issuers
+            .iter()
+            .position(|issuer| issuer.expectations.issuer == iss)
+            .ok_or(VerifyError::WrongIssuer)
     }
 
     /// Extracts and verifies the Bearer token. An unknown `kid` asks the JWKS refresher for one
@@ -66,19 +96,23 @@ impl AuthorizationService {
             Err(e) => return Err(AuthError::Credentials(*e)),
         };
         let token = token::bearer_token(&values)?;
-        let expect = &self.config.expectations;
-        let Some(keys) = self.jwks.snapshot() else {
+        let index = self.issuer_of(token)?;
+        let (expect, jwks) = (
+            &self.config.issuers[index].expectations,
+            &self.key_sets[index],
+        );
+        let Some(keys) = jwks.snapshot() else {
             // No set, or a stale one: this Check gets 503, but it asks for a fetch (single-flight,
             // once per cooldown) rather than leaving recovery to the refresher's backoff.
-            self.jwks.request_refetch();
+            jwks.request_refetch();
             return Err(AuthError::KeysUnavailable);
         };
         match verify::verify(token, &keys, expect, now) {
             Err(VerifyError::UnknownKey) => {
                 drop(keys);
-                match self.jwks.refetch_for_unknown_kid().await {
+                match jwks.refetch_for_unknown_kid().await {
                     Refetch::Completed => {
-                        let keys = self.jwks.snapshot().ok_or(AuthError::KeysUnavailable)?;
+                        let keys = jwks.snapshot().ok_or(AuthError::KeysUnavailable)?;
                         Ok(verify::verify(token, &keys, expect, now)?)
                     }
                     Refetch::CoolingDown | Refetch::TimedOut => Err(VerifyError::UnknownKey.into()),
@@ -159,7 +193,7 @@ impl Authorization for AuthorizationService {
                     sub = claims.as_ref().and_then(|c| c.subject()),
                     "allow"
                 );
-                allow(claims.as_ref(), &self.config.expectations.forward_claims)
+                allow(claims.as_ref(), &self.forwarded_headers)
             }
             Decision::Deny(denial) => {
                 tracing::info!(
@@ -234,7 +268,7 @@ fn authorization_values(
 ///
 /// Every configured forwarded header is set from the token's claim, or removed when the token
 /// lacks it (or the route is public), so a client's own copy never reaches the upstream.
-fn allow(claims: Option<&VerifiedClaims>, forward: &[ForwardClaim]) -> CheckResponse {
+fn allow(claims: Option<&VerifiedClaims>, forwarded_headers: &[String]) -> CheckResponse {
     let mut ok = OkHttpResponseBuilder::new();
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
     match claims.and_then(VerifiedClaims::subject) {
@@ -250,10 +284,10 @@ fn allow(claims: Option<&VerifiedClaims>, forward: &[ForwardClaim]) -> CheckResp
         ok.add_header(SCOPES_HEADER, scopes.join(" "), overwrite, false);
     }
     let forwarded = claims.map(VerifiedClaims::forwarded).unwrap_or_default();
-    for spec in forward {
-        match forwarded.iter().find(|(header, _)| *header == spec.header) {
+    for name in forwarded_headers {
+        match forwarded.iter().find(|(header, _)| header == name) {
             Some((header, value)) => ok.add_header(header, value, overwrite, false),
-            None => ok.remove_header(&spec.header),
+            None => ok.remove_header(name),
         };
     }
     let mut response = CheckResponse::with_status(Status::ok(""));

@@ -475,6 +475,31 @@ pub fn verify(
     check_claims(claims, expect, now)
 }
 
+/// The `iss` a token names, read before anything is verified, only to choose whose keys to
+/// verify it with (verification then checks it like any claim). `Ok(None)` when the payload
+/// names none; the structural errors of [`verify`] for a token that is not a compact JWS with a
+/// JSON-object payload.
+pub fn peek_issuer(token: &str) -> Result<Option<String>, VerifyError> {
+    let mut parts = token.split('.');
+    let payload = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(s), None) if !h.is_empty() && !p.is_empty() && !s.is_empty() => p,
+        (Some(_), Some(_), Some(_), Some(_)) if token.split('.').count() == 5 => {
+            return Err(VerifyError::Encrypted);
+        }
+        _ => return Err(VerifyError::NotCompactJws),
+    };
+    #[derive(Deserialize)]
+    struct Issuer {
+        iss: Option<serde_json::Value>,
+    }
+    let payload = decode_segment(payload, "payload")?;
+    let issuer: Issuer = parse_object(&payload).ok_or(VerifyError::BadClaims)?;
+    Ok(match issuer.iss {
+        Some(serde_json::Value::String(iss)) => Some(iss),
+        _ => None,
+    })
+}
+
 /// Validates the time window, issuer and audience, and collects the scopes.
 fn check_claims(
     claims: Claims,

@@ -68,6 +68,8 @@ fn fixture() -> &'static Fixture {
         let expect = RawConfig::from_toml(CONFIG, "<fuzz>")
             .and_then(RawConfig::compile)
             .expect("the fuzzing configuration compiles")
+            .issuers
+            .remove(0)
             .expectations;
         let jwks = format!(
             r#"{{"keys":[

@@ -14,6 +14,7 @@ mod dev_issuer;
 mod dockerfile;
 mod grpc_surface;
 mod hostile_tokens;
+mod issuers;
 mod jwks_lifecycle;
 mod logging;
 mod properties;

@@ -1,0 +1,237 @@
+//! Several trusted issuers side by side (`[[issuers]]`): each token is verified with the keys of
+//! the issuer its `iss` names, and no other; one issuer's outage leaves the others' tokens alone.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::common::*;
+
+const A: &str = "https://a.issuer.test/";
+const B: &str = "https://b.issuer.test/realms/staff";
+
+fn from(issuer: &str, scope: &str) -> Value {
+    let mut c = claims(scope);
+    c["iss"] = json!(issuer);
+    c
+}
+
+async fn start(a_jwks: &JwksServer, b_jwks: &JwksServer, b_extra: &str) -> Scopegate {
+    let text = format!(
+        r#"
+        [forward_claims]
+        "x-auth-email" = "email"
+
+        [[issuers]]
+        issuer = "{A}"
+        audience = "{AUDIENCE}"
+        jwks_uri = "{}"
+
+        [[issuers]]
+        issuer = "{B}"
+        audience = ["account", "{AUDIENCE}"]
+        jwks_uri = "{}"
+        {b_extra}
+
+        [[rules]]
+        path = "/r"
+        scopes = ["read:messages"]
+        "#,
+        a_jwks.url(),
+        b_jwks.url()
+    );
+    let config = scopegate::config::RawConfig::from_toml(&text, "<test>")
+        .expect("parses")
+        .compile()
+        .expect("compiles");
+    Scopegate::start_with(config).await
+}
+
+/// Both issuers publish a key under the same `kid`. Each token verifies with its own issuer's
+/// key only; a token naming an issuer nobody configured is refused without any fetch.
+#[tokio::test]
+async fn each_token_is_verified_with_its_own_issuers_keys_only() {
+    let a_key = TestKey::generate("key-1");
+    let b_key = TestKey::generate("key-1");
+    let a_jwks = JwksServer::start(Reply::json(&jwks_of(&[&a_key]))).await;
+    let b_jwks = JwksServer::start(Reply::json(&jwks_of(&[&b_key]))).await;
+    let gate = start(&a_jwks, &b_jwks, "").await;
+    gate.wait_serving().await;
+    let ask = |token: String| {
+        let gate = &gate;
+        async move { gate.ask("GET", "/r", Some(&bearer(&token))).await }
+    };
+    eventually("both key sets loaded", Duration::from_secs(10), || async {
+        ask(b_key.mint(&from(B, "read:messages"))).await.code == OK
+    })
+    .await;
+
+    ask(a_key.mint(&from(A, "read:messages")))
+        .await
+        .assert_allowed();
+    ask(b_key.mint(&from(B, "read:messages")))
+        .await
+        .assert_allowed();
+    // A's key (same kid) under B's name, and the other way round.
+    for token in [
+        a_key.mint(&from(B, "read:messages")),
+        b_key.mint(&from(A, "read:messages")),
+    ] {
+        let answer = ask(token).await;
+        assert_eq!(
+            (answer.http, answer.message()),
+            (401, "token signature is invalid")
+        );
+    }
+    let hits = (a_jwks.hits(), b_jwks.hits());
+    let mut no_iss = claims("read:messages");
+    no_iss.as_object_mut().expect("object").remove("iss");
+    for (name, token) in [
+        (
+            "unknown issuer",
+            a_key.mint(&from("https://c.issuer.test/", "read:messages")),
+        ),
+        (
+            "a look-alike",
+            a_key.mint(&from("https://a.issuer.test", "read:messages")),
+        ),
+        ("no iss", a_key.mint(&no_iss)),
+        (
+            "iss not a string",
+            a_key.mint(&{
+                let mut c = claims("read:messages");
+                c["iss"] = json!([A]);
+                c
+            }),
+        ),
+    ] {
+        let answer = ask(token).await;
+        assert_eq!(
+            (answer.http, answer.message()),
+            (401, "token issuer is not accepted"),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        (a_jwks.hits(), b_jwks.hits()),
+        hits,
+        "no fetch for a stranger"
+    );
+    let answer = ask("not-a-jwt".into()).await;
+    assert_eq!(
+        answer.message(),
+        "token is not a compact JWS (header.payload.signature)"
+    );
+    gate.stop().await;
+}
+
+/// One issuer's JWKS is down: its tokens get 503, the other issuer's are served, and health
+/// stays SERVING (Envoy keeps sending traffic the instance can serve).
+#[tokio::test]
+async fn one_issuers_outage_never_denies_the_others_tokens() {
+    let a_key = TestKey::generate("key-1");
+    let b_key = TestKey::generate("key-1");
+    let a_jwks = JwksServer::start(Reply::json(&jwks_of(&[&a_key]))).await;
+    let b_jwks = JwksServer::start(Reply::Respond(503, vec![], b"down".to_vec())).await;
+    let gate = start(&a_jwks, &b_jwks, "").await;
+    gate.wait_serving().await;
+    gate.ask(
+        "GET",
+        "/r",
+        Some(&bearer(&a_key.mint(&from(A, "read:messages")))),
+    )
+    .await
+    .assert_allowed();
+    gate.ask(
+        "GET",
+        "/r",
+        Some(&bearer(&b_key.mint(&from(B, "read:messages")))),
+    )
+    .await
+    .assert_denied(503, "temporarily_unavailable");
+    assert_eq!(gate.health("").await, ServingStatus::Serving as i32);
+    // B comes back: its tokens are served too.
+    b_jwks.set(Reply::json(&jwks_of(&[&b_key])));
+    eventually("B's keys loaded", Duration::from_secs(15), || async {
+        gate.ask(
+            "GET",
+            "/r",
+            Some(&bearer(&b_key.mint(&from(B, "read:messages")))),
+        )
+        .await
+        .code
+            == OK
+    })
+    .await;
+    gate.stop().await;
+}
+
+/// An entry's own `algorithms` and `forward_claims` apply to its tokens only; every issuer's
+/// forwarded headers are stripped from requests that do not set them.
+#[tokio::test]
+async fn each_issuer_has_its_own_algorithms_and_forwarded_claims() {
+    let a_key = TestKey::generate("key-1");
+    let b_key = TestKey::generate("key-1");
+    // B publishes its key without alg, and allows PS256 only.
+    let mut b_jwk = b_key.jwk();
+    b_jwk.as_object_mut().expect("object").remove("alg");
+    let a_jwks = JwksServer::start(Reply::json(&jwks_of(&[&a_key]))).await;
+    let b_jwks = JwksServer::start(Reply::json(&json!({ "keys": [b_jwk] }))).await;
+    let gate = start(
+        &a_jwks,
+        &b_jwks,
+        "algorithms = [\"PS256\"]\n[issuers.forward_claims]\n\"x-auth-org\" = \"/org/id\"",
+    )
+    .await;
+    gate.wait_serving().await;
+    let good_b = {
+        let mut c = from(B, "read:messages");
+        c["email"] = json!("b@example.com");
+        c["org"] = json!({"id": "staff"});
+        b_key.mint_with(
+            &aws_lc_rs::signature::RSA_PSS_SHA256,
+            &json!({"alg": "PS256", "kid": "key-1"}),
+            &c,
+        )
+    };
+    let answer = eventually_allowed(&gate, &good_b).await;
+    // B forwards org only; A's x-auth-email is removed from B's requests.
+    assert_eq!(answer.headers["x-auth-org"], "staff");
+    assert!(
+        answer.removed.iter().any(|h| h == "x-auth-email"),
+        "{answer:?}"
+    );
+    // RS256 is A's default, not B's.
+    let answer = gate
+        .ask(
+            "GET",
+            "/r",
+            Some(&bearer(&b_key.mint(&from(B, "read:messages")))),
+        )
+        .await;
+    assert_eq!(
+        (answer.http, answer.message()),
+        (401, "token algorithm is not allowed")
+    );
+    // A forwards email only.
+    let mut a = from(A, "read:messages");
+    a["email"] = json!("a@example.com");
+    a["org"] = json!({"id": "x"});
+    let answer = gate.ask("GET", "/r", Some(&bearer(&a_key.mint(&a)))).await;
+    answer.assert_allowed();
+    assert_eq!(answer.headers["x-auth-email"], "a@example.com");
+    assert!(
+        answer.removed.iter().any(|h| h == "x-auth-org"),
+        "{answer:?}"
+    );
+    gate.stop().await;
+}
+
+async fn eventually_allowed(gate: &Scopegate, token: &str) -> Answer {
+    eventually("the token is allowed", Duration::from_secs(10), || async {
+        gate.ask("GET", "/r", Some(&bearer(token))).await.code == OK
+    })
+    .await;
+    gate.ask("GET", "/r", Some(&bearer(token))).await
+}
