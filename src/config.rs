@@ -167,8 +167,10 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    /// Compiles one issuer's identity (`{prefix}issuer`, `audience`, `jwks_uri`; without
-    /// `jwks_uri`, the issuer's `/.well-known/jwks.json`) with its token rules.
+    /// Compiles one issuer's identity (`{prefix}issuer`, `audience`, `jwks_uri`) with its token
+    /// rules. Without `jwks_uri`, the top-level shorthand derives the issuer's
+    /// `/.well-known/jwks.json` (Auth0's layout, as always), and an `[[issuers]]` entry uses
+    /// OIDC discovery: the issuer (trailing `/` removed) + `/.well-known/openid-configuration`.
     fn compile(
         prefix: &str,
         issuer: Option<String>,
@@ -209,25 +211,32 @@ impl Issuer {
                 "audiences must be non-empty strings",
             ));
         }
-        let jwks_uri = match jwks_uri {
-            Some(uri) => parse_http_url(&format!("{prefix}jwks_uri"), &uri)?,
-            None => issuer_url
-                .join(if issuer.ends_with('/') {
-                    ".well-known/jwks.json"
-                } else {
-                    "/.well-known/jwks.json"
-                })
+        let derive = |path: &str| {
+            issuer_url
+                .join(&format!(
+                    "{}{path}",
+                    issuer_url.path().trim_end_matches('/')
+                ))
                 .map_err(|e| {
                     invalid(
                         format!("{prefix}issuer"),
                         &issuer,
-                        format!("cannot derive jwks_uri: {e}"),
+                        format!("cannot derive {path}: {e}"),
                     )
-                })?,
+                })
+        };
+        let (jwks_uri, discovery_issuer) = match jwks_uri {
+            Some(uri) => (parse_http_url(&format!("{prefix}jwks_uri"), &uri)?, None),
+            None if prefix.is_empty() => (derive("/.well-known/jwks.json")?, None),
+            None => (
+                derive("/.well-known/openid-configuration")?,
+                Some(issuer.clone()),
+            ),
         };
         Ok(Issuer {
             jwks: JwksSettings {
                 uri: jwks_uri,
+                discovery_issuer,
                 algorithms: rules.algorithms.clone(),
                 ..jwks_template.clone()
             },
@@ -713,6 +722,7 @@ impl RawConfig {
 
         let jwks_template = JwksSettings {
             uri: "http://placeholder.invalid/".parse().expect("a valid URL"),
+            discovery_issuer: None,
             algorithms: Vec::new(),
             refresh,
             min_refresh,
@@ -765,20 +775,12 @@ impl RawConfig {
                 let mut issuers: Vec<Issuer> = Vec::with_capacity(list.len());
                 for (i, raw) in list.into_iter().enumerate() {
                     let prefix = format!("issuers[{i}].");
-                    let Some(jwks_uri) = raw.jwks_uri else {
-                        return Err(ConfigError::Missing {
-                            key: format!("{prefix}jwks_uri"),
-                            hint:
-                                " (OIDC discovery is not supported yet: give the issuer's JWKS URL)"
-                                    .into(),
-                        });
-                    };
                     let rules = TokenRules::compile(&prefix, raw.rules, Some(&defaults))?;
                     let issuer = Issuer::compile(
                         &prefix,
                         raw.issuer,
                         raw.audience,
-                        Some(jwks_uri),
+                        raw.jwks_uri,
                         rules,
                         &jwks_template,
                     )?;
@@ -1718,10 +1720,6 @@ mod tests {
         let cases: &[(String, &str)] = &[
             (format!("{entry}{entry}"), "issuers[1].issuer"),
             (
-                "[[issuers]]\nissuer = \"https://a.example/\"\naudience = \"api\"".into(),
-                "issuers[0].jwks_uri",
-            ),
-            (
                 "[[issuers]]\nissuer = \"https://a.example/\"\njwks_uri = \"https://a/k\"".into(),
                 "issuers[0].audience",
             ),
@@ -1754,6 +1752,37 @@ mod tests {
                 "error for {text:?} should name {key:?}: {err}"
             );
         }
+    }
+
+    /// An `[[issuers]]` entry without `jwks_uri` is found by OIDC discovery, under the issuer's
+    /// own path; the shorthand keeps deriving Auth0's `/.well-known/jwks.json`.
+    #[test]
+    fn issuers_without_jwks_uri_use_discovery() {
+        for (issuer, want) in [
+            (
+                "https://sso.example.com/realms/staff",
+                "https://sso.example.com/realms/staff/.well-known/openid-configuration",
+            ),
+            (
+                "https://sso.example.com/realms/staff/",
+                "https://sso.example.com/realms/staff/.well-known/openid-configuration",
+            ),
+            (
+                "https://a.example/",
+                "https://a.example/.well-known/openid-configuration",
+            ),
+        ] {
+            let c = RawConfig::from_toml(
+                &format!("[[issuers]]\nissuer = {issuer:?}\naudience = \"api\""),
+                "<test>",
+            )
+            .and_then(RawConfig::compile)
+            .expect("compiles");
+            assert_eq!(c.issuers[0].jwks.uri.as_str(), want, "{issuer}");
+            assert_eq!(c.issuers[0].jwks.discovery_issuer.as_deref(), Some(issuer));
+        }
+        let c = compile("").expect("shorthand");
+        assert_eq!(c.issuers[0].jwks.discovery_issuer, None);
     }
 
     /// The environment overrides describe the one-issuer shorthand: beside `[[issuers]]` they

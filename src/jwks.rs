@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -34,8 +35,11 @@ use crate::keys::{Algorithm, KeySet, ParseError, SkipSummary, SkippedKey};
 /// Settings for fetching and caching the key set; compiled from the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JwksSettings {
-    /// The only URL keys are ever fetched from.
+    /// The only URL keys are ever fetched from; with `discovery_issuer`, the only URL the
+    /// discovery document is fetched from (the keys then come from its `jwks_uri`).
     pub uri: reqwest::Url,
+    /// With OIDC discovery: the issuer the discovery document at `uri` must name exactly.
+    pub discovery_issuer: Option<String>,
     /// Algorithms keys are prepared for (the token allow-list).
     pub algorithms: Vec<Algorithm>,
     /// Refresh interval when the response has no usable `Cache-Control: max-age`.
@@ -93,6 +97,14 @@ pub enum JwksError {
     /// The body is not a usable JWKS document.
     #[error(transparent)]
     Parse(#[from] ParseError),
+    /// The discovery document is unusable: not one, another issuer's, or no usable `jwks_uri`.
+    #[error("discovery document {uri} {reason}")]
+    Discovery {
+        /// The discovery document's URL.
+        uri: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Parsing ended without an answer (the parser panicked): a bug, reported rather than
     /// allowed to take the refresher down.
     #[error("JWKS parsing failed: {0}")]
@@ -367,7 +379,7 @@ impl Jwks {
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    let backoff = retry_backoff(failures);
+                    let backoff = jittered(retry_backoff(failures));
                     let have_keys = self.snapshot().is_some();
                     tracing::warn!(
                         %error,
@@ -400,6 +412,18 @@ pub fn next_wait(planned: Duration, until_stale: Option<Duration>) -> Duration {
     }
 }
 
+/// `delay` shortened by a random 0–25 %, so that replicas that failed together do not retry the
+/// issuer in lockstep.
+fn jittered(delay: Duration) -> Duration {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // A fresh RandomState is seeded randomly; its hash of nothing is a random number.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let fraction = (random % 1000) as f64 / 4000.0;
+    delay.mul_f64(1.0 - fraction)
+}
+
 /// 1 s, 2 s, 4 s, 8 s, then [`MAX_RETRY_BACKOFF`].
 pub fn retry_backoff(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
@@ -419,13 +443,68 @@ pub fn http_client(settings: &JwksSettings) -> Result<reqwest::Client, reqwest::
 type Fetched = (KeySet, Vec<SkippedKey>, Option<Duration>);
 
 async fn fetch(client: &reqwest::Client, settings: &JwksSettings) -> Result<Fetched, JwksError> {
+    let jwks_uri = match &settings.discovery_issuer {
+        None => settings.uri.clone(),
+        Some(issuer) => discover(client, settings, issuer).await?,
+    };
+    let (body, max_age) = get_bounded(client, &jwks_uri, settings).await?;
+    let (keys, skipped) = parse_off_runtime(body, settings).await?;
+    Ok((keys, skipped, max_age))
+}
+
+/// Reads the OpenID Provider Configuration at `settings.uri` (OIDC Discovery 1.0 §4) and returns
+/// its `jwks_uri`, once its `issuer` has proved exactly equal to the configured one (§4.3): a
+/// document that names another issuer could otherwise point this issuer's tokens at another
+/// issuer's keys. Same rules as the JWKS fetch: no redirects, bounded size and time.
+async fn discover(
+    client: &reqwest::Client,
+    settings: &JwksSettings,
+    issuer: &str,
+) -> Result<reqwest::Url, JwksError> {
+    #[derive(Deserialize)]
+    struct Metadata {
+        issuer: String,
+        jwks_uri: String,
+    }
     let uri = settings.uri.as_str().to_owned();
+    let (body, _) = get_bounded(client, &settings.uri, settings).await?;
+    let metadata: Metadata = serde_json::from_slice(&body).map_err(|e| JwksError::Discovery {
+        uri: uri.clone(),
+        reason: format!("not a provider configuration with issuer and jwks_uri: {e}"),
+    })?;
+    if metadata.issuer != issuer {
+        return Err(JwksError::Discovery {
+            uri,
+            reason: format!(
+                "names issuer {:?}, not the configured {issuer:?}; its keys are not used",
+                metadata.issuer
+            ),
+        });
+    }
+    match reqwest::Url::parse(&metadata.jwks_uri) {
+        Ok(url) if matches!(url.scheme(), "https" | "http") && url.host_str().is_some() => Ok(url),
+        _ => Err(JwksError::Discovery {
+            uri,
+            reason: format!("jwks_uri {:?} is not an http(s) URL", metadata.jwks_uri),
+        }),
+    }
+}
+
+/// GETs `url` as JSON within the fetch timeout, refusing redirects (the client follows none),
+/// error statuses and bodies over `max_bytes` (without reading them whole); the body and the
+/// response's `Cache-Control: max-age`.
+async fn get_bounded(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    settings: &JwksSettings,
+) -> Result<(Vec<u8>, Option<Duration>), JwksError> {
+    let uri = url.as_str().to_owned();
     let fetch_error = |e: reqwest::Error| JwksError::Fetch {
         uri: uri.clone(),
         reason: describe(&e, settings.fetch_timeout),
     };
     let mut response = client
-        .get(settings.uri.clone())
+        .get(url.clone())
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
@@ -460,8 +539,7 @@ async fn fetch(client: &reqwest::Client, settings: &JwksSettings) -> Result<Fetc
         }
         body.extend_from_slice(&chunk);
     }
-    let (keys, skipped) = parse_off_runtime(body, settings).await?;
-    Ok((keys, skipped, max_age))
+    Ok((body, max_age))
 }
 
 /// What went wrong with a fetch, in words an operator can act on. reqwest describes a timeout
@@ -545,6 +623,7 @@ pub(crate) mod tests {
     pub(crate) fn settings() -> JwksSettings {
         JwksSettings {
             uri: "http://127.0.0.1:1/jwks".parse().expect("url"),
+            discovery_issuer: None,
             algorithms: vec![Algorithm::RS256],
             refresh: Duration::from_secs(600),
             min_refresh: Duration::from_secs(60),

@@ -180,7 +180,11 @@ impl Reply {
 pub struct JwksServer {
     pub addr: SocketAddr,
     reply: Arc<Mutex<Reply>>,
+    /// Replies for particular paths, before the default `reply`.
+    routes: Arc<Mutex<HashMap<String, Reply>>>,
     hits: Arc<AtomicUsize>,
+    /// Requests per path.
+    path_hits: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl JwksServer {
@@ -189,7 +193,9 @@ impl JwksServer {
         let server = JwksServer {
             addr: listener.local_addr().expect("addr"),
             reply: Arc::new(Mutex::new(reply)),
+            routes: Arc::new(Mutex::new(HashMap::new())),
             hits: Arc::new(AtomicUsize::new(0)),
+            path_hits: Arc::new(Mutex::new(HashMap::new())),
         };
         let state = server.clone();
         tokio::spawn(async move {
@@ -208,7 +214,25 @@ impl JwksServer {
                         }
                     }
                     state.hits.fetch_add(1, Ordering::SeqCst);
-                    let mut reply = state.reply.lock().expect("reply lock").clone();
+                    let path = String::from_utf8_lossy(&request)
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or("")
+                        .to_string();
+                    *state
+                        .path_hits
+                        .lock()
+                        .expect("hits lock")
+                        .entry(path.clone())
+                        .or_default() += 1;
+                    let routed = state
+                        .routes
+                        .lock()
+                        .expect("routes lock")
+                        .get(&path)
+                        .cloned();
+                    let mut reply =
+                        routed.unwrap_or_else(|| state.reply.lock().expect("reply lock").clone());
                     while let Reply::Delayed(delay, inner) = reply {
                         tokio::time::sleep(delay).await;
                         reply = *inner;
@@ -256,6 +280,29 @@ impl JwksServer {
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Answers requests for `path` with `reply` (other paths get the default reply).
+    pub fn route(&self, path: &str, reply: Reply) {
+        self.routes
+            .lock()
+            .expect("routes lock")
+            .insert(path.to_string(), reply);
+    }
+
+    /// Requests received for `path`.
+    pub fn hits_on(&self, path: &str) -> usize {
+        self.path_hits
+            .lock()
+            .expect("hits lock")
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `http://ADDR` followed by `path`.
+    pub fn url_of(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 }
 

@@ -235,3 +235,84 @@ async fn eventually_allowed(gate: &Scopegate, token: &str) -> Answer {
     .await;
     gate.ask("GET", "/r", Some(&bearer(token))).await
 }
+
+/// An issuer found by OIDC discovery, with a path in its issuer URL (as Keycloak realms have):
+/// the provider configuration under the issuer's own path names its jwks_uri, and its tokens
+/// verify beside an issuer given by jwks_uri. A configuration naming another issuer is refused:
+/// its keys are never fetched, and its tokens get 503.
+#[tokio::test]
+async fn an_issuer_found_by_discovery_verifies_beside_one_by_jwks_uri() {
+    let a_key = TestKey::generate("key-1");
+    let b_key = TestKey::generate("key-1");
+    let a_jwks = JwksServer::start(Reply::json(&jwks_of(&[&a_key]))).await;
+    let idp = JwksServer::start(Reply::Respond(404, vec![], vec![])).await;
+    let issuer = idp.url_of("/realms/staff");
+    idp.route(
+        "/realms/staff/.well-known/openid-configuration",
+        Reply::json(&json!({
+            "issuer": issuer,
+            "jwks_uri": idp.url_of("/realms/staff/protocol/openid-connect/certs"),
+        })),
+    );
+    idp.route(
+        "/realms/staff/protocol/openid-connect/certs",
+        Reply::json(&jwks_of(&[&b_key])),
+    );
+    let config = |b_issuer: &str| {
+        scopegate::config::RawConfig::from_toml(
+            &format!(
+                r#"
+                [[issuers]]
+                issuer = "{A}"
+                audience = "{AUDIENCE}"
+                jwks_uri = "{}"
+
+                [[issuers]]
+                issuer = "{b_issuer}"
+                audience = "{AUDIENCE}"
+                "#,
+                a_jwks.url()
+            ),
+            "<test>",
+        )
+        .expect("parses")
+        .compile()
+        .expect("compiles")
+    };
+    let gate = Scopegate::start_with(config(&issuer)).await;
+    let b_token = b_key.mint(&from(&issuer, "read:messages"));
+    eventually_allowed(&gate, &b_token).await;
+    gate.ask(
+        "GET",
+        "/r",
+        Some(&bearer(&a_key.mint(&from(A, "read:messages")))),
+    )
+    .await
+    .assert_allowed();
+    gate.stop().await;
+
+    // The same document now names another issuer: B's keys are never fetched.
+    idp.route(
+        "/realms/staff/.well-known/openid-configuration",
+        Reply::json(&json!({
+            "issuer": "https://impostor.test/",
+            "jwks_uri": idp.url_of("/realms/staff/protocol/openid-connect/certs"),
+        })),
+    );
+    let certs = idp.hits_on("/realms/staff/protocol/openid-connect/certs");
+    let gate = Scopegate::start_with(config(&issuer)).await;
+    gate.wait_serving().await; // A's keys
+    eventually("discovery retried", Duration::from_secs(10), || async {
+        idp.hits_on("/realms/staff/.well-known/openid-configuration") >= 3
+    })
+    .await;
+    gate.ask("GET", "/r", Some(&bearer(&b_token)))
+        .await
+        .assert_denied(503, "temporarily_unavailable");
+    assert_eq!(
+        idp.hits_on("/realms/staff/protocol/openid-connect/certs"),
+        certs,
+        "a mismatched configuration's jwks_uri is never fetched"
+    );
+    gate.stop().await;
+}
