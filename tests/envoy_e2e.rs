@@ -738,3 +738,132 @@ async fn forwarded_claims_through_envoy() {
         assert_eq!(seen["x-auth-org-id"].as_str(), org, "{path}: {body}");
     }
 }
+
+/// Two issuers behind Envoy: the development issuer (RS256, by jwks_uri) and one found by OIDC
+/// discovery under a path, publishing an EC P-256 key (ES256). Each issuer's tokens pass; a
+/// token naming one issuer but signed by the other's key, a forged one, and one naming an
+/// unknown issuer get scopegate's 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_issuers_and_an_ec_key_through_envoy() {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+    use base64::Engine as _;
+    use common::stack::DEMO_AUDIENCE;
+    use common::{JwksServer, Reply};
+
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let ec_key = |kid: &str| {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("EC key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+            .expect("pkcs8");
+        let point = pair.public_key().as_ref().to_vec();
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid,
+            "x": b64(&point[1..33]), "y": b64(&point[33..])});
+        (jwk, jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()))
+    };
+    let (jwk, signing) = ec_key("ec-1");
+    let (_, forger) = ec_key("ec-1");
+
+    let idp = JwksServer::start(Reply::Respond(404, vec![], vec![])).await;
+    let staff = idp.url_of("/realms/staff");
+    idp.route(
+        "/realms/staff/.well-known/openid-configuration",
+        Reply::json(&serde_json::json!({
+            "issuer": staff,
+            "jwks_uri": idp.url_of("/realms/staff/certs"),
+        })),
+    );
+    idp.route(
+        "/realms/staff/certs",
+        Reply::json(&serde_json::json!({ "keys": [jwk] })),
+    );
+    let stack = Stack::start_with_config(|issuer, jwks_uri| {
+        format!(
+            r#"
+            [[issuers]]
+            issuer = "{issuer}"
+            audience = "{DEMO_AUDIENCE}"
+            jwks_uri = "{jwks_uri}"
+
+            [[issuers]]
+            issuer = "{staff}"
+            audience = "{DEMO_AUDIENCE}"
+            algorithms = ["ES256"]
+
+            [[rules]]
+            path = "/restricted_resource"
+            scopes = ["read:messages"]
+
+            [[rules]]
+            path = "/public"
+            public = true
+            "#
+        )
+    })
+    .await;
+    let es256 = |iss: &str, key: &jsonwebtoken::EncodingKey| {
+        let mut claims = common::stack::demo_claims("read:messages");
+        claims["iss"] = serde_json::json!(iss);
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("ec-1".into());
+        format!(
+            "Bearer {}",
+            jsonwebtoken::encode(&header, &claims, key).expect("encode")
+        )
+    };
+    let get = |authorization: String| {
+        let stack = &stack;
+        async move {
+            let response = stack
+                .get("/restricted_resource", &[("authorization", &authorization)])
+                .await;
+            json(response).await
+        }
+    };
+
+    let (status, _, body) = get(format!("Bearer {}", stack.token("read:messages"))).await;
+    assert_eq!(status, 200, "{body}");
+    let staff_token = es256(&staff, &signing);
+    eventually(
+        "the discovered issuer's keys",
+        Duration::from_secs(15),
+        || async { get(staff_token.clone()).await.0 == 200 },
+    )
+    .await;
+    let dev_issuer = stack.token("read:messages");
+    let dev_iss = {
+        let payload = dev_issuer.split('.').nth(1).expect("payload");
+        let claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .expect("b64"),
+        )
+        .expect("json");
+        claims["iss"].as_str().expect("iss").to_string()
+    };
+    for (name, authorization, message) in [
+        (
+            "EC key under the RS256 issuer's name",
+            es256(&dev_iss, &signing),
+            "token algorithm is not allowed",
+        ),
+        (
+            "forged ES256",
+            es256(&staff, &forger),
+            "token signature is invalid",
+        ),
+        (
+            "unknown issuer",
+            es256("https://elsewhere.test/", &signing),
+            "token issuer is not accepted",
+        ),
+    ] {
+        let (status, _, body) = get(authorization).await;
+        assert_eq!(
+            (status, body["error"].as_str(), body["message"].as_str()),
+            (401, Some("invalid_token"), Some(message)),
+            "{name}"
+        );
+    }
+}

@@ -57,6 +57,9 @@ fn scratch_dir() -> PathBuf {
     dir
 }
 
+/// Marks a `gate_extra` that is a whole configuration, used as it stands.
+const FULL: &str = "# whole configuration\n";
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -84,19 +87,29 @@ struct Gate {
 }
 
 impl Gate {
-    fn start(addr: SocketAddr, config: &Path, issuer: &str, jwks_uri: &str, log: &Path) -> Gate {
+    /// Starts the binary with `config`; `issuer` (its `iss` and `jwks_uri`) is set through the
+    /// environment overrides, as the demo does, unless the configuration lists its issuers.
+    fn start(addr: SocketAddr, config: &Path, issuer: Option<(&str, &str)>, log: &Path) -> Gate {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("scopegate log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_scopegate"));
+        command
             .arg("serve")
             .arg("--config")
             .arg(config)
             .env("SCOPEGATE_LISTEN", addr.to_string())
-            .env("SCOPEGATE_ISSUER", issuer)
-            .env("SCOPEGATE_JWKS_URI", jwks_uri)
+            .env_remove("SCOPEGATE_ISSUER")
+            .env_remove("SCOPEGATE_JWKS_URI")
+            .env_remove("SCOPEGATE_AUDIENCE");
+        if let Some((issuer, jwks_uri)) = issuer {
+            command
+                .env("SCOPEGATE_ISSUER", issuer)
+                .env("SCOPEGATE_JWKS_URI", jwks_uri);
+        }
+        let child = command
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -129,6 +142,8 @@ pub struct Stack {
     gate: Gate,
     gate_addr: SocketAddr,
     gate_config: PathBuf,
+    /// Whether scopegate gets the issuer through the environment overrides.
+    overrides: bool,
     gate_log: PathBuf,
     issuer_url: String,
     jwks_uri: String,
@@ -164,6 +179,29 @@ impl Stack {
         Stack::launch(scratch_dir(), issuer, jwks_uri, None, "").await
     }
 
+    /// The stack with the development issuer available for tokens, but scopegate running
+    /// `config` as it stands (no demo file, no issuer overrides): for configurations that list
+    /// their `[[issuers]]`. `config` is given the development issuer's URL and JWKS URL.
+    pub async fn start_with_config(config: impl FnOnce(&str, &str) -> String) -> Stack {
+        let dir = scratch_dir();
+        let issuer_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind issuer");
+        let issuer_url = format!("http://{}/", issuer_listener.local_addr().expect("addr"));
+        let key_file = dir.join("issuer-key.der");
+        let serving = DevIssuer::load_or_create(&key_file, &issuer_url).expect("issuer key");
+        tokio::spawn(serving.serve(issuer_listener, false, std::future::pending()));
+        let issuer = DevIssuer::load_or_create(&key_file, &issuer_url).expect("same key");
+        let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
+        let text = config(&issuer_url, &jwks_uri);
+        Stack::launch(
+            dir,
+            &issuer_url,
+            &jwks_uri,
+            Some(issuer),
+            &format!("{FULL}{text}"),
+        )
+        .await
+    }
+
     async fn launch(
         dir: PathBuf,
         issuer_url: &str,
@@ -185,16 +223,21 @@ impl Stack {
         let gate_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let gate_log = dir.join("scopegate.log");
         let demo_config = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/scopegate.toml");
-        let gate_config = if gate_extra.is_empty() {
-            demo_config
+        let (gate_config, overrides) = if let Some(full) = gate_extra.strip_prefix(FULL) {
+            let path = dir.join("scopegate.toml");
+            std::fs::write(&path, full).expect("write gate config");
+            (path, None)
+        } else if gate_extra.is_empty() {
+            (demo_config, Some((issuer_url, jwks_uri)))
         } else {
             let text = std::fs::read_to_string(&demo_config).expect("read demo config");
             let path = dir.join("scopegate.toml");
             // Top-level keys must come before the first table of the demo file.
             std::fs::write(&path, format!("{gate_extra}\n{text}")).expect("write gate config");
-            path
+            (path, Some((issuer_url, jwks_uri)))
         };
-        let gate = Gate::start(gate_addr, &gate_config, issuer_url, jwks_uri, &gate_log);
+        let gate = Gate::start(gate_addr, &gate_config, overrides, &gate_log);
+        let overrides = overrides.is_some();
 
         // Envoy with the repository's configuration.
         let listen_port = free_port();
@@ -250,6 +293,7 @@ impl Stack {
             gate,
             gate_addr,
             gate_config,
+            overrides,
             gate_log,
             issuer_url: issuer_url.to_string(),
             jwks_uri: jwks_uri.to_string(),
@@ -351,13 +395,10 @@ impl Stack {
 
     /// Starts scopegate again on the same port (Envoy is left alone).
     pub fn restart_scopegate(&mut self) {
-        self.gate = Gate::start(
-            self.gate_addr,
-            &self.gate_config,
-            &self.issuer_url,
-            &self.jwks_uri,
-            &self.gate_log,
-        );
+        let overrides = self
+            .overrides
+            .then_some((self.issuer_url.as_str(), self.jwks_uri.as_str()));
+        self.gate = Gate::start(self.gate_addr, &self.gate_config, overrides, &self.gate_log);
     }
 
     /// The scopegate process (for resource measurements).
