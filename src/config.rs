@@ -12,7 +12,9 @@ use serde::Deserialize;
 
 use crate::jwks::JwksSettings;
 use crate::policy::{Case, PathError, PathMatch, Policy, Requirement, Rule, normalize};
-use crate::verify::{Algorithm, Expectations, ForwardClaim, TokenType, is_scope_token};
+use crate::verify::{
+    Algorithm, Expectations, ForwardClaim, REGISTERED_CLAIMS, TokenType, is_scope_token,
+};
 
 /// Environment variables that override keys of the file, and the key each one sets.
 pub const ENV_OVERRIDES: [(&str, &str); 4] = [
@@ -849,8 +851,12 @@ fn parse_http_url(key: &str, value: &str) -> Result<reqwest::Url, ConfigError> {
     Ok(url)
 }
 
-/// Claims that mean something else: reading one as scopes too would let it be two things.
-const REGISTERED_CLAIMS: [&str; 6] = ["iss", "sub", "aud", "exp", "nbf", "iat"];
+/// Whether `s` is an RFC 9110 token (§5.6.2): what method and header names are made of.
+fn is_http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
 
 fn compile_scope_claims(
     prefix: &str,
@@ -903,8 +909,7 @@ fn compile_forward_claims(
     let mut out: Vec<ForwardClaim> = Vec::new();
     for (header, spec) in table {
         let key = format!("{prefix}forward_claims.{header:?}");
-        let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        if header.is_empty() || !header.bytes().all(tchar) || header.contains('_') {
+        if !is_http_token(&header) || header.contains('_') {
             return Err(invalid(
                 key,
                 &header,
@@ -1108,8 +1113,7 @@ fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
             for m in &list {
                 // RFC 9110 §9.1: a method is a token, and case-sensitive. Requests match exactly,
                 // so a lower-case rule would match only lower-case requests: refuse it.
-                let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-                if m.is_empty() || !m.bytes().all(tchar) {
+                if !is_http_token(m) {
                     return Err(invalid(
                         key("methods"),
                         m,

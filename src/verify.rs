@@ -288,6 +288,9 @@ fn present<'de, D: serde::Deserializer<'de>>(
     serde_json::Value::deserialize(deserializer).map(Some)
 }
 
+/// The registered claims scopegate reads itself; none can be a scope or forwarded claim.
+pub const REGISTERED_CLAIMS: [&str; 6] = ["iss", "sub", "aud", "exp", "nbf", "iat"];
+
 /// Registered claims and the scope claims, with JSON types enforced.
 #[derive(Default)]
 struct Claims {
@@ -333,14 +336,13 @@ impl<'de> serde::de::Visitor<'de> for ClaimsSeed<'_> {
         #[derive(Deserialize)]
         struct Name<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
 
-        const REGISTERED: [&str; 6] = ["iss", "sub", "aud", "exp", "nbf", "iat"];
         let mut claims = Claims::default();
-        let mut seen_registered = [false; REGISTERED.len()];
+        let mut seen_registered = [false; REGISTERED_CLAIMS.len()];
         let mut seen_scope = vec![false; self.scope_claims.len()];
         while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
             let scope = self.scope_claims.iter().position(|c| *c == name);
             let forwarded = self.forward.iter().any(|f| f.claim == name);
-            let seen = if let Some(i) = REGISTERED.iter().position(|r| *r == name) {
+            let seen = if let Some(i) = REGISTERED_CLAIMS.iter().position(|r| *r == name) {
                 &mut seen_registered[i]
             } else if let Some(i) = scope {
                 &mut seen_scope[i]
@@ -410,18 +412,7 @@ pub fn verify(
     expect: &Expectations,
     now: u64,
 ) -> Result<VerifiedClaims, VerifyError> {
-    let mut parts = token.split('.');
-    let (header_b64, payload_b64, signature_b64) =
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(h), Some(p), Some(s), None) => (h, p, s),
-            (Some(_), Some(_), Some(_), Some(_)) if token.split('.').count() == 5 => {
-                return Err(VerifyError::Encrypted);
-            }
-            _ => return Err(VerifyError::NotCompactJws),
-        };
-    if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
-        return Err(VerifyError::NotCompactJws);
-    }
+    let [header_b64, payload_b64, signature_b64] = segments(token)?;
 
     let header_json = decode_segment(header_b64, "header")?;
     let header: JoseHeader = parse_object(&header_json).ok_or(VerifyError::BadHeader)?;
@@ -475,19 +466,27 @@ pub fn verify(
     check_claims(claims, expect, now)
 }
 
+/// The three non-empty segments of a compact JWS, or why `token` is not one (five segments: an
+/// encrypted token).
+fn segments(token: &str) -> Result<[&str; 3], VerifyError> {
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(s), None) if !h.is_empty() && !p.is_empty() && !s.is_empty() => {
+            Ok([h, p, s])
+        }
+        (Some(_), Some(_), Some(_), Some(_)) if token.split('.').count() == 5 => {
+            Err(VerifyError::Encrypted)
+        }
+        _ => Err(VerifyError::NotCompactJws),
+    }
+}
+
 /// The `iss` a token names, read before anything is verified, only to choose whose keys to
 /// verify it with (verification then checks it like any claim). `Ok(None)` when the payload
 /// names none; the structural errors of [`verify`] for a token that is not a compact JWS with a
 /// JSON-object payload.
 pub fn peek_issuer(token: &str) -> Result<Option<String>, VerifyError> {
-    let mut parts = token.split('.');
-    let payload = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(h), Some(p), Some(s), None) if !h.is_empty() && !p.is_empty() && !s.is_empty() => p,
-        (Some(_), Some(_), Some(_), Some(_)) if token.split('.').count() == 5 => {
-            return Err(VerifyError::Encrypted);
-        }
-        _ => return Err(VerifyError::NotCompactJws),
-    };
+    let [_, payload, _] = segments(token)?;
     #[derive(Deserialize)]
     struct Issuer {
         iss: Option<serde_json::Value>,
@@ -620,8 +619,7 @@ fn decode_segment(segment: &str, what: &'static str) -> Result<Vec<u8>, VerifyEr
 /// Parses a payload as a JSON object of claims, reading `scope_claims` as the scope claims.
 fn parse_claims(json: &[u8], scope_claims: &[String], forward: &[ForwardClaim]) -> Option<Claims> {
     use serde::de::DeserializeSeed as _;
-    let first = json.iter().find(|b| !b.is_ascii_whitespace())?;
-    if *first != b'{' {
+    if !is_json_object(json) {
         return None;
     }
     let mut deserializer = serde_json::Deserializer::from_slice(json);
@@ -638,11 +636,15 @@ fn parse_claims(json: &[u8], scope_claims: &[String], forward: &[ForwardClaim]) 
 /// Parses `json` as a JSON object into `T`. serde would also accept an array for a struct
 /// (positionally), so the first significant byte is checked to be `{`.
 fn parse_object<T: for<'de> Deserialize<'de>>(json: &[u8]) -> Option<T> {
-    let first = json.iter().find(|b| !b.is_ascii_whitespace())?;
-    if *first != b'{' {
+    if !is_json_object(json) {
         return None;
     }
     serde_json::from_slice(json).ok()
+}
+
+/// Whether the first significant byte of `json` opens an object.
+fn is_json_object(json: &[u8]) -> bool {
+    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 #[cfg(test)]
