@@ -745,25 +745,12 @@ async fn forwarded_claims_through_envoy() {
 /// unknown issuer get scopegate's 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_issuers_and_an_ec_key_through_envoy() {
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
     use base64::Engine as _;
     use common::stack::DEMO_AUDIENCE;
-    use common::{JwksServer, Reply};
+    use common::{CurveKey, JwksServer, Reply};
 
-    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    let rng = aws_lc_rs::rand::SystemRandom::new();
-    let ec_key = |kid: &str| {
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("EC key");
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
-            .expect("pkcs8");
-        let point = pair.public_key().as_ref().to_vec();
-        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid,
-            "x": b64(&point[1..33]), "y": b64(&point[33..])});
-        (jwk, jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()))
-    };
-    let (jwk, signing) = ec_key("ec-1");
-    let (_, forger) = ec_key("ec-1");
+    let key = CurveKey::ec("ec-1", "P-256");
+    let forger = CurveKey::ec("ec-1", "P-256");
 
     let idp = JwksServer::start(Reply::Respond(404, vec![], vec![])).await;
     let staff = idp.url_of("/realms/staff");
@@ -776,7 +763,7 @@ async fn several_issuers_and_an_ec_key_through_envoy() {
     );
     idp.route(
         "/realms/staff/certs",
-        Reply::json(&serde_json::json!({ "keys": [jwk] })),
+        Reply::json(&serde_json::json!({ "keys": [key.jwk.clone()] })),
     );
     let stack = Stack::start_with_config(|issuer, jwks_uri| {
         format!(
@@ -802,14 +789,12 @@ async fn several_issuers_and_an_ec_key_through_envoy() {
         )
     })
     .await;
-    let es256 = |iss: &str, key: &jsonwebtoken::EncodingKey| {
+    let es256 = |iss: &str, key: &CurveKey| {
         let mut claims = common::stack::demo_claims("read:messages");
         claims["iss"] = serde_json::json!(iss);
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some("ec-1".into());
         format!(
             "Bearer {}",
-            jsonwebtoken::encode(&header, &claims, key).expect("encode")
+            key.mint(jsonwebtoken::Algorithm::ES256, &claims)
         )
     };
     let get = |authorization: String| {
@@ -824,7 +809,7 @@ async fn several_issuers_and_an_ec_key_through_envoy() {
 
     let (status, _, body) = get(format!("Bearer {}", stack.token("read:messages"))).await;
     assert_eq!(status, 200, "{body}");
-    let staff_token = es256(&staff, &signing);
+    let staff_token = es256(&staff, &key);
     eventually(
         "the discovered issuer's keys",
         Duration::from_secs(15),
@@ -845,7 +830,7 @@ async fn several_issuers_and_an_ec_key_through_envoy() {
     for (name, authorization, message) in [
         (
             "EC key under the RS256 issuer's name",
-            es256(&dev_iss, &signing),
+            es256(&dev_iss, &key),
             "token algorithm is not allowed",
         ),
         (
@@ -855,7 +840,7 @@ async fn several_issuers_and_an_ec_key_through_envoy() {
         ),
         (
             "unknown issuer",
-            es256("https://elsewhere.test/", &signing),
+            es256("https://elsewhere.test/", &key),
             "token issuer is not accepted",
         ),
     ] {

@@ -584,3 +584,98 @@ impl Env {
         self.ask(method, path, Some(&bearer(&token))).await
     }
 }
+
+/// A key of one of the curves, as the JWKS publishes it, with a signer that does not use
+/// scopegate's code: jsonwebtoken for ES256/ES384/EdDSA, aws-lc-rs directly for `alg: Ed25519`
+/// (RFC 9864), which jsonwebtoken does not name.
+pub struct CurveKey {
+    /// The public JWK.
+    pub jwk: serde_json::Value,
+    /// The private half, for jsonwebtoken.
+    pub encoding: jsonwebtoken::EncodingKey,
+    ed25519: Option<aws_lc_rs::signature::Ed25519KeyPair>,
+}
+
+impl CurveKey {
+    /// A fresh key on P-256 or P-384 (`crv`).
+    pub fn ec(kid: &str, crv: &str) -> CurveKey {
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
+            KeyPair as _,
+        };
+        let alg = if crv == "P-256" {
+            &ECDSA_P256_SHA256_FIXED_SIGNING
+        } else {
+            &ECDSA_P384_SHA384_FIXED_SIGNING
+        };
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("EC key");
+        let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref()).expect("pkcs8");
+        let point = pair.public_key().as_ref();
+        let size = (point.len() - 1) / 2;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        CurveKey {
+            jwk: json!({"kty": "EC", "crv": crv, "kid": kid, "use": "sig",
+                "x": b64(&point[1..1 + size]), "y": b64(&point[1 + size..])}),
+            encoding: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
+            ed25519: None,
+        }
+    }
+
+    /// A fresh Ed25519 key.
+    pub fn ed25519(kid: &str) -> CurveKey {
+        use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .expect("Ed25519 key");
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("pkcs8");
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        CurveKey {
+            jwk: json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": x}),
+            encoding: jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref()),
+            ed25519: Some(pair),
+        }
+    }
+
+    /// The key's `kid`.
+    pub fn kid(&self) -> &str {
+        self.jwk["kid"].as_str().expect("kid")
+    }
+
+    /// A token minted by jsonwebtoken with `alg` and this key's kid.
+    pub fn mint(&self, alg: jsonwebtoken::Algorithm, claims: &serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(alg);
+        header.kid = Some(self.kid().to_string());
+        jsonwebtoken::encode(&header, claims, &self.encoding).expect("encode")
+    }
+
+    /// A token with `alg: Ed25519`, signed with aws-lc-rs.
+    pub fn mint_ed25519(&self, claims: &serde_json::Value) -> String {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let input = format!(
+            "{}.{}",
+            b64(json!({"alg": "Ed25519", "kid": self.kid()})
+                .to_string()
+                .as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = self
+            .ed25519
+            .as_ref()
+            .expect("an Ed25519 key")
+            .sign(input.as_bytes());
+        format!("{input}.{}", b64(signature.as_ref()))
+    }
+}
+
+/// The host's target triple, as `rustc -vV` names it (for `cargo ... --filter-platform`).
+pub fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let info = std::process::Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV");
+    String::from_utf8_lossy(&info.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .expect("host triple")
+}

@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::host_triple;
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// One instruction: its keyword (upper-case) and the rest, continuation lines joined.
@@ -178,15 +180,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
-}
-
-fn host_triple() -> String {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let info = Command::new(rustc).arg("-vV").output().expect("rustc -vV");
-    String::from_utf8_lossy(&info.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
-        .expect("host triple")
 }
 
 /// Whether Cargo accepts the manifest in `dir` with every target it declares, against the lock

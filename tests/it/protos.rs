@@ -21,12 +21,7 @@ fn repo() -> PathBuf {
 /// The locked envoy-types package: its version and its `proto/` directory.
 fn locked_envoy_types() -> (String, PathBuf) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let version_info = Command::new(rustc).arg("-vV").output().expect("rustc -vV");
-    let host = String::from_utf8_lossy(&version_info.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
-        .expect("host triple");
+    let host = crate::common::host_triple();
     let output = Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--locked", "--offline"])
         .args(["--filter-platform", &host])
