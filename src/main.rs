@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use scopegate::config::Config;
+use scopegate::dev::issuer::DevAlgorithm;
 
 /// Envoy ext_authz service that verifies OAuth 2.0 JWT access tokens and enforces route scopes.
 #[derive(Parser)]
@@ -42,18 +43,26 @@ enum Command {
         /// The `iss` of minted tokens (and the base of the discovery URLs).
         #[arg(long, default_value = "http://127.0.0.1:8081/")]
         issuer: String,
-        /// PKCS#8 DER key file; created on first use.
-        #[arg(long, default_value = ".demo/dev-issuer-key.der")]
-        key_file: PathBuf,
+        /// Signing algorithm: RS256, ES256 or EdDSA.
+        #[arg(long, default_value = "RS256", value_parser = parse_alg)]
+        alg: DevAlgorithm,
+        /// PKCS#8 DER key file; created on first use. Default: .demo/dev-issuer-key.der for
+        /// RS256, .demo/dev-issuer-es256-key.der or .demo/dev-issuer-eddsa-key.der otherwise.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
         /// Allow a non-loopback listen address (inside an isolated network only).
         #[arg(long)]
         allow_non_loopback: bool,
     },
     /// Mint a token with the development issuer's key and print it (for scripts).
     MintToken {
-        /// PKCS#8 DER key file (the dev issuer's); created if missing.
-        #[arg(long, default_value = ".demo/dev-issuer-key.der")]
-        key_file: PathBuf,
+        /// Signing algorithm: RS256, ES256 or EdDSA (the dev issuer's).
+        #[arg(long, default_value = "RS256", value_parser = parse_alg)]
+        alg: DevAlgorithm,
+        /// PKCS#8 DER key file (the dev issuer's); created if missing. Default as for
+        /// dev-issuer.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
         /// `iss`.
         #[arg(long, default_value = "http://127.0.0.1:8081/")]
         issuer: String,
@@ -108,10 +117,18 @@ fn main() -> ExitCode {
         Command::DevIssuer {
             listen,
             issuer,
+            alg,
             key_file,
             allow_non_loopback,
-        } => dev_issuer(listen, &issuer, &key_file, allow_non_loopback),
+        } => dev_issuer(
+            listen,
+            &issuer,
+            alg,
+            &key_file.unwrap_or_else(|| default_key_file(alg)),
+            allow_non_loopback,
+        ),
         Command::MintToken {
+            alg,
             key_file,
             issuer,
             audience,
@@ -120,7 +137,16 @@ fn main() -> ExitCode {
             expires_in,
             claims,
         } => mint_token(
-            &key_file, &issuer, audience, scope, subject, expires_in, claims,
+            &key_file.unwrap_or_else(|| default_key_file(alg)),
+            alg,
+            &issuer,
+            &scopegate::dev::issuer::Mint {
+                subject,
+                audience,
+                scope,
+                expires_in,
+                extra: claims.into_iter().collect(),
+            },
         ),
         Command::DemoUpstream { listen } => demo_upstream(listen),
         Command::Health { grpc, http } => health(grpc, http),
@@ -157,14 +183,31 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("cannot start the async runtime")
 }
 
+/// One key file per algorithm, so switching `--alg` never meets a key of the wrong kind.
+fn default_key_file(alg: DevAlgorithm) -> PathBuf {
+    match alg {
+        DevAlgorithm::Rs256 => PathBuf::from(".demo/dev-issuer-key.der"),
+        other => PathBuf::from(format!(
+            ".demo/dev-issuer-{}-key.der",
+            other.name().to_ascii_lowercase()
+        )),
+    }
+}
+
+fn parse_alg(arg: &str) -> Result<DevAlgorithm, String> {
+    arg.parse()
+        .map_err(|e: scopegate::dev::issuer::DevIssuerError| e.to_string())
+}
+
 fn dev_issuer(
     listen: SocketAddr,
     issuer: &str,
+    alg: DevAlgorithm,
     key_file: &std::path::Path,
     allow_non_loopback: bool,
 ) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
-    let dev = scopegate::dev::issuer::DevIssuer::load_or_create(key_file, issuer)?;
+    let dev = scopegate::dev::issuer::DevIssuer::load_or_create_for(key_file, issuer, alg)?;
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -181,22 +224,12 @@ fn dev_issuer(
 
 fn mint_token(
     key_file: &std::path::Path,
+    alg: DevAlgorithm,
     issuer: &str,
-    audience: String,
-    scope: String,
-    subject: String,
-    expires_in: u64,
-    claims: Vec<(String, serde_json::Value)>,
+    mint: &scopegate::dev::issuer::Mint,
 ) -> anyhow::Result<()> {
-    let dev = scopegate::dev::issuer::DevIssuer::load_or_create(key_file, issuer)?;
-    let token = dev.mint(&scopegate::dev::issuer::Mint {
-        subject,
-        audience,
-        scope,
-        expires_in,
-        extra: claims.into_iter().collect(),
-    })?;
-    println!("{token}");
+    let dev = scopegate::dev::issuer::DevIssuer::load_or_create_for(key_file, issuer, alg)?;
+    println!("{}", dev.mint(mint)?);
     Ok(())
 }
 

@@ -1,8 +1,9 @@
 //! A development token issuer. **Not for production.**
 //!
-//! It exists so that the demo, the Docker stack and the end-to-end tests can show real RS256
-//! tokens without an Auth0 account. It keeps one RSA key in a file (created on first use), serves
-//! it as a JWKS with an OpenID discovery document, and mints access tokens the way Auth0's
+//! It exists so that the demo, the Docker stack and the end-to-end tests can show real tokens
+//! without an Auth0 account. It keeps one key in a file (created on first use): RSA for RS256
+//! (the default), P-256 for ES256 or Ed25519 for EdDSA. It serves the public key as a JWKS with an
+//! OpenID discovery document, and mints access tokens the way Auth0's
 //! client-credentials flow does (`POST /oauth/token` with `audience` and `scope`). It checks no
 //! client secret: anyone who can reach it gets any scope, which is why it listens on loopback
 //! only unless explicitly forced.
@@ -13,8 +14,11 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
-use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256,
+};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -46,16 +50,24 @@ pub enum DevIssuerError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The key file does not hold a PKCS#8 RSA private key.
-    #[error("key file {path} is not a PKCS#8 DER RSA private key: {reason}")]
+    /// The key file does not hold a PKCS#8 private key of the kind the algorithm needs.
+    #[error(
+        "key file {path} is not a PKCS#8 DER {kind} private key ({reason}); \
+         each algorithm needs a key file of its own"
+    )]
     BadKey {
         /// The path.
         path: String,
+        /// The kind of key expected (`RSA`, `P-256`, `Ed25519`).
+        kind: &'static str,
         /// Why.
         reason: String,
     },
+    /// An algorithm the development issuer does not sign with.
+    #[error("the development issuer signs with RS256, ES256 or EdDSA, not {0:?}")]
+    UnknownAlgorithm(String),
     /// Key generation or signing failed.
-    #[error("RSA operation failed")]
+    #[error("key generation or signing failed")]
     Crypto,
     /// Refused to listen beyond loopback without `--allow-non-loopback`.
     #[error(
@@ -68,9 +80,165 @@ pub enum DevIssuerError {
     Io(#[from] std::io::Error),
 }
 
+/// The algorithm the development issuer signs with; each has its own kind of key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DevAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 on a 2048-bit RSA key (Auth0's default).
+    #[default]
+    Rs256,
+    /// ECDSA on P-256 with SHA-256.
+    Es256,
+    /// Ed25519.
+    EdDsa,
+}
+
+impl DevAlgorithm {
+    /// The JOSE `alg` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DevAlgorithm::Rs256 => "RS256",
+            DevAlgorithm::Es256 => "ES256",
+            DevAlgorithm::EdDsa => "EdDSA",
+        }
+    }
+
+    fn key_kind(self) -> &'static str {
+        match self {
+            DevAlgorithm::Rs256 => "RSA",
+            DevAlgorithm::Es256 => "P-256",
+            DevAlgorithm::EdDsa => "Ed25519",
+        }
+    }
+}
+
+impl std::str::FromStr for DevAlgorithm {
+    type Err = DevIssuerError;
+
+    fn from_str(s: &str) -> Result<DevAlgorithm, DevIssuerError> {
+        [
+            DevAlgorithm::Rs256,
+            DevAlgorithm::Es256,
+            DevAlgorithm::EdDsa,
+        ]
+        .into_iter()
+        .find(|alg| alg.name() == s)
+        .ok_or_else(|| DevIssuerError::UnknownAlgorithm(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for DevAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A private key of one of the kinds [`DevAlgorithm`] names.
+enum SigningKey {
+    Rsa(KeyPair),
+    P256(EcdsaKeyPair),
+    Ed25519(Ed25519KeyPair),
+}
+
+impl SigningKey {
+    fn generate(alg: DevAlgorithm) -> Result<Vec<u8>, DevIssuerError> {
+        let rng = SystemRandom::new();
+        let der = match alg {
+            DevAlgorithm::Rs256 => {
+                let key =
+                    KeyPair::generate(KeySize::Rsa2048).map_err(|_| DevIssuerError::Crypto)?;
+                AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key)
+                    .map_err(|_| DevIssuerError::Crypto)?
+                    .as_ref()
+                    .to_vec()
+            }
+            DevAlgorithm::Es256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| DevIssuerError::Crypto)?
+                    .as_ref()
+                    .to_vec()
+            }
+            DevAlgorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|_| DevIssuerError::Crypto)?
+                .as_ref()
+                .to_vec(),
+        };
+        Ok(der)
+    }
+
+    fn parse(alg: DevAlgorithm, der: &[u8]) -> Result<SigningKey, String> {
+        match alg {
+            DevAlgorithm::Rs256 => KeyPair::from_pkcs8(der)
+                .map(SigningKey::Rsa)
+                .map_err(|e| e.to_string()),
+            DevAlgorithm::Es256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                .map(SigningKey::P256)
+                .map_err(|e| e.to_string()),
+            DevAlgorithm::EdDsa => Ed25519KeyPair::from_pkcs8(der)
+                .map(SigningKey::Ed25519)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The public JWK's members, in the lexicographic order RFC 7638 hashes them in, without
+    /// `kid`, `alg` and `use`.
+    fn public_members(&self) -> Vec<(&'static str, String)> {
+        match self {
+            SigningKey::Rsa(key) => {
+                let public = key.public_key();
+                vec![
+                    (
+                        "e",
+                        URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+                    ),
+                    ("kty", "RSA".into()),
+                    (
+                        "n",
+                        URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+                    ),
+                ]
+            }
+            SigningKey::P256(key) => {
+                // Uncompressed point: 0x04 ‖ x ‖ y, 32 bytes each.
+                let point = key.public_key().as_ref();
+                vec![
+                    ("crv", "P-256".into()),
+                    ("kty", "EC".into()),
+                    ("x", URL_SAFE_NO_PAD.encode(&point[1..33])),
+                    ("y", URL_SAFE_NO_PAD.encode(&point[33..65])),
+                ]
+            }
+            SigningKey::Ed25519(key) => vec![
+                ("crv", "Ed25519".into()),
+                ("kty", "OKP".into()),
+                ("x", URL_SAFE_NO_PAD.encode(key.public_key().as_ref())),
+            ],
+        }
+    }
+
+    fn sign(&self, input: &[u8]) -> Result<Vec<u8>, DevIssuerError> {
+        let rng = SystemRandom::new();
+        match self {
+            SigningKey::Rsa(key) => {
+                let mut signature = vec![0; key.public_modulus_len()];
+                key.sign(&RSA_PKCS1_SHA256, &rng, input, &mut signature)
+                    .map_err(|_| DevIssuerError::Crypto)?;
+                Ok(signature)
+            }
+            // FIXED signing gives JOSE's r ‖ s form (RFC 7518 §3.4), not DER.
+            SigningKey::P256(key) => Ok(key
+                .sign(&rng, input)
+                .map_err(|_| DevIssuerError::Crypto)?
+                .as_ref()
+                .to_vec()),
+            SigningKey::Ed25519(key) => Ok(key.sign(input).as_ref().to_vec()),
+        }
+    }
+}
+
 /// The development issuer's key and identity.
 pub struct DevIssuer {
-    key: KeyPair,
+    key: SigningKey,
+    alg: DevAlgorithm,
     kid: String,
     issuer: String,
 }
@@ -78,6 +246,7 @@ pub struct DevIssuer {
 impl std::fmt::Debug for DevIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DevIssuer")
+            .field("alg", &self.alg)
             .field("kid", &self.kid)
             .field("issuer", &self.issuer)
             .finish_non_exhaustive()
@@ -100,46 +269,58 @@ pub struct Mint {
 }
 
 impl DevIssuer {
-    /// Loads the PKCS#8 key at `key_file`, creating it (mode 0600) if it does not exist.
+    /// Loads the PKCS#8 RSA key at `key_file` for RS256, creating it (mode 0600) if it does not
+    /// exist.
     pub fn load_or_create(key_file: &Path, issuer: &str) -> Result<DevIssuer, DevIssuerError> {
+        DevIssuer::load_or_create_for(key_file, issuer, DevAlgorithm::Rs256)
+    }
+
+    /// Loads the PKCS#8 key for `alg` at `key_file`, creating it (mode 0600) if it does not
+    /// exist. A file holding another kind of key is an error, never replaced.
+    pub fn load_or_create_for(
+        key_file: &Path,
+        issuer: &str,
+        alg: DevAlgorithm,
+    ) -> Result<DevIssuer, DevIssuerError> {
         let path = key_file.display().to_string();
         let io = |source| DevIssuerError::KeyFile {
             path: path.clone(),
             source,
         };
-        let key = match std::fs::read(key_file) {
-            Ok(der) => KeyPair::from_pkcs8(&der).map_err(|e| DevIssuerError::BadKey {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?,
+        let der = match std::fs::read(key_file) {
+            Ok(der) => der,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key =
-                    KeyPair::generate(KeySize::Rsa2048).map_err(|_| DevIssuerError::Crypto)?;
-                let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key)
-                    .map_err(|_| DevIssuerError::Crypto)?;
+                let der = SigningKey::generate(alg)?;
                 if let Some(dir) = key_file.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(io)?;
                 }
-                write_private(key_file, der.as_ref()).map_err(io)?;
-                key
+                write_private(key_file, &der).map_err(io)?;
+                der
             }
             Err(e) => return Err(io(e)),
         };
-        Ok(DevIssuer::from_key(key, issuer))
-    }
-
-    fn from_key(key: KeyPair, issuer: &str) -> DevIssuer {
-        let public = key.public_key();
-        let n = URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero());
-        let e = URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero());
+        let key = SigningKey::parse(alg, &der).map_err(|reason| DevIssuerError::BadKey {
+            path: path.clone(),
+            kind: alg.key_kind(),
+            reason,
+        })?;
         // RFC 7638 thumbprint: a kid that changes exactly when the key does.
-        let canonical = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
-        DevIssuer {
+        let members = key.public_members();
+        let canonical = serde_json::Map::from_iter(
+            members
+                .iter()
+                .map(|(name, value)| (name.to_string(), json!(value))),
+        );
+        let digest = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            Value::Object(canonical).to_string().as_bytes(),
+        );
+        Ok(DevIssuer {
             kid: URL_SAFE_NO_PAD.encode(digest.as_ref()),
             key,
+            alg,
             issuer: issuer.to_string(),
-        }
+        })
     }
 
     /// The `iss` of minted tokens.
@@ -152,20 +333,26 @@ impl DevIssuer {
         &self.kid
     }
 
-    /// The public key set.
-    pub fn jwks(&self) -> Value {
-        let public = self.key.public_key();
-        json!({"keys": [{
-            "kty": "RSA",
-            "use": "sig",
-            "alg": "RS256",
-            "kid": self.kid,
-            "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
-            "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
-        }]})
+    /// The algorithm tokens are signed with.
+    pub fn algorithm(&self) -> DevAlgorithm {
+        self.alg
     }
 
-    /// Mints an RS256 access token. Its lifetime is `expires_in` clamped to [`MAX_EXPIRES_IN`].
+    /// The public key set.
+    pub fn jwks(&self) -> Value {
+        let mut jwk = serde_json::Map::from_iter(
+            self.key
+                .public_members()
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), json!(value))),
+        );
+        jwk.insert("use".into(), json!("sig"));
+        jwk.insert("alg".into(), json!(self.alg.name()));
+        jwk.insert("kid".into(), json!(self.kid));
+        json!({"keys": [jwk]})
+    }
+
+    /// Mints an access token signed with the issuer's algorithm. Its lifetime is `expires_in` clamped to [`MAX_EXPIRES_IN`].
     pub fn mint(&self, m: &Mint) -> Result<String, DevIssuerError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -184,21 +371,13 @@ impl DevIssuer {
         if let Value::Object(map) = &mut claims {
             map.extend(m.extra.clone());
         }
-        let header = json!({"alg": "RS256", "typ": "at+jwt", "kid": self.kid});
+        let header = json!({"alg": self.alg.name(), "typ": "at+jwt", "kid": self.kid});
         let input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
-        let mut signature = vec![0; self.key.public_modulus_len()];
-        self.key
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &aws_lc_rs::rand::SystemRandom::new(),
-                input.as_bytes(),
-                &mut signature,
-            )
-            .map_err(|_| DevIssuerError::Crypto)?;
+        let signature = self.key.sign(input.as_bytes())?;
         Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 
@@ -218,6 +397,7 @@ impl DevIssuer {
         tracing::warn!(
             %addr,
             issuer = %self.issuer,
+            alg = %self.alg,
             kid = %self.kid,
             "DEVELOPMENT ISSUER: mints tokens for anyone who asks; never use it in production"
         );
@@ -266,7 +446,7 @@ async fn discovery(State(issuer): State<Arc<DevIssuer>>) -> axum::Json<Value> {
         "token_endpoint": format!("{base}/oauth/token"),
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_post", "none"],
-        "id_token_signing_alg_values_supported": ["RS256"],
+        "id_token_signing_alg_values_supported": [issuer.alg.name()],
     }))
 }
 

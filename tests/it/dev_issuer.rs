@@ -4,38 +4,50 @@
 use std::process::Command;
 
 use crate::common::*;
-use scopegate::dev::issuer::{DevIssuer, DevIssuerError};
+use scopegate::dev::issuer::{DevAlgorithm, DevIssuer, DevIssuerError};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 struct Issuer {
     url: String,
+    alg: DevAlgorithm,
     key_file: std::path::PathBuf,
     http: reqwest::Client,
+    /// Holds the key file's directory until the test ends.
+    _dir: tempfile::TempDir,
 }
 
 async fn start_issuer() -> Issuer {
+    start_issuer_for(DevAlgorithm::Rs256).await
+}
+
+async fn start_issuer_for(alg: DevAlgorithm) -> Issuer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/", listener.local_addr().expect("addr"));
-    let port = listener.local_addr().expect("addr").port();
-    let dir =
-        std::env::temp_dir().join(format!("scopegate-devissuer-{}-{port}", std::process::id()));
-    let key_file = dir.join("key.der");
-    let issuer = DevIssuer::load_or_create(&key_file, &url).expect("key");
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let key_file = dir.path().join("key.der");
+    let issuer = DevIssuer::load_or_create_for(&key_file, &url, alg).expect("key");
     tokio::spawn(issuer.serve(listener, false, std::future::pending()));
     Issuer {
         url,
+        alg,
         key_file,
         http: reqwest::Client::builder()
             .no_proxy()
             .build()
             .expect("client"),
+        _dir: dir,
     }
 }
 
+/// scopegate trusting `issuer` with its algorithm only.
 async fn scopegate_for(issuer: &Issuer) -> Scopegate {
+    scopegate_allowing(issuer, issuer.alg.name()).await
+}
+
+async fn scopegate_allowing(issuer: &Issuer, alg: &str) -> Scopegate {
     let text = format!(
-        "issuer = \"{}\"\naudience = \"https://api.example.com\"\n[[rules]]\npath = \"/r\"\nscopes = [\"read:messages\"]\n",
+        "issuer = \"{}\"\naudience = \"https://api.example.com\"\nalgorithms = [\"{alg}\"]\n[[rules]]\npath = \"/r\"\nscopes = [\"read:messages\"]\n",
         issuer.url
     );
     let config = scopegate::config::RawConfig::from_toml(&text, "<test>")
@@ -175,7 +187,8 @@ async fn key_is_persisted_and_non_loopback_is_refused() {
     );
 }
 
-/// Runs `scopegate mint-token` with the issuer's key and URL plus `args`; returns the token.
+/// Runs `scopegate mint-token` with the issuer's key, algorithm and URL plus `args`; returns
+/// the token.
 fn mint_cli(issuer: &Issuer, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_scopegate"))
         .args([
@@ -183,7 +196,7 @@ fn mint_cli(issuer: &Issuer, args: &[&str]) -> String {
             "--key-file",
             issuer.key_file.to_str().expect("utf8"),
         ])
-        .args(["--issuer", &issuer.url])
+        .args(["--issuer", &issuer.url, "--alg", issuer.alg.name()])
         .args(args)
         .output()
         .expect("run mint-token");
@@ -222,4 +235,110 @@ async fn mint_token_cli_makes_tokens_scopegate_accepts() {
         .await
         .assert_denied(401, "invalid_token");
     gate.stop().await;
+}
+
+/// The JOSE header of a compact JWS.
+fn header_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let b64 = token.split('.').next().expect("header segment");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(b64)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON header")
+}
+
+#[tokio::test]
+async fn es256_and_eddsa_issuers_publish_their_keys_and_mint_tokens_scopegate_verifies() {
+    for (alg, kty, crv) in [
+        (DevAlgorithm::Es256, "EC", "P-256"),
+        (DevAlgorithm::EdDsa, "OKP", "Ed25519"),
+    ] {
+        let issuer = start_issuer_for(alg).await;
+        let jwks = get_json(&issuer, &format!("{}.well-known/jwks.json", issuer.url)).await;
+        let key = &jwks["keys"][0];
+        assert_eq!(
+            (
+                key["kty"].as_str(),
+                key["crv"].as_str(),
+                key["alg"].as_str()
+            ),
+            (Some(kty), Some(crv), Some(alg.name())),
+            "{jwks}"
+        );
+        let discovery = get_json(
+            &issuer,
+            &format!("{}.well-known/openid-configuration", issuer.url),
+        )
+        .await;
+        assert_eq!(
+            discovery["id_token_signing_alg_values_supported"],
+            json!([alg.name()])
+        );
+
+        let gate = scopegate_for(&issuer).await;
+        gate.wait_serving().await;
+        // From the token endpoint and from the command line, both with the issuer's algorithm.
+        let body = json!({"grant_type": "client_credentials", "audience": "https://api.example.com", "scope": "read:messages"});
+        let (status, answer) = token_request(&issuer, "application/json", body.to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+        let served = answer["access_token"].as_str().expect("token").to_string();
+        let minted = mint_cli(
+            &issuer,
+            &[
+                "--audience",
+                "https://api.example.com",
+                "--scope",
+                "read:messages",
+            ],
+        );
+        for token in [&served, &minted] {
+            assert_eq!(header_of(token)["alg"], alg.name(), "{alg}");
+            assert_eq!(header_of(token)["kid"], key["kid"], "{alg}");
+            gate.ask("GET", "/r", Some(&bearer(token)))
+                .await
+                .assert_allowed();
+        }
+        // A forged signature (last byte of the payload changed) is refused.
+        let mut parts: Vec<String> = minted.split('.').map(str::to_owned).collect();
+        let last = parts[1].pop().expect("payload");
+        parts[1].push(if last == 'A' { 'B' } else { 'A' });
+        gate.ask("GET", "/r", Some(&bearer(&parts.join("."))))
+            .await
+            .assert_denied(401, "invalid_token");
+        gate.stop().await;
+
+        // Allowing only RS256, scopegate skips the issuer's one key: the set holds nothing it
+        // may verify with, so the same validly signed token is refused as keys unavailable.
+        let strict = scopegate_allowing(&issuer, "RS256").await;
+        strict
+            .ask("GET", "/r", Some(&bearer(&minted)))
+            .await
+            .assert_denied(503, "temporarily_unavailable");
+        strict.stop().await;
+    }
+}
+
+#[test]
+fn a_key_file_of_another_kind_is_refused_not_replaced() {
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let key_file = dir.path().join("key.der");
+    DevIssuer::load_or_create(&key_file, "http://127.0.0.1:1/").expect("RSA key");
+    let before = std::fs::read(&key_file).expect("key file");
+    for alg in [DevAlgorithm::Es256, DevAlgorithm::EdDsa] {
+        let err = DevIssuer::load_or_create_for(&key_file, "http://127.0.0.1:1/", alg)
+            .expect_err("an RSA key is no EC or Ed25519 key");
+        assert!(matches!(err, DevIssuerError::BadKey { .. }), "{err:?}");
+        assert!(err.to_string().contains("key file of its own"), "{err}");
+    }
+    assert_eq!(std::fs::read(&key_file).expect("key file"), before);
+    let out = Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .args(["mint-token", "--audience", "a", "--alg", "HS256"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("RS256, ES256 or EdDSA"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
