@@ -703,9 +703,22 @@ async fn envoy_reconnects_after_an_idle_close_and_loses_nothing() {
 /// header, never a client's copy, whether the token lacks the claim or the route is public.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_claims_through_envoy() {
-    let stack = Stack::start_with_gate_config(
-        "forward_claims = { \"x-auth-email\" = \"email\", \"x-auth-org-id\" = \"/org/id\" }",
-    )
+    use common::stack::DEMO_AUDIENCE;
+    let stack = Stack::start_with_config(|issuer, jwks_uri| {
+        format!(
+            r#"issuer = "{issuer}"
+jwks_uri = "{jwks_uri}"
+audience = "{DEMO_AUDIENCE}"
+forward_claims = {{ "x-auth-email" = "email", "x-auth-org-id" = "/org/id" }}
+[[rules]]
+path = "/restricted_resource"
+scopes = ["read:messages"]
+[[rules]]
+path = "/public"
+public = true
+"#
+        )
+    })
     .await;
     let mut extra = serde_json::Map::new();
     extra.insert("email".into(), serde_json::json!("e2e@example.com"));
@@ -851,4 +864,62 @@ async fn several_issuers_and_an_ec_key_through_envoy() {
             "{name}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_configuration_trusts_an_eddsa_issuer_beside_the_rs256_one() {
+    // demo/scopegate.toml as the demo runs it: the RS256 issuer by jwks_uri, the EdDSA issuer by
+    // discovery, and `azp` forwarded for both.
+    let stack = Stack::start().await;
+    for (name, token) in [
+        (
+            "RS256",
+            stack.token_with(
+                "read:messages",
+                [("azp".to_string(), "rs-client".into())]
+                    .into_iter()
+                    .collect(),
+            ),
+        ),
+        ("EdDSA", stack.eddsa_token("read:messages")),
+    ] {
+        let good = format!("Bearer {token}");
+        let (status, _, body) = json(
+            stack
+                .get(
+                    "/restricted_resource",
+                    &[("authorization", &good), ("x-auth-client", "spoofed")],
+                )
+                .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!(body["message"], "Access Granted", "{name}");
+        let expected_client = if name == "RS256" {
+            "rs-client"
+        } else {
+            "e2e-client"
+        };
+        assert_eq!(
+            body["auth_headers"]["x-auth-client"], expected_client,
+            "{name}: the claim, never the client's copy"
+        );
+    }
+    // The EdDSA issuer's token without the scope is 403; a spoofed client header never reaches
+    // the public route.
+    let weak = format!("Bearer {}", stack.eddsa_token("openid"));
+    let (status, _, body) = json(
+        stack
+            .get("/restricted_resource", &[("authorization", &weak)])
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("insufficient_scope")),
+        "{body}"
+    );
+    let (status, _, body) = json(stack.get("/public", &[("x-auth-client", "spoofed")]).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["auth_headers"], serde_json::json!({}), "{body}");
 }

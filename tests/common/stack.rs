@@ -1,13 +1,13 @@
-//! The whole path as users run it: a real Envoy binary with the repository's `envoy/envoy.yaml`
-//! (addresses and ports substituted), scopegate with `demo/scopegate.toml`, the demo upstream and
-//! the development issuer, all on loopback.
+//! The whole path as users run it: a real Envoy binary with the repository's `envoy/envoy.yaml`,
+//! scopegate with `demo/scopegate.toml` (both with addresses and ports substituted), the demo
+//! upstream and the two development issuers (RS256 and EdDSA), all on loopback.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use scopegate::dev::issuer::{DevIssuer, Mint};
+use scopegate::dev::issuer::{DevAlgorithm, DevIssuer, Mint};
 use tokio::net::TcpListener;
 
 use super::eventually;
@@ -46,15 +46,29 @@ pub fn envoy_binary() -> PathBuf {
     })
 }
 
-/// A fresh directory for one stack's configuration and logs.
-fn scratch_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "scopegate-e2e-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+/// A fresh directory for one stack's configuration, keys and logs; removed when the stack is
+/// dropped, unless a test failed (then the path is printed and the logs stay).
+fn scratch_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("scopegate-e2e-")
+        .tempdir()
+        .expect("scratch dir")
+}
+
+/// Where `demo/scopegate.toml` expects the development issuers.
+const DEMO_RS256_ISSUER: &str = "http://127.0.0.1:8081/";
+const DEMO_RS256_JWKS: &str = "http://127.0.0.1:8081/.well-known/jwks.json";
+const DEMO_EDDSA_ISSUER: &str = "http://127.0.0.1:8082/";
+
+/// A development issuer serving on loopback, and a copy of it for minting.
+async fn dev_issuer(dir: &Path, alg: DevAlgorithm) -> (DevIssuer, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind issuer");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    let key_file = dir.join(format!("{}-key.der", alg.name()));
+    let serving = DevIssuer::load_or_create_for(&key_file, &url, alg).expect("issuer key");
+    tokio::spawn(serving.serve(listener, false, std::future::pending()));
+    let minting = DevIssuer::load_or_create_for(&key_file, &url, alg).expect("same key");
+    (minting, url)
 }
 
 /// Marks a `gate_extra` that is a whole configuration, used as it stands.
@@ -69,27 +83,26 @@ fn free_port() -> u16 {
 }
 
 /// Replaces `from` with `to`, insisting that `from` occurs exactly `count` times, so that a
-/// change to envoy/envoy.yaml that the tests would silently stop exercising fails loudly.
+/// change to envoy/envoy.yaml or demo/scopegate.toml that the tests would silently stop
+/// exercising fails loudly.
 fn substitute(text: &str, from: &str, to: &str, count: usize) -> String {
     let found = text.matches(from).count();
     assert_eq!(
         found, count,
-        "envoy/envoy.yaml should contain {from:?} {count} time(s)"
+        "the repository's file should contain {from:?} {count} time(s)"
     );
     text.replace(from, to)
 }
 
-/// The scopegate binary as users run it (`serve --config demo/scopegate.toml` with the
-/// environment overrides), on a fixed loopback address so that it can be killed and started
-/// again where Envoy expects it. Killed on drop.
+/// The scopegate binary as users run it (`serve --config FILE`), on a fixed loopback address so
+/// that it can be killed and started again where Envoy expects it. Killed on drop.
 struct Gate {
     child: Child,
 }
 
 impl Gate {
-    /// Starts the binary with `config`; `issuer` (its `iss` and `jwks_uri`) is set through the
-    /// environment overrides, as the demo does, unless the configuration lists its issuers.
-    fn start(addr: SocketAddr, config: &Path, issuer: Option<(&str, &str)>, log: &Path) -> Gate {
+    /// Starts the binary with `config`, without any of the issuer environment overrides.
+    fn start(addr: SocketAddr, config: &Path, log: &Path) -> Gate {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -104,11 +117,6 @@ impl Gate {
             .env_remove("SCOPEGATE_ISSUER")
             .env_remove("SCOPEGATE_JWKS_URI")
             .env_remove("SCOPEGATE_AUDIENCE");
-        if let Some((issuer, jwks_uri)) = issuer {
-            command
-                .env("SCOPEGATE_ISSUER", issuer)
-                .env("SCOPEGATE_JWKS_URI", jwks_uri);
-        }
         let child = command
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -139,18 +147,18 @@ pub struct Stack {
     /// Envoy's admin interface.
     pub admin: String,
     issuer: Option<DevIssuer>,
+    /// The demo's second issuer, signing EdDSA.
+    eddsa_issuer: DevIssuer,
     gate: Gate,
     gate_addr: SocketAddr,
     gate_config: PathBuf,
-    /// Whether scopegate gets the issuer through the environment overrides.
-    overrides: bool,
     gate_log: PathBuf,
-    issuer_url: String,
-    jwks_uri: String,
     envoy: Child,
     envoy_log: PathBuf,
     /// HTTP client without proxies.
     pub http: reqwest::Client,
+    /// Configuration, keys and logs; `None` once kept for a failed test.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Stack {
@@ -163,52 +171,43 @@ impl Stack {
     /// configuration (for tests that need other limits: `server = { idle_timeout_seconds = 1 }`).
     pub async fn start_with_gate_config(extra: &str) -> Stack {
         let dir = scratch_dir();
-        let issuer_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind issuer");
-        let issuer_url = format!("http://{}/", issuer_listener.local_addr().expect("addr"));
-        let key_file = dir.join("issuer-key.der");
-        let serving = DevIssuer::load_or_create(&key_file, &issuer_url).expect("issuer key");
-        tokio::spawn(serving.serve(issuer_listener, false, std::future::pending()));
-        let issuer = DevIssuer::load_or_create(&key_file, &issuer_url).expect("same key");
+        let (issuer, issuer_url) = dev_issuer(dir.path(), DevAlgorithm::Rs256).await;
         let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
-        Stack::launch(dir, &issuer_url, &jwks_uri, Some(issuer), extra).await
+        let config = format!("{extra}\n{}", demo_config(&issuer_url, &jwks_uri));
+        Stack::launch(dir, Some(issuer), config).await
     }
 
     /// The stack trusting tokens of `issuer` with keys from `jwks_uri` (for tests that control
-    /// the key set themselves); [`Stack::token`] is then unavailable.
+    /// the key set themselves) in place of the demo's RS256 issuer; [`Stack::token`] is then
+    /// unavailable.
     pub async fn start_with_issuer(issuer: &str, jwks_uri: &str) -> Stack {
-        Stack::launch(scratch_dir(), issuer, jwks_uri, None, "").await
+        let config = demo_config(issuer, jwks_uri);
+        Stack::launch(scratch_dir(), None, config).await
     }
 
     /// The stack with the development issuer available for tokens, but scopegate running
-    /// `config` as it stands (no demo file, no issuer overrides): for configurations that list
-    /// their `[[issuers]]`. `config` is given the development issuer's URL and JWKS URL.
+    /// `config` as it stands (no demo file): for configurations that list their own
+    /// `[[issuers]]`. `config` is given the development issuer's URL and JWKS URL.
     pub async fn start_with_config(config: impl FnOnce(&str, &str) -> String) -> Stack {
         let dir = scratch_dir();
-        let issuer_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind issuer");
-        let issuer_url = format!("http://{}/", issuer_listener.local_addr().expect("addr"));
-        let key_file = dir.join("issuer-key.der");
-        let serving = DevIssuer::load_or_create(&key_file, &issuer_url).expect("issuer key");
-        tokio::spawn(serving.serve(issuer_listener, false, std::future::pending()));
-        let issuer = DevIssuer::load_or_create(&key_file, &issuer_url).expect("same key");
+        let (issuer, issuer_url) = dev_issuer(dir.path(), DevAlgorithm::Rs256).await;
         let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
         let text = config(&issuer_url, &jwks_uri);
-        Stack::launch(
-            dir,
-            &issuer_url,
-            &jwks_uri,
-            Some(issuer),
-            &format!("{FULL}{text}"),
-        )
-        .await
+        Stack::launch(dir, Some(issuer), format!("{FULL}{text}")).await
     }
 
     async fn launch(
-        dir: PathBuf,
-        issuer_url: &str,
-        jwks_uri: &str,
+        dir: tempfile::TempDir,
         issuer: Option<DevIssuer>,
-        gate_extra: &str,
+        gate_config: String,
     ) -> Stack {
+        // The demo's second issuer (EdDSA, found by discovery) runs in every stack.
+        let (eddsa_issuer, eddsa_url) = dev_issuer(dir.path(), DevAlgorithm::EdDsa).await;
+        let gate_config = match gate_config.strip_prefix(FULL) {
+            Some(full) => full.to_string(),
+            None => substitute(&gate_config, DEMO_EDDSA_ISSUER, &eddsa_url, 1),
+        };
+
         // Demo upstream.
         let upstream_listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -221,23 +220,10 @@ impl Stack {
 
         // scopegate.
         let gate_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let gate_log = dir.join("scopegate.log");
-        let demo_config = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/scopegate.toml");
-        let (gate_config, overrides) = if let Some(full) = gate_extra.strip_prefix(FULL) {
-            let path = dir.join("scopegate.toml");
-            std::fs::write(&path, full).expect("write gate config");
-            (path, None)
-        } else if gate_extra.is_empty() {
-            (demo_config, Some((issuer_url, jwks_uri)))
-        } else {
-            let text = std::fs::read_to_string(&demo_config).expect("read demo config");
-            let path = dir.join("scopegate.toml");
-            // Top-level keys must come before the first table of the demo file.
-            std::fs::write(&path, format!("{gate_extra}\n{text}")).expect("write gate config");
-            (path, Some((issuer_url, jwks_uri)))
-        };
-        let gate = Gate::start(gate_addr, &gate_config, overrides, &gate_log);
-        let overrides = overrides.is_some();
+        let gate_log = dir.path().join("scopegate.log");
+        let gate_config_path = dir.path().join("scopegate.toml");
+        std::fs::write(&gate_config_path, gate_config).expect("write gate config");
+        let gate = Gate::start(gate_addr, &gate_config_path, &gate_log);
 
         // Envoy with the repository's configuration.
         let listen_port = free_port();
@@ -272,9 +258,9 @@ impl Stack {
             &format!("port_value: {upstream_port}\n"),
             1,
         );
-        let config_path = dir.join("envoy.yaml");
+        let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, yaml).expect("write envoy config");
-        let envoy_log = dir.join("envoy.log");
+        let envoy_log = dir.path().join("envoy.log");
         let log = std::fs::File::create(&envoy_log).expect("log file");
         let envoy = Command::new(envoy_binary())
             .arg("-c")
@@ -290,13 +276,11 @@ impl Stack {
             url: format!("http://127.0.0.1:{listen_port}"),
             admin: format!("http://127.0.0.1:{admin_port}"),
             issuer,
+            eddsa_issuer,
             gate,
             gate_addr,
-            gate_config,
-            overrides,
+            gate_config: gate_config_path,
             gate_log,
-            issuer_url: issuer_url.to_string(),
-            jwks_uri: jwks_uri.to_string(),
             envoy,
             envoy_log,
             http: reqwest::Client::builder()
@@ -304,6 +288,7 @@ impl Stack {
                 .timeout(Duration::from_secs(5))
                 .build()
                 .expect("http client"),
+            dir: Some(dir),
         };
         let ready = format!("{}/public", stack.url);
         let http = stack.http.clone();
@@ -379,6 +364,19 @@ impl Stack {
             .expect("mint")
     }
 
+    /// A token from the demo's second issuer (EdDSA) for the demo audience.
+    pub fn eddsa_token(&self, scope: &str) -> String {
+        self.eddsa_issuer
+            .mint(&Mint {
+                subject: "e2e-eddsa-user".into(),
+                audience: DEMO_AUDIENCE.into(),
+                scope: scope.into(),
+                expires_in: 600,
+                extra: serde_json::Map::from_iter([("azp".to_string(), "e2e-client".into())]),
+            })
+            .expect("mint")
+    }
+
     /// GET through Envoy with extra headers.
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
         let mut request = self.http.get(format!("{}{path}", self.url));
@@ -395,10 +393,7 @@ impl Stack {
 
     /// Starts scopegate again on the same port (Envoy is left alone).
     pub fn restart_scopegate(&mut self) {
-        let overrides = self
-            .overrides
-            .then_some((self.issuer_url.as_str(), self.jwks_uri.as_str()));
-        self.gate = Gate::start(self.gate_addr, &self.gate_config, overrides, &self.gate_log);
+        self.gate = Gate::start(self.gate_addr, &self.gate_config, &self.gate_log);
     }
 
     /// The scopegate process (for resource measurements).
@@ -421,5 +416,20 @@ impl Drop for Stack {
     fn drop(&mut self) {
         let _ = self.envoy.kill();
         let _ = self.envoy.wait();
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!("stack logs kept in {}", dir.keep().display());
+        }
     }
+}
+
+/// `demo/scopegate.toml` with its RS256 issuer at `issuer` (keys at `jwks_uri`); the EdDSA
+/// issuer is substituted at launch.
+fn demo_config(issuer: &str, jwks_uri: &str) -> String {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/scopegate.toml"))
+            .expect("read demo/scopegate.toml");
+    let text = substitute(&text, DEMO_RS256_JWKS, jwks_uri, 1);
+    substitute(&text, DEMO_RS256_ISSUER, issuer, 1)
 }

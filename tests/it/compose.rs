@@ -1,6 +1,7 @@
 //! The Docker stack cannot run here (no Docker engine), so this checks that `docker-compose.yml`,
-//! the `Dockerfile`, `envoy/envoy.yaml`, `demo/scopegate.toml` and the pinned Envoy version all
-//! agree, and that every command the stack runs is one the binary accepts.
+//! the `Dockerfile`, `envoy/envoy.yaml`, `demo/compose.toml` (the demo configuration with the
+//! stack's host names) and the pinned Envoy version all agree, and that every command the stack
+//! runs is one the binary accepts.
 
 use std::path::Path;
 use std::process::Command;
@@ -80,7 +81,10 @@ fn services_ports_and_mounts_agree_with_the_config_files() {
     let services = compose["services"].as_object().expect("services");
     let mut names: Vec<&str> = services.keys().map(String::as_str).collect();
     names.sort();
-    assert_eq!(names, ["envoy", "issuer", "scopegate", "upstream"]);
+    assert_eq!(
+        names,
+        ["envoy", "issuer", "issuer-eddsa", "scopegate", "upstream"]
+    );
     let envoy_yaml: Value = serde_yaml_ng::from_str(&read("envoy/envoy.yaml")).expect("envoy.yaml");
 
     // Envoy: pinned image, the repository's config mounted where the command reads it, the
@@ -112,43 +116,79 @@ fn services_ports_and_mounts_agree_with_the_config_files() {
     let config_path = arg(&command, "--config");
     assert_eq!(
         strings(&gate["volumes"]),
-        [format!("./demo/scopegate.toml:{config_path}:ro")]
+        [format!("./demo/compose.toml:{config_path}:ro")]
+    );
+    assert!(
+        gate.get("environment").is_none(),
+        "the configuration file says everything; SCOPEGATE_ISSUER and friends cannot be used \
+         beside [[issuers]]"
     );
     assert!(
         read("Dockerfile").contains(&format!("CMD [\"serve\", \"--config\", \"{config_path}\"]"))
     );
-    let demo: toml::Table = read("demo/scopegate.toml").parse().expect("demo config");
+    let demo: toml::Table = read("demo/compose.toml").parse().expect("compose config");
     let listen = demo["listen"].as_str().expect("listen");
     let port = listen.rsplit(':').next().expect("port");
     assert_eq!(envoy_port(&envoy_yaml, "scopegate").to_string(), port);
     assert_eq!(strings(&gate["ports"]), [format!("{port}:{port}")]);
 
-    // The issuer: scopegate trusts exactly what it issues.
-    let issuer = &compose["services"]["issuer"];
-    let issuer_command = strings(&issuer["command"]);
-    let issuer_url = arg(&issuer_command, "--issuer");
-    assert_eq!(gate["environment"]["SCOPEGATE_ISSUER"], issuer_url);
-    assert_eq!(
-        gate["environment"]["SCOPEGATE_JWKS_URI"],
-        format!("{issuer_url}.well-known/jwks.json")
-    );
-    assert!(
-        issuer_url.starts_with("http://issuer:"),
-        "the issuer service's own name: {issuer_url}"
-    );
-    let issuer_port = arg(&issuer_command, "--listen")
-        .rsplit(':')
-        .next()
-        .expect("port")
-        .to_string();
-    assert!(issuer_url.ends_with(&format!(":{issuer_port}/")));
-    let key_file = arg(&issuer_command, "--key-file");
-    let volume = strings(&issuer["volumes"]).remove(0);
-    let mount_point = volume.split(':').nth(1).expect("mount point");
-    assert!(
-        key_file.starts_with(&format!("{mount_point}/")),
-        "key file {key_file} on the volume {volume}"
-    );
+    // The issuers: scopegate trusts exactly what each issues, with the algorithm it signs with,
+    // and waits for both.
+    let trusted = demo["issuers"].as_array().expect("[[issuers]]");
+    assert_eq!(trusted.len(), 2);
+    for (name, alg) in [("issuer", "RS256"), ("issuer-eddsa", "EdDSA")] {
+        let issuer = &compose["services"][name];
+        let issuer_command = strings(&issuer["command"]);
+        let issuer_url = arg(&issuer_command, "--issuer");
+        assert!(
+            issuer_url.starts_with(&format!("http://{name}:")),
+            "the issuer service's own name: {issuer_url}"
+        );
+        let entry = trusted
+            .iter()
+            .find(|entry| entry["issuer"].as_str() == Some(issuer_url.as_str()))
+            .unwrap_or_else(|| panic!("{name}'s {issuer_url} is a trusted issuer"));
+        let allowed = entry
+            .get("algorithms")
+            .map(|list| list.as_array().expect("list").clone())
+            .unwrap_or_else(|| vec![toml::Value::from("RS256")]);
+        assert!(allowed.contains(&toml::Value::from(alg)), "{name}: {entry}");
+        let signs_with = issuer_command
+            .iter()
+            .position(|a| a == "--alg")
+            .map_or("RS256".to_string(), |_| arg(&issuer_command, "--alg"));
+        assert_eq!(signs_with, alg, "{name}");
+        if let Some(jwks_uri) = entry.get("jwks_uri") {
+            assert_eq!(
+                jwks_uri.as_str(),
+                Some(format!("{issuer_url}.well-known/jwks.json").as_str())
+            );
+        }
+        let issuer_port = arg(&issuer_command, "--listen")
+            .rsplit(':')
+            .next()
+            .expect("port")
+            .to_string();
+        assert!(issuer_url.ends_with(&format!(":{issuer_port}/")));
+        let key_file = arg(&issuer_command, "--key-file");
+        let volume = strings(&issuer["volumes"]).remove(0);
+        let mount_point = volume.split(':').nth(1).expect("mount point");
+        assert!(
+            key_file.starts_with(&format!("{mount_point}/")),
+            "key file {key_file} on the volume {volume}"
+        );
+        assert_eq!(gate["depends_on"][name]["condition"], "service_healthy");
+    }
+    let key_files: Vec<String> = ["issuer", "issuer-eddsa"]
+        .iter()
+        .map(|name| {
+            arg(
+                &strings(&compose["services"][name]["command"]),
+                "--key-file",
+            )
+        })
+        .collect();
+    assert_ne!(key_files[0], key_files[1], "one key file per issuer");
 
     // The upstream: the cluster in envoy.yaml names this service and its port.
     let upstream = strings(&compose["services"]["upstream"]["command"]);
@@ -163,7 +203,6 @@ fn services_ports_and_mounts_agree_with_the_config_files() {
     );
 
     // Every start order waits on a healthcheck.
-    assert_eq!(gate["depends_on"]["issuer"]["condition"], "service_healthy");
     assert_eq!(
         envoy["depends_on"]["scopegate"]["condition"],
         "service_healthy"
@@ -184,7 +223,7 @@ fn every_command_the_stack_runs_is_accepted_by_the_binary() {
         dockerfile.contains("USER 65532:65532"),
         "the runtime image runs as the numeric non-root user (see tests/dockerfile.rs)"
     );
-    for name in ["issuer", "scopegate", "upstream"] {
+    for name in ["issuer", "issuer-eddsa", "scopegate", "upstream"] {
         let service = &compose["services"][name];
         assert_eq!(service["build"], ".", "{name} is built from the Dockerfile");
         let mut commands = vec![strings(&service["command"])];
@@ -210,22 +249,14 @@ fn every_command_the_stack_runs_is_accepted_by_the_binary() {
 
 #[test]
 fn compose_scopegate_configuration_is_valid() {
-    let compose = compose();
-    let env = &compose["services"]["scopegate"]["environment"];
     let out = Command::new(BIN)
         .args([
             "check-config",
             "--config",
-            &format!("{ROOT}/demo/scopegate.toml"),
+            &format!("{ROOT}/demo/compose.toml"),
         ])
-        .env(
-            "SCOPEGATE_ISSUER",
-            env["SCOPEGATE_ISSUER"].as_str().expect("issuer"),
-        )
-        .env(
-            "SCOPEGATE_JWKS_URI",
-            env["SCOPEGATE_JWKS_URI"].as_str().expect("jwks"),
-        )
+        .env_remove("SCOPEGATE_ISSUER")
+        .env_remove("SCOPEGATE_JWKS_URI")
         .env_remove("SCOPEGATE_AUDIENCE")
         .env_remove("SCOPEGATE_LISTEN")
         .output()
@@ -235,6 +266,25 @@ fn compose_scopegate_configuration_is_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The lines of a configuration file that are not comments or blank.
+fn settings(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(str::trim_end)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn compose_configuration_is_the_demo_configuration_with_service_names() {
+    // The demo (and the end-to-end tests) run demo/scopegate.toml; the Docker stack runs
+    // demo/compose.toml. They may differ only in where the issuers are reached.
+    let demo = read("demo/scopegate.toml")
+        .replace("http://127.0.0.1:8081/", "http://issuer:8081/")
+        .replace("http://127.0.0.1:8082/", "http://issuer-eddsa:8082/");
+    let compose = read("demo/compose.toml");
+    assert_eq!(settings(&demo), settings(&compose));
 }
 
 #[test]
