@@ -42,9 +42,9 @@ fn check(path: &str, authorization: Option<&str>) -> CheckRequest {
 
 /// Starts the issuer and scopegate; returns a connected client and a valid token.
 async fn start() -> (AuthorizationClient<Channel>, String) {
-    let dir = std::env::temp_dir().join(format!("scopegate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let key_file = dir.join("issuer-key.der");
+    // Both issuers hold the key in memory once loaded, so the directory may go when this returns.
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let key_file = dir.path().join("issuer-key.der");
     let issuer_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind issuer");
     let issuer = format!("http://{}/", issuer_listener.local_addr().expect("addr"));
     let serving = DevIssuer::load_or_create(&key_file, &issuer).expect("issuer key");

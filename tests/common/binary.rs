@@ -11,6 +11,8 @@ use super::eventually;
 pub struct Binary {
     child: Child,
     log: PathBuf,
+    /// The configuration and log; `None` once kept for a failed test.
+    dir: Option<tempfile::TempDir>,
     /// The gRPC address it listens on, as its start-up line reports it.
     pub addr: String,
 }
@@ -20,12 +22,13 @@ impl Binary {
     /// `scopegate serve` with `RUST_LOG=log_level` (at least `info`: the start-up line gives the
     /// address), through `sh` so that `ulimit -n` can be set first. Returns once it serves.
     pub async fn start(name: &str, config: &str, log_level: &str, max_fds: Option<u32>) -> Binary {
-        let dir =
-            std::env::temp_dir().join(format!("scopegate-binary-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let config_path = dir.join("config.toml");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("scopegate-binary-{name}-"))
+            .tempdir()
+            .expect("scratch dir");
+        let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let log = dir.join("scopegate.log");
+        let log = dir.path().join("scopegate.log");
         let ulimit = max_fds.map_or(String::new(), |n| format!("ulimit -n {n} && "));
         let child = Command::new("sh")
             .arg("-c")
@@ -42,6 +45,7 @@ impl Binary {
         let mut binary = Binary {
             child,
             log,
+            dir: Some(dir),
             addr: String::new(),
         };
         let serving = binary
@@ -150,5 +154,10 @@ impl Drop for Binary {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!("scopegate's log kept in {}", dir.keep().display());
+        }
     }
 }

@@ -2,7 +2,6 @@
 //! before binding, environment overrides, graceful shutdown on SIGTERM, and `mint-token` bounds.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -10,12 +9,14 @@ use crate::common::binary::Binary;
 
 const BIN: &str = env!("CARGO_BIN_EXE_scopegate");
 
-fn write_config(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("scopegate-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write config");
-    path
+/// `text` in a scratch file named after `name`, removed when the returned path is dropped.
+fn write_config(name: &str, text: &str) -> tempfile::TempPath {
+    let file = tempfile::Builder::new()
+        .prefix(&format!("scopegate-cli-{name}-"))
+        .tempfile()
+        .expect("scratch file");
+    std::fs::write(file.path(), text).expect("write config");
+    file.into_temp_path()
 }
 
 fn scopegate(args: &[&str]) -> Command {

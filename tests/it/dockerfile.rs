@@ -7,7 +7,7 @@
 //! file from a stage that produces it, and run as a numeric non-root user that owns `/data`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::common::host_triple;
@@ -175,11 +175,12 @@ fn dockerfile() -> Vec<Stage> {
     )
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("scopegate-docker-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+/// A scratch directory, removed when the test ends.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("scopegate-docker-{name}-"))
+        .tempdir()
+        .expect("scratch dir")
 }
 
 /// Whether Cargo accepts the manifest in `dir` with every target it declares, against the lock
@@ -224,7 +225,8 @@ fn the_builder_stage_gets_every_file_cargo_needs() {
         .iter()
         .find(|s| s.name.as_deref() == Some("builder"))
         .expect("a stage named builder");
-    let root = scratch("builder");
+    let scratch = scratch("builder");
+    let root = scratch.path();
     let mut cargo_steps = 0;
     replay(builder, &build_context(), &root, |workdir| {
         cargo_steps += 1;
