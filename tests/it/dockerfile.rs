@@ -228,7 +228,7 @@ fn the_builder_stage_gets_every_file_cargo_needs() {
     let scratch = scratch("builder");
     let root = scratch.path();
     let mut cargo_steps = 0;
-    replay(builder, &build_context(), &root, |workdir| {
+    replay(builder, &build_context(), root, |workdir| {
         cargo_steps += 1;
         let dir = root.join(workdir.trim_start_matches('/'));
         if let Err(why) = cargo_accepts(&dir) {
@@ -242,7 +242,6 @@ fn the_builder_stage_gets_every_file_cargo_needs() {
         );
     });
     assert!(cargo_steps > 0, "the builder stage never runs Cargo");
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Paths a stage's RUN instructions create: `mkdir -p` arguments and the last argument of `cp`.
