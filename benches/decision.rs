@@ -80,9 +80,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let header = [black_box(authorization.as_str())];
             let path = policy::normalize(black_box("/restricted_resource?x=1")).expect("path");
-            let route = config.policy.route("GET", &path).expect("route");
+            let route = config.policy().route("GET", &path).expect("route");
             let token = token::bearer_token(&header).expect("bearer");
-            let claims = verify::verify(token, &keys, &config.issuers[0].expectations, now);
+            let claims = verify::verify(token, &keys, &config.issuers()[0].expectations, now);
             let decision = policy::decide(route.requirement, Some(claims.map_err(Into::into)));
             assert!(matches!(decision, Decision::Allow(Some(_))));
             decision
@@ -93,13 +93,13 @@ fn bench(c: &mut Criterion) {
     c.bench_function("route only: canonical path, unlisted", |b| {
         b.iter(|| {
             let path = policy::normalize(black_box("/api/v1/orders/12345?x=1")).expect("path");
-            config.policy.route("GET", &path).expect("route").name
+            config.policy().route("GET", &path).expect("route").name
         })
     });
     c.bench_function("route only: canonical path, a rule's own", |b| {
         b.iter(|| {
             let path = policy::normalize(black_box("/restricted_resource")).expect("path");
-            config.policy.route("GET", &path).expect("route").name
+            config.policy().route("GET", &path).expect("route").name
         })
     });
     let token = authorization.trim_start_matches("Bearer ");
@@ -108,7 +108,7 @@ fn bench(c: &mut Criterion) {
             verify::verify(
                 black_box(token),
                 &keys,
-                &config.issuers[0].expectations,
+                &config.issuers()[0].expectations,
                 now,
             )
             .expect("valid")
@@ -121,7 +121,7 @@ fn bench(c: &mut Criterion) {
             verify::verify(
                 black_box(&forged),
                 &keys,
-                &config.issuers[0].expectations,
+                &config.issuers()[0].expectations,
                 now,
             )
             .expect_err("forged")

@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::jwks::JwksSettings;
-use crate::policy::{Case, PathError, PathMatch, Policy, Requirement, Rule, normalize};
+use crate::policy::{PathMatch, Policy, PolicyError, Requirement, Rule, normalize};
+use crate::token::is_http_token;
 use crate::verify::{
     Algorithm, Expectations, ForwardClaim, REGISTERED_CLAIMS, TokenType, is_scope_token,
 };
@@ -143,20 +144,16 @@ pub enum DefaultAction {
     Allow,
 }
 
-/// The compiled configuration. Only [`RawConfig::compile`] builds one, after validating it.
+/// The compiled configuration. Only [`RawConfig::compile`] builds one, after validating it, so
+/// its fields stay private: there is at least one issuer, no two share an `iss`, and every
+/// limit lies in its documented range.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// gRPC listen address.
-    pub listen: SocketAddr,
-    /// The trusted issuers (one for the top-level shorthand), each with what its tokens must
-    /// satisfy and where its keys come from. Issuers are distinct.
-    pub issuers: Vec<Issuer>,
-    /// Route rules and default.
-    pub policy: Policy,
-    /// `realm` for `WWW-Authenticate`.
-    pub realm: String,
-    /// Limits of the gRPC server.
-    pub server: ServerLimits,
+    listen: SocketAddr,
+    issuers: Vec<Issuer>,
+    policy: Policy,
+    realm: String,
+    server: ServerLimits,
 }
 
 /// One trusted issuer: what its tokens must satisfy, and where its keys come from.
@@ -513,6 +510,16 @@ pub enum ConfigError {
     },
 }
 
+impl From<PolicyError> for ConfigError {
+    fn from(e: PolicyError) -> ConfigError {
+        ConfigError::Invalid {
+            key: e.key(),
+            value: format!("{:?}", e.value()),
+            reason: e.to_string(),
+        }
+    }
+}
+
 fn invalid(
     key: impl Into<String>,
     value: impl fmt::Debug,
@@ -717,10 +724,8 @@ impl RawConfig {
             DefaultAction::Deny => Requirement::Deny,
             DefaultAction::Allow => Requirement::Public,
         };
-        let policy = Policy { rules, default };
+        let policy = Policy::new(rules, default)?;
         let server = self.server.compile()?;
-        reject_shadowed_rules(&policy.rules)?;
-        reject_conflicting_readings(&policy)?;
 
         let jwks_template = JwksSettings {
             uri: "http://placeholder.invalid/".parse().expect("a valid URL"),
@@ -813,6 +818,32 @@ impl RawConfig {
 }
 
 impl Config {
+    /// gRPC listen address.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The trusted issuers (one for the top-level shorthand), each with what its tokens must
+    /// satisfy and where its keys come from; at least one, with distinct `iss` values.
+    pub fn issuers(&self) -> &[Issuer] {
+        &self.issuers
+    }
+
+    /// Route rules and default.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// `realm` for `WWW-Authenticate`.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// Limits of the gRPC server.
+    pub fn server(&self) -> &ServerLimits {
+        &self.server
+    }
+
     /// Every header any issuer forwards a claim in: all of them are set or removed on every
     /// allowed request, so a client's copy of one never reaches the upstream.
     pub fn forwarded_headers(&self) -> Vec<String> {
@@ -849,13 +880,6 @@ fn parse_http_url(key: &str, value: &str) -> Result<reqwest::Url, ConfigError> {
         ));
     }
     Ok(url)
-}
-
-/// Whether `s` is an RFC 9110 token (§5.6.2): what method and header names are made of.
-fn is_http_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn compile_scope_claims(
@@ -982,104 +1006,6 @@ fn compile_algorithms(
     Ok(out)
 }
 
-fn path_key(rule: &Rule) -> String {
-    let field = match rule.path {
-        PathMatch::Exact(_) => "path",
-        PathMatch::Prefix(_) => "prefix",
-    };
-    format!("{}.{field}", rule.name)
-}
-
-/// Refuses a rule that an earlier rule always wins: every path it matches the earlier one matches
-/// too, for every method it names. It could never decide anything, so it cannot mean what it
-/// says (`prefix = "/"` before `path = "/admin"`).
-fn reject_shadowed_rules(rules: &[Rule]) -> Result<(), ConfigError> {
-    for (i, rule) in rules.iter().enumerate() {
-        let shadow = rules[..i].iter().find(|earlier| {
-            rule.path.covered_by(&earlier.path)
-                && match (&earlier.methods, &rule.methods) {
-                    (None, _) => true,
-                    (Some(_), None) => false,
-                    (Some(theirs), Some(ours)) => ours.iter().all(|m| theirs.contains(m)),
-                }
-        });
-        if let Some(earlier) = shadow {
-            return Err(invalid(
-                path_key(rule),
-                rule.path.pattern(),
-                format!(
-                    "{} ({:?}) comes first and takes every request this rule would match, so \
-                     it can never apply; move it above {} or remove it",
-                    earlier.name,
-                    earlier.path.pattern(),
-                    earlier.name
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Refuses a rule whose own path, under a reading an upstream might apply (letter case, ASCII or
-/// Unicode; a trailing slash, dot or space), reaches another rule with a different requirement:
-/// a public `/admın` beside a protected `/admin`, or `path = "/admin"` beside a weaker
-/// `prefix = "/admin/"`. Requests for configured paths are exempt from those readings in
-/// `Policy::route`, so this is where such a conflict must be caught. Each method the rule names
-/// is tried (every method named anywhere, and one named nowhere, for a rule without `methods`).
-fn reject_conflicting_readings(policy: &Policy) -> Result<(), ConfigError> {
-    let mut every_method: Vec<&str> = policy
-        .rules
-        .iter()
-        .flat_map(|rule| rule.methods.iter().flatten().map(String::as_str))
-        .chain(["GET", "HEAD", "UNLISTED-METHOD"])
-        .collect();
-    every_method.sort_unstable();
-    every_method.dedup();
-    for rule in &policy.rules {
-        let methods: Vec<&str> = match &rule.methods {
-            Some(methods) => methods.iter().map(String::as_str).collect(),
-            None => every_method.clone(),
-        };
-        let pattern = rule.path.pattern();
-        for method in methods {
-            let own = policy.lookup(method, pattern, Case::Sensitive);
-            // Only another rule counts, and only one that does not take this path as written:
-            // reaching the default under a reading is what a specific rule is for, and a
-            // broader rule that takes the path itself (`prefix = "/items/"` behind a public
-            // `path = "/items/special"`) is one this rule deliberately makes an exception to.
-            let counts = |other: Option<&Rule>| {
-                other.is_some_and(|other| !other.path.matches(pattern, Case::Sensitive))
-            };
-            let Some(reading) = policy.conflicting_reading(method, pattern, own, counts) else {
-                continue;
-            };
-            let Some(other) = reading.rule else { continue };
-            let how = match reading.error {
-                PathError::TrailingVariant => "with a trailing slash, dot or space changed",
-                _ => "with letter case ignored",
-            };
-            return Err(invalid(
-                path_key(rule),
-                pattern,
-                format!(
-                    "read {how} ({:?}, method {method}), it reaches {} ({:?}: {}) instead of {}; \
-                     an upstream that reads it that way would serve one with the other's rule, so \
-                     give both the same requirement or paths that cannot be confused",
-                    reading.path,
-                    other.name,
-                    other.path.pattern(),
-                    other.requirement,
-                    own.map_or_else(
-                        || "the default".to_string(),
-                        |r| format!("{} ({})", r.name, r.requirement)
-                    ),
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
     let name = format!("rules[{index}]");
     let key = |field: &str| format!("{name}.{field}");
@@ -1100,40 +1026,7 @@ fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
             });
         }
     };
-    let methods = match raw.methods {
-        None => None,
-        Some(list) => {
-            if list.is_empty() {
-                return Err(invalid(
-                    key("methods"),
-                    &list,
-                    "leave `methods` out to match every method",
-                ));
-            }
-            for m in &list {
-                // RFC 9110 §9.1: a method is a token, and case-sensitive. Requests match exactly,
-                // so a lower-case rule would match only lower-case requests: refuse it.
-                if !is_http_token(m) {
-                    return Err(invalid(
-                        key("methods"),
-                        m,
-                        "not an HTTP method name (an RFC 9110 token, e.g. \"GET\")",
-                    ));
-                }
-                if m.bytes().any(|b| b.is_ascii_lowercase()) {
-                    return Err(invalid(
-                        key("methods"),
-                        m,
-                        format!(
-                            "HTTP methods are case-sensitive and standard ones are upper-case; write {:?}",
-                            m.to_ascii_uppercase()
-                        ),
-                    ));
-                }
-            }
-            Some(list)
-        }
-    };
+    let methods = raw.methods;
     let public = raw.public.unwrap_or(false);
     let check_scopes = |field: &str, list: Vec<String>| -> Result<Vec<String>, ConfigError> {
         if list.is_empty() {
@@ -1182,12 +1075,7 @@ fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
         (false, None, Some(list)) => Requirement::AllScopes(check_scopes("all_scopes", list)?),
         (false, None, None) => Requirement::Authenticated,
     };
-    Ok(Rule {
-        name,
-        path,
-        methods,
-        requirement,
-    })
+    Ok(Rule::new(name, path, methods, requirement)?)
 }
 
 /// A rule path must already be canonical, or it could never match a (canonicalised) request; and
@@ -1284,25 +1172,25 @@ impl fmt::Display for Config {
             l.check_timeout.as_millis()
         )?;
         writeln!(f, "rules (first match wins):")?;
-        for rule in &self.policy.rules {
-            let path = match &rule.path {
+        for rule in self.policy.rules() {
+            let path = match rule.path() {
                 PathMatch::Exact(p) => format!("path   {p}"),
                 PathMatch::Prefix(p) => format!("prefix {p}"),
             };
             let methods = rule
-                .methods
-                .as_ref()
+                .methods()
                 .map_or_else(|| "any method".to_string(), |m| m.join(","));
             writeln!(
                 f,
                 "  {:<9} {path:<30} {methods:<12} -> {}",
-                rule.name, rule.requirement
+                rule.name(),
+                rule.requirement()
             )?;
         }
         write!(
             f,
             "  default   everything else                             -> {}",
-            self.policy.default
+            self.policy.default_requirement()
         )
     }
 }
@@ -1329,8 +1217,11 @@ mod tests {
         assert_eq!(c.issuers[0].expectations.algorithms, [Algorithm::RS256]);
         assert_eq!(c.issuers[0].jwks.refresh, Duration::from_secs(600));
         assert!(c.issuers[0].jwks.refetch_cooldown <= Duration::from_secs(5));
-        assert_eq!(c.policy.default, Requirement::Authenticated);
-        assert!(c.policy.rules.is_empty());
+        assert_eq!(
+            *c.policy().default_requirement(),
+            Requirement::Authenticated
+        );
+        assert!(c.policy().rules().is_empty());
         assert_eq!(c.issuers[0].jwks.max_keys, 100);
         assert_eq!(
             c.issuers[0].jwks.unknown_kid_wait,
@@ -1407,20 +1298,20 @@ mod tests {
             "#,
         )
         .expect("compiles");
-        let r = &c.policy.rules;
-        assert_eq!(r[0].methods.as_deref(), Some(&["GET".to_string()][..]));
+        let r = c.policy().rules();
+        assert_eq!(r[0].methods(), Some(&["GET".to_string()][..]));
         assert_eq!(
-            r[0].requirement,
+            *r[0].requirement(),
             Requirement::AnyScope(vec!["read:messages".into()])
         );
-        assert_eq!(r[1].path, PathMatch::Prefix("/admin/".into()));
+        assert_eq!(*r[1].path(), PathMatch::Prefix("/admin/".into()));
         assert_eq!(
-            r[1].requirement,
+            *r[1].requirement(),
             Requirement::AllScopes(vec!["admin".into(), "write".into()])
         );
-        assert_eq!(r[2].requirement, Requirement::Public);
-        assert_eq!(r[3].requirement, Requirement::Authenticated);
-        assert_eq!(c.policy.default, Requirement::Deny);
+        assert_eq!(*r[2].requirement(), Requirement::Public);
+        assert_eq!(*r[3].requirement(), Requirement::Authenticated);
+        assert_eq!(*c.policy().default_requirement(), Requirement::Deny);
         let shown = c.to_string();
         assert!(
             shown.contains("rules[1]") && shown.contains("all of scopes [admin, write]"),
@@ -1715,7 +1606,11 @@ mod tests {
         );
         assert_eq!(shown.server, defaults.server, "[server]");
         assert_eq!(shown.realm, defaults.realm, "realm");
-        assert_eq!(shown.policy.default, defaults.policy.default, "default");
+        assert_eq!(
+            shown.policy().default_requirement(),
+            defaults.policy().default_requirement(),
+            "default"
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub enum ServerError {
 
 /// Binds `config.listen` and serves until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let addr = config.listen;
+    let addr = config.listen();
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
@@ -76,13 +76,13 @@ pub async fn serve(
     // same for every issuer, so one HTTP client serves them all.
     let fetched = Arc::new(tokio::sync::Notify::new());
     let key_sets: Vec<Jwks> = config
-        .issuers
+        .issuers()
         .iter()
         .map(|issuer| Jwks::with_observer(issuer.jwks.clone(), Arc::clone(&fetched)))
         .collect();
-    let client = jwks::http_client(&config.issuers[0].jwks)?;
+    let client = jwks::http_client(&config.issuers()[0].jwks)?;
 
-    let limits = config.server.clone();
+    let limits = config.server().clone();
     warn_if_descriptors_run_out_first(limits.max_connections);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let health_service = health_service.max_decoding_message_size(limits.max_request_bytes);
@@ -147,14 +147,14 @@ pub async fn serve(
     ));
 
     let issuers: Vec<&str> = config
-        .issuers
+        .issuers()
         .iter()
         .map(|issuer| issuer.expectations.issuer.as_str())
         .collect();
     tracing::info!(
         listen = ?local,
         issuers = ?issuers,
-        rules = config.policy.rules.len(),
+        rules = config.policy().rules().len(),
         "scopegate serving"
     );
     let service = AuthorizationService::new(Arc::clone(&config), key_sets);

@@ -56,7 +56,7 @@ impl AuthorizationService {
     pub fn new(config: Arc<Config>, key_sets: Vec<Jwks>) -> Self {
         assert_eq!(
             key_sets.len(),
-            config.issuers.len(),
+            config.issuers().len(),
             "one key set per configured issuer"
         );
         let forwarded_headers = config.forwarded_headers().into();
@@ -77,7 +77,7 @@ impl AuthorizationService {
         }
         let iss = verify::peek_issuer(token)?.ok_or(VerifyError::WrongIssuer)?;
         self.config
-            .issuers
+            .issuers()
             .iter()
             .position(|issuer| issuer.expectations.issuer == iss)
             .ok_or(VerifyError::WrongIssuer)
@@ -98,7 +98,7 @@ impl AuthorizationService {
         let token = token::bearer_token(&values)?;
         let index = self.issuer_of(token)?;
         let (expect, jwks) = (
-            &self.config.issuers[index].expectations,
+            &self.config.issuers()[index].expectations,
             &self.key_sets[index],
         );
         let Some(keys) = jwks.snapshot() else {
@@ -145,7 +145,7 @@ impl Authorization for AuthorizationService {
         let mut route_name = "none";
         let mut subject = None;
         let route = policy::normalize(&http.path)
-            .and_then(|path| self.config.policy.route(&http.method, &path));
+            .and_then(|path| self.config.policy().route(&http.method, &path));
         let decision = match route {
             Err(e) => Decision::Deny(Denial::BadPath(e)),
             Ok(route) => {
@@ -154,7 +154,7 @@ impl Authorization for AuthorizationService {
                 // authentication is the only step that can wait (on an unknown-kid refetch), and
                 // past the deadline Envoy would answer (or, failing open, allow) without us.
                 let auth = if route.requirement.needs_token() {
-                    let deadline = self.config.server.check_timeout;
+                    let deadline = self.config.server().check_timeout;
                     tokio::time::timeout(deadline, self.authenticate(&authorization, now))
                         .await
                         .map(Some)
@@ -204,7 +204,7 @@ impl Authorization for AuthorizationService {
                     sub = subject.as_deref(),
                     "deny"
                 );
-                deny(&denial, &self.config.realm)
+                deny(&denial, self.config.realm())
             }
         };
         Ok(Response::new(response))

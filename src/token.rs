@@ -7,6 +7,14 @@
 //!   [`CredentialsError::OtherScheme`], answered 401 with no error code (RFC 6750 §3.1);
 //! - anything else that is not exactly one well-formed Bearer credential: 400 `invalid_request`.
 
+/// Whether `s` is an RFC 9110 token (§5.6.2): the grammar of auth-schemes, method names and
+/// header field names.
+pub fn is_http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Longest credential accepted, in bytes. Far above any real access token; bounds the work an
 /// attacker can make the verifier do before any signature check.
 pub const MAX_CREDENTIALS_BYTES: usize = 16 * 1024;

@@ -85,7 +85,8 @@ fn policies() -> &'static [Policy; 2] {
             RawConfig::from_toml(&text, "<fuzz>")
                 .and_then(RawConfig::compile)
                 .expect("the fuzzing policy compiles")
-                .policy
+                .policy()
+                .clone()
         })
     })
 }
@@ -135,7 +136,7 @@ fn check_route(policy: &Policy, method: &str, path: &RequestPath) {
         }
         Err(other) => panic!("route refused {path:?} with {other:?}, which only normalize returns"),
     };
-    let expected = first_match(policy, method, path.as_str()).map_or("default", |r| &r.name);
+    let expected = first_match(policy, method, path.as_str()).map_or("default", |r| r.name());
     assert_eq!(
         route.name, expected,
         "{method} {path:?} routed to {} instead of {expected}",
@@ -155,7 +156,11 @@ fn check_route(policy: &Policy, method: &str, path: &RequestPath) {
         path.as_str().to_ascii_uppercase(),
         path.as_str().to_ascii_lowercase(),
         toggled,
-        if bare.is_empty() { "/".to_string() } else { bare.to_string() },
+        if bare.is_empty() {
+            "/".to_string()
+        } else {
+            bare.to_string()
+        },
     ];
     for other_method in [method.to_ascii_uppercase(), method.to_ascii_lowercase()] {
         for spelling in std::iter::once(path.as_str()).chain(spellings.iter().map(String::as_str)) {
@@ -203,21 +208,20 @@ fn check_route(policy: &Policy, method: &str, path: &RequestPath) {
 /// takes HEAD names it.
 fn first_match<'a>(policy: &'a Policy, method: &str, path: &str) -> Option<&'a Rule> {
     let find = |method: &str| {
-        policy.rules.iter().find(|rule| {
-            let path_ok = match &rule.path {
+        policy.rules().iter().find(|rule| {
+            let path_ok = match rule.path() {
                 PathMatch::Exact(exact) => path == exact,
                 PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
             };
             let method_ok = rule
-                .methods
-                .as_ref()
+                .methods()
                 .is_none_or(|methods| methods.iter().any(|m| m == method));
             path_ok && method_ok
         })
     };
     if method == "HEAD" {
         match find("HEAD") {
-            Some(rule) if rule.methods.iter().flatten().any(|m| m == "HEAD") => Some(rule),
+            Some(rule) if rule.methods().into_iter().flatten().any(|m| m == "HEAD") => Some(rule),
             _ => find("GET"),
         }
     } else {

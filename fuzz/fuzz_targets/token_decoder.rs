@@ -68,9 +68,9 @@ fn fixture() -> &'static Fixture {
         let expect = RawConfig::from_toml(CONFIG, "<fuzz>")
             .and_then(RawConfig::compile)
             .expect("the fuzzing configuration compiles")
-            .issuers
-            .remove(0)
-            .expectations;
+            .issuers()[0]
+            .expectations
+            .clone();
         let jwks = format!(
             r#"{{"keys":[
                 {{"kty":"RSA","use":"sig","alg":"RS256","kid":"fuzz-rs256","n":"{MODULUS}","e":"{EXPONENT}"}},

@@ -13,7 +13,7 @@ use std::fmt;
 
 pub use path::{PathError, RequestPath, normalize};
 
-use crate::token::CredentialsError;
+use crate::token::{CredentialsError, is_http_token};
 use crate::verify::{VerifiedClaims, VerifyError};
 
 /// What a matched route demands of the request.
@@ -100,22 +100,77 @@ pub(crate) enum Case {
     Ignored,
 }
 
-/// One compiled `[[rules]]` entry.
+/// One compiled `[[rules]]` entry. Built only by [`Rule::new`], which checks its methods.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    /// Position-based name used in logs, e.g. `rules[2]`.
-    pub name: String,
-    /// Path matcher.
-    pub path: PathMatch,
-    /// Methods, upper-case RFC 9110 tokens (the configuration refuses anything else); `None`
-    /// matches any method. Compared exactly, as HTTP methods are case-sensitive; a request whose
-    /// method would match another rule with case ignored is refused by [`Policy::route`].
-    pub methods: Option<Vec<String>>,
-    /// What the route needs.
-    pub requirement: Requirement,
+    /// Position-based name used in logs and errors, e.g. `rules[2]`.
+    name: String,
+    path: PathMatch,
+    /// Upper-case RFC 9110 tokens, at least one; `None` matches any method.
+    methods: Option<Vec<String>>,
+    requirement: Requirement,
 }
 
 impl Rule {
+    /// A rule named `name` (`rules[N]`, as errors and logs call it). `methods`, when given, must
+    /// be non-empty upper-case RFC 9110 tokens: methods are compared exactly, as HTTP methods are
+    /// case-sensitive, so a lower-case rule would match only lower-case requests.
+    pub fn new(
+        name: impl Into<String>,
+        path: PathMatch,
+        methods: Option<Vec<String>>,
+        requirement: Requirement,
+    ) -> Result<Rule, PolicyError> {
+        let name = name.into();
+        if let Some(list) = &methods {
+            if list.is_empty() {
+                return Err(PolicyError::NoMethods { rule: name });
+            }
+            if let Some(bad) = list.iter().find(|m| !is_http_token(m)) {
+                return Err(PolicyError::NotAMethod {
+                    rule: name,
+                    method: bad.clone(),
+                });
+            }
+            if let Some(lower) = list
+                .iter()
+                .find(|m| m.bytes().any(|b| b.is_ascii_lowercase()))
+            {
+                return Err(PolicyError::LowerCaseMethod {
+                    rule: name,
+                    method: lower.clone(),
+                });
+            }
+        }
+        Ok(Rule {
+            name,
+            path,
+            methods,
+            requirement,
+        })
+    }
+
+    /// Position-based name used in logs, e.g. `rules[2]`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Path matcher.
+    pub fn path(&self) -> &PathMatch {
+        &self.path
+    }
+
+    /// Methods, upper-case; `None` matches any method. A request whose method would match
+    /// another rule with case ignored is refused by [`Policy::route`].
+    pub fn methods(&self) -> Option<&[String]> {
+        self.methods.as_deref()
+    }
+
+    /// What the route needs.
+    pub fn requirement(&self) -> &Requirement {
+        &self.requirement
+    }
+
     /// Whether the rule lists `method` by name (not merely matching every method).
     pub fn names_method(&self, method: &str) -> bool {
         self.methods
@@ -128,15 +183,140 @@ impl Rule {
             .as_ref()
             .is_none_or(|ms| ms.iter().any(|m| m == method))
     }
+
+    /// The configuration key of this rule's path: `rules[N].path` or `rules[N].prefix`.
+    fn path_key(&self) -> String {
+        let field = match self.path {
+            PathMatch::Exact(_) => "path",
+            PathMatch::Prefix(_) => "prefix",
+        };
+        format!("{}.{field}", self.name)
+    }
 }
 
-/// The ordered rules plus the requirement for requests no rule matches.
+/// Why [`Rule::new`] or [`Policy::new`] refused a rule; [`PolicyError::key`] names the
+/// configuration key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// `methods = []`.
+    #[error("leave `methods` out to match every method")]
+    NoMethods {
+        /// The rule's name.
+        rule: String,
+    },
+    /// A method that is not an RFC 9110 token.
+    #[error("not an HTTP method name (an RFC 9110 token, e.g. \"GET\")")]
+    NotAMethod {
+        /// The rule's name.
+        rule: String,
+        /// The method as written.
+        method: String,
+    },
+    /// A method with lower-case letters: it would match only requests spelt the same way.
+    #[error(
+        "HTTP methods are case-sensitive and standard ones are upper-case; write {:?}",
+        .method.to_ascii_uppercase()
+    )]
+    LowerCaseMethod {
+        /// The rule's name.
+        rule: String,
+        /// The method as written.
+        method: String,
+    },
+    /// An earlier rule takes every request this one would match, so it can never decide.
+    #[error(
+        "{earlier} ({earlier_pattern:?}) comes first and takes every request this rule would \
+         match, so it can never apply; move it above {earlier} or remove it"
+    )]
+    Shadowed {
+        /// The shadowed rule's path key (`rules[N].path` or `.prefix`).
+        key: String,
+        /// Its path.
+        pattern: String,
+        /// The earlier rule's name.
+        earlier: String,
+        /// The earlier rule's path.
+        earlier_pattern: String,
+    },
+    /// The rule's own path, read as an upstream might (letter case; a trailing slash, dot or
+    /// space), reaches another rule with a different requirement: `Policy::route` exempts
+    /// configured paths from those readings, so the conflict is refused here instead.
+    #[error("{0}")]
+    ConflictingReading(Box<Conflict>),
+}
+
+/// The details of [`PolicyError::ConflictingReading`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The rule's path key.
+    pub key: String,
+    /// Its path.
+    pub pattern: String,
+    /// Which reading, in words.
+    pub how: &'static str,
+    /// The path under that reading.
+    pub reading: String,
+    /// The method tried.
+    pub method: String,
+    /// The rule the reading reaches.
+    pub other: String,
+    /// That rule's path.
+    pub other_pattern: String,
+    /// That rule's requirement, in words.
+    pub other_requirement: String,
+    /// What the path reaches as written, in words.
+    pub own: String,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "read {} ({:?}, method {}), it reaches {} ({:?}: {}) instead of {}; an upstream that \
+             reads it that way would serve one with the other's rule, so give both the same \
+             requirement or paths that cannot be confused",
+            self.how,
+            self.reading,
+            self.method,
+            self.other,
+            self.other_pattern,
+            self.other_requirement,
+            self.own
+        )
+    }
+}
+
+impl PolicyError {
+    /// The configuration key at fault, e.g. `rules[2].methods` or `rules[0].prefix`.
+    pub fn key(&self) -> String {
+        match self {
+            PolicyError::NoMethods { rule }
+            | PolicyError::NotAMethod { rule, .. }
+            | PolicyError::LowerCaseMethod { rule, .. } => format!("{rule}.methods"),
+            PolicyError::Shadowed { key, .. } => key.clone(),
+            PolicyError::ConflictingReading(conflict) => conflict.key.clone(),
+        }
+    }
+
+    /// The refused value as written.
+    pub fn value(&self) -> &str {
+        match self {
+            PolicyError::NoMethods { .. } => "[]",
+            PolicyError::NotAMethod { method, .. }
+            | PolicyError::LowerCaseMethod { method, .. } => method,
+            PolicyError::Shadowed { pattern, .. } => pattern,
+            PolicyError::ConflictingReading(conflict) => &conflict.pattern,
+        }
+    }
+}
+
+/// The ordered rules plus the requirement for requests no rule matches. Built only by
+/// [`Policy::new`], which refuses rules that could never apply and rules whose own paths another
+/// reading would send elsewhere; [`Policy::route`] relies on the latter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    /// Rules in configuration order; the first match decides.
-    pub rules: Vec<Rule>,
-    /// Requirement for unmatched requests.
-    pub default: Requirement,
+    rules: Vec<Rule>,
+    default: Requirement,
 }
 
 /// The rule (or default) that applies to one request.
@@ -161,6 +341,109 @@ pub struct Reading<'a> {
 }
 
 impl Policy {
+    /// The policy deciding by `rules` in order (the first match wins), and by `default` where
+    /// none matches. Refuses a rule an earlier one always wins, and a rule whose own path, read as
+    /// an upstream might, reaches another rule with a different requirement.
+    pub fn new(rules: Vec<Rule>, default: Requirement) -> Result<Policy, PolicyError> {
+        let policy = Policy { rules, default };
+        policy.reject_shadowed_rules()?;
+        policy.reject_conflicting_readings()?;
+        Ok(policy)
+    }
+
+    /// The rules, in the order they are tried.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The requirement for requests no rule matches.
+    pub fn default_requirement(&self) -> &Requirement {
+        &self.default
+    }
+
+    /// Refuses a rule that an earlier rule always wins: every path it matches the earlier one
+    /// matches too, for every method it names. It could never decide anything, so it cannot
+    /// mean what it says (`prefix = "/"` before `path = "/admin"`).
+    fn reject_shadowed_rules(&self) -> Result<(), PolicyError> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            let shadow = self.rules[..i].iter().find(|earlier| {
+                rule.path.covered_by(&earlier.path)
+                    && match (&earlier.methods, &rule.methods) {
+                        (None, _) => true,
+                        (Some(_), None) => false,
+                        (Some(theirs), Some(ours)) => ours.iter().all(|m| theirs.contains(m)),
+                    }
+            });
+            if let Some(earlier) = shadow {
+                return Err(PolicyError::Shadowed {
+                    key: rule.path_key(),
+                    pattern: rule.path.pattern().to_owned(),
+                    earlier: earlier.name.clone(),
+                    earlier_pattern: earlier.path.pattern().to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a rule whose own path, under a reading an upstream might apply (letter case,
+    /// ASCII or Unicode; a trailing slash, dot or space), reaches another rule with a different
+    /// requirement: a public `/admın` beside a protected `/admin`, or `path = "/admin"` beside a
+    /// weaker `prefix = "/admin/"`. Requests for configured paths are exempt from those readings
+    /// in [`Policy::route`], so this is where such a conflict must be caught. Each method the
+    /// rule names is tried (every method named anywhere, and one named nowhere, for a rule
+    /// without `methods`).
+    fn reject_conflicting_readings(&self) -> Result<(), PolicyError> {
+        let mut every_method: Vec<&str> = self
+            .rules
+            .iter()
+            .flat_map(|rule| rule.methods.iter().flatten().map(String::as_str))
+            .chain(["GET", "HEAD", "UNLISTED-METHOD"])
+            .collect();
+        every_method.sort_unstable();
+        every_method.dedup();
+        for rule in &self.rules {
+            let methods: Vec<&str> = match &rule.methods {
+                Some(methods) => methods.iter().map(String::as_str).collect(),
+                None => every_method.clone(),
+            };
+            let pattern = rule.path.pattern();
+            for method in methods {
+                let own = self.lookup(method, pattern, Case::Sensitive);
+                // Only another rule counts, and only one that does not take this path as
+                // written: reaching the default under a reading is what a specific rule is for,
+                // and a broader rule that takes the path itself (`prefix = "/items/"` behind a
+                // public `path = "/items/special"`) is one this rule deliberately makes an
+                // exception to.
+                let counts = |other: Option<&Rule>| {
+                    other.is_some_and(|other| !other.path.matches(pattern, Case::Sensitive))
+                };
+                let Some(reading) = self.conflicting_reading(method, pattern, own, counts) else {
+                    continue;
+                };
+                let Some(other) = reading.rule else { continue };
+                return Err(PolicyError::ConflictingReading(Box::new(Conflict {
+                    key: rule.path_key(),
+                    pattern: pattern.to_owned(),
+                    how: match reading.error {
+                        PathError::TrailingVariant => "with a trailing slash, dot or space changed",
+                        _ => "with letter case ignored",
+                    },
+                    reading: reading.path,
+                    method: method.to_owned(),
+                    other: other.name.clone(),
+                    other_pattern: other.path.pattern().to_owned(),
+                    other_requirement: other.requirement.to_string(),
+                    own: own.map_or_else(
+                        || "the default".to_string(),
+                        |r| format!("{} ({})", r.name, r.requirement),
+                    ),
+                })));
+            }
+        }
+        Ok(())
+    }
+
     /// The rule (or default) deciding `method` on `path`.
     ///
     /// `HEAD` is decided as the `GET` it stands for (frameworks answer `HEAD` by running the `GET`
@@ -431,17 +714,13 @@ mod tests {
     use super::*;
 
     fn rule(name: &str, path: PathMatch, methods: Option<&[&str]>, req: Requirement) -> Rule {
-        Rule {
-            name: name.into(),
-            path,
-            methods: methods.map(|ms| ms.iter().map(|m| m.to_string()).collect()),
-            requirement: req,
-        }
+        let methods = methods.map(|ms| ms.iter().map(|m| m.to_string()).collect());
+        Rule::new(name, path, methods, req).expect("a valid rule")
     }
 
     fn policy() -> Policy {
-        Policy {
-            rules: vec![
+        Policy::new(
+            vec![
                 rule(
                     "rules[0]",
                     PathMatch::Exact("/health".into()),
@@ -474,8 +753,56 @@ mod tests {
                     Requirement::Deny,
                 ),
             ],
-            default: Requirement::Authenticated,
+            Requirement::Authenticated,
+        )
+        .expect("a valid policy")
+    }
+
+    #[test]
+    fn rules_and_policies_that_cannot_mean_what_they_say_are_refused() {
+        let exact = |p: &str| PathMatch::Exact(p.into());
+        let any = || Requirement::Authenticated;
+        let methods = |ms: &[&str]| Some(ms.iter().map(|m| m.to_string()).collect());
+        for (methods, key) in [
+            (Some(Vec::new()), "rules[0].methods"),
+            (methods(&["GE T"]), "rules[0].methods"),
+            (methods(&["get"]), "rules[0].methods"),
+        ] {
+            let err = Rule::new("rules[0]", exact("/a"), methods, any()).expect_err("refused");
+            assert_eq!(err.key(), key, "{err}");
         }
+        let shadowed = Policy::new(
+            vec![
+                rule("rules[0]", PathMatch::Prefix("/".into()), None, any()),
+                rule("rules[1]", exact("/admin"), None, Requirement::Deny),
+            ],
+            Requirement::Deny,
+        )
+        .expect_err("an earlier prefix takes /admin");
+        assert!(
+            matches!(shadowed, PolicyError::Shadowed { .. }),
+            "{shadowed:?}"
+        );
+        assert_eq!(
+            (shadowed.key().as_str(), shadowed.value()),
+            ("rules[1].path", "/admin")
+        );
+        let conflicting = Policy::new(
+            vec![
+                rule("rules[0]", exact("/admin"), None, Requirement::Deny),
+                rule("rules[1]", exact("/Admin"), None, Requirement::Public),
+            ],
+            Requirement::Deny,
+        )
+        .expect_err("/Admin is /admin with case ignored");
+        assert!(
+            matches!(conflicting, PolicyError::ConflictingReading(_)),
+            "{conflicting:?}"
+        );
+        assert!(
+            conflicting.to_string().contains("letter case"),
+            "{conflicting}"
+        );
     }
 
     #[test]
@@ -530,8 +857,8 @@ mod tests {
     fn readings_policy() -> Policy {
         let read = || Requirement::AnyScope(vec!["read:messages".into()]);
         let admin = || Requirement::AnyScope(vec!["admin".into()]);
-        Policy {
-            rules: vec![
+        Policy::new(
+            vec![
                 rule(
                     "rules[0]",
                     PathMatch::Exact("/restricted_resource".into()),
@@ -570,8 +897,9 @@ mod tests {
                     admin(),
                 ),
             ],
-            default: Requirement::Public,
-        }
+            Requirement::Public,
+        )
+        .expect("a valid policy")
     }
 
     #[test]

@@ -49,23 +49,23 @@ fn fixture() -> &'static Fixture {
 }
 
 fn protected_policy() -> Policy {
-    Policy {
-        rules: vec![
-            Rule {
-                name: "rules[0]".into(),
-                path: PathMatch::Prefix("/public/".into()),
-                methods: None,
-                requirement: Requirement::Public,
-            },
-            Rule {
-                name: "rules[1]".into(),
-                path: PathMatch::Prefix("/".into()),
-                methods: None,
-                requirement: Requirement::AnyScope(vec!["read:messages".into()]),
-            },
-        ],
-        default: Requirement::Deny,
-    }
+    let rules = vec![
+        Rule::new(
+            "rules[0]",
+            PathMatch::Prefix("/public/".into()),
+            None,
+            Requirement::Public,
+        )
+        .expect("rule"),
+        Rule::new(
+            "rules[1]",
+            PathMatch::Prefix("/".into()),
+            None,
+            Requirement::AnyScope(vec!["read:messages".into()]),
+        )
+        .expect("rule"),
+    ];
+    Policy::new(rules, Requirement::Deny).expect("a valid policy")
 }
 
 /// Header values: mostly Bearer-looking, with hostile characters mixed in.
