@@ -10,7 +10,7 @@
 //!   (bounded by `unknown_kid_wait`) for a refetch that an unknown `kid` asked for, and such
 //!   refetches are single-flight and happen at most once per cooldown, so a flood of random `kid`s
 //!   cannot hammer the issuer.
-//! - The end of a fetch attempt (clearing `in_flight`, counting the attempt) happens under the
+//! - The end of a fetch attempt (the gate back to idle, the attempt counted) happens under the
 //!   gate's lock, and a waiter reads the attempt count under the same lock: it waits for the end
 //!   of the fetch it joined or started, never takes an earlier one for its own.
 //! - A failed or unusable refresh never replaces the last good key set. The refresher never sleeps
@@ -141,12 +141,77 @@ pub enum Refetch {
     TimedOut,
 }
 
-#[derive(Debug)]
+/// The single-flight gate shared by unknown-`kid` refetches and stale-set requests, as a small
+/// state machine. Pure: it is told the time and the cooldown, and says what a caller should do;
+/// [`Jwks`] holds it under a lock together with the attempt count.
+///
+/// ```text
+///            ask (outside cooldown) → Started        begin (refresher)
+///   Idle ─────────────────────────────────────▶ Fetching ◀──────── Idle
+///    ▲  ask (inside cooldown) → CoolingDown        │  ask → Join
+///    └──────────────────── finish ─────────────────┘
+/// ```
+#[derive(Debug, Default)]
 struct RefetchGate {
-    /// A fetch is under way, or has been asked for and the refresher is about to start it.
-    in_flight: bool,
-    /// When a Check last asked for a refetch (for the cooldown).
+    state: GateState,
+    /// When a Check last started a refetch (for the cooldown). Fetches the refresher starts on
+    /// its own schedule do not count.
     last_trigger: Option<Instant>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum GateState {
+    /// No fetch under way.
+    #[default]
+    Idle,
+    /// A fetch is under way, or has been asked for and the refresher is about to start it.
+    Fetching,
+}
+
+/// What the gate tells a caller that asks for a fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GateAnswer {
+    /// A fetch is under way: wait for its end.
+    Join,
+    /// This caller started a fetch: wake the refresher, then wait for its end.
+    Started,
+    /// A Check started a fetch less than a cooldown ago: do not wait.
+    CoolingDown,
+}
+
+impl RefetchGate {
+    /// A caller asks for a fetch at `now`.
+    fn ask(&mut self, now: Instant, cooldown: Duration) -> GateAnswer {
+        if self.state == GateState::Fetching {
+            return GateAnswer::Join;
+        }
+        if self
+            .last_trigger
+            .is_some_and(|t| now.duration_since(t) < cooldown)
+        {
+            return GateAnswer::CoolingDown;
+        }
+        // Fetching from now on, so callers arriving before the refresher starts it wait for it
+        // instead of being told to cool down.
+        self.state = GateState::Fetching;
+        self.last_trigger = Some(now);
+        GateAnswer::Started
+    }
+
+    /// The refresher starts a fetch (asked for, or on its schedule).
+    fn begin(&mut self) {
+        self.state = GateState::Fetching;
+    }
+
+    /// The refresher's fetch has ended, installed or not.
+    fn finish(&mut self) {
+        self.state = GateState::Idle;
+    }
+
+    #[cfg(test)]
+    fn is_fetching(&self) -> bool {
+        self.state == GateState::Fetching
+    }
 }
 
 /// What [`Jwks::join_or_trigger`] did.
@@ -167,7 +232,7 @@ struct Shared {
     current: ArcSwapOption<Installed>,
     settings: JwksSettings,
     /// The number of finished fetch attempts, successful or not. Changed only while holding
-    /// `gate`, together with `in_flight`.
+    /// `gate`, together with the gate's state.
     attempts: watch::Sender<u64>,
     gate: Mutex<RefetchGate>,
     wake: Notify,
@@ -207,10 +272,7 @@ impl Jwks {
                 current: ArcSwapOption::empty(),
                 settings,
                 attempts: watch::channel(0).0,
-                gate: Mutex::new(RefetchGate {
-                    in_flight: false,
-                    last_trigger: None,
-                }),
+                gate: Mutex::new(RefetchGate::default()),
                 wake: Notify::new(),
                 refresher_down: AtomicBool::new(false),
                 observer,
@@ -272,41 +334,33 @@ impl Jwks {
     }
 
     /// Joins the fetch under way, or starts one unless inside the cooldown. The attempt count is
-    /// read under the gate's lock, where [`Jwks::finish_attempt`] changes it together with
-    /// `in_flight`, so the count to wait for is exactly the end of the fetch joined or started.
+    /// read under the gate's lock, where [`Jwks::finish_attempt`] changes it together with the
+    /// gate's state, so the count to wait for is exactly the end of the fetch joined or started.
     fn join_or_trigger(&self) -> Joined {
         let mut gate = self.lock_gate();
         let finished = *self.shared.attempts.borrow();
-        let now = Instant::now();
-        if gate.in_flight {
-            return Joined::Until(finished + 1);
+        match gate.ask(Instant::now(), self.shared.settings.refetch_cooldown) {
+            GateAnswer::Join => Joined::Until(finished + 1),
+            GateAnswer::CoolingDown => Joined::CoolingDown,
+            GateAnswer::Started => {
+                drop(gate);
+                self.shared.wake.notify_one();
+                Joined::Until(finished + 1)
+            }
         }
-        if gate
-            .last_trigger
-            .is_some_and(|t| now.duration_since(t) < self.shared.settings.refetch_cooldown)
-        {
-            return Joined::CoolingDown;
-        }
-        // Mark the fetch as under way now, so callers arriving before the refresher starts it
-        // wait for it instead of being told to cool down.
-        gate.in_flight = true;
-        gate.last_trigger = Some(now);
-        drop(gate);
-        self.shared.wake.notify_one();
-        Joined::Until(finished + 1)
     }
 
     /// The refresher starts a fetch.
     fn begin_attempt(&self) {
-        self.lock_gate().in_flight = true;
+        self.lock_gate().begin();
     }
 
-    /// The refresher has finished a fetch (installed or not): clear `in_flight` and count the
-    /// attempt in one step under the gate's lock, so that no caller can see the fetch as over
+    /// The refresher has finished a fetch (installed or not): return the gate to idle and count
+    /// the attempt in one step under the gate's lock, so that no caller can see the fetch as over
     /// and yet be woken by its count, nor see it under way and miss its end.
     fn finish_attempt(&self) {
         let mut gate = self.lock_gate();
-        gate.in_flight = false;
+        gate.finish();
         self.shared.attempts.send_modify(|n| *n += 1);
         drop(gate);
         self.shared.observer.notify_one();
@@ -322,8 +376,8 @@ impl Jwks {
     }
 
     fn lock_gate(&self) -> std::sync::MutexGuard<'_, RefetchGate> {
-        // The gate holds two plain fields that are always consistent, so a poisoned lock (a panic
-        // elsewhere while held) leaves nothing half-updated: recover it.
+        // Every gate transition is a single assignment or two that cannot panic between them, so
+        // a poisoned lock (a panic elsewhere while held) leaves nothing half-updated: recover it.
         self.shared
             .gate
             .lock()
@@ -637,6 +691,56 @@ pub(crate) mod tests {
         }
     }
 
+    /// The gate's transitions, one table row per step: what a caller asking at that moment is
+    /// told, under paused time so the cooldown is exact.
+    #[tokio::test(start_paused = true)]
+    async fn the_refetch_gate_joins_starts_and_cools_down() {
+        #[derive(Debug)]
+        enum Step {
+            /// A caller asks, after this much time; expect this answer.
+            Ask(u64, GateAnswer),
+            /// The refresher starts a fetch on its schedule.
+            Begin,
+            /// The refresher's fetch ends.
+            Finish,
+        }
+        use GateAnswer::{CoolingDown, Join, Started};
+        use Step::{Ask, Begin, Finish};
+        let cooldown = Duration::from_secs(5);
+        let steps = [
+            Ask(0, Started),     // idle, no earlier trigger: start a fetch
+            Ask(0, Join),        // the same fetch, not a second one
+            Finish,              // back to idle
+            Ask(1, CoolingDown), // 1 s after the trigger: inside the cooldown
+            Ask(3, CoolingDown), // 4 s: still inside
+            Begin,               // a scheduled fetch: callers join it even in the cooldown
+            Ask(0, Join),
+            Finish,
+            Ask(1, Started), // 5 s after the last trigger: the cooldown is over
+            Finish,
+            Begin, // a scheduled fetch does not restart the cooldown...
+            Finish,
+            Ask(4, CoolingDown), // ...which still runs from the last caller's trigger (4 s ago)
+            Ask(1, Started),
+        ];
+        let mut gate = RefetchGate::default();
+        for (i, step) in steps.into_iter().enumerate() {
+            match step {
+                Ask(after, expected) => {
+                    tokio::time::advance(Duration::from_secs(after)).await;
+                    assert_eq!(
+                        gate.ask(Instant::now(), cooldown),
+                        expected,
+                        "step {i}: {gate:?}"
+                    );
+                    assert!(gate.is_fetching() || expected == CoolingDown, "step {i}");
+                }
+                Begin => gate.begin(),
+                Finish => gate.finish(),
+            }
+        }
+    }
+
     /// Lets every ready task run (time is paused, so nothing else moves).
     async fn settle() {
         for _ in 0..10 {
@@ -645,7 +749,7 @@ pub(crate) mod tests {
     }
 
     /// A caller must wait for the end of the fetch it joined or started, never be woken by the
-    /// end of an earlier one. The end of an attempt (clear `in_flight`, count it) is one step
+    /// end of an earlier one. The end of an attempt (gate to idle, count it) is one step
     /// under the gate's lock; the refresher used to clear first and count after, so a caller
     /// landing in between started a "new" fetch, was woken at once by the old one's count, got
     /// a spurious 401, and burnt the cooldown for everyone.
@@ -671,7 +775,10 @@ pub(crate) mod tests {
         });
         settle().await;
         assert!(!started.is_finished(), "woken by an earlier fetch's count");
-        assert!(jwks.lock_gate().in_flight, "the caller asked for a fetch");
+        assert!(
+            jwks.lock_gate().is_fetching(),
+            "the caller asked for a fetch"
+        );
         jwks.begin_attempt();
         settle().await;
         assert!(!started.is_finished());
@@ -729,7 +836,10 @@ pub(crate) mod tests {
         assert!(jwks.snapshot().is_none() && !jwks.is_usable());
         assert_eq!(jwks.until_stale(), None);
         jwks.request_refetch();
-        assert!(jwks.lock_gate().in_flight, "a stale Check asks for a fetch");
+        assert!(
+            jwks.lock_gate().is_fetching(),
+            "a stale Check asks for a fetch"
+        );
     }
 
     /// Parsing runs on a blocking thread: a task on the same (single-threaded) runtime keeps
