@@ -18,8 +18,9 @@ use crate::verify::{
 };
 
 /// Environment variables that override keys of the file, and the key each one sets.
-pub const ENV_OVERRIDES: [(&str, &str); 4] = [
+pub const ENV_OVERRIDES: [(&str, &str); 5] = [
     ("SCOPEGATE_LISTEN", "listen"),
+    ("SCOPEGATE_METRICS_LISTEN", "metrics_listen"),
     ("SCOPEGATE_ISSUER", "issuer"),
     ("SCOPEGATE_AUDIENCE", "audience"),
     ("SCOPEGATE_JWKS_URI", "jwks_uri"),
@@ -72,6 +73,10 @@ pub struct RawConfig {
     pub forward_claims: Option<std::collections::BTreeMap<String, String>>,
     /// Several trusted issuers, instead of the top-level `issuer`, `audience` and `jwks_uri`.
     pub issuers: Option<Vec<RawIssuer>>,
+    /// Address of the plain-HTTP `/metrics` listener; absent: no metrics listener.
+    pub metrics_listen: Option<String>,
+    /// Which decisions are logged: `deny` (default), `all` or `off`.
+    pub decision_log: Option<DecisionLog>,
     /// Limits of the gRPC server.
     #[serde(default)]
     pub server: RawServer,
@@ -108,6 +113,8 @@ pub struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
+    /// Name in logs and metrics (default `rules[N]`).
+    pub name: Option<String>,
     /// Exact path.
     pub path: Option<String>,
     /// Path prefix.
@@ -144,12 +151,39 @@ pub enum DefaultAction {
     Allow,
 }
 
+/// The `decision_log` key: which Check decisions get a log line of their own (at info, target
+/// `scopegate::decision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionLog {
+    /// Denials only.
+    #[default]
+    Deny,
+    /// Every decision.
+    All,
+    /// None.
+    Off,
+}
+
+impl DecisionLog {
+    /// Whether a decision (`allowed` or not) is logged.
+    pub fn logs(self, allowed: bool) -> bool {
+        match self {
+            DecisionLog::All => true,
+            DecisionLog::Deny => !allowed,
+            DecisionLog::Off => false,
+        }
+    }
+}
+
 /// The compiled configuration. Only [`RawConfig::compile`] builds one, after validating it, so
 /// its fields stay private: there is at least one issuer, no two share an `iss`, and every
 /// limit lies in its documented range.
 #[derive(Debug, Clone)]
 pub struct Config {
     listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+    decision_log: DecisionLog,
     issuers: Vec<Issuer>,
     policy: Policy,
     realm: String,
@@ -570,6 +604,9 @@ impl RawConfig {
         if let Some(v) = get("SCOPEGATE_LISTEN") {
             self.listen = Some(v);
         }
+        if let Some(v) = get("SCOPEGATE_METRICS_LISTEN") {
+            self.metrics_listen = Some(v);
+        }
         if let Some(v) = get("SCOPEGATE_ISSUER") {
             self.issuer = Some(v);
         }
@@ -592,6 +629,27 @@ impl RawConfig {
                 "expected IP:PORT, e.g. \"0.0.0.0:9191\"",
             )
         })?;
+
+        let metrics_listen = self
+            .metrics_listen
+            .map(|text| {
+                text.parse::<SocketAddr>().map_err(|_| {
+                    invalid(
+                        "metrics_listen",
+                        &text,
+                        "expected IP:PORT, e.g. \"127.0.0.1:9464\"",
+                    )
+                })
+            })
+            .transpose()?;
+        if metrics_listen.is_some_and(|m| m == listen && m.port() != 0) {
+            return Err(invalid(
+                "metrics_listen",
+                listen.to_string(),
+                "the metrics listener needs an address of its own, not `listen`'s",
+            ));
+        }
+        let decision_log = self.decision_log.unwrap_or_default();
 
         let realm = self.realm.unwrap_or_else(|| DEFAULT_REALM.to_string());
         if realm.is_empty()
@@ -809,6 +867,8 @@ impl RawConfig {
 
         Ok(Config {
             listen,
+            metrics_listen,
+            decision_log,
             issuers,
             policy,
             realm,
@@ -821,6 +881,16 @@ impl Config {
     /// gRPC listen address.
     pub fn listen(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// Address of the `/metrics` listener, if any.
+    pub fn metrics_listen(&self) -> Option<SocketAddr> {
+        self.metrics_listen
+    }
+
+    /// Which decisions are logged.
+    pub fn decision_log(&self) -> DecisionLog {
+        self.decision_log
     }
 
     /// The trusted issuers (one for the top-level shorthand), each with what its tokens must
@@ -1075,7 +1145,7 @@ fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
         (false, None, Some(list)) => Requirement::AllScopes(check_scopes("all_scopes", list)?),
         (false, None, None) => Requirement::Authenticated,
     };
-    Ok(Rule::new(name, path, methods, requirement)?)
+    Ok(Rule::new(index, raw.name, path, methods, requirement)?)
 }
 
 /// A rule path must already be canonical, or it could never match a (canonicalised) request; and
@@ -1115,6 +1185,15 @@ impl fmt::Display for Config {
     /// The compiled configuration as `check-config` prints it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "listen            {}", self.listen)?;
+        if let Some(metrics) = self.metrics_listen {
+            writeln!(f, "metrics_listen    {metrics}")?;
+        }
+        let decision_log = match self.decision_log {
+            DecisionLog::Deny => "deny",
+            DecisionLog::All => "all",
+            DecisionLog::Off => "off",
+        };
+        writeln!(f, "decision_log      {decision_log}")?;
         for issuer in &self.issuers {
             let e = &issuer.expectations;
             writeln!(f, "issuer            {}", e.issuer)?;
@@ -1326,6 +1405,21 @@ mod tests {
             ("leeway_seconds = \"60\"", "leeway_seconds"),
             ("leeway_seconds = 601", "leeway_seconds"),
             ("listen = \"nope\"", "listen"),
+            ("metrics_listen = \"nope\"", "metrics_listen"),
+            ("decision_log = \"some\"", "some"),
+            (
+                "[[rules]]\nname = \"default\"\npath = \"/a\"",
+                "rules[0].name",
+            ),
+            ("[[rules]]\nname = \"\"\npath = \"/a\"", "rules[0].name"),
+            (
+                "[[rules]]\nname = \"x\"\npath = \"/a\"\n[[rules]]\nname = \"x\"\npath = \"/b\"",
+                "rules[1].name",
+            ),
+            (
+                "[[rules]]\nname = \"rules[1]\"\npath = \"/a\"\n[[rules]]\npath = \"/b\"",
+                "rules[1].name",
+            ),
             ("jwks_uri = \"ftp://x/\"", "jwks_uri"),
             ("default = \"maybe\"", "maybe"),
             ("algorithms = [\"none\"]", "algorithms[0]"),
@@ -1606,6 +1700,7 @@ mod tests {
         );
         assert_eq!(shown.server, defaults.server, "[server]");
         assert_eq!(shown.realm, defaults.realm, "realm");
+        assert_eq!(shown.decision_log, defaults.decision_log, "decision_log");
         assert_eq!(
             shown.policy().default_requirement(),
             defaults.policy().default_requirement(),

@@ -31,6 +31,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::keys::{Algorithm, KeySet, ParseError, SkipSummary, SkippedKey};
+use crate::metrics::{FetchResult, IssuerMetrics, Trigger};
 
 /// Settings for fetching and caching the key set; compiled from the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +112,20 @@ pub enum JwksError {
     Internal(String),
 }
 
+impl JwksError {
+    /// The metrics' `result` for this failure.
+    pub fn result(&self) -> FetchResult {
+        match self {
+            JwksError::Fetch { .. } => FetchResult::network_error,
+            JwksError::Status { .. } => FetchResult::http_error,
+            JwksError::TooLarge { .. } => FetchResult::too_large,
+            JwksError::Parse(_) => FetchResult::invalid,
+            JwksError::Discovery { .. } => FetchResult::discovery_error,
+            JwksError::Internal(_) => FetchResult::internal_error,
+        }
+    }
+}
+
 /// Reads `Cache-Control: max-age=N` (ignoring `no-cache`/`no-store`, which would otherwise force
 /// a refetch per request; the configured minimum applies instead).
 pub fn max_age(cache_control: &str) -> Option<Duration> {
@@ -157,6 +172,9 @@ struct RefetchGate {
     /// When a Check last started a refetch (for the cooldown). Fetches the refresher starts on
     /// its own schedule do not count.
     last_trigger: Option<Instant>,
+    /// Why the fetch a Check started was asked for, until the refresher takes it (for the
+    /// metrics' `trigger`).
+    asked_for: Option<Trigger>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -180,8 +198,8 @@ enum GateAnswer {
 }
 
 impl RefetchGate {
-    /// A caller asks for a fetch at `now`.
-    fn ask(&mut self, now: Instant, cooldown: Duration) -> GateAnswer {
+    /// A caller asks for a fetch at `now`, because of `why` (an unknown `kid`, a stale set).
+    fn ask(&mut self, now: Instant, cooldown: Duration, why: Trigger) -> GateAnswer {
         if self.state == GateState::Fetching {
             return GateAnswer::Join;
         }
@@ -195,12 +213,15 @@ impl RefetchGate {
         // instead of being told to cool down.
         self.state = GateState::Fetching;
         self.last_trigger = Some(now);
+        self.asked_for = Some(why);
         GateAnswer::Started
     }
 
-    /// The refresher starts a fetch (asked for, or on its schedule).
-    fn begin(&mut self) {
+    /// The refresher starts a fetch (asked for, or on its schedule); returns why it was asked
+    /// for, if a caller asked.
+    fn begin(&mut self) -> Option<Trigger> {
         self.state = GateState::Fetching;
+        self.asked_for.take()
     }
 
     /// The refresher's fetch has ended, installed or not.
@@ -241,6 +262,8 @@ struct Shared {
     /// Woken (one stored permit) after every attempt, and when the refresher stops: health,
     /// which may watch several key sets, listens here.
     observer: Arc<Notify>,
+    /// Where fetches and suppressed refetches are counted.
+    metrics: IssuerMetrics,
 }
 
 /// Handle on the shared key set. Cheap to clone; all clones see the same snapshot.
@@ -260,13 +283,18 @@ impl std::fmt::Debug for Jwks {
 impl Jwks {
     /// A handle with no key set loaded yet.
     pub fn new(settings: JwksSettings) -> Self {
-        Jwks::with_observer(settings, Arc::new(Notify::new()))
+        Jwks::with_observer(settings, Arc::new(Notify::new()), IssuerMetrics::detached())
     }
 
     /// A handle with no key set loaded yet, that wakes `observer` after every fetch attempt
     /// (and when its refresher stops): the moments [`Jwks::is_usable`] may change, besides a set
-    /// going stale with time. Several key sets may share one observer.
-    pub fn with_observer(settings: JwksSettings, observer: Arc<Notify>) -> Self {
+    /// going stale with time. Several key sets may share one observer. Fetches are counted in
+    /// `metrics`.
+    pub fn with_observer(
+        settings: JwksSettings,
+        observer: Arc<Notify>,
+        metrics: IssuerMetrics,
+    ) -> Self {
         Jwks {
             shared: Arc::new(Shared {
                 current: ArcSwapOption::empty(),
@@ -276,6 +304,7 @@ impl Jwks {
                 wake: Notify::new(),
                 refresher_down: AtomicBool::new(false),
                 observer,
+                metrics,
             }),
         }
     }
@@ -314,7 +343,7 @@ impl Jwks {
     /// at once. A caller that stops waiting leaves the fetch running: its result serves the
     /// requests that come after.
     pub async fn refetch_for_unknown_kid(&self) -> Refetch {
-        let target = match self.join_or_trigger() {
+        let target = match self.join_or_trigger(Trigger::unknown_kid) {
             Joined::Until(target) => target,
             Joined::CoolingDown => return Refetch::CoolingDown,
         };
@@ -330,18 +359,22 @@ impl Jwks {
     /// stale or absent: that caller is answered 503 now, the ones after it may be served).
     /// Shares the single-flight gate and the cooldown with unknown-`kid` refetches.
     pub fn request_refetch(&self) {
-        let _ = self.join_or_trigger();
+        let _ = self.join_or_trigger(Trigger::stale);
     }
 
     /// Joins the fetch under way, or starts one unless inside the cooldown. The attempt count is
     /// read under the gate's lock, where [`Jwks::finish_attempt`] changes it together with the
     /// gate's state, so the count to wait for is exactly the end of the fetch joined or started.
-    fn join_or_trigger(&self) -> Joined {
+    fn join_or_trigger(&self, why: Trigger) -> Joined {
         let mut gate = self.lock_gate();
         let finished = *self.shared.attempts.borrow();
-        match gate.ask(Instant::now(), self.shared.settings.refetch_cooldown) {
+        match gate.ask(Instant::now(), self.shared.settings.refetch_cooldown, why) {
             GateAnswer::Join => Joined::Until(finished + 1),
-            GateAnswer::CoolingDown => Joined::CoolingDown,
+            GateAnswer::CoolingDown => {
+                drop(gate);
+                self.shared.metrics.refetch_suppressed();
+                Joined::CoolingDown
+            }
             GateAnswer::Started => {
                 drop(gate);
                 self.shared.wake.notify_one();
@@ -350,9 +383,9 @@ impl Jwks {
         }
     }
 
-    /// The refresher starts a fetch.
-    fn begin_attempt(&self) {
-        self.lock_gate().begin();
+    /// The refresher starts a fetch; returns why a Check asked for it, if one did.
+    fn begin_attempt(&self) -> Option<Trigger> {
+        self.lock_gate().begin()
     }
 
     /// The refresher has finished a fetch (installed or not): return the gate to idle and count
@@ -401,8 +434,16 @@ impl Jwks {
         let settings = self.shared.settings.clone();
         tokio::pin!(shutdown);
         let mut failures: u32 = 0;
+        let mut first = true;
         loop {
-            self.begin_attempt();
+            let asked_for = self.begin_attempt();
+            let trigger = match asked_for {
+                _ if first => Trigger::startup,
+                Some(why) => why,
+                None if failures > 0 => Trigger::retry,
+                None => Trigger::scheduled,
+            };
+            first = false;
             let outcome = tokio::select! {
                 outcome = fetch(&client, &settings) => outcome,
                 () = &mut shutdown => return,
@@ -426,12 +467,17 @@ impl Jwks {
                         kids = ?keys.kids(),
                         "JWKS loaded"
                     );
+                    let count = keys.len();
                     self.install(keys);
+                    self.shared
+                        .metrics
+                        .fetched(trigger, FetchResult::success, Some(count));
                     max_age
                         .unwrap_or(settings.refresh)
                         .clamp(settings.min_refresh, settings.max_refresh)
                 }
                 Err(error) => {
+                    self.shared.metrics.fetched(trigger, error.result(), None);
                     failures = failures.saturating_add(1);
                     let backoff = jittered(retry_backoff(failures));
                     let have_keys = self.snapshot().is_some();
@@ -729,13 +775,15 @@ pub(crate) mod tests {
                 Ask(after, expected) => {
                     tokio::time::advance(Duration::from_secs(after)).await;
                     assert_eq!(
-                        gate.ask(Instant::now(), cooldown),
+                        gate.ask(Instant::now(), cooldown, Trigger::unknown_kid),
                         expected,
                         "step {i}: {gate:?}"
                     );
                     assert!(gate.is_fetching() || expected == CoolingDown, "step {i}");
                 }
-                Begin => gate.begin(),
+                Begin => {
+                    gate.begin();
+                }
                 Finish => gate.finish(),
             }
         }

@@ -39,6 +39,7 @@ pub mod dev;
 pub mod jwks;
 pub mod keys;
 pub mod listener;
+pub mod metrics;
 pub mod policy;
 pub mod probe;
 pub mod server;

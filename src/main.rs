@@ -275,6 +275,8 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // Fields at the top level of each object (`request_id`, `decision`, …), where log
+        // pipelines look for them, rather than under `fields`.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

@@ -19,6 +19,7 @@ use tonic_health::ServingStatus;
 use crate::config::Config;
 use crate::jwks::{self, Jwks};
 use crate::listener;
+use crate::metrics::{self, Metrics};
 use crate::service::AuthorizationService;
 
 /// Encoded `FileDescriptorSet` of `envoy/service/auth/v3/external_auth.proto` and its imports,
@@ -72,13 +73,29 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let local = listener.local_addr().ok();
     let config = Arc::new(config);
+    let metrics = Metrics::new();
+    // The metrics listener is bound before anything starts, so a taken port fails start-up.
+    let metrics_listener = match config.metrics_listen() {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
     // One key set per issuer, all waking the same health observer. The fetch settings are the
     // same for every issuer, so one HTTP client serves them all.
     let fetched = Arc::new(tokio::sync::Notify::new());
     let key_sets: Vec<Jwks> = config
         .issuers()
         .iter()
-        .map(|issuer| Jwks::with_observer(issuer.jwks.clone(), Arc::clone(&fetched)))
+        .map(|issuer| {
+            Jwks::with_observer(
+                issuer.jwks.clone(),
+                Arc::clone(&fetched),
+                metrics.issuer(&issuer.expectations.issuer),
+            )
+        })
         .collect();
     let client = jwks::http_client(&config.issuers()[0].jwks)?;
 
@@ -143,7 +160,7 @@ pub async fn serve(
             }
         },
         || {},
-        stop_rx,
+        stop_rx.clone(),
     ));
 
     let issuers: Vec<&str> = config
@@ -157,7 +174,15 @@ pub async fn serve(
         rules = config.policy().rules().len(),
         "scopegate serving"
     );
-    let service = AuthorizationService::new(Arc::clone(&config), key_sets);
+    let metrics_task = metrics_listener.map(|listener| {
+        tracing::info!(listen = ?listener.local_addr().ok(), "metrics serving on /metrics");
+        tokio::spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+            stopped(stop_rx.clone()),
+        ))
+    });
+    let service = AuthorizationService::new(Arc::clone(&config), key_sets, metrics);
     // Once shutdown starts, connections get GOAWAY and in-flight calls may finish; a client that
     // keeps its connection open anyway must not hold the process forever.
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
@@ -212,6 +237,9 @@ pub async fn serve(
         let _ = refresher.await;
     }
     let _ = health_task.await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     tracing::info!("scopegate stopped");
     Ok(result?)
 }

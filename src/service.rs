@@ -17,8 +17,8 @@
 //! | the Check ran past `check_timeout_ms` | 503 | `temporarily_unavailable` | UNAVAILABLE |
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, LazyLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
@@ -31,6 +31,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::jwks::{Jwks, Refetch};
+use crate::metrics::{self, Metrics, Reason};
 use crate::policy::{self, AuthError, Authentication, Decision, Denial};
 use crate::token::{self, CredentialsError};
 use crate::verify::{self, VerifiedClaims, VerifyError};
@@ -40,6 +41,16 @@ pub const SUBJECT_HEADER: &str = "x-auth-subject";
 /// Header carrying the granted scopes (space-separated) to the upstream.
 pub const SCOPES_HEADER: &str = "x-auth-scopes";
 
+/// The request header whose value the decision log records as `request_id`: the id Envoy
+/// generates (or passes on) and writes to its access log, so the two logs join.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Longest `request_id` written to a log line, in bytes (a UUID is 36).
+pub const MAX_LOGGED_REQUEST_ID: usize = 128;
+
+/// The `rule` label and log field of a request refused before any rule was chosen.
+static NO_RULE: LazyLock<Arc<str>> = LazyLock::new(|| "none".into());
+
 /// The Authorization service. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AuthorizationService {
@@ -48,12 +59,13 @@ pub struct AuthorizationService {
     key_sets: Vec<Jwks>,
     /// Every header any issuer forwards a claim in.
     forwarded_headers: Arc<[String]>,
+    metrics: Metrics,
 }
 
 impl AuthorizationService {
     /// A service deciding with `config` against the keys in `key_sets`, one per issuer of
-    /// `config`, in the same order.
-    pub fn new(config: Arc<Config>, key_sets: Vec<Jwks>) -> Self {
+    /// `config`, in the same order, counting its answers in `metrics`.
+    pub fn new(config: Arc<Config>, key_sets: Vec<Jwks>, metrics: Metrics) -> Self {
         assert_eq!(
             key_sets.len(),
             config.issuers().len(),
@@ -64,6 +76,7 @@ impl AuthorizationService {
             config,
             key_sets,
             forwarded_headers,
+            metrics,
         }
     }
 
@@ -85,11 +98,13 @@ impl AuthorizationService {
 
     /// Extracts and verifies the Bearer token. An unknown `kid` asks the JWKS refresher for one
     /// (single-flight, rate-limited) refetch, waits for it at most `unknown_kid_wait_ms`, and
-    /// tries once more with the new snapshot.
+    /// tries once more with the new snapshot. Sets `issuer` to the index of the issuer whose
+    /// keys were tried.
     async fn authenticate(
         &self,
         authorization: &Result<Vec<String>, CredentialsError>,
         now: u64,
+        issuer: &mut Option<usize>,
     ) -> Authentication {
         let values: Vec<&str> = match authorization {
             Ok(values) => values.iter().map(String::as_str).collect(),
@@ -97,6 +112,7 @@ impl AuthorizationService {
         };
         let token = token::bearer_token(&values)?;
         let index = self.issuer_of(token)?;
+        *issuer = Some(index);
         let (expect, jwks) = (
             &self.config.issuers()[index].expectations,
             &self.key_sets[index],
@@ -129,6 +145,7 @@ impl Authorization for AuthorizationService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let started = Instant::now();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(|_| Status::internal("system clock is before the Unix epoch"))?
@@ -142,33 +159,38 @@ impl Authorization for AuthorizationService {
 
         // extract
         let authorization = authorization_values(&http.headers, http.header_map.as_ref());
-        let mut route_name = "none";
-        let mut subject = None;
+        let mut rule = &*NO_RULE;
+        let mut issuer = None;
+        // Who was denied, for the decision log of a denial after verification (a missing scope).
+        let mut identity: Option<Identity> = None;
         let route = policy::normalize(&http.path)
             .and_then(|path| self.config.policy().route(&http.method, &path));
         let decision = match route {
             Err(e) => Decision::Deny(Denial::BadPath(e)),
             Ok(route) => {
-                route_name = route.name;
+                rule = route.name;
                 // verify (only where the route needs a token), within the Check's deadline:
                 // authentication is the only step that can wait (on an unknown-kid refetch), and
                 // past the deadline Envoy would answer (or, failing open, allow) without us.
                 let auth = if route.requirement.needs_token() {
                     let deadline = self.config.server().check_timeout;
-                    tokio::time::timeout(deadline, self.authenticate(&authorization, now))
-                        .await
-                        .map(Some)
+                    tokio::time::timeout(
+                        deadline,
+                        self.authenticate(&authorization, now, &mut issuer),
+                    )
+                    .await
+                    .map(Some)
                 } else {
                     Ok(None)
                 };
                 match auth {
                     Err(_elapsed) => Decision::Deny(Denial::TimedOut),
                     Ok(auth) => {
-                        subject = auth
-                            .as_ref()
-                            .and_then(|a| a.as_ref().ok())
-                            .and_then(VerifiedClaims::subject)
-                            .map(str::to_owned);
+                        if let Some(Ok(claims)) = &auth
+                            && self.config.decision_log().logs(false)
+                        {
+                            identity = Some(Identity::of(claims));
+                        }
                         // decide
                         policy::decide(route.requirement, auth)
                     }
@@ -176,39 +198,166 @@ impl Authorization for AuthorizationService {
             }
         };
 
-        // respond. The query string is never logged: it may carry credentials.
-        // Both are client-controlled and unbounded here (a 3 MB path would be a 3 MB log line):
-        // log a bounded prefix.
-        let logged_path = truncated(
-            http.path.split(['?', '#']).next().unwrap_or_default(),
-            MAX_LOGGED_PATH,
-        );
-        let logged_method = truncated(&http.method, MAX_LOGGED_METHOD);
-        let response = match decision {
-            Decision::Allow(claims) => {
-                tracing::debug!(
-                    route = route_name,
-                    method = %logged_method,
-                    path = %logged_path,
-                    sub = claims.as_ref().and_then(|c| c.subject()),
-                    "allow"
-                );
-                allow(claims.as_ref(), &self.forwarded_headers)
-            }
-            Decision::Deny(denial) => {
-                tracing::info!(
-                    reason = %denial,
-                    route = route_name,
-                    method = %logged_method,
-                    path = %logged_path,
-                    sub = subject.as_deref(),
-                    "deny"
-                );
-                deny(&denial, self.config.realm())
-            }
+        // respond
+        let (response, outcome) = match &decision {
+            Decision::Allow(claims) => (
+                allow(claims.as_ref(), &self.forwarded_headers),
+                Outcome {
+                    decision: metrics::Decision::allow,
+                    status: 200,
+                    reason: if claims.is_some() {
+                        Reason::authorized
+                    } else {
+                        Reason::public
+                    },
+                },
+            ),
+            Decision::Deny(denial) => (deny(denial, self.config.realm()), outcome(denial)),
         };
+        let took = started.elapsed();
+        self.metrics
+            .check(outcome.decision, outcome.status, outcome.reason, rule, took);
+        let allowed = matches!(decision, Decision::Allow(_));
+        if self.config.decision_log().logs(allowed) {
+            let who = match &decision {
+                Decision::Allow(claims) => claims.as_ref().map(Identity::of),
+                Decision::Deny(_) => identity,
+            };
+            let denial = match &decision {
+                Decision::Deny(denial) => Some(denial),
+                Decision::Allow(_) => None,
+            };
+            log_decision(&DecisionRecord {
+                http: &http,
+                outcome: &outcome,
+                denial,
+                rule,
+                issuer: issuer.map(|i| self.config.issuers()[i].expectations.issuer.as_str()),
+                who: who.filter(|_| issuer.is_some()),
+                took,
+            });
+        }
         Ok(Response::new(response))
     }
+}
+
+/// How a Check was answered, as metrics and the decision log label it.
+#[derive(Debug, Clone, Copy)]
+struct Outcome {
+    decision: metrics::Decision,
+    status: u16,
+    reason: Reason,
+}
+
+/// The status and reason label of a denial: the same mapping as [`deny`] answers with.
+fn outcome(denial: &Denial) -> Outcome {
+    let (status, reason) = match denial {
+        Denial::Unauthenticated(AuthError::Credentials(e)) if e.is_absent() => {
+            (401, Reason::missing_token)
+        }
+        Denial::Unauthenticated(AuthError::Credentials(_)) => (400, Reason::invalid_request),
+        Denial::Unauthenticated(AuthError::Token(_)) => (401, Reason::invalid_token),
+        Denial::Unauthenticated(AuthError::KeysUnavailable) => (503, Reason::keys_unavailable),
+        Denial::InsufficientScope { .. } => (403, Reason::insufficient_scope),
+        Denial::RouteDenied => (403, Reason::route_denied),
+        Denial::BadPath(_) => (400, Reason::bad_path),
+        Denial::TimedOut => (503, Reason::timed_out),
+    };
+    Outcome {
+        decision: metrics::Decision::deny,
+        status,
+        reason,
+    }
+}
+
+/// The identity fields of a verified token that the decision log records.
+#[derive(Debug)]
+struct Identity {
+    sub: Option<String>,
+    kid: Option<String>,
+    azp: Option<String>,
+    client_id: Option<String>,
+}
+
+impl Identity {
+    fn of(claims: &VerifiedClaims) -> Identity {
+        Identity {
+            sub: claims.subject().map(str::to_owned),
+            kid: claims.kid().map(str::to_owned),
+            azp: claims.azp().map(str::to_owned),
+            client_id: claims.client_id().map(str::to_owned),
+        }
+    }
+}
+
+/// Everything one decision log line says.
+struct DecisionRecord<'a> {
+    http: &'a envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+    outcome: &'a Outcome,
+    denial: Option<&'a Denial>,
+    rule: &'a Arc<str>,
+    /// The issuer whose keys the token was checked with (its `iss` routed it there).
+    issuer: Option<&'a str>,
+    /// The verified token's identity, when it passed verification.
+    who: Option<Identity>,
+    took: std::time::Duration,
+}
+
+/// Writes one decision log line (target `scopegate::decision`, at info): with `--log-format
+/// json`, one JSON object whose fields join Envoy's access log by `request_id`. The query
+/// string and the token are never written; client-controlled text is bounded. Identity fields
+/// (`sub`, `kid`, `azp`, `client_id`) come from verified tokens only; `iss` is the issuer the
+/// token was routed to.
+fn log_decision(record: &DecisionRecord<'_>) {
+    let http = record.http;
+    let request_id = request_id(http).map(|id| truncated(id, MAX_LOGGED_REQUEST_ID));
+    let path = truncated(
+        http.path.split(['?', '#']).next().unwrap_or_default(),
+        MAX_LOGGED_PATH,
+    );
+    let method = truncated(&http.method, MAX_LOGGED_METHOD);
+    let who = record.who.as_ref();
+    tracing::info!(
+        target: "scopegate::decision",
+        request_id = request_id.as_deref(),
+        decision = ?record.outcome.decision,
+        status = record.outcome.status,
+        reason = ?record.outcome.reason,
+        detail = record.denial.map(tracing::field::display),
+        rule = %record.rule,
+        method = %method,
+        path = %path,
+        iss = record.issuer,
+        sub = who.and_then(|w| w.sub.as_deref()),
+        kid = who.and_then(|w| w.kid.as_deref()),
+        azp = who.and_then(|w| w.azp.as_deref()),
+        client_id = who.and_then(|w| w.client_id.as_deref()),
+        duration_us = u64::try_from(record.took.as_micros()).unwrap_or(u64::MAX),
+        "decision"
+    );
+}
+
+/// The request's `x-request-id`, from the `headers` map or `header_map`.
+fn request_id(
+    http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+) -> Option<&str> {
+    http.headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(REQUEST_ID_HEADER))
+        .map(|(_, v)| v.as_str())
+        .or_else(|| {
+            http.header_map
+                .iter()
+                .flat_map(|m| &m.headers)
+                .find(|h| h.key.eq_ignore_ascii_case(REQUEST_ID_HEADER))
+                .and_then(|h| {
+                    if h.raw_value.is_empty() {
+                        Some(h.value.as_str())
+                    } else {
+                        std::str::from_utf8(&h.raw_value).ok()
+                    }
+                })
+        })
 }
 
 /// Longest path prefix written to a log line, in bytes.

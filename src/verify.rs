@@ -222,6 +222,9 @@ pub struct VerifiedClaims {
     scopes: BTreeSet<String>,
     expires_at: u64,
     forwarded: Vec<(String, String)>,
+    kid: Option<String>,
+    azp: Option<String>,
+    client_id: Option<String>,
 }
 
 impl VerifiedClaims {
@@ -252,6 +255,21 @@ impl VerifiedClaims {
     pub fn forwarded(&self) -> &[(String, String)] {
         &self.forwarded
     }
+
+    /// The `kid` of the key that verified the token, if the token named one.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The `azp` claim (the OAuth client the token was issued to), when it is a string.
+    pub fn azp(&self) -> Option<&str> {
+        self.azp.as_deref()
+    }
+
+    /// The `client_id` claim (RFC 9068), when it is a string.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +281,9 @@ impl VerifiedClaims {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             expires_at: 0,
             forwarded: Vec::new(),
+            kid: None,
+            azp: None,
+            client_id: None,
         }
     }
 }
@@ -303,7 +324,14 @@ struct Claims {
     scopes: Vec<OneOrMany>,
     /// The claims to forward that the token carries: (name, value).
     forward: Vec<(String, serde_json::Value)>,
+    /// `azp` and `client_id` when strings: who the token was issued to, for the decision log.
+    azp: Option<String>,
+    client_id: Option<String>,
 }
+
+/// Claims read only to name the client in the decision log; a value that is not a string is
+/// ignored rather than refused, since no decision depends on it.
+const CLIENT_CLAIMS: [&str; 2] = ["azp", "client_id"];
 
 /// Reads a payload object into [`Claims`], reading as scope claims the names in
 /// `scope_claims`. A member read here that appears twice makes the payload malformed (serde
@@ -339,6 +367,15 @@ impl<'de> serde::de::Visitor<'de> for ClaimsSeed<'_> {
         let mut claims = Claims::default();
         let mut seen_registered = [false; REGISTERED_CLAIMS.len()];
         let mut seen_scope = vec![false; self.scope_claims.len()];
+        let mut seen_client = [false; CLIENT_CLAIMS.len()];
+        let keep_client = |claims: &mut Claims, name: &str, value: &serde_json::Value| {
+            let text = value.as_str().map(str::to_owned);
+            match name {
+                "azp" => claims.azp = text,
+                "client_id" => claims.client_id = text,
+                _ => {}
+            }
+        };
         while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
             let scope = self.scope_claims.iter().position(|c| *c == name);
             let forwarded = self.forward.iter().any(|f| f.claim == name);
@@ -351,7 +388,15 @@ impl<'de> serde::de::Visitor<'de> for ClaimsSeed<'_> {
                     return Err(A::Error::custom(format_args!("duplicate claim {name:?}")));
                 }
                 let value = map.next_value::<serde_json::Value>()?;
+                keep_client(&mut claims, &name, &value);
                 claims.forward.push((name.into_owned(), value));
+                continue;
+            } else if let Some(i) = CLIENT_CLAIMS.iter().position(|c| *c == name) {
+                if std::mem::replace(&mut seen_client[i], true) {
+                    return Err(A::Error::custom(format_args!("duplicate claim {name:?}")));
+                }
+                let value = map.next_value::<serde_json::Value>()?;
+                keep_client(&mut claims, &name, &value);
                 continue;
             } else {
                 map.next_value::<serde::de::IgnoredAny>()?;
@@ -463,7 +508,9 @@ pub fn verify(
     let payload = decode_segment(payload_b64, "payload")?;
     let claims = parse_claims(&payload, &expect.scope_claims, &expect.forward_claims)
         .ok_or(VerifyError::BadClaims)?;
-    check_claims(claims, expect, now)
+    let mut verified = check_claims(claims, expect, now)?;
+    verified.kid = kid.map(str::to_owned);
+    Ok(verified)
 }
 
 /// The three non-empty segments of a compact JWS, or why `token` is not one (five segments: an
@@ -581,6 +628,9 @@ fn check_claims(
         subject: claims.sub,
         scopes,
         forwarded,
+        kid: None,
+        azp: claims.azp,
+        client_id: claims.client_id,
         // exp is finite and, having passed the check above, not far below `now`; negative or
         // fractional values truncate toward zero.
         expires_at: exp.max(0.0) as u64,

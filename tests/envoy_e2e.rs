@@ -923,3 +923,44 @@ async fn the_demo_configuration_trusts_an_eddsa_issuer_beside_the_rs256_one() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["auth_headers"], serde_json::json!({}), "{body}");
 }
+
+/// scopegate's decision log line for a request carries the `x-request-id` that Envoy wrote to
+/// its access log for the same request (Envoy generates it; the shipped configuration passes it
+/// to scopegate), so the two logs join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_logs_join_envoys_access_log_by_request_id() {
+    let stack = Stack::start().await;
+    let path = format!("/join-check-{}", std::process::id());
+    let response = stack.get(&path, &[]).await;
+    assert_eq!(response.status(), 401);
+    // Envoy's default access log line: `... "<x-request-id>" "<authority>" ...` after the path.
+    let mut request_id = String::new();
+    eventually("Envoy's access log line", Duration::from_secs(10), || {
+        let log = stack.envoy_log();
+        let found = log
+            .lines()
+            .find(|line| line.contains(&path))
+            .and_then(|line| {
+                line.split('"')
+                    .find(|field| field.len() == 36 && field.matches('-').count() == 4)
+                    .map(str::to_owned)
+            });
+        let seen = found.is_some();
+        if let Some(id) = found {
+            request_id = id;
+        }
+        async move { seen }
+    })
+    .await;
+    eventually("scopegate's decision line", Duration::from_secs(10), || {
+        let log = stack.scopegate_log();
+        let joined = log.lines().any(|line| {
+            line.contains("scopegate::decision")
+                && line.contains(&format!("request_id=\"{request_id}\""))
+                && line.contains(&format!("path={path}"))
+                && line.contains("reason=missing_token")
+        });
+        async move { joined }
+    })
+    .await;
+}

@@ -136,9 +136,9 @@ fn check_route(policy: &Policy, method: &str, path: &RequestPath) {
         }
         Err(other) => panic!("route refused {path:?} with {other:?}, which only normalize returns"),
     };
-    let expected = first_match(policy, method, path.as_str()).map_or("default", |r| r.name());
+    let expected = first_match(policy, method, path.as_str()).map_or("default", |r| &**r.name());
     assert_eq!(
-        route.name, expected,
+        &**route.name, expected,
         "{method} {path:?} routed to {} instead of {expected}",
         route.name
     );

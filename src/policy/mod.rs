@@ -10,6 +10,7 @@
 pub mod path;
 
 use std::fmt;
+use std::sync::Arc;
 
 pub use path::{PathError, RequestPath, normalize};
 
@@ -100,11 +101,17 @@ pub(crate) enum Case {
     Ignored,
 }
 
-/// One compiled `[[rules]]` entry. Built only by [`Rule::new`], which checks its methods.
+/// Longest rule `name`, in bytes: it becomes a metric label and a log field.
+pub const MAX_RULE_NAME_BYTES: usize = 64;
+
+/// One compiled `[[rules]]` entry. Built only by [`Rule::new`], which checks its name and
+/// methods.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    /// Position-based name used in logs and errors, e.g. `rules[2]`.
-    name: String,
+    /// Position-based key used in configuration errors: `rules[2]`.
+    key: String,
+    /// The configured `name`, else the key: what logs and metrics call the rule.
+    name: Arc<str>,
     path: PathMatch,
     /// Upper-case RFC 9110 tokens, at least one; `None` matches any method.
     methods: Option<Vec<String>>,
@@ -112,23 +119,40 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// A rule named `name` (`rules[N]`, as errors and logs call it). `methods`, when given, must
-    /// be non-empty upper-case RFC 9110 tokens: methods are compared exactly, as HTTP methods are
-    /// case-sensitive, so a lower-case rule would match only lower-case requests.
+    /// The rule at position `index` of `[[rules]]` (its key is `rules[index]`), called `name`
+    /// in logs and metrics when given, else by its key. A name is 1 to [`MAX_RULE_NAME_BYTES`]
+    /// bytes without control characters, and not `default` or `none`, which label the default
+    /// and refused requests. `methods`, when given, must be non-empty upper-case RFC 9110
+    /// tokens: methods are compared exactly, as HTTP methods are case-sensitive, so a
+    /// lower-case rule would match only lower-case requests.
     pub fn new(
-        name: impl Into<String>,
+        index: usize,
+        name: Option<String>,
         path: PathMatch,
         methods: Option<Vec<String>>,
         requirement: Requirement,
     ) -> Result<Rule, PolicyError> {
-        let name = name.into();
+        let key = format!("rules[{index}]");
+        if let Some(given) = &name
+            && (given.is_empty()
+                || given.len() > MAX_RULE_NAME_BYTES
+                || given.chars().any(char::is_control)
+                || matches!(given.as_str(), "default" | "none"))
+        {
+            return Err(PolicyError::BadName {
+                rule: key,
+                name: given.clone(),
+            });
+        }
+        let name: Arc<str> = name.unwrap_or_else(|| key.clone()).into();
+        let rule = key;
         if let Some(list) = &methods {
             if list.is_empty() {
-                return Err(PolicyError::NoMethods { rule: name });
+                return Err(PolicyError::NoMethods { rule });
             }
             if let Some(bad) = list.iter().find(|m| !is_http_token(m)) {
                 return Err(PolicyError::NotAMethod {
-                    rule: name,
+                    rule,
                     method: bad.clone(),
                 });
             }
@@ -137,12 +161,13 @@ impl Rule {
                 .find(|m| m.bytes().any(|b| b.is_ascii_lowercase()))
             {
                 return Err(PolicyError::LowerCaseMethod {
-                    rule: name,
+                    rule,
                     method: lower.clone(),
                 });
             }
         }
         Ok(Rule {
+            key: rule,
             name,
             path,
             methods,
@@ -150,9 +175,14 @@ impl Rule {
         })
     }
 
-    /// Position-based name used in logs, e.g. `rules[2]`.
-    pub fn name(&self) -> &str {
+    /// What logs and metrics call the rule: its `name`, else its key (`rules[2]`).
+    pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// Its position-based configuration key, `rules[N]`.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// Path matcher.
@@ -190,7 +220,7 @@ impl Rule {
             PathMatch::Exact(_) => "path",
             PathMatch::Prefix(_) => "prefix",
         };
-        format!("{}.{field}", self.name)
+        format!("{}.{field}", self.key)
     }
 }
 
@@ -198,6 +228,27 @@ impl Rule {
 /// configuration key at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
+    /// A `name` that is empty, too long, holds control characters, or is reserved.
+    #[error(
+        "a rule name is 1 to {MAX_RULE_NAME_BYTES} bytes of text without control characters, \
+         and not \"default\" or \"none\""
+    )]
+    BadName {
+        /// The rule's key.
+        rule: String,
+        /// The name as written.
+        name: String,
+    },
+    /// Two rules called the same in logs and metrics.
+    #[error("{earlier} is already called that; rule names label metrics and must be unique")]
+    DuplicateName {
+        /// The rule's key.
+        rule: String,
+        /// The name.
+        name: String,
+        /// The key of the earlier rule with that name.
+        earlier: String,
+    },
     /// `methods = []`.
     #[error("leave `methods` out to match every method")]
     NoMethods {
@@ -290,6 +341,9 @@ impl PolicyError {
     /// The configuration key at fault, e.g. `rules[2].methods` or `rules[0].prefix`.
     pub fn key(&self) -> String {
         match self {
+            PolicyError::BadName { rule, .. } | PolicyError::DuplicateName { rule, .. } => {
+                format!("{rule}.name")
+            }
             PolicyError::NoMethods { rule }
             | PolicyError::NotAMethod { rule, .. }
             | PolicyError::LowerCaseMethod { rule, .. } => format!("{rule}.methods"),
@@ -301,6 +355,7 @@ impl PolicyError {
     /// The refused value as written.
     pub fn value(&self) -> &str {
         match self {
+            PolicyError::BadName { name, .. } | PolicyError::DuplicateName { name, .. } => name,
             PolicyError::NoMethods { .. } => "[]",
             PolicyError::NotAMethod { method, .. }
             | PolicyError::LowerCaseMethod { method, .. } => method,
@@ -317,13 +372,15 @@ impl PolicyError {
 pub struct Policy {
     rules: Vec<Rule>,
     default: Requirement,
+    /// `default`, as logs and metrics call the default.
+    default_name: Arc<str>,
 }
 
 /// The rule (or default) that applies to one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Route<'a> {
-    /// `rules[N]` or `default`, for logs.
-    pub name: &'a str,
+    /// The rule's name (or `rules[N]`), or `default`: for logs and metrics.
+    pub name: &'a Arc<str>,
     /// What the request needs.
     pub requirement: &'a Requirement,
 }
@@ -345,7 +402,12 @@ impl Policy {
     /// none matches. Refuses a rule an earlier one always wins, and a rule whose own path, read as
     /// an upstream might, reaches another rule with a different requirement.
     pub fn new(rules: Vec<Rule>, default: Requirement) -> Result<Policy, PolicyError> {
-        let policy = Policy { rules, default };
+        let policy = Policy {
+            rules,
+            default,
+            default_name: "default".into(),
+        };
+        policy.reject_duplicate_names()?;
         policy.reject_shadowed_rules()?;
         policy.reject_conflicting_readings()?;
         Ok(policy)
@@ -359,6 +421,19 @@ impl Policy {
     /// The requirement for requests no rule matches.
     pub fn default_requirement(&self) -> &Requirement {
         &self.default
+    }
+
+    fn reject_duplicate_names(&self) -> Result<(), PolicyError> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if let Some(earlier) = self.rules[..i].iter().find(|e| e.name == rule.name) {
+                return Err(PolicyError::DuplicateName {
+                    rule: rule.key.clone(),
+                    name: rule.name.to_string(),
+                    earlier: earlier.key.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Refuses a rule that an earlier rule always wins: every path it matches the earlier one
@@ -378,7 +453,7 @@ impl Policy {
                 return Err(PolicyError::Shadowed {
                     key: rule.path_key(),
                     pattern: rule.path.pattern().to_owned(),
-                    earlier: earlier.name.clone(),
+                    earlier: earlier.key.clone(),
                     earlier_pattern: earlier.path.pattern().to_owned(),
                 });
             }
@@ -431,12 +506,12 @@ impl Policy {
                     },
                     reading: reading.path,
                     method: method.to_owned(),
-                    other: other.name.clone(),
+                    other: other.key.clone(),
                     other_pattern: other.path.pattern().to_owned(),
                     other_requirement: other.requirement.to_string(),
                     own: own.map_or_else(
                         || "the default".to_string(),
-                        |r| format!("{} ({})", r.name, r.requirement),
+                        |r| format!("{} ({})", r.key, r.requirement),
                     ),
                 })));
             }
@@ -480,7 +555,7 @@ impl Policy {
         }
         Ok(own.map_or(
             Route {
-                name: "default",
+                name: &self.default_name,
                 requirement: &self.default,
             },
             |rule| Route {
@@ -713,9 +788,15 @@ pub fn decide(requirement: &Requirement, auth: Option<Authentication>) -> Decisi
 mod tests {
     use super::*;
 
-    fn rule(name: &str, path: PathMatch, methods: Option<&[&str]>, req: Requirement) -> Rule {
+    /// A rule whose key is `key` (`rules[N]`).
+    fn rule(key: &str, path: PathMatch, methods: Option<&[&str]>, req: Requirement) -> Rule {
         let methods = methods.map(|ms| ms.iter().map(|m| m.to_string()).collect());
-        Rule::new(name, path, methods, req).expect("a valid rule")
+        let index = key
+            .strip_prefix("rules[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|n| n.parse().ok())
+            .expect("a rules[N] key");
+        Rule::new(index, None, path, methods, req).expect("a valid rule")
     }
 
     fn policy() -> Policy {
@@ -768,7 +849,7 @@ mod tests {
             (methods(&["GE T"]), "rules[0].methods"),
             (methods(&["get"]), "rules[0].methods"),
         ] {
-            let err = Rule::new("rules[0]", exact("/a"), methods, any()).expect_err("refused");
+            let err = Rule::new(0, None, exact("/a"), methods, any()).expect_err("refused");
             assert_eq!(err.key(), key, "{err}");
         }
         let shadowed = Policy::new(
@@ -822,7 +903,7 @@ mod tests {
         ] {
             let path = normalize(path).expect("canonical");
             let route = p.route(method, &path).expect("not a case variant");
-            assert_eq!(route.name, want, "{method} {path}");
+            assert_eq!(&**route.name, want, "{method} {path}");
         }
     }
 
@@ -847,7 +928,7 @@ mod tests {
             ("GET", "/ädmin/", Ok("default")),
         ] {
             let path = normalize(path).expect("canonical");
-            let got = p.route(method, &path).map(|r| r.name);
+            let got = p.route(method, &path).map(|r| &**r.name);
             assert_eq!(got, want, "{method} {path}");
         }
     }
@@ -919,7 +1000,7 @@ mod tests {
         ] {
             let path = normalize(path).expect("canonical");
             let route = p.route(method, &path).expect("no conflicting reading");
-            assert_eq!(route.name, want, "{method} {path}");
+            assert_eq!(&**route.name, want, "{method} {path}");
         }
     }
 
@@ -966,7 +1047,7 @@ mod tests {
             ("GET", "/admin/Users/", Ok("rules[1]")),
         ] {
             let path = normalize(path).expect("canonical");
-            let got = p.route(method, &path).map(|r| r.name);
+            let got = p.route(method, &path).map(|r| &**r.name);
             assert_eq!(got, want, "{method} {path}");
         }
     }

@@ -22,6 +22,28 @@ impl Binary {
     /// `scopegate serve` with `RUST_LOG=log_level` (at least `info`: the start-up line gives the
     /// address), through `sh` so that `ulimit -n` can be set first. Returns once it serves.
     pub async fn start(name: &str, config: &str, log_level: &str, max_fds: Option<u32>) -> Binary {
+        Binary::start_with(name, config, log_level, max_fds, &[]).await
+    }
+
+    /// [`Binary::start`] with JSON log lines (`--log-format json`).
+    pub async fn start_json(name: &str, config: &str, log_level: &str) -> Binary {
+        Binary::start_with(
+            name,
+            config,
+            log_level,
+            None,
+            &[("SCOPEGATE_LOG_FORMAT", "json")],
+        )
+        .await
+    }
+
+    async fn start_with(
+        name: &str,
+        config: &str,
+        log_level: &str,
+        max_fds: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> Binary {
         let dir = tempfile::Builder::new()
             .prefix(&format!("scopegate-binary-{name}-"))
             .tempdir()
@@ -39,6 +61,8 @@ impl Binary {
             .arg(&config_path)
             .arg(&log)
             .env("RUST_LOG", log_level)
+            .env_remove("SCOPEGATE_LOG_FORMAT")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
             .expect("start scopegate");
@@ -51,13 +75,16 @@ impl Binary {
         let serving = binary
             .wait_for_log("scopegate serving", Duration::from_secs(20))
             .await;
-        binary.addr = serving
-            .split("listen=Some(")
-            .nth(1)
-            .and_then(|rest| rest.split(')').next())
-            .expect("listen address in the start-up line")
-            .to_string();
+        binary.addr = listen_address(&serving).expect("listen address in the start-up line");
         binary
+    }
+
+    /// The address the metrics listener reports in its start-up line.
+    pub async fn metrics_addr(&self) -> String {
+        let line = self
+            .wait_for_log("metrics serving", Duration::from_secs(20))
+            .await;
+        listen_address(&line).expect("listen address in the metrics line")
     }
 
     /// Everything logged so far.
@@ -160,4 +187,11 @@ impl Drop for Binary {
             eprintln!("scopegate's log kept in {}", dir.keep().display());
         }
     }
+}
+
+/// The `listen=Some(ADDR)` field of a log line, as text or JSON writes it.
+fn listen_address(line: &str) -> Option<String> {
+    let rest = &line[line.find("listen")?..];
+    let rest = &rest[rest.find("Some(")? + "Some(".len()..];
+    Some(rest.split(')').next()?.to_string())
 }

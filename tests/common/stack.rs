@@ -114,11 +114,14 @@ impl Gate {
             .arg("--config")
             .arg(config)
             .env("SCOPEGATE_LISTEN", addr.to_string())
+            // The demo file's fixed metrics port would collide between stacks run side by side.
+            .env("SCOPEGATE_METRICS_LISTEN", "127.0.0.1:0")
             .env_remove("SCOPEGATE_ISSUER")
             .env_remove("SCOPEGATE_JWKS_URI")
             .env_remove("SCOPEGATE_AUDIENCE");
         let child = command
-            .env("RUST_LOG", "warn")
+            // Decision lines too: the e2e tests join them to Envoy's access log.
+            .env("RUST_LOG", "warn,scopegate::decision=info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -266,6 +269,8 @@ impl Stack {
             .arg("-c")
             .arg(&config_path)
             .args(["--disable-hot-restart", "--log-level", "warn"])
+            // Access log lines within a tenth of a second, not the default ten.
+            .args(["--file-flush-interval-msec", "100"])
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .stdin(Stdio::null())
@@ -314,6 +319,27 @@ impl Stack {
             },
         )
         .await;
+        // Health is SERVING once any issuer's keys are in; wait until every issuer the stack
+        // mints for has its keys too (its tokens are decided, not answered 503).
+        let mut tokens = vec![stack.eddsa_token("")];
+        if stack.issuer.is_some() {
+            tokens.push(stack.token(""));
+        }
+        for token in tokens {
+            let authorization = format!("Bearer {token}");
+            eventually(
+                "scopegate holding every issuer's keys",
+                Duration::from_secs(30),
+                || async {
+                    stack
+                        .get("/restricted_resource", &[("authorization", &authorization)])
+                        .await
+                        .status()
+                        != 503
+                },
+            )
+            .await;
+        }
         stack
     }
 

@@ -130,7 +130,19 @@ fn services_ports_and_mounts_agree_with_the_config_files() {
     let listen = demo["listen"].as_str().expect("listen");
     let port = listen.rsplit(':').next().expect("port");
     assert_eq!(envoy_port(&envoy_yaml, "scopegate").to_string(), port);
-    assert_eq!(strings(&gate["ports"]), [format!("{port}:{port}")]);
+    let metrics = demo["metrics_listen"].as_str().expect("metrics_listen");
+    let metrics_port = metrics.rsplit(':').next().expect("port");
+    assert!(
+        metrics.starts_with("0.0.0.0:"),
+        "reachable from outside the container: {metrics}"
+    );
+    assert_eq!(
+        strings(&gate["ports"]),
+        [
+            format!("{port}:{port}"),
+            format!("{metrics_port}:{metrics_port}")
+        ]
+    );
 
     // The issuers: scopegate trusts exactly what each issues, with the algorithm it signs with,
     // and waits for both.

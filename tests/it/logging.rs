@@ -1,5 +1,5 @@
-//! Observability invariants of the real binary: every decision is logged (deny at info with reason
-//! and route, allow at debug), no token ever appears in the logs, and a JWKS full of unusable
+//! Observability invariants of the real binary: every decision is logged (with `decision_log =
+//! "all"`, at info with decision, reason and rule), no token ever appears in the logs, and a JWKS full of unusable
 //! entries costs one log line per load, not one per entry.
 
 use std::time::Duration;
@@ -15,7 +15,8 @@ async fn decisions_are_logged_and_tokens_never_are() {
     let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
     let config = format!(
         "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
-         jwks_uri = \"{}\"\n[[rules]]\npath = \"/restricted_resource\"\nscopes = [\"read:messages\"]\n",
+         jwks_uri = \"{}\"\ndecision_log = \"all\"\n\
+         [[rules]]\npath = \"/restricted_resource\"\nscopes = [\"read:messages\"]\n",
         jwks.url()
     );
     let mut binary = Binary::start("decisions", &config, "debug", None).await;
@@ -61,27 +62,28 @@ async fn decisions_are_logged_and_tokens_never_are() {
     }
     assert!(
         text.lines().any(|l| l.contains("INFO")
-            && l.contains("deny")
-            && l.contains("reason=token has expired")
-            && l.contains("route=\"rules[0]\"")),
-        "denials are logged at info with reason and route:\n{text}"
+            && l.contains("decision=deny")
+            && l.contains("reason=invalid_token")
+            && l.contains("detail=token has expired")
+            && l.contains("rule=rules[0]")),
+        "denials are logged at info with reason and rule:\n{text}"
     );
     assert!(
-        text.lines().any(|l| l.contains("deny")
-            && l.contains("reason=Insufficient scope")
+        text.lines().any(|l| l.contains("decision=deny")
+            && l.contains("reason=insufficient_scope")
             && l.contains("sub=\"auth0|user-1\"")),
         "scope denials name the subject:\n{text}"
     );
     assert!(
-        text.lines().any(|l| l.contains("DEBUG")
-            && l.contains("allow")
-            && l.contains("route=\"rules[0]\"")),
-        "allows are logged at debug:\n{text}"
+        text.lines().any(|l| l.contains("INFO")
+            && l.contains("decision=allow")
+            && l.contains("rule=rules[0]")),
+        "allows are logged with decision_log = \"all\":\n{text}"
     );
     // A 100 KB path is logged as a bounded prefix with its length, not copied whole.
     assert!(
         text.lines()
-            .any(|l| l.contains("deny") && l.contains("…(100001 bytes)")),
+            .any(|l| l.contains("decision=deny") && l.contains("…(100001 bytes)")),
         "the huge path's denial is logged, cut:\n{text:.2000}"
     );
     let longest = text.lines().map(str::len).max().unwrap_or(0);

@@ -17,6 +17,7 @@ mod hostile_tokens;
 mod issuers;
 mod jwks_lifecycle;
 mod logging;
+mod observability;
 mod properties;
 mod protos;
 mod readme;

@@ -51,14 +51,16 @@ fn fixture() -> &'static Fixture {
 fn protected_policy() -> Policy {
     let rules = vec![
         Rule::new(
-            "rules[0]",
+            0,
+            None,
             PathMatch::Prefix("/public/".into()),
             None,
             Requirement::Public,
         )
         .expect("rule"),
         Rule::new(
-            "rules[1]",
+            1,
+            None,
             PathMatch::Prefix("/".into()),
             None,
             Requirement::AnyScope(vec!["read:messages".into()]),

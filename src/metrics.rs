@@ -1,0 +1,438 @@
+//! Prometheus metrics: what scopegate counts, and the `/metrics` endpoint that exposes it.
+//!
+//! Every label value comes from a fixed set or from the configuration (issuer URLs, rule
+//! names), never from a request: no subject, path, `kid`, token or client value can become a
+//! label, so a client cannot grow the exposition. The text is encoded by `prometheus-client`
+//! (OpenMetrics text, which Prometheus reads natively); nothing here formats it by hand.
+//!
+//! Exposed samples (`prometheus-client` appends `_total` to counters and `_info` to the info
+//! metric):
+//!
+//! | sample | labels |
+//! |---|---|
+//! | `scopegate_checks_total` | `decision`, `status`, `reason` ([`Reason`]), `rule` |
+//! | `scopegate_check_duration_seconds` (histogram) | `decision` |
+//! | `scopegate_jwks_fetches_total` | `issuer`, `trigger` ([`Trigger`]), `result` ([`FetchResult`]) |
+//! | `scopegate_jwks_keys` | `issuer` |
+//! | `scopegate_jwks_last_success_timestamp_seconds` | `issuer` |
+//! | `scopegate_jwks_refetch_suppressed_total` | `issuer` |
+//! | `scopegate_config_reloads_total` | `result` (`success`, `failure`) |
+//! | `scopegate_build_info` | `version` |
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// Why a Check was answered the way it was: the `reason` label. A fixed set, so that the label
+/// stays bounded; the README lists every value.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Reason {
+    /// Allowed: a verified token with what the route requires.
+    authorized,
+    /// Allowed: a public route, no token needed.
+    public,
+    /// 401: no `Authorization` header, or another scheme.
+    missing_token,
+    /// 400: malformed Bearer credentials (RFC 6750 `invalid_request`).
+    invalid_request,
+    /// 401: the token failed verification (RFC 6750 `invalid_token`).
+    invalid_token,
+    /// 403: the token lacks the route's scopes (RFC 6750 `insufficient_scope`).
+    insufficient_scope,
+    /// 403: the route is denied to everyone (`default = "deny"`).
+    route_denied,
+    /// 400: an ambiguous or refused request path or method.
+    bad_path,
+    /// 503: the issuer's keys are not available (not loaded yet, or stale).
+    keys_unavailable,
+    /// 503: the Check ran past `check_timeout_ms`.
+    timed_out,
+}
+
+/// The `decision` label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Decision {
+    /// Let through.
+    allow,
+    /// Refused.
+    deny,
+}
+
+/// What made the refresher fetch an issuer's keys: the `trigger` label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Trigger {
+    /// The first fetch after start (or after the refresher was restarted).
+    startup,
+    /// The refresh interval (`max-age` or `jwks_refresh_seconds`) ran out.
+    scheduled,
+    /// The backoff after a failed fetch ran out.
+    retry,
+    /// A Check met a `kid` the key set does not have.
+    unknown_kid,
+    /// A Check found the key set stale or absent.
+    stale,
+}
+
+/// How a fetch ended: the `result` label. A fixed set; the README lists every value.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum FetchResult {
+    /// A usable key set was installed.
+    success,
+    /// Connection, TLS or timeout failure, or a refused redirect.
+    network_error,
+    /// The server answered with a non-2xx status.
+    http_error,
+    /// The body was larger than `jwks_max_bytes`.
+    too_large,
+    /// The body was not a usable JWKS (malformed, too many entries, no usable key).
+    invalid,
+    /// The OIDC discovery document was unusable or named another issuer.
+    discovery_error,
+    /// Parsing failed unexpectedly (a bug, reported rather than fatal).
+    internal_error,
+}
+
+/// The `result` label of configuration reloads.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReloadResult {
+    /// The new configuration is in force.
+    success,
+    /// The new configuration was refused; the old one stays in force.
+    failure,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    decision: Decision,
+    status: u16,
+    reason: Reason,
+    rule: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: Decision,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabels {
+    issuer: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FetchLabels {
+    issuer: Arc<str>,
+    trigger: Trigger,
+    result: FetchResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: ReloadResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Upper bounds of the Check latency buckets, in seconds: 25 µs to 1 s, dense below a
+/// millisecond where a healthy Check lands.
+const CHECK_BUCKETS: [f64; 14] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 1.0,
+];
+
+fn check_histogram() -> Histogram {
+    Histogram::new(CHECK_BUCKETS)
+}
+
+/// Every metric scopegate keeps, and the registry that exposes them. Cheap to clone (the
+/// metrics are shared handles); one per process.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    checks: Family<CheckLabels, Counter>,
+    check_duration: Family<DecisionLabels, Histogram, fn() -> Histogram>,
+    jwks_fetches: Family<FetchLabels, Counter>,
+    jwks_keys: Family<IssuerLabels, Gauge>,
+    jwks_last_success: Family<IssuerLabels, Gauge<f64, AtomicU64>>,
+    jwks_refetch_suppressed: Family<IssuerLabels, Counter>,
+    config_reloads: Family<ReloadLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered (and `scopegate_build_info` set).
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("scopegate");
+        let checks = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "checks",
+            "Check calls answered, by decision, HTTP status, reason and deciding rule",
+            checks.clone(),
+        );
+        let check_duration =
+            Family::<DecisionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                check_histogram,
+            );
+        registry.register(
+            "check_duration_seconds",
+            "Time from receiving a Check to answering it, by decision",
+            check_duration.clone(),
+        );
+        let jwks_fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "JWKS fetch attempts per issuer, by what triggered them and how they ended",
+            jwks_fetches.clone(),
+        );
+        let jwks_keys = Family::<IssuerLabels, Gauge>::default();
+        registry.register(
+            "jwks_keys",
+            "Usable keys in the issuer's key set in force",
+            jwks_keys.clone(),
+        );
+        let jwks_last_success = Family::<IssuerLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "jwks_last_success_timestamp_seconds",
+            "Unix time of the issuer's last successful JWKS fetch",
+            jwks_last_success.clone(),
+        );
+        let jwks_refetch_suppressed = Family::<IssuerLabels, Counter>::default();
+        registry.register(
+            "jwks_refetch_suppressed",
+            "Refetches a Check asked for inside the cooldown, so not made",
+            jwks_refetch_suppressed.clone(),
+        );
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by result",
+            config_reloads.clone(),
+        );
+        registry.register(
+            "build",
+            "The running scopegate's version",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            checks,
+            check_duration,
+            jwks_fetches,
+            jwks_keys,
+            jwks_last_success,
+            jwks_refetch_suppressed,
+            config_reloads,
+        }
+    }
+
+    /// Counts one answered Check and its duration.
+    pub fn check(
+        &self,
+        decision: Decision,
+        status: u16,
+        reason: Reason,
+        rule: &Arc<str>,
+        took: Duration,
+    ) {
+        self.checks
+            .get_or_create(&CheckLabels {
+                decision,
+                status,
+                reason,
+                rule: Arc::clone(rule),
+            })
+            .inc();
+        self.check_duration
+            .get_or_create(&DecisionLabels { decision })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts one configuration reload.
+    pub fn reload(&self, result: ReloadResult) {
+        self.config_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
+    /// The handle through which one issuer's key set reports its fetches.
+    pub fn issuer(&self, issuer: &str) -> IssuerMetrics {
+        IssuerMetrics {
+            issuer: issuer.into(),
+            metrics: Some(self.clone()),
+        }
+    }
+
+    /// The exposition, as `GET /metrics` answers it.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail; an encoder error would be a bug in a metric.
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            tracing::error!("metrics could not be encoded");
+        }
+        text
+    }
+}
+
+/// One issuer's JWKS metrics. A detached handle (from [`IssuerMetrics::detached`]) records
+/// nothing, for key sets built outside a server (tests, tools).
+#[derive(Clone, Debug)]
+pub struct IssuerMetrics {
+    issuer: Arc<str>,
+    metrics: Option<Metrics>,
+}
+
+impl IssuerMetrics {
+    /// A handle that records nothing.
+    pub fn detached() -> IssuerMetrics {
+        IssuerMetrics {
+            issuer: "".into(),
+            metrics: None,
+        }
+    }
+
+    fn labels(&self) -> IssuerLabels {
+        IssuerLabels {
+            issuer: Arc::clone(&self.issuer),
+        }
+    }
+
+    /// Counts one fetch; on success, also the number of keys now in force and the time.
+    pub fn fetched(&self, trigger: Trigger, result: FetchResult, keys: Option<usize>) {
+        let Some(metrics) = &self.metrics else { return };
+        metrics
+            .jwks_fetches
+            .get_or_create(&FetchLabels {
+                issuer: Arc::clone(&self.issuer),
+                trigger,
+                result,
+            })
+            .inc();
+        if let Some(keys) = keys {
+            metrics
+                .jwks_keys
+                .get_or_create(&self.labels())
+                .set(i64::try_from(keys).unwrap_or(i64::MAX));
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            metrics
+                .jwks_last_success
+                .get_or_create(&self.labels())
+                .set(now);
+        }
+    }
+
+    /// Counts one refetch a Check asked for inside the cooldown.
+    pub fn refetch_suppressed(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .jwks_refetch_suppressed
+                .get_or_create(&self.labels())
+                .inc();
+        }
+    }
+}
+
+/// Most `/metrics` requests served at once; more wait. A scraper asks once per interval.
+pub const METRICS_MAX_CONCURRENT: usize = 4;
+
+/// Serves `GET /metrics` (and nothing else: 404) on `listener` until `shutdown`. Plain HTTP/1.1
+/// for Prometheus scrapers; bind it where only they can reach it.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let permits = Arc::new(tokio::sync::Semaphore::new(METRICS_MAX_CONCURRENT));
+    let exposition = move || {
+        let (metrics, permits) = (metrics.clone(), Arc::clone(&permits));
+        async move {
+            let Ok(_permit) = permits.acquire().await else {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            };
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                metrics.encode(),
+            )
+                .into_response()
+        }
+    };
+    let app = axum::Router::new().route("/metrics", axum::routing::get(exposition));
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "metrics listener failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_match_the_documented_samples() {
+        let metrics = Metrics::new();
+        let rule: Arc<str> = "rules[0]".into();
+        metrics.check(
+            Decision::deny,
+            401,
+            Reason::invalid_token,
+            &rule,
+            Duration::from_micros(80),
+        );
+        metrics.reload(ReloadResult::failure);
+        let issuer = metrics.issuer("https://issuer.example/");
+        issuer.fetched(Trigger::startup, FetchResult::success, Some(2));
+        issuer.refetch_suppressed();
+        let text = metrics.encode();
+        for sample in [
+            r#"scopegate_checks_total{decision="deny",status="401",reason="invalid_token",rule="rules[0]"} 1"#,
+            r#"scopegate_check_duration_seconds_bucket{le="0.0001",decision="deny"} 1"#,
+            r#"scopegate_jwks_fetches_total{issuer="https://issuer.example/",trigger="startup",result="success"} 1"#,
+            r#"scopegate_jwks_keys{issuer="https://issuer.example/"} 2"#,
+            r#"scopegate_jwks_refetch_suppressed_total{issuer="https://issuer.example/"} 1"#,
+            r#"scopegate_config_reloads_total{result="failure"} 1"#,
+            r#"scopegate_build_info{version=""#,
+            "scopegate_jwks_last_success_timestamp_seconds{",
+        ] {
+            assert!(text.contains(sample), "{sample} in\n{text}");
+        }
+        // A detached handle records nothing.
+        IssuerMetrics::detached().fetched(Trigger::scheduled, FetchResult::success, Some(1));
+    }
+}

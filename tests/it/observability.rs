@@ -1,0 +1,359 @@
+//! Metrics and decision logs of the real binary: `/metrics` fetched over HTTP and parsed as
+//! Prometheus text, JSON decision log lines parsed, both after real Checks; neither ever carries
+//! a token, a subject, a path or a query string where it must not.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::common::binary::Binary;
+use crate::common::*;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use serde_json::{Value, json};
+
+/// A subject that must never become a metric label.
+const SECRET_SUBJECT: &str = "user-7f3a-never-a-label";
+
+/// `/metrics` as a parsed scrape.
+pub async fn scrape(addr: &str) -> prometheus_parse::Scrape {
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("body");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text")
+}
+
+/// The value of the sample named `metric` whose labels include every pair of `labels`.
+pub fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(k).is_some_and(|l| l == *v))
+        })
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+        .collect();
+    assert!(
+        found.len() <= 1,
+        "{metric} {labels:?} matches several samples"
+    );
+    found.first().copied().unwrap_or(0.0)
+}
+
+fn config(jwks_uri: &str, extra: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\n\
+         audience = \"{AUDIENCE}\"\njwks_uri = \"{jwks_uri}\"\n{extra}\n\
+         [[rules]]\nname = \"messages read\"\npath = \"/restricted_resource\"\nscopes = [\"read:messages\"]\n\
+         [[rules]]\npath = \"/public\"\npublic = true\n"
+    )
+}
+
+#[tokio::test]
+async fn metrics_count_real_checks_and_carry_no_request_values() {
+    let key = TestKey::generate("metrics-kid-1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let binary = Binary::start("metrics", &config(&jwks.url(), ""), "info", None).await;
+    binary
+        .wait_for_log("JWKS loaded", Duration::from_secs(20))
+        .await;
+    let metrics = binary.metrics_addr().await;
+    let mut client = AuthorizationClient::connect(format!("http://{}", binary.addr))
+        .await
+        .expect("connect");
+
+    let mut claims = claims("read:messages");
+    claims["sub"] = json!(SECRET_SUBJECT);
+    let good = key.mint(&claims);
+    let weak = key.mint(&{
+        let mut c = claims.clone();
+        c["scope"] = json!("openid");
+        c
+    });
+    let forged = TestKey::generate("metrics-kid-1").mint(&claims);
+    let secret_path = "/restricted_resource?access_token=query-secret";
+    let cases: [(&str, Option<&str>, u32); 6] = [
+        (secret_path, Some(&good), 3),
+        ("/restricted_resource", Some(&weak), 1),
+        ("/restricted_resource", Some(&forged), 1),
+        ("/restricted_resource", None, 2),
+        ("/public", None, 1),
+        ("/a/../b", None, 1),
+    ];
+    for (path, token, times) in cases {
+        for _ in 0..times {
+            let header = token.map(bearer);
+            let headers: Vec<(&str, &str)> = header
+                .iter()
+                .map(|h| ("authorization", h.as_str()))
+                .collect();
+            client
+                .check(request("GET", path, &headers))
+                .await
+                .expect("in-band answer");
+        }
+    }
+
+    let scrape = scrape(&metrics).await;
+    let checks = |decision, status, reason, rule| {
+        sample(
+            &scrape,
+            "scopegate_checks_total",
+            &[
+                ("decision", decision),
+                ("status", status),
+                ("reason", reason),
+                ("rule", rule),
+            ],
+        )
+    };
+    assert_eq!(checks("allow", "200", "authorized", "messages read"), 3.0);
+    assert_eq!(
+        checks("deny", "403", "insufficient_scope", "messages read"),
+        1.0
+    );
+    assert_eq!(checks("deny", "401", "invalid_token", "messages read"), 1.0);
+    assert_eq!(checks("deny", "401", "missing_token", "messages read"), 2.0);
+    assert_eq!(checks("allow", "200", "public", "rules[1]"), 1.0);
+    assert_eq!(checks("deny", "400", "bad_path", "none"), 1.0);
+    assert_eq!(
+        sample(
+            &scrape,
+            "scopegate_check_duration_seconds",
+            &[("decision", "allow")]
+        ),
+        4.0,
+        "every allowed Check observed once"
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "scopegate_jwks_fetches_total",
+            &[
+                ("issuer", ISSUER),
+                ("trigger", "startup"),
+                ("result", "success")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&scrape, "scopegate_jwks_keys", &[("issuer", ISSUER)]),
+        1.0
+    );
+    let last_success = sample(
+        &scrape,
+        "scopegate_jwks_last_success_timestamp_seconds",
+        &[("issuer", ISSUER)],
+    );
+    assert!(
+        (last_success - now() as f64).abs() < 120.0,
+        "{last_success}"
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "scopegate_build_info"
+                && s.labels
+                    .get("version")
+                    .is_some_and(|l| l == env!("CARGO_PKG_VERSION"))),
+        "scopegate_build_info{{version}}"
+    );
+
+    // Labels are bounded: no subject, path, kid, query or token anywhere in the exposition.
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text");
+    for leak in [
+        SECRET_SUBJECT,
+        "/restricted_resource",
+        "query-secret",
+        "metrics-kid-1",
+    ]
+    .into_iter()
+    .chain(good.split('.'))
+    {
+        assert!(!text.contains(leak), "{leak:?} in /metrics:\n{text}");
+    }
+    // Nothing else is served.
+    let other = reqwest::get(format!("http://{metrics}/"))
+        .await
+        .expect("GET /");
+    assert_eq!(other.status(), 404);
+}
+
+#[tokio::test]
+async fn an_unknown_kid_refetch_and_its_suppression_are_counted() {
+    let key = TestKey::generate("known");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let binary = Binary::start(
+        "refetch-metrics",
+        &config(&jwks.url(), "jwks_refetch_cooldown_seconds = 3600"),
+        "info",
+        None,
+    )
+    .await;
+    binary
+        .wait_for_log("JWKS loaded", Duration::from_secs(20))
+        .await;
+    let metrics = binary.metrics_addr().await;
+    let mut client = AuthorizationClient::connect(format!("http://{}", binary.addr))
+        .await
+        .expect("connect");
+    let stranger = TestKey::generate("unknown").mint(&claims("read:messages"));
+    for _ in 0..3 {
+        client
+            .check(request(
+                "GET",
+                "/restricted_resource",
+                &[("authorization", &bearer(&stranger))],
+            ))
+            .await
+            .expect("in-band answer");
+    }
+    let scrape = scrape(&metrics).await;
+    assert_eq!(
+        sample(
+            &scrape,
+            "scopegate_jwks_fetches_total",
+            &[("trigger", "unknown_kid"), ("result", "success")]
+        ),
+        1.0,
+        "one refetch for the first unknown kid"
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "scopegate_jwks_refetch_suppressed_total",
+            &[("issuer", ISSUER)]
+        ),
+        2.0,
+        "the next two fall inside the cooldown"
+    );
+}
+
+/// The decision log lines (JSON objects whose message is `decision`) in `log`.
+fn decisions(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == "decision")
+        .collect()
+}
+
+#[tokio::test]
+async fn decision_logs_are_json_objects_that_join_envoys_access_log() {
+    let key = TestKey::generate("log-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    for (mode, expected) in [("all", 3), ("deny", 2), ("off", 0)] {
+        let binary = Binary::start_json(
+            &format!("decision-log-{mode}"),
+            &config(&jwks.url(), &format!("decision_log = \"{mode}\"")),
+            "info",
+        )
+        .await;
+        binary
+            .wait_for_log("JWKS loaded", Duration::from_secs(20))
+            .await;
+        let mut client = AuthorizationClient::connect(format!("http://{}", binary.addr))
+            .await
+            .expect("connect");
+        let mut good_claims = claims("read:messages");
+        good_claims["azp"] = json!("client-app");
+        let good = key.mint(&good_claims);
+        let weak = key.mint(&claims("openid"));
+        for (request_id, token, path) in [
+            (
+                "req-allow",
+                Some(&good),
+                "/restricted_resource?access_token=query-secret",
+            ),
+            ("req-forbidden", Some(&weak), "/restricted_resource"),
+            ("req-anonymous", None, "/restricted_resource"),
+        ] {
+            let authorization = token.map(|t| bearer(t));
+            let mut headers = vec![("x-request-id", request_id)];
+            if let Some(a) = &authorization {
+                headers.push(("authorization", a));
+            }
+            client
+                .check(request("GET", path, &headers))
+                .await
+                .expect("in-band answer");
+        }
+        // Lines are written as decisions are made; wait for the last one expected.
+        if expected > 0 {
+            binary
+                .wait_for_log("req-anonymous", Duration::from_secs(10))
+                .await;
+        }
+        let log = binary.log_text();
+        let lines = decisions(&log);
+        assert_eq!(lines.len(), expected, "{mode}: {log}");
+        for token in [&good, &weak] {
+            for part in token.split('.') {
+                assert!(
+                    !log.contains(part),
+                    "{mode}: a token segment leaked:\n{log}"
+                );
+            }
+        }
+        assert!(
+            !log.contains("query-secret"),
+            "{mode}: the query string leaked"
+        );
+        let by_id: HashMap<&str, &Value> = lines
+            .iter()
+            .map(|l| (l["request_id"].as_str().expect("request_id"), l))
+            .collect();
+        if mode == "all" {
+            let allow = by_id["req-allow"];
+            assert_eq!(allow["decision"], "allow", "{allow}");
+            assert_eq!(allow["status"], 200);
+            assert_eq!(allow["reason"], "authorized");
+            assert_eq!(allow["rule"], "messages read");
+            assert_eq!(allow["method"], "GET");
+            assert_eq!(allow["path"], "/restricted_resource", "no query string");
+            assert_eq!(allow["iss"], ISSUER);
+            assert_eq!(allow["sub"], "auth0|user-1");
+            assert_eq!(allow["kid"], "log-kid");
+            assert_eq!(allow["azp"], "client-app");
+            assert!(allow["duration_us"].is_u64(), "{allow}");
+            assert_eq!(allow["level"], "INFO");
+        }
+        if mode != "off" {
+            let forbidden = by_id["req-forbidden"];
+            assert_eq!(
+                (forbidden["status"].as_u64(), forbidden["reason"].as_str()),
+                (Some(403), Some("insufficient_scope")),
+                "{forbidden}"
+            );
+            assert_eq!(forbidden["sub"], "auth0|user-1", "who was refused");
+            let anonymous = by_id["req-anonymous"];
+            assert_eq!(
+                (anonymous["status"].as_u64(), anonymous["reason"].as_str()),
+                (Some(401), Some("missing_token")),
+                "{anonymous}"
+            );
+            assert!(anonymous.get("sub").is_none(), "{anonymous}");
+        }
+    }
+}
