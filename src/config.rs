@@ -77,6 +77,8 @@ pub struct RawConfig {
     pub metrics_listen: Option<String>,
     /// Which decisions are logged: `deny` (default), `all` or `off`.
     pub decision_log: Option<DecisionLog>,
+    /// Reload when the configuration file's directory changes (as on SIGHUP); default false.
+    pub reload_on_change: Option<bool>,
     /// Limits of the gRPC server.
     #[serde(default)]
     pub server: RawServer,
@@ -184,6 +186,7 @@ pub struct Config {
     listen: SocketAddr,
     metrics_listen: Option<SocketAddr>,
     decision_log: DecisionLog,
+    reload_on_change: bool,
     issuers: Vec<Issuer>,
     policy: Policy,
     realm: String,
@@ -650,6 +653,7 @@ impl RawConfig {
             ));
         }
         let decision_log = self.decision_log.unwrap_or_default();
+        let reload_on_change = self.reload_on_change.unwrap_or(false);
 
         let realm = self.realm.unwrap_or_else(|| DEFAULT_REALM.to_string());
         if realm.is_empty()
@@ -869,6 +873,7 @@ impl RawConfig {
             listen,
             metrics_listen,
             decision_log,
+            reload_on_change,
             issuers,
             policy,
             realm,
@@ -891,6 +896,11 @@ impl Config {
     /// Which decisions are logged.
     pub fn decision_log(&self) -> DecisionLog {
         self.decision_log
+    }
+
+    /// Whether a change in the configuration file's directory reloads it.
+    pub fn reload_on_change(&self) -> bool {
+        self.reload_on_change
     }
 
     /// The trusted issuers (one for the top-level shorthand), each with what its tokens must
@@ -1701,6 +1711,10 @@ mod tests {
         assert_eq!(shown.server, defaults.server, "[server]");
         assert_eq!(shown.realm, defaults.realm, "realm");
         assert_eq!(shown.decision_log, defaults.decision_log, "decision_log");
+        assert_eq!(
+            shown.reload_on_change, defaults.reload_on_change,
+            "reload_on_change"
+        );
         assert_eq!(
             shown.policy().default_requirement(),
             defaults.policy().default_requirement(),

@@ -42,6 +42,7 @@ pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod probe;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod token;

@@ -174,7 +174,7 @@ fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         // Signal handlers first, so a SIGTERM during start-up still drains.
         let shutdown = scopegate::server::shutdown_signal();
-        scopegate::server::run(config, shutdown).await
+        scopegate::server::run(config, path, shutdown).await
     })?;
     Ok(())
 }

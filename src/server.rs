@@ -6,7 +6,10 @@
 //! traffic away from an instance that could only deny.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
@@ -16,11 +19,12 @@ use tokio::time::Instant;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, RawConfig, ServerLimits};
 use crate::jwks::{self, Jwks};
 use crate::listener;
-use crate::metrics::{self, Metrics};
-use crate::service::AuthorizationService;
+use crate::metrics::{self, Metrics, ReloadResult};
+use crate::reload;
+use crate::service::{AuthorizationService, Generation};
 
 /// Encoded `FileDescriptorSet` of `envoy/service/auth/v3/external_auth.proto` and its imports,
 /// compiled by `build.rs` from the protos shipped in the `envoy-types` crate in use.
@@ -51,24 +55,66 @@ pub enum ServerError {
     /// The reflection service could not load its descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The configuration file's directory cannot be watched (`reload_on_change`).
+    #[error("cannot watch the configuration file for changes: {0}")]
+    Watch(String),
     /// The gRPC transport failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Binds `config.listen` and serves until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+/// Binds `config.listen` and serves until `shutdown` resolves. SIGHUP reloads the
+/// configuration from `config_path` (the handler is installed before anything is bound, so a
+/// hangup during start-up does not end the process); with `reload_on_change`, so does a change
+/// in the file's directory.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let mut requests = reload::Requests::new();
+    #[cfg(unix)]
+    if let Err(e) = requests.on_sighup() {
+        tracing::error!(error = %e, "cannot listen for SIGHUP; reload by signal is unavailable");
+    }
+    if config.reload_on_change() {
+        match &config_path {
+            Some(path) => requests
+                .watch(path)
+                .map_err(|e| ServerError::Watch(e.to_string()))?,
+            None => tracing::warn!(
+                "reload_on_change is set, but there is no configuration file to watch"
+            ),
+        }
+    }
     let addr = config.listen();
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
-    serve(config, listener, shutdown).await
+    serve_with(
+        config,
+        listener,
+        config_path.map(|p| (p, requests)),
+        shutdown,
+    )
+    .await
 }
 
 /// Serves on an already-bound listener until `shutdown` resolves; in-flight calls finish first.
+/// No reloads.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    serve_with(config, listener, None, shutdown).await
+}
+
+/// [`serve`], reloading the configuration from the file at `reload.0` whenever `reload.1` asks.
+pub async fn serve_with(
+    config: Config,
+    listener: TcpListener,
+    reload: Option<(PathBuf, reload::Requests)>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let local = listener.local_addr().ok();
@@ -83,21 +129,14 @@ pub async fn serve(
         ),
         None => None,
     };
-    // One key set per issuer, all waking the same health observer. The fetch settings are the
-    // same for every issuer, so one HTTP client serves them all.
+    // One key set per issuer, all waking the same health observer.
     let fetched = Arc::new(tokio::sync::Notify::new());
-    let key_sets: Vec<Jwks> = config
-        .issuers()
-        .iter()
-        .map(|issuer| {
-            Jwks::with_observer(
-                issuer.jwks.clone(),
-                Arc::clone(&fetched),
-                metrics.issuer(&issuer.expectations.issuer),
-            )
-        })
-        .collect();
-    let client = jwks::http_client(&config.issuers()[0].jwks)?;
+    let fetched_for_reload = Arc::clone(&fetched);
+    let mut key_sets = KeySets::new(Arc::clone(&fetched), metrics.clone());
+    let live = Arc::new(ArcSwap::from_pointee(Generation::new(
+        Arc::clone(&config),
+        key_sets.update(&config)?,
+    )));
 
     let limits = config.server().clone();
     warn_if_descriptors_run_out_first(limits.max_connections);
@@ -121,38 +160,13 @@ pub async fn serve(
 
     // Background tasks stop when this sender is dropped or set.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    // The background tasks are supervised: one that ends while serving is logged at error and
-    // restarted, never left dead while health and the refetch gate still count on it.
-    let refreshers: Vec<_> = key_sets
-        .iter()
-        .map(|jwks| {
-            tokio::spawn(supervise(
-                "JWKS refresher",
-                {
-                    let (jwks, client, stop_rx) = (jwks.clone(), client.clone(), stop_rx.clone());
-                    move || {
-                        jwks.clone()
-                            .run_refresher(client.clone(), stopped(stop_rx.clone()))
-                    }
-                },
-                {
-                    let jwks = jwks.clone();
-                    move || jwks.refresher_stopped()
-                },
-                stop_rx.clone(),
-            ))
-        })
-        .collect();
     let health_task = tokio::spawn(supervise(
         "health tracker",
         {
-            let (key_sets, stop_rx) = (key_sets.clone(), stop_rx.clone());
+            let (live, stop_rx) = (Arc::clone(&live), stop_rx.clone());
             move || {
                 track_health(
-                    key_sets.clone(),
+                    Arc::clone(&live),
                     Arc::clone(&fetched),
                     health_reporter.clone(),
                     stopped(stop_rx.clone()),
@@ -162,6 +176,30 @@ pub async fn serve(
         || {},
         stop_rx.clone(),
     ));
+    let metrics_task = metrics_listener.map(|listener| {
+        tracing::info!(listen = ?listener.local_addr().ok(), "metrics serving on /metrics");
+        tokio::spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+            stopped(stop_rx.clone()),
+        ))
+    });
+    // The reload loop owns the key sets while it runs and hands them back when it stops.
+    let (reload_task, idle_key_sets) = match reload {
+        Some((path, requests)) => (
+            Some(tokio::spawn(reload_loop(
+                path,
+                requests,
+                Arc::clone(&live),
+                key_sets,
+                metrics.clone(),
+                Arc::clone(&fetched_for_reload),
+                stopped(stop_rx.clone()),
+            ))),
+            None,
+        ),
+        None => (None, Some(key_sets)),
+    };
 
     let issuers: Vec<&str> = config
         .issuers()
@@ -174,15 +212,7 @@ pub async fn serve(
         rules = config.policy().rules().len(),
         "scopegate serving"
     );
-    let metrics_task = metrics_listener.map(|listener| {
-        tracing::info!(listen = ?listener.local_addr().ok(), "metrics serving on /metrics");
-        tokio::spawn(metrics::serve(
-            listener,
-            metrics.clone(),
-            stopped(stop_rx.clone()),
-        ))
-    });
-    let service = AuthorizationService::new(Arc::clone(&config), key_sets, metrics);
+    let service = AuthorizationService::with_live(Arc::clone(&live), metrics);
     // Once shutdown starts, connections get GOAWAY and in-flight calls may finish; a client that
     // keeps its connection open anyway must not hold the process forever.
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
@@ -233,8 +263,14 @@ pub async fn serve(
     };
 
     let _ = stop_tx.send(true);
-    for refresher in refreshers {
-        let _ = refresher.await;
+    // Every refresher is stopped and awaited, the reload loop's included.
+    if let Some(key_sets) = idle_key_sets {
+        key_sets.stop_all().await;
+    }
+    if let Some(task) = reload_task
+        && let Ok(key_sets) = task.await
+    {
+        key_sets.stop_all().await;
     }
     let _ = health_task.await;
     if let Some(task) = metrics_task {
@@ -242,6 +278,232 @@ pub async fn serve(
     }
     tracing::info!("scopegate stopped");
     Ok(result?)
+}
+
+/// Resolves once `stop` is set or its sender is gone.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// One issuer's key set and its supervised refresher.
+struct IssuerKeys {
+    issuer: String,
+    settings: jwks::JwksSettings,
+    jwks: Jwks,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The key sets of the issuers in force. A reload keeps the key set (and its refresher, and
+/// its refetch gate) of every issuer whose name and fetch settings are unchanged, so a reload
+/// causes no refetch storm; it starts refreshers for new issuers and stops those of removed
+/// ones.
+struct KeySets {
+    entries: Vec<IssuerKeys>,
+    /// One HTTP client per fetch timeout (the only client-wide fetch setting).
+    clients: Vec<(Duration, reqwest::Client)>,
+    fetched: Arc<tokio::sync::Notify>,
+    metrics: Metrics,
+}
+
+impl KeySets {
+    fn new(fetched: Arc<tokio::sync::Notify>, metrics: Metrics) -> KeySets {
+        KeySets {
+            entries: Vec::new(),
+            clients: Vec::new(),
+            fetched,
+            metrics,
+        }
+    }
+
+    fn client(&mut self, settings: &jwks::JwksSettings) -> Result<reqwest::Client, ServerError> {
+        if let Some((_, client)) = self
+            .clients
+            .iter()
+            .find(|(timeout, _)| *timeout == settings.fetch_timeout)
+        {
+            return Ok(client.clone());
+        }
+        let client = jwks::http_client(settings)?;
+        self.clients.push((settings.fetch_timeout, client.clone()));
+        Ok(client)
+    }
+
+    /// The key sets for `config`'s issuers, in its order: kept where unchanged, new (with a
+    /// refresher started) otherwise. Refreshers of issuers `config` no longer has are stopped.
+    fn update(&mut self, config: &Config) -> Result<Vec<Jwks>, ServerError> {
+        let mut kept: Vec<IssuerKeys> = Vec::with_capacity(config.issuers().len());
+        let mut key_sets = Vec::with_capacity(config.issuers().len());
+        for issuer in config.issuers() {
+            let name = &issuer.expectations.issuer;
+            let entry = match self
+                .entries
+                .iter()
+                .position(|e| e.issuer == *name && e.settings == issuer.jwks)
+            {
+                Some(at) => self.entries.swap_remove(at),
+                None => self.start(name, &issuer.jwks)?,
+            };
+            key_sets.push(entry.jwks.clone());
+            kept.push(entry);
+        }
+        for removed in std::mem::replace(&mut self.entries, kept) {
+            tracing::info!(issuer = %removed.issuer, "issuer removed or changed; its key refresher stops");
+            let _ = removed.stop.send(true);
+        }
+        Ok(key_sets)
+    }
+
+    fn start(
+        &mut self,
+        issuer: &str,
+        settings: &jwks::JwksSettings,
+    ) -> Result<IssuerKeys, ServerError> {
+        let client = self.client(settings)?;
+        let jwks = Jwks::with_observer(
+            settings.clone(),
+            Arc::clone(&self.fetched),
+            self.metrics.issuer(issuer),
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        // Supervised: a refresher that ends while serving is logged at error and restarted,
+        // never left dead while health and the refetch gate still count on it.
+        let task = tokio::spawn(supervise(
+            "JWKS refresher",
+            {
+                let (jwks, stop_rx) = (jwks.clone(), stop_rx.clone());
+                move || {
+                    jwks.clone()
+                        .run_refresher(client.clone(), stopped(stop_rx.clone()))
+                }
+            },
+            {
+                let jwks = jwks.clone();
+                move || jwks.refresher_stopped()
+            },
+            stop_rx,
+        ));
+        Ok(IssuerKeys {
+            issuer: issuer.to_string(),
+            settings: settings.clone(),
+            jwks,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops every refresher and waits for them.
+    async fn stop_all(self) {
+        for entry in &self.entries {
+            let _ = entry.stop.send(true);
+        }
+        for entry in self.entries {
+            let _ = entry.task.await;
+        }
+    }
+}
+
+/// Reloads the configuration from `path` whenever `requests` asks, until `stop`; returns the key
+/// sets so that shutdown can stop their refreshers.
+///
+/// A valid file replaces the generation in force atomically (Checks already running finish on
+/// theirs); an invalid one is refused with an error naming the key, counted, and the old
+/// configuration stays. A change detected by the file watch is applied only if the file's bytes
+/// differ from those in force. Settings bound at start-up (`listen`, `metrics_listen`, the
+/// `[server]` limits but `check_timeout_ms`) keep their old values, with a warning that they
+/// need a restart.
+async fn reload_loop(
+    path: PathBuf,
+    mut requests: reload::Requests,
+    live: Arc<ArcSwap<Generation>>,
+    mut key_sets: KeySets,
+    metrics: Metrics,
+    fetched: Arc<tokio::sync::Notify>,
+    stop: impl Future<Output = ()>,
+) -> KeySets {
+    tokio::pin!(stop);
+    let mut in_force = std::fs::read(&path).ok();
+    loop {
+        let trigger = tokio::select! {
+            trigger = requests.next() => match trigger {
+                Some(trigger) => trigger,
+                None => return key_sets,
+            },
+            () = &mut stop => return key_sets,
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                metrics.reload(ReloadResult::failure);
+                tracing::error!(path = %path.display(), error = %e, "reload refused: cannot read the configuration file; the old configuration stays in force");
+                continue;
+            }
+        };
+        if trigger == reload::Trigger::FileChanged && in_force.as_deref() == Some(&bytes[..]) {
+            continue;
+        }
+        let compiled = std::str::from_utf8(&bytes)
+            .map_err(|e| ConfigError::Invalid {
+                key: "(file)".into(),
+                value: path.display().to_string(),
+                reason: format!("not UTF-8: {e}"),
+            })
+            .and_then(|text| RawConfig::from_toml(text, &path.display().to_string()))
+            .and_then(|mut raw| {
+                raw.apply_env(|name| std::env::var(name).ok());
+                raw.compile()
+            });
+        let new = match compiled {
+            Ok(config) => Arc::new(config),
+            Err(e) => {
+                metrics.reload(ReloadResult::failure);
+                tracing::error!(error = %e, ?trigger, "reload refused: the old configuration stays in force");
+                continue;
+            }
+        };
+        let old = live.load_full();
+        warn_about_restart_only_changes(old.config(), &new);
+        match key_sets.update(&new) {
+            Ok(sets) => {
+                live.store(Arc::new(Generation::new(Arc::clone(&new), sets)));
+                in_force = Some(bytes);
+                metrics.reload(ReloadResult::success);
+                fetched.notify_one();
+                tracing::info!(
+                    ?trigger,
+                    issuers = new.issuers().len(),
+                    rules = new.policy().rules().len(),
+                    "configuration reloaded"
+                );
+            }
+            Err(e) => {
+                metrics.reload(ReloadResult::failure);
+                tracing::error!(error = %e, "reload refused: the old configuration stays in force");
+            }
+        }
+    }
+}
+
+/// Logs each setting that a reload cannot change, because it was bound or built at start-up.
+fn warn_about_restart_only_changes(old: &Config, new: &Config) {
+    if old.listen() != new.listen() {
+        tracing::warn!(old = %old.listen(), new = %new.listen(), "`listen` changed: it takes effect only after a restart");
+    }
+    if old.metrics_listen() != new.metrics_listen() {
+        tracing::warn!(old = ?old.metrics_listen(), new = ?new.metrics_listen(), "`metrics_listen` changed: it takes effect only after a restart");
+    }
+    let without_check_timeout = |config: &Config| ServerLimits {
+        check_timeout: Duration::ZERO,
+        ..config.server().clone()
+    };
+    if without_check_timeout(old) != without_check_timeout(new) {
+        tracing::warn!(
+            "`[server]` limits changed: all but check_timeout_ms take effect only after a restart"
+        );
+    }
+    if old.reload_on_change() != new.reload_on_change() {
+        tracing::warn!("`reload_on_change` changed: it takes effect only after a restart");
+    }
 }
 
 /// A background task that ran at least this long before ending is restarted after the shortest
@@ -336,22 +598,23 @@ fn warn_if_descriptors_run_out_first(max_connections: usize) {
 /// short headers; the Check's own payload is bounded by `max_request_bytes` instead.
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
-/// Keeps health in step with the key sets: SERVING while any issuer's tokens can be verified
-/// (one issuer's outage must not take the others' traffic away: its own tokens get 503 in-band),
-/// NOT_SERVING before the first load and once every set has gone stale.
+/// Keeps health in step with the key sets of the generation in force: SERVING while any
+/// issuer's tokens can be verified (one issuer's outage must not take the others' traffic away:
+/// its own tokens get 503 in-band), NOT_SERVING before the first load and once every set has
+/// gone stale.
 async fn track_health(
-    key_sets: Vec<Jwks>,
+    live: Arc<ArcSwap<Generation>>,
     fetched: Arc<tokio::sync::Notify>,
     reporter: tonic_health::server::HealthReporter,
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
     let mut serving = false;
-    // Woken by each fetch, so SERVING follows the first load at once: an instance that already
-    // verifies tokens must not tell Envoy's health check NOT_SERVING and be taken out of service.
-    // The timer is for the other change, a key set going stale with time.
+    // Woken by each fetch (and each reload), so SERVING follows the first load at once: an
+    // instance that already verifies tokens must not tell Envoy's health check NOT_SERVING and
+    // be taken out of service. The timer is for the other change, a key set going stale.
     loop {
-        let usable = key_sets.iter().any(Jwks::is_usable);
+        let usable = live.load().key_sets().iter().any(Jwks::is_usable);
         if usable != serving {
             serving = usable;
             let status = if usable {

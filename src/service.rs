@@ -20,6 +20,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
+
 use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode,
 };
@@ -51,33 +53,42 @@ pub const MAX_LOGGED_REQUEST_ID: usize = 128;
 /// The `rule` label and log field of a request refused before any rule was chosen.
 static NO_RULE: LazyLock<Arc<str>> = LazyLock::new(|| "none".into());
 
-/// The Authorization service. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct AuthorizationService {
+/// What Checks are decided with: one configuration and its issuers' key sets, replaced whole
+/// when the configuration is reloaded. A Check takes the generation in force when it starts and
+/// finishes with it.
+#[derive(Debug)]
+pub struct Generation {
     config: Arc<Config>,
     /// One key set per issuer, in the order of `config.issuers`.
     key_sets: Vec<Jwks>,
     /// Every header any issuer forwards a claim in.
     forwarded_headers: Arc<[String]>,
-    metrics: Metrics,
 }
 
-impl AuthorizationService {
-    /// A service deciding with `config` against the keys in `key_sets`, one per issuer of
-    /// `config`, in the same order, counting its answers in `metrics`.
-    pub fn new(config: Arc<Config>, key_sets: Vec<Jwks>, metrics: Metrics) -> Self {
+impl Generation {
+    /// `config` with the keys in `key_sets`, one per issuer of `config`, in the same order.
+    pub fn new(config: Arc<Config>, key_sets: Vec<Jwks>) -> Generation {
         assert_eq!(
             key_sets.len(),
             config.issuers().len(),
             "one key set per configured issuer"
         );
         let forwarded_headers = config.forwarded_headers().into();
-        AuthorizationService {
+        Generation {
             config,
             key_sets,
             forwarded_headers,
-            metrics,
         }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The key sets, one per issuer of the configuration, in its order.
+    pub fn key_sets(&self) -> &[Jwks] {
+        &self.key_sets
     }
 
     /// The issuer (by index) whose keys verify `token`: the only one when there is one,
@@ -139,6 +150,28 @@ impl AuthorizationService {
     }
 }
 
+/// The Authorization service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuthorizationService {
+    live: Arc<ArcSwap<Generation>>,
+    metrics: Metrics,
+}
+
+impl AuthorizationService {
+    /// A service deciding with `config` against the keys in `key_sets`, one per issuer of
+    /// `config`, in the same order, counting its answers in `metrics`.
+    pub fn new(config: Arc<Config>, key_sets: Vec<Jwks>, metrics: Metrics) -> Self {
+        let live = Arc::new(ArcSwap::from_pointee(Generation::new(config, key_sets)));
+        AuthorizationService::with_live(live, metrics)
+    }
+
+    /// A service deciding with whatever generation `live` holds when each Check starts: the
+    /// handle through which a reload replaces it.
+    pub fn with_live(live: Arc<ArcSwap<Generation>>, metrics: Metrics) -> Self {
+        AuthorizationService { live, metrics }
+    }
+}
+
 #[tonic::async_trait]
 impl Authorization for AuthorizationService {
     async fn check(
@@ -150,6 +183,9 @@ impl Authorization for AuthorizationService {
             .duration_since(UNIX_EPOCH)
             .map_err(|_| Status::internal("system clock is before the Unix epoch"))?
             .as_secs();
+        // The generation in force now decides this Check, whatever a reload does meanwhile.
+        let live = self.live.load_full();
+        let config = &live.config;
         let check = request.into_inner();
         let http = check
             .attributes
@@ -164,7 +200,7 @@ impl Authorization for AuthorizationService {
         // Who was denied, for the decision log of a denial after verification (a missing scope).
         let mut identity: Option<Identity> = None;
         let route = policy::normalize(&http.path)
-            .and_then(|path| self.config.policy().route(&http.method, &path));
+            .and_then(|path| config.policy().route(&http.method, &path));
         let decision = match route {
             Err(e) => Decision::Deny(Denial::BadPath(e)),
             Ok(route) => {
@@ -173,10 +209,10 @@ impl Authorization for AuthorizationService {
                 // authentication is the only step that can wait (on an unknown-kid refetch), and
                 // past the deadline Envoy would answer (or, failing open, allow) without us.
                 let auth = if route.requirement.needs_token() {
-                    let deadline = self.config.server().check_timeout;
+                    let deadline = config.server().check_timeout;
                     tokio::time::timeout(
                         deadline,
-                        self.authenticate(&authorization, now, &mut issuer),
+                        live.authenticate(&authorization, now, &mut issuer),
                     )
                     .await
                     .map(Some)
@@ -187,7 +223,7 @@ impl Authorization for AuthorizationService {
                     Err(_elapsed) => Decision::Deny(Denial::TimedOut),
                     Ok(auth) => {
                         if let Some(Ok(claims)) = &auth
-                            && self.config.decision_log().logs(false)
+                            && config.decision_log().logs(false)
                         {
                             identity = Some(Identity::of(claims));
                         }
@@ -201,7 +237,7 @@ impl Authorization for AuthorizationService {
         // respond
         let (response, outcome) = match &decision {
             Decision::Allow(claims) => (
-                allow(claims.as_ref(), &self.forwarded_headers),
+                allow(claims.as_ref(), &live.forwarded_headers),
                 Outcome {
                     decision: metrics::Decision::allow,
                     status: 200,
@@ -212,13 +248,13 @@ impl Authorization for AuthorizationService {
                     },
                 },
             ),
-            Decision::Deny(denial) => (deny(denial, self.config.realm()), outcome(denial)),
+            Decision::Deny(denial) => (deny(denial, config.realm()), outcome(denial)),
         };
         let took = started.elapsed();
         self.metrics
             .check(outcome.decision, outcome.status, outcome.reason, rule, took);
         let allowed = matches!(decision, Decision::Allow(_));
-        if self.config.decision_log().logs(allowed) {
+        if config.decision_log().logs(allowed) {
             let who = match &decision {
                 Decision::Allow(claims) => claims.as_ref().map(Identity::of),
                 Decision::Deny(_) => identity,
@@ -232,7 +268,7 @@ impl Authorization for AuthorizationService {
                 outcome: &outcome,
                 denial,
                 rule,
-                issuer: issuer.map(|i| self.config.issuers()[i].expectations.issuer.as_str()),
+                issuer: issuer.map(|i| config.issuers()[i].expectations.issuer.as_str()),
                 who: who.filter(|_| issuer.is_some()),
                 took,
             });

@@ -112,11 +112,34 @@ impl Binary {
 
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends SIGHUP (reload the configuration).
+    pub fn sighup(&self) {
+        self.signal("HUP");
+    }
+
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// The configuration file it was started with (tests rewrite it, then reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .expect("scratch dir")
+            .path()
+            .join("config.toml")
+    }
+
+    /// How many log lines so far hold `needle`.
+    pub fn count_in_log(&self, needle: &str) -> usize {
+        self.log_text().matches(needle).count()
     }
 
     /// The exit status, once the process has exited within `within`; `None` if it still runs.

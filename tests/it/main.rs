@@ -21,4 +21,5 @@ mod observability;
 mod properties;
 mod protos;
 mod readme;
+mod reload;
 mod server_limits;

@@ -1,0 +1,161 @@
+//! Configuration reload on the real binary: SIGHUP with a valid file (the new rules decide the
+//! next Check; the issuer's keys are not fetched again), with an invalid one (refused, counted,
+//! the old rules stay, the process keeps serving), and `reload_on_change` with a file replaced
+//! the way Kubernetes replaces a mounted ConfigMap.
+
+use std::time::Duration;
+
+use crate::common::binary::Binary;
+use crate::common::*;
+use crate::observability::{sample, scrape};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use tonic::transport::Channel;
+
+fn config(jwks_uri: &str, scope: &str, extra: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\n\
+         audience = \"{AUDIENCE}\"\njwks_uri = \"{jwks_uri}\"\n{extra}\n\
+         [[rules]]\nname = \"messages\"\npath = \"/messages\"\nscopes = [\"{scope}\"]\n"
+    )
+}
+
+/// The HTTP status scopegate answers for GET /messages with `token` (200 for an allow).
+async fn status(client: &mut AuthorizationClient<Channel>, token: &str) -> i32 {
+    let response = client
+        .check(request(
+            "GET",
+            "/messages",
+            &[("authorization", &bearer(token))],
+        ))
+        .await
+        .expect("in-band answer")
+        .into_inner();
+    let answer = Answer::of(&response);
+    if answer.code == 0 { 200 } else { answer.http }
+}
+
+/// Replaces the file at `path` the way editors and Kubernetes do: a new file renamed over it.
+fn replace(path: &std::path::Path, text: &str) {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, text).expect("write");
+    std::fs::rename(&staged, path).expect("rename");
+}
+
+#[tokio::test]
+async fn sighup_applies_a_valid_file_and_refuses_an_invalid_one() {
+    let key = TestKey::generate("reload-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let binary = Binary::start("reload", &config(&jwks.url(), "read", ""), "info", None).await;
+    binary
+        .wait_for_log("JWKS loaded", Duration::from_secs(20))
+        .await;
+    let metrics = binary.metrics_addr().await;
+    let mut client = AuthorizationClient::connect(format!("http://{}", binary.addr))
+        .await
+        .expect("connect");
+    let reader = key.mint(&claims("read"));
+    let writer = key.mint(&claims("write"));
+    assert_eq!(status(&mut client, &reader).await, 200);
+    assert_eq!(status(&mut client, &writer).await, 403);
+    let fetches = jwks.hits();
+
+    // A valid file: the next Check is decided by the new rule, on the same connection.
+    replace(&binary.config_path(), &config(&jwks.url(), "write", ""));
+    binary.sighup();
+    binary
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    assert_eq!(status(&mut client, &writer).await, 200);
+    assert_eq!(status(&mut client, &reader).await, 403);
+    assert_eq!(jwks.hits(), fetches, "an unchanged issuer's keys are kept");
+
+    // An invalid file: refused with the key named, the old rules stay, still serving.
+    replace(
+        &binary.config_path(),
+        &config(&jwks.url(), "write", "leeway_seconds = 9999"),
+    );
+    binary.sighup();
+    let refused = binary
+        .wait_for_log("reload refused", Duration::from_secs(10))
+        .await;
+    assert!(refused.contains("leeway_seconds"), "{refused}");
+    assert!(refused.contains("ERROR"), "{refused}");
+    assert_eq!(status(&mut client, &writer).await, 200);
+    assert_eq!(status(&mut client, &reader).await, 403);
+
+    // A file that moves the listener: applied but for `listen`, which needs a restart.
+    replace(
+        &binary.config_path(),
+        &config(&jwks.url(), "read", "").replace(
+            "listen = \"127.0.0.1:0\"\nmetrics",
+            "listen = \"127.0.0.1:1\"\nmetrics",
+        ),
+    );
+    binary.sighup();
+    let warning = binary
+        .wait_for_log("takes effect only after a restart", Duration::from_secs(10))
+        .await;
+    assert!(warning.contains("`listen`"), "{warning}");
+    eventually(
+        "the third reload applied",
+        Duration::from_secs(10),
+        || async { binary.count_in_log("configuration reloaded") == 2 },
+    )
+    .await;
+    assert_eq!(status(&mut client, &reader).await, 200);
+
+    let scrape = scrape(&metrics).await;
+    assert_eq!(
+        sample(
+            &scrape,
+            "scopegate_config_reloads_total",
+            &[("result", "success")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "scopegate_config_reloads_total",
+            &[("result", "failure")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn reload_on_change_applies_a_replaced_file_and_ignores_unrelated_changes() {
+    let key = TestKey::generate("watch-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let binary = Binary::start(
+        "reload-watch",
+        &config(&jwks.url(), "read", "reload_on_change = true"),
+        "info",
+        None,
+    )
+    .await;
+    binary
+        .wait_for_log("JWKS loaded", Duration::from_secs(20))
+        .await;
+    let mut client = AuthorizationClient::connect(format!("http://{}", binary.addr))
+        .await
+        .expect("connect");
+    let writer = key.mint(&claims("write"));
+    assert_eq!(status(&mut client, &writer).await, 403);
+
+    // Another file in the directory changes: the configuration's bytes did not, no reload.
+    let dir = binary.config_path().parent().expect("dir").to_path_buf();
+    std::fs::write(dir.join("unrelated"), "x").expect("write");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(binary.count_in_log("configuration reloaded"), 0);
+
+    replace(
+        &binary.config_path(),
+        &config(&jwks.url(), "write", "reload_on_change = true"),
+    );
+    let line = binary
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    assert!(line.contains("FileChanged"), "{line}");
+    assert_eq!(status(&mut client, &writer).await, 200);
+}
