@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::jwks::JwksSettings;
 use crate::policy::{PathMatch, Policy, PolicyError, Requirement, Rule, normalize};
+use crate::tls::TlsFiles;
 use crate::token::is_http_token;
 use crate::verify::{
     Algorithm, Expectations, ForwardClaim, REGISTERED_CLAIMS, TokenType, is_scope_token,
@@ -79,12 +80,29 @@ pub struct RawConfig {
     pub decision_log: Option<DecisionLog>,
     /// Reload when the configuration file's directory changes (as on SIGHUP); default false.
     pub reload_on_change: Option<bool>,
+    /// Address of a plaintext listener serving only `grpc.health.v1` (for probes that cannot
+    /// speak TLS); absent: none.
+    pub health_listen: Option<String>,
+    /// TLS for the gRPC listener; absent: plaintext.
+    pub tls: Option<RawTls>,
     /// Limits of the gRPC server.
     #[serde(default)]
     pub server: RawServer,
     /// Route rules, first match wins.
     #[serde(default)]
     pub rules: Vec<RawRule>,
+}
+
+/// The `[tls]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain.
+    pub cert_file: Option<String>,
+    /// PEM private key.
+    pub key_file: Option<String>,
+    /// PEM CA certificates that client certificates must chain to.
+    pub client_ca_file: Option<String>,
 }
 
 /// The `[server]` table as written: limits of the gRPC listener (all optional).
@@ -187,6 +205,8 @@ pub struct Config {
     metrics_listen: Option<SocketAddr>,
     decision_log: DecisionLog,
     reload_on_change: bool,
+    health_listen: Option<SocketAddr>,
+    tls: Option<TlsFiles>,
     issuers: Vec<Issuer>,
     policy: Policy,
     realm: String,
@@ -654,6 +674,51 @@ impl RawConfig {
         }
         let decision_log = self.decision_log.unwrap_or_default();
         let reload_on_change = self.reload_on_change.unwrap_or(false);
+        let health_listen = self
+            .health_listen
+            .map(|text| {
+                text.parse::<SocketAddr>().map_err(|_| {
+                    invalid(
+                        "health_listen",
+                        &text,
+                        "expected IP:PORT, e.g. \"0.0.0.0:9192\"",
+                    )
+                })
+            })
+            .transpose()?;
+        let taken = [Some(listen), metrics_listen];
+        if let Some(health) = health_listen
+            && health.port() != 0
+            && taken.contains(&Some(health))
+        {
+            return Err(invalid(
+                "health_listen",
+                health.to_string(),
+                "the health listener needs an address of its own",
+            ));
+        }
+        let tls = match self.tls {
+            None => None,
+            Some(raw) => {
+                let file = |key: &str, value: Option<String>| {
+                    value
+                        .filter(|v| !v.is_empty())
+                        .map(std::path::PathBuf::from)
+                        .ok_or_else(|| ConfigError::Missing {
+                            key: format!("tls.{key}"),
+                            hint: " (a PEM file path)".into(),
+                        })
+                };
+                Some(TlsFiles {
+                    cert_file: file("cert_file", raw.cert_file)?,
+                    key_file: file("key_file", raw.key_file)?,
+                    client_ca_file: raw
+                        .client_ca_file
+                        .map(|v| file("client_ca_file", Some(v)))
+                        .transpose()?,
+                })
+            }
+        };
 
         let realm = self.realm.unwrap_or_else(|| DEFAULT_REALM.to_string());
         if realm.is_empty()
@@ -874,6 +939,8 @@ impl RawConfig {
             metrics_listen,
             decision_log,
             reload_on_change,
+            health_listen,
+            tls,
             issuers,
             policy,
             realm,
@@ -901,6 +968,16 @@ impl Config {
     /// Whether a change in the configuration file's directory reloads it.
     pub fn reload_on_change(&self) -> bool {
         self.reload_on_change
+    }
+
+    /// Address of the plaintext health-only listener, if any.
+    pub fn health_listen(&self) -> Option<SocketAddr> {
+        self.health_listen
+    }
+
+    /// The gRPC listener's TLS files, if it speaks TLS.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The trusted issuers (one for the top-level shorthand), each with what its tokens must
@@ -1197,6 +1274,21 @@ impl fmt::Display for Config {
         writeln!(f, "listen            {}", self.listen)?;
         if let Some(metrics) = self.metrics_listen {
             writeln!(f, "metrics_listen    {metrics}")?;
+        }
+        if let Some(health) = self.health_listen {
+            writeln!(f, "health_listen     {health}")?;
+        }
+        if let Some(tls) = &self.tls {
+            writeln!(
+                f,
+                "tls               cert {}, key {}, client certificates {}",
+                tls.cert_file.display(),
+                tls.key_file.display(),
+                tls.client_ca_file.as_ref().map_or_else(
+                    || "not asked for".to_string(),
+                    |ca| format!("required (CA {})", ca.display())
+                )
+            )?;
         }
         let decision_log = match self.decision_log {
             DecisionLog::Deny => "deny",

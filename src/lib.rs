@@ -45,5 +45,6 @@ pub mod probe;
 pub mod reload;
 pub mod server;
 pub mod service;
+pub mod tls;
 pub mod token;
 pub mod verify;

@@ -18,8 +18,13 @@
 //! - When `accept` fails for lack of resources (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`), the
 //!   loop backs off, 10 ms doubling to 1 s, logging once per streak, instead of retrying at once.
 //!
-//! Connections reach tonic through a channel, so a TLS layer can later sit between the handshake
-//! and tonic by wrapping [`Connection`].
+//! - With TLS, the TLS handshake and the preface must both finish within `handshake_timeout`.
+//!   The server configuration is read afresh for each connection from a shared slot, so a reload
+//!   replaces certificates, key and client CA for the next handshake without a restart; a
+//!   client without an acceptable certificate (when one is required) fails the TLS handshake
+//!   and never reaches the gRPC server. Plaintext sent to a TLS listener fails it too.
+//!
+//! Connections reach tonic through a channel, already past these checks.
 
 use std::io;
 use std::net::SocketAddr;
@@ -55,17 +60,26 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
+/// The TLS server configuration in force, replaced whole on reload.
+pub type TlsSlot = Arc<arc_swap::ArcSwap<rustls::ServerConfig>>;
+
 /// The accepted, HTTP/2-speaking connections of `listener`, for tonic's
-/// `serve_with_incoming_shutdown`. The accept loop runs until the stream is dropped.
-pub fn incoming(listener: TcpListener, limits: Limits) -> ReceiverStream<io::Result<Connection>> {
+/// `serve_with_incoming_shutdown`; over TLS when `tls` is given. The accept loop runs until the
+/// stream is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    limits: Limits,
+    tls: Option<TlsSlot>,
+) -> ReceiverStream<io::Result<Connection>> {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, limits, tx));
+    tokio::spawn(accept_loop(listener, limits, tls, tx));
     ReceiverStream::new(rx)
 }
 
 async fn accept_loop(
     listener: TcpListener,
     limits: Limits,
+    tls: Option<TlsSlot>,
     tx: mpsc::Sender<io::Result<Connection>>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -119,8 +133,9 @@ async fn accept_loop(
         // Nagle off: a Check answer is a few small frames that the client is waiting for.
         let _ = stream.set_nodelay(true);
         let (tx, limits) = (tx.clone(), limits.clone());
+        let tls = tls.as_ref().map(|slot| slot.load_full());
         tokio::spawn(async move {
-            if let Some(connection) = handshake(stream, remote, permit, &limits).await {
+            if let Some(connection) = handshake(stream, remote, permit, &limits, tls).await {
                 let _ = tx.send(Ok(connection)).await;
             }
         });
@@ -136,17 +151,36 @@ fn out_of_resources(error: &io::Error) -> bool {
         || error.kind() == io::ErrorKind::OutOfMemory
 }
 
-/// Reads the HTTP/2 preface within the handshake timeout; the connection, or `None` (closed).
+/// Completes the TLS handshake (with `tls`) and reads the HTTP/2 preface, both within the
+/// handshake timeout; the connection, or `None` (closed).
 async fn handshake(
-    mut stream: TcpStream,
+    stream: TcpStream,
     remote: SocketAddr,
     permit: OwnedSemaphorePermit,
     limits: &Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Option<Connection> {
-    let mut preface = [0u8; 24];
-    match tokio::time::timeout(limits.handshake_timeout, stream.read_exact(&mut preface)).await {
-        Ok(Ok(_)) if &preface == HTTP2_PREFACE => {
-            Some(Connection::new(stream, permit, limits.idle_timeout))
+    let opening = async {
+        let mut transport = match tls {
+            None => Transport::Plain(stream),
+            Some(config) => {
+                let accepted = tokio_rustls::TlsAcceptor::from(config)
+                    .accept(stream)
+                    .await
+                    .map_err(|error| {
+                        tracing::debug!(%remote, %error, "TLS handshake failed; closing");
+                        error
+                    })?;
+                Transport::Tls(Box::new(accepted))
+            }
+        };
+        let mut preface = [0u8; 24];
+        transport.read_exact(&mut preface).await?;
+        Ok::<_, io::Error>((transport, preface))
+    };
+    match tokio::time::timeout(limits.handshake_timeout, opening).await {
+        Ok(Ok((transport, preface))) if &preface == HTTP2_PREFACE => {
+            Some(Connection::new(transport, permit, limits.idle_timeout))
         }
         Ok(Ok(_)) => {
             tracing::debug!(%remote, "not an HTTP/2 client; closing");
@@ -154,16 +188,90 @@ async fn handshake(
         }
         Ok(Err(_)) => None,
         Err(_) => {
-            tracing::debug!(%remote, timeout = ?limits.handshake_timeout, "no HTTP/2 preface in time; closing");
+            tracing::debug!(%remote, timeout = ?limits.handshake_timeout, "no handshake in time; closing");
             None
         }
     }
 }
 
-/// An accepted connection that has sent the HTTP/2 preface: the TCP stream, with the preface
-/// replayed first, the idle deadline enforced on reads, and the connection's slot under the cap.
+/// The byte stream under a connection: TCP, or TLS over TCP.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(tcp) => tcp,
+            Transport::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Plain(tcp) => tcp.is_write_vectored(),
+            Transport::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An accepted connection that has sent the HTTP/2 preface: the TCP (or TLS) stream, with the
+/// preface replayed first, the idle deadline enforced on reads, and the connection's slot under
+/// the cap.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     /// How many bytes of the preface have been handed to the reader.
     replayed: usize,
     frames: FrameWalker,
@@ -174,7 +282,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
+    fn new(stream: Transport, permit: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
         let now = Instant::now();
         Connection {
             stream,
@@ -271,7 +379,7 @@ impl Connected for Connection {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+        self.stream.tcp().connect_info()
     }
 }
 

@@ -100,6 +100,29 @@ enum Command {
         /// An HTTP URL that must answer 2xx.
         #[arg(long)]
         http: Option<String>,
+        /// Speak TLS to --grpc, trusting this PEM CA file.
+        #[arg(long, requires = "grpc")]
+        tls_ca: Option<PathBuf>,
+        /// PEM client certificate, for a listener that requires one (with --tls-key).
+        #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+        tls_cert: Option<PathBuf>,
+        /// PEM client key (with --tls-cert).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The name the server certificate must hold; default: the host of --grpc.
+        #[arg(long, requires = "tls_ca")]
+        tls_server_name: Option<String>,
+    },
+    /// Write a throw-away CA, server and client certificates for TLS demos and tests. NOT FOR
+    /// PRODUCTION.
+    DevCerts {
+        /// Directory to write ca.crt, server.crt/.key and client.crt/.key into.
+        #[arg(long, default_value = ".demo/certs")]
+        out: PathBuf,
+        /// Host names and addresses of the server certificate (repeatable); default
+        /// localhost, 127.0.0.1, ::1 and scopegate.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
 }
 
@@ -149,7 +172,22 @@ fn main() -> ExitCode {
             },
         ),
         Command::DemoUpstream { listen } => demo_upstream(listen),
-        Command::Health { grpc, http } => health(grpc, http),
+        Command::Health {
+            grpc,
+            http,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            tls_server_name,
+        } => {
+            let tls = tls_ca.map(|ca_file| scopegate::probe::ProbeTls {
+                ca_file,
+                client: tls_cert.zip(tls_key),
+                server_name: tls_server_name,
+            });
+            health(grpc, http, tls)
+        }
+        Command::DevCerts { out, hosts } => dev_certs(&out, hosts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -162,6 +200,10 @@ fn main() -> ExitCode {
 
 fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(path.as_deref()).context("invalid configuration")?;
+    // The files named in [tls] must be usable too, as `serve` will require.
+    if let Some(files) = config.tls() {
+        scopegate::tls::server_config(files).context("invalid configuration")?;
+    }
     println!("{config}");
     println!("configuration OK");
     Ok(())
@@ -253,11 +295,37 @@ fn demo_upstream(listen: SocketAddr) -> anyhow::Result<()> {
     })
 }
 
-fn health(grpc: Option<String>, http: Option<String>) -> anyhow::Result<()> {
+fn dev_certs(out: &std::path::Path, hosts: Vec<String>) -> anyhow::Result<()> {
+    let hosts = if hosts.is_empty() {
+        scopegate::dev::certs::DEFAULT_HOSTS
+            .iter()
+            .map(|h| h.to_string())
+            .collect()
+    } else {
+        hosts
+    };
+    let made = scopegate::dev::certs::generate(out, &hosts)?;
+    for path in [
+        &made.ca_cert,
+        &made.server_cert,
+        &made.server_key,
+        &made.client_cert,
+        &made.client_key,
+    ] {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+fn health(
+    grpc: Option<String>,
+    http: Option<String>,
+    tls: Option<scopegate::probe::ProbeTls>,
+) -> anyhow::Result<()> {
     let timeout = std::time::Duration::from_secs(2);
     runtime()?.block_on(async {
         match (grpc, http) {
-            (Some(addr), _) => scopegate::probe::grpc(&addr, timeout).await?,
+            (Some(addr), _) => scopegate::probe::grpc(&addr, timeout, tls.as_ref()).await?,
             (None, Some(url)) => scopegate::probe::http(&url, timeout).await?,
             (None, None) => anyhow::bail!("give --grpc HOST:PORT or --http URL"),
         }

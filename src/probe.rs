@@ -1,6 +1,7 @@
 //! Health probes for container healthchecks (`scopegate health`), which run inside images that
 //! have no shell or curl: a `grpc.health.v1` check against scopegate, or an HTTP GET.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Why a probe failed.
@@ -24,15 +25,52 @@ pub enum ProbeError {
     },
 }
 
-/// Asks `addr` (`HOST:PORT`) for the overall `grpc.health.v1` status; Ok only for SERVING.
-pub async fn grpc(addr: &str, timeout: Duration) -> Result<(), ProbeError> {
-    let target = format!("grpc://{addr}");
+/// How a gRPC probe speaks TLS to a listener that requires it.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeTls {
+    /// PEM CA certificate(s) the server's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// PEM client certificate and key, for a listener that requires one.
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// The name the server's certificate must hold; default: the host of the address.
+    pub server_name: Option<String>,
+}
+
+/// Asks `addr` (`HOST:PORT`) for the overall `grpc.health.v1` status, over TLS with `tls`; Ok
+/// only for SERVING.
+pub async fn grpc(addr: &str, timeout: Duration, tls: Option<&ProbeTls>) -> Result<(), ProbeError> {
+    let scheme = if tls.is_some() { "https" } else { "grpc" };
+    let target = format!("{scheme}://{addr}");
     let unreachable = |reason: String| ProbeError::Unreachable {
         target: target.clone(),
         reason,
     };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| unreachable(e.to_string()))?
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|e| unreachable(e.to_string()))?;
+    if let Some(tls) = tls {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| unreachable(format!("{}: {e}", path.display())))
+        };
+        let mut config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(&tls.ca_file)?));
+        if let Some((cert, key)) = &tls.client {
+            config = config.identity(tonic::transport::Identity::from_pem(
+                read(cert)?,
+                read(key)?,
+            ));
+        }
+        let server_name = tls.server_name.clone().unwrap_or_else(|| {
+            addr.rsplit_once(':')
+                .map_or(addr, |(host, _)| host)
+                .trim_matches(['[', ']'])
+                .to_string()
+        });
+        endpoint = endpoint
+            .tls_config(config.domain_name(server_name))
+            .map_err(|e| unreachable(e.to_string()))?;
+    }
+    let channel = endpoint
         .connect_timeout(timeout)
         .timeout(timeout)
         .connect()

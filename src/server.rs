@@ -55,6 +55,9 @@ pub enum ServerError {
     /// The reflection service could not load its descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The configuration file's directory cannot be watched (`reload_on_change`).
     #[error("cannot watch the configuration file for changes: {0}")]
     Watch(String),
@@ -120,6 +123,19 @@ pub async fn serve_with(
     let local = listener.local_addr().ok();
     let config = Arc::new(config);
     let metrics = Metrics::new();
+    // TLS files are read before anything is served, so an unusable certificate fails start-up.
+    let tls: Option<listener::TlsSlot> = match config.tls() {
+        Some(files) => Some(Arc::new(ArcSwap::new(crate::tls::server_config(files)?))),
+        None => None,
+    };
+    let health_listener = match config.health_listen() {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
     // The metrics listener is bound before anything starts, so a taken port fails start-up.
     let metrics_listener = match config.metrics_listen() {
         Some(addr) => Some(
@@ -188,12 +204,15 @@ pub async fn serve_with(
     let (reload_task, idle_key_sets) = match reload {
         Some((path, requests)) => (
             Some(tokio::spawn(reload_loop(
-                path,
-                requests,
-                Arc::clone(&live),
-                key_sets,
-                metrics.clone(),
-                Arc::clone(&fetched_for_reload),
+                Reloader {
+                    path,
+                    requests,
+                    live: Arc::clone(&live),
+                    key_sets,
+                    metrics: metrics.clone(),
+                    fetched: Arc::clone(&fetched_for_reload),
+                    tls: tls.clone(),
+                },
                 stopped(stop_rx.clone()),
             ))),
             None,
@@ -212,6 +231,28 @@ pub async fn serve_with(
         rules = config.policy().rules().len(),
         "scopegate serving"
     );
+    // The plaintext health-only listener: for kubelet probes, which cannot speak TLS. It serves
+    // grpc.health.v1 and nothing else, under the same connection limits.
+    let health_only = health_listener.map(|listener| {
+        tracing::info!(listen = ?listener.local_addr().ok(), "health (plaintext, grpc.health.v1 only) serving");
+        let service = health_service.clone();
+        let limits = listener::Limits {
+            max_connections: limits.max_connections,
+            handshake_timeout: limits.handshake_timeout,
+            idle_timeout: limits.idle_timeout,
+        };
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .max_concurrent_streams(4)
+                .add_service(service)
+                .serve_with_incoming_shutdown(listener::incoming(listener, limits, None), stop)
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "health listener failed");
+            }
+        })
+    });
     let service = AuthorizationService::with_live(Arc::clone(&live), metrics);
     // Once shutdown starts, connections get GOAWAY and in-flight calls may finish; a client that
     // keeps its connection open anyway must not hold the process forever.
@@ -244,6 +285,7 @@ pub async fn serve_with(
                     handshake_timeout: limits.handshake_timeout,
                     idle_timeout: limits.idle_timeout,
                 },
+                tls,
             ),
             shutdown,
         );
@@ -274,6 +316,9 @@ pub async fn serve_with(
     }
     let _ = health_task.await;
     if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    if let Some(task) = health_only {
         let _ = task.await;
     }
     tracing::info!("scopegate stopped");
@@ -412,15 +457,28 @@ impl KeySets {
 /// differ from those in force. Settings bound at start-up (`listen`, `metrics_listen`, the
 /// `[server]` limits but `check_timeout_ms`) keep their old values, with a warning that they
 /// need a restart.
-async fn reload_loop(
+/// What the reload loop works with.
+struct Reloader {
     path: PathBuf,
-    mut requests: reload::Requests,
+    requests: reload::Requests,
     live: Arc<ArcSwap<Generation>>,
-    mut key_sets: KeySets,
+    key_sets: KeySets,
     metrics: Metrics,
+    /// Woken after a reload, so health looks at the new key sets at once.
     fetched: Arc<tokio::sync::Notify>,
-    stop: impl Future<Output = ()>,
-) -> KeySets {
+    tls: Option<listener::TlsSlot>,
+}
+
+async fn reload_loop(reloader: Reloader, stop: impl Future<Output = ()>) -> KeySets {
+    let Reloader {
+        path,
+        mut requests,
+        live,
+        mut key_sets,
+        metrics,
+        fetched,
+        tls,
+    } = reloader;
     tokio::pin!(stop);
     let mut in_force = std::fs::read(&path).ok();
     loop {
@@ -463,8 +521,24 @@ async fn reload_loop(
         };
         let old = live.load_full();
         warn_about_restart_only_changes(old.config(), &new);
+        // The TLS files are read again too (renewed certificates); unusable ones refuse the
+        // whole reload. Turning TLS on or off needs a restart.
+        let tls_config = match (&tls, new.tls()) {
+            (Some(_), Some(files)) => match crate::tls::server_config(files) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    metrics.reload(ReloadResult::failure);
+                    tracing::error!(error = %e, "reload refused: the old configuration stays in force");
+                    continue;
+                }
+            },
+            _ => None,
+        };
         match key_sets.update(&new) {
             Ok(sets) => {
+                if let (Some(slot), Some(config)) = (&tls, tls_config) {
+                    slot.store(config);
+                }
                 live.store(Arc::new(Generation::new(Arc::clone(&new), sets)));
                 in_force = Some(bytes);
                 metrics.reload(ReloadResult::success);
@@ -500,6 +574,14 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
         tracing::warn!(
             "`[server]` limits changed: all but check_timeout_ms take effect only after a restart"
         );
+    }
+    if old.tls().is_some() != new.tls().is_some() {
+        tracing::warn!(
+            "`[tls]` added or removed: the listener's protocol changes only after a restart"
+        );
+    }
+    if old.health_listen() != new.health_listen() {
+        tracing::warn!(old = ?old.health_listen(), new = ?new.health_listen(), "`health_listen` changed: it takes effect only after a restart");
     }
     if old.reload_on_change() != new.reload_on_change() {
         tracing::warn!("`reload_on_change` changed: it takes effect only after a restart");

@@ -964,3 +964,37 @@ async fn decision_logs_join_envoys_access_log_by_request_id() {
     })
     .await;
 }
+
+/// Envoy → scopegate over mutual TLS with the shipped `envoy/envoy-tls.yaml`: health checks and
+/// Checks both travel over TLS with Envoy's client certificate, and every decision comes
+/// through as over plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_talks_to_scopegate_over_mutual_tls() {
+    let stack = Stack::start_mtls().await;
+    assert_eq!(stack.get("/restricted_resource", &[]).await.status(), 401);
+    let weak = format!("Bearer {}", stack.token("openid"));
+    assert_eq!(
+        stack
+            .get("/restricted_resource", &[("authorization", &weak)])
+            .await
+            .status(),
+        403
+    );
+    let good = format!("Bearer {}", stack.token("read:messages"));
+    let (status, _, body) = json(
+        stack
+            .get("/restricted_resource", &[("authorization", &good)])
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "Access Granted");
+    assert!(
+        stack.stat("cluster.scopegate.ssl.handshake").await > 0,
+        "the Checks went over TLS"
+    );
+    assert_eq!(
+        stack.stat("cluster.scopegate.ssl.connection_error").await,
+        0
+    );
+}

@@ -177,7 +177,30 @@ impl Stack {
         let (issuer, issuer_url) = dev_issuer(dir.path(), DevAlgorithm::Rs256).await;
         let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
         let config = format!("{extra}\n{}", demo_config(&issuer_url, &jwks_uri));
-        Stack::launch(dir, Some(issuer), config).await
+        Stack::launch(dir, Some(issuer), config, false).await
+    }
+
+    /// [`Stack::start`] with Envoy talking to scopegate over mutual TLS: `envoy/envoy-tls.yaml`,
+    /// and the demo configuration with a `[tls]` table requiring client certificates, all from
+    /// a throw-away CA.
+    pub async fn start_mtls() -> Stack {
+        let dir = scratch_dir();
+        let (issuer, issuer_url) = dev_issuer(dir.path(), DevAlgorithm::Rs256).await;
+        let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
+        let hosts: Vec<String> = scopegate::dev::certs::DEFAULT_HOSTS
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        let certs = scopegate::dev::certs::generate(&dir.path().join("certs"), &hosts)
+            .expect("certificates");
+        let config = format!(
+            "{}\n[tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n",
+            demo_config(&issuer_url, &jwks_uri),
+            certs.server_cert.display().to_string(),
+            certs.server_key.display().to_string(),
+            certs.ca_cert.display().to_string(),
+        );
+        Stack::launch(dir, Some(issuer), config, true).await
     }
 
     /// The stack trusting tokens of `issuer` with keys from `jwks_uri` (for tests that control
@@ -185,7 +208,7 @@ impl Stack {
     /// unavailable.
     pub async fn start_with_issuer(issuer: &str, jwks_uri: &str) -> Stack {
         let config = demo_config(issuer, jwks_uri);
-        Stack::launch(scratch_dir(), None, config).await
+        Stack::launch(scratch_dir(), None, config, false).await
     }
 
     /// The stack with the development issuer available for tokens, but scopegate running
@@ -196,13 +219,14 @@ impl Stack {
         let (issuer, issuer_url) = dev_issuer(dir.path(), DevAlgorithm::Rs256).await;
         let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
         let text = config(&issuer_url, &jwks_uri);
-        Stack::launch(dir, Some(issuer), format!("{FULL}{text}")).await
+        Stack::launch(dir, Some(issuer), format!("{FULL}{text}"), false).await
     }
 
     async fn launch(
         dir: tempfile::TempDir,
         issuer: Option<DevIssuer>,
         gate_config: String,
+        mtls: bool,
     ) -> Stack {
         // The demo's second issuer (EdDSA, found by discovery) runs in every stack.
         let (eddsa_issuer, eddsa_url) = dev_issuer(dir.path(), DevAlgorithm::EdDsa).await;
@@ -231,9 +255,20 @@ impl Stack {
         // Envoy with the repository's configuration.
         let listen_port = free_port();
         let admin_port = free_port();
+        let envoy_config = if mtls {
+            "envoy/envoy-tls.yaml"
+        } else {
+            "envoy/envoy.yaml"
+        };
         let yaml =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/envoy.yaml"))
-                .expect("read envoy/envoy.yaml");
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(envoy_config))
+                .expect("read the Envoy configuration");
+        let yaml = if mtls {
+            let certs = format!("filename: {}/", dir.path().join("certs").display());
+            substitute(&yaml, "filename: /etc/envoy/certs/", &certs, 3)
+        } else {
+            yaml
+        };
         let yaml = substitute(&yaml, "address: 0.0.0.0\n", "address: 127.0.0.1\n", 2);
         let yaml = substitute(
             &yaml,

@@ -311,16 +311,27 @@ fn envoy_configs_are_valid_for_the_pinned_envoy() {
         version.contains(&format!("/{}/", pinned_envoy_version())),
         "{version}"
     );
-    // envoy.yaml is what users run; jwt_authn.yaml is the comparison scripts/load measures.
-    for config in ["envoy/envoy.yaml", "envoy/jwt_authn.yaml"] {
+    // envoy.yaml is what users run; envoy-tls.yaml the same over mTLS (validated with a
+    // throw-away certificate set where it expects one); jwt_authn.yaml is the comparison
+    // scripts/load measures.
+    let certs = tempfile::tempdir().expect("dir");
+    scopegate::dev::certs::generate(certs.path(), &["scopegate".to_string()]).expect("certs");
+    let tls_yaml = certs.path().join("envoy-tls.yaml");
+    std::fs::write(
+        &tls_yaml,
+        read("envoy/envoy-tls.yaml").replace(
+            "filename: /etc/envoy/certs/",
+            &format!("filename: {}/", certs.path().display()),
+        ),
+    )
+    .expect("write");
+    for config in [
+        format!("{ROOT}/envoy/envoy.yaml"),
+        tls_yaml.display().to_string(),
+        format!("{ROOT}/envoy/jwt_authn.yaml"),
+    ] {
         let out = Command::new(&envoy)
-            .args([
-                "--mode",
-                "validate",
-                "--disable-hot-restart",
-                "-c",
-                &format!("{ROOT}/{config}"),
-            ])
+            .args(["--mode", "validate", "--disable-hot-restart", "-c", &config])
             .output()
             .expect("envoy --mode validate");
         assert!(
@@ -330,4 +341,40 @@ fn envoy_configs_are_valid_for_the_pinned_envoy() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn the_mtls_envoy_config_differs_only_in_its_transport_to_scopegate() {
+    let plain = compose_yaml("envoy/envoy.yaml");
+    let mut tls = compose_yaml("envoy/envoy-tls.yaml");
+    let clusters = tls["static_resources"]["clusters"]
+        .as_array_mut()
+        .expect("clusters");
+    let gate = clusters
+        .iter_mut()
+        .find(|c| c["name"] == "scopegate")
+        .expect("the scopegate cluster");
+    let socket = gate
+        .as_object_mut()
+        .expect("cluster")
+        .remove("transport_socket")
+        .expect("a transport socket");
+    assert_eq!(socket["name"], "envoy.transport_sockets.tls");
+    let context = &socket["typed_config"];
+    assert_eq!(context["sni"], "scopegate");
+    let common = &context["common_tls_context"];
+    assert_eq!(common["alpn_protocols"], serde_json::json!(["h2"]));
+    assert!(
+        common["tls_certificates"][0]["certificate_chain"].is_object(),
+        "a client certificate"
+    );
+    assert!(
+        common["validation_context"]["trusted_ca"].is_object(),
+        "a CA to check scopegate by"
+    );
+    assert_eq!(plain, tls, "everything else is envoy.yaml");
+}
+
+fn compose_yaml(path: &str) -> Value {
+    serde_yaml_ng::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }

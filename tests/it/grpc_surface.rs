@@ -15,6 +15,20 @@ async fn reflect(gate: &Scopegate, request: MessageRequest) -> MessageResponse {
         .connect()
         .await
         .expect("connect");
+    reflect_on(channel, request).await
+}
+
+/// The services reflection lists on `channel` (plaintext or TLS).
+pub async fn reflection_services(channel: Channel) -> Vec<String> {
+    let MessageResponse::ListServicesResponse(list) =
+        reflect_on(channel, MessageRequest::ListServices(String::new())).await
+    else {
+        panic!("expected a service list");
+    };
+    list.service.into_iter().map(|s| s.name).collect()
+}
+
+async fn reflect_on(channel: Channel, request: MessageRequest) -> MessageResponse {
     let mut client = ServerReflectionClient::new(channel);
     let outbound = tokio_stream::iter(vec![ServerReflectionRequest {
         host: String::new(),

@@ -23,3 +23,4 @@ mod protos;
 mod readme;
 mod reload;
 mod server_limits;
+mod tls;

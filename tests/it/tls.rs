@@ -1,0 +1,292 @@
+//! TLS and mTLS on the gRPC listener, with the real binary, real certificates (a throw-away CA
+//! from `scopegate dev-certs`' generator) and real TLS clients: Checks, health and reflection
+//! over TLS; plaintext refused; client certificates required and checked against the CA; the
+//! plaintext health-only listener; renewed certificates taken up on SIGHUP.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::binary::Binary;
+use crate::common::*;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use scopegate::dev::certs::{DevCerts, generate};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+fn hosts() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
+}
+
+fn config(jwks_uri: &str, certs: &DevCerts, mtls: bool, extra: &str) -> String {
+    let ca = if mtls {
+        format!(
+            "client_ca_file = {:?}\n",
+            certs.ca_cert.display().to_string()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+         jwks_uri = \"{jwks_uri}\"\n{extra}\n\
+         [tls]\ncert_file = {:?}\nkey_file = {:?}\n{ca}\n\
+         [[rules]]\npath = \"/r\"\nscopes = [\"read\"]\n",
+        certs.server_cert.display().to_string(),
+        certs.server_key.display().to_string(),
+    )
+}
+
+/// One Check of GET /r with `token` over TLS, trusting `ca`, presenting `identity`: the HTTP
+/// status (200 for an allow) or why the connection or call failed.
+async fn check_over_tls(
+    addr: &str,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    token: &str,
+) -> Result<i32, String> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(ca).expect("ca")))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(cert).expect("cert"),
+            std::fs::read(key).expect("key"),
+        ));
+    }
+    let channel = Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls config")
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    let answer = AuthorizationClient::new(channel)
+        .check(request("GET", "/r", &[("authorization", &bearer(token))]))
+        .await
+        .map_err(|e| format!("call: {e:?}"))?
+        .into_inner();
+    let answer = Answer::of(&answer);
+    Ok(if answer.code == 0 { 200 } else { answer.http })
+}
+
+/// `scopegate health` against `addr` with `args`; whether it exited 0.
+fn probe(addr: &str, args: &[&str]) -> bool {
+    std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .args(["health", "--grpc", addr])
+        .args(args)
+        .output()
+        .expect("run health")
+        .status
+        .success()
+}
+
+#[tokio::test]
+async fn a_tls_listener_serves_checks_health_and_reflection_and_refuses_plaintext() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = generate(dir.path(), &hosts()).expect("certs");
+    let key = TestKey::generate("tls-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let binary = Binary::start("tls", &config(&jwks.url(), &certs, false, ""), "info", None).await;
+    binary
+        .wait_for_log("JWKS loaded", Duration::from_secs(20))
+        .await;
+    let good = key.mint(&claims("read"));
+    let weak = key.mint(&claims("openid"));
+    assert_eq!(
+        check_over_tls(&binary.addr, &certs.ca_cert, None, &good).await,
+        Ok(200)
+    );
+    assert_eq!(
+        check_over_tls(&binary.addr, &certs.ca_cert, None, &weak).await,
+        Ok(403)
+    );
+    // Health and reflection share the TLS port.
+    let ca = certs.ca_cert.to_str().expect("utf8");
+    assert!(probe(
+        &binary.addr,
+        &["--tls-ca", ca, "--tls-server-name", "localhost"]
+    ));
+    let channel = Endpoint::from_shared(format!("https://{}", binary.addr))
+        .expect("endpoint")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(
+                    std::fs::read(&certs.ca_cert).expect("ca"),
+                ))
+                .domain_name("localhost"),
+        )
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect over TLS");
+    let services = crate::grpc_surface::reflection_services(channel).await;
+    assert!(
+        services
+            .iter()
+            .any(|s| s == scopegate::server::AUTHORIZATION_SERVICE),
+        "{services:?}"
+    );
+
+    // Plaintext: a gRPC client without TLS gets nowhere, nor does the probe.
+    let plaintext = async {
+        let channel = Endpoint::from_shared(format!("http://{}", binary.addr))
+            .ok()?
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .ok()?;
+        AuthorizationClient::new(channel)
+            .check(request("GET", "/r", &[("authorization", &bearer(&good))]))
+            .await
+            .ok()
+    };
+    assert!(plaintext.await.is_none(), "a plaintext Check was answered");
+    assert!(!probe(&binary.addr, &[]), "the plaintext probe succeeded");
+    // A server certificate the client does not trust: refused by the client.
+    let other = tempfile::tempdir().expect("dir");
+    let strangers = generate(other.path(), &hosts()).expect("certs");
+    assert!(
+        check_over_tls(&binary.addr, &strangers.ca_cert, None, &good)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn mtls_requires_a_client_certificate_from_the_configured_ca() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = generate(dir.path(), &hosts()).expect("certs");
+    let other = tempfile::tempdir().expect("dir");
+    let strangers = generate(other.path(), &hosts()).expect("certs");
+    let key = TestKey::generate("mtls-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let binary = Binary::start(
+        "mtls",
+        &config(&jwks.url(), &certs, true, "health_listen = \"127.0.0.1:0\""),
+        "debug",
+        None,
+    )
+    .await;
+    binary
+        .wait_for_log("JWKS loaded", Duration::from_secs(20))
+        .await;
+    let good = key.mint(&claims("read"));
+    let ours = (certs.client_cert.as_path(), certs.client_key.as_path());
+    let theirs = (
+        strangers.client_cert.as_path(),
+        strangers.client_key.as_path(),
+    );
+    assert_eq!(
+        check_over_tls(&binary.addr, &certs.ca_cert, Some(ours), &good).await,
+        Ok(200)
+    );
+    let anonymous = check_over_tls(&binary.addr, &certs.ca_cert, None, &good).await;
+    assert!(anonymous.is_err(), "no client certificate: {anonymous:?}");
+    let foreign = check_over_tls(&binary.addr, &certs.ca_cert, Some(theirs), &good).await;
+    assert!(foreign.is_err(), "another CA's certificate: {foreign:?}");
+    assert!(
+        binary.log_text().contains("TLS handshake failed"),
+        "refused in the handshake"
+    );
+
+    // The probe with and without a client certificate.
+    let ca = certs.ca_cert.to_str().expect("utf8");
+    let (cert, client_key) = (
+        certs.client_cert.to_str().expect("utf8"),
+        certs.client_key.to_str().expect("utf8"),
+    );
+    assert!(probe(
+        &binary.addr,
+        &[
+            "--tls-ca",
+            ca,
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            client_key,
+            "--tls-server-name",
+            "localhost"
+        ]
+    ));
+    assert!(!probe(
+        &binary.addr,
+        &["--tls-ca", ca, "--tls-server-name", "localhost"]
+    ));
+
+    // The plaintext health listener answers health, and nothing else.
+    let line = binary
+        .wait_for_log("grpc.health.v1 only", Duration::from_secs(5))
+        .await;
+    let health_addr = line
+        .split("Some(")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("health address")
+        .to_string();
+    assert!(probe(&health_addr, &[]), "kubelet-style plaintext probe");
+    let channel = Endpoint::from_shared(format!("http://{health_addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let status = AuthorizationClient::new(channel)
+        .check(request("GET", "/r", &[("authorization", &bearer(&good))]))
+        .await
+        .expect_err("no Authorization service on the health port");
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn renewed_certificates_are_taken_up_on_sighup() {
+    let dir = tempfile::tempdir().expect("dir");
+    let first = generate(dir.path(), &hosts()).expect("certs");
+    let key = TestKey::generate("renew-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let binary = Binary::start(
+        "tls-renew",
+        &config(&jwks.url(), &first, false, ""),
+        "info",
+        None,
+    )
+    .await;
+    binary
+        .wait_for_log("JWKS loaded", Duration::from_secs(20))
+        .await;
+    let good = key.mint(&claims("read"));
+    let old_ca = dir.path().join("old-ca.crt");
+    std::fs::copy(&first.ca_cert, &old_ca).expect("keep the old CA");
+    assert_eq!(
+        check_over_tls(&binary.addr, &old_ca, None, &good).await,
+        Ok(200)
+    );
+
+    // New certificates from a new CA, written over the same files, then SIGHUP.
+    let renewed = generate(dir.path(), &hosts()).expect("certs");
+    binary.sighup();
+    binary
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        check_over_tls(&binary.addr, &renewed.ca_cert, None, &good).await,
+        Ok(200),
+        "the new certificate is served"
+    );
+    assert!(
+        check_over_tls(&binary.addr, &old_ca, None, &good)
+            .await
+            .is_err(),
+        "the old certificate is not"
+    );
+
+    // A broken key file refuses the reload; the renewed certificate stays in force.
+    std::fs::write(&renewed.server_key, "not a key").expect("write");
+    binary.sighup();
+    let refused = binary
+        .wait_for_log("reload refused", Duration::from_secs(10))
+        .await;
+    assert!(refused.contains("server.key"), "{refused}");
+    assert_eq!(
+        check_over_tls(&binary.addr, &renewed.ca_cert, None, &good).await,
+        Ok(200)
+    );
+}
