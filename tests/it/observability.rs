@@ -357,3 +357,122 @@ async fn decision_logs_are_json_objects_that_join_envoys_access_log() {
         }
     }
 }
+
+/// Every `scopegate_*` metric name in `text`'s PromQL expressions.
+fn metric_names(exprs: &[String]) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for expr in exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("scopegate_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// The Grafana dashboard and the README's alert rules query only metrics that `/metrics`
+/// exposes, checked against a real scrape after Checks, refetches and a reload.
+#[tokio::test]
+async fn the_dashboard_and_the_alerts_use_only_exposed_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/scopegate.json")).expect("dashboard"),
+    )
+    .expect("the dashboard is JSON");
+    let mut exprs: Vec<String> = Vec::new();
+    fn collect(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("expr" | "query", Value::String(e)) => out.push(e.clone()),
+                        _ => collect(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            _ => {}
+        }
+    }
+    collect(&dashboard, &mut exprs);
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let alerts: Vec<String> = readme
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr:").map(str::to_owned))
+        .collect();
+    assert!(alerts.len() >= 2, "the README's alert rules");
+    exprs.extend(alerts);
+    let used = metric_names(&exprs);
+    for panel_metric in [
+        "scopegate_checks_total",
+        "scopegate_check_duration_seconds_bucket",
+        "scopegate_jwks_last_success_timestamp_seconds",
+        "scopegate_jwks_fetches_total",
+        "scopegate_config_reloads_total",
+    ] {
+        assert!(
+            used.contains(panel_metric),
+            "the dashboard shows {panel_metric}"
+        );
+    }
+
+    // Make every family show samples: Checks, an unknown kid (refetch, then suppressed), and a
+    // reload.
+    let key = TestKey::generate("dash-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let binary = Binary::start(
+        "dashboard",
+        &config(&jwks.url(), "jwks_refetch_cooldown_seconds = 3600"),
+        "info",
+        None,
+    )
+    .await;
+    binary
+        .wait_for_log("JWKS loaded", Duration::from_secs(20))
+        .await;
+    let metrics = binary.metrics_addr().await;
+    let mut client = AuthorizationClient::connect(format!("http://{}", binary.addr))
+        .await
+        .expect("connect");
+    let stranger = TestKey::generate("stranger").mint(&claims("read:messages"));
+    for token in [
+        key.mint(&claims("read:messages")),
+        stranger.clone(),
+        stranger,
+    ] {
+        client
+            .check(request(
+                "GET",
+                "/restricted_resource",
+                &[("authorization", &bearer(&token))],
+            ))
+            .await
+            .expect("in-band answer");
+    }
+    binary.sighup();
+    binary
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text");
+    let exposed: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for name in &used {
+        assert!(
+            exposed.contains(name.as_str()),
+            "{name} is queried but /metrics exposes no such sample:\n{text}"
+        );
+    }
+}
