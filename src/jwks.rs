@@ -326,6 +326,21 @@ impl Jwks {
         !self.shared.refresher_down.load(Ordering::Acquire) && self.snapshot().is_some()
     }
 
+    /// How this key set is fetched.
+    pub fn settings(&self) -> &JwksSettings {
+        &self.shared.settings
+    }
+
+    /// Waits at most `within` for the refresher's first fetch attempt to end (successful or
+    /// not); whether it has. A reload waits on this for new issuers, so that their tokens are
+    /// not answered 503 for want of a fetch that has not had time to happen.
+    pub async fn first_attempt(&self, within: Duration) -> bool {
+        let mut attempts = self.shared.attempts.subscribe();
+        tokio::time::timeout(within, attempts.wait_for(|done| *done >= 1))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// Puts a key set in force (the refresher calls this; tests and benchmarks may too).
     pub fn install(&self, keys: KeySet) {
         self.shared.current.store(Some(Arc::new(Installed {

@@ -151,7 +151,7 @@ pub async fn serve_with(
     let mut key_sets = KeySets::new(Arc::clone(&fetched), metrics.clone());
     let live = Arc::new(ArcSwap::from_pointee(Generation::new(
         Arc::clone(&config),
-        key_sets.update(&config)?,
+        key_sets.update(&config)?.0,
     )));
 
     let limits = config.server().clone();
@@ -375,10 +375,12 @@ impl KeySets {
     }
 
     /// The key sets for `config`'s issuers, in its order: kept where unchanged, new (with a
-    /// refresher started) otherwise. Refreshers of issuers `config` no longer has are stopped.
-    fn update(&mut self, config: &Config) -> Result<Vec<Jwks>, ServerError> {
+    /// refresher started) otherwise, and which are new. Refreshers of issuers `config` no
+    /// longer has are stopped.
+    fn update(&mut self, config: &Config) -> Result<(Vec<Jwks>, Vec<Jwks>), ServerError> {
         let mut kept: Vec<IssuerKeys> = Vec::with_capacity(config.issuers().len());
         let mut key_sets = Vec::with_capacity(config.issuers().len());
+        let mut started = Vec::new();
         for issuer in config.issuers() {
             let name = &issuer.expectations.issuer;
             let entry = match self
@@ -387,7 +389,11 @@ impl KeySets {
                 .position(|e| e.issuer == *name && e.settings == issuer.jwks)
             {
                 Some(at) => self.entries.swap_remove(at),
-                None => self.start(name, &issuer.jwks)?,
+                None => {
+                    let entry = self.start(name, &issuer.jwks)?;
+                    started.push(entry.jwks.clone());
+                    entry
+                }
             };
             key_sets.push(entry.jwks.clone());
             kept.push(entry);
@@ -396,7 +402,7 @@ impl KeySets {
             tracing::info!(issuer = %removed.issuer, "issuer removed or changed; its key refresher stops");
             let _ = removed.stop.send(true);
         }
-        Ok(key_sets)
+        Ok((key_sets, started))
     }
 
     fn start(
@@ -535,7 +541,19 @@ async fn reload_loop(reloader: Reloader, stop: impl Future<Output = ()>) -> KeyS
             _ => None,
         };
         match key_sets.update(&new) {
-            Ok(sets) => {
+            Ok((sets, started)) => {
+                // New or changed issuers: let their first fetch finish (within its timeout)
+                // before their tokens are decided by the new configuration, so a reload does
+                // not answer them 503 in the meantime.
+                for jwks in &started {
+                    let within = jwks.settings().fetch_timeout + Duration::from_secs(1);
+                    if !jwks.first_attempt(within).await || !jwks.is_usable() {
+                        tracing::warn!(
+                            uri = %jwks.settings().uri,
+                            "a reloaded issuer's keys are not available yet; its tokens get 503 until they are"
+                        );
+                    }
+                }
                 if let (Some(slot), Some(config)) = (&tls, tls_config) {
                     slot.store(config);
                 }

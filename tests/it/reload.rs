@@ -123,8 +123,68 @@ async fn sighup_applies_a_valid_file_and_refuses_an_invalid_one() {
     );
 }
 
+/// A Check that started before a reload finishes with the configuration it started with: here
+/// one waiting for an unknown-kid refetch (the issuer answers slowly) while the rules change.
 #[tokio::test]
-async fn reload_on_change_applies_a_replaced_file_and_ignores_unrelated_changes() {
+async fn a_check_in_flight_finishes_on_the_configuration_it_started_with() {
+    let old_key = TestKey::generate("k1");
+    let new_key = TestKey::generate("k2");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&old_key]))).await;
+    let timing = "unknown_kid_wait_ms = 5000\nserver = { check_timeout_ms = 8000 }";
+    let binary = Binary::start(
+        "reload-in-flight",
+        &config(&jwks.url(), "read", timing),
+        "info",
+        None,
+    )
+    .await;
+    binary
+        .wait_for_log("JWKS loaded", Duration::from_secs(20))
+        .await;
+    let reader = new_key.mint(&claims("read"));
+    // The refetch that the new kid asks for takes 2 s.
+    jwks.set(Reply::Delayed(
+        Duration::from_secs(2),
+        Box::new(Reply::json(&jwks_of(&[&old_key, &new_key]))),
+    ));
+    let addr = binary.addr.clone();
+    let in_flight = tokio::spawn({
+        let reader = reader.clone();
+        async move {
+            let mut client = AuthorizationClient::connect(format!("http://{addr}"))
+                .await
+                .expect("connect");
+            status(&mut client, &reader).await
+        }
+    });
+    // While it waits, the rule changes to need "write".
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replace(&binary.config_path(), &config(&jwks.url(), "write", timing));
+    binary.sighup();
+    binary
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    assert!(
+        !in_flight.is_finished(),
+        "the Check is still waiting for the refetch"
+    );
+    assert_eq!(
+        in_flight.await.expect("task"),
+        200,
+        "decided by the rule in force when it started"
+    );
+    let mut client = AuthorizationClient::connect(format!("http://{}", binary.addr))
+        .await
+        .expect("connect");
+    assert_eq!(
+        status(&mut client, &reader).await,
+        403,
+        "the next Check: the new rule"
+    );
+}
+
+#[tokio::test]
+async fn reload_on_change_applies_a_configmap_update_and_ignores_unrelated_changes() {
     let key = TestKey::generate("watch-kid");
     let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
     let binary = Binary::start(
@@ -149,13 +209,81 @@ async fn reload_on_change_applies_a_replaced_file_and_ignores_unrelated_changes(
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(binary.count_in_log("configuration reloaded"), 0);
 
-    replace(
-        &binary.config_path(),
-        &config(&jwks.url(), "write", "reload_on_change = true"),
+    // Kubernetes' layout: the file is a symlink into `..data`, itself a symlink to a
+    // timestamped directory; an update writes a new directory and swaps `..data` by rename.
+    let path = binary.config_path();
+    let v1 = dir.join("..2026_11_27_v1");
+    std::fs::create_dir(&v1).expect("dir");
+    std::fs::copy(&path, v1.join("config.toml")).expect("copy");
+    std::os::unix::fs::symlink("..2026_11_27_v1", dir.join("..data")).expect("symlink");
+    std::os::unix::fs::symlink("..data/config.toml", dir.join("config.tmp")).expect("symlink");
+    std::fs::rename(dir.join("config.tmp"), &path).expect("rename");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        binary.count_in_log("configuration reloaded"),
+        0,
+        "same bytes"
     );
+    let v2 = dir.join("..2026_11_27_v2");
+    std::fs::create_dir(&v2).expect("dir");
+    std::fs::write(
+        v2.join("config.toml"),
+        config(&jwks.url(), "write", "reload_on_change = true"),
+    )
+    .expect("write");
+    std::os::unix::fs::symlink("..2026_11_27_v2", dir.join("..data_tmp")).expect("symlink");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap ..data");
     let line = binary
         .wait_for_log("configuration reloaded", Duration::from_secs(10))
         .await;
     assert!(line.contains("FileChanged"), "{line}");
     assert_eq!(status(&mut client, &writer).await, 200);
+}
+
+/// A reload that moves an issuer's keys to another `jwks_uri` fetches them from there before
+/// the new configuration decides anything, and stops the old key set's refresher.
+#[tokio::test]
+async fn a_reload_that_changes_an_issuers_keys_fetches_them_and_stops_the_old_refresher() {
+    let old_key = TestKey::generate("old");
+    let new_key = TestKey::generate("new");
+    let old_jwks = JwksServer::start(Reply::json(&jwks_of(&[&old_key]))).await;
+    let new_jwks = JwksServer::start(Reply::json(&jwks_of(&[&new_key]))).await;
+    let binary = Binary::start(
+        "reload-issuer",
+        &config(&old_jwks.url(), "read", ""),
+        "info",
+        None,
+    )
+    .await;
+    binary
+        .wait_for_log("JWKS loaded", Duration::from_secs(20))
+        .await;
+    let mut client = AuthorizationClient::connect(format!("http://{}", binary.addr))
+        .await
+        .expect("connect");
+    assert_eq!(
+        status(&mut client, &old_key.mint(&claims("read"))).await,
+        200
+    );
+    assert_eq!(new_jwks.hits(), 0);
+
+    replace(&binary.config_path(), &config(&new_jwks.url(), "read", ""));
+    binary.sighup();
+    binary
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    binary
+        .wait_for_log("its key refresher stops", Duration::from_secs(5))
+        .await;
+    // Applied only once the new key set's first fetch has ended: no 503 window.
+    assert_eq!(
+        status(&mut client, &new_key.mint(&claims("read"))).await,
+        200
+    );
+    assert_eq!(
+        status(&mut client, &old_key.mint(&claims("read"))).await,
+        401,
+        "the old key set is gone"
+    );
+    assert!(new_jwks.hits() >= 1);
 }
