@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use tonic::transport::Channel;
+
 use super::eventually;
 
 /// A running `scopegate serve`, its standard error in a file. Killed on drop.
@@ -77,6 +80,19 @@ impl Binary {
             .await;
         binary.addr = listen_address(&serving).expect("listen address in the start-up line");
         binary
+    }
+
+    /// Waits until the first key set has loaded.
+    pub async fn keys_loaded(&self) {
+        self.wait_for_log("JWKS loaded", Duration::from_secs(20))
+            .await;
+    }
+
+    /// A plaintext gRPC client of its Authorization service.
+    pub async fn client(&self) -> AuthorizationClient<Channel> {
+        AuthorizationClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect")
     }
 
     /// The address the metrics listener reports in its start-up line.

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::common::binary::Binary;
 use crate::common::*;
-use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use serde_json::json;
 
 #[tokio::test]
@@ -20,12 +19,8 @@ async fn decisions_are_logged_and_tokens_never_are() {
         jwks.url()
     );
     let mut binary = Binary::start("decisions", &config, "debug", None).await;
-    binary
-        .wait_for_log("JWKS loaded", Duration::from_secs(20))
-        .await;
-    let mut client = AuthorizationClient::connect(format!("http://{}", binary.addr))
-        .await
-        .expect("connect");
+    binary.keys_loaded().await;
+    let mut client = binary.client().await;
 
     let good = key.mint(&claims("read:messages"));
     let mut expired_claims = claims("read:messages");
@@ -110,9 +105,7 @@ async fn skipped_jwks_entries_are_one_summary_line() {
         jwks.url()
     );
     let binary = Binary::start("skipped", &config, "debug", None).await;
-    binary
-        .wait_for_log("JWKS loaded", Duration::from_secs(20))
-        .await;
+    binary.keys_loaded().await;
     let text = binary.log_text();
     let log: Vec<&str> = text.lines().collect();
     let skipped: Vec<&&str> = log.iter().filter(|l| l.contains("skipped")).collect();

@@ -46,13 +46,9 @@ async fn sighup_applies_a_valid_file_and_refuses_an_invalid_one() {
     let key = TestKey::generate("reload-kid");
     let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
     let binary = Binary::start("reload", &config(&jwks.url(), "read", ""), "info", None).await;
-    binary
-        .wait_for_log("JWKS loaded", Duration::from_secs(20))
-        .await;
+    binary.keys_loaded().await;
     let metrics = binary.metrics_addr().await;
-    let mut client = AuthorizationClient::connect(format!("http://{}", binary.addr))
-        .await
-        .expect("connect");
+    let mut client = binary.client().await;
     let reader = key.mint(&claims("read"));
     let writer = key.mint(&claims("write"));
     assert_eq!(status(&mut client, &reader).await, 200);
@@ -138,9 +134,7 @@ async fn a_check_in_flight_finishes_on_the_configuration_it_started_with() {
         None,
     )
     .await;
-    binary
-        .wait_for_log("JWKS loaded", Duration::from_secs(20))
-        .await;
+    binary.keys_loaded().await;
     let reader = new_key.mint(&claims("read"));
     // The refetch that the new kid asks for takes 2 s.
     jwks.set(Reply::Delayed(
@@ -173,9 +167,7 @@ async fn a_check_in_flight_finishes_on_the_configuration_it_started_with() {
         200,
         "decided by the rule in force when it started"
     );
-    let mut client = AuthorizationClient::connect(format!("http://{}", binary.addr))
-        .await
-        .expect("connect");
+    let mut client = binary.client().await;
     assert_eq!(
         status(&mut client, &reader).await,
         403,
@@ -194,12 +186,8 @@ async fn reload_on_change_applies_a_configmap_update_and_ignores_unrelated_chang
         None,
     )
     .await;
-    binary
-        .wait_for_log("JWKS loaded", Duration::from_secs(20))
-        .await;
-    let mut client = AuthorizationClient::connect(format!("http://{}", binary.addr))
-        .await
-        .expect("connect");
+    binary.keys_loaded().await;
+    let mut client = binary.client().await;
     let writer = key.mint(&claims("write"));
     assert_eq!(status(&mut client, &writer).await, 403);
 
@@ -255,12 +243,8 @@ async fn a_reload_that_changes_an_issuers_keys_fetches_them_and_stops_the_old_re
         None,
     )
     .await;
-    binary
-        .wait_for_log("JWKS loaded", Duration::from_secs(20))
-        .await;
-    let mut client = AuthorizationClient::connect(format!("http://{}", binary.addr))
-        .await
-        .expect("connect");
+    binary.keys_loaded().await;
+    let mut client = binary.client().await;
     assert_eq!(
         status(&mut client, &old_key.mint(&claims("read"))).await,
         200

@@ -38,9 +38,7 @@ impl Served {
             jwks.url()
         );
         let binary = Binary::start(&format!("limits-{name}"), &config, "info", max_fds).await;
-        binary
-            .wait_for_log("JWKS loaded", Duration::from_secs(20))
-            .await;
+        binary.keys_loaded().await;
         Served {
             binary,
             key,

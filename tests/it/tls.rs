@@ -87,9 +87,7 @@ async fn a_tls_listener_serves_checks_health_and_reflection_and_refuses_plaintex
     let key = TestKey::generate("tls-kid");
     let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
     let binary = Binary::start("tls", &config(&jwks.url(), &certs, false, ""), "info", None).await;
-    binary
-        .wait_for_log("JWKS loaded", Duration::from_secs(20))
-        .await;
+    binary.keys_loaded().await;
     let good = key.mint(&claims("read"));
     let weak = key.mint(&claims("openid"));
     assert_eq!(
@@ -167,9 +165,7 @@ async fn mtls_requires_a_client_certificate_from_the_configured_ca() {
         None,
     )
     .await;
-    binary
-        .wait_for_log("JWKS loaded", Duration::from_secs(20))
-        .await;
+    binary.keys_loaded().await;
     let good = key.mint(&claims("read"));
     let ours = (certs.client_cert.as_path(), certs.client_key.as_path());
     let theirs = (
@@ -249,9 +245,7 @@ async fn renewed_certificates_are_taken_up_on_sighup() {
         None,
     )
     .await;
-    binary
-        .wait_for_log("JWKS loaded", Duration::from_secs(20))
-        .await;
+    binary.keys_loaded().await;
     let good = key.mint(&claims("read"));
     let old_ca = dir.path().join("old-ca.crt");
     std::fs::copy(&first.ca_cert, &old_ca).expect("keep the old CA");
