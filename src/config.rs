@@ -85,6 +85,8 @@ pub struct RawConfig {
     pub health_listen: Option<String>,
     /// TLS for the gRPC listener; absent: plaintext.
     pub tls: Option<RawTls>,
+    /// Verified tokens remembered (0: none); default 10000.
+    pub token_cache_size: Option<u64>,
     /// Limits of the gRPC server.
     #[serde(default)]
     pub server: RawServer,
@@ -207,6 +209,7 @@ pub struct Config {
     reload_on_change: bool,
     health_listen: Option<SocketAddr>,
     tls: Option<TlsFiles>,
+    token_cache_size: usize,
     issuers: Vec<Issuer>,
     policy: Policy,
     realm: String,
@@ -590,6 +593,8 @@ fn invalid(
 }
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:9191";
+const DEFAULT_TOKEN_CACHE_SIZE: u64 = 10_000;
+const MAX_TOKEN_CACHE_SIZE: u64 = 1_000_000;
 const DEFAULT_LEEWAY: u64 = 60;
 const MAX_LEEWAY: u64 = 600;
 const DEFAULT_REALM: &str = "scopegate";
@@ -695,6 +700,14 @@ impl RawConfig {
                 "health_listen",
                 health.to_string(),
                 "the health listener needs an address of its own",
+            ));
+        }
+        let token_cache_size = self.token_cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_SIZE);
+        if token_cache_size > MAX_TOKEN_CACHE_SIZE {
+            return Err(invalid(
+                "token_cache_size",
+                token_cache_size,
+                format!("must be between 0 (off) and {MAX_TOKEN_CACHE_SIZE}"),
             ));
         }
         let tls = match self.tls {
@@ -941,6 +954,7 @@ impl RawConfig {
             reload_on_change,
             health_listen,
             tls,
+            token_cache_size: token_cache_size as usize,
             issuers,
             policy,
             realm,
@@ -973,6 +987,11 @@ impl Config {
     /// Address of the plaintext health-only listener, if any.
     pub fn health_listen(&self) -> Option<SocketAddr> {
         self.health_listen
+    }
+
+    /// Most verified tokens remembered; 0: the cache is off.
+    pub fn token_cache_size(&self) -> usize {
+        self.token_cache_size
     }
 
     /// The gRPC listener's TLS files, if it speaks TLS.
@@ -1290,6 +1309,7 @@ impl fmt::Display for Config {
                 )
             )?;
         }
+        writeln!(f, "token_cache_size  {}", self.token_cache_size)?;
         let decision_log = match self.decision_log {
             DecisionLog::Deny => "deny",
             DecisionLog::All => "all",
@@ -1803,6 +1823,10 @@ mod tests {
         assert_eq!(shown.server, defaults.server, "[server]");
         assert_eq!(shown.realm, defaults.realm, "realm");
         assert_eq!(shown.decision_log, defaults.decision_log, "decision_log");
+        assert_eq!(
+            shown.token_cache_size, defaults.token_cache_size,
+            "token_cache_size"
+        );
         assert_eq!(
             shown.reload_on_change, defaults.reload_on_change,
             "reload_on_change"

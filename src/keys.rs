@@ -146,12 +146,22 @@ pub struct Key {
     kid: Option<String>,
     algorithm: Option<Algorithm>,
     verifiers: Vec<(Algorithm, ParsedPublicKey)>,
+    /// SHA-256 over the key material and the algorithms it serves: equal exactly when two
+    /// loads of a key set hold the same key for the same uses.
+    fingerprint: [u8; 32],
 }
 
 impl Key {
     /// The `kid` the key was published with.
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
+    }
+
+    /// Identifies the key across loads of its set: the same material for the same algorithms
+    /// gives the same fingerprint, anything else another. A verified-token cache checks that
+    /// the key a token was verified with is still in the set by this.
+    pub fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
     }
 
     /// The `alg` the key was published for, if the JWK named one.
@@ -475,6 +485,11 @@ fn parse_key(entry: &serde_json::Value, algorithms: &[Algorithm]) -> Result<Key,
             .map_err(|_| SkipReason::BadEncoding)
     };
     let mut verifiers = Vec::with_capacity(usable.len());
+    let mut fingerprint = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for alg in &usable {
+        fingerprint.update(alg.as_str().as_bytes());
+        fingerprint.update(b",");
+    }
     if kind == KeyKind::Rsa {
         // RFC 7518 forbids leading zero octets, but some publishers add one; strip them so the
         // size check below measures the real modulus.
@@ -489,6 +504,10 @@ fn parse_key(entry: &serde_json::Value, algorithms: &[Algorithm]) -> Result<Key,
         }
         if e.is_empty() || e.len() > 4 || e.last().is_some_and(|b| b % 2 == 0) || e == [1] {
             return Err(SkipReason::Exponent);
+        }
+        for part in [&n, &e] {
+            fingerprint.update(&(part.len() as u64).to_be_bytes());
+            fingerprint.update(part);
         }
         let components = RsaPublicKeyComponents { n: &n, e: &e };
         for alg in usable {
@@ -519,6 +538,7 @@ fn parse_key(entry: &serde_json::Value, algorithms: &[Algorithm]) -> Result<Key,
                 x
             }
         };
+        fingerprint.update(&bytes);
         for alg in usable {
             let verification = alg
                 .raw_key_algorithm()
@@ -528,10 +548,13 @@ fn parse_key(entry: &serde_json::Value, algorithms: &[Algorithm]) -> Result<Key,
             verifiers.push((alg, parsed));
         }
     }
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(fingerprint.finish().as_ref());
     Ok(Key {
         kid: jwk.kid,
         algorithm,
         verifiers,
+        fingerprint: digest,
     })
 }
 

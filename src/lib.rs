@@ -16,14 +16,21 @@
 //!   background task that fetches and refreshes it.
 //! - [`verify`]: checks a compact JWS against a key-set snapshot (algorithm allow-list, signature,
 //!   `exp`/`nbf`/`iss`/`aud`) and is the only place that can build [`verify::VerifiedClaims`].
+//! - [`token_cache`]: verified tokens remembered by digest, re-checked (time, key) on each use;
+//!   one cache per configuration generation.
 //! - [`policy`]: path normalisation, route matching and [`policy::decide`], which turns a route's
 //!   requirement plus the authentication outcome into a [`policy::Decision`].
 //! - [`service`]: the tonic `Authorization/Check` implementation: extract → verify → decide →
-//!   respond, and the mapping of every denial to HTTP status, JSON body and `WWW-Authenticate`.
+//!   respond, and the mapping of every denial to HTTP status, JSON body and `WWW-Authenticate`;
+//!   each Check counted in [`metrics`] and, per `decision_log`, logged.
 //! - [`server`]: wires the gRPC server (Authorization, `grpc.health.v1`, reflection), the JWKS
 //!   refresher and graceful shutdown; the shutdown signal is passed in as a future.
-//! - [`listener`]: the accept loop under the server: connection cap, HTTP/2 handshake deadline,
-//!   idle timeout, and backoff when the process runs out of file descriptors.
+//! - [`listener`]: the accept loop under the server: connection cap, TLS and HTTP/2 handshake
+//!   deadline, idle timeout, and backoff when the process runs out of file descriptors.
+//! - [`tls`]: the rustls server configuration from the `[tls]` files.
+//! - [`reload`]: what asks for a configuration reload (SIGHUP, the file watch); the reload
+//!   itself, which swaps the generation Checks read, is [`server`]'s.
+//! - [`metrics`]: the Prometheus registry, its bounded label sets, and `GET /metrics`.
 //!
 //! Beside the service, for demos and tests (never on the request path):
 //! - [`dev`]: development-only code, never needed in production: [`dev::issuer`], a token
@@ -47,4 +54,5 @@ pub mod server;
 pub mod service;
 pub mod tls;
 pub mod token;
+pub mod token_cache;
 pub mod verify;

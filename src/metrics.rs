@@ -17,6 +17,7 @@
 //! | `scopegate_jwks_last_success_timestamp_seconds` | `issuer` |
 //! | `scopegate_jwks_refetch_suppressed_total` | `issuer` |
 //! | `scopegate_config_reloads_total` | `result` (`success`, `failure`) |
+//! | `scopegate_token_cache_requests_total` | `result` (`hit`, `miss`) |
 //! | `scopegate_build_info` | `version` |
 
 use std::sync::Arc;
@@ -104,6 +105,21 @@ pub enum FetchResult {
     internal_error,
 }
 
+/// The `result` label of verified-token cache lookups.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CacheResult {
+    /// A token verified before, still valid: no signature check.
+    hit,
+    /// Not in the cache, or no longer valid: verified in full.
+    miss,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: CacheResult,
+}
+
 /// The `result` label of configuration reloads.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -172,6 +188,7 @@ pub struct Metrics {
     jwks_last_success: Family<IssuerLabels, Gauge<f64, AtomicU64>>,
     jwks_refetch_suppressed: Family<IssuerLabels, Counter>,
     config_reloads: Family<ReloadLabels, Counter>,
+    token_cache: Family<CacheLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -235,6 +252,12 @@ impl Metrics {
             "Configuration reloads, by result",
             config_reloads.clone(),
         );
+        let token_cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "token_cache_requests",
+            "Verified-token cache lookups, by result (only while the cache is on)",
+            token_cache.clone(),
+        );
         registry.register(
             "build",
             "The running scopegate's version",
@@ -251,7 +274,15 @@ impl Metrics {
             jwks_last_success,
             jwks_refetch_suppressed,
             config_reloads,
+            token_cache,
         }
+    }
+
+    /// Counts one verified-token cache lookup.
+    pub fn token_cache(&self, result: CacheResult) {
+        self.token_cache
+            .get_or_create(&CacheLabels { result })
+            .inc();
     }
 
     /// Counts one answered Check and its duration.

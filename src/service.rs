@@ -33,9 +33,10 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::jwks::{Jwks, Refetch};
-use crate::metrics::{self, Metrics, Reason};
+use crate::metrics::{self, CacheResult, Metrics, Reason};
 use crate::policy::{self, AuthError, Authentication, Decision, Denial};
 use crate::token::{self, CredentialsError};
+use crate::token_cache::TokenCache;
 use crate::verify::{self, VerifiedClaims, VerifyError};
 
 /// Header carrying the token's `sub` to the upstream.
@@ -63,6 +64,8 @@ pub struct Generation {
     key_sets: Vec<Jwks>,
     /// Every header any issuer forwards a claim in.
     forwarded_headers: Arc<[String]>,
+    /// Tokens verified under this configuration (a reload starts afresh).
+    cache: TokenCache,
 }
 
 impl Generation {
@@ -74,10 +77,12 @@ impl Generation {
             "one key set per configured issuer"
         );
         let forwarded_headers = config.forwarded_headers().into();
+        let cache = TokenCache::new(config.token_cache_size());
         Generation {
             config,
             key_sets,
             forwarded_headers,
+            cache,
         }
     }
 
@@ -116,12 +121,35 @@ impl Generation {
         authorization: &Result<Vec<String>, CredentialsError>,
         now: u64,
         issuer: &mut Option<usize>,
+        metrics: &Metrics,
     ) -> Authentication {
         let values: Vec<&str> = match authorization {
             Ok(values) => values.iter().map(String::as_str).collect(),
             Err(e) => return Err(AuthError::Credentials(*e)),
         };
         let token = token::bearer_token(&values)?;
+        // A token verified before: used only while its time claims hold and its key is still
+        // in the issuer's fresh key set; anything else is verified in full, which also gives
+        // the right error.
+        let digest = self.cache.is_enabled().then(|| TokenCache::digest(token));
+        if let Some(digest) = &digest {
+            if let Some(entry) = self.cache.get(digest) {
+                let index = entry.issuer;
+                *issuer = Some(index);
+                let jwks = &self.key_sets[index];
+                let Some(keys) = jwks.snapshot() else {
+                    jwks.request_refetch();
+                    return Err(AuthError::KeysUnavailable);
+                };
+                let leeway = self.config.issuers()[index].expectations.leeway_seconds;
+                if entry.claims.still_valid(&keys, leeway, now).is_ok() {
+                    metrics.token_cache(CacheResult::hit);
+                    return Ok(entry.claims.clone());
+                }
+                self.cache.remove(digest);
+            }
+            metrics.token_cache(CacheResult::miss);
+        }
         let index = self.issuer_of(token)?;
         *issuer = Some(index);
         let (expect, jwks) = (
@@ -134,19 +162,25 @@ impl Generation {
             jwks.request_refetch();
             return Err(AuthError::KeysUnavailable);
         };
-        match verify::verify(token, &keys, expect, now) {
+        let verified = match verify::verify(token, &keys, expect, now) {
             Err(VerifyError::UnknownKey) => {
                 drop(keys);
                 match jwks.refetch_for_unknown_kid().await {
                     Refetch::Completed => {
                         let keys = jwks.snapshot().ok_or(AuthError::KeysUnavailable)?;
-                        Ok(verify::verify(token, &keys, expect, now)?)
+                        verify::verify(token, &keys, expect, now)?
                     }
-                    Refetch::CoolingDown | Refetch::TimedOut => Err(VerifyError::UnknownKey.into()),
+                    Refetch::CoolingDown | Refetch::TimedOut => {
+                        return Err(VerifyError::UnknownKey.into());
+                    }
                 }
             }
-            other => Ok(other?),
+            other => other?,
+        };
+        if let Some(digest) = digest {
+            self.cache.insert(digest, index, &verified);
         }
+        Ok(verified)
     }
 }
 
@@ -212,7 +246,7 @@ impl Authorization for AuthorizationService {
                     let deadline = config.server().check_timeout;
                     tokio::time::timeout(
                         deadline,
-                        live.authenticate(&authorization, now, &mut issuer),
+                        live.authenticate(&authorization, now, &mut issuer, &self.metrics),
                     )
                     .await
                     .map(Some)

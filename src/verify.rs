@@ -225,9 +225,34 @@ pub struct VerifiedClaims {
     kid: Option<String>,
     azp: Option<String>,
     client_id: Option<String>,
+    /// `exp` and `nbf` as the token gave them (finite; as bits, so the claims stay `Eq`), for
+    /// checking again later ([`Self::still_valid`]).
+    exp: u64,
+    nbf: Option<u64>,
+    /// The fingerprint of the key that verified the signature.
+    key: [u8; 32],
 }
 
 impl VerifiedClaims {
+    /// Whether claims verified earlier still hold at `now` (seconds since the Unix epoch) with
+    /// `leeway`, against the issuer's key set in force: `exp` and `nbf` as [`verify`] checks
+    /// them, and the key that verified the signature still in `keys` under the same `kid`,
+    /// unchanged. This is everything that can change for the same token bytes within one
+    /// configuration, so a cache of verified tokens must check it on every use.
+    pub fn still_valid(&self, keys: &KeySet, leeway: u64, now: u64) -> Result<(), VerifyError> {
+        in_time(
+            f64::from_bits(self.exp),
+            self.nbf.map(f64::from_bits),
+            now,
+            leeway,
+        )?;
+        match keys.find(self.kid.as_deref()) {
+            Some(key) if *key.fingerprint() == self.key => Ok(()),
+            Some(_) => Err(VerifyError::BadSignature),
+            None => Err(VerifyError::UnknownKey),
+        }
+    }
+
     /// The `sub` claim, if the token carried one.
     pub fn subject(&self) -> Option<&str> {
         self.subject.as_deref()
@@ -284,6 +309,9 @@ impl VerifiedClaims {
             kid: None,
             azp: None,
             client_id: None,
+            exp: 0,
+            nbf: None,
+            key: [0; 32],
         }
     }
 }
@@ -510,6 +538,7 @@ pub fn verify(
         .ok_or(VerifyError::BadClaims)?;
     let mut verified = check_claims(claims, expect, now)?;
     verified.kid = kid.map(str::to_owned);
+    verified.key = *key.fingerprint();
     Ok(verified)
 }
 
@@ -552,23 +581,11 @@ fn check_claims(
     expect: &Expectations,
     now: u64,
 ) -> Result<VerifiedClaims, VerifyError> {
-    let now = now as f64;
-    let leeway = expect.leeway_seconds as f64;
     let exp = claims.exp.ok_or(VerifyError::MissingExpiry)?;
-    if !exp.is_finite() {
+    if !exp.is_finite() || claims.nbf.is_some_and(|nbf| !nbf.is_finite()) {
         return Err(VerifyError::BadClaims);
     }
-    if now > exp + leeway {
-        return Err(VerifyError::Expired);
-    }
-    if let Some(nbf) = claims.nbf {
-        if !nbf.is_finite() {
-            return Err(VerifyError::BadClaims);
-        }
-        if now + leeway < nbf {
-            return Err(VerifyError::NotYetValid);
-        }
-    }
+    in_time(exp, claims.nbf, now, expect.leeway_seconds)?;
     if claims.iss.as_deref() != Some(expect.issuer.as_str()) {
         return Err(VerifyError::WrongIssuer);
     }
@@ -628,6 +645,9 @@ fn check_claims(
         subject: claims.sub,
         scopes,
         forwarded,
+        exp: exp.to_bits(),
+        nbf: claims.nbf.map(f64::to_bits),
+        key: [0; 32],
         kid: None,
         azp: claims.azp,
         client_id: claims.client_id,
@@ -635,6 +655,19 @@ fn check_claims(
         // fractional values truncate toward zero.
         expires_at: exp.max(0.0) as u64,
     })
+}
+
+/// Whether finite `exp` and `nbf` hold at `now`, with `leeway` either way (RFC 7519 §4.1.4-5:
+/// NumericDate is any JSON number, so fractions count).
+fn in_time(exp: f64, nbf: Option<f64>, now: u64, leeway: u64) -> Result<(), VerifyError> {
+    let (now, leeway) = (now as f64, leeway as f64);
+    if now > exp + leeway {
+        return Err(VerifyError::Expired);
+    }
+    if nbf.is_some_and(|nbf| now + leeway < nbf) {
+        return Err(VerifyError::NotYetValid);
+    }
+    Ok(())
 }
 
 /// A claim value as header text: strings as they are, numbers and booleans as JSON text, arrays

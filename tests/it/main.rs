@@ -24,3 +24,4 @@ mod readme;
 mod reload;
 mod server_limits;
 mod tls;
+mod token_cache;

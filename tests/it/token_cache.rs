@@ -1,0 +1,152 @@
+//! The verified-token cache on the real binary, its hits and misses read from `/metrics`: a hit
+//! only for the same token bytes while the token and its key still hold, never across a reload,
+//! and nothing at all with `token_cache_size = 0`.
+
+use std::time::Duration;
+
+use crate::common::binary::Binary;
+use crate::common::*;
+use crate::observability::{sample, scrape};
+use serde_json::json;
+
+fn config(jwks_uri: &str, audience: &str, extra: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\n\
+         audience = \"{audience}\"\njwks_uri = \"{jwks_uri}\"\njwks_refetch_cooldown_seconds = 1\n\
+         {extra}\n[[rules]]\npath = \"/r\"\nscopes = [\"read\"]\n"
+    )
+}
+
+/// (hits, misses) so far.
+async fn lookups(metrics: &str) -> (f64, f64) {
+    let scrape = scrape(metrics).await;
+    let count = |result| {
+        sample(
+            &scrape,
+            "scopegate_token_cache_requests_total",
+            &[("result", result)],
+        )
+    };
+    (count("hit"), count("miss"))
+}
+
+/// The HTTP status for GET /r with `token` (200 for an allow) and the denial's message.
+async fn ask(binary: &Binary, token: &str) -> (i32, String) {
+    let answer = Answer::of(
+        &binary
+            .client()
+            .await
+            .check(request("GET", "/r", &[("authorization", &bearer(token))]))
+            .await
+            .expect("in-band answer")
+            .into_inner(),
+    );
+    if answer.code == 0 {
+        (200, String::new())
+    } else {
+        (answer.http, answer.message().to_string())
+    }
+}
+
+async fn started(name: &str, text: &str) -> (Binary, String) {
+    let binary = Binary::start(name, text, "info", None).await;
+    binary.keys_loaded().await;
+    let metrics = binary.metrics_addr().await;
+    (binary, metrics)
+}
+
+#[tokio::test]
+async fn a_cached_token_stops_at_exp_and_a_changed_signature_never_hits() {
+    let key = TestKey::generate("k1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let (binary, metrics) = started(
+        "cache-exp",
+        &config(&jwks.url(), AUDIENCE, "leeway_seconds = 0"),
+    )
+    .await;
+    let mut short = claims("read");
+    short["exp"] = json!(now() + 2);
+    let token = key.mint(&short);
+    assert_eq!(ask(&binary, &token).await.0, 200);
+    assert_eq!(ask(&binary, &token).await.0, 200);
+    assert_eq!(lookups(&metrics).await, (1.0, 1.0), "the second Check hit");
+
+    // One bit of the signature changed: its own digest, never the cached entry.
+    let mut bytes = token.clone().into_bytes();
+    let last = bytes.len() - 2;
+    bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(bytes).expect("ascii");
+    assert_eq!(
+        ask(&binary, &forged).await,
+        (401, "token signature is invalid".to_string())
+    );
+    assert_eq!(lookups(&metrics).await, (1.0, 2.0));
+
+    // At exp (no leeway), the cached entry no longer serves: the token is refused as expired.
+    eventually("the token to expire", Duration::from_secs(10), || async {
+        ask(&binary, &token).await == (401, "token has expired".to_string())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cached_token_stops_when_its_key_leaves_the_jwks() {
+    let old = TestKey::generate("old");
+    let new = TestKey::generate("new");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&old]))).await;
+    let (binary, metrics) = started("cache-rotation", &config(&jwks.url(), AUDIENCE, "")).await;
+    let token = old.mint(&claims("read"));
+    assert_eq!(ask(&binary, &token).await.0, 200);
+    assert_eq!(ask(&binary, &token).await.0, 200);
+    assert_eq!(lookups(&metrics).await.0, 1.0);
+
+    // The issuer rotates `old` out; a token under the new kid makes scopegate refetch.
+    jwks.set(Reply::json(&jwks_of(&[&new])));
+    assert_eq!(ask(&binary, &new.mint(&claims("read"))).await.0, 200);
+    let (status, message) = ask(&binary, &token).await;
+    assert_eq!(status, 401, "{message}");
+    assert_eq!(lookups(&metrics).await.0, 1.0, "no hit for a key that left");
+}
+
+#[tokio::test]
+async fn a_reload_empties_the_cache() {
+    let key = TestKey::generate("k1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let (binary, metrics) = started("cache-reload", &config(&jwks.url(), AUDIENCE, "")).await;
+    let token = key.mint(&claims("read"));
+    assert_eq!(ask(&binary, &token).await.0, 200);
+    assert_eq!(ask(&binary, &token).await.0, 200);
+    assert_eq!(lookups(&metrics).await.0, 1.0);
+
+    // The audience changes: the token no longer matches, whatever was cached.
+    std::fs::write(
+        binary.config_path(),
+        config(&jwks.url(), "https://other.example", ""),
+    )
+    .expect("write");
+    binary.sighup();
+    binary
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        ask(&binary, &token).await,
+        (401, "token audience is not accepted".to_string())
+    );
+    assert_eq!(lookups(&metrics).await.0, 1.0, "no hit after the reload");
+}
+
+#[tokio::test]
+async fn a_cache_of_size_zero_caches_nothing() {
+    let key = TestKey::generate("k1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let (binary, metrics) = started(
+        "cache-off",
+        &config(&jwks.url(), AUDIENCE, "token_cache_size = 0"),
+    )
+    .await;
+    let token = key.mint(&claims("read"));
+    for _ in 0..3 {
+        assert_eq!(ask(&binary, &token).await.0, 200);
+    }
+    assert_eq!(lookups(&metrics).await, (0.0, 0.0), "no lookups at all");
+}
