@@ -1,3 +1,6 @@
+// Each bench uses part of this module; the rest is dead code in that bench binary.
+#![allow(dead_code)]
+
 //! What the gRPC benches share: a Check request, and scopegate started in-process against the
 //! development issuer's keys.
 
@@ -133,4 +136,39 @@ pub fn concurrent(
         }
         started.elapsed()
     })
+}
+
+/// The JWKS URL of the development issuer that minted `token` (its `iss` + the well-known path).
+pub fn jwks_uri_of(token: &str) -> String {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("payload");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("JSON claims");
+    format!(
+        "{}.well-known/jwks.json",
+        claims["iss"].as_str().expect("iss")
+    )
+}
+
+/// `token`'s claims, verified against `keys` as the bench configuration expects them.
+pub fn verified(token: &str, keys: &scopegate::keys::KeySet) -> scopegate::verify::VerifiedClaims {
+    let payload_iss = jwks_uri_of(token).replace(".well-known/jwks.json", "");
+    let expect = scopegate::verify::Expectations {
+        issuer: payload_iss,
+        audiences: vec![AUDIENCE.to_string()],
+        leeway_seconds: 60,
+        algorithms: vec![scopegate::verify::Algorithm::RS256],
+        token_types: None,
+        scope_claims: vec!["scope".into(), "scp".into()],
+        forward_claims: Vec::new(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    scopegate::verify::verify(token, keys, &expect, now).expect("a valid token")
 }
