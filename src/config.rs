@@ -173,6 +173,59 @@ pub enum DefaultAction {
     Allow,
 }
 
+/// Where the gRPC listener listens: `IP:PORT`, or `unix:PATH` for a Unix domain socket (a
+/// sidecar's Envoy on the same host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix domain socket's path.
+    Unix(std::path::PathBuf),
+}
+
+/// Longest Unix socket path, in bytes: `sun_path` holds 108 on Linux, NUL included.
+pub const MAX_UNIX_SOCKET_PATH: usize = 107;
+
+impl ListenAddr {
+    /// Parses `IP:PORT` or `unix:PATH`.
+    pub fn parse(text: &str) -> Result<ListenAddr, ConfigError> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() || path.len() > MAX_UNIX_SOCKET_PATH || path.contains('\0') {
+                return Err(invalid(
+                    "listen",
+                    text,
+                    format!("a Unix socket path is 1 to {MAX_UNIX_SOCKET_PATH} bytes"),
+                ));
+            }
+            return Ok(ListenAddr::Unix(path.into()));
+        }
+        text.parse().map(ListenAddr::Tcp).map_err(|_| {
+            invalid(
+                "listen",
+                text,
+                "expected IP:PORT (e.g. \"0.0.0.0:9191\") or unix:PATH",
+            )
+        })
+    }
+
+    /// The TCP address, if it is one.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            ListenAddr::Tcp(addr) => Some(*addr),
+            ListenAddr::Unix(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// The `decision_log` key: which Check decisions get a log line of their own (at info, target
 /// `scopegate::decision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -203,7 +256,7 @@ impl DecisionLog {
 /// limit lies in its documented range.
 #[derive(Debug, Clone)]
 pub struct Config {
-    listen: SocketAddr,
+    listen: ListenAddr,
     metrics_listen: Option<SocketAddr>,
     decision_log: DecisionLog,
     reload_on_change: bool,
@@ -650,13 +703,8 @@ impl RawConfig {
     /// Validates everything and builds the [`Config`].
     pub fn compile(self) -> Result<Config, ConfigError> {
         let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen: SocketAddr = listen_text.parse().map_err(|_| {
-            invalid(
-                "listen",
-                &listen_text,
-                "expected IP:PORT, e.g. \"0.0.0.0:9191\"",
-            )
-        })?;
+        let listen = ListenAddr::parse(&listen_text)?;
+        let tcp_listen = listen.tcp();
 
         let metrics_listen = self
             .metrics_listen
@@ -670,7 +718,7 @@ impl RawConfig {
                 })
             })
             .transpose()?;
-        if metrics_listen.is_some_and(|m| m == listen && m.port() != 0) {
+        if metrics_listen.is_some_and(|m| Some(m) == tcp_listen && m.port() != 0) {
             return Err(invalid(
                 "metrics_listen",
                 listen.to_string(),
@@ -691,7 +739,7 @@ impl RawConfig {
                 })
             })
             .transpose()?;
-        let taken = [Some(listen), metrics_listen];
+        let taken = [tcp_listen, metrics_listen];
         if let Some(health) = health_listen
             && health.port() != 0
             && taken.contains(&Some(health))
@@ -712,6 +760,14 @@ impl RawConfig {
         }
         let tls = match self.tls {
             None => None,
+            Some(_) if matches!(listen, ListenAddr::Unix(_)) => {
+                return Err(invalid(
+                    "tls",
+                    listen.to_string(),
+                    "a Unix socket listener does not speak TLS (it never leaves the host); \
+                     remove [tls] or listen on TCP",
+                ));
+            }
             Some(raw) => {
                 let file = |key: &str, value: Option<String>| {
                     value
@@ -965,8 +1021,8 @@ impl RawConfig {
 
 impl Config {
     /// gRPC listen address.
-    pub fn listen(&self) -> SocketAddr {
-        self.listen
+    pub fn listen(&self) -> &ListenAddr {
+        &self.listen
     }
 
     /// Address of the `/metrics` listener, if any.
@@ -1528,6 +1584,11 @@ mod tests {
             ("leeway_seconds = 601", "leeway_seconds"),
             ("listen = \"nope\"", "listen"),
             ("metrics_listen = \"nope\"", "metrics_listen"),
+            ("listen = \"unix:\"", "listen"),
+            (
+                "listen = \"unix:/run/s.sock\"\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"",
+                "tls",
+            ),
             ("decision_log = \"some\"", "some"),
             (
                 "[[rules]]\nname = \"default\"\npath = \"/a\"",

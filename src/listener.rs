@@ -27,14 +27,13 @@
 //! Connections reach tonic through a channel, already past these checks.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::ReceiverStream;
@@ -63,21 +62,63 @@ pub struct Limits {
 /// The TLS server configuration in force, replaced whole on reload.
 pub type TlsSlot = Arc<arc_swap::ArcSwap<rustls::ServerConfig>>;
 
+/// A bound listening socket: TCP, or a Unix domain socket (for an Envoy on the same host).
+#[derive(Debug)]
+pub enum Bound {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A Unix socket listener, and its path.
+    Unix(UnixListener, std::path::PathBuf),
+}
+
+impl From<TcpListener> for Bound {
+    fn from(listener: TcpListener) -> Bound {
+        Bound::Tcp(listener)
+    }
+}
+
+impl Bound {
+    /// Where it listens, for logs: `IP:PORT` or `unix:PATH`.
+    pub fn describe(&self) -> String {
+        match self {
+            Bound::Tcp(listener) => listener
+                .local_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string()),
+            Bound::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+
+    async fn accept(&self) -> io::Result<(Transport, String)> {
+        match self {
+            Bound::Tcp(listener) => {
+                let (stream, remote) = listener.accept().await?;
+                // Nagle off: a Check answer is a few small frames that the client waits for.
+                let _ = stream.set_nodelay(true);
+                Ok((Transport::Plain(stream), remote.to_string()))
+            }
+            Bound::Unix(listener, _) => {
+                let (stream, _) = listener.accept().await?;
+                Ok((Transport::Unix(stream), "unix peer".into()))
+            }
+        }
+    }
+}
+
 /// The accepted, HTTP/2-speaking connections of `listener`, for tonic's
-/// `serve_with_incoming_shutdown`; over TLS when `tls` is given. The accept loop runs until the
-/// stream is dropped.
+/// `serve_with_incoming_shutdown`; over TLS when `tls` is given (TCP only). The accept loop runs
+/// until the stream is dropped.
 pub fn incoming(
-    listener: TcpListener,
+    listener: impl Into<Bound>,
     limits: Limits,
     tls: Option<TlsSlot>,
 ) -> ReceiverStream<io::Result<Connection>> {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, limits, tls, tx));
+    tokio::spawn(accept_loop(listener.into(), limits, tls, tx));
     ReceiverStream::new(rx)
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Bound,
     limits: Limits,
     tls: Option<TlsSlot>,
     tx: mpsc::Sender<io::Result<Connection>>,
@@ -92,7 +133,7 @@ async fn accept_loop(
             // tonic dropped the stream: the server is shutting down.
             () = tx.closed() => return,
         };
-        let (stream, remote) = match accepted {
+        let (transport, remote) = match accepted {
             Ok(accepted) => {
                 backoff = None;
                 accepted
@@ -127,15 +168,13 @@ async fn accept_loop(
                 last_refusal_log = Some(Instant::now());
                 refused = 0;
             }
-            drop(stream);
+            drop(transport);
             continue;
         };
-        // Nagle off: a Check answer is a few small frames that the client is waiting for.
-        let _ = stream.set_nodelay(true);
         let (tx, limits) = (tx.clone(), limits.clone());
         let tls = tls.as_ref().map(|slot| slot.load_full());
         tokio::spawn(async move {
-            if let Some(connection) = handshake(stream, remote, permit, &limits, tls).await {
+            if let Some(connection) = handshake(transport, remote, permit, &limits, tls).await {
                 let _ = tx.send(Ok(connection)).await;
             }
         });
@@ -154,16 +193,20 @@ fn out_of_resources(error: &io::Error) -> bool {
 /// Completes the TLS handshake (with `tls`) and reads the HTTP/2 preface, both within the
 /// handshake timeout; the connection, or `None` (closed).
 async fn handshake(
-    stream: TcpStream,
-    remote: SocketAddr,
+    transport: Transport,
+    remote: String,
     permit: OwnedSemaphorePermit,
     limits: &Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Option<Connection> {
     let opening = async {
-        let mut transport = match tls {
-            None => Transport::Plain(stream),
-            Some(config) => {
+        let mut transport = match (tls, transport) {
+            (None, transport) => transport,
+            // The configuration refuses TLS on a Unix socket; were it given one, refuse it.
+            (Some(_), Transport::Unix(_) | Transport::Tls(_)) => {
+                return Err(io::Error::other("TLS is for TCP connections only"));
+            }
+            (Some(config), Transport::Plain(stream)) => {
                 let accepted = tokio_rustls::TlsAcceptor::from(config)
                     .accept(stream)
                     .await
@@ -194,17 +237,19 @@ async fn handshake(
     }
 }
 
-/// The byte stream under a connection: TCP, or TLS over TCP.
+/// The byte stream under a connection: TCP, TLS over TCP, or a Unix socket.
 enum Transport {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Unix(UnixStream),
 }
 
 impl Transport {
-    fn tcp(&self) -> &TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Transport::Plain(tcp) => tcp,
-            Transport::Tls(tls) => tls.get_ref().0,
+            Transport::Plain(tcp) => Some(tcp),
+            Transport::Tls(tls) => Some(tls.get_ref().0),
+            Transport::Unix(_) => None,
         }
     }
 }
@@ -218,6 +263,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            Transport::Unix(unix) => Pin::new(unix).poll_read(cx, buf),
         }
     }
 }
@@ -231,6 +277,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+            Transport::Unix(unix) => Pin::new(unix).poll_write(cx, buf),
         }
     }
 
@@ -242,6 +289,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+            Transport::Unix(unix) => Pin::new(unix).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -249,6 +297,7 @@ impl AsyncWrite for Transport {
         match self {
             Transport::Plain(tcp) => tcp.is_write_vectored(),
             Transport::Tls(tls) => tls.is_write_vectored(),
+            Transport::Unix(unix) => unix.is_write_vectored(),
         }
     }
 
@@ -256,6 +305,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+            Transport::Unix(unix) => Pin::new(unix).poll_flush(cx),
         }
     }
 
@@ -263,6 +313,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+            Transport::Unix(unix) => Pin::new(unix).poll_shutdown(cx),
         }
     }
 }
@@ -379,7 +430,13 @@ impl Connected for Connection {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.tcp().connect_info()
+        match self.stream.tcp() {
+            Some(tcp) => tcp.connect_info(),
+            None => TcpConnectInfo {
+                local_addr: None,
+                remote_addr: None,
+            },
+        }
     }
 }
 

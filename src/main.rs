@@ -94,7 +94,7 @@ enum Command {
     },
     /// Probe health for container healthchecks; exit status 0 if healthy.
     Health {
-        /// scopegate's gRPC address (HOST:PORT): grpc.health.v1 must say SERVING.
+        /// scopegate's gRPC address (HOST:PORT, or unix:PATH): grpc.health.v1 must say SERVING.
         #[arg(long, conflicts_with = "http", required_unless_present = "http")]
         grpc: Option<String>,
         /// An HTTP URL that must answer 2xx.

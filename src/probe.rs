@@ -36,9 +36,35 @@ pub struct ProbeTls {
     pub server_name: Option<String>,
 }
 
-/// Asks `addr` (`HOST:PORT`) for the overall `grpc.health.v1` status, over TLS with `tls`; Ok
-/// only for SERVING.
+/// Asks `addr` (`HOST:PORT`, or `unix:PATH` for a Unix socket) for the overall `grpc.health.v1`
+/// status, over TLS with `tls` (TCP only); Ok only for SERVING.
 pub async fn grpc(addr: &str, timeout: Duration, tls: Option<&ProbeTls>) -> Result<(), ProbeError> {
+    if let Some(path) = addr.strip_prefix("unix:") {
+        if tls.is_some() {
+            return Err(ProbeError::Unreachable {
+                target: addr.to_string(),
+                reason: "a Unix socket listener does not speak TLS".into(),
+            });
+        }
+        let path = PathBuf::from(path);
+        let channel = tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move {
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map(hyper_util::rt::TokioIo::new)
+                }
+            }))
+            .await
+            .map_err(|e| ProbeError::Unreachable {
+                target: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        return check_health(addr.to_string(), channel).await;
+    }
     let scheme = if tls.is_some() { "https" } else { "grpc" };
     let target = format!("{scheme}://{addr}");
     let unreachable = |reason: String| ProbeError::Unreachable {
@@ -76,6 +102,17 @@ pub async fn grpc(addr: &str, timeout: Duration, tls: Option<&ProbeTls>) -> Resu
         .connect()
         .await
         .map_err(|e| unreachable(e.to_string()))?;
+    check_health(target, channel).await
+}
+
+async fn check_health(
+    target: String,
+    channel: tonic::transport::Channel,
+) -> Result<(), ProbeError> {
+    let unreachable = |reason: String| ProbeError::Unreachable {
+        target: target.clone(),
+        reason,
+    };
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
     let status = client
         .check(tonic_health::pb::HealthCheckRequest {

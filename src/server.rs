@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
-use crate::config::{Config, ConfigError, RawConfig, ServerLimits};
+use crate::config::{Config, ConfigError, ListenAddr, RawConfig, ServerLimits};
 use crate::jwks::{self, Jwks};
 use crate::listener;
 use crate::metrics::{self, Metrics, ReloadResult};
@@ -58,6 +58,14 @@ pub enum ServerError {
     /// The TLS files are unusable.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The Unix socket could not be set up.
+    #[error("cannot listen on unix:{path}: {reason}")]
+    UnixSocket {
+        /// The socket's path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// The configuration file's directory cannot be watched (`reload_on_change`).
     #[error("cannot watch the configuration file for changes: {0}")]
     Watch(String),
@@ -90,17 +98,69 @@ pub async fn run(
             ),
         }
     }
-    let addr = config.listen();
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    serve_with(
+    let listener = match config.listen() {
+        ListenAddr::Tcp(addr) => {
+            listener::Bound::Tcp(TcpListener::bind(addr).await.map_err(|source| {
+                ServerError::Bind {
+                    addr: *addr,
+                    source,
+                }
+            })?)
+        }
+        ListenAddr::Unix(path) => bind_unix(path).await?,
+    };
+    let socket = match &listener {
+        listener::Bound::Unix(_, path) => Some(path.clone()),
+        listener::Bound::Tcp(_) => None,
+    };
+    let served = serve_with(
         config,
         listener,
         config_path.map(|p| (p, requests)),
         shutdown,
     )
-    .await
+    .await;
+    // Leave no socket file behind for the next start to find.
+    if let Some(path) = socket {
+        let _ = std::fs::remove_file(path);
+    }
+    served
+}
+
+/// The mode of the Unix socket file: its owner and group may connect (Envoy in the same pod
+/// shares the group through `fsGroup`), nobody else.
+pub const UNIX_SOCKET_MODE: u32 = 0o660;
+
+/// Binds a Unix socket at `path` with [`UNIX_SOCKET_MODE`]. A socket file left by an earlier
+/// run is removed first, but only if it is a socket and nothing answers on it; any other file
+/// there is an error, never deleted.
+async fn bind_unix(path: &std::path::Path) -> Result<listener::Bound, ServerError> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let fail = |reason: String| ServerError::UnixSocket {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if tokio::net::UnixStream::connect(path).await.is_ok() {
+                return Err(fail("another process is listening on it".into()));
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
+            tracing::info!(path = %path.display(), "removed a stale socket file");
+        }
+        Ok(_) => {
+            return Err(fail(
+                "a file that is not a socket is in the way; not removing it".into(),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(UNIX_SOCKET_MODE))
+        .map_err(|e| fail(format!("cannot set its mode: {e}")))?;
+    Ok(listener::Bound::Unix(listener, path.to_path_buf()))
 }
 
 /// Serves on an already-bound listener until `shutdown` resolves; in-flight calls finish first.
@@ -116,11 +176,12 @@ pub async fn serve(
 /// [`serve`], reloading the configuration from the file at `reload.0` whenever `reload.1` asks.
 pub async fn serve_with(
     config: Config,
-    listener: TcpListener,
+    listener: impl Into<listener::Bound>,
     reload: Option<(PathBuf, reload::Requests)>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let local = listener.local_addr().ok();
+    let listener = listener.into();
+    let local = listener.describe();
     let config = Arc::new(config);
     let metrics = Metrics::new();
     // TLS files are read before anything is served, so an unusable certificate fails start-up.
@@ -193,7 +254,11 @@ pub async fn serve_with(
         stop_rx.clone(),
     ));
     let metrics_task = metrics_listener.map(|listener| {
-        tracing::info!(listen = ?listener.local_addr().ok(), "metrics serving on /metrics");
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(listen = %addr, "metrics serving on /metrics");
         tokio::spawn(metrics::serve(
             listener,
             metrics.clone(),
@@ -226,7 +291,7 @@ pub async fn serve_with(
         .map(|issuer| issuer.expectations.issuer.as_str())
         .collect();
     tracing::info!(
-        listen = ?local,
+        listen = %local,
         issuers = ?issuers,
         rules = config.policy().rules().len(),
         "scopegate serving"
@@ -234,7 +299,11 @@ pub async fn serve_with(
     // The plaintext health-only listener: for kubelet probes, which cannot speak TLS. It serves
     // grpc.health.v1 and nothing else, under the same connection limits.
     let health_only = health_listener.map(|listener| {
-        tracing::info!(listen = ?listener.local_addr().ok(), "health (plaintext, grpc.health.v1 only) serving");
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(listen = %addr, "health (plaintext, grpc.health.v1 only) serving");
         let service = health_service.clone();
         let limits = listener::Limits {
             max_connections: limits.max_connections,

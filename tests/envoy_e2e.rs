@@ -1205,3 +1205,24 @@ async fn kid_collisions_discovery_mismatch_permissions_and_eddsa_through_envoy()
         "the dev issuer is unaffected"
     );
 }
+
+/// Envoy → scopegate over a Unix socket with the shipped `envoy/envoy-uds.yaml` (a `pipe`
+/// address): health checks and Checks both go through the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_talks_to_scopegate_over_a_unix_socket() {
+    let stack = Stack::start_uds().await;
+    assert_eq!(stack.get("/restricted_resource", &[]).await.status(), 401);
+    let good = format!("Bearer {}", stack.token("read:messages"));
+    let (status, _, body) = json(
+        stack
+            .get("/restricted_resource", &[("authorization", &good)])
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(stack.stat("cluster.scopegate.upstream_rq_completed").await > 0);
+    assert!(
+        stack.stat("cluster.scopegate.health_check.success").await > 0,
+        "gRPC health checks over the socket"
+    );
+}

@@ -228,9 +228,13 @@ impl Drop for Binary {
     }
 }
 
-/// The `listen=Some(ADDR)` field of a log line, as text or JSON writes it.
-fn listen_address(line: &str) -> Option<String> {
-    let rest = &line[line.find("listen")?..];
-    let rest = &rest[rest.find("Some(")? + "Some(".len()..];
-    Some(rest.split(')').next()?.to_string())
+/// The `listen` field of a log line, as text (`listen=ADDR`) or JSON (`"listen":"ADDR"`) writes
+/// it.
+pub fn listen_address(line: &str) -> Option<String> {
+    if let Some(at) = line.find("\"listen\":\"") {
+        let rest = &line[at + "\"listen\":\"".len()..];
+        return Some(rest.split('"').next()?.to_string());
+    }
+    let rest = &line[line.find("listen=")? + "listen=".len()..];
+    Some(rest.split_whitespace().next()?.to_string())
 }

@@ -2,7 +2,6 @@
 //! scopegate with `demo/scopegate.toml` (both with addresses and ports substituted), the demo
 //! upstream and the two development issuers (RS256 and EdDSA), all on loopback.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -55,6 +54,17 @@ fn scratch_dir() -> tempfile::TempDir {
         .expect("scratch dir")
 }
 
+/// How Envoy reaches scopegate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    /// Plaintext TCP (`envoy/envoy.yaml`).
+    Tcp,
+    /// Mutual TLS over TCP (`envoy/envoy-tls.yaml`).
+    Mtls,
+    /// A Unix socket (`envoy/envoy-uds.yaml`).
+    Unix,
+}
+
 /// Where `demo/scopegate.toml` expects the development issuers.
 const DEMO_RS256_ISSUER: &str = "http://127.0.0.1:8081/";
 const DEMO_RS256_JWKS: &str = "http://127.0.0.1:8081/.well-known/jwks.json";
@@ -102,7 +112,7 @@ struct Gate {
 
 impl Gate {
     /// Starts the binary with `config`, without any of the issuer environment overrides.
-    fn start(addr: SocketAddr, config: &Path, log: &Path) -> Gate {
+    fn start(listen: &str, config: &Path, log: &Path) -> Gate {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -113,7 +123,7 @@ impl Gate {
             .arg("serve")
             .arg("--config")
             .arg(config)
-            .env("SCOPEGATE_LISTEN", addr.to_string())
+            .env("SCOPEGATE_LISTEN", listen)
             // The demo file's fixed metrics port would collide between stacks run side by side.
             .env("SCOPEGATE_METRICS_LISTEN", "127.0.0.1:0")
             .env_remove("SCOPEGATE_ISSUER")
@@ -153,7 +163,8 @@ pub struct Stack {
     /// The demo's second issuer, signing EdDSA.
     eddsa_issuer: DevIssuer,
     gate: Gate,
-    gate_addr: SocketAddr,
+    /// Where scopegate listens: `IP:PORT` or `unix:PATH`.
+    gate_listen: String,
     gate_config: PathBuf,
     gate_log: PathBuf,
     envoy: Child,
@@ -177,7 +188,17 @@ impl Stack {
         let (issuer, issuer_url) = dev_issuer(dir.path(), DevAlgorithm::Rs256).await;
         let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
         let config = format!("{extra}\n{}", demo_config(&issuer_url, &jwks_uri));
-        Stack::launch(dir, Some(issuer), config, false).await
+        Stack::launch(dir, Some(issuer), config, Hop::Tcp).await
+    }
+
+    /// [`Stack::start`] with Envoy reaching scopegate through a Unix socket:
+    /// `envoy/envoy-uds.yaml`, and scopegate listening on `unix:PATH`.
+    pub async fn start_uds() -> Stack {
+        let dir = scratch_dir();
+        let (issuer, issuer_url) = dev_issuer(dir.path(), DevAlgorithm::Rs256).await;
+        let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
+        let config = demo_config(&issuer_url, &jwks_uri);
+        Stack::launch(dir, Some(issuer), config, Hop::Unix).await
     }
 
     /// [`Stack::start`] with Envoy talking to scopegate over mutual TLS: `envoy/envoy-tls.yaml`,
@@ -200,7 +221,7 @@ impl Stack {
             certs.server_key.display().to_string(),
             certs.ca_cert.display().to_string(),
         );
-        Stack::launch(dir, Some(issuer), config, true).await
+        Stack::launch(dir, Some(issuer), config, Hop::Mtls).await
     }
 
     /// The stack trusting tokens of `issuer` with keys from `jwks_uri` (for tests that control
@@ -208,7 +229,7 @@ impl Stack {
     /// unavailable.
     pub async fn start_with_issuer(issuer: &str, jwks_uri: &str) -> Stack {
         let config = demo_config(issuer, jwks_uri);
-        Stack::launch(scratch_dir(), None, config, false).await
+        Stack::launch(scratch_dir(), None, config, Hop::Tcp).await
     }
 
     /// The stack with the development issuer available for tokens, but scopegate running
@@ -219,14 +240,14 @@ impl Stack {
         let (issuer, issuer_url) = dev_issuer(dir.path(), DevAlgorithm::Rs256).await;
         let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
         let text = config(&issuer_url, &jwks_uri);
-        Stack::launch(dir, Some(issuer), format!("{FULL}{text}"), false).await
+        Stack::launch(dir, Some(issuer), format!("{FULL}{text}"), Hop::Tcp).await
     }
 
     async fn launch(
         dir: tempfile::TempDir,
         issuer: Option<DevIssuer>,
         gate_config: String,
-        mtls: bool,
+        hop: Hop,
     ) -> Stack {
         // The demo's second issuer (EdDSA, found by discovery) runs in every stack.
         let (eddsa_issuer, eddsa_url) = dev_issuer(dir.path(), DevAlgorithm::EdDsa).await;
@@ -246,28 +267,50 @@ impl Stack {
         ));
 
         // scopegate.
-        let gate_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let gate_port = free_port();
+        let socket = dir.path().join("authz.sock");
+        let gate_listen = match hop {
+            Hop::Unix => format!("unix:{}", socket.display()),
+            Hop::Tcp | Hop::Mtls => format!("127.0.0.1:{gate_port}"),
+        };
         let gate_log = dir.path().join("scopegate.log");
         let gate_config_path = dir.path().join("scopegate.toml");
         std::fs::write(&gate_config_path, gate_config).expect("write gate config");
-        let gate = Gate::start(gate_addr, &gate_config_path, &gate_log);
+        let gate = Gate::start(&gate_listen, &gate_config_path, &gate_log);
 
         // Envoy with the repository's configuration.
         let listen_port = free_port();
         let admin_port = free_port();
-        let envoy_config = if mtls {
-            "envoy/envoy-tls.yaml"
-        } else {
-            "envoy/envoy.yaml"
+        let envoy_config = match hop {
+            Hop::Tcp => "envoy/envoy.yaml",
+            Hop::Mtls => "envoy/envoy-tls.yaml",
+            Hop::Unix => "envoy/envoy-uds.yaml",
         };
         let yaml =
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(envoy_config))
                 .expect("read the Envoy configuration");
-        let yaml = if mtls {
+        let yaml = if hop == Hop::Mtls {
             let certs = format!("filename: {}/", dir.path().join("certs").display());
             substitute(&yaml, "filename: /etc/envoy/certs/", &certs, 3)
         } else {
             yaml
+        };
+        let yaml = match hop {
+            Hop::Unix => substitute(
+                &yaml,
+                "path: /run/scopegate/authz.sock\n",
+                &format!("path: {}\n", socket.display()),
+                1,
+            ),
+            Hop::Tcp | Hop::Mtls => {
+                let yaml = substitute(&yaml, "address: scopegate\n", "address: 127.0.0.1\n", 1);
+                substitute(
+                    &yaml,
+                    "port_value: 9191\n",
+                    &format!("port_value: {gate_port}\n"),
+                    1,
+                )
+            }
         };
         let yaml = substitute(&yaml, "address: 0.0.0.0\n", "address: 127.0.0.1\n", 2);
         let yaml = substitute(
@@ -280,13 +323,6 @@ impl Stack {
             &yaml,
             "port_value: 8080\n",
             &format!("port_value: {listen_port}\n"),
-            1,
-        );
-        let yaml = substitute(&yaml, "address: scopegate\n", "address: 127.0.0.1\n", 1);
-        let yaml = substitute(
-            &yaml,
-            "port_value: 9191\n",
-            &format!("port_value: {}\n", gate_addr.port()),
             1,
         );
         let yaml = substitute(&yaml, "address: upstream\n", "address: 127.0.0.1\n", 1);
@@ -318,7 +354,7 @@ impl Stack {
             issuer,
             eddsa_issuer,
             gate,
-            gate_addr,
+            gate_listen,
             gate_config: gate_config_path,
             gate_log,
             envoy,
@@ -454,7 +490,7 @@ impl Stack {
 
     /// Starts scopegate again on the same port (Envoy is left alone).
     pub fn restart_scopegate(&mut self) {
-        self.gate = Gate::start(self.gate_addr, &self.gate_config, &self.gate_log);
+        self.gate = Gate::start(&self.gate_listen, &self.gate_config, &self.gate_log);
     }
 
     /// The scopegate process (for resource measurements).

@@ -327,6 +327,7 @@ fn envoy_configs_are_valid_for_the_pinned_envoy() {
     .expect("write");
     for config in [
         format!("{ROOT}/envoy/envoy.yaml"),
+        format!("{ROOT}/envoy/envoy-uds.yaml"),
         tls_yaml.display().to_string(),
         format!("{ROOT}/envoy/jwt_authn.yaml"),
     ] {
@@ -377,4 +378,27 @@ fn the_mtls_envoy_config_differs_only_in_its_transport_to_scopegate() {
 
 fn compose_yaml(path: &str) -> Value {
     serde_yaml_ng::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_unix_socket_envoy_config_differs_only_in_how_it_reaches_scopegate() {
+    let plain = compose_yaml("envoy/envoy.yaml");
+    let mut uds = compose_yaml("envoy/envoy-uds.yaml");
+    let clusters = uds["static_resources"]["clusters"]
+        .as_array_mut()
+        .expect("clusters");
+    let gate = clusters
+        .iter_mut()
+        .find(|c| c["name"] == "scopegate")
+        .expect("the scopegate cluster");
+    assert_eq!(
+        gate["type"], "STATIC",
+        "a pipe address cannot be resolved by DNS"
+    );
+    let address =
+        &mut gate["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
+    assert_eq!(address["pipe"]["path"], "/run/scopegate/authz.sock");
+    *address = serde_json::json!({"socket_address": {"address": "scopegate", "port_value": 9191}});
+    gate["type"] = serde_json::json!("STRICT_DNS");
+    assert_eq!(plain, uds, "everything else is envoy.yaml");
 }

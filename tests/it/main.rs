@@ -25,3 +25,4 @@ mod reload;
 mod server_limits;
 mod tls;
 mod token_cache;
+mod unix_socket;

@@ -213,12 +213,7 @@ async fn mtls_requires_a_client_certificate_from_the_configured_ca() {
     let line = binary
         .wait_for_log("grpc.health.v1 only", Duration::from_secs(5))
         .await;
-    let health_addr = line
-        .split("Some(")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .expect("health address")
-        .to_string();
+    let health_addr = crate::common::binary::listen_address(&line).expect("health address");
     assert!(probe(&health_addr, &[]), "kubelet-style plaintext probe");
     let channel = Endpoint::from_shared(format!("http://{health_addr}"))
         .expect("endpoint")
