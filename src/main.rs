@@ -85,6 +85,10 @@ enum Command {
         /// Extra claim as NAME=JSON (e.g. --claim 'nbf=0'); repeatable; overrides the above.
         #[arg(long = "claim", value_parser = parse_claim)]
         claims: Vec<(String, serde_json::Value)>,
+        /// How many tokens to print, one per line, each with its own `jti` (for load tests
+        /// with many distinct tokens).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        count: u32,
     },
     /// The demo upstream API that stands behind Envoy in the demo.
     DemoUpstream {
@@ -159,6 +163,7 @@ fn main() -> ExitCode {
             subject,
             expires_in,
             claims,
+            count,
         } => mint_token(
             &key_file.unwrap_or_else(|| default_key_file(alg)),
             alg,
@@ -170,6 +175,7 @@ fn main() -> ExitCode {
                 expires_in,
                 extra: claims.into_iter().collect(),
             },
+            count,
         ),
         Command::DemoUpstream { listen } => demo_upstream(listen),
         Command::Health {
@@ -269,9 +275,21 @@ fn mint_token(
     alg: DevAlgorithm,
     issuer: &str,
     mint: &scopegate::dev::issuer::Mint,
+    count: u32,
 ) -> anyhow::Result<()> {
+    use std::io::Write as _;
     let dev = scopegate::dev::issuer::DevIssuer::load_or_create_for(key_file, issuer, alg)?;
-    println!("{}", dev.mint(mint)?);
+    if count == 1 {
+        println!("{}", dev.mint(mint)?);
+        return Ok(());
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut mint = mint.clone();
+    for i in 0..count {
+        mint.extra
+            .insert("jti".into(), serde_json::Value::String(format!("load-{i}")));
+        writeln!(out, "{}", dev.mint(&mint)?)?;
+    }
     Ok(())
 }
 
