@@ -227,8 +227,6 @@ impl Authorization for AuthorizationService {
             .and_then(|r| r.http)
             .unwrap_or_default();
 
-        // extract
-        let authorization = authorization_values(&http.headers, http.header_map.as_ref());
         let mut rule = &*NO_RULE;
         let mut issuer = None;
         // Who was denied, for the decision log of a denial after verification (a missing scope).
@@ -243,6 +241,9 @@ impl Authorization for AuthorizationService {
                 // authentication is the only step that can wait (on an unknown-kid refetch), and
                 // past the deadline Envoy would answer (or, failing open, allow) without us.
                 let auth = if route.requirement.needs_token() {
+                    // extract: only where a token is needed (a public route never reads one).
+                    let authorization =
+                        authorization_values(&http.headers, http.header_map.as_ref());
                     let deadline = config.server().check_timeout;
                     tokio::time::timeout(
                         deadline,
