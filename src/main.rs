@@ -219,7 +219,15 @@ fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()> {
     init_logging(log_format);
     // Validate before any port is bound or any task is started.
     let config = Config::load(path.as_deref()).context("invalid configuration")?;
-    runtime()?.block_on(async {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.server().worker_threads > 0 {
+        builder.worker_threads(config.server().worker_threads);
+    }
+    let runtime = builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
         // Signal handlers first, so a SIGTERM during start-up still drains.
         let shutdown = scopegate::server::shutdown_signal();
         scopegate::server::run(config, path, shutdown).await

@@ -427,3 +427,29 @@ async fn a_check_past_its_deadline_is_answered_in_band() {
     .assert_allowed();
     gate.stop().await;
 }
+
+/// `server.worker_threads` sets how many runtime threads run Checks: 1 for a sidecar that
+/// shares its cores with Envoy; by default one per CPU.
+#[tokio::test]
+async fn worker_threads_sets_the_runtime_threads() {
+    // A JWKS that never answers: no key set is parsed, so no blocking-pool thread (tokio
+    // names those like its workers) is started beside the workers.
+    let jwks = JwksServer::start(Reply::Stall).await;
+    let workers = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("tasks")
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim() == "tokio-rt-worker")
+            .count()
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (setting, want) in [("worker_threads = 1", 1), ("", cpus)] {
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+             jwks_uri = \"{}\"\n[server]\n{setting}\n",
+            jwks.url()
+        );
+        let binary = Binary::start("workers", &config, "info", None).await;
+        assert_eq!(workers(binary.pid()), want, "{setting:?}");
+    }
+}
