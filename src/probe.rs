@@ -46,23 +46,13 @@ pub async fn grpc(addr: &str, timeout: Duration, tls: Option<&ProbeTls>) -> Resu
                 reason: "a Unix socket listener does not speak TLS".into(),
             });
         }
-        let path = PathBuf::from(path);
-        let channel = tonic::transport::Endpoint::from_static("http://localhost")
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    tokio::net::UnixStream::connect(path)
-                        .await
-                        .map(hyper_util::rt::TokioIo::new)
-                }
-            }))
-            .await
-            .map_err(|e| ProbeError::Unreachable {
-                target: addr.to_string(),
-                reason: e.to_string(),
-            })?;
+        let channel =
+            unix_channel(path.into(), timeout)
+                .await
+                .map_err(|e| ProbeError::Unreachable {
+                    target: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
         return check_health(addr.to_string(), channel).await;
     }
     let scheme = if tls.is_some() { "https" } else { "grpc" };
@@ -103,6 +93,25 @@ pub async fn grpc(addr: &str, timeout: Duration, tls: Option<&ProbeTls>) -> Resu
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     check_health(target, channel).await
+}
+
+/// A gRPC channel to the Unix socket at `path` (scopegate's `listen = "unix:PATH"`).
+pub async fn unix_channel(
+    path: PathBuf,
+    timeout: Duration,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
 }
 
 async fn check_health(

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::common::binary::Binary;
 use crate::common::*;
-use tonic::transport::Endpoint;
 
 fn config(socket: &std::path::Path, jwks_uri: &str) -> String {
     format!(
@@ -33,16 +32,7 @@ async fn checks_and_health_over_a_unix_socket_with_a_stale_socket_replaced() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert!(binary.log_text().contains("removed a stale socket file"));
 
-    let path = socket.clone();
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
-        }))
+    let channel = scopegate::probe::unix_channel(socket.clone(), Duration::from_secs(5))
         .await
         .expect("connect over the socket");
     let mut client =
