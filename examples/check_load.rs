@@ -69,7 +69,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tasks.spawn(async move {
             while Instant::now() < deadline {
                 match client.check(request.clone()).await {
-                    Ok(answer) if answer.get_ref().status.as_ref().is_some_and(|s| s.code == 0) => {
+                    Ok(answer)
+                        if answer
+                            .get_ref()
+                            .status
+                            .as_ref()
+                            .is_some_and(|s| s.code == 0) =>
+                    {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {
@@ -82,7 +88,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while tasks.join_next().await.is_some() {}
     let elapsed = started.elapsed().as_secs_f64();
     let (done, failed) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    println!("checks {done} failed {failed} seconds {elapsed:.2} rate {:.0}", done as f64 / elapsed);
+    println!(
+        "checks {done} failed {failed} seconds {elapsed:.2} rate {:.0}",
+        done as f64 / elapsed
+    );
     if failed > 0 {
         return Err(format!("{failed} Checks were not allowed").into());
     }
