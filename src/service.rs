@@ -283,20 +283,16 @@ impl Authorization for AuthorizationService {
                     },
                 },
             ),
-            Decision::Deny(denial) => (deny(denial, config.realm()), outcome(denial)),
+            Decision::Deny(denial) => deny(denial, config.realm()),
         };
         let took = started.elapsed();
         self.metrics
             .check(outcome.decision, outcome.status, outcome.reason, rule, took);
         let allowed = matches!(decision, Decision::Allow(_));
         if config.decision_log().logs(allowed) {
-            let who = match &decision {
-                Decision::Allow(claims) => claims.as_ref().map(Identity::of),
-                Decision::Deny(_) => identity,
-            };
-            let denial = match &decision {
-                Decision::Deny(denial) => Some(denial),
-                Decision::Allow(_) => None,
+            let (who, denial) = match &decision {
+                Decision::Allow(claims) => (claims.as_ref().map(Identity::of), None),
+                Decision::Deny(denial) => (identity, Some(denial)),
             };
             log_decision(&DecisionRecord {
                 http: &http,
@@ -318,27 +314,6 @@ struct Outcome {
     decision: metrics::Decision,
     status: u16,
     reason: Reason,
-}
-
-/// The status and reason label of a denial: the same mapping as [`deny`] answers with.
-fn outcome(denial: &Denial) -> Outcome {
-    let (status, reason) = match denial {
-        Denial::Unauthenticated(AuthError::Credentials(e)) if e.is_absent() => {
-            (401, Reason::missing_token)
-        }
-        Denial::Unauthenticated(AuthError::Credentials(_)) => (400, Reason::invalid_request),
-        Denial::Unauthenticated(AuthError::Token(_)) => (401, Reason::invalid_token),
-        Denial::Unauthenticated(AuthError::KeysUnavailable) => (503, Reason::keys_unavailable),
-        Denial::InsufficientScope { .. } => (403, Reason::insufficient_scope),
-        Denial::RouteDenied => (403, Reason::route_denied),
-        Denial::BadPath(_) => (400, Reason::bad_path),
-        Denial::TimedOut => (503, Reason::timed_out),
-    };
-    Outcome {
-        decision: metrics::Decision::deny,
-        status,
-        reason,
-    }
 }
 
 /// The identity fields of a verified token that the decision log records.
@@ -412,22 +387,42 @@ fn log_decision(record: &DecisionRecord<'_>) {
 fn request_id(
     http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
 ) -> Option<&str> {
-    http.headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(REQUEST_ID_HEADER))
-        .map(|(_, v)| v.as_str())
+    headers_named(&http.headers, REQUEST_ID_HEADER)
+        .next()
         .or_else(|| {
-            http.header_map
-                .iter()
-                .flat_map(|m| &m.headers)
-                .find(|h| h.key.eq_ignore_ascii_case(REQUEST_ID_HEADER))
-                .and_then(|h| {
-                    if h.raw_value.is_empty() {
-                        Some(h.value.as_str())
-                    } else {
-                        std::str::from_utf8(&h.raw_value).ok()
-                    }
-                })
+            header_map_named(http.header_map.as_ref(), REQUEST_ID_HEADER)
+                .next()
+                .and_then(Result::ok)
+        })
+}
+
+/// The values of the headers called `name` (any case) in Envoy's `headers` map.
+fn headers_named<'a>(
+    headers: &'a HashMap<String, String>,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> {
+    headers
+        .iter()
+        .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The values of the headers called `name` (any case) in Envoy's `header_map`, where a value
+/// travels as text or, with `encode_raw_headers`, as bytes that may not be UTF-8.
+fn header_map_named<'a>(
+    header_map: Option<&'a HeaderMap>,
+    name: &'a str,
+) -> impl Iterator<Item = Result<&'a str, std::str::Utf8Error>> {
+    header_map
+        .into_iter()
+        .flat_map(|m| &m.headers)
+        .filter(move |h| h.key.eq_ignore_ascii_case(name))
+        .map(|h| {
+            if h.raw_value.is_empty() {
+                Ok(h.value.as_str())
+            } else {
+                std::str::from_utf8(&h.raw_value)
+            }
         })
 }
 
@@ -457,21 +452,14 @@ fn authorization_values(
     headers: &HashMap<String, String>,
     header_map: Option<&HeaderMap>,
 ) -> Result<Vec<String>, CredentialsError> {
-    let from_headers: Vec<String> = headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        .map(|(_, v)| v.clone())
+    let from_headers: Vec<String> = headers_named(headers, "authorization")
+        .map(str::to_owned)
         .collect();
-    let from_map = header_map
-        .into_iter()
-        .flat_map(|m| &m.headers)
-        .filter(|h| h.key.eq_ignore_ascii_case("authorization"))
-        .map(|h| {
-            if h.raw_value.is_empty() {
-                Ok(h.value.clone())
-            } else {
-                String::from_utf8(h.raw_value.clone()).map_err(|_| CredentialsError::Malformed)
-            }
+    let from_map = header_map_named(header_map, "authorization")
+        .map(|value| {
+            value
+                .map(str::to_owned)
+                .map_err(|_| CredentialsError::Malformed)
         })
         .collect::<Result<Vec<String>, _>>()?;
     Ok(if from_map.is_empty() || from_map == from_headers {
@@ -515,37 +503,48 @@ fn allow(claims: Option<&VerifiedClaims>, forwarded_headers: &[String]) -> Check
     response
 }
 
-/// The denied response for `denial`: status, JSON body and challenge.
-fn deny(denial: &Denial, realm: &str) -> CheckResponse {
+/// The denied response for `denial` (status, JSON body and challenge), and how metrics and the
+/// decision log label it.
+fn deny(denial: &Denial, realm: &str) -> (CheckResponse, Outcome) {
     let message = denial.to_string();
-    let (http, code, grpc, challenge): (HttpStatusCode, &str, Status, Option<String>) = match denial
-    {
+    let (http, reason, code, grpc, challenge): (
+        HttpStatusCode,
+        Reason,
+        &str,
+        Status,
+        Option<String>,
+    ) = match denial {
         Denial::Unauthenticated(AuthError::Credentials(e)) if e.is_absent() => (
             HttpStatusCode::Unauthorized,
+            Reason::missing_token,
             "unauthorized",
             Status::unauthenticated(&message),
             Some(format!("Bearer realm=\"{realm}\"")),
         ),
         Denial::Unauthenticated(AuthError::Credentials(_)) => (
             HttpStatusCode::BadRequest,
+            Reason::invalid_request,
             "invalid_request",
             Status::unauthenticated(&message),
             Some(challenge(realm, "invalid_request", &message, None)),
         ),
         Denial::Unauthenticated(AuthError::Token(_)) => (
             HttpStatusCode::Unauthorized,
+            Reason::invalid_token,
             "invalid_token",
             Status::unauthenticated(&message),
             Some(challenge(realm, "invalid_token", &message, None)),
         ),
         Denial::Unauthenticated(AuthError::KeysUnavailable) => (
             HttpStatusCode::ServiceUnavailable,
+            Reason::keys_unavailable,
             "temporarily_unavailable",
             Status::unavailable(&message),
             None,
         ),
         Denial::InsufficientScope { required } => (
             HttpStatusCode::Forbidden,
+            Reason::insufficient_scope,
             "insufficient_scope",
             Status::permission_denied(&message),
             Some(challenge(
@@ -557,18 +556,21 @@ fn deny(denial: &Denial, realm: &str) -> CheckResponse {
         ),
         Denial::RouteDenied => (
             HttpStatusCode::Forbidden,
+            Reason::route_denied,
             "insufficient_scope",
             Status::permission_denied(&message),
             Some(challenge(realm, "insufficient_scope", &message, None)),
         ),
         Denial::BadPath(_) => (
             HttpStatusCode::BadRequest,
+            Reason::bad_path,
             "invalid_request",
             Status::permission_denied(&message),
             None,
         ),
         Denial::TimedOut => (
             HttpStatusCode::ServiceUnavailable,
+            Reason::timed_out,
             "temporarily_unavailable",
             Status::unavailable(&message),
             None,
@@ -595,7 +597,13 @@ fn deny(denial: &Denial, realm: &str) -> CheckResponse {
     }
     let mut response = CheckResponse::with_status(grpc);
     response.set_http_response(denied);
-    response
+    let outcome = Outcome {
+        decision: metrics::Decision::deny,
+        // The enum's values are the HTTP status codes.
+        status: http as u16,
+        reason,
+    };
+    (response, outcome)
 }
 
 /// An RFC 6750 §3 challenge. Every value is written as an RFC 9110 quoted-string, escaped
