@@ -715,15 +715,7 @@ impl RawConfig {
 
         let metrics_listen = self
             .metrics_listen
-            .map(|text| {
-                text.parse::<SocketAddr>().map_err(|_| {
-                    invalid(
-                        "metrics_listen",
-                        &text,
-                        "expected IP:PORT, e.g. \"127.0.0.1:9464\"",
-                    )
-                })
-            })
+            .map(|text| socket_addr("metrics_listen", &text, "127.0.0.1:9464"))
             .transpose()?;
         if metrics_listen.is_some_and(|m| Some(m) == tcp_listen && m.port() != 0) {
             return Err(invalid(
@@ -736,15 +728,7 @@ impl RawConfig {
         let reload_on_change = self.reload_on_change.unwrap_or(false);
         let health_listen = self
             .health_listen
-            .map(|text| {
-                text.parse::<SocketAddr>().map_err(|_| {
-                    invalid(
-                        "health_listen",
-                        &text,
-                        "expected IP:PORT, e.g. \"0.0.0.0:9192\"",
-                    )
-                })
-            })
+            .map(|text| socket_addr("health_listen", &text, "0.0.0.0:9192"))
             .transpose()?;
         let taken = [tcp_listen, metrics_listen];
         if let Some(health) = health_listen
@@ -1106,6 +1090,12 @@ impl Config {
         raw.apply_env(|name| std::env::var(name).ok());
         raw.compile()
     }
+}
+
+/// `text` as `IP:PORT`, or an error for `key` that shows `example`.
+fn socket_addr(key: &str, text: &str, example: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|_| invalid(key, text, format!("expected IP:PORT, e.g. {example:?}")))
 }
 
 fn parse_http_url(key: &str, value: &str) -> Result<reqwest::Url, ConfigError> {

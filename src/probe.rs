@@ -39,35 +39,40 @@ pub struct ProbeTls {
 /// Asks `addr` (`HOST:PORT`, or `unix:PATH` for a Unix socket) for the overall `grpc.health.v1`
 /// status, over TLS with `tls` (TCP only); Ok only for SERVING.
 pub async fn grpc(addr: &str, timeout: Duration, tls: Option<&ProbeTls>) -> Result<(), ProbeError> {
+    let target = match (addr.starts_with("unix:"), tls.is_some()) {
+        (true, _) => addr.to_string(),
+        (false, true) => format!("https://{addr}"),
+        (false, false) => format!("grpc://{addr}"),
+    };
+    let channel = connect(addr, timeout, tls)
+        .await
+        .map_err(|reason| ProbeError::Unreachable {
+            target: target.clone(),
+            reason,
+        })?;
+    check_health(target, channel).await
+}
+
+/// A channel to `addr` (`HOST:PORT` or `unix:PATH`), over TLS with `tls`; or why not.
+async fn connect(
+    addr: &str,
+    timeout: Duration,
+    tls: Option<&ProbeTls>,
+) -> Result<tonic::transport::Channel, String> {
     if let Some(path) = addr.strip_prefix("unix:") {
         if tls.is_some() {
-            return Err(ProbeError::Unreachable {
-                target: addr.to_string(),
-                reason: "a Unix socket listener does not speak TLS".into(),
-            });
+            return Err("a Unix socket listener does not speak TLS".into());
         }
-        let channel =
-            unix_channel(path.into(), timeout)
-                .await
-                .map_err(|e| ProbeError::Unreachable {
-                    target: addr.to_string(),
-                    reason: e.to_string(),
-                })?;
-        return check_health(addr.to_string(), channel).await;
+        return unix_channel(path.into(), timeout)
+            .await
+            .map_err(|e| e.to_string());
     }
-    let scheme = if tls.is_some() { "https" } else { "grpc" };
-    let target = format!("{scheme}://{addr}");
-    let unreachable = |reason: String| ProbeError::Unreachable {
-        target: target.clone(),
-        reason,
-    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     if let Some(tls) = tls {
-        let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|e| unreachable(format!("{}: {e}", path.display())))
-        };
+        let read =
+            |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
         let mut config = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(read(&tls.ca_file)?));
         if let Some((cert, key)) = &tls.client {
@@ -84,15 +89,14 @@ pub async fn grpc(addr: &str, timeout: Duration, tls: Option<&ProbeTls>) -> Resu
         });
         endpoint = endpoint
             .tls_config(config.domain_name(server_name))
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
     }
-    let channel = endpoint
+    endpoint
         .connect_timeout(timeout)
         .timeout(timeout)
         .connect()
         .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    check_health(target, channel).await
+        .map_err(|e| e.to_string())
 }
 
 /// A gRPC channel to the Unix socket at `path` (scopegate's `listen = "unix:PATH"`).

@@ -99,14 +99,7 @@ pub async fn run(
         }
     }
     let listener = match config.listen() {
-        ListenAddr::Tcp(addr) => {
-            listener::Bound::Tcp(TcpListener::bind(addr).await.map_err(|source| {
-                ServerError::Bind {
-                    addr: *addr,
-                    source,
-                }
-            })?)
-        }
+        ListenAddr::Tcp(addr) => listener::Bound::Tcp(bind_tcp(*addr).await?),
         ListenAddr::Unix(path) => bind_unix(path).await?,
     };
     let socket = match &listener {
@@ -125,6 +118,13 @@ pub async fn run(
         let _ = std::fs::remove_file(path);
     }
     served
+}
+
+/// Binds a TCP listener, naming the address when it cannot.
+async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 /// The mode of the Unix socket file: its owner and group may connect (Envoy in the same pod
@@ -190,20 +190,12 @@ pub async fn serve_with(
         None => None,
     };
     let health_listener = match config.health_listen() {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind { addr, source })?,
-        ),
+        Some(addr) => Some(bind_tcp(addr).await?),
         None => None,
     };
     // The metrics listener is bound before anything starts, so a taken port fails start-up.
     let metrics_listener = match config.metrics_listen() {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind { addr, source })?,
-        ),
+        Some(addr) => Some(bind_tcp(addr).await?),
         None => None,
     };
     // One key set per issuer, all waking the same health observer.
