@@ -16,7 +16,22 @@ fn read(path: &str) -> String {
 }
 
 fn compose() -> Value {
-    serde_yaml_ng::from_str(&read("docker-compose.yml")).expect("docker-compose.yml is YAML")
+    yaml("docker-compose.yml")
+}
+
+/// A YAML file of the repository, as JSON values.
+fn yaml(path: &str) -> Value {
+    serde_yaml_ng::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The `scopegate` cluster of an Envoy configuration.
+fn scopegate_cluster(envoy: &mut Value) -> &mut Value {
+    envoy["static_resources"]["clusters"]
+        .as_array_mut()
+        .expect("clusters")
+        .iter_mut()
+        .find(|c| c["name"] == "scopegate")
+        .expect("the scopegate cluster")
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -85,7 +100,7 @@ fn services_ports_and_mounts_agree_with_the_config_files() {
         names,
         ["envoy", "issuer", "issuer-eddsa", "scopegate", "upstream"]
     );
-    let envoy_yaml: Value = serde_yaml_ng::from_str(&read("envoy/envoy.yaml")).expect("envoy.yaml");
+    let envoy_yaml = yaml("envoy/envoy.yaml");
 
     // Envoy: pinned image, the repository's config mounted where the command reads it, the
     // listener and admin ports published.
@@ -346,16 +361,9 @@ fn envoy_configs_are_valid_for_the_pinned_envoy() {
 
 #[test]
 fn the_mtls_envoy_config_differs_only_in_its_transport_to_scopegate() {
-    let plain = compose_yaml("envoy/envoy.yaml");
-    let mut tls = compose_yaml("envoy/envoy-tls.yaml");
-    let clusters = tls["static_resources"]["clusters"]
-        .as_array_mut()
-        .expect("clusters");
-    let gate = clusters
-        .iter_mut()
-        .find(|c| c["name"] == "scopegate")
-        .expect("the scopegate cluster");
-    let socket = gate
+    let plain = yaml("envoy/envoy.yaml");
+    let mut tls = yaml("envoy/envoy-tls.yaml");
+    let socket = scopegate_cluster(&mut tls)
         .as_object_mut()
         .expect("cluster")
         .remove("transport_socket")
@@ -376,21 +384,11 @@ fn the_mtls_envoy_config_differs_only_in_its_transport_to_scopegate() {
     assert_eq!(plain, tls, "everything else is envoy.yaml");
 }
 
-fn compose_yaml(path: &str) -> Value {
-    serde_yaml_ng::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
 #[test]
 fn the_unix_socket_envoy_config_differs_only_in_how_it_reaches_scopegate() {
-    let plain = compose_yaml("envoy/envoy.yaml");
-    let mut uds = compose_yaml("envoy/envoy-uds.yaml");
-    let clusters = uds["static_resources"]["clusters"]
-        .as_array_mut()
-        .expect("clusters");
-    let gate = clusters
-        .iter_mut()
-        .find(|c| c["name"] == "scopegate")
-        .expect("the scopegate cluster");
+    let plain = yaml("envoy/envoy.yaml");
+    let mut uds = yaml("envoy/envoy-uds.yaml");
+    let gate = scopegate_cluster(&mut uds);
     assert_eq!(
         gate["type"], "STATIC",
         "a pipe address cannot be resolved by DNS"
