@@ -527,6 +527,11 @@ impl Answer {
         answer
     }
 
+    /// The HTTP status the client gets: 200 for an allow, else the denial's.
+    pub fn status(&self) -> i32 {
+        if self.code == 0 { 200 } else { self.http }
+    }
+
     pub fn error(&self) -> &str {
         self.body["error"].as_str().unwrap_or_default()
     }

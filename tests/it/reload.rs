@@ -30,8 +30,7 @@ async fn status(client: &mut AuthorizationClient<Channel>, token: &str) -> i32 {
         .await
         .expect("in-band answer")
         .into_inner();
-    let answer = Answer::of(&response);
-    if answer.code == 0 { 200 } else { answer.http }
+    Answer::of(&response).status()
 }
 
 /// Replaces the file at `path` the way editors and Kubernetes do: a new file renamed over it.

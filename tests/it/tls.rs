@@ -65,8 +65,7 @@ async fn check_over_tls(
         .await
         .map_err(|e| format!("call: {e:?}"))?
         .into_inner();
-    let answer = Answer::of(&answer);
-    Ok(if answer.code == 0 { 200 } else { answer.http })
+    Ok(Answer::of(&answer).status())
 }
 
 /// `scopegate health` against `addr` with `args`; whether it exited 0.

@@ -41,11 +41,12 @@ async fn ask(binary: &Binary, token: &str) -> (i32, String) {
             .expect("in-band answer")
             .into_inner(),
     );
-    if answer.code == 0 {
-        (200, String::new())
+    let message = if answer.code == 0 {
+        String::new()
     } else {
-        (answer.http, answer.message().to_string())
-    }
+        answer.message().to_string()
+    };
+    (answer.status(), message)
 }
 
 async fn started(name: &str, text: &str) -> (Binary, String) {
