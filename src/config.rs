@@ -78,6 +78,8 @@ pub struct RawConfig {
     pub metrics_listen: Option<String>,
     /// Which decisions are logged: `deny` (default), `all` or `off`.
     pub decision_log: Option<DecisionLog>,
+    /// What CORS preflight requests need: `authenticate` (default) or `allow`.
+    pub cors_preflight: Option<CorsPreflight>,
     /// Reload when the configuration file's directory changes (as on SIGHUP); default false.
     pub reload_on_change: Option<bool>,
     /// Address of a plaintext listener serving only `grpc.health.v1` (for probes that cannot
@@ -246,6 +248,21 @@ pub enum DecisionLog {
     Off,
 }
 
+/// The `cors_preflight` key: what a browser's CORS preflight (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`, and no credentials, which browsers never put on one) needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CorsPreflight {
+    /// Decided like any other request, so a protected route answers it 401. The default:
+    /// nothing reaches the upstream without a rule allowing it, and a preflight let through
+    /// runs whatever the upstream does with `OPTIONS`, which its team should decide to allow.
+    #[default]
+    Authenticate,
+    /// Let through without a token, on any path a rule or the default decides (never any
+    /// other `OPTIONS` request): for single-page apps whose upstream answers CORS itself.
+    Allow,
+}
+
 impl DecisionLog {
     /// Whether a decision (`allowed` or not) is logged.
     pub fn logs(self, allowed: bool) -> bool {
@@ -265,6 +282,7 @@ pub struct Config {
     listen: ListenAddr,
     metrics_listen: Option<SocketAddr>,
     decision_log: DecisionLog,
+    cors_preflight: CorsPreflight,
     reload_on_change: bool,
     health_listen: Option<SocketAddr>,
     tls: Option<TlsFiles>,
@@ -729,6 +747,7 @@ impl RawConfig {
             ));
         }
         let decision_log = self.decision_log.unwrap_or_default();
+        let cors_preflight = self.cors_preflight.unwrap_or_default();
         let reload_on_change = self.reload_on_change.unwrap_or(false);
         let health_listen = self
             .health_listen
@@ -1002,6 +1021,7 @@ impl RawConfig {
             listen,
             metrics_listen,
             decision_log,
+            cors_preflight,
             reload_on_change,
             health_listen,
             tls,
@@ -1028,6 +1048,11 @@ impl Config {
     /// Which decisions are logged.
     pub fn decision_log(&self) -> DecisionLog {
         self.decision_log
+    }
+
+    /// What CORS preflight requests need.
+    pub fn cors_preflight(&self) -> CorsPreflight {
+        self.cors_preflight
     }
 
     /// Whether a change in the configuration file's directory reloads it.
@@ -1378,6 +1403,11 @@ impl fmt::Display for Config {
             DecisionLog::Off => "off",
         };
         writeln!(f, "decision_log      {decision_log}")?;
+        let cors_preflight = match self.cors_preflight {
+            CorsPreflight::Authenticate => "authenticate",
+            CorsPreflight::Allow => "allow",
+        };
+        writeln!(f, "cors_preflight    {cors_preflight}")?;
         for issuer in &self.issuers {
             let e = &issuer.expectations;
             writeln!(f, "issuer            {}", e.issuer)?;
@@ -1914,6 +1944,10 @@ mod tests {
         assert_eq!(shown.server, defaults.server, "[server]");
         assert_eq!(shown.realm, defaults.realm, "realm");
         assert_eq!(shown.decision_log, defaults.decision_log, "decision_log");
+        assert_eq!(
+            shown.cors_preflight, defaults.cors_preflight,
+            "cors_preflight"
+        );
         assert_eq!(
             shown.token_cache_size, defaults.token_cache_size,
             "token_cache_size"

@@ -557,6 +557,17 @@ pub fn http_client(settings: &JwksSettings) -> Result<reqwest::Client, reqwest::
 
 type Fetched = (KeySet, Vec<SkippedKey>, Option<Duration>);
 
+/// Fetches the key set once, as the refresher's first fetch would (discovery included, same
+/// limits), for one-off uses such as `scopegate explain`.
+pub async fn fetch_once(settings: &JwksSettings) -> Result<KeySet, JwksError> {
+    let client = http_client(settings).map_err(|e| JwksError::Fetch {
+        uri: settings.uri.to_string(),
+        reason: e.to_string(),
+    })?;
+    let (keys, _skipped, _max_age) = fetch(&client, settings).await?;
+    Ok(keys)
+}
+
 async fn fetch(client: &reqwest::Client, settings: &JwksSettings) -> Result<Fetched, JwksError> {
     let jwks_uri = match &settings.discovery_issuer {
         None => settings.uri.clone(),

@@ -18,7 +18,8 @@
 //!   `exp`/`nbf`/`iss`/`aud`) and is the only place that can build [`verify::VerifiedClaims`].
 //! - [`token_cache`]: verified tokens remembered by digest, re-checked (time, key) on each use;
 //!   one cache per configuration generation.
-//! - [`policy`]: path normalisation, route matching and [`policy::decide`], which turns a route's
+//! - [`policy`]: path normalisation, route matching (exact paths, prefixes, whole-segment
+//!   templates; shadow rules reported but never enforced) and [`policy::decide`], which turns a route's
 //!   requirement plus the authentication outcome into a [`policy::Decision`].
 //! - [`service`]: the tonic `Authorization/Check` implementation: extract → verify → decide →
 //!   respond, and the mapping of every denial to HTTP status, JSON body and `WWW-Authenticate`;
@@ -37,12 +38,15 @@
 //!   issuer (JWKS, discovery, client-credentials tokens), and [`dev::demo`], the upstream API
 //!   that stands behind Envoy in the demo.
 //! - [`probe`]: gRPC and HTTP health probes for container healthchecks.
+//! - [`explain`]: `scopegate explain`, one request decided offline by the same steps as a Check,
+//!   with the reasons shown.
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into [`server`] or
 //! [`config`].
 
 pub mod config;
 pub mod dev;
+pub mod explain;
 pub mod jwks;
 pub mod keys;
 pub mod listener;

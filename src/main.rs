@@ -117,6 +117,32 @@ enum Command {
         #[arg(long, requires = "tls_ca")]
         tls_server_name: Option<String>,
     },
+    /// Decide one request offline, the way `serve` would, and say why. Exit status 0 if
+    /// allowed, 3 if denied (503 included), 1 on a configuration error, 2 on a usage error.
+    /// The token is never printed.
+    Explain {
+        /// TOML configuration file.
+        #[arg(long, env = "SCOPEGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// HTTP method, as the client sends it.
+        #[arg(long)]
+        method: String,
+        /// Request path, as the client sends it (query allowed).
+        #[arg(long)]
+        path: String,
+        /// The Bearer token (visible in `ps`; prefer --token-file).
+        #[arg(long, group = "credentials")]
+        token: Option<String>,
+        /// A file holding the token, or `-` for standard input.
+        #[arg(long, group = "credentials")]
+        token_file: Option<PathBuf>,
+        /// A token's claims as a JSON object: every check but the signature applies.
+        #[arg(long, group = "credentials")]
+        claims: Option<String>,
+        /// Print the explanation as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a throw-away CA, server and client certificates for TLS demos and tests. NOT FOR
     /// PRODUCTION.
     DevCerts {
@@ -139,6 +165,22 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Explain {
+            config,
+            method,
+            path,
+            token,
+            token_file,
+            claims,
+            json,
+        } => {
+            return explain(config, method, path, token, token_file, claims, json).unwrap_or_else(
+                |e| {
+                    eprintln!("scopegate: {e:#}");
+                    ExitCode::FAILURE
+                },
+            );
+        }
         Command::Serve { config, log_format } => serve(config, log_format),
         Command::CheckConfig { config } => check_config(config),
         Command::DevIssuer {
@@ -213,6 +255,51 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
     println!("{config}");
     println!("configuration OK");
     Ok(())
+}
+
+/// `explain`: the exit status says the answer (0 allowed, 3 denied); errors are 1.
+fn explain(
+    config: Option<PathBuf>,
+    method: String,
+    path: String,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    claims: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use scopegate::explain::{Credentials, Request};
+    let config = Config::load(config.as_deref()).context("invalid configuration")?;
+    let credentials = match (token, token_file, claims) {
+        (Some(token), _, _) => Credentials::Token(token),
+        (_, Some(file), _) => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .context("cannot read the token from standard input")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read the token file {}", file.display()))?
+            };
+            Credentials::Token(text.trim().to_owned())
+        }
+        (_, _, Some(claims)) => Credentials::Claims(claims),
+        (None, None, None) => Credentials::None,
+    };
+    let request = Request {
+        method,
+        path,
+        credentials,
+    };
+    let explanation = runtime()?.block_on(scopegate::explain::explain(&config, &request))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&explanation)?);
+    } else {
+        print!("{explanation}");
+    }
+    Ok(if explanation.allowed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }
 
 fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()> {

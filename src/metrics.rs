@@ -42,6 +42,8 @@ pub enum Reason {
     authorized,
     /// Allowed: a public route, no token needed.
     public,
+    /// Allowed: a browser's CORS preflight, with `cors_preflight = "allow"`.
+    cors_preflight,
     /// 401: no `Authorization` header, or another scheme.
     missing_token,
     /// 400: malformed Bearer credentials (RFC 6750 `invalid_request`).

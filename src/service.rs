@@ -31,7 +31,7 @@ use envoy_types::ext_authz::v3::{
 use envoy_types::pb::envoy::config::core::v3::HeaderMap;
 use tonic::{Request, Response, Status};
 
-use crate::config::Config;
+use crate::config::{Config, CorsPreflight};
 use crate::jwks::{Jwks, Refetch};
 use crate::metrics::{self, CacheResult, Metrics, Reason};
 use crate::policy::{self, AuthError, Authentication, Decision, Denial, Rule};
@@ -279,7 +279,11 @@ impl Authorization for AuthorizationService {
             }
             _ => Vec::new(),
         };
-        let route_needs_token = matches!(&route, Ok(route) if route.requirement.needs_token());
+        // A browser's CORS preflight, let through on request (`cors_preflight = "allow"`) on
+        // any path a rule or the default decides, without reading a token.
+        let preflight = config.cors_preflight() == CorsPreflight::Allow && is_cors_preflight(&http);
+        let route_needs_token =
+            !preflight && matches!(&route, Ok(route) if route.requirement.needs_token());
         // verify (only where the route, or a shadow rule, needs a token), within the Check's
         // deadline: authentication is the only step that can wait (on an unknown-kid refetch),
         // and past the deadline Envoy would answer (or, failing open, allow) without us.
@@ -305,6 +309,10 @@ impl Authorization for AuthorizationService {
         }
         let decision = match route {
             Err(e) => Decision::Deny(Denial::BadPath(e)),
+            Ok(route) if preflight => {
+                rule = route.name;
+                Decision::Allow(None)
+            }
             Ok(route) => {
                 rule = route.name;
                 match auth {
@@ -332,6 +340,14 @@ impl Authorization for AuthorizationService {
             ),
             Decision::Deny(denial) => deny(denial, config.realm()),
         };
+        let outcome = Outcome {
+            reason: if preflight && matches!(decision, Decision::Allow(_)) {
+                Reason::cors_preflight
+            } else {
+                outcome.reason
+            },
+            ..outcome
+        };
         let took = started.elapsed();
         self.metrics
             .check(outcome.decision, outcome.status, outcome.reason, rule, took);
@@ -353,6 +369,29 @@ impl Authorization for AuthorizationService {
         }
         Ok(Response::new(response))
     }
+}
+
+/// Whether `http` is a CORS preflight as browsers send it: `OPTIONS` with an `Origin` and an
+/// `Access-Control-Request-Method`, and no `Authorization` (browsers never send credentials on
+/// a preflight, so one with them is some other client's `OPTIONS`, decided as usual).
+fn is_cors_preflight(
+    http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+) -> bool {
+    let present = |name: &str| {
+        headers_named(&http.headers, name)
+            .chain(header_map_named(http.header_map.as_ref(), name).filter_map(Result::ok))
+            .any(|value| !value.trim().is_empty())
+    };
+    let authorization = headers_named(&http.headers, "authorization")
+        .next()
+        .is_some()
+        || header_map_named(http.header_map.as_ref(), "authorization")
+            .next()
+            .is_some();
+    http.method == "OPTIONS"
+        && present("origin")
+        && present("access-control-request-method")
+        && !authorization
 }
 
 /// How `decision` is (or, for a shadow rule, would be) answered, as metrics and logs label it.
@@ -568,76 +607,61 @@ fn allow(claims: Option<&VerifiedClaims>, forwarded_headers: &[String]) -> Check
 
 /// The denied response for `denial` (status, JSON body and challenge), and how metrics and the
 /// decision log label it.
+/// The HTTP status, the metrics `reason` and the RFC 6750 `error` code a denial is answered
+/// with (the table in this module's documentation). Pure, so `explain` answers the same.
+pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
+    match denial {
+        Denial::Unauthenticated(AuthError::Credentials(e)) if e.is_absent() => {
+            (401, Reason::missing_token, "unauthorized")
+        }
+        Denial::Unauthenticated(AuthError::Credentials(_)) => {
+            (400, Reason::invalid_request, "invalid_request")
+        }
+        Denial::Unauthenticated(AuthError::Token(_)) => {
+            (401, Reason::invalid_token, "invalid_token")
+        }
+        Denial::Unauthenticated(AuthError::KeysUnavailable) => {
+            (503, Reason::keys_unavailable, "temporarily_unavailable")
+        }
+        Denial::InsufficientScope { .. } => (403, Reason::insufficient_scope, "insufficient_scope"),
+        Denial::RouteDenied => (403, Reason::route_denied, "insufficient_scope"),
+        Denial::BadPath(_) => (400, Reason::bad_path, "invalid_request"),
+        Denial::TimedOut => (503, Reason::timed_out, "temporarily_unavailable"),
+    }
+}
+
 fn deny(denial: &Denial, realm: &str) -> (CheckResponse, Outcome) {
     let message = denial.to_string();
-    let (http, reason, code, grpc, challenge): (
-        HttpStatusCode,
-        Reason,
-        &str,
-        Status,
-        Option<String>,
-    ) = match denial {
-        Denial::Unauthenticated(AuthError::Credentials(e)) if e.is_absent() => (
-            HttpStatusCode::Unauthorized,
-            Reason::missing_token,
-            "unauthorized",
-            Status::unauthenticated(&message),
-            Some(format!("Bearer realm=\"{realm}\"")),
-        ),
-        Denial::Unauthenticated(AuthError::Credentials(_)) => (
-            HttpStatusCode::BadRequest,
-            Reason::invalid_request,
-            "invalid_request",
-            Status::unauthenticated(&message),
-            Some(challenge(realm, "invalid_request", &message, None)),
-        ),
-        Denial::Unauthenticated(AuthError::Token(_)) => (
-            HttpStatusCode::Unauthorized,
-            Reason::invalid_token,
-            "invalid_token",
-            Status::unauthenticated(&message),
-            Some(challenge(realm, "invalid_token", &message, None)),
-        ),
-        Denial::Unauthenticated(AuthError::KeysUnavailable) => (
-            HttpStatusCode::ServiceUnavailable,
-            Reason::keys_unavailable,
-            "temporarily_unavailable",
-            Status::unavailable(&message),
-            None,
-        ),
-        Denial::InsufficientScope { required } => (
-            HttpStatusCode::Forbidden,
-            Reason::insufficient_scope,
-            "insufficient_scope",
-            Status::permission_denied(&message),
-            Some(challenge(
-                realm,
-                "insufficient_scope",
-                &message,
-                Some(&required.join(" ")),
-            )),
-        ),
-        Denial::RouteDenied => (
-            HttpStatusCode::Forbidden,
-            Reason::route_denied,
-            "insufficient_scope",
-            Status::permission_denied(&message),
-            Some(challenge(realm, "insufficient_scope", &message, None)),
-        ),
-        Denial::BadPath(_) => (
-            HttpStatusCode::BadRequest,
-            Reason::bad_path,
-            "invalid_request",
-            Status::permission_denied(&message),
-            None,
-        ),
-        Denial::TimedOut => (
-            HttpStatusCode::ServiceUnavailable,
-            Reason::timed_out,
-            "temporarily_unavailable",
-            Status::unavailable(&message),
-            None,
-        ),
+    let (status, reason, code) = denial_answer(denial);
+    let grpc = match denial {
+        Denial::Unauthenticated(AuthError::KeysUnavailable) | Denial::TimedOut => {
+            Status::unavailable(&message)
+        }
+        Denial::Unauthenticated(_) => Status::unauthenticated(&message),
+        Denial::InsufficientScope { .. } | Denial::RouteDenied | Denial::BadPath(_) => {
+            Status::permission_denied(&message)
+        }
+    };
+    let challenge = match denial {
+        // No credentials: the challenge names the scheme only (RFC 6750 §3.1).
+        Denial::Unauthenticated(AuthError::Credentials(e)) if e.is_absent() => {
+            Some(format!("Bearer realm=\"{realm}\""))
+        }
+        Denial::InsufficientScope { required } => {
+            Some(challenge(realm, code, &message, Some(&required.join(" "))))
+        }
+        Denial::Unauthenticated(AuthError::KeysUnavailable)
+        | Denial::TimedOut
+        | Denial::BadPath(_) => None,
+        Denial::Unauthenticated(_) | Denial::RouteDenied => {
+            Some(challenge(realm, code, &message, None))
+        }
+    };
+    let http = match status {
+        400 => HttpStatusCode::BadRequest,
+        401 => HttpStatusCode::Unauthorized,
+        403 => HttpStatusCode::Forbidden,
+        _ => HttpStatusCode::ServiceUnavailable,
     };
     let body = serde_json::json!({ "error": code, "message": message }).to_string();
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
@@ -662,8 +686,7 @@ fn deny(denial: &Denial, realm: &str) -> (CheckResponse, Outcome) {
     response.set_http_response(denied);
     let outcome = Outcome {
         decision: metrics::Decision::deny,
-        // The enum's values are the HTTP status codes.
-        status: http as u16,
+        status,
         reason,
     };
     (response, outcome)

@@ -424,6 +424,8 @@ pub struct Policy {
 /// The rule (or default) that applies to one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Route<'a> {
+    /// The rule, `None` for the default.
+    pub rule: Option<&'a Rule>,
     /// The rule's name (or `rules[N]`), or `default`: for logs and metrics.
     pub name: &'a Arc<str>,
     /// What the request needs.
@@ -664,10 +666,12 @@ impl Policy {
         }
         Ok(own.map_or(
             Route {
+                rule: None,
                 name: &self.default_name,
                 requirement: &self.default,
             },
             |rule| Route {
+                rule: Some(rule),
                 name: &rule.name,
                 requirement: &rule.requirement,
             },
