@@ -37,9 +37,11 @@
 //!   issuer (JWKS, discovery, client-credentials tokens), and [`dev::demo`], the upstream API
 //!   that stands behind Envoy in the demo.
 //! - [`probe`]: gRPC and HTTP health probes for container healthchecks.
+//! - [`openapi`]: `[[rules]]` written from an OpenAPI 3.0/3.1 document's operations and
+//!   `security` (`scopegate openapi-rules`); a pure mapping plus a TOML renderer.
 //!
-//! The binary (`src/main.rs`) only parses the command line and calls into [`server`] or
-//! [`config`].
+//! The binary (`src/main.rs`) only parses the command line and calls into [`server`],
+//! [`config`] or [`openapi`].
 
 pub mod config;
 pub mod dev;
@@ -47,6 +49,7 @@ pub mod jwks;
 pub mod keys;
 pub mod listener;
 pub mod metrics;
+pub mod openapi;
 pub mod policy;
 pub mod probe;
 pub mod reload;
