@@ -452,8 +452,8 @@ pub struct Options {
     /// The `oauth2` or `openIdConnect` scheme whose tokens scopegate verifies; needed when the
     /// document uses several.
     pub scheme: Option<String>,
-    /// Prefix of every rule path; `None`: the path of the first `servers` URL. An empty string
-    /// prefixes nothing.
+    /// Prefix of every rule path; `None`: the path of the first `servers` URL of the operation,
+    /// else of its path item, else of the document. An empty string prefixes nothing.
     pub base_path: Option<String>,
 }
 
