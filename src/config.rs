@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::jwks::JwksSettings;
-use crate::policy::{PathMatch, Policy, PolicyError, Requirement, Rule, normalize};
+use crate::policy::{PathMatch, Policy, PolicyError, Requirement, Rule, Template, normalize};
 use crate::tls::TlsFiles;
 use crate::token::is_http_token;
 use crate::verify::{
@@ -143,6 +143,8 @@ pub struct RawRule {
     pub path: Option<String>,
     /// Path prefix.
     pub prefix: Option<String>,
+    /// Whole-segment path template (`/items/{id}/{**}`).
+    pub template: Option<String>,
     /// Methods; absent means any.
     pub methods: Option<Vec<String>>,
     /// Any-of scopes.
@@ -151,6 +153,8 @@ pub struct RawRule {
     pub all_scopes: Option<Vec<String>>,
     /// No token needed.
     pub public: Option<bool>,
+    /// Evaluated, logged and counted, but never enforced.
+    pub shadow: Option<bool>,
 }
 
 /// A string or an array of strings.
@@ -1238,21 +1242,24 @@ fn compile_algorithms(
 fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
     let name = format!("rules[{index}]");
     let key = |field: &str| format!("{name}.{field}");
-    let path = match (raw.path, raw.prefix) {
-        (Some(p), None) => PathMatch::Exact(canonical_rule_path(&key("path"), p)?),
-        (None, Some(p)) => PathMatch::Prefix(canonical_rule_path(&key("prefix"), p)?),
-        (Some(_), Some(_)) => {
+    let path = match (raw.path, raw.prefix, raw.template) {
+        (Some(p), None, None) => PathMatch::Exact(canonical_rule_path(&key("path"), p)?),
+        (None, Some(p), None) => PathMatch::Prefix(canonical_rule_path(&key("prefix"), p)?),
+        (None, None, Some(t)) => PathMatch::Template(
+            Template::parse(&t).map_err(|e| invalid(key("template"), &t, e.to_string()))?,
+        ),
+        (None, None, None) => {
+            return Err(ConfigError::Missing {
+                key: format!("{name}.path`, `{name}.prefix` or `{name}.template"),
+                hint: " (each rule matches an exact `path`, a `prefix` or a `template`)".into(),
+            });
+        }
+        _ => {
             return Err(invalid(
                 &name,
-                "path and prefix",
-                "set exactly one of `path` and `prefix`, not both",
+                "more than one of path, prefix and template",
+                "set exactly one of `path`, `prefix` and `template`",
             ));
-        }
-        (None, None) => {
-            return Err(ConfigError::Missing {
-                key: format!("{name}.path` or `{name}.prefix"),
-                hint: " (each rule matches either an exact `path` or a `prefix`)".into(),
-            });
         }
     };
     let methods = raw.methods;
@@ -1304,7 +1311,8 @@ fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
         (false, None, Some(list)) => Requirement::AllScopes(check_scopes("all_scopes", list)?),
         (false, None, None) => Requirement::Authenticated,
     };
-    Ok(Rule::new(index, raw.name, path, methods, requirement)?)
+    let rule = Rule::new(index, raw.name, path, methods, requirement)?;
+    Ok(rule.shadowed(raw.shadow.unwrap_or(false)))
 }
 
 /// A rule path must already be canonical, or it could never match a (canonicalised) request; and
@@ -1316,7 +1324,8 @@ fn canonical_rule_path(key: &str, path: String) -> Result<String, ConfigError> {
             key,
             &path,
             "rule paths are literal: `*` and `{...}` match only themselves; use \
-             `prefix = \"/admin/\"` for a subtree",
+             `template = \"/items/{id}\"` for variable segments, or `prefix = \"/admin/\"` \
+             for a subtree",
         ));
     }
     if path.ends_with(char::is_whitespace) {
@@ -1436,6 +1445,7 @@ impl fmt::Display for Config {
             let path = match rule.path() {
                 PathMatch::Exact(p) => format!("path   {p}"),
                 PathMatch::Prefix(p) => format!("prefix {p}"),
+                PathMatch::Template(t) => format!("template {t}"),
             };
             let methods = rule
                 .methods()
@@ -1758,7 +1768,23 @@ mod tests {
             ),
             // Literals that look like globs or templates, and trailing whitespace.
             ("[[rules]]\npath = \"/admin/*\"", "rules[0].path"),
-            ("[[rules]]\nprefix = \"/users/{id}\"", "use `prefix"),
+            ("[[rules]]\nprefix = \"/users/{id}\"", "use `template"),
+            // Templates: named by key, with what is wrong.
+            (
+                "[[rules]]\ntemplate = \"/f/{name}.json\"",
+                "rules[0].template",
+            ),
+            ("[[rules]]\ntemplate = \"/f/{name}.json\"", "whole segment"),
+            ("[[rules]]\ntemplate = \"/a/{**}/b\"", "last segment"),
+            ("[[rules]]\ntemplate = \"/a/b\"", "write it as `path`"),
+            (
+                "[[rules]]\npath = \"/a\"\ntemplate = \"/a/{x}\"",
+                "exactly one of `path`, `prefix` and `template`",
+            ),
+            (
+                "[[rules]]\ntemplate = \"/items/{id}\"\n[[rules]]\npath = \"/items/mine\"\npublic = true",
+                "rules[1].path",
+            ),
             ("[[rules]]\npath = \"/admin \"", "ends with whitespace"),
             // Rule paths that another rule with another requirement takes under a reading.
             (

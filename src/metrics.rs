@@ -18,6 +18,7 @@
 //! | `scopegate_jwks_refetch_suppressed_total` | `issuer` |
 //! | `scopegate_config_reloads_total` | `result` (`success`, `failure`) |
 //! | `scopegate_token_cache_requests_total` | `result` (`hit`, `miss`) |
+//! | `scopegate_shadow_decisions_total` | `rule` (a shadow rule), `decision` (what it would have decided) |
 //! | `scopegate_build_info` | `version` |
 
 use std::sync::Arc;
@@ -139,6 +140,12 @@ struct CheckLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    rule: Arc<str>,
+    decision: Decision,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
     decision: Decision,
 }
@@ -189,6 +196,7 @@ pub struct Metrics {
     jwks_refetch_suppressed: Family<IssuerLabels, Counter>,
     config_reloads: Family<ReloadLabels, Counter>,
     token_cache: Family<CacheLabels, Counter>,
+    shadow_decisions: Family<ShadowLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -258,6 +266,12 @@ impl Metrics {
             "Verified-token cache lookups, by result (only while the cache is on)",
             token_cache.clone(),
         );
+        let shadow_decisions = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "shadow_decisions",
+            "What each shadow rule would have decided for the requests it matched (not enforced)",
+            shadow_decisions.clone(),
+        );
         registry.register(
             "build",
             "The running scopegate's version",
@@ -275,7 +289,18 @@ impl Metrics {
             jwks_refetch_suppressed,
             config_reloads,
             token_cache,
+            shadow_decisions,
         }
+    }
+
+    /// Counts what the shadow rule `rule` would have decided for one request.
+    pub fn shadow(&self, rule: &Arc<str>, decision: Decision) {
+        self.shadow_decisions
+            .get_or_create(&ShadowLabels {
+                rule: Arc::clone(rule),
+                decision,
+            })
+            .inc();
     }
 
     /// Counts one verified-token cache lookup.

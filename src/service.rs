@@ -34,7 +34,7 @@ use tonic::{Request, Response, Status};
 use crate::config::Config;
 use crate::jwks::{Jwks, Refetch};
 use crate::metrics::{self, CacheResult, Metrics, Reason};
-use crate::policy::{self, AuthError, Authentication, Decision, Denial};
+use crate::policy::{self, AuthError, Authentication, Decision, Denial, Rule};
 use crate::token::{self, CredentialsError};
 use crate::token_cache::TokenCache;
 use crate::verify::{self, VerifiedClaims, VerifyError};
@@ -206,6 +206,41 @@ impl AuthorizationService {
     }
 }
 
+impl AuthorizationService {
+    /// Counts and (as `decision_log` says) logs what the shadow rule `shadow` would have
+    /// decided, at target `scopegate::shadow`.
+    fn report_shadow(
+        &self,
+        config: &Config,
+        shadow: &Rule,
+        would: &Decision,
+        http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+    ) {
+        let outcome = outcome_of(would, config.realm());
+        self.metrics.shadow(shadow.name(), outcome.decision);
+        if config
+            .decision_log()
+            .logs(outcome.decision == metrics::Decision::allow)
+        {
+            let request_id = request_id(http).map(|id| truncated(id, MAX_LOGGED_REQUEST_ID));
+            tracing::info!(
+                target: "scopegate::shadow",
+                request_id = request_id.as_deref(),
+                rule = %shadow.name(),
+                decision = ?outcome.decision,
+                status = outcome.status,
+                reason = ?outcome.reason,
+                method = %truncated(&http.method, MAX_LOGGED_METHOD),
+                path = %truncated(
+                    http.path.split(['?', '#']).next().unwrap_or_default(),
+                    MAX_LOGGED_PATH,
+                ),
+                "shadow rule decision (not enforced)"
+            );
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Authorization for AuthorizationService {
     async fn check(
@@ -231,32 +266,52 @@ impl Authorization for AuthorizationService {
         let mut issuer = None;
         // Who was denied, for the decision log of a denial after verification (a missing scope).
         let mut identity: Option<Identity> = None;
-        let route = policy::normalize(&http.path)
-            .and_then(|path| config.policy().route(&http.method, &path));
+        let policy = config.policy();
+        let path = policy::normalize(&http.path);
+        let route = path
+            .as_ref()
+            .map_err(|e| *e)
+            .and_then(|path| policy.route(&http.method, path));
+        // Shadow rules matching the request: evaluated and reported below, never enforced.
+        let shadows: Vec<&Rule> = match &path {
+            Ok(path) if policy.has_shadow_rules() => {
+                policy.shadow_rules(&http.method, path).collect()
+            }
+            _ => Vec::new(),
+        };
+        let route_needs_token = matches!(&route, Ok(route) if route.requirement.needs_token());
+        // verify (only where the route, or a shadow rule, needs a token), within the Check's
+        // deadline: authentication is the only step that can wait (on an unknown-kid refetch),
+        // and past the deadline Envoy would answer (or, failing open, allow) without us.
+        let auth = if route_needs_token || shadows.iter().any(|r| r.requirement().needs_token()) {
+            // extract: only where a token is needed (a public route never reads one).
+            let authorization = authorization_values(&http.headers, http.header_map.as_ref());
+            let deadline = config.server().check_timeout;
+            tokio::time::timeout(
+                deadline,
+                live.authenticate(&authorization, now, &mut issuer, &self.metrics),
+            )
+            .await
+            .map(Some)
+        } else {
+            Ok(None)
+        };
+        for shadow in &shadows {
+            let would = match &auth {
+                Err(_elapsed) => Decision::Deny(Denial::TimedOut),
+                Ok(auth) => policy::decide(shadow.requirement(), auth.clone()),
+            };
+            self.report_shadow(config, shadow, &would, &http);
+        }
         let decision = match route {
             Err(e) => Decision::Deny(Denial::BadPath(e)),
             Ok(route) => {
                 rule = route.name;
-                // verify (only where the route needs a token), within the Check's deadline:
-                // authentication is the only step that can wait (on an unknown-kid refetch), and
-                // past the deadline Envoy would answer (or, failing open, allow) without us.
-                let auth = if route.requirement.needs_token() {
-                    // extract: only where a token is needed (a public route never reads one).
-                    let authorization =
-                        authorization_values(&http.headers, http.header_map.as_ref());
-                    let deadline = config.server().check_timeout;
-                    tokio::time::timeout(
-                        deadline,
-                        live.authenticate(&authorization, now, &mut issuer, &self.metrics),
-                    )
-                    .await
-                    .map(Some)
-                } else {
-                    Ok(None)
-                };
                 match auth {
                     Err(_elapsed) => Decision::Deny(Denial::TimedOut),
                     Ok(auth) => {
+                        // A token verified only for a shadow rule plays no part here.
+                        let auth = auth.filter(|_| route_needs_token);
                         if let Some(Ok(claims)) = &auth
                             && config.decision_log().logs(false)
                         {
@@ -273,15 +328,7 @@ impl Authorization for AuthorizationService {
         let (response, outcome) = match &decision {
             Decision::Allow(claims) => (
                 allow(claims.as_ref(), &live.forwarded_headers),
-                Outcome {
-                    decision: metrics::Decision::allow,
-                    status: 200,
-                    reason: if claims.is_some() {
-                        Reason::authorized
-                    } else {
-                        Reason::public
-                    },
-                },
+                outcome_of(&decision, config.realm()),
             ),
             Decision::Deny(denial) => deny(denial, config.realm()),
         };
@@ -305,6 +352,22 @@ impl Authorization for AuthorizationService {
             });
         }
         Ok(Response::new(response))
+    }
+}
+
+/// How `decision` is (or, for a shadow rule, would be) answered, as metrics and logs label it.
+fn outcome_of(decision: &Decision, realm: &str) -> Outcome {
+    match decision {
+        Decision::Allow(claims) => Outcome {
+            decision: metrics::Decision::allow,
+            status: 200,
+            reason: if claims.is_some() {
+                Reason::authorized
+            } else {
+                Reason::public
+            },
+        },
+        Decision::Deny(denial) => deny(denial, realm).1,
     }
 }
 

@@ -34,8 +34,9 @@ use scopegate::policy::{
 };
 use scopegate::token::CredentialsError;
 
-/// Rules shared by both policies: exact and prefix paths, method lists in either case, any-of and
-/// all-of scopes, a protected subtree inside a public one, and non-ASCII and space characters.
+/// Rules shared by both policies: exact and prefix paths, templates, method lists in either case,
+/// any-of and all-of scopes, a protected subtree inside a public one, non-ASCII and space
+/// characters, and a shadow rule that would make everything public were it enforced.
 const RULES: &str = r#"
 [[rules]]
 path = "/health"
@@ -73,6 +74,24 @@ methods = ["GET"]
 [[rules]]
 path = "/docs/a b"
 public = true
+
+[[rules]]
+path = "/items/mine"
+
+[[rules]]
+template = "/items/{id}"
+methods = ["GET"]
+scopes = ["items:read"]
+
+[[rules]]
+template = "/items/{id}/notes/{rest=**}"
+all_scopes = ["items:read", "notes"]
+
+[[rules]]
+name = "would make items public"
+template = "/{any}/{**}"
+public = true
+shadow = true
 "#;
 
 fn policies() -> &'static [Policy; 2] {
@@ -208,10 +227,11 @@ fn check_route(policy: &Policy, method: &str, path: &RequestPath) {
 /// takes HEAD names it.
 fn first_match<'a>(policy: &'a Policy, method: &str, path: &str) -> Option<&'a Rule> {
     let find = |method: &str| {
-        policy.rules().iter().find(|rule| {
+        policy.rules().iter().filter(|rule| !rule.is_shadow()).find(|rule| {
             let path_ok = match rule.path() {
                 PathMatch::Exact(exact) => path == exact,
                 PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
+                PathMatch::Template(template) => template_matches(template.pattern(), path),
             };
             let method_ok = rule
                 .methods()
@@ -227,6 +247,24 @@ fn first_match<'a>(policy: &'a Policy, method: &str, path: &str) -> Option<&'a R
     } else {
         find(method)
     }
+}
+
+/// Whether the template `pattern` takes `path`, read segment by segment: `{name}` is one
+/// non-empty segment, a last `{...**}` one or more segments, anything else itself.
+fn template_matches(pattern: &str, path: &str) -> bool {
+    let pattern: Vec<&str> = pattern.split('/').collect();
+    let path: Vec<&str> = path.split('/').collect();
+    for (i, want) in pattern.iter().enumerate() {
+        if want.starts_with('{') && want.ends_with("**}") {
+            return path.len() > i && path[i..].concat() != "";
+        }
+        let Some(got) = path.get(i) else { return false };
+        let ok = if want.starts_with('{') { !got.is_empty() } else { got == want };
+        if !ok {
+            return false;
+        }
+    }
+    path.len() == pattern.len()
 }
 
 /// Every byte but `/` percent-encoded: the spelling furthest from the canonical one.

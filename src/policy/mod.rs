@@ -8,11 +8,13 @@
 //! types. The service layer maps each [`Denial`] variant to an HTTP answer.
 
 pub mod path;
+pub mod template;
 
 use std::fmt;
 use std::sync::Arc;
 
 pub use path::{PathError, RequestPath, normalize};
+pub use template::{Template, TemplateError};
 
 use crate::token::{CredentialsError, is_http_token};
 use crate::verify::{VerifiedClaims, VerifyError};
@@ -60,35 +62,62 @@ pub enum PathMatch {
     /// Any path starting with this string (plain string prefix, as Envoy's `prefix`:
     /// `/admin` also matches `/administrator`; write `/admin/` for a subtree).
     Prefix(String),
+    /// Whole-segment path template (`/items/{id}/notes/{**}`).
+    Template(Template),
 }
 
 impl PathMatch {
-    /// The configured path or prefix.
+    /// The configured path, prefix or template.
     pub fn pattern(&self) -> &str {
         match self {
             PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
+            PathMatch::Template(t) => t.pattern(),
         }
     }
 
     /// Whether every path this matcher takes is also taken by `earlier` (so a rule with this
-    /// matcher after one with `earlier` could only be reached where `earlier` is not).
+    /// matcher after one with `earlier` could only be reached where `earlier` is not). May
+    /// answer `false` for a covered matcher (a prefix under a template); never `true` for one
+    /// that is not.
     pub(crate) fn covered_by(&self, earlier: &PathMatch) -> bool {
+        use PathMatch::{Exact, Prefix, Template};
         match (self, earlier) {
-            (PathMatch::Exact(p), PathMatch::Exact(q)) => p == q,
-            (PathMatch::Exact(p) | PathMatch::Prefix(p), PathMatch::Prefix(q)) => p.starts_with(q),
-            (PathMatch::Prefix(_), PathMatch::Exact(_)) => false,
+            (Exact(p), Exact(q)) => p == q,
+            (Exact(p) | Prefix(p), Prefix(q)) => p.starts_with(q),
+            (Prefix(_) | Template(_), Exact(_)) => false,
+            (Exact(p), Template(t)) => t.matches(p, Case::Sensitive),
+            (Prefix(_), Template(_)) => false,
+            // Every path the template takes starts with its text up to the first variable.
+            (Template(t), Prefix(q)) => t.literal_lead().starts_with(q.as_str()),
+            (Template(ours), Template(theirs)) => ours.covered_by(theirs),
+        }
+    }
+
+    /// `path` as this matcher spells the part it matches, when it matches `path` with case
+    /// ignored: the request this matcher would take that differs from `path` only in letter
+    /// case.
+    pub(crate) fn respelled(&self, path: &str) -> Option<String> {
+        match self {
+            PathMatch::Exact(p) => path.eq_ignore_ascii_case(p).then(|| p.clone()),
+            PathMatch::Prefix(p) => {
+                let head = path.as_bytes().get(..p.len())?;
+                let tail = path.get(p.len()..)?;
+                head.eq_ignore_ascii_case(p.as_bytes())
+                    .then(|| format!("{p}{tail}"))
+            }
+            PathMatch::Template(t) => t.respelled(path),
         }
     }
 
     pub(crate) fn matches(&self, path: &str, case: Case) -> bool {
-        let (path, pattern) = (path.as_bytes(), self.pattern().as_bytes());
-        let candidate = match self {
-            PathMatch::Exact(_) => Some(path),
-            PathMatch::Prefix(_) => path.get(..pattern.len()),
+        let (pattern, candidate) = match self {
+            PathMatch::Exact(p) => (p, Some(path.as_bytes())),
+            PathMatch::Prefix(p) => (p, path.as_bytes().get(..p.len())),
+            PathMatch::Template(t) => return t.matches(path, case),
         };
         candidate.is_some_and(|c| match case {
-            Case::Sensitive => c == pattern,
-            Case::Ignored => c.eq_ignore_ascii_case(pattern),
+            Case::Sensitive => c == pattern.as_bytes(),
+            Case::Ignored => c.eq_ignore_ascii_case(pattern.as_bytes()),
         })
     }
 }
@@ -116,6 +145,8 @@ pub struct Rule {
     /// Upper-case RFC 9110 tokens, at least one; `None` matches any method.
     methods: Option<Vec<String>>,
     requirement: Requirement,
+    /// Evaluated and reported, never enforced: see [`Policy::shadow_rules`].
+    shadow: bool,
 }
 
 impl Rule {
@@ -172,7 +203,19 @@ impl Rule {
             path,
             methods,
             requirement,
+            shadow: false,
         })
+    }
+
+    /// This rule in shadow mode when `shadow` is true: evaluated for every request it matches
+    /// and reported, but skipped when deciding (see [`Policy::shadow_rules`]).
+    pub fn shadowed(self, shadow: bool) -> Rule {
+        Rule { shadow, ..self }
+    }
+
+    /// Whether the rule is in shadow mode.
+    pub fn is_shadow(&self) -> bool {
+        self.shadow
     }
 
     /// What logs and metrics call the rule: its `name`, else its key (`rules[2]`).
@@ -219,6 +262,7 @@ impl Rule {
         let field = match self.path {
             PathMatch::Exact(_) => "path",
             PathMatch::Prefix(_) => "prefix",
+            PathMatch::Template(_) => "template",
         };
         format!("{}.{field}", self.key)
     }
@@ -274,13 +318,14 @@ pub enum PolicyError {
         /// The method as written.
         method: String,
     },
-    /// An earlier rule takes every request this one would match, so it can never decide.
+    /// An earlier rule takes every request this one would match, so it can never decide (shadow
+    /// rules are exempt: they never decide anyway).
     #[error(
         "{earlier} ({earlier_pattern:?}) comes first and takes every request this rule would \
          match, so it can never apply; move it above {earlier} or remove it"
     )]
-    Shadowed {
-        /// The shadowed rule's path key (`rules[N].path` or `.prefix`).
+    Unreachable {
+        /// The unreachable rule's path key (`rules[N].path`, `.prefix` or `.template`).
         key: String,
         /// Its path.
         pattern: String,
@@ -347,7 +392,7 @@ impl PolicyError {
             PolicyError::NoMethods { rule }
             | PolicyError::NotAMethod { rule, .. }
             | PolicyError::LowerCaseMethod { rule, .. } => format!("{rule}.methods"),
-            PolicyError::Shadowed { key, .. } => key.clone(),
+            PolicyError::Unreachable { key, .. } => key.clone(),
             PolicyError::ConflictingReading(conflict) => conflict.key.clone(),
         }
     }
@@ -359,7 +404,7 @@ impl PolicyError {
             PolicyError::NoMethods { .. } => "[]",
             PolicyError::NotAMethod { method, .. }
             | PolicyError::LowerCaseMethod { method, .. } => method,
-            PolicyError::Shadowed { pattern, .. } => pattern,
+            PolicyError::Unreachable { pattern, .. } => pattern,
             PolicyError::ConflictingReading(conflict) => &conflict.pattern,
         }
     }
@@ -408,7 +453,7 @@ impl Policy {
             default_name: "default".into(),
         };
         policy.reject_duplicate_names()?;
-        policy.reject_shadowed_rules()?;
+        policy.reject_unreachable_rules()?;
         policy.reject_conflicting_readings()?;
         Ok(policy)
     }
@@ -439,9 +484,9 @@ impl Policy {
     /// Refuses a rule that an earlier rule always wins: every path it matches the earlier one
     /// matches too, for every method it names. It could never decide anything, so it cannot
     /// mean what it says (`prefix = "/"` before `path = "/admin"`).
-    fn reject_shadowed_rules(&self) -> Result<(), PolicyError> {
-        for (i, rule) in self.rules.iter().enumerate() {
-            let shadow = self.rules[..i].iter().find(|earlier| {
+    fn reject_unreachable_rules(&self) -> Result<(), PolicyError> {
+        for (i, rule) in self.enforced().enumerate() {
+            let cover = self.enforced().take(i).find(|earlier| {
                 rule.path.covered_by(&earlier.path)
                     && match (&earlier.methods, &rule.methods) {
                         (None, _) => true,
@@ -449,8 +494,8 @@ impl Policy {
                         (Some(theirs), Some(ours)) => ours.iter().all(|m| theirs.contains(m)),
                     }
             });
-            if let Some(earlier) = shadow {
-                return Err(PolicyError::Shadowed {
+            if let Some(earlier) = cover {
+                return Err(PolicyError::Unreachable {
                     key: rule.path_key(),
                     pattern: rule.path.pattern().to_owned(),
                     earlier: earlier.key.clone(),
@@ -470,53 +515,110 @@ impl Policy {
     /// without `methods`).
     fn reject_conflicting_readings(&self) -> Result<(), PolicyError> {
         let mut every_method: Vec<&str> = self
-            .rules
-            .iter()
+            .enforced()
             .flat_map(|rule| rule.methods.iter().flatten().map(String::as_str))
             .chain(["GET", "HEAD", "UNLISTED-METHOD"])
             .collect();
         every_method.sort_unstable();
         every_method.dedup();
-        for rule in &self.rules {
+        // A request for a configured exact path is exempt from readings in `route`, so a
+        // template or prefix that takes a case variant of it must be tried on that variant here:
+        // beside a public `path = "/Items/mine"`, `template = "/items/{id}"` takes
+        // `/items/mine`, the same resource to a case-insensitive upstream.
+        let exact_paths: Vec<&str> = self
+            .enforced()
+            .filter(|rule| matches!(rule.path, PathMatch::Exact(_)))
+            .map(|rule| rule.path.pattern())
+            .collect();
+        for rule in self.enforced() {
             let methods: Vec<&str> = match &rule.methods {
                 Some(methods) => methods.iter().map(String::as_str).collect(),
                 None => every_method.clone(),
             };
             let pattern = rule.path.pattern();
-            for method in methods {
-                let own = self.lookup(method, pattern, Case::Sensitive);
-                // Only another rule counts, and only one that does not take this path as
-                // written: reaching the default under a reading is what a specific rule is for,
-                // and a broader rule that takes the path itself (`prefix = "/items/"` behind a
-                // public `path = "/items/special"`) is one this rule deliberately makes an
-                // exception to.
-                let counts = |other: Option<&Rule>| {
-                    other.is_some_and(|other| !other.path.matches(pattern, Case::Sensitive))
-                };
-                let Some(reading) = self.conflicting_reading(method, pattern, own, counts) else {
-                    continue;
-                };
-                let Some(other) = reading.rule else { continue };
-                return Err(PolicyError::ConflictingReading(Box::new(Conflict {
-                    key: rule.path_key(),
-                    pattern: pattern.to_owned(),
-                    how: match reading.error {
-                        PathError::TrailingVariant => "with a trailing slash, dot or space changed",
-                        _ => "with letter case ignored",
-                    },
-                    reading: reading.path,
-                    method: method.to_owned(),
-                    other: other.key.clone(),
-                    other_pattern: other.path.pattern().to_owned(),
-                    other_requirement: other.requirement.to_string(),
-                    own: own.map_or_else(
-                        || "the default".to_string(),
-                        |r| format!("{} ({})", r.key, r.requirement),
-                    ),
-                })));
+            let mut samples = vec![pattern.to_owned()];
+            if !matches!(rule.path, PathMatch::Exact(_)) {
+                for exact in &exact_paths {
+                    if let Some(sample) = rule.path.respelled(exact)
+                        && rule.path.matches(&sample, Case::Sensitive)
+                        && !samples.contains(&sample)
+                    {
+                        samples.push(sample);
+                    }
+                }
+            }
+            for sample in &samples {
+                for &method in &methods {
+                    self.check_readings(rule, sample, method)?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Refuses `rule` if `sample` (a path it takes) reaches, under a reading, another rule with
+    /// a different requirement: see [`Policy::reject_conflicting_readings`].
+    fn check_readings(&self, rule: &Rule, sample: &str, method: &str) -> Result<(), PolicyError> {
+        let own = self.lookup(method, sample, Case::Sensitive);
+        // Only another rule counts, and only one that does not take this path as written:
+        // reaching the default under a reading is what a specific rule is for, and a broader
+        // rule that takes the path itself (`prefix = "/items/"` behind a public `path =
+        // "/items/special"`) is one this rule deliberately makes an exception to.
+        let counts = |other: Option<&Rule>| {
+            other.is_some_and(|other| !other.path.matches(sample, Case::Sensitive))
+        };
+        let Some(reading) = self.conflicting_reading(method, sample, own, counts) else {
+            return Ok(());
+        };
+        let Some(other) = reading.rule else {
+            return Ok(());
+        };
+        Err(PolicyError::ConflictingReading(Box::new(Conflict {
+            key: rule.path_key(),
+            pattern: sample.to_owned(),
+            how: match reading.error {
+                PathError::TrailingVariant => "with a trailing slash, dot or space changed",
+                _ => "with letter case ignored",
+            },
+            reading: reading.path,
+            method: method.to_owned(),
+            other: other.key.clone(),
+            other_pattern: other.path.pattern().to_owned(),
+            other_requirement: other.requirement.to_string(),
+            own: own.map_or_else(
+                || "the default".to_string(),
+                |r| format!("{} ({})", r.key, r.requirement),
+            ),
+        })))
+    }
+
+    /// The rules that decide requests: all but the shadow rules, in order.
+    fn enforced(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(|rule| !rule.shadow)
+    }
+
+    /// Whether any rule is in shadow mode (so the service need not ask per request).
+    pub fn has_shadow_rules(&self) -> bool {
+        self.rules.iter().any(|rule| rule.shadow)
+    }
+
+    /// The shadow rules that match `method` on the canonical `path`, wherever they sit: each is
+    /// evaluated and reported as if it alone applied, while the request is decided by
+    /// [`Policy::route`], which skips them. `HEAD` also matches a shadow rule for `GET`, as it
+    /// would an enforced one.
+    pub fn shadow_rules<'a>(
+        &'a self,
+        method: &'a str,
+        path: &'a RequestPath,
+    ) -> impl Iterator<Item = &'a Rule> + 'a {
+        self.rules.iter().filter(move |rule| {
+            rule.shadow
+                && rule.path.matches(path.as_str(), Case::Sensitive)
+                && (rule.matches_method(method)
+                    || (method == "HEAD"
+                        && !rule.names_method("HEAD")
+                        && rule.matches_method("GET")))
+        })
     }
 
     /// The rule (or default) deciding `method` on `path`.
@@ -546,9 +648,16 @@ impl Policy {
         }
         // Path readings, under the method as sent and, for a method with lower-case letters, as
         // an upstream that ignores method case would read it (`get /x/` is `GET /x` to some).
-        if !self.rules.iter().any(|rule| rule.path.pattern() == path) {
+        //
+        // A path a template takes as written is the template's: a reading that leaves every
+        // rule for the default does not count (`/items/42/` reaching `default = "allow"` must
+        // not refuse `/items/42`), as a configured path's readings are checked only against
+        // other rules. Readings that reach another rule still count.
+        let templated = own.is_some_and(|rule| matches!(rule.path, PathMatch::Template(_)));
+        let counts = |other: Option<&Rule>| !templated || other.is_some();
+        if !self.enforced().any(|rule| rule.path.pattern() == path) {
             for method in std::iter::once(method).chain(upper.as_deref()) {
-                if let Some(reading) = self.conflicting_reading(method, path, own, |_| true) {
+                if let Some(reading) = self.conflicting_reading(method, path, own, counts) {
                     return Err(reading.error);
                 }
             }
@@ -627,8 +736,7 @@ impl Policy {
 
     /// The first rule matching under `case`.
     fn find(&self, method: &str, path: &str, case: Case) -> Option<&Rule> {
-        self.rules
-            .iter()
+        self.enforced()
             .find(|rule| rule.path.matches(path, case) && rule.matches_method(method))
     }
 }
@@ -861,7 +969,7 @@ mod tests {
         )
         .expect_err("an earlier prefix takes /admin");
         assert!(
-            matches!(shadowed, PolicyError::Shadowed { .. }),
+            matches!(shadowed, PolicyError::Unreachable { .. }),
             "{shadowed:?}"
         );
         assert_eq!(
@@ -884,6 +992,198 @@ mod tests {
             conflicting.to_string().contains("letter case"),
             "{conflicting}"
         );
+    }
+
+    fn template(t: &str) -> PathMatch {
+        PathMatch::Template(Template::parse(t).expect("a valid template"))
+    }
+
+    /// Templates beside literal paths, as `openapi-rules` orders them: literal first.
+    fn template_policy() -> Policy {
+        let read = || Requirement::AnyScope(vec!["read:items".into()]);
+        let write = || Requirement::AnyScope(vec!["write:items".into()]);
+        Policy::new(
+            vec![
+                rule(
+                    "rules[0]",
+                    PathMatch::Exact("/items/mine".into()),
+                    None,
+                    Requirement::Authenticated,
+                ),
+                rule("rules[1]", template("/items/{id}"), Some(&["GET"]), read()),
+                rule("rules[2]", template("/items/{id}"), Some(&["PUT"]), write()),
+                rule("rules[3]", template("/items/{id}/notes/{**}"), None, read()),
+                rule("rules[4]", template("/files/{rest=**}"), None, write()),
+            ],
+            Requirement::Public,
+        )
+        .expect("a valid policy")
+    }
+
+    #[test]
+    fn templates_match_whole_segments() {
+        let p = template_policy();
+        for (method, path, want) in [
+            ("GET", "/items/mine", Ok("rules[0]")),
+            ("GET", "/items/42", Ok("rules[1]")),
+            ("HEAD", "/items/42", Ok("rules[1]")),
+            ("PUT", "/items/42", Ok("rules[2]")),
+            ("DELETE", "/items/42", Ok("default")),
+            ("GET", "/items/42/notes/1", Ok("rules[3]")),
+            ("GET", "/items/42/notes/1/2/3", Ok("rules[3]")),
+            ("GET", "/files/a", Ok("rules[4]")),
+            ("GET", "/files/a/b.txt", Ok("rules[4]")),
+            // An extra segment, or none where one is needed: not the template.
+            ("GET", "/items/42/other", Ok("default")),
+            ("GET", "/items", Ok("default")),
+            // `{**}` needs at least one segment, so the subtree's own root is the default's.
+            ("GET", "/items/42/notes", Ok("default")),
+            // But a path that reads as a template's under another reading is refused, as for
+            // literal rules: a trailing slash, letter case.
+            ("GET", "/items/42/", Err(PathError::TrailingVariant)),
+            ("GET", "/items/42/notes/", Ok("default")),
+            ("GET", "/files/", Ok("default")),
+            ("GET", "/ITEMS/42", Err(PathError::CaseVariant)),
+            ("GET", "/Items/mine", Err(PathError::CaseVariant)),
+            // `/items/mine` with case ignored: the literal rule, not the template's PUT.
+            ("PUT", "/items/MINE", Err(PathError::CaseVariant)),
+            // Readings that only reach the default do not refuse a templated path.
+            ("GET", "/items/42.", Ok("rules[1]")),
+        ] {
+            let path = normalize(path).expect("canonical");
+            let got = p.route(method, &path).map(|r| &**r.name);
+            assert_eq!(got, want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn templates_are_checked_for_unreachable_rules_and_confusable_readings() {
+        let read = || Requirement::AnyScope(vec!["read".into()]);
+        let cases: &[(Vec<Rule>, &str)] = &[
+            // A literal path after a template that takes it.
+            (
+                vec![
+                    rule("rules[0]", template("/items/{id}"), None, read()),
+                    rule(
+                        "rules[1]",
+                        PathMatch::Exact("/items/mine".into()),
+                        None,
+                        read(),
+                    ),
+                ],
+                "rules[1].path",
+            ),
+            // A narrower template after a wider one.
+            (
+                vec![
+                    rule("rules[0]", template("/items/{**}"), None, read()),
+                    rule("rules[1]", template("/items/{id}/notes"), None, read()),
+                ],
+                "rules[1].template",
+            ),
+            // A template under an earlier prefix.
+            (
+                vec![
+                    rule(
+                        "rules[0]",
+                        PathMatch::Prefix("/items/".into()),
+                        None,
+                        read(),
+                    ),
+                    rule("rules[1]", template("/items/{id}"), None, read()),
+                ],
+                "rules[1].template",
+            ),
+            // Case: a public template beside a protected one spelled differently.
+            (
+                vec![
+                    rule(
+                        "rules[0]",
+                        template("/Items/{id}"),
+                        None,
+                        Requirement::Public,
+                    ),
+                    rule("rules[1]", template("/items/{id}"), None, read()),
+                ],
+                "rules[1].template",
+            ),
+            // Case: a public literal path that a protected template takes in other letters,
+            // which is exempt from readings at request time.
+            (
+                vec![
+                    rule(
+                        "rules[0]",
+                        PathMatch::Exact("/Items/mine".into()),
+                        None,
+                        Requirement::Public,
+                    ),
+                    rule("rules[1]", template("/items/{id}"), None, read()),
+                ],
+                "rules[1].template",
+            ),
+        ];
+        for (rules, key) in cases {
+            let err = Policy::new(rules.clone(), Requirement::Public).expect_err(key);
+            assert_eq!(err.key(), *key, "{err}");
+        }
+    }
+
+    #[test]
+    fn shadow_rules_are_reported_but_never_decide() {
+        let read = || Requirement::AnyScope(vec!["read".into()]);
+        let rules = vec![
+            // Would be unreachable behind rules[1], and a case variant of it: exempt as shadow.
+            rule("rules[0]", template("/items/{id}"), None, Requirement::Deny).shadowed(true),
+            rule(
+                "rules[1]",
+                PathMatch::Prefix("/items/".into()),
+                None,
+                read(),
+            ),
+            rule(
+                "rules[2]",
+                PathMatch::Exact("/Items/1".into()),
+                None,
+                read(),
+            )
+            .shadowed(true),
+            rule(
+                "rules[3]",
+                PathMatch::Exact("/items/x".into()),
+                Some(&["GET"]),
+                read(),
+            )
+            .shadowed(true),
+        ];
+        for default in [Requirement::Deny, Requirement::Authenticated] {
+            let p = Policy::new(rules.clone(), default).expect("shadow rules are exempt");
+            assert!(p.has_shadow_rules());
+            for (method, path, decided_by, shadows) in [
+                ("GET", "/items/1", "rules[1]", &["rules[0]"][..]),
+                ("GET", "/items/x", "rules[1]", &["rules[0]", "rules[3]"][..]),
+                (
+                    "HEAD",
+                    "/items/x",
+                    "rules[1]",
+                    &["rules[0]", "rules[3]"][..],
+                ),
+                ("POST", "/items/x", "rules[1]", &["rules[0]"][..]),
+                ("GET", "/other", "default", &[][..]),
+                ("GET", "/items/1/2", "rules[1]", &[][..]),
+            ] {
+                let path = normalize(path).expect("canonical");
+                let route = p.route(method, &path).expect("decided");
+                assert_eq!(&**route.name, decided_by, "{method} {path}");
+                let got: Vec<&str> = p.shadow_rules(method, &path).map(|r| r.key()).collect();
+                assert_eq!(got, shadows, "{method} {path}");
+            }
+            // A shadow rule's own path is not exempt from readings: `/Items/1` is still refused.
+            let path = normalize("/Items/1").expect("canonical");
+            assert_eq!(
+                p.route("GET", &path).map(|r| &**r.name),
+                Err(PathError::CaseVariant)
+            );
+        }
     }
 
     #[test]
