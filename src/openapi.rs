@@ -40,7 +40,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 
-use crate::policy::{MAX_RULE_NAME_BYTES, normalize};
+use crate::policy::{MAX_RULE_NAME_BYTES, Template, normalize};
 use crate::verify::is_scope_token;
 
 /// The operation keys of an OpenAPI 3.0/3.1 path item, and the methods they stand for.
@@ -927,12 +927,13 @@ fn rule_path(
         Err(e) => return Err(unusable(format!("could never match: {e}"))),
     }
     let written = format!("/{}", written.join("/"));
-    let rule = if shape.contains(&Segment::Variable) {
-        PathRule::Template(written)
-    } else {
-        PathRule::Exact(written)
-    };
-    Ok((rule, shape))
+    if !shape.contains(&Segment::Variable) {
+        return Ok((PathRule::Exact(written), shape));
+    }
+    // The configuration's own parser has the last word on template syntax, so a template this
+    // module writes is one the configuration accepts.
+    Template::parse(&written).map_err(|e| unusable(format!("is not a usable template: {e}")))?;
+    Ok((PathRule::Template(written), shape))
 }
 
 /// Whether a rule of shape `p` must come before one of shape `q`: both match some path, and at
@@ -1680,6 +1681,8 @@ paths:
   /health: {get: {security: [], operationId: "say \"hi\" \\ 'there'"}}
   /me: {get: {security: [{oauth: []}]}}
   /admin: {get: {security: [{oauth: [admin]}, {oauth: [root]}]}}
+  /items/{id}: {get: {}}
+  /items/mine: {get: {security: [{oauth: [mine]}]}}
 "#;
         let rules = generate(body, &Options::default()).expect("rules");
         let text = render(&rules, "items.yaml");
@@ -1701,7 +1704,10 @@ paths:
         let parsed: toml::Table = toml::from_str(&text).expect("TOML");
         assert_eq!(parsed.keys().collect::<Vec<_>>(), ["rules"]);
         let tables = parsed["rules"].as_array().expect("array");
-        assert_eq!(tables.len(), 5);
+        assert_eq!(tables.len(), 7);
+        // The literal path first, or the template would shadow it.
+        assert_eq!(tables[5]["path"].as_str(), Some("/v1/items/mine"));
+        assert_eq!(tables[6]["template"].as_str(), Some("/v1/items/{id}"));
         assert_eq!(
             tables[0].to_string(),
             toml::Value::Table(toml::toml! {
@@ -1724,7 +1730,7 @@ paths:
         let compiled = crate::config::RawConfig::from_toml(&config, "test")
             .and_then(crate::config::RawConfig::compile)
             .unwrap_or_else(|e| panic!("{e}\n{config}"));
-        assert_eq!(compiled.policy().rules().len(), 6);
+        assert_eq!(compiled.policy().rules().len(), 8);
     }
 
     #[test]
