@@ -1,6 +1,7 @@
 //! `scopegate openapi-rules`: the rules for `demo/openapi.yaml` on stdout as TOML, agreeing with
-//! `demo/scopegate.toml`, and exit status 1 with the operation named on stderr where the
-//! document's security cannot be written as a rule.
+//! `demo/scopegate.toml` and accepted by `check-config` when appended to a configuration, and
+//! exit status 1 with the operation named on stderr where the document's security cannot be
+//! written as a rule.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -166,4 +167,30 @@ fn a_spec_rules_cannot_express_exits_1_naming_the_operation() {
     let out = openapi_rules(&["/nonexistent/openapi.yaml"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/openapi.yaml"));
+}
+
+#[test]
+fn demo_rules_appended_to_a_configuration_pass_check_config() {
+    let out = openapi_rules(&[&demo_spec()]);
+    assert!(out.status.success(), "{out:?}");
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nissuer = \"http://127.0.0.1:8081/\"\n\
+         audience = \"https://api.example.com\"\n\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let path = dir.path().join("scopegate.toml");
+    std::fs::write(&path, config).expect("write config");
+    let mut check = Command::new(BIN);
+    check
+        .args(["check-config", "--config", path.to_str().expect("utf8")])
+        .env_remove("SCOPEGATE_CONFIG");
+    for (var, _) in scopegate::config::ENV_OVERRIDES {
+        check.env_remove(var);
+    }
+    let out = check.output().expect("run scopegate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+    assert!(stdout.contains("/messages/{id}"), "{stdout}");
 }
