@@ -40,9 +40,11 @@
 //! - [`probe`]: gRPC and HTTP health probes for container healthchecks.
 //! - [`explain`]: `scopegate explain`, one request decided offline by the same steps as a Check,
 //!   with the reasons shown.
+//! - [`openapi`]: `[[rules]]` written from an OpenAPI 3.0/3.1 document's operations and
+//!   `security` (`scopegate openapi-rules`); a pure mapping plus a TOML renderer.
 //!
-//! The binary (`src/main.rs`) only parses the command line and calls into [`server`] or
-//! [`config`].
+//! The binary (`src/main.rs`) only parses the command line and calls into [`server`], [`explain`],
+//! [`config`] or [`openapi`].
 
 pub mod config;
 pub mod dev;
@@ -51,6 +53,7 @@ pub mod jwks;
 pub mod keys;
 pub mod listener;
 pub mod metrics;
+pub mod openapi;
 pub mod policy;
 pub mod probe;
 pub mod reload;

@@ -35,6 +35,20 @@ enum Command {
         #[arg(long, env = "SCOPEGATE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print `[[rules]]` for the operations of an OpenAPI 3.0/3.1 document (YAML or JSON), to
+    /// append to a configuration; exit status 1, naming the operation, where the document's
+    /// security cannot be written as a rule.
+    OpenapiRules {
+        /// The OpenAPI document.
+        spec: PathBuf,
+        /// The oauth2 or openIdConnect security scheme whose tokens scopegate verifies (needed
+        /// when the document uses several).
+        #[arg(long)]
+        scheme: Option<String>,
+        /// Prefix of every rule path; default: the path of the first `servers` URL. "" for none.
+        #[arg(long)]
+        base_path: Option<String>,
+    },
     /// Development token issuer (JWKS, discovery, POST /oauth/token). NOT FOR PRODUCTION.
     DevIssuer {
         /// Listen address; loopback only unless --allow-non-loopback.
@@ -183,6 +197,11 @@ fn main() -> ExitCode {
         }
         Command::Serve { config, log_format } => serve(config, log_format),
         Command::CheckConfig { config } => check_config(config),
+        Command::OpenapiRules {
+            spec,
+            scheme,
+            base_path,
+        } => openapi_rules(&spec, scheme, base_path),
         Command::DevIssuer {
             listen,
             issuer,
@@ -300,6 +319,18 @@ fn explain(
     } else {
         ExitCode::from(3)
     })
+}
+
+fn openapi_rules(
+    spec: &std::path::Path,
+    scheme: Option<String>,
+    base_path: Option<String>,
+) -> anyhow::Result<()> {
+    let options = scopegate::openapi::Options { scheme, base_path };
+    let text = scopegate::openapi::rules_from_file(spec, &options)
+        .with_context(|| format!("cannot write rules for {}", spec.display()))?;
+    print!("{text}");
+    Ok(())
 }
 
 fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()> {

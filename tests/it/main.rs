@@ -19,6 +19,7 @@ mod issuers;
 mod jwks_lifecycle;
 mod logging;
 mod observability;
+mod openapi;
 mod properties;
 mod protos;
 mod readme;
