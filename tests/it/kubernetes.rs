@@ -1,9 +1,10 @@
 //! No cluster runs here, so `deploy/kubernetes` is checked offline: every manifest against the
 //! Kubernetes API schemas of a pinned version (`kubernetes-validate`, which `scripts/test`
 //! installs), the ConfigMap's `scopegate.toml` by `scopegate check-config`, and the manifests
-//! against that configuration and the Dockerfile (ports, probes, the config path, the user).
-//! Last, the binary runs the ConfigMap's configuration and answers the Deployment's probes as
-//! the kubelet needs while the identity provider is down.
+//! against that configuration and the Dockerfile (ports, probes, the config path, the user). The
+//! Istio resources in `deploy/istio` have no schemas there; they are parsed and their fields
+//! checked. Last, the binary runs the ConfigMap's configuration and answers the Deployment's
+//! probes as the kubelet needs while the identity provider is down.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -558,6 +559,122 @@ fn shutdown_replicas_and_disruptions_hold_together() {
         &across_nodes["labelSelector"]["matchLabels"],
         &deployment
     ));
+}
+
+/// A duration as Istio writes it (`0.5s`, `500ms`).
+fn istio_duration(text: &str) -> Duration {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return Duration::from_millis(ms.parse().expect("milliseconds"));
+    }
+    let seconds: f64 = text
+        .strip_suffix('s')
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a duration: {text}"));
+    Duration::from_secs_f64(seconds)
+}
+
+#[test]
+fn the_istio_resources_carry_what_scopegate_needs() {
+    let values = yaml("deploy/istio/istiod-values.yaml");
+    let providers = values["meshConfig"]["extensionProviders"]
+        .as_array()
+        .expect("meshConfig.extensionProviders");
+    assert_eq!(providers.len(), 1);
+    let provider = &providers[0];
+    let grpc = &provider["envoyExtAuthzGrpc"];
+    assert_eq!(grpc["timeout"], "0.5s", "Istio's default is 600 s");
+    assert_eq!(grpc["failOpen"], false);
+    assert_eq!(
+        grpc["statusOnError"], "503",
+        "a string, and not Istio's default 403"
+    );
+    // scopegate answers in-band before the proxy gives up on it.
+    let timeout = istio_duration(grpc["timeout"].as_str().expect("timeout"));
+    assert!(configured().server().check_timeout < timeout);
+    // It names the Service of deploy/kubernetes and its gRPC port.
+    let service = manifest("Service");
+    let host = grpc["service"].as_str().expect("service");
+    assert!(
+        host.starts_with(&format!("{}.", name(&service))) && host.ends_with(".svc.cluster.local"),
+        "{host}"
+    );
+    let grpc_port = service["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == "grpc")
+        .expect("the grpc port")["port"]
+        .clone();
+    assert_eq!(grpc["port"], grpc_port);
+
+    let policy = yaml("deploy/istio/authorizationpolicy.yaml");
+    assert_eq!(policy["kind"], "AuthorizationPolicy");
+    assert_eq!(policy["apiVersion"], "security.istio.io/v1");
+    assert_eq!(policy["spec"]["action"], "CUSTOM");
+    assert_eq!(policy["spec"]["provider"]["name"], provider["name"]);
+    assert!(
+        !policy["spec"]["rules"]
+            .as_array()
+            .expect("rules")
+            .is_empty(),
+        "CUSTOM without rules matches nothing"
+    );
+    let workload = &policy["spec"]["selector"]["matchLabels"];
+    assert!(
+        workload
+            .as_object()
+            .is_some_and(|labels| !labels.is_empty()),
+        "one workload, not the namespace"
+    );
+
+    let filter = yaml("deploy/istio/envoyfilter.yaml");
+    assert_eq!(filter["kind"], "EnvoyFilter");
+    assert_eq!(
+        &filter["spec"]["workloadSelector"]["labels"], workload,
+        "the workload that the policy protects"
+    );
+    let patches = filter["spec"]["configPatches"]
+        .as_array()
+        .expect("configPatches");
+    assert_eq!(patches.len(), 1);
+    let patch = &patches[0];
+    assert_eq!(patch["applyTo"], "NETWORK_FILTER");
+    assert_eq!(patch["match"]["context"], "SIDECAR_INBOUND");
+    assert_eq!(
+        patch["match"]["listener"]["filterChain"]["filter"]["name"],
+        "envoy.filters.network.http_connection_manager"
+    );
+    assert_eq!(patch["patch"]["operation"], "MERGE");
+    let manager = &patch["patch"]["value"]["typed_config"];
+    assert_eq!(
+        manager["@type"],
+        "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+    );
+    assert_eq!(
+        manager["common_http_protocol_options"]["headers_with_underscores_action"],
+        "REJECT_REQUEST"
+    );
+
+    // Every file there is one of these.
+    let mut files: Vec<String> = std::fs::read_dir(Path::new(ROOT).join("deploy/istio"))
+        .expect("deploy/istio")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .to_string()
+        })
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "authorizationpolicy.yaml",
+            "envoyfilter.yaml",
+            "istiod-values.yaml"
+        ]
+    );
 }
 
 /// The status `service` reports on the plaintext health listener at `addr`.
