@@ -3,7 +3,10 @@
 //!
 //! Health: both the overall status (`""`) and `envoy.service.auth.v3.Authorization` report
 //! NOT_SERVING until a key set has loaded, then SERVING. Envoy's gRPC health checks therefore keep
-//! traffic away from an instance that could only deny.
+//! traffic away from an instance that could only deny. A third entry, [`LIVENESS_SERVICE`], is
+//! SERVING from the start and never follows the keys: it answers "is the process alive and
+//! serving gRPC?", for a liveness probe that must not restart every instance while the identity
+//! provider is down (a restart cannot bring keys back, and drops the last good key set).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +40,11 @@ pub const AUTHORIZATION_SERVICE: &str =
 
 /// How long shutdown waits for open connections to finish before closing them.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `grpc.health.v1` service name that reports SERVING whenever the server runs, whatever the
+/// state of the key sets: the entry for liveness probes (Kubernetes' `livenessProbe.grpc.service`).
+/// Readiness belongs on [`AUTHORIZATION_SERVICE`] (or `""`), which follows the keys.
+pub const LIVENESS_SERVICE: &str = "scopegate.liveness";
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +220,11 @@ pub async fn serve_with(
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let health_service = health_service.max_decoding_message_size(limits.max_request_bytes);
     set_health(&health_reporter, ServingStatus::NotServing).await;
+    // Set once, before anything is served, and never touched by the health tracker: the main
+    // and the health-only listener share this health service, so both answer it.
+    health_reporter
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
 
     // Both reflection versions describe the same services (grpcurl and other tools differ in
     // which one they ask).
@@ -801,7 +814,7 @@ async fn track_health(
 }
 
 /// Sets both health entries Envoy may ask about: the overall status (`""`) and the
-/// Authorization service's.
+/// Authorization service's. Never [`LIVENESS_SERVICE`], which does not depend on the keys.
 async fn set_health(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     reporter

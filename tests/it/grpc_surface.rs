@@ -105,6 +105,42 @@ async fn health_reports_serving_once_keys_are_loaded() {
 }
 
 #[tokio::test]
+async fn liveness_is_serving_while_the_key_dependent_entries_are_not() {
+    use scopegate::server::{AUTHORIZATION_SERVICE, LIVENESS_SERVICE};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let (serving, not_serving) = (
+        ServingStatus::Serving as i32,
+        ServingStatus::NotServing as i32,
+    );
+    // The identity provider is down: no key set ever loads.
+    let key = TestKey::generate("liveness-kid");
+    let jwks = JwksServer::start(Reply::Respond(503, vec![], vec![])).await;
+    let gate = Scopegate::start(&jwks.url(), "").await;
+    for (service, expected) in [
+        ("", not_serving),
+        (AUTHORIZATION_SERVICE, not_serving),
+        (LIVENESS_SERVICE, serving),
+    ] {
+        assert_eq!(
+            gate.health(service).await,
+            expected,
+            "{service:?}, IdP down"
+        );
+    }
+    // It comes back: readiness follows, liveness never moved.
+    jwks.set(Reply::json(&jwks_of(&[&key])));
+    gate.wait_serving().await;
+    for service in ["", AUTHORIZATION_SERVICE, LIVENESS_SERVICE] {
+        assert_eq!(
+            gate.health(service).await,
+            serving,
+            "{service:?}, keys loaded"
+        );
+    }
+    gate.stop().await;
+}
+
+#[tokio::test]
 async fn a_check_without_http_attributes_is_denied_in_band() {
     let env = Env::start("default = \"allow\"").await;
     let answer = Answer::of(&env.gate.check(CheckRequest::default()).await);

@@ -17,6 +17,7 @@ mod grpc_surface;
 mod hostile_tokens;
 mod issuers;
 mod jwks_lifecycle;
+mod kubernetes;
 mod logging;
 mod observability;
 mod openapi;
