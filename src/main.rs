@@ -48,6 +48,9 @@ enum Command {
         /// Prefix of every rule path; default: the path of the first `servers` URL. "" for none.
         #[arg(long)]
         base_path: Option<String>,
+        /// Write every rule with `shadow = true` (reported, not enforced): step one of a rollout.
+        #[arg(long)]
+        shadow: bool,
     },
     /// Development token issuer (JWKS, discovery, POST /oauth/token). NOT FOR PRODUCTION.
     DevIssuer {
@@ -201,7 +204,8 @@ fn main() -> ExitCode {
             spec,
             scheme,
             base_path,
-        } => openapi_rules(&spec, scheme, base_path),
+            shadow,
+        } => openapi_rules(&spec, scheme, base_path, shadow),
         Command::DevIssuer {
             listen,
             issuer,
@@ -325,8 +329,13 @@ fn openapi_rules(
     spec: &std::path::Path,
     scheme: Option<String>,
     base_path: Option<String>,
+    shadow: bool,
 ) -> anyhow::Result<()> {
-    let options = scopegate::openapi::Options { scheme, base_path };
+    let options = scopegate::openapi::Options {
+        scheme,
+        base_path,
+        shadow,
+    };
     let text = scopegate::openapi::rules_from_file(spec, &options)
         .with_context(|| format!("cannot write rules for {}", spec.display()))?;
     print!("{text}");

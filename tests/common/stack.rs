@@ -476,7 +476,17 @@ impl Stack {
 
     /// GET through Envoy with extra headers.
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut request = self.http.get(format!("{}{path}", self.url));
+        self.send(reqwest::Method::GET, path, headers).await
+    }
+
+    /// A request with `method` through Envoy, with extra headers.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
         for (k, v) in headers {
             request = request.header(*k, *v);
         }

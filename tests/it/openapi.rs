@@ -169,15 +169,9 @@ fn a_spec_rules_cannot_express_exits_1_naming_the_operation() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/openapi.yaml"));
 }
 
-#[test]
-fn demo_rules_appended_to_a_configuration_pass_check_config() {
-    let out = openapi_rules(&[&demo_spec()]);
-    assert!(out.status.success(), "{out:?}");
-    let config = format!(
-        "listen = \"127.0.0.1:0\"\nissuer = \"http://127.0.0.1:8081/\"\n\
-         audience = \"https://api.example.com\"\n\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+/// `scopegate check-config` on `config`, written to a file of its own, with no environment
+/// overrides.
+fn check_config(config: &str) -> Output {
     let dir = tempfile::tempdir().expect("scratch dir");
     let path = dir.path().join("scopegate.toml");
     std::fs::write(&path, config).expect("write config");
@@ -188,9 +182,46 @@ fn demo_rules_appended_to_a_configuration_pass_check_config() {
     for (var, _) in scopegate::config::ENV_OVERRIDES {
         check.env_remove(var);
     }
-    let out = check.output().expect("run scopegate");
+    check.output().expect("run scopegate")
+}
+
+#[test]
+fn demo_rules_appended_to_a_configuration_pass_check_config() {
+    let out = openapi_rules(&[&demo_spec()]);
+    assert!(out.status.success(), "{out:?}");
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nissuer = \"http://127.0.0.1:8081/\"\n\
+         audience = \"https://api.example.com\"\n\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = check_config(&config);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.contains("configuration OK"), "{stdout}");
     assert!(stdout.contains("/messages/{id}"), "{stdout}");
+}
+
+/// The README's rollout on the demo: generated rules appended in shadow mode beside the demo's
+/// hand-written ones are accepted and marked; with `shadow = true` dropped, `check-config` names
+/// the hand-written rule that a generated one now can never outrank.
+#[test]
+fn the_readme_rollout_shadows_then_enforces_on_the_demo_configuration() {
+    let demo = std::fs::read_to_string(Path::new(ROOT).join("demo/scopegate.toml"))
+        .expect("demo configuration");
+    let out = openapi_rules(&[&demo_spec(), "--shadow"]);
+    assert!(out.status.success(), "{out:?}");
+    let shadowed = format!("{demo}\n{}", String::from_utf8_lossy(&out.stdout));
+    let out = check_config(&shadowed);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        stdout.matches("[shadow: reported, never enforced]").count(),
+        6,
+        "{stdout}"
+    );
+    let enforced = shadowed.replace("shadow = true\n", "");
+    let out = check_config(&enforced);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("can never apply"), "{stderr}");
 }
