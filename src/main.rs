@@ -346,10 +346,19 @@ fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()> {
     init_logging(log_format);
     // Validate before any port is bound or any task is started.
     let config = Config::load(path.as_deref()).context("invalid configuration")?;
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.server().worker_threads > 0 {
-        builder.worker_threads(config.server().worker_threads);
-    }
+    let mut builder = match config.server().worker_threads {
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        // One thread: the current-thread scheduler, whose run queue is strictly first-in
+        // first-out. The multi-thread scheduler's LIFO slot runs a connection's task right after
+        // each Check that wakes it, so every answer left in its own write(2); in FIFO order the
+        // Checks that arrived together finish first and their answers leave in one.
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
     let runtime = builder
         .enable_all()
         .build()

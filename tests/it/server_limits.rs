@@ -429,27 +429,33 @@ async fn a_check_past_its_deadline_is_answered_in_band() {
 }
 
 /// `server.worker_threads` sets how many runtime threads run Checks: 1 for a sidecar that
-/// shares its cores with Envoy; by default one per CPU.
+/// shares its cores with Envoy (the current-thread scheduler: everything on the main thread);
+/// by default one per CPU.
 #[tokio::test]
 async fn worker_threads_sets_the_runtime_threads() {
     // A JWKS that never answers: no key set is parsed, so no blocking-pool thread (tokio
     // names those like its workers) is started beside the workers.
     let jwks = JwksServer::start(Reply::Stall).await;
-    let workers = |pid: u32| {
-        std::fs::read_dir(format!("/proc/{pid}/task"))
+    // (threads named as tokio's workers, all threads)
+    let threads = |pid: u32| {
+        let names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
             .expect("tasks")
             .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-            .filter(|name| name.trim() == "tokio-rt-worker")
-            .count()
+            .collect();
+        let workers = names
+            .iter()
+            .filter(|n| n.trim() == "tokio-rt-worker")
+            .count();
+        (workers, names.len())
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for (setting, want) in [("worker_threads = 1", 1), ("", cpus)] {
+    for (setting, want) in [("worker_threads = 1", (0, 1)), ("", (cpus, cpus + 1))] {
         let config = format!(
             "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
              jwks_uri = \"{}\"\n[server]\n{setting}\n",
             jwks.url()
         );
         let binary = Binary::start("workers", &config, "info", None).await;
-        assert_eq!(workers(binary.pid()), want, "{setting:?}");
+        assert_eq!(threads(binary.pid()), want, "{setting:?}");
     }
 }
