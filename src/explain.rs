@@ -163,16 +163,11 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         .duration_since(UNIX_EPOCH)
         .map_err(|_| ExplainError::Clock)?
         .as_secs();
-    let policy = config.policy();
-    let canonical = policy::normalize(&request.path);
-    let route = canonical
-        .as_ref()
-        .map_err(|e| *e)
-        .and_then(|path| policy.route(&request.method, path));
-    let shadows: Vec<&Rule> = match &canonical {
-        Ok(path) => policy.shadow_rules(&request.method, path).collect(),
-        Err(_) => Vec::new(),
-    };
+    let policy::Resolved {
+        path: canonical,
+        route,
+        shadows,
+    } = config.policy().resolve(&request.method, &request.path);
     let needs_token = matches!(&route, Ok(route) if route.requirement.needs_token())
         || shadows.iter().any(|rule| rule.requirement().needs_token());
     let Authenticated {

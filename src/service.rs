@@ -266,19 +266,8 @@ impl Authorization for AuthorizationService {
         let mut issuer = None;
         // Who was denied, for the decision log of a denial after verification (a missing scope).
         let mut identity: Option<Identity> = None;
-        let policy = config.policy();
-        let path = policy::normalize(&http.path);
-        let route = path
-            .as_ref()
-            .map_err(|e| *e)
-            .and_then(|path| policy.route(&http.method, path));
-        // Shadow rules matching the request: evaluated and reported below, never enforced.
-        let shadows: Vec<&Rule> = match &path {
-            Ok(path) if policy.has_shadow_rules() => {
-                policy.shadow_rules(&http.method, path).collect()
-            }
-            _ => Vec::new(),
-        };
+        let policy::Resolved { route, shadows, .. } =
+            config.policy().resolve(&http.method, &http.path);
         // A browser's CORS preflight, let through on request (`cors_preflight = "allow"`) on
         // any path a rule or the default decides, without reading a token.
         let preflight = config.cors_preflight() == CorsPreflight::Allow && is_cors_preflight(&http);

@@ -112,7 +112,11 @@ async fn soak() {
         reply
     };
     let jwks = JwksServer::start(publish(&[&old])).await;
-    let stack = Stack::start_with_issuer(ISSUER, &jwks.url()).await;
+    // SOAK_WORKER_THREADS=N runs scopegate with `server.worker_threads = N`.
+    let threads = std::env::var("SOAK_WORKER_THREADS")
+        .map(|n| format!("server = {{ worker_threads = {n} }}"))
+        .unwrap_or_default();
+    let stack = Stack::start_with_issuer_and(ISSUER, &jwks.url(), &threads).await;
 
     let exp = now() + seconds + 3600;
     let forger = TestKey::generate("key-1");

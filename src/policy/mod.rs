@@ -432,6 +432,19 @@ pub struct Route<'a> {
     pub requirement: &'a Requirement,
 }
 
+/// Where a request stands under the policy: its canonical path, the rule (or default) that
+/// decides it, and the shadow rules it matches. Built by [`Policy::resolve`], the one step the
+/// service and `explain` share, so both read a request the same way.
+#[derive(Debug)]
+pub struct Resolved<'a> {
+    /// The canonical path, or why there is none.
+    pub path: Result<RequestPath, PathError>,
+    /// The deciding rule or default, or why the request is refused before any.
+    pub route: Result<Route<'a>, PathError>,
+    /// Shadow rules matching the request (none when the path is refused).
+    pub shadows: Vec<&'a Rule>,
+}
+
 /// A spelling of a request that scopegate reached under another reading than the one it decides
 /// by, and the rule (or default, `None`) that reading reaches: see [`Policy::route`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -604,23 +617,41 @@ impl Policy {
         self.rules.iter().any(|rule| rule.shadow)
     }
 
+    /// Canonicalises `raw_path` (the `:path` as sent) and finds the route and the shadow rules
+    /// for `method` on it.
+    pub fn resolve(&self, method: &str, raw_path: &str) -> Resolved<'_> {
+        let path = normalize(raw_path);
+        let route = path
+            .as_ref()
+            .map_err(|e| *e)
+            .and_then(|p| self.route(method, p));
+        let shadows = match &path {
+            Ok(p) if self.has_shadow_rules() => self.shadow_rules(method, p),
+            _ => Vec::new(),
+        };
+        Resolved {
+            path,
+            route,
+            shadows,
+        }
+    }
+
     /// The shadow rules that match `method` on the canonical `path`, wherever they sit: each is
     /// evaluated and reported as if it alone applied, while the request is decided by
     /// [`Policy::route`], which skips them. `HEAD` also matches a shadow rule for `GET`, as it
     /// would an enforced one.
-    pub fn shadow_rules<'a>(
-        &'a self,
-        method: &'a str,
-        path: &'a RequestPath,
-    ) -> impl Iterator<Item = &'a Rule> + 'a {
-        self.rules.iter().filter(move |rule| {
-            rule.shadow
-                && rule.path.matches(path.as_str(), Case::Sensitive)
-                && (rule.matches_method(method)
-                    || (method == "HEAD"
-                        && !rule.names_method("HEAD")
-                        && rule.matches_method("GET")))
-        })
+    pub fn shadow_rules<'a>(&'a self, method: &str, path: &RequestPath) -> Vec<&'a Rule> {
+        self.rules
+            .iter()
+            .filter(|rule| {
+                rule.shadow
+                    && rule.path.matches(path.as_str(), Case::Sensitive)
+                    && (rule.matches_method(method)
+                        || (method == "HEAD"
+                            && !rule.names_method("HEAD")
+                            && rule.matches_method("GET")))
+            })
+            .collect()
     }
 
     /// The rule (or default) deciding `method` on `path`.
@@ -1178,7 +1209,11 @@ mod tests {
                 let path = normalize(path).expect("canonical");
                 let route = p.route(method, &path).expect("decided");
                 assert_eq!(&**route.name, decided_by, "{method} {path}");
-                let got: Vec<&str> = p.shadow_rules(method, &path).map(|r| r.key()).collect();
+                let got: Vec<&str> = p
+                    .shadow_rules(method, &path)
+                    .into_iter()
+                    .map(|r| r.key())
+                    .collect();
                 assert_eq!(got, shadows, "{method} {path}");
             }
             // A shadow rule's own path is not exempt from readings: `/Items/1` is still refused.

@@ -228,7 +228,13 @@ impl Stack {
     /// the key set themselves) in place of the demo's RS256 issuer; [`Stack::token`] is then
     /// unavailable.
     pub async fn start_with_issuer(issuer: &str, jwks_uri: &str) -> Stack {
-        let config = demo_config(issuer, jwks_uri);
+        Stack::start_with_issuer_and(issuer, jwks_uri, "").await
+    }
+
+    /// [`Stack::start_with_issuer`], with `extra` top-level TOML keys put before the demo
+    /// configuration (`server = { worker_threads = 1 }`).
+    pub async fn start_with_issuer_and(issuer: &str, jwks_uri: &str, extra: &str) -> Stack {
+        let config = format!("{extra}\n{}", demo_config(issuer, jwks_uri));
         Stack::launch(scratch_dir(), None, config, Hop::Tcp).await
     }
 

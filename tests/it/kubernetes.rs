@@ -32,6 +32,22 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// The names of the files in the repository's directory `dir`, sorted.
+fn files_in(dir: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(Path::new(ROOT).join(dir))
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// A one-document YAML file of the repository, as JSON values.
 fn yaml(path: &str) -> Value {
     serde_yaml_ng::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -203,19 +219,11 @@ fn the_kustomization_lists_every_manifest_and_generates_nothing() {
     let kustomization = yaml(&format!("{BASE}/kustomization.yaml"));
     let mut listed: Vec<String> = manifests().into_iter().map(|(path, _)| path).collect();
     listed.sort();
-    let mut present: Vec<String> = std::fs::read_dir(Path::new(ROOT).join(BASE))
-        .expect("deploy/kubernetes")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .to_string()
-        })
+    let present: Vec<String> = files_in(BASE)
+        .into_iter()
         .filter(|file| file.ends_with(".yaml") && file != "kustomization.yaml")
         .map(|file| format!("{BASE}/{file}"))
         .collect();
-    present.sort();
     assert_eq!(listed, present, "every manifest applied, and validated");
     for generated in ["configMapGenerator", "secretGenerator", "patches"] {
         assert!(
@@ -656,17 +664,7 @@ fn the_istio_resources_carry_what_scopegate_needs() {
     );
 
     // Every file there is one of these.
-    let mut files: Vec<String> = std::fs::read_dir(Path::new(ROOT).join("deploy/istio"))
-        .expect("deploy/istio")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .to_string()
-        })
-        .collect();
-    files.sort();
+    let files = files_in("deploy/istio");
     assert_eq!(
         files,
         [
