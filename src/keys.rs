@@ -258,9 +258,9 @@ impl fmt::Display for SkipReason {
 }
 
 /// How many `kid`s a skip summary names.
-const SUMMARY_KIDS: usize = 5;
+pub const SUMMARY_KIDS: usize = 5;
 /// How many characters of each such `kid` it shows (a `kid` is publisher-controlled text).
-const SUMMARY_KID_CHARS: usize = 64;
+pub const SUMMARY_KID_CHARS: usize = 64;
 
 /// One line's worth of skipped entries: counts by reason, then the first few `kid`s.
 #[derive(Debug, Clone, PartialEq, Eq)]
