@@ -423,8 +423,24 @@ impl IssuerMetrics {
 /// Most `/metrics` requests served at once; more wait. A scraper asks once per interval.
 pub const METRICS_MAX_CONCURRENT: usize = 4;
 
+/// Most connections the metrics listener holds open at once; beyond it a new connection is
+/// closed as soon as it is accepted. A scraper needs one; the rest is headroom for a second
+/// scraper and `curl`, and the cap keeps a client that opens connections from spending the
+/// file descriptors the gRPC listener needs.
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
+
+/// How long a metrics connection has to send a request's headers, counted from when it opens
+/// or finishes its previous answer: so also how long it may sit idle. A scraper sends its
+/// request at once and may reconnect for the next scrape.
+pub const METRICS_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest request head (request line and headers) a metrics connection buffers, in bytes.
+pub const METRICS_MAX_REQUEST_HEAD: usize = 16 * 1024;
+
 /// Serves `GET /metrics` (and nothing else: 404) on `listener` until `shutdown`. Plain HTTP/1.1
-/// for Prometheus scrapers; bind it where only they can reach it.
+/// for Prometheus scrapers; bind it where only they can reach it. Bounded by
+/// [`METRICS_MAX_CONNECTIONS`], [`METRICS_HEADER_TIMEOUT`], [`METRICS_MAX_REQUEST_HEAD`] and
+/// [`METRICS_MAX_CONCURRENT`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Metrics,
@@ -450,12 +466,49 @@ pub async fn serve(
         }
     };
     let app = axum::Router::new().route("/metrics", axum::routing::get(exposition));
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, "metrics listener failed");
+    let connections = Arc::new(tokio::sync::Semaphore::new(METRICS_MAX_CONNECTIONS));
+    // Connections still open when shutdown starts are asked to finish their answer and close.
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, or a connection reset before it was accepted: not a
+                // reason to stop serving, but no reason to spin either.
+                tracing::debug!(%error, "metrics listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::debug!("metrics listener: connection limit reached; closing a new one");
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(METRICS_HEADER_TIMEOUT)
+                .max_buf_size(METRICS_MAX_REQUEST_HEAD);
+            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stop.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
     }
+    let _ = stopping.send(true);
 }
 
 #[cfg(test)]

@@ -445,3 +445,69 @@ async fn the_dashboard_and_the_alerts_use_only_exposed_metrics() {
         );
     }
 }
+
+/// What one client can make the metrics listener hold is bounded: at most
+/// `METRICS_MAX_CONNECTIONS` connections (a further one is closed at once), each closed when it
+/// sends no complete request head within `METRICS_HEADER_TIMEOUT`, and a request head over
+/// `METRICS_MAX_REQUEST_HEAD` is refused. Once the idle connections are gone, scrapes work.
+#[tokio::test]
+async fn the_metrics_listener_bounds_connections_idle_time_and_request_heads() {
+    use scopegate::metrics::{METRICS_HEADER_TIMEOUT, METRICS_MAX_CONNECTIONS};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let jwks = JwksServer::start(Reply::Stall).await;
+    let binary = Binary::start("metrics-limits", &config(&jwks.url(), ""), "info", None).await;
+    let addr = binary.metrics_addr().await;
+    // A new connection for every scrape, so that each one meets the cap.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let scrape = || client.get(format!("http://{addr}/metrics")).send();
+    assert_eq!(scrape().await.expect("scrape").status(), 200);
+
+    // Fill the listener with connections that never send a request.
+    let mut idle = Vec::new();
+    for _ in 0..METRICS_MAX_CONNECTIONS {
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    // The next one is accepted and closed at once: the scrape fails.
+    eventually(
+        "a scrape refused at the connection cap",
+        Duration::from_secs(5),
+        || async { scrape().await.is_err() },
+    )
+    .await;
+    // The idle ones are closed by the server once the header timeout passes (EOF on read).
+    for stream in &mut idle {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(METRICS_HEADER_TIMEOUT * 3, stream.read(&mut byte))
+            .await
+            .expect("the server closes an idle metrics connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    eventually("a scrape served again", Duration::from_secs(5), || async {
+        scrape().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+
+    // A request head larger than the listener buffers is not served.
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "GET /metrics HTTP/1.1\r\nhost: x\r\nx-filler: {}\r\n\r\n",
+        "a".repeat(scopegate::metrics::METRICS_MAX_REQUEST_HEAD * 2)
+    );
+    // The server may close before it has read everything: a failed write is an answer too.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
