@@ -18,7 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, CorsPreflight};
 use crate::jwks;
 use crate::keys::{Algorithm, KeySet};
 use crate::metrics::{Decision as DecisionLabel, Reason};
@@ -47,6 +47,8 @@ pub struct Request {
     pub path: String,
     /// Its credentials.
     pub credentials: Credentials,
+    /// Other request headers, `(name, value)`: what decides whether it is a CORS preflight.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Why `explain` could not decide at all (as opposed to a request being denied).
@@ -168,7 +170,21 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         route,
         shadows,
     } = config.policy().resolve(&request.method, &request.path);
-    let needs_token = matches!(&route, Ok(route) if route.requirement.needs_token())
+    // A browser's CORS preflight, let through with `cors_preflight = "allow"`, as in a Check.
+    let preflight = config.cors_preflight() == CorsPreflight::Allow
+        && policy::is_cors_preflight(&request.method, |name| {
+            let mut values: Vec<&str> = request
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            if name == "authorization" && !matches!(request.credentials, Credentials::None) {
+                values.push("Bearer");
+            }
+            values
+        });
+    let needs_token = !preflight && matches!(&route, Ok(route) if route.requirement.needs_token())
         || shadows.iter().any(|rule| rule.requirement().needs_token());
     let Authenticated {
         auth,
@@ -181,7 +197,11 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         Authenticated {
             auth: None,
             issuer: None,
-            credentials: "not read: nothing here needs a token".to_string(),
+            credentials: if preflight {
+                "not read: a CORS preflight, let through by cors_preflight = \"allow\"".to_string()
+            } else {
+                "not read: nothing here needs a token".to_string()
+            },
             signed: false,
         }
     };
@@ -203,6 +223,10 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         .collect();
     let (rule, decision) = match &route {
         Err(e) => (None, Decision::Deny(Denial::BadPath(*e))),
+        Ok(route) if preflight => (
+            Some(view(route.rule, route.requirement, route.name)),
+            Decision::Allow(None),
+        ),
         Ok(route) => {
             let decision = policy::decide(
                 route.requirement,
@@ -228,7 +252,14 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         shadow_rules,
         credentials,
         grants,
-        answer: answer(&decision),
+        answer: Answer {
+            reason: if preflight && matches!(decision, Decision::Allow(_)) {
+                label(Reason::cors_preflight)
+            } else {
+                answer(&decision).reason
+            },
+            ..answer(&decision)
+        },
     })
 }
 
@@ -269,7 +300,15 @@ async fn authenticate(
         Credentials::Claims(json) => return claims_only(config, json, now),
         Credentials::Token(token) => token,
     };
-    let token = match token::bearer_token(&[&format!("Bearer {token}")]) {
+    // The token alone, or the whole header value as copied from a request.
+    let token = match token
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+    {
+        Some(_) => token.to_owned(),
+        None => format!("Bearer {token}"),
+    };
+    let token = match token::bearer_token(&[&token]) {
         Ok(token) => token.to_owned(),
         Err(e) => {
             return Ok(Authenticated::new(

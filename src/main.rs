@@ -156,6 +156,10 @@ enum Command {
         /// A token's claims as a JSON object: every check but the signature applies.
         #[arg(long, group = "credentials")]
         claims: Option<String>,
+        /// Another request header, `NAME: VALUE` (repeatable): `Origin` and
+        /// `Access-Control-Request-Method` make an OPTIONS request a CORS preflight.
+        #[arg(long = "header", value_parser = parse_header)]
+        headers: Vec<(String, String)>,
         /// Print the explanation as one JSON object.
         #[arg(long)]
         json: bool,
@@ -189,14 +193,14 @@ fn main() -> ExitCode {
             token,
             token_file,
             claims,
+            headers,
             json,
         } => {
-            return explain(config, method, path, token, token_file, claims, json).unwrap_or_else(
-                |e| {
-                    eprintln!("scopegate: {e:#}");
-                    ExitCode::FAILURE
-                },
-            );
+            let credentials = (token, token_file, claims);
+            return explain(config, method, path, credentials, headers, json).unwrap_or_else(|e| {
+                eprintln!("scopegate: {e:#}");
+                ExitCode::FAILURE
+            });
         }
         Command::Serve { config, log_format } => serve(config, log_format),
         Command::CheckConfig { config } => check_config(config),
@@ -285,9 +289,8 @@ fn explain(
     config: Option<PathBuf>,
     method: String,
     path: String,
-    token: Option<String>,
-    token_file: Option<PathBuf>,
-    claims: Option<String>,
+    (token, token_file, claims): (Option<String>, Option<PathBuf>, Option<String>),
+    headers: Vec<(String, String)>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     use scopegate::explain::{Credentials, Request};
@@ -311,6 +314,7 @@ fn explain(
         method,
         path,
         credentials,
+        headers,
     };
     let explanation = runtime()?.block_on(scopegate::explain::explain(&config, &request))?;
     if json {
@@ -435,6 +439,13 @@ fn mint_token(
         writeln!(out, "{}", dev.mint(&mint)?)?;
     }
     Ok(())
+}
+
+fn parse_header(arg: &str) -> Result<(String, String), String> {
+    let (name, value) = arg
+        .split_once(':')
+        .ok_or_else(|| format!("expected NAME: VALUE, got {arg:?}"))?;
+    Ok((name.trim().to_ascii_lowercase(), value.trim().to_string()))
 }
 
 fn parse_claim(arg: &str) -> Result<(String, serde_json::Value), String> {

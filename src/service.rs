@@ -360,27 +360,19 @@ impl Authorization for AuthorizationService {
     }
 }
 
-/// Whether `http` is a CORS preflight as browsers send it: `OPTIONS` with an `Origin` and an
-/// `Access-Control-Request-Method`, and no `Authorization` (browsers never send credentials on
-/// a preflight, so one with them is some other client's `OPTIONS`, decided as usual).
+/// Whether `http` is a browser's CORS preflight ([`policy::is_cors_preflight`]), its headers
+/// read from Envoy's `headers` and `header_map`.
 fn is_cors_preflight(
     http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
 ) -> bool {
-    let present = |name: &str| {
+    policy::is_cors_preflight(&http.method, |name| {
         headers_named(&http.headers, name)
-            .chain(header_map_named(http.header_map.as_ref(), name).filter_map(Result::ok))
-            .any(|value| !value.trim().is_empty())
-    };
-    let authorization = headers_named(&http.headers, "authorization")
-        .next()
-        .is_some()
-        || header_map_named(http.header_map.as_ref(), "authorization")
-            .next()
-            .is_some();
-    http.method == "OPTIONS"
-        && present("origin")
-        && present("access-control-request-method")
-        && !authorization
+            .chain(
+                // A value that is not UTF-8 still counts as present.
+                header_map_named(http.header_map.as_ref(), name).map(|v| v.unwrap_or("?")),
+            )
+            .collect()
+    })
 }
 
 /// How `decision` is (or, for a shadow rule, would be) answered, as metrics and logs label it.
@@ -488,10 +480,10 @@ fn request_id(
 }
 
 /// The values of the headers called `name` (any case) in Envoy's `headers` map.
-fn headers_named<'a>(
+fn headers_named<'a, 'n>(
     headers: &'a HashMap<String, String>,
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> {
+    name: &'n str,
+) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
     headers
         .iter()
         .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
@@ -500,10 +492,10 @@ fn headers_named<'a>(
 
 /// The values of the headers called `name` (any case) in Envoy's `header_map`, where a value
 /// travels as text or, with `encode_raw_headers`, as bytes that may not be UTF-8.
-fn header_map_named<'a>(
+fn header_map_named<'a, 'n>(
     header_map: Option<&'a HeaderMap>,
-    name: &'a str,
-) -> impl Iterator<Item = Result<&'a str, std::str::Utf8Error>> {
+    name: &'n str,
+) -> impl Iterator<Item = Result<&'a str, std::str::Utf8Error>> + use<'a, 'n> {
     header_map
         .into_iter()
         .flat_map(|m| &m.headers)

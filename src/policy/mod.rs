@@ -840,6 +840,18 @@ fn fold_case_to_ascii(path: &str) -> Option<String> {
     changed.then_some(folded)
 }
 
+/// Whether a request is a CORS preflight as browsers send it: `OPTIONS` with a non-empty
+/// `Origin` and `Access-Control-Request-Method`, and no `Authorization` (browsers never send
+/// credentials on a preflight, so one with them is some other client's `OPTIONS`, decided as
+/// usual). `values(name)` gives every value of the header `name` (lower-case) the request has.
+pub fn is_cors_preflight<'v>(method: &str, values: impl Fn(&str) -> Vec<&'v str>) -> bool {
+    let present = |name: &str| values(name).iter().any(|v| !v.trim().is_empty());
+    method == "OPTIONS"
+        && present("origin")
+        && present("access-control-request-method")
+        && values("authorization").is_empty()
+}
+
 /// The outcome of authenticating a request's credentials.
 pub type Authentication = Result<VerifiedClaims, AuthError>;
 

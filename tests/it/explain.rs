@@ -70,6 +70,7 @@ async fn explain_decides_like_serve_and_says_why() {
     let good = key.mint(&claims("read:items"));
     let weak = key.mint(&claims("openid"));
     let forged = TestKey::generate("explain-kid").mint(&claims("read:items"));
+    let header = format!("Bearer {good}");
 
     // (arguments, stdin, exit status, text the output must hold)
     let get = ["--method", "GET", "--path", "/items/42?x=1"];
@@ -128,6 +129,13 @@ async fn explain_decides_like_serve_and_says_why() {
             0,
             vec!["credentials  not read", "decision     allow 200 (public)"],
         ),
+        // The whole header value, as copied from a request, works too.
+        (
+            [&get[..], &["--token", &header]].concat(),
+            "",
+            0,
+            vec!["decision     allow 200 (authorized)"],
+        ),
         (
             vec!["--method", "GET", "--path", "/items/../status"],
             "",
@@ -143,6 +151,7 @@ async fn explain_decides_like_serve_and_says_why() {
             assert!(out.contains(want), "{args:?}: no {want:?} in\n{out}");
         }
         for token in [&good, &weak, &forged] {
+            // (The `Bearer ` case above is the same token.)
             let signature = token.rsplit('.').next().expect("a JWS");
             assert!(!out.contains(signature), "{args:?} printed a token:\n{out}");
         }
@@ -229,4 +238,41 @@ async fn explain_answers_503_when_keys_cannot_be_fetched_and_1_or_2_on_bad_input
     )
     .await;
     assert_eq!(usage.status.code(), Some(2), "{}", text(&usage));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_recognises_a_cors_preflight_only_when_the_configuration_allows_it() {
+    let preflight = [
+        "--method",
+        "OPTIONS",
+        "--path",
+        "/items/7",
+        "--header",
+        "Origin: https://app.example",
+        "--header",
+        "access-control-request-method: GET",
+    ];
+    let allowing = format!(
+        "cors_preflight = \"allow\"\n{}",
+        config("http://127.0.0.1:9/jwks.json")
+    );
+    let output = explain(&allowing, &preflight, "").await;
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("decision     allow 200 (cors_preflight)"),
+        "{out}"
+    );
+    assert!(out.contains("not read: a CORS preflight"), "{out}");
+    // Without the setting, or with credentials, it is decided like any request.
+    let output = explain(&config("http://127.0.0.1:9/jwks.json"), &preflight, "").await;
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    let output = explain(
+        &allowing,
+        &[&preflight[..], &["--header", "authorization: Basic eA=="]].concat(),
+        "",
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert!(text(&output).contains("401"), "{}", text(&output));
 }
