@@ -1473,11 +1473,7 @@ impl fmt::Display for Config {
         )?;
         writeln!(f, "rules (first match wins):")?;
         for rule in self.policy.rules() {
-            let path = match rule.path() {
-                PathMatch::Exact(p) => format!("path   {p}"),
-                PathMatch::Prefix(p) => format!("prefix {p}"),
-                PathMatch::Template(t) => format!("template {t}"),
-            };
+            let path = format!("{:<6} {}", rule.path().key_name(), rule.path().pattern());
             let methods = rule
                 .methods()
                 .map_or_else(|| "any method".to_string(), |m| m.join(","));

@@ -21,7 +21,6 @@ use serde::Serialize;
 use crate::config::{Config, CorsPreflight};
 use crate::jwks;
 use crate::keys::{Algorithm, KeySet};
-use crate::metrics::{Decision as DecisionLabel, Reason};
 use crate::policy::{self, AuthError, Authentication, Decision, Denial, Requirement, Rule};
 use crate::service;
 use crate::token::{self, CredentialsError};
@@ -218,7 +217,7 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         .iter()
         .map(|rule| ShadowView {
             rule: view(Some(rule), rule.requirement(), rule.name()),
-            would: answer(&policy::decide(rule.requirement(), auth.clone())),
+            would: answer(&policy::decide(rule.requirement(), auth.clone()), false),
         })
         .collect();
     let (rule, decision) = match &route {
@@ -252,14 +251,7 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         shadow_rules,
         credentials,
         grants,
-        answer: Answer {
-            reason: if preflight && matches!(decision, Decision::Allow(_)) {
-                label(Reason::cors_preflight)
-            } else {
-                answer(&decision).reason
-            },
-            ..answer(&decision)
-        },
+        answer: answer(&decision, preflight),
     })
 }
 
@@ -433,11 +425,7 @@ fn view(rule: Option<&Rule>, requirement: &Requirement, name: &std::sync::Arc<st
         Some(rule) => RuleView {
             name: name.to_string(),
             key: rule.key().to_owned(),
-            matches: match rule.path() {
-                policy::PathMatch::Exact(p) => format!("path {p}"),
-                policy::PathMatch::Prefix(p) => format!("prefix {p}"),
-                policy::PathMatch::Template(t) => format!("template {t}"),
-            },
+            matches: format!("{} {}", rule.path().key_name(), rule.path().pattern()),
             methods: rule
                 .methods()
                 .map_or_else(|| "any".to_string(), |m| m.join(",")),
@@ -453,29 +441,22 @@ fn view(rule: Option<&Rule>, requirement: &Requirement, name: &std::sync::Arc<st
     }
 }
 
-fn answer(decision: &Decision) -> Answer {
-    match decision {
-        Decision::Allow(claims) => Answer {
-            decision: label(DecisionLabel::allow),
-            status: 200,
-            reason: label(if claims.is_some() {
-                Reason::authorized
-            } else {
-                Reason::public
-            }),
-            error: None,
-            message: None,
-        },
-        Decision::Deny(denial) => {
-            let (status, reason, error) = service::denial_answer(denial);
-            Answer {
-                decision: label(DecisionLabel::deny),
-                status,
-                reason: label(reason),
-                error: Some(error),
-                message: Some(denial.to_string()),
-            }
-        }
+/// `decision` as the client would see it (`preflight`: a CORS preflight let through).
+fn answer(decision: &Decision, preflight: bool) -> Answer {
+    let outcome = service::outcome_of(decision, preflight);
+    let (error, message) = match decision {
+        Decision::Allow(_) => (None, None),
+        Decision::Deny(denial) => (
+            Some(service::denial_answer(denial).2),
+            Some(denial.to_string()),
+        ),
+    };
+    Answer {
+        decision: label(outcome.decision),
+        status: outcome.status,
+        reason: label(outcome.reason),
+        error,
+        message,
     }
 }
 

@@ -216,7 +216,7 @@ impl AuthorizationService {
         would: &Decision,
         http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
     ) {
-        let outcome = outcome_of(would, config.realm());
+        let outcome = outcome_of(would, false);
         self.metrics.shadow(shadow.name(), outcome.decision);
         if config
             .decision_log()
@@ -322,21 +322,11 @@ impl Authorization for AuthorizationService {
         };
 
         // respond
-        let (response, outcome) = match &decision {
-            Decision::Allow(claims) => (
-                allow(claims.as_ref(), &live.forwarded_headers),
-                outcome_of(&decision, config.realm()),
-            ),
+        let response = match &decision {
+            Decision::Allow(claims) => allow(claims.as_ref(), &live.forwarded_headers),
             Decision::Deny(denial) => deny(denial, config.realm()),
         };
-        let outcome = Outcome {
-            reason: if preflight && matches!(decision, Decision::Allow(_)) {
-                Reason::cors_preflight
-            } else {
-                outcome.reason
-            },
-            ..outcome
-        };
+        let outcome = outcome_of(&decision, preflight);
         let took = started.elapsed();
         self.metrics
             .check(outcome.decision, outcome.status, outcome.reason, rule, took);
@@ -375,28 +365,42 @@ fn is_cors_preflight(
     })
 }
 
-/// How `decision` is (or, for a shadow rule, would be) answered, as metrics and logs label it.
-fn outcome_of(decision: &Decision, realm: &str) -> Outcome {
+/// How `decision` is (or, for a shadow rule, would be) answered, as metrics and logs label it;
+/// `preflight`: the request is a CORS preflight let through by `cors_preflight = "allow"`.
+/// Pure, so `explain` labels its answers the same.
+pub fn outcome_of(decision: &Decision, preflight: bool) -> Outcome {
     match decision {
         Decision::Allow(claims) => Outcome {
             decision: metrics::Decision::allow,
             status: 200,
-            reason: if claims.is_some() {
+            reason: if preflight {
+                Reason::cors_preflight
+            } else if claims.is_some() {
                 Reason::authorized
             } else {
                 Reason::public
             },
         },
-        Decision::Deny(denial) => deny(denial, realm).1,
+        Decision::Deny(denial) => {
+            let (status, reason, _) = denial_answer(denial);
+            Outcome {
+                decision: metrics::Decision::deny,
+                status,
+                reason,
+            }
+        }
     }
 }
 
 /// How a Check was answered, as metrics and the decision log label it.
 #[derive(Debug, Clone, Copy)]
-struct Outcome {
-    decision: metrics::Decision,
-    status: u16,
-    reason: Reason,
+pub struct Outcome {
+    /// `allow` or `deny`.
+    pub decision: metrics::Decision,
+    /// The HTTP status the client gets (200 for an allow).
+    pub status: u16,
+    /// Why.
+    pub reason: Reason,
 }
 
 /// The identity fields of a verified token that the decision log records.
@@ -586,8 +590,6 @@ fn allow(claims: Option<&VerifiedClaims>, forwarded_headers: &[String]) -> Check
     response
 }
 
-/// The denied response for `denial` (status, JSON body and challenge), and how metrics and the
-/// decision log label it.
 /// The HTTP status, the metrics `reason` and the RFC 6750 `error` code a denial is answered
 /// with (the table in this module's documentation). Pure, so `explain` answers the same.
 pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
@@ -611,9 +613,10 @@ pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
     }
 }
 
-fn deny(denial: &Denial, realm: &str) -> (CheckResponse, Outcome) {
+/// The denied response for `denial`: status, JSON body, challenge and `Retry-After`.
+fn deny(denial: &Denial, realm: &str) -> CheckResponse {
     let message = denial.to_string();
-    let (status, reason, code) = denial_answer(denial);
+    let (status, _, code) = denial_answer(denial);
     let grpc = match denial {
         Denial::Unauthenticated(AuthError::KeysUnavailable) | Denial::TimedOut => {
             Status::unavailable(&message)
@@ -665,12 +668,7 @@ fn deny(denial: &Denial, realm: &str) -> (CheckResponse, Outcome) {
     }
     let mut response = CheckResponse::with_status(grpc);
     response.set_http_response(denied);
-    let outcome = Outcome {
-        decision: metrics::Decision::deny,
-        status,
-        reason,
-    };
-    (response, outcome)
+    response
 }
 
 /// An RFC 6750 §3 challenge. Every value is written as an RFC 9110 quoted-string, escaped

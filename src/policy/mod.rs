@@ -67,6 +67,15 @@ pub enum PathMatch {
 }
 
 impl PathMatch {
+    /// The configuration key it is written under: `path`, `prefix` or `template`.
+    pub fn key_name(&self) -> &'static str {
+        match self {
+            PathMatch::Exact(_) => "path",
+            PathMatch::Prefix(_) => "prefix",
+            PathMatch::Template(_) => "template",
+        }
+    }
+
     /// The configured path, prefix or template.
     pub fn pattern(&self) -> &str {
         match self {
@@ -259,12 +268,7 @@ impl Rule {
 
     /// The configuration key of this rule's path: `rules[N].path` or `rules[N].prefix`.
     fn path_key(&self) -> String {
-        let field = match self.path {
-            PathMatch::Exact(_) => "path",
-            PathMatch::Prefix(_) => "prefix",
-            PathMatch::Template(_) => "template",
-        };
-        format!("{}.{field}", self.key)
+        format!("{}.{}", self.key, self.path.key_name())
     }
 }
 
