@@ -1082,6 +1082,26 @@ impl Config {
         &self.issuers
     }
 
+    /// The issuer (by index) whose keys and expectations verify a token: the only one when there
+    /// is one, else the one whose `issuer` equals the token's `iss` exactly (`None`: no such
+    /// issuer, or no `iss`). `iss` is asked for only when there are several, so with one issuer
+    /// no token is read to choose.
+    pub fn issuer_for<E>(
+        &self,
+        iss: impl FnOnce() -> Result<Option<String>, E>,
+    ) -> Result<Option<usize>, E> {
+        if let [_] = self.issuers.as_slice() {
+            return Ok(Some(0));
+        }
+        let Some(iss) = iss()? else {
+            return Ok(None);
+        };
+        Ok(self
+            .issuers
+            .iter()
+            .position(|issuer| issuer.expectations.issuer == iss))
+    }
+
     /// Route rules and default.
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -2003,6 +2023,37 @@ mod tests {
                 "error for {text:?} should name {key:?}: {err}"
             );
         }
+    }
+
+    /// A token's issuer is chosen by exact `iss` among several, and with one issuer without
+    /// reading the token at all.
+    #[test]
+    fn issuer_for_chooses_by_exact_iss_and_reads_nothing_with_one_issuer() {
+        let two = RawConfig::from_toml(
+            "[[issuers]]\nissuer = \"https://a.example/\"\naudience = \"api\"\n\
+             [[issuers]]\nissuer = \"https://b.example/\"\naudience = \"api\"\n",
+            "<test>",
+        )
+        .and_then(RawConfig::compile)
+        .expect("compiles");
+        let of = |iss: Option<&str>| {
+            two.issuer_for(|| Ok::<_, ()>(iss.map(str::to_owned)))
+                .expect("no error")
+        };
+        assert_eq!(of(Some("https://b.example/")), Some(1));
+        assert_eq!(of(Some("https://a.example/")), Some(0));
+        assert_eq!(of(Some("https://B.example/")), None);
+        assert_eq!(of(Some("https://a.example")), None);
+        assert_eq!(of(None), None);
+        assert_eq!(
+            two.issuer_for(|| Err::<Option<String>, _>("bad")),
+            Err("bad")
+        );
+        let one = compile("").expect("shorthand");
+        assert_eq!(
+            one.issuer_for(|| -> Result<Option<String>, ()> { panic!("read a token") }),
+            Ok(Some(0))
+        );
     }
 
     /// An `[[issuers]]` entry without `jwks_uri` is found by OIDC discovery, under the issuer's

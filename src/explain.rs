@@ -310,7 +310,11 @@ async fn authenticate(
             ));
         }
     };
-    let Some(index) = issuer_of(config, &token) else {
+    let Some(index) = config
+        .issuer_for(|| verify::peek_issuer(&token))
+        .ok()
+        .flatten()
+    else {
         return Ok(Authenticated::new(
             Err(VerifyError::WrongIssuer.into()),
             None,
@@ -346,12 +350,7 @@ fn claims_only(config: &Config, json: &str, now: u64) -> Result<Authenticated, E
         return Err(ExplainError::BadClaims("not an object".into()));
     };
     let iss = object.get("iss").and_then(|v| v.as_str());
-    let index = match config.issuers() {
-        [_] => Some(0),
-        issuers => issuers
-            .iter()
-            .position(|i| Some(i.expectations.issuer.as_str()) == iss),
-    };
+    let Ok(index) = config.issuer_for(|| Ok::<_, std::convert::Infallible>(iss.map(str::to_owned)));
     let Some(index) = index else {
         return Ok(Authenticated::new(
             Err(VerifyError::WrongIssuer.into()),
@@ -375,19 +374,6 @@ fn claims_only(config: &Config, json: &str, now: u64) -> Result<Authenticated, E
             ),
         )
     })
-}
-
-/// The configured issuer a token names (the only one, with a single issuer), as the service
-/// chooses it.
-fn issuer_of(config: &Config, token: &str) -> Option<usize> {
-    if let [_] = config.issuers() {
-        return Some(0);
-    }
-    let iss = verify::peek_issuer(token).ok()??;
-    config
-        .issuers()
-        .iter()
-        .position(|issuer| issuer.expectations.issuer == iss)
 }
 
 /// `claims` as a token signed by a key made for this call, and a key set of that key alone.

@@ -101,14 +101,8 @@ impl Generation {
     /// before any key is looked at, so it never causes a fetch; a key of one issuer never
     /// verifies a token that names another, even under the same `kid`.
     fn issuer_of(&self, token: &str) -> Result<usize, VerifyError> {
-        if self.key_sets.len() == 1 {
-            return Ok(0);
-        }
-        let iss = verify::peek_issuer(token)?.ok_or(VerifyError::WrongIssuer)?;
         self.config
-            .issuers()
-            .iter()
-            .position(|issuer| issuer.expectations.issuer == iss)
+            .issuer_for(|| verify::peek_issuer(token))?
             .ok_or(VerifyError::WrongIssuer)
     }
 
