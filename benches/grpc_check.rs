@@ -8,17 +8,13 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 
 mod support;
-use support::{check, concurrent, start};
+use support::{check, concurrent, runtime, start};
 
 /// Requests in flight in the concurrent runs, as Envoy multiplexes Checks on one connection.
 const IN_FLIGHT: u64 = 32;
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let (client, token) = rt.block_on(start(""));
     let bearer = format!("Bearer {token}");
     for (name, request, want) in [

@@ -15,7 +15,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use scopegate::metrics::{Decision, Metrics, Reason};
 
 mod support;
-use support::{check, concurrent, start};
+use support::{check, concurrent, runtime, start};
 
 const IN_FLIGHT: u64 = 32;
 
@@ -40,11 +40,7 @@ fn bench(c: &mut Criterion) {
         .with_writer(std::io::sink)
         .with_env_filter("info")
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     for mode in ["off", "all"] {
         let (client, token) = rt.block_on(start(&format!("decision_log = \"{mode}\"")));
         let request = check("/restricted_resource", Some(&format!("Bearer {token}")));

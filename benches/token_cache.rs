@@ -15,7 +15,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use scopegate::token_cache::TokenCache;
 
 mod support;
-use support::{check, concurrent, start};
+use support::{check, concurrent, runtime, start};
 
 /// Live heap bytes.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -51,11 +51,7 @@ const IN_FLIGHT: u64 = 32;
 const ENTRIES: usize = 10_000;
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let (cached_client, token) = rt.block_on(start(""));
     let (uncached_client, uncached_token) = rt.block_on(start("token_cache_size = 0"));
     let bearer = |t: &str| format!("Bearer {t}");

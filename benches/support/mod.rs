@@ -17,6 +17,16 @@ use tonic::transport::Channel;
 
 pub const AUDIENCE: &str = "https://api.example";
 
+/// The runtime every gRPC bench runs server and client on: two worker threads, as on the
+/// two-core machines the figures come from.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 pub fn check(path: &str, authorization: Option<&str>) -> CheckRequest {
     let headers: HashMap<String, String> = authorization
         .map(|a| ("authorization".to_string(), a.to_string()))

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 /// A subject that must never become a metric label.
 const SECRET_SUBJECT: &str = "user-7f3a-never-a-label";
 
-/// `/metrics` as a parsed scrape.
-pub async fn scrape(addr: &str) -> prometheus_parse::Scrape {
+/// `/metrics` as text.
+pub async fn metrics_text(addr: &str) -> String {
     let response = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -23,7 +23,12 @@ pub async fn scrape(addr: &str) -> prometheus_parse::Scrape {
         .await
         .expect("GET /metrics");
     assert_eq!(response.status(), 200);
-    let text = response.text().await.expect("body");
+    response.text().await.expect("body")
+}
+
+/// `/metrics` as a parsed scrape.
+pub async fn scrape(addr: &str) -> prometheus_parse::Scrape {
+    let text = metrics_text(addr).await;
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .expect("Prometheus text")
 }
@@ -172,12 +177,7 @@ async fn metrics_count_real_checks_and_carry_no_request_values() {
     );
 
     // Labels are bounded: no subject, path, kid, query or token anywhere in the exposition.
-    let text = reqwest::get(format!("http://{metrics}/metrics"))
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text");
+    let text = metrics_text(&metrics).await;
     for leak in [
         SECRET_SUBJECT,
         "/restricted_resource",
@@ -427,12 +427,7 @@ async fn the_dashboard_and_the_alerts_use_only_exposed_metrics() {
     binary
         .wait_for_log("configuration reloaded", Duration::from_secs(10))
         .await;
-    let text = reqwest::get(format!("http://{metrics}/metrics"))
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text");
+    let text = metrics_text(&metrics).await;
     let exposed: std::collections::BTreeSet<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#'))
