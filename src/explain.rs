@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::config::{Config, CorsPreflight};
 use crate::jwks;
 use crate::keys::{Algorithm, KeySet};
-use crate::policy::{self, AuthError, Authentication, Decision, Denial, Requirement, Rule};
+use crate::policy::{self, AuthError, AuthOutcome, Authentication, Decision, Requirement, Rule};
 use crate::service;
 use crate::token::{self, CredentialsError};
 use crate::verify::{self, VerifyError};
@@ -164,11 +164,7 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         .duration_since(UNIX_EPOCH)
         .map_err(|_| ExplainError::Clock)?
         .as_secs();
-    let policy::Resolved {
-        path: canonical,
-        route,
-        shadows,
-    } = config.policy().resolve(&request.method, &request.path);
+    let resolved = config.policy().resolve(&request.method, &request.path);
     // A browser's CORS preflight, let through with `cors_preflight = "allow"`, as in a Check.
     let preflight = config.cors_preflight() == CorsPreflight::Allow
         && policy::is_cors_preflight(&request.method, |name| {
@@ -183,14 +179,12 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
             }
             values
         });
-    let needs_token = !preflight && matches!(&route, Ok(route) if route.requirement.needs_token())
-        || shadows.iter().any(|rule| rule.requirement().needs_token());
     let Authenticated {
         auth,
         issuer,
         credentials,
         signed,
-    } = if needs_token {
+    } = if resolved.needs_token(preflight) {
         authenticate(config, &request.credentials, now).await?
     } else {
         Authenticated {
@@ -213,30 +207,22 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         }),
         _ => None,
     };
-    let shadow_rules = shadows
+    let auth = auth.map_or(AuthOutcome::NotAttempted, AuthOutcome::Done);
+    let (decision, would) = resolved.decide(preflight, auth);
+    let shadow_rules = resolved
+        .shadows
         .iter()
-        .map(|rule| ShadowView {
+        .zip(&would)
+        .map(|(rule, would)| ShadowView {
             rule: view(Some(rule), rule.requirement(), rule.name()),
-            would: answer(&policy::decide(rule.requirement(), auth.clone()), false),
+            would: answer(would, false),
         })
         .collect();
-    let (rule, decision) = match &route {
-        Err(e) => (None, Decision::Deny(Denial::BadPath(*e))),
-        Ok(route) if preflight => (
-            Some(view(route.rule, route.requirement, route.name)),
-            Decision::Allow(None),
-        ),
-        Ok(route) => {
-            let decision = policy::decide(
-                route.requirement,
-                auth.filter(|_| route.requirement.needs_token()),
-            );
-            (
-                Some(view(route.rule, route.requirement, route.name)),
-                decision,
-            )
-        }
-    };
+    let rule = resolved
+        .route
+        .as_ref()
+        .ok()
+        .map(|route| view(route.rule, route.requirement, route.name));
     Ok(Explanation {
         method: request.method.clone(),
         path: request
@@ -245,8 +231,8 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
             .next()
             .unwrap_or_default()
             .to_owned(),
-        canonical_path: canonical.as_ref().ok().map(|p| p.as_str().to_owned()),
-        path_error: canonical.as_ref().err().map(ToString::to_string),
+        canonical_path: resolved.path.as_ref().ok().map(|p| p.as_str().to_owned()),
+        path_error: resolved.path.as_ref().err().map(ToString::to_string),
         rule,
         shadow_rules,
         credentials,

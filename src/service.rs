@@ -34,7 +34,7 @@ use tonic::{Request, Response, Status};
 use crate::config::{Config, CorsPreflight};
 use crate::jwks::{Jwks, Refetch};
 use crate::metrics::{self, CacheResult, Metrics, Reason};
-use crate::policy::{self, AuthError, Authentication, Decision, Denial, Rule};
+use crate::policy::{self, AuthError, AuthOutcome, Authentication, Decision, Denial, Rule};
 use crate::token::{self, CredentialsError};
 use crate::token_cache::TokenCache;
 use crate::verify::{self, VerifiedClaims, VerifyError};
@@ -256,21 +256,19 @@ impl Authorization for AuthorizationService {
             .and_then(|r| r.http)
             .unwrap_or_default();
 
-        let mut rule = &*NO_RULE;
         let mut issuer = None;
-        // Who was denied, for the decision log of a denial after verification (a missing scope).
-        let mut identity: Option<Identity> = None;
-        let policy::Resolved { route, shadows, .. } =
-            config.policy().resolve(&http.method, &http.path);
+        let resolved = config.policy().resolve(&http.method, &http.path);
+        let rule = resolved
+            .route
+            .as_ref()
+            .map_or(&*NO_RULE, |route| route.name);
         // A browser's CORS preflight, let through on request (`cors_preflight = "allow"`) on
         // any path a rule or the default decides, without reading a token.
         let preflight = config.cors_preflight() == CorsPreflight::Allow && is_cors_preflight(&http);
-        let route_needs_token =
-            !preflight && matches!(&route, Ok(route) if route.requirement.needs_token());
         // verify (only where the route, or a shadow rule, needs a token), within the Check's
         // deadline: authentication is the only step that can wait (on an unknown-kid refetch),
         // and past the deadline Envoy would answer (or, failing open, allow) without us.
-        let auth = if route_needs_token || shadows.iter().any(|r| r.requirement().needs_token()) {
+        let auth = if resolved.needs_token(preflight) {
             // extract: only where a token is needed (a public route never reads one).
             let authorization = authorization_values(&http.headers, http.header_map.as_ref());
             let deadline = config.server().check_timeout;
@@ -279,41 +277,25 @@ impl Authorization for AuthorizationService {
                 live.authenticate(&authorization, now, &mut issuer, &self.metrics),
             )
             .await
-            .map(Some)
+            .map_or(AuthOutcome::TimedOut, AuthOutcome::Done)
         } else {
-            Ok(None)
+            AuthOutcome::NotAttempted
         };
-        for shadow in &shadows {
-            let would = match &auth {
-                Err(_elapsed) => Decision::Deny(Denial::TimedOut),
-                Ok(auth) => policy::decide(shadow.requirement(), auth.clone()),
-            };
-            self.report_shadow(config, shadow, &would, &http);
+        // Who was denied, for the decision log of a denial after verification (a missing scope);
+        // a token verified only for a shadow rule plays no part in the answer, nor here.
+        let identity = match &auth {
+            AuthOutcome::Done(Ok(claims))
+                if resolved.route_needs_token(preflight) && config.decision_log().logs(false) =>
+            {
+                Some(Identity::of(claims))
+            }
+            _ => None,
+        };
+        // decide
+        let (decision, would) = resolved.decide(preflight, auth);
+        for (shadow, would) in resolved.shadows.iter().zip(&would) {
+            self.report_shadow(config, shadow, would, &http);
         }
-        let decision = match route {
-            Err(e) => Decision::Deny(Denial::BadPath(e)),
-            Ok(route) if preflight => {
-                rule = route.name;
-                Decision::Allow(None)
-            }
-            Ok(route) => {
-                rule = route.name;
-                match auth {
-                    Err(_elapsed) => Decision::Deny(Denial::TimedOut),
-                    Ok(auth) => {
-                        // A token verified only for a shadow rule plays no part here.
-                        let auth = auth.filter(|_| route_needs_token);
-                        if let Some(Ok(claims)) = &auth
-                            && config.decision_log().logs(false)
-                        {
-                            identity = Some(Identity::of(claims));
-                        }
-                        // decide
-                        policy::decide(route.requirement, auth)
-                    }
-                }
-            }
-        };
 
         // respond
         let response = match &decision {

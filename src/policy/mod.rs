@@ -449,6 +449,69 @@ pub struct Resolved<'a> {
     pub shadows: Vec<&'a Rule>,
 }
 
+/// How authenticating one request went, as [`Resolved::decide`] takes it.
+// One lives on the stack per Check and moves into the decision; boxing the claims would cost an
+// allocation per Check to save stack bytes that `Option<Authentication>` spent before.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum AuthOutcome {
+    /// Not attempted: nothing that decides, nor any shadow rule, needed a token.
+    NotAttempted,
+    /// Attempted, with this outcome.
+    Done(Authentication),
+    /// Cut off by the Check's deadline (waiting on an unknown-`kid` refetch).
+    TimedOut,
+}
+
+impl Resolved<'_> {
+    /// Whether the deciding route needs the request's token; a CORS preflight let through
+    /// (`preflight`) never does.
+    pub fn route_needs_token(&self, preflight: bool) -> bool {
+        !preflight && matches!(&self.route, Ok(route) if route.requirement.needs_token())
+    }
+
+    /// Whether the request's token must be verified: for the deciding route, or for a shadow
+    /// rule (which must see what it would decide, though it decides nothing).
+    pub fn needs_token(&self, preflight: bool) -> bool {
+        self.route_needs_token(preflight)
+            || self
+                .shadows
+                .iter()
+                .any(|rule| rule.requirement().needs_token())
+    }
+
+    /// The decision, and what each of [`Resolved::shadows`] would decide, in order. A refused
+    /// path is a [`Denial::BadPath`]; a preflight let through is an anonymous allow; a route that
+    /// needs no token is decided without `auth`, so nothing done for a shadow rule (a token
+    /// that fails, a verification that times out) can change the answer.
+    pub fn decide(&self, preflight: bool, auth: AuthOutcome) -> (Decision, Vec<Decision>) {
+        let under = |requirement: &Requirement, auth: &AuthOutcome| match auth {
+            AuthOutcome::TimedOut if requirement.needs_token() => Decision::Deny(Denial::TimedOut),
+            AuthOutcome::Done(auth) if requirement.needs_token() => {
+                decide(requirement, Some(auth.clone()))
+            }
+            _ => decide(requirement, None),
+        };
+        let shadows = self
+            .shadows
+            .iter()
+            .map(|rule| under(rule.requirement(), &auth))
+            .collect();
+        let decision = match &self.route {
+            Err(e) => Decision::Deny(Denial::BadPath(*e)),
+            Ok(_) if preflight => Decision::Allow(None),
+            // The one authentication outcome moves into the decision: no copy on this path.
+            Ok(route) => match auth {
+                AuthOutcome::Done(auth) if route.requirement.needs_token() => {
+                    decide(route.requirement, Some(auth))
+                }
+                auth => under(route.requirement, &auth),
+            },
+        };
+        (decision, shadows)
+    }
+}
+
 /// A spelling of a request that scopegate reached under another reading than the one it decides
 /// by, and the rule (or default, `None`) that reading reaches: see [`Policy::route`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1177,6 +1240,113 @@ mod tests {
             let err = Policy::new(rules.clone(), Requirement::Public).expect_err(key);
             assert_eq!(err.key(), *key, "{err}");
         }
+    }
+
+    /// What the enforced rule and each shadow rule decide, for every authentication outcome:
+    /// nothing done for a shadow rule (a failed token, a timeout) reaches the enforced answer.
+    #[test]
+    fn resolved_requests_are_decided_and_shadow_rules_only_reported() {
+        use AuthOutcome::*;
+        let read = || Requirement::AnyScope(vec!["read".into()]);
+        let p = Policy::new(
+            vec![
+                rule("rules[0]", PathMatch::Prefix("/".into()), None, read()).shadowed(true),
+                rule(
+                    "rules[1]",
+                    PathMatch::Exact("/status".into()),
+                    None,
+                    Requirement::Public,
+                ),
+                rule("rules[2]", PathMatch::Exact("/items".into()), None, read()),
+            ],
+            Requirement::Deny,
+        )
+        .expect("valid");
+        let good = || Done(Ok(VerifiedClaims::for_tests(Some("u"), &["read"])));
+        let bad = || Done(Err(AuthError::KeysUnavailable));
+        let timed_out = Decision::Deny(Denial::TimedOut);
+        let unavailable = Decision::Deny(Denial::Unauthenticated(AuthError::KeysUnavailable));
+        let allowed = Decision::Allow(Some(VerifiedClaims::for_tests(Some("u"), &["read"])));
+        // (path, preflight, authentication, needs a token, decision, the shadow rule's)
+        let cases = [
+            (
+                "/status",
+                false,
+                TimedOut,
+                true,
+                Decision::Allow(None),
+                timed_out.clone(),
+            ),
+            (
+                "/status",
+                false,
+                bad(),
+                true,
+                Decision::Allow(None),
+                unavailable.clone(),
+            ),
+            (
+                "/status",
+                false,
+                good(),
+                true,
+                Decision::Allow(None),
+                allowed.clone(),
+            ),
+            (
+                "/items",
+                false,
+                TimedOut,
+                true,
+                timed_out.clone(),
+                timed_out.clone(),
+            ),
+            (
+                "/items",
+                false,
+                bad(),
+                true,
+                unavailable.clone(),
+                unavailable.clone(),
+            ),
+            (
+                "/items",
+                false,
+                good(),
+                true,
+                allowed.clone(),
+                allowed.clone(),
+            ),
+            (
+                "/items",
+                true,
+                TimedOut,
+                true,
+                Decision::Allow(None),
+                timed_out.clone(),
+            ),
+        ];
+        for (path, preflight, auth, needs, decision, would) in cases {
+            let resolved = p.resolve("GET", path);
+            assert_eq!(resolved.needs_token(preflight), needs, "{path}");
+            assert_eq!(
+                resolved.route_needs_token(preflight),
+                path == "/items" && !preflight
+            );
+            let label = format!("{path} {preflight} {auth:?}");
+            assert_eq!(
+                resolved.decide(preflight, auth),
+                (decision, vec![would]),
+                "{label}"
+            );
+        }
+        // A refused path: no route, no shadow rule.
+        let refused = p.resolve("GET", "/a/../items");
+        assert!(!refused.needs_token(false));
+        assert!(matches!(
+            refused.decide(false, NotAttempted),
+            (Decision::Deny(Denial::BadPath(_)), ref shadows) if shadows.is_empty()
+        ));
     }
 
     #[test]

@@ -228,3 +228,26 @@ async fn cors_preflights_pass_only_when_asked_for_and_only_real_ones() {
         }
     }
 }
+
+/// A shadow rule never changes an answer, not even when verifying the token it needs runs past
+/// the Check's deadline: the public route it shadows still answers 200 (and the shadow rule
+/// would have answered 503).
+#[tokio::test]
+async fn a_shadow_rules_timed_out_verification_leaves_the_enforced_answer_alone() {
+    let key = TestKey::generate("key-1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let gate = Scopegate::start_ready(
+        &jwks.url(),
+        "unknown_kid_wait_ms = 5000\n[server]\ncheck_timeout_ms = 200\n\
+         [[rules]]\nname = \"would need a token\"\npath = \"/status\"\nshadow = true\n\
+         [[rules]]\npath = \"/status\"\npublic = true\n",
+    )
+    .await;
+    jwks.set(Reply::Stall);
+    // A token under a kid the key set lacks: its verification waits on a refetch that stalls.
+    let token = TestKey::generate("rotated").mint(&claims("read"));
+    let answer = gate.ask("GET", "/status", Some(&bearer(&token))).await;
+    assert_eq!(answer.status(), 200, "{answer:?}");
+    answer.assert_allowed();
+    gate.stop().await;
+}
