@@ -183,7 +183,7 @@ async fn accept_loop(
 
 /// Whether an `accept` error means the process or system is out of something, in which case
 /// retrying at once only spins.
-fn out_of_resources(error: &io::Error) -> bool {
+pub(crate) fn out_of_resources(error: &io::Error) -> bool {
     // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux; other systems report the first two
     // the same way, and an unmatched code only loses the backoff, not the connection.
     matches!(error.raw_os_error(), Some(24 | 23 | 105 | 12))

@@ -478,10 +478,12 @@ pub async fn serve(
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(error) => {
-                // Out of file descriptors, or a connection reset before it was accepted: not a
-                // reason to stop serving, but no reason to spin either.
+                // Not a reason to stop serving. Out of file descriptors or memory, retrying at
+                // once would spin; a connection reset before it was accepted is just skipped.
                 tracing::debug!(%error, "metrics listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if crate::listener::out_of_resources(&error) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 continue;
             }
         };

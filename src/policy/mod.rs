@@ -621,8 +621,8 @@ impl Policy {
             let mut samples = vec![pattern.to_owned()];
             if !matches!(rule.path, PathMatch::Exact(_)) {
                 for exact in &exact_paths {
+                    // A respelling is a path the matcher takes as written.
                     if let Some(sample) = rule.path.respelled(exact)
-                        && rule.path.matches(&sample, Case::Sensitive)
                         && !samples.contains(&sample)
                     {
                         samples.push(sample);
