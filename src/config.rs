@@ -291,6 +291,24 @@ pub struct Config {
     policy: Policy,
     realm: String,
     server: ServerLimits,
+    warnings: Vec<ConfigWarning>,
+}
+
+/// Something a valid configuration does that is probably not what its author meant, or that
+/// leaves a gap open by design: reported by `check-config`, and logged at start-up and at every
+/// reload, but never refused, so that a configuration that starts keeps starting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The key (or keys, comma-separated) the warning is about, as written in the file.
+    pub key: String,
+    /// What is wrong and what to do about it, naming the values involved.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
 }
 
 /// One trusted issuer: what its tokens must satisfy, and where its keys come from.
@@ -1031,11 +1049,27 @@ impl RawConfig {
             policy,
             realm,
             server,
-        })
+            warnings: Vec::new(),
+        }
+        .with_warnings())
     }
 }
 
 impl Config {
+    /// The configuration with [`Config::warnings`] worked out: each check below looks at the
+    /// compiled values only, so it cannot disagree with what is enforced.
+    fn with_warnings(mut self) -> Config {
+        let warnings = Vec::new();
+        self.warnings = warnings;
+        self
+    }
+
+    /// What this configuration does that is allowed but probably unintended, or that leaves a
+    /// documented gap open: printed by `check-config`, logged at start-up and at every reload.
+    pub fn warnings(&self) -> &[ConfigWarning] {
+        &self.warnings
+    }
+
     /// gRPC listen address.
     pub fn listen(&self) -> &ListenAddr {
         &self.listen

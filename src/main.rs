@@ -280,6 +280,9 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
         scopegate::tls::server_config(files).context("invalid configuration")?;
     }
     println!("{config}");
+    for warning in config.warnings() {
+        println!("warning: {warning}");
+    }
     println!("configuration OK");
     Ok(())
 }

@@ -215,6 +215,7 @@ pub async fn serve_with(
         key_sets.update(&config)?.0,
     )));
 
+    log_config_warnings(&config);
     let limits = config.server().clone();
     warn_if_descriptors_run_out_first(limits.max_connections);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -601,6 +602,7 @@ async fn reload_loop(reloader: Reloader, stop: impl Future<Output = ()>) -> KeyS
         };
         let old = live.load_full();
         warn_about_restart_only_changes(old.config(), &new);
+        log_config_warnings(&new);
         // The TLS files are read again too (renewed certificates); unusable ones refuse the
         // whole reload. Turning TLS on or off needs a restart.
         let tls_config = match (&tls, new.tls()) {
@@ -651,6 +653,14 @@ async fn reload_loop(reloader: Reloader, stop: impl Future<Output = ()>) -> KeyS
 }
 
 /// Logs each setting that a reload cannot change, because it was bound or built at start-up.
+/// Logs each of the configuration's [`Config::warnings`], at start-up and for every configuration
+/// a reload compiles.
+fn log_config_warnings(config: &Config) {
+    for warning in config.warnings() {
+        tracing::warn!(key = %warning.key, "{}", warning.message);
+    }
+}
+
 fn warn_about_restart_only_changes(old: &Config, new: &Config) {
     if old.listen() != new.listen() {
         tracing::warn!(old = %old.listen(), new = %new.listen(), "`listen` changed: it takes effect only after a restart");
