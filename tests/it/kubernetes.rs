@@ -669,9 +669,130 @@ fn the_istio_resources_carry_what_scopegate_needs() {
         files,
         [
             "authorizationpolicy.yaml",
+            "destinationrule.yaml",
             "envoyfilter.yaml",
             "istiod-values.yaml"
         ]
+    );
+}
+
+/// The README's fenced YAML blocks, as written.
+fn readme_yaml_blocks() -> Vec<String> {
+    let readme = read("README.md");
+    readme
+        .split("```yaml\n")
+        .skip(1)
+        .map(|rest| {
+            rest.split_once("```")
+                .map(|(block, _)| block.to_string())
+                .expect("a closed yaml block")
+        })
+        .collect()
+}
+
+#[test]
+fn the_destinationrule_closes_idle_connections_first_and_originates_tls_with_scopegate() {
+    let path = "deploy/istio/destinationrule.yaml";
+    let text = read(path);
+    let rule = yaml(path);
+    assert_eq!(rule["kind"], "DestinationRule");
+    assert_eq!(rule["apiVersion"], "networking.istio.io/v1");
+    // The host the mesh's provider calls, so that the proxies' Checks are what it shapes.
+    let values = yaml("deploy/istio/istiod-values.yaml");
+    let provider = &values["meshConfig"]["extensionProviders"][0]["envoyExtAuthzGrpc"];
+    assert_eq!(rule["spec"]["host"], provider["service"]);
+    assert!(
+        rule["spec"].get("workloadSelector").is_none() && rule["spec"].get("subsets").is_none(),
+        "one rule for every proxy that sends Checks"
+    );
+
+    // The proxies end idle connections before scopegate would.
+    let config = configured();
+    let policy = &rule["spec"]["trafficPolicy"];
+    let idle = istio_duration(
+        policy["connectionPool"]["http"]["idleTimeout"]
+            .as_str()
+            .expect("connectionPool.http.idleTimeout"),
+    );
+    assert!(
+        idle < config.server().idle_timeout,
+        "the proxies' idleTimeout {idle:?} must be below server.idle_timeout_seconds {:?}",
+        config.server().idle_timeout
+    );
+
+    // TLS as scopegate serves it: plaintext while the ConfigMap's [tls] is commented out.
+    assert_eq!(
+        policy["tls"]["mode"],
+        if config.tls().is_some() {
+            "SIMPLE"
+        } else {
+            "DISABLE"
+        }
+    );
+    // The commented block that replaces it once [tls] is on originates TLS and checks the
+    // certificate against a CA and for a name.
+    let commented: String = text
+        .lines()
+        .skip_while(|line| line.trim() != "# tls:")
+        .take_while(|line| line.trim_start().starts_with('#'))
+        .map(|line| format!("{}\n", line.replacen("# ", "", 1)))
+        .collect();
+    let origination: Value = serde_yaml_ng::from_str(&commented)
+        .unwrap_or_else(|e| panic!("{path}: the commented tls block: {e}\n{commented}"));
+    let tls = &origination["tls"];
+    assert_eq!(tls["mode"], "SIMPLE", "{commented}");
+    assert!(
+        tls["caCertificates"]
+            .as_str()
+            .is_some_and(|f| f.starts_with('/'))
+    );
+    let sni = tls["sni"].as_str().expect("sni");
+    assert!(
+        tls["subjectAltNames"]
+            .as_array()
+            .expect("subjectAltNames")
+            .contains(&Value::from(sni)),
+        "the certificate is checked for the name the proxies ask for"
+    );
+    let host = rule["spec"]["host"].as_str().expect("host");
+    assert!(host.starts_with(sni), "{sni} names the Service {host}");
+
+    // README shows this file, not a second DestinationRule of its own.
+    let blocks = readme_yaml_blocks();
+    assert!(
+        blocks.contains(&text),
+        "README's Istio section shows {path} as it is"
+    );
+    assert_eq!(
+        blocks
+            .iter()
+            .filter(|block| block.contains("kind: DestinationRule"))
+            .count(),
+        1,
+        "one DestinationRule for the host"
+    );
+}
+
+#[test]
+fn the_readmes_allow_policy_admits_what_the_custom_policy_protects() {
+    // Behind a mesh-wide allow-nothing, a request scopegate allows still needs an ALLOW policy
+    // that matches it: the one README gives must select the CUSTOM policy's workload.
+    let custom = yaml("deploy/istio/authorizationpolicy.yaml");
+    let allows: Vec<Value> = readme_yaml_blocks()
+        .iter()
+        .filter(|block| block.contains("action: ALLOW"))
+        .map(|block| serde_yaml_ng::from_str(block).expect("README's ALLOW policy parses"))
+        .collect();
+    assert_eq!(allows.len(), 1, "README shows one ALLOW policy");
+    let allow = &allows[0];
+    assert_eq!(allow["kind"], "AuthorizationPolicy");
+    assert_eq!(allow["apiVersion"], custom["apiVersion"]);
+    assert_eq!(allow["spec"]["action"], "ALLOW");
+    assert_eq!(allow["spec"]["selector"], custom["spec"]["selector"]);
+    assert_ne!(name(allow), name(&custom), "a policy beside the CUSTOM one");
+    assert!(
+        !allow["spec"]["rules"].as_array().expect("rules").is_empty(),
+        "an ALLOW policy without rules allows nothing"
     );
 }
 
