@@ -3,8 +3,10 @@
 //! installs), the ConfigMap's `scopegate.toml` by `scopegate check-config`, and the manifests
 //! against that configuration and the Dockerfile (ports, probes, the config path, the user). The
 //! Istio resources in `deploy/istio` have no schemas there; they are parsed and their fields
-//! checked. Last, the binary runs the ConfigMap's configuration and answers the Deployment's
-//! probes as the kubelet needs while the identity provider is down.
+//! checked. The memory limit is checked against the worst case the ConfigMap's limits allow, by
+//! README's own numbers, and each kustomize component's patches are applied to the base and the
+//! result validated. Last, the binary runs the ConfigMap's configuration and answers the
+//! Deployment's probes as the kubelet needs while the identity provider is down.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -669,10 +671,390 @@ fn the_istio_resources_carry_what_scopegate_needs() {
         files,
         [
             "authorizationpolicy.yaml",
+            "destinationrule.yaml",
             "envoyfilter.yaml",
             "istiod-values.yaml"
         ]
     );
+}
+
+/// The README's fenced YAML blocks, as written.
+fn readme_yaml_blocks() -> Vec<String> {
+    let readme = read("README.md");
+    readme
+        .split("```yaml\n")
+        .skip(1)
+        .map(|rest| {
+            rest.split_once("```")
+                .map(|(block, _)| block.to_string())
+                .expect("a closed yaml block")
+        })
+        .collect()
+}
+
+#[test]
+fn the_destinationrule_closes_idle_connections_first_and_originates_tls_with_scopegate() {
+    let path = "deploy/istio/destinationrule.yaml";
+    let text = read(path);
+    let rule = yaml(path);
+    assert_eq!(rule["kind"], "DestinationRule");
+    assert_eq!(rule["apiVersion"], "networking.istio.io/v1");
+    // The host the mesh's provider calls, so that the proxies' Checks are what it shapes.
+    let values = yaml("deploy/istio/istiod-values.yaml");
+    let provider = &values["meshConfig"]["extensionProviders"][0]["envoyExtAuthzGrpc"];
+    assert_eq!(rule["spec"]["host"], provider["service"]);
+    assert!(
+        rule["spec"].get("workloadSelector").is_none() && rule["spec"].get("subsets").is_none(),
+        "one rule for every proxy that sends Checks"
+    );
+
+    // The proxies end idle connections before scopegate would.
+    let config = configured();
+    let policy = &rule["spec"]["trafficPolicy"];
+    let idle = istio_duration(
+        policy["connectionPool"]["http"]["idleTimeout"]
+            .as_str()
+            .expect("connectionPool.http.idleTimeout"),
+    );
+    assert!(
+        idle < config.server().idle_timeout,
+        "the proxies' idleTimeout {idle:?} must be below server.idle_timeout_seconds {:?}",
+        config.server().idle_timeout
+    );
+
+    // TLS as scopegate serves it: plaintext while the ConfigMap's [tls] is commented out.
+    assert_eq!(
+        policy["tls"]["mode"],
+        if config.tls().is_some() {
+            "SIMPLE"
+        } else {
+            "DISABLE"
+        }
+    );
+    // The commented block that replaces it once [tls] is on originates TLS and checks the
+    // certificate against a CA and for a name.
+    let commented: String = text
+        .lines()
+        .skip_while(|line| line.trim() != "# tls:")
+        .take_while(|line| line.trim_start().starts_with('#'))
+        .map(|line| format!("{}\n", line.replacen("# ", "", 1)))
+        .collect();
+    let origination: Value = serde_yaml_ng::from_str(&commented)
+        .unwrap_or_else(|e| panic!("{path}: the commented tls block: {e}\n{commented}"));
+    let tls = &origination["tls"];
+    assert_eq!(tls["mode"], "SIMPLE", "{commented}");
+    assert!(
+        tls["caCertificates"]
+            .as_str()
+            .is_some_and(|f| f.starts_with('/'))
+    );
+    let sni = tls["sni"].as_str().expect("sni");
+    assert!(
+        tls["subjectAltNames"]
+            .as_array()
+            .expect("subjectAltNames")
+            .contains(&Value::from(sni)),
+        "the certificate is checked for the name the proxies ask for"
+    );
+    let host = rule["spec"]["host"].as_str().expect("host");
+    assert!(host.starts_with(sni), "{sni} names the Service {host}");
+
+    // README shows this file, not a second DestinationRule of its own.
+    let blocks = readme_yaml_blocks();
+    assert!(
+        blocks.contains(&text),
+        "README's Istio section shows {path} as it is"
+    );
+    assert_eq!(
+        blocks
+            .iter()
+            .filter(|block| block.contains("kind: DestinationRule"))
+            .count(),
+        1,
+        "one DestinationRule for the host"
+    );
+}
+
+#[test]
+fn the_readmes_allow_policy_admits_what_the_custom_policy_protects() {
+    // Behind a mesh-wide allow-nothing, a request scopegate allows still needs an ALLOW policy
+    // that matches it: the one README gives must select the CUSTOM policy's workload.
+    let custom = yaml("deploy/istio/authorizationpolicy.yaml");
+    let allows: Vec<Value> = readme_yaml_blocks()
+        .iter()
+        .filter(|block| block.contains("action: ALLOW"))
+        .map(|block| serde_yaml_ng::from_str(block).expect("README's ALLOW policy parses"))
+        .collect();
+    assert_eq!(allows.len(), 1, "README shows one ALLOW policy");
+    let allow = &allows[0];
+    assert_eq!(allow["kind"], "AuthorizationPolicy");
+    assert_eq!(allow["apiVersion"], custom["apiVersion"]);
+    assert_eq!(allow["spec"]["action"], "ALLOW");
+    assert_eq!(allow["spec"]["selector"], custom["spec"]["selector"]);
+    assert_ne!(name(allow), name(&custom), "a policy beside the CUSTOM one");
+    assert!(
+        !allow["spec"]["rules"].as_array().expect("rules").is_empty(),
+        "an ALLOW policy without rules allows nothing"
+    );
+}
+
+/// Bytes in a size as README writes it (`64 KiB`, `32 MiB`, `12.6 GiB`).
+fn readme_size(text: &str) -> f64 {
+    let (number, unit) = text.trim().split_once(' ').expect("a number and a unit");
+    let number: f64 = number.parse().unwrap_or_else(|_| panic!("a size: {text}"));
+    let unit = match unit {
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => panic!("a unit: {other}"),
+    };
+    number * unit
+}
+
+/// Bytes in a Kubernetes memory quantity with a binary suffix (`64Mi`, `1Gi`).
+fn quantity(text: &str) -> u64 {
+    let at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(at);
+    let number: u64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("a quantity: {text}"));
+    let unit = match suffix {
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        other => panic!("{text}: a binary suffix, not {other:?}"),
+    };
+    number * unit
+}
+
+/// The memory items of README's Limits section: (first column, second column) of each row.
+fn readme_memory_items() -> Vec<(String, String)> {
+    let readme = read("README.md");
+    let table = readme
+        .split_once("| memory item | counted as |")
+        .expect("README Limits has the memory table")
+        .1;
+    table
+        .lines()
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            (cells[1].to_string(), cells[2].to_string())
+        })
+        .collect()
+}
+
+/// What clients can make one process hold with `limits`, by README's memory items.
+fn worst_case(items: &[(String, String)], limits: &scopegate::config::ServerLimits) -> f64 {
+    let item = |start: &str| {
+        items
+            .iter()
+            .find(|(what, _)| what.starts_with(start))
+            .map(|(_, counted)| counted.as_str())
+            .unwrap_or_else(|| panic!("README's memory table has a row {start}…"))
+    };
+    assert_eq!(item("one request message"), "`server.max_request_bytes`");
+    let at_rest = readme_size(item("at rest"));
+    let cache = readme_size(item("token cache"));
+    let connection = readme_size(item("one connection"));
+    let streams = f64::from(limits.max_concurrent_streams);
+    at_rest
+        + cache
+        + limits.max_connections as f64 * (connection + streams * limits.max_request_bytes as f64)
+}
+
+#[test]
+fn the_memory_limit_holds_the_worst_case_the_configured_limits_allow() {
+    let items = readme_memory_items();
+    assert_eq!(items.len(), 4, "{items:?}");
+    let config = configured();
+    let worst = worst_case(&items, config.server());
+    let deployment = manifest("Deployment");
+    let resources = &container(&deployment)["resources"];
+    let limit = quantity(
+        resources["limits"]["memory"]
+            .as_str()
+            .expect("a memory limit"),
+    );
+    let request = quantity(
+        resources["requests"]["memory"]
+            .as_str()
+            .expect("a memory request"),
+    );
+    let mib = |bytes: f64| bytes / f64::from(1u32 << 20);
+    assert!(
+        worst <= limit as f64,
+        "the ConfigMap's limits let clients make a pod hold {} MiB; its memory limit is {} MiB",
+        mib(worst),
+        mib(limit as f64)
+    );
+    assert!(request <= limit);
+    // configmap.yaml writes the arithmetic out, with README's cache budget; keep it true.
+    let text = read(&format!("{BASE}/configmap.yaml"));
+    let stated = format!("= {} MiB,", mib(worst));
+    assert!(text.contains(&stated), "configmap.yaml states {stated}");
+    let (_, cache) = items
+        .iter()
+        .find(|(what, _)| what.starts_with("token cache"))
+        .expect("the cache row");
+    assert!(text.contains(&format!("counts the cache at {cache}")));
+
+    // README's figure for the defaults holds too: the ConfigMap's text without its three
+    // connection limits compiles to them.
+    let defaults_text: String = configured_text()
+        .lines()
+        .filter(|line| {
+            ![
+                "max_connections",
+                "max_concurrent_streams",
+                "max_request_bytes",
+            ]
+            .iter()
+            .any(|key| line.starts_with(key))
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let defaults = RawConfig::from_toml(&defaults_text, CONFIG_KEY)
+        .and_then(RawConfig::compile)
+        .expect("compiles");
+    let figure = format!(
+        "{:.1} GiB",
+        worst_case(&items, defaults.server()) / f64::from(1u32 << 30)
+    );
+    assert!(
+        read("README.md").contains(&format!("the defaults that is {figure}")),
+        "README states {figure} for the defaults"
+    );
+}
+
+/// Applies one component patch (a JSON Patch, RFC 6902, of `add` operations) to `target`.
+fn apply_patch(target: &mut Value, patch: &str) {
+    let operations: Vec<Value> = serde_yaml_ng::from_str(patch).expect("a JSON Patch");
+    assert!(!operations.is_empty());
+    for operation in operations {
+        assert_eq!(operation["op"], "add", "{operation}");
+        let path = operation["path"].as_str().expect("path");
+        let (parent, last) = path.rsplit_once('/').expect("a JSON Pointer");
+        let parent = target
+            .pointer_mut(parent)
+            .unwrap_or_else(|| panic!("{path}: no {parent} in the base"));
+        let value = operation["value"].clone();
+        match (parent, last) {
+            (Value::Array(items), "-") => items.push(value),
+            (Value::Object(fields), key) => {
+                fields.insert(key.to_string(), value);
+            }
+            (_, _) => panic!("{path}: an append to a list or a field of an object"),
+        }
+    }
+}
+
+#[test]
+fn each_component_patches_the_base_into_manifests_that_validate() {
+    let config = configured();
+    let deployment = manifest("Deployment");
+    let readme = read("README.md");
+    let components = files_in(&format!("{BASE}/components"));
+    assert!(!components.is_empty());
+    let dir = tempfile::tempdir().expect("dir");
+    let mut files = Vec::new();
+    for component in &components {
+        let path = format!("{BASE}/components/{component}/kustomization.yaml");
+        assert_eq!(
+            files_in(&format!("{BASE}/components/{component}")),
+            ["kustomization.yaml"],
+            "{path}: the patches live in the component"
+        );
+        let document = yaml(&path);
+        assert_eq!(document["apiVersion"], "kustomize.config.k8s.io/v1alpha1");
+        assert_eq!(document["kind"], "Component", "{path}");
+        assert!(
+            readme.contains(&format!("`components/{component}`")),
+            "README names {component}"
+        );
+        let patches = document["patches"].as_array().expect("patches");
+        assert!(!patches.is_empty(), "{path}");
+        for patch in patches {
+            let kind = patch["target"]["kind"].as_str().expect("target.kind");
+            let mut patched = manifest(kind);
+            assert_eq!(patch["target"]["name"], name(&patched), "{path}");
+            let before = patched.clone();
+            apply_patch(
+                &mut patched,
+                patch["patch"].as_str().expect("an inline patch"),
+            );
+            match kind {
+                // Only more peers for the Checks: the rule of the gRPC port gains `from`
+                // entries, each a namespace and a pod selector, and nothing else changes.
+                "NetworkPolicy" => {
+                    let rules = |policy: &Value| policy["spec"]["ingress"].clone();
+                    let (old, new) = (rules(&before), rules(&patched));
+                    assert_eq!(old.as_array().map(Vec::len), new.as_array().map(Vec::len));
+                    let grpc = &new[0];
+                    let ports: Vec<u64> = grpc["ports"]
+                        .as_array()
+                        .expect("ports")
+                        .iter()
+                        .map(|port| resolve(&port["port"], &deployment))
+                        .collect();
+                    assert_eq!(ports, [u64::from(tcp_listen(&config).port())], "{path}");
+                    let peers = grpc["from"].as_array().expect("from");
+                    let old_peers = old[0]["from"].as_array().expect("from");
+                    assert!(peers.len() > old_peers.len(), "{path}");
+                    assert_eq!(&peers[..old_peers.len()], &old_peers[..]);
+                    for peer in &peers[old_peers.len()..] {
+                        assert!(peer.get("namespaceSelector").is_some(), "{path}: {peer}");
+                        assert!(
+                            peer["podSelector"]["matchLabels"]
+                                .as_object()
+                                .is_some_and(|labels| !labels.is_empty()),
+                            "{path}: {peer} names the proxies' pods"
+                        );
+                    }
+                    let mut rest = patched.clone();
+                    rest["spec"]["ingress"][0]["from"] = old[0]["from"].clone();
+                    assert_eq!(rest, before, "{path}: only peers are added");
+                }
+                // A second metric: the open connections per pod, aiming below the cap.
+                "HorizontalPodAutoscaler" => {
+                    let metrics = patched["spec"]["metrics"].as_array().expect("metrics");
+                    assert_eq!(
+                        &metrics[..1],
+                        before["spec"]["metrics"].as_array().expect("metrics")
+                    );
+                    let pods = metrics
+                        .iter()
+                        .find(|m| m["type"] == "Pods")
+                        .expect("a Pods metric");
+                    assert_eq!(pods["pods"]["metric"]["name"], "scopegate_connections");
+                    assert_eq!(pods["pods"]["target"]["type"], "AverageValue");
+                    let target: usize = pods["pods"]["target"]["averageValue"]
+                        .as_str()
+                        .expect("a quantity")
+                        .parse()
+                        .expect("a whole number of connections");
+                    assert!(
+                        target < config.server().max_connections,
+                        "{path}: pods added before the cap of {} is reached",
+                        config.server().max_connections
+                    );
+                }
+                other => panic!("{path}: patches a {other}"),
+            }
+            let file = dir.path().join(format!("{component}-{kind}.yaml"));
+            std::fs::write(&file, serde_yaml_ng::to_string(&patched).expect("yaml"))
+                .expect("write");
+            files.push(file);
+        }
+    }
+    if let Err(report) = validate(&files) {
+        panic!(
+            "kubernetes-validate {KUBERNETES_VERSION} --strict on the patched manifests:\n{report}"
+        );
+    }
 }
 
 /// The status `service` reports on the plaintext health listener at `addr`.
