@@ -652,7 +652,6 @@ async fn reload_loop(reloader: Reloader, stop: impl Future<Output = ()>) -> KeyS
     }
 }
 
-/// Logs each setting that a reload cannot change, because it was bound or built at start-up.
 /// Logs each of the configuration's [`Config::warnings`], at start-up and for every configuration
 /// a reload compiles.
 fn log_config_warnings(config: &Config) {
@@ -661,6 +660,7 @@ fn log_config_warnings(config: &Config) {
     }
 }
 
+/// Logs each setting that a reload cannot change, because it was bound or built at start-up.
 fn warn_about_restart_only_changes(old: &Config, new: &Config) {
     if old.listen() != new.listen() {
         tracing::warn!(old = %old.listen(), new = %new.listen(), "`listen` changed: it takes effect only after a restart");
