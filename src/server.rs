@@ -192,6 +192,7 @@ pub async fn serve_with(
     let local = listener.describe();
     let config = Arc::new(config);
     let metrics = Metrics::new();
+    metrics.configured(&config);
     // TLS files are read before anything is served, so an unusable certificate fails start-up.
     let tls: Option<listener::TlsSlot> = match config.tls() {
         Some(files) => Some(Arc::new(ArcSwap::new(crate::tls::server_config(files)?))),
@@ -321,13 +322,17 @@ pub async fn serve_with(
             let served = tonic::transport::Server::builder()
                 .max_concurrent_streams(4)
                 .add_service(service)
-                .serve_with_incoming_shutdown(listener::incoming(listener, limits, None), stop)
+                .serve_with_incoming_shutdown(
+                    listener::incoming(listener, limits, None, None),
+                    stop,
+                )
                 .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "health listener failed");
             }
         })
     });
+    let connections = metrics.connections();
     let service = AuthorizationService::with_live(Arc::clone(&live), metrics);
     // Once shutdown starts, connections get GOAWAY and in-flight calls may finish; a client that
     // keeps its connection open anyway must not hold the process forever.
@@ -361,6 +366,7 @@ pub async fn serve_with(
                     idle_timeout: limits.idle_timeout,
                 },
                 tls,
+                Some(connections),
             ),
             shutdown,
         );
