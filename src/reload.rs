@@ -82,10 +82,28 @@ impl Default for Requests {
     }
 }
 
-/// Whether a directory event can mean that a file's content changed: a file created, written
-/// and closed, renamed (the `..data` swap of a ConfigMap mount, an editor's rename over the
-/// file), removed, or written to. Opening, reading, closing without writing and metadata
-/// changes cannot, and the reload's own reads of the configuration and TLS files cause exactly
+/// The name beside the configuration file through which Kubernetes updates a mounted ConfigMap:
+/// the file is a symlink into `..data`, itself a symlink that the kubelet swaps by rename.
+const CONFIGMAP_DATA: &str = "..data";
+
+/// Whether a directory event can change the configuration file's content: an event of a kind
+/// that can ([`can_change_content`]) on the file itself or on `..data`, or one that names no
+/// file (a rescan after lost events). Events on other files are not: whoever writes beside
+/// the configuration (a log, renewed TLS files, which a SIGHUP takes up) would otherwise make
+/// every write a reread.
+fn concerns(event: &notify::Event, file: &std::ffi::OsStr) -> bool {
+    can_change_content(&event.kind)
+        && (event.paths.is_empty()
+            || event.paths.iter().any(|path| {
+                path.file_name()
+                    .is_some_and(|name| name == file || name == CONFIGMAP_DATA)
+            }))
+}
+
+/// Whether a directory event of this kind can mean that a file's content changed: a file
+/// created, written and closed, renamed (the `..data` swap of a ConfigMap mount, an editor's
+/// rename over the file), removed, or written to. Opening, reading, closing without writing and
+/// metadata changes cannot, and the reload's own reads of the configuration file cause exactly
 /// those: reacting to them would make every read ask for the next. Kinds a backend reports
 /// without detail, and a rescan after lost events, count as changes.
 fn can_change_content(kind: &EventKind) -> bool {
@@ -126,20 +144,21 @@ impl Requests {
     }
 
     /// Watches the directory of `path` (not the file: Kubernetes swaps a symlink beside it, and
-    /// editors replace files by renaming), turning each burst of events that can change a
-    /// file's content into one request.
+    /// editors replace files by renaming), turning each burst of events that can change the
+    /// file's content ([`concerns`]) into one request.
     pub fn watch(&mut self, path: &Path) -> Result<(), notify::Error> {
         use notify::Watcher as _;
         let dir: PathBuf = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        let file = path.file_name().unwrap_or_default().to_os_string();
         let tx = self.sender();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                // Which file changed does not matter: the reload compares the config's bytes.
+                // A request is only a reason to look: the reload compares the file's bytes.
                 if let Ok(event) = event
-                    && can_change_content(&event.kind)
+                    && concerns(&event, &file)
                 {
                     tx.send(Trigger::FileChanged);
                 }
@@ -246,6 +265,36 @@ mod tests {
             (EventKind::Other, true),
         ] {
             assert_eq!(can_change_content(&kind), want, "{kind:?}");
+        }
+        let written = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        for (event, want) in [
+            (
+                notify::Event::new(written).add_path("/etc/sg/config.toml".into()),
+                true,
+            ),
+            (
+                notify::Event::new(written).add_path("/etc/sg/scopegate.log".into()),
+                false,
+            ),
+            (
+                notify::Event::new(written).add_path("/etc/sg/tls.crt".into()),
+                false,
+            ),
+            (
+                notify::Event::new(renamed)
+                    .add_path("/etc/sg/..data_tmp".into())
+                    .add_path("/etc/sg/..data".into()),
+                true,
+            ),
+            (
+                notify::Event::new(EventKind::Access(AccessKind::Open(AccessMode::Any)))
+                    .add_path("/etc/sg/config.toml".into()),
+                false,
+            ),
+            (notify::Event::new(EventKind::Other), true),
+        ] {
+            assert_eq!(concerns(&event, "config.toml".as_ref()), want, "{event:?}");
         }
     }
 
