@@ -145,7 +145,8 @@ impl Requests {
 
     /// Watches the directory of `path` (not the file: Kubernetes swaps a symlink beside it, and
     /// editors replace files by renaming), turning each burst of events that can change the
-    /// file's content ([`concerns`]) into one request.
+    /// file's content into one request: events on the file itself or on the `..data` symlink
+    /// beside it, never reads, and never other files in the directory.
     pub fn watch(&mut self, path: &Path) -> Result<(), notify::Error> {
         use notify::Watcher as _;
         let dir: PathBuf = match path.parent() {
