@@ -8,7 +8,8 @@
 //!
 //! - At most `max_connections` are open at once. A semaphore permit travels with each connection
 //!   (handshake included) and is released when it closes; beyond the cap a new connection is
-//!   closed at once, so its client fails fast instead of hanging.
+//!   closed at once, so its client fails fast instead of hanging. The permits held are what the
+//!   `scopegate_connections` gauge shows, when one is given.
 //! - The 24-byte HTTP/2 client preface must arrive within `handshake_timeout`, or the connection
 //!   is closed; so is one that sends anything else (the server speaks only HTTP/2). The preface is
 //!   replayed to tonic, which reads it as if from the socket.
@@ -32,6 +33,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -105,22 +107,53 @@ impl Bound {
 }
 
 /// The accepted, HTTP/2-speaking connections of `listener`, for tonic's
-/// `serve_with_incoming_shutdown`; over TLS when `tls` is given (TCP only). The accept loop runs
-/// until the stream is dropped.
+/// `serve_with_incoming_shutdown`; over TLS when `tls` is given (TCP only). `open`, when given,
+/// follows the number of connections holding a slot under the cap. The accept loop runs until
+/// the stream is dropped.
 pub fn incoming(
     listener: impl Into<Bound>,
     limits: Limits,
     tls: Option<TlsSlot>,
+    open: Option<Gauge>,
 ) -> ReceiverStream<io::Result<Connection>> {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener.into(), limits, tls, tx));
+    tokio::spawn(accept_loop(listener.into(), limits, tls, open, tx));
     ReceiverStream::new(rx)
+}
+
+/// One connection's place under the cap: its semaphore permit, counted in the gauge of open
+/// connections from when it is taken until it is dropped with the connection (or with a
+/// handshake that failed).
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: Option<Gauge>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, open: Option<Gauge>) -> Slot {
+        if let Some(open) = &open {
+            open.inc();
+        }
+        Slot {
+            _permit: permit,
+            open,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(open) = &self.open {
+            open.dec();
+        }
+    }
 }
 
 async fn accept_loop(
     listener: Bound,
     limits: Limits,
     tls: Option<TlsSlot>,
+    open: Option<Gauge>,
     tx: mpsc::Sender<io::Result<Connection>>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -171,6 +204,7 @@ async fn accept_loop(
             drop(transport);
             continue;
         };
+        let permit = Slot::new(permit, open.clone());
         let (tx, limits) = (tx.clone(), limits.clone());
         let tls = tls.as_ref().map(|slot| slot.load_full());
         tokio::spawn(async move {
@@ -195,7 +229,7 @@ pub(crate) fn out_of_resources(error: &io::Error) -> bool {
 async fn handshake(
     transport: Transport,
     remote: String,
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
     limits: &Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Option<Connection> {
@@ -329,11 +363,11 @@ pub struct Connection {
     idle_timeout: Duration,
     last_request: Instant,
     idle: Pin<Box<Sleep>>,
-    _permit: OwnedSemaphorePermit,
+    _permit: Slot,
 }
 
 impl Connection {
-    fn new(stream: Transport, permit: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
+    fn new(stream: Transport, permit: Slot, idle_timeout: Duration) -> Self {
         let now = Instant::now();
         Connection {
             stream,

@@ -19,7 +19,16 @@
 //! | `scopegate_config_reloads_total` | `result` (`success`, `failure`) |
 //! | `scopegate_token_cache_requests_total` | `result` (`hit`, `miss`) |
 //! | `scopegate_shadow_decisions_total` | `rule` (a shadow rule), `decision` (what it would have decided) |
+//! | `scopegate_connections` (gauge) | none: open connections on the gRPC listener |
 //! | `scopegate_build_info` | `version` |
+//!
+//! A counter (or histogram) whose label values are all known in advance is exported at zero
+//! from the start, so that `increase()` and `rate()` see its first event: a series that appears
+//! with its first count has no earlier sample to count from. That is every family but
+//! `scopegate_checks_total`, whose `rule` and `reason` combine into many series most rules can
+//! never produce; per-issuer families start when the issuer's key set does, shadow rules' and
+//! the token cache's when a configuration with them takes effect. The timestamp of a last
+//! successful fetch has no value before one, so it stays absent until then.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -88,6 +97,17 @@ pub enum Trigger {
     stale,
 }
 
+impl Trigger {
+    /// Every value, for exporting their series at zero.
+    pub const ALL: [Trigger; 5] = [
+        Trigger::startup,
+        Trigger::scheduled,
+        Trigger::retry,
+        Trigger::unknown_kid,
+        Trigger::stale,
+    ];
+}
+
 /// How a fetch ended: the `result` label. A fixed set; the README lists every value.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -106,6 +126,19 @@ pub enum FetchResult {
     discovery_error,
     /// Parsing failed unexpectedly (a bug, reported rather than fatal).
     internal_error,
+}
+
+impl FetchResult {
+    /// Every value, for exporting their series at zero.
+    pub const ALL: [FetchResult; 7] = [
+        FetchResult::success,
+        FetchResult::network_error,
+        FetchResult::http_error,
+        FetchResult::too_large,
+        FetchResult::invalid,
+        FetchResult::discovery_error,
+        FetchResult::internal_error,
+    ];
 }
 
 /// The `result` label of verified-token cache lookups.
@@ -185,6 +218,17 @@ fn check_histogram() -> Histogram {
     Histogram::new(CHECK_BUCKETS)
 }
 
+/// Creates the series of `labels` in `family` at zero, if it has none yet (an existing series
+/// keeps its value).
+fn start_at_zero<S, M, C>(family: &Family<S, M, C>, labels: &S)
+where
+    S: Clone + std::hash::Hash + Eq,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    // Only the creation matters; the guard it returns is released at once.
+    drop(family.get_or_create(labels));
+}
+
 /// Every metric scopegate keeps, and the registry that exposes them. Cheap to clone (the
 /// metrics are shared handles); one per process.
 #[derive(Clone)]
@@ -199,6 +243,7 @@ pub struct Metrics {
     config_reloads: Family<ReloadLabels, Counter>,
     token_cache: Family<CacheLabels, Counter>,
     shadow_decisions: Family<ShadowLabels, Counter>,
+    connections: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -274,6 +319,13 @@ impl Metrics {
             "What each shadow rule would have decided for the requests it matched (not enforced)",
             shadow_decisions.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Open connections on the gRPC listener, TLS and HTTP/2 handshakes included \
+             (each holds one of server.max_connections)",
+            connections.clone(),
+        );
         registry.register(
             "build",
             "The running scopegate's version",
@@ -281,6 +333,13 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             }),
         );
+        // The label sets known now start at zero (see the module's documentation).
+        for decision in [Decision::allow, Decision::deny] {
+            start_at_zero(&check_duration, &DecisionLabels { decision });
+        }
+        for result in [ReloadResult::success, ReloadResult::failure] {
+            start_at_zero(&config_reloads, &ReloadLabels { result });
+        }
         Metrics {
             registry: Arc::new(registry),
             checks,
@@ -292,7 +351,35 @@ impl Metrics {
             config_reloads,
             token_cache,
             shadow_decisions,
+            connections,
         }
+    }
+
+    /// Exports at zero the series that `config` makes known: both decisions of every shadow
+    /// rule, and the token cache's results while the cache is on. Called for the configuration
+    /// at start-up and for each one a reload applies; series already there keep their counts.
+    pub fn configured(&self, config: &crate::config::Config) {
+        for rule in config.policy().rules().iter().filter(|r| r.is_shadow()) {
+            for decision in [Decision::allow, Decision::deny] {
+                start_at_zero(
+                    &self.shadow_decisions,
+                    &ShadowLabels {
+                        rule: Arc::clone(rule.name()),
+                        decision,
+                    },
+                );
+            }
+        }
+        if config.token_cache_size() > 0 {
+            for result in [CacheResult::hit, CacheResult::miss] {
+                start_at_zero(&self.token_cache, &CacheLabels { result });
+            }
+        }
+    }
+
+    /// The gauge of open connections on the gRPC listener, for the listener to keep.
+    pub fn connections(&self) -> Gauge {
+        self.connections.clone()
     }
 
     /// Counts what the shadow rule `rule` would have decided for one request.
@@ -341,12 +428,29 @@ impl Metrics {
             .inc();
     }
 
-    /// The handle through which one issuer's key set reports its fetches.
+    /// The handle through which one issuer's key set reports its fetches. The issuer's
+    /// counters (every trigger with every result) and its key count start at zero if they have
+    /// no series yet; existing ones are left as they are.
     pub fn issuer(&self, issuer: &str) -> IssuerMetrics {
-        IssuerMetrics {
+        let handle = IssuerMetrics {
             issuer: issuer.into(),
             metrics: Some(self.clone()),
+        };
+        for trigger in Trigger::ALL {
+            for result in FetchResult::ALL {
+                start_at_zero(
+                    &self.jwks_fetches,
+                    &FetchLabels {
+                        issuer: Arc::clone(&handle.issuer),
+                        trigger,
+                        result,
+                    },
+                );
+            }
         }
+        start_at_zero(&self.jwks_refetch_suppressed, &handle.labels());
+        start_at_zero(&self.jwks_keys, &handle.labels());
+        handle
     }
 
     /// The exposition, as `GET /metrics` answers it.
@@ -547,5 +651,107 @@ mod tests {
         }
         // A detached handle records nothing.
         IssuerMetrics::detached().fetched(Trigger::scheduled, FetchResult::success, Some(1));
+    }
+
+    fn config(extra: &str) -> crate::config::Config {
+        crate::config::RawConfig::from_toml(
+            &format!(
+                "issuer = \"https://issuer.example/\"\naudience = \"api\"\n\
+                 jwks_uri = \"https://issuer.example/jwks\"\n{extra}\n\
+                 [[rules]]\nname = \"trial\"\npath = \"/trial\"\nscopes = [\"a\"]\nshadow = true\n"
+            ),
+            "<test>",
+        )
+        .expect("parses")
+        .compile()
+        .expect("compiles")
+    }
+
+    /// Series whose label values are known before anything happens are exported at zero, so
+    /// that `increase()` sees their first event; known ones keep their counts when made known
+    /// again (a reload).
+    #[test]
+    fn label_sets_known_in_advance_start_at_zero() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        for sample in [
+            r#"scopegate_config_reloads_total{result="success"} 0"#,
+            r#"scopegate_config_reloads_total{result="failure"} 0"#,
+            r#"scopegate_check_duration_seconds_count{decision="allow"} 0"#,
+            r#"scopegate_check_duration_seconds_count{decision="deny"} 0"#,
+            "scopegate_connections 0",
+        ] {
+            assert!(text.contains(sample), "{sample} in\n{text}");
+        }
+        assert!(
+            !text.contains("scopegate_token_cache_requests_total{"),
+            "{text}"
+        );
+
+        let issuer = metrics.issuer("https://issuer.example/");
+        let config = config("");
+        metrics.configured(&config);
+        let text = metrics.encode();
+        for trigger in Trigger::ALL {
+            for result in FetchResult::ALL {
+                let labels = format!(
+                    r#"{{issuer="https://issuer.example/",trigger="{trigger:?}",result="{result:?}"}} 0"#
+                );
+                assert!(
+                    text.contains(&format!("scopegate_jwks_fetches_total{labels}")),
+                    "{labels} in\n{text}"
+                );
+            }
+        }
+        for sample in [
+            r#"scopegate_jwks_refetch_suppressed_total{issuer="https://issuer.example/"} 0"#,
+            r#"scopegate_jwks_keys{issuer="https://issuer.example/"} 0"#,
+            r#"scopegate_shadow_decisions_total{rule="trial",decision="allow"} 0"#,
+            r#"scopegate_shadow_decisions_total{rule="trial",decision="deny"} 0"#,
+            r#"scopegate_token_cache_requests_total{result="hit"} 0"#,
+            r#"scopegate_token_cache_requests_total{result="miss"} 0"#,
+        ] {
+            assert!(text.contains(sample), "{sample} in\n{text}");
+        }
+        // No last-success time before a success.
+        assert!(
+            !text.contains("scopegate_jwks_last_success_timestamp_seconds{"),
+            "{text}"
+        );
+
+        // Made known again (a kept issuer, a reload): the counts stay.
+        issuer.fetched(Trigger::startup, FetchResult::success, Some(3));
+        metrics.reload(ReloadResult::failure);
+        metrics.shadow(&"trial".into(), Decision::deny);
+        let _ = metrics.issuer("https://issuer.example/");
+        metrics.configured(&config);
+        let text = metrics.encode();
+        for sample in [
+            r#"scopegate_jwks_fetches_total{issuer="https://issuer.example/",trigger="startup",result="success"} 1"#,
+            r#"scopegate_jwks_keys{issuer="https://issuer.example/"} 3"#,
+            r#"scopegate_config_reloads_total{result="failure"} 1"#,
+            r#"scopegate_shadow_decisions_total{rule="trial",decision="deny"} 1"#,
+        ] {
+            assert!(text.contains(sample), "{sample} in\n{text}");
+        }
+
+        // The cache's series only while it is on.
+        let off = Metrics::new();
+        off.configured(&self::config("token_cache_size = 0"));
+        assert!(
+            !off.encode()
+                .contains("scopegate_token_cache_requests_total{")
+        );
+    }
+
+    /// The connection gauge handed to the listener is the exported one.
+    #[test]
+    fn the_connection_gauge_is_exported() {
+        let metrics = Metrics::new();
+        let open = metrics.connections();
+        open.inc();
+        open.inc();
+        open.dec();
+        assert!(metrics.encode().contains("scopegate_connections 1"));
     }
 }

@@ -1,12 +1,16 @@
 //! What asks for a configuration reload: SIGHUP, and (with `reload_on_change`) a change in the
 //! configuration file's directory, such as the `..data` symlink swap by which Kubernetes updates
 //! a mounted ConfigMap. Requests are coalesced: however many arrive while a reload runs, one
-//! more follows it. The reload itself is [`crate::server`]'s.
+//! more follows it, and a signal among them is never lost to a file change. The reload itself
+//! is [`crate::server`]'s.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use notify::EventKind;
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 
 /// Why a reload was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,10 +26,36 @@ pub enum Trigger {
 /// replaces a file in several steps, and reading between two of them would see half a change.
 pub const SETTLE: Duration = Duration::from_millis(250);
 
+/// The requests not yet taken, one flag per kind: a file change can never stand in for a
+/// signal, which rereads more (the TLS files too, and the file even when its bytes look
+/// unchanged).
+#[derive(Debug, Default)]
+struct Pending {
+    signal: AtomicBool,
+    file: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+/// A handle that asks for reloads. Cheap to clone; a request never waits and is never lost,
+/// only coalesced with one of its kind still waiting.
+#[derive(Clone, Debug)]
+pub struct Sender(Arc<Pending>);
+
+impl Sender {
+    /// Asks for a reload for `trigger`.
+    pub fn send(&self, trigger: Trigger) {
+        let flag = match trigger {
+            Trigger::Signal => &self.0.signal,
+            Trigger::FileChanged => &self.0.file,
+        };
+        flag.store(true, Ordering::SeqCst);
+        self.0.wake.notify_one();
+    }
+}
+
 /// The reload requests of one server. Dropping it stops the signal listener and the watcher.
 pub struct Requests {
-    tx: mpsc::Sender<Trigger>,
-    rx: mpsc::Receiver<Trigger>,
+    pending: Arc<Pending>,
     watcher: Option<notify::RecommendedWatcher>,
     signal_task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -52,14 +82,47 @@ impl Default for Requests {
     }
 }
 
+/// The name beside the configuration file through which Kubernetes updates a mounted ConfigMap:
+/// the file is a symlink into `..data`, itself a symlink that the kubelet swaps by rename.
+const CONFIGMAP_DATA: &str = "..data";
+
+/// Whether a directory event can change the configuration file's content: an event of a kind
+/// that can ([`can_change_content`]) on the file itself or on `..data`, or one that names no
+/// file (a rescan after lost events). Events on other files are not: whoever writes beside
+/// the configuration (a log, renewed TLS files, which a SIGHUP takes up) would otherwise make
+/// every write a reread.
+fn concerns(event: &notify::Event, file: &std::ffi::OsStr) -> bool {
+    can_change_content(&event.kind)
+        && (event.paths.is_empty()
+            || event.paths.iter().any(|path| {
+                path.file_name()
+                    .is_some_and(|name| name == file || name == CONFIGMAP_DATA)
+            }))
+}
+
+/// Whether a directory event of this kind can mean that a file's content changed: a file
+/// created, written and closed, renamed (the `..data` swap of a ConfigMap mount, an editor's
+/// rename over the file), removed, or written to. Opening, reading, closing without writing and
+/// metadata changes cannot, and the reload's own reads of the configuration file cause exactly
+/// those: reacting to them would make every read ask for the next. Kinds a backend reports
+/// without detail, and a rescan after lost events, count as changes.
+fn can_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Create(_)
+        | EventKind::Modify(_)
+        | EventKind::Remove(_)
+        | EventKind::Any
+        | EventKind::Other => true,
+    }
+}
+
 impl Requests {
     /// No source yet: see [`Requests::on_sighup`] and [`Requests::watch`].
     pub fn new() -> Requests {
-        // One slot: a request that finds it taken is already covered by the one waiting there.
-        let (tx, rx) = mpsc::channel(1);
         Requests {
-            tx,
-            rx,
+            pending: Arc::default(),
             watcher: None,
             signal_task: None,
         }
@@ -71,29 +134,34 @@ impl Requests {
     pub fn on_sighup(&mut self) -> std::io::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangups = signal(SignalKind::hangup())?;
-        let tx = self.tx.clone();
+        let tx = self.sender();
         self.signal_task = Some(tokio::spawn(async move {
             while hangups.recv().await.is_some() {
-                let _ = tx.try_send(Trigger::Signal);
+                tx.send(Trigger::Signal);
             }
         }));
         Ok(())
     }
 
     /// Watches the directory of `path` (not the file: Kubernetes swaps a symlink beside it, and
-    /// editors replace files by renaming), turning each burst of events into one request.
+    /// editors replace files by renaming), turning each burst of events that can change the
+    /// file's content into one request: events on the file itself or on the `..data` symlink
+    /// beside it, never reads, and never other files in the directory.
     pub fn watch(&mut self, path: &Path) -> Result<(), notify::Error> {
         use notify::Watcher as _;
         let dir: PathBuf = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let tx = self.tx.clone();
+        let file = path.file_name().unwrap_or_default().to_os_string();
+        let tx = self.sender();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                // Which file changed does not matter: the reload compares the config's bytes.
-                if event.is_ok() {
-                    let _ = tx.try_send(Trigger::FileChanged);
+                // A request is only a reason to look: the reload compares the file's bytes.
+                if let Ok(event) = event
+                    && concerns(&event, &file)
+                {
+                    tx.send(Trigger::FileChanged);
                 }
             })?;
         watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
@@ -102,39 +170,133 @@ impl Requests {
     }
 
     /// A sender for other sources (tests, an admin endpoint).
-    pub fn sender(&self) -> mpsc::Sender<Trigger> {
-        self.tx.clone()
+    pub fn sender(&self) -> Sender {
+        Sender(Arc::clone(&self.pending))
     }
 
-    /// The next request; file events are let settle for [`SETTLE`] first, and a signal among
-    /// them wins.
-    pub async fn next(&mut self) -> Option<Trigger> {
-        let mut trigger = self.rx.recv().await?;
-        if trigger == Trigger::FileChanged {
-            tokio::time::sleep(SETTLE).await;
-        }
-        while let Ok(more) = self.rx.try_recv() {
-            if more == Trigger::Signal {
-                trigger = Trigger::Signal;
+    /// The next request. A signal is taken at once and covers the file changes waiting with
+    /// it; file events are let settle for [`SETTLE`] first, and a signal that arrives
+    /// meanwhile wins.
+    pub async fn next(&mut self) -> Trigger {
+        let pending = &self.pending;
+        loop {
+            if pending.signal.swap(false, Ordering::SeqCst) {
+                // The signal's reload reads everything from here on, so the file changes seen
+                // so far are covered; any later one sets the flag again.
+                pending.file.store(false, Ordering::SeqCst);
+                return Trigger::Signal;
             }
+            if pending.file.load(Ordering::SeqCst) {
+                tokio::time::sleep(SETTLE).await;
+                pending.file.store(false, Ordering::SeqCst);
+                if pending.signal.swap(false, Ordering::SeqCst) {
+                    return Trigger::Signal;
+                }
+                return Trigger::FileChanged;
+            }
+            // A request made between the checks above and this wait leaves a permit behind, so
+            // it is not missed.
+            pending.wake.notified().await;
         }
-        Some(trigger)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use notify::event::{CreateKind, MetadataKind, RemoveKind, RenameMode};
 
     #[tokio::test(start_paused = true)]
-    async fn requests_coalesce_and_a_signal_wins() {
+    async fn requests_coalesce_and_a_signal_is_never_lost_to_a_file_change() {
         let mut requests = Requests::new();
         let tx = requests.sender();
-        tx.try_send(Trigger::FileChanged).expect("room for one");
-        assert!(tx.try_send(Trigger::Signal).is_err(), "one slot: covered");
-        assert_eq!(requests.next().await, Some(Trigger::FileChanged));
-        tx.try_send(Trigger::Signal).expect("room again");
-        assert_eq!(requests.next().await, Some(Trigger::Signal));
+        // A file change waiting, then a signal: the signal is what is taken, once.
+        tx.send(Trigger::FileChanged);
+        tx.send(Trigger::Signal);
+        assert_eq!(requests.next().await, Trigger::Signal);
+        // Several of one kind: one request.
+        tx.send(Trigger::FileChanged);
+        tx.send(Trigger::FileChanged);
+        assert_eq!(requests.next().await, Trigger::FileChanged);
+        tx.send(Trigger::Signal);
+        tx.send(Trigger::Signal);
+        assert_eq!(requests.next().await, Trigger::Signal);
+        // Nothing more is waiting.
+        let idle = tokio::time::timeout(Duration::from_secs(60), requests.next()).await;
+        assert!(idle.is_err(), "{idle:?}");
+    }
+
+    /// A signal arriving while file events settle wins over them.
+    #[tokio::test(start_paused = true)]
+    async fn a_signal_during_the_settle_wins() {
+        let mut requests = Requests::new();
+        let tx = requests.sender();
+        tx.send(Trigger::FileChanged);
+        let next = tokio::spawn(async move { requests.next().await });
+        tokio::time::sleep(SETTLE / 2).await;
+        tx.send(Trigger::Signal);
+        assert_eq!(next.await.expect("task"), Trigger::Signal);
+    }
+
+    #[test]
+    fn only_events_that_can_change_content_ask_for_a_reload() {
+        for (kind, want) in [
+            (EventKind::Access(AccessKind::Open(AccessMode::Any)), false),
+            (EventKind::Access(AccessKind::Read), false),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                false,
+            ),
+            (
+                EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+                false,
+            ),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                true,
+            ),
+            (EventKind::Create(CreateKind::File), true),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), true),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::From)), true),
+            (
+                EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any)),
+                true,
+            ),
+            (EventKind::Remove(RemoveKind::File), true),
+            (EventKind::Other, true),
+        ] {
+            assert_eq!(can_change_content(&kind), want, "{kind:?}");
+        }
+        let written = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        for (event, want) in [
+            (
+                notify::Event::new(written).add_path("/etc/sg/config.toml".into()),
+                true,
+            ),
+            (
+                notify::Event::new(written).add_path("/etc/sg/scopegate.log".into()),
+                false,
+            ),
+            (
+                notify::Event::new(written).add_path("/etc/sg/tls.crt".into()),
+                false,
+            ),
+            (
+                notify::Event::new(renamed)
+                    .add_path("/etc/sg/..data_tmp".into())
+                    .add_path("/etc/sg/..data".into()),
+                true,
+            ),
+            (
+                notify::Event::new(EventKind::Access(AccessKind::Open(AccessMode::Any)))
+                    .add_path("/etc/sg/config.toml".into()),
+                false,
+            ),
+            (notify::Event::new(EventKind::Other), true),
+        ] {
+            assert_eq!(concerns(&event, "config.toml".as_ref()), want, "{event:?}");
+        }
     }
 
     #[tokio::test]
@@ -149,9 +311,6 @@ mod tests {
         std::fs::write(&staged, "b").expect("write");
         std::fs::rename(&staged, &file).expect("rename");
         let next = tokio::time::timeout(Duration::from_secs(10), requests.next()).await;
-        assert_eq!(
-            next.expect("a request within 10 s"),
-            Some(Trigger::FileChanged)
-        );
+        assert_eq!(next.expect("a request within 10 s"), Trigger::FileChanged);
     }
 }

@@ -192,6 +192,7 @@ pub async fn serve_with(
     let local = listener.describe();
     let config = Arc::new(config);
     let metrics = Metrics::new();
+    metrics.configured(&config);
     // TLS files are read before anything is served, so an unusable certificate fails start-up.
     let tls: Option<listener::TlsSlot> = match config.tls() {
         Some(files) => Some(Arc::new(ArcSwap::new(crate::tls::server_config(files)?))),
@@ -321,13 +322,17 @@ pub async fn serve_with(
             let served = tonic::transport::Server::builder()
                 .max_concurrent_streams(4)
                 .add_service(service)
-                .serve_with_incoming_shutdown(listener::incoming(listener, limits, None), stop)
+                .serve_with_incoming_shutdown(
+                    listener::incoming(listener, limits, None, None),
+                    stop,
+                )
                 .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "health listener failed");
             }
         })
     });
+    let connections = metrics.connections();
     let service = AuthorizationService::with_live(Arc::clone(&live), metrics);
     // Once shutdown starts, connections get GOAWAY and in-flight calls may finish; a client that
     // keeps its connection open anyway must not hold the process forever.
@@ -361,6 +366,7 @@ pub async fn serve_with(
                     idle_timeout: limits.idle_timeout,
                 },
                 tls,
+                Some(connections),
             ),
             shutdown,
         );
@@ -529,15 +535,6 @@ impl KeySets {
     }
 }
 
-/// Reloads the configuration from `path` whenever `requests` asks, until `stop`; returns the key
-/// sets so that shutdown can stop their refreshers.
-///
-/// A valid file replaces the generation in force atomically (Checks already running finish on
-/// theirs); an invalid one is refused with an error naming the key, counted, and the old
-/// configuration stays. A change detected by the file watch is applied only if the file's bytes
-/// differ from those in force. Settings bound at start-up (`listen`, `metrics_listen`, the
-/// `[server]` limits but `check_timeout_ms`) keep their old values, with a warning that they
-/// need a restart.
 /// What the reload loop works with.
 struct Reloader {
     path: PathBuf,
@@ -550,37 +547,92 @@ struct Reloader {
     tls: Option<listener::TlsSlot>,
 }
 
-async fn reload_loop(reloader: Reloader, stop: impl Future<Output = ()>) -> KeySets {
-    let Reloader {
-        path,
-        mut requests,
-        live,
-        mut key_sets,
-        metrics,
-        fetched,
-        tls,
-    } = reloader;
+/// How one reload attempt ended.
+enum Attempt {
+    /// A file change, and the file's bytes are those in force: nothing to do.
+    Unchanged,
+    /// The new configuration is in force.
+    Applied,
+    /// Refused; the old configuration stays in force.
+    Refused(Refusal),
+}
+
+/// What a refusal was about: the file's bytes (none when it could not be read) and why.
+#[derive(PartialEq, Eq)]
+struct Refusal {
+    bytes: Option<Vec<u8>>,
+    error: String,
+}
+
+/// Reloads the configuration from `path` whenever `requests` asks, until `stop`; returns the key
+/// sets so that shutdown can stop their refreshers.
+///
+/// A valid file replaces the generation in force atomically (Checks already running finish on
+/// theirs); an invalid one is refused with an error naming the key, counted, and the old
+/// configuration stays. A change detected by the file watch is applied only if the file's bytes
+/// differ from those in force, and one that meets the same refusal as the attempt before it (the
+/// same bytes, the same error: a bad file left in place while something else in the directory
+/// changes) is neither counted nor logged again, so the failure count says how many bad
+/// versions were written. A signal always rereads everything, and its refusal always counts.
+/// Settings bound at start-up (`listen`, `metrics_listen`, the `[server]` limits but
+/// `check_timeout_ms`) keep their old values, with a warning that they need a restart.
+async fn reload_loop(mut reloader: Reloader, stop: impl Future<Output = ()>) -> KeySets {
     tokio::pin!(stop);
-    let mut in_force = std::fs::read(&path).ok();
+    let mut in_force = std::fs::read(&reloader.path).ok();
+    let mut last_refusal: Option<Refusal> = None;
     loop {
         let trigger = tokio::select! {
-            trigger = requests.next() => match trigger {
-                Some(trigger) => trigger,
-                None => return key_sets,
-            },
-            () = &mut stop => return key_sets,
+            trigger = reloader.requests.next() => trigger,
+            () = &mut stop => return reloader.key_sets,
         };
-        let bytes = match std::fs::read(&path) {
+        tracing::debug!(?trigger, "reload requested");
+        match reloader.attempt(trigger, &mut in_force).await {
+            Attempt::Unchanged | Attempt::Applied => last_refusal = None,
+            Attempt::Refused(refusal) => {
+                if trigger == reload::Trigger::FileChanged
+                    && last_refusal.as_ref() == Some(&refusal)
+                {
+                    tracing::debug!(
+                        ?trigger,
+                        "the same content meets the same refusal; not counted again"
+                    );
+                    continue;
+                }
+                reloader.metrics.reload(ReloadResult::failure);
+                tracing::error!(error = %refusal.error, ?trigger, "reload refused: the old configuration stays in force");
+                last_refusal = Some(refusal);
+            }
+        }
+    }
+}
+
+impl Reloader {
+    /// Reads, compiles and (unless refused) installs the configuration; `in_force` holds the
+    /// bytes of the file in force, and is updated when a new one is applied.
+    async fn attempt(
+        &mut self,
+        trigger: reload::Trigger,
+        in_force: &mut Option<Vec<u8>>,
+    ) -> Attempt {
+        let path = &self.path;
+        let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) => {
-                metrics.reload(ReloadResult::failure);
-                tracing::error!(path = %path.display(), error = %e, "reload refused: cannot read the configuration file; the old configuration stays in force");
-                continue;
+                return Attempt::Refused(Refusal {
+                    bytes: None,
+                    error: format!("cannot read the configuration file {}: {e}", path.display()),
+                });
             }
         };
         if trigger == reload::Trigger::FileChanged && in_force.as_deref() == Some(&bytes[..]) {
-            continue;
+            return Attempt::Unchanged;
         }
+        let refused = |bytes: Vec<u8>, error: &dyn std::fmt::Display| {
+            Attempt::Refused(Refusal {
+                bytes: Some(bytes),
+                error: error.to_string(),
+            })
+        };
         let compiled = std::str::from_utf8(&bytes)
             .map_err(|e| ConfigError::Invalid {
                 key: "(file)".into(),
@@ -594,61 +646,52 @@ async fn reload_loop(reloader: Reloader, stop: impl Future<Output = ()>) -> KeyS
             });
         let new = match compiled {
             Ok(config) => Arc::new(config),
-            Err(e) => {
-                metrics.reload(ReloadResult::failure);
-                tracing::error!(error = %e, ?trigger, "reload refused: the old configuration stays in force");
-                continue;
-            }
+            Err(e) => return refused(bytes, &e),
         };
-        let old = live.load_full();
+        let old = self.live.load_full();
         warn_about_restart_only_changes(old.config(), &new);
         log_config_warnings(&new);
         // The TLS files are read again too (renewed certificates); unusable ones refuse the
         // whole reload. Turning TLS on or off needs a restart.
-        let tls_config = match (&tls, new.tls()) {
+        let tls_config = match (&self.tls, new.tls()) {
             (Some(_), Some(files)) => match crate::tls::server_config(files) {
                 Ok(config) => Some(config),
-                Err(e) => {
-                    metrics.reload(ReloadResult::failure);
-                    tracing::error!(error = %e, "reload refused: the old configuration stays in force");
-                    continue;
-                }
+                Err(e) => return refused(bytes, &e),
             },
             _ => None,
         };
-        match key_sets.update(&new) {
-            Ok((sets, started)) => {
-                // New or changed issuers: let their first fetch finish (within its timeout)
-                // before their tokens are decided by the new configuration, so a reload does
-                // not answer them 503 in the meantime.
-                for jwks in &started {
-                    let within = jwks.settings().fetch_timeout + Duration::from_secs(1);
-                    if !jwks.first_attempt(within).await || !jwks.is_usable() {
-                        tracing::warn!(
-                            uri = %jwks.settings().uri,
-                            "a reloaded issuer's keys are not available yet; its tokens get 503 until they are"
-                        );
-                    }
-                }
-                if let (Some(slot), Some(config)) = (&tls, tls_config) {
-                    slot.store(config);
-                }
-                live.store(Arc::new(Generation::new(Arc::clone(&new), sets)));
-                in_force = Some(bytes);
-                metrics.reload(ReloadResult::success);
-                fetched.notify_one();
-                tracing::info!(
-                    ?trigger,
-                    issuers = new.issuers().len(),
-                    rules = new.policy().rules().len(),
-                    "configuration reloaded"
+        let (sets, started) = match self.key_sets.update(&new) {
+            Ok(updated) => updated,
+            Err(e) => return refused(bytes, &e),
+        };
+        // New or changed issuers: let their first fetch finish (within its timeout) before
+        // their tokens are decided by the new configuration, so a reload does not answer them
+        // 503 in the meantime.
+        for jwks in &started {
+            let within = jwks.settings().fetch_timeout + Duration::from_secs(1);
+            if !jwks.first_attempt(within).await || !jwks.is_usable() {
+                tracing::warn!(
+                    uri = %jwks.settings().uri,
+                    "a reloaded issuer's keys are not available yet; its tokens get 503 until they are"
                 );
             }
-            Err(e) => {
-                metrics.reload(ReloadResult::failure);
-                tracing::error!(error = %e, "reload refused: the old configuration stays in force");
-            }
         }
+        if let (Some(slot), Some(config)) = (&self.tls, tls_config) {
+            slot.store(config);
+        }
+        self.live
+            .store(Arc::new(Generation::new(Arc::clone(&new), sets)));
+        *in_force = Some(bytes);
+        self.metrics.configured(&new);
+        self.metrics.reload(ReloadResult::success);
+        self.fetched.notify_one();
+        tracing::info!(
+            ?trigger,
+            issuers = new.issuers().len(),
+            rules = new.policy().rules().len(),
+            "configuration reloaded"
+        );
+        Attempt::Applied
     }
 }
 

@@ -506,3 +506,211 @@ async fn the_metrics_listener_bounds_connections_idle_time_and_request_heads() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// The family names a scrape declares (`# TYPE` lines), spelt as the README's metrics table
+/// spells them: counters with `_total`, the info metric with `_info`, the others as declared.
+fn exposed_families(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .map(|rest| {
+            let mut fields = rest.split_whitespace();
+            let name = fields.next().expect("a family name");
+            match fields.next() {
+                Some("counter") => format!("{name}_total"),
+                Some("info") => format!("{name}_info"),
+                _ => name.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// The first column of the README's table under "### Metrics".
+fn readme_metrics_table() -> std::collections::BTreeSet<String> {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .expect("README");
+    let section = readme
+        .split("\n### Metrics\n")
+        .nth(1)
+        .expect("a Metrics section")
+        .split("\n#")
+        .next()
+        .unwrap_or_default();
+    section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A shadow rule, for `config`'s `extra`.
+const SHADOW_RULE: &str =
+    "[[rules]]\nname = \"trial\"\npath = \"/trial\"\nscopes = [\"t\"]\nshadow = true\n";
+
+/// The README's metrics table lists exactly the families a running server declares, both
+/// ways, so that neither can change without the other. A family is declared once it has a
+/// series (the encoder leaves empty ones out), so the server has loaded keys, has a shadow
+/// rule and has answered a Check.
+#[tokio::test]
+async fn the_readme_metrics_table_lists_exactly_the_exposed_families() {
+    let key = TestKey::generate("table-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let binary = Binary::start(
+        "metrics-table",
+        &config(&jwks.url(), SHADOW_RULE),
+        "info",
+        None,
+    )
+    .await;
+    binary.keys_loaded().await;
+    binary
+        .client()
+        .await
+        .check(request("GET", "/public", &[]))
+        .await
+        .expect("in-band answer");
+    let text = metrics_text(&binary.metrics_addr().await).await;
+    let exposed = exposed_families(&text);
+    let documented = readme_metrics_table();
+    let undocumented: Vec<_> = exposed.difference(&documented).collect();
+    let missing: Vec<_> = documented.difference(&exposed).collect();
+    assert!(
+        undocumented.is_empty() && missing.is_empty(),
+        "exposed but not in the README's metrics table: {undocumented:?}; \
+         in the table but not exposed: {missing:?}"
+    );
+}
+
+/// Whether the scrape has a sample named `metric` with exactly `labels`, whatever its value.
+fn has_series(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> bool {
+    scrape.samples.iter().any(|s| {
+        s.metric == metric
+            && s.labels.len() == labels.len()
+            && labels
+                .iter()
+                .all(|(k, v)| s.labels.get(k).is_some_and(|l| l == *v))
+    })
+}
+
+/// Before any reload, fetch failure or shadow decision, the counters whose label values are
+/// known are there at zero, so that `increase()` sees their first event; the checks counter,
+/// whose rule and reason are not known in advance together, is not.
+#[tokio::test]
+async fn counters_with_known_label_values_are_exported_at_zero_from_the_start() {
+    let key = TestKey::generate("zero-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let binary = Binary::start(
+        "metrics-zero",
+        &config(&jwks.url(), SHADOW_RULE),
+        "info",
+        None,
+    )
+    .await;
+    binary.keys_loaded().await;
+    let scrape = scrape(&binary.metrics_addr().await).await;
+    let zero = |metric: &str, labels: &[(&str, &str)]| {
+        assert!(
+            has_series(&scrape, metric, labels),
+            "{metric} {labels:?} is exported"
+        );
+        assert_eq!(sample(&scrape, metric, labels), 0.0, "{metric} {labels:?}");
+    };
+    for result in ["success", "failure"] {
+        zero("scopegate_config_reloads_total", &[("result", result)]);
+    }
+    for trigger in ["startup", "scheduled", "retry", "unknown_kid", "stale"] {
+        for result in [
+            "network_error",
+            "http_error",
+            "too_large",
+            "invalid",
+            "discovery_error",
+            "internal_error",
+        ] {
+            zero(
+                "scopegate_jwks_fetches_total",
+                &[("issuer", ISSUER), ("trigger", trigger), ("result", result)],
+            );
+        }
+    }
+    zero(
+        "scopegate_jwks_refetch_suppressed_total",
+        &[("issuer", ISSUER)],
+    );
+    for decision in ["allow", "deny"] {
+        zero(
+            "scopegate_shadow_decisions_total",
+            &[("rule", "trial"), ("decision", decision)],
+        );
+        zero(
+            "scopegate_check_duration_seconds",
+            &[("decision", decision)],
+        );
+    }
+    for result in ["hit", "miss"] {
+        zero(
+            "scopegate_token_cache_requests_total",
+            &[("result", result)],
+        );
+    }
+    zero("scopegate_connections", &[]);
+    // The one startup fetch that happened is counted, beside its zeros.
+    assert_eq!(
+        sample(
+            &scrape,
+            "scopegate_jwks_fetches_total",
+            &[
+                ("issuer", ISSUER),
+                ("trigger", "startup"),
+                ("result", "success")
+            ]
+        ),
+        1.0
+    );
+    assert!(
+        !scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "scopegate_checks_total"),
+        "no Check yet, no checks series"
+    );
+}
+
+/// `scopegate_connections` follows the connections open on the gRPC listener: it counts each
+/// client's connection while it is open, not the health-only listener's, and falls back once
+/// they close.
+#[tokio::test]
+async fn the_connection_gauge_follows_open_grpc_connections() {
+    let jwks = JwksServer::start(Reply::Stall).await;
+    let binary = Binary::start(
+        "metrics-connections",
+        &config(&jwks.url(), "health_listen = \"127.0.0.1:0\""),
+        "info",
+        None,
+    )
+    .await;
+    let metrics = binary.metrics_addr().await;
+    let health = binary
+        .wait_for_log("health (plaintext", Duration::from_secs(20))
+        .await;
+    let health = crate::common::binary::listen_address(&health).expect("health address");
+    let open = || async { sample(&scrape(&metrics).await, "scopegate_connections", &[]) };
+    assert_eq!(open().await, 0.0);
+    let first = binary.client().await;
+    let second = binary.client().await;
+    let _probe = tonic::transport::Channel::from_shared(format!("http://{health}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect to the health listener");
+    eventually("two open connections", Duration::from_secs(10), || async {
+        open().await == 2.0
+    })
+    .await;
+    drop((first, second));
+    eventually("no open connection", Duration::from_secs(10), || async {
+        open().await == 0.0
+    })
+    .await;
+}

@@ -270,3 +270,72 @@ async fn a_reload_that_changes_an_issuers_keys_fetches_them_and_stops_the_old_re
     );
     assert!(new_jwks.hits() >= 1);
 }
+
+/// With `reload_on_change`, nothing is read while nothing is written, and a bad version of the
+/// file is refused, counted and logged once, however long it stays and whatever else changes in
+/// the directory; the same bad bytes written again are not a new failure, but a SIGHUP always
+/// rereads and counts, and a good version is applied.
+#[tokio::test]
+async fn a_watched_file_is_read_only_when_it_changes_and_a_bad_version_counts_once() {
+    let key = TestKey::generate("idle-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let good = config(&jwks.url(), "read", "reload_on_change = true");
+    let bad = config(
+        &jwks.url(),
+        "read",
+        "reload_on_change = true\nleeway_seconds = 9999",
+    );
+    // Each request the reload loop takes is logged at debug.
+    let binary = Binary::start("reload-idle", &good, "info,scopegate::server=debug", None).await;
+    binary.keys_loaded().await;
+    let metrics = binary.metrics_addr().await;
+    let failures = || async {
+        sample(
+            &scrape(&metrics).await,
+            "scopegate_config_reloads_total",
+            &[("result", "failure")],
+        )
+    };
+    // A quiet period: the loop's own first read must not ask for another.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(binary.count_in_log("reload requested"), 0, "idle, unread");
+
+    replace(&binary.config_path(), &bad);
+    binary
+        .wait_for_log("reload refused", Duration::from_secs(10))
+        .await;
+    let requests = binary.count_in_log("reload requested");
+    // Another quiet period, the bad file in place: no more reads, refusals or counts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(binary.count_in_log("reload requested"), requests);
+    assert_eq!(binary.count_in_log("reload refused"), 1);
+    assert_eq!(failures().await, 1.0, "one bad write, one failure");
+
+    // The same bad bytes again (as a directory event with the file unchanged would read
+    // them): read, but not a new failure.
+    replace(&binary.config_path(), &bad);
+    binary
+        .wait_for_log("not counted again", Duration::from_secs(10))
+        .await;
+    assert_eq!(binary.count_in_log("reload refused"), 1);
+    assert_eq!(failures().await, 1.0);
+
+    // A signal always rereads, and its refusal always counts.
+    binary.sighup();
+    eventually("a second refusal", Duration::from_secs(10), || async {
+        binary.count_in_log("reload refused") == 2
+    })
+    .await;
+    assert_eq!(failures().await, 2.0);
+
+    replace(
+        &binary.config_path(),
+        &config(&jwks.url(), "write", "reload_on_change = true"),
+    );
+    binary
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    let mut client = binary.client().await;
+    assert_eq!(status(&mut client, &key.mint(&claims("write"))).await, 200);
+    assert_eq!(failures().await, 2.0);
+}

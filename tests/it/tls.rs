@@ -278,3 +278,67 @@ async fn renewed_certificates_are_taken_up_on_sighup() {
         Ok(200)
     );
 }
+
+/// Renewed certificates written into the watched configuration directory, and a SIGHUP right
+/// after: the directory's change is waiting when the signal comes, and must not stand in for
+/// it. The signal reloads everything (the file's bytes are unchanged) and the new certificate
+/// is served.
+#[tokio::test]
+async fn a_sighup_right_after_a_change_in_the_watched_directory_renews_the_certificates() {
+    let dir = tempfile::tempdir().expect("dir");
+    let first = generate(dir.path(), &hosts()).expect("certs");
+    let key = TestKey::generate("renew-watch-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let watched = "reload_on_change = true";
+    let binary = Binary::start(
+        "tls-renew-watched",
+        &config(&jwks.url(), &first, false, watched),
+        "info",
+        None,
+    )
+    .await;
+    binary.keys_loaded().await;
+    let good = key.mint(&claims("read"));
+
+    // Certificates in the configuration's own directory, taken up through the watch.
+    let config_dir = binary.config_path().parent().expect("dir").to_path_buf();
+    let second = generate(&config_dir, &hosts()).expect("certs");
+    let staged = config_dir.join("config.staged");
+    std::fs::write(&staged, config(&jwks.url(), &second, false, watched)).expect("write");
+    std::fs::rename(&staged, binary.config_path()).expect("rename");
+    binary
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    let second_ca = dir.path().join("second-ca.crt");
+    std::fs::copy(&second.ca_cert, &second_ca).expect("keep the second CA");
+    assert_eq!(
+        check_over_tls(&binary.addr, &second_ca, None, &good).await,
+        Ok(200)
+    );
+
+    // Renewed in place, then at once SIGHUP.
+    let renewed = generate(&config_dir, &hosts()).expect("certs");
+    binary.sighup();
+    eventually("the signal's reload", Duration::from_secs(10), || async {
+        binary.count_in_log("configuration reloaded") == 2
+    })
+    .await;
+    let line = binary
+        .log_text()
+        .lines()
+        .rfind(|line| line.contains("configuration reloaded"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("Signal"), "{line}");
+    assert_eq!(
+        check_over_tls(&binary.addr, &renewed.ca_cert, None, &good).await,
+        Ok(200),
+        "the renewed certificate is served"
+    );
+    assert!(
+        check_over_tls(&binary.addr, &second_ca, None, &good)
+            .await
+            .is_err(),
+        "the one before is not"
+    );
+}
