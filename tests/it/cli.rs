@@ -49,7 +49,11 @@ fn check_config_prints_the_compiled_rules_and_exits_0() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        stdout.contains("jwks_uri          https://tenant.example/.well-known/jwks.json"),
+        stdout.contains(
+            "jwks_uri          by OIDC discovery, \
+             https://tenant.example/.well-known/openid-configuration \
+             (if it answers 404: https://tenant.example/.well-known/jwks.json)"
+        ),
         "{stdout}"
     );
     assert!(
