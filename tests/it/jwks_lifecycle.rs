@@ -546,8 +546,8 @@ async fn a_discovery_document_naming_plain_http_keys_off_loopback_is_refused() {
     let config = |extra: &str| {
         scopegate::config::RawConfig::from_toml(
             &format!(
-                "issuer = {issuer:?}\naudience = \"{AUDIENCE}\"\njwks_fetch_timeout_seconds = 2\n\
-                 {extra}\n{RULES}"
+                "jwks_fetch_timeout_seconds = 2\n{RULES}\n\
+                 [[issuers]]\nissuer = {issuer:?}\naudience = \"{AUDIENCE}\"\n{extra}\n"
             ),
             "<test>",
         )
