@@ -386,3 +386,34 @@ async fn the_shorthand_finds_keys_by_discovery_and_falls_back_to_jwks_json_only_
     assert_eq!(broken.hits_on("/.well-known/jwks.json"), 0);
     gate.stop().await;
 }
+
+/// The fallback to `/.well-known/jwks.json` is logged as a warning once, not at every refresh
+/// (the real binary, refreshing every second).
+#[tokio::test]
+async fn the_shorthands_fallback_is_logged_once() {
+    let key = TestKey::generate("key-1");
+    let plain = JwksServer::start(Reply::Respond(404, vec![], vec![])).await;
+    plain.route("/.well-known/jwks.json", Reply::json(&jwks_of(&[&key])));
+    let binary = crate::common::binary::Binary::start(
+        "discovery-fallback",
+        &format!(
+            "listen = \"127.0.0.1:0\"\nissuer = {:?}\naudience = \"{AUDIENCE}\"\n\
+             jwks_refresh_seconds = 1\njwks_min_refresh_seconds = 1\n",
+            plain.url_of("/")
+        ),
+        "info",
+        None,
+    )
+    .await;
+    eventually("three loads", Duration::from_secs(20), || async {
+        binary.count_in_log("JWKS loaded") >= 3
+    })
+    .await;
+    assert_eq!(
+        binary.count_in_log("has no OIDC discovery document"),
+        1,
+        "{}",
+        binary.log_text()
+    );
+    assert!(plain.hits_on("/.well-known/openid-configuration") >= 3);
+}
