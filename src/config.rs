@@ -355,9 +355,8 @@ impl RawFetch {
                 ));
             }
             (Some(path), only) => {
-                let bundle = CaBundle::read(Path::new(&path)).map_err(|e| {
-                    invalid(format!("{prefix}ca_file"), &path, e.reason.to_string())
-                })?;
+                let bundle = CaBundle::read(Path::new(&path))
+                    .map_err(|e| invalid(format!("{prefix}ca_file"), &path, e.reason))?;
                 if only {
                     Trust::Only(bundle)
                 } else {

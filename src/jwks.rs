@@ -40,7 +40,8 @@ use crate::outbound::{self, FetchPolicy, GetError};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JwksSettings {
     /// The only URL keys are ever fetched from; with `discovery_issuer`, the only URL the
-    /// discovery document is fetched from (the keys then come from its `jwks_uri`).
+    /// discovery document is fetched from (the keys then come from its `jwks_uri`, or from
+    /// `fallback_uri` when it answers 404).
     pub uri: reqwest::Url,
     /// With OIDC discovery: the issuer the discovery document at `uri` must name exactly.
     pub discovery_issuer: Option<String>,
@@ -80,7 +81,8 @@ pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(10);
 /// Why a JWKS document could not be used at all (the previous key set, if any, stays in force).
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
-    /// Transport failure, timeout, or a refused redirect.
+    /// Transport failure, timeout, a refused redirect, a TLS server no trusted root vouches
+    /// for, or a URL the issuer's [`FetchPolicy`] refuses (nothing sent).
     #[error("fetching {uri} failed: {reason}")]
     Fetch {
         /// The configured URI.

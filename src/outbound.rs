@@ -24,11 +24,23 @@ use reqwest::header::{ACCEPT, HeaderValue};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 
-/// The certificates of a `ca_file`, read and checked once.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The certificates of a `ca_file`, read and checked once. Equal when read from the same path
+/// with the same certificates, so a renewed file makes a different bundle.
+#[derive(Clone, PartialEq, Eq)]
 pub struct CaBundle {
     path: PathBuf,
     certificates: Vec<CertificateDer<'static>>,
+}
+
+impl std::fmt::Debug for CaBundle {
+    /// The path and the count: the certificates' bytes would only bury the configuration's
+    /// debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaBundle")
+            .field("path", &self.path)
+            .field("certificates", &self.certificates.len())
+            .finish()
+    }
 }
 
 /// Why a `ca_file` cannot be used.

@@ -470,6 +470,8 @@ impl KeySets {
                 (None, client) => {
                     // Each issuer its own client: its own trusted roots, and no connection
                     // that another issuer's roots vouched for.
+                    // Built above for every issuer not kept; built here only should that
+                    // ever not hold, rather than start a refresher without a client.
                     let client = match client {
                         Some(client) => client,
                         None => jwks::http_client(&issuer.jwks)?,
