@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::jwks::JwksSettings;
+use crate::outbound::{CaBundle, FetchPolicy, Trust};
 use crate::policy::{PathMatch, Policy, PolicyError, Requirement, Rule, Template, normalize};
 use crate::tls::TlsFiles;
 use crate::token::is_http_token;
@@ -38,8 +39,17 @@ pub struct RawConfig {
     pub issuer: Option<String>,
     /// Accepted audience(s).
     pub audience: Option<StringOrList>,
-    /// JWKS URL; defaults to the issuer's `/.well-known/jwks.json`.
+    /// JWKS URL; absent: found by OIDC discovery (falling back to the issuer's
+    /// `/.well-known/jwks.json` when the issuer has no discovery document).
     pub jwks_uri: Option<String>,
+    /// Allow plain-http key sources on hosts that are not loopback: for the one-issuer
+    /// shorthand, and the default of every `[[issuers]]` entry. Default false.
+    pub allow_insecure_http: Option<bool>,
+    /// The one-issuer shorthand's PEM CA bundle, trusted for its discovery and JWKS fetches
+    /// besides the platform's roots.
+    pub ca_file: Option<String>,
+    /// Trust only `ca_file`'s CAs, not the platform's, for the one-issuer shorthand.
+    pub ca_file_only: Option<bool>,
     /// Clock skew tolerated on `exp`/`nbf`.
     pub leeway_seconds: Option<u64>,
     /// What unmatched requests need.
@@ -318,18 +328,63 @@ pub struct Issuer {
     pub expectations: Expectations,
     /// Its JWKS and how it is fetched and cached.
     pub jwks: JwksSettings,
+    /// Where it is written: `""` for the top-level shorthand, `issuers[i].` for an entry (so
+    /// that warnings name its keys).
+    prefix: String,
+}
+
+/// How one issuer's keys are fetched, as written: `allow_insecure_http` already resolved
+/// against the top level.
+struct RawFetch {
+    allow_insecure_http: bool,
+    ca_file: Option<String>,
+    ca_file_only: Option<bool>,
+}
+
+impl RawFetch {
+    /// The [`FetchPolicy`]; the CA file is read (and checked) now, so a missing or unusable one
+    /// is an error naming `{prefix}ca_file` and the path, at start-up and at every reload.
+    fn compile(self, prefix: &str) -> Result<FetchPolicy, ConfigError> {
+        let trust = match (self.ca_file, self.ca_file_only.unwrap_or(false)) {
+            (None, false) => Trust::Platform,
+            (None, true) => {
+                return Err(invalid(
+                    format!("{prefix}ca_file_only"),
+                    true,
+                    format!("needs {prefix}ca_file: it says whose CAs replace the platform's"),
+                ));
+            }
+            (Some(path), only) => {
+                let bundle = CaBundle::read(Path::new(&path))
+                    .map_err(|e| invalid(format!("{prefix}ca_file"), &path, e.reason))?;
+                if only {
+                    Trust::Only(bundle)
+                } else {
+                    Trust::PlatformAnd(bundle)
+                }
+            }
+        };
+        Ok(FetchPolicy {
+            allow_insecure_http: self.allow_insecure_http,
+            trust,
+        })
+    }
 }
 
 impl Issuer {
-    /// Compiles one issuer's identity (`{prefix}issuer`, `audience`, `jwks_uri`) with its token
-    /// rules. Without `jwks_uri`, the top-level shorthand derives the issuer's
-    /// `/.well-known/jwks.json` (Auth0's layout, as always), and an `[[issuers]]` entry uses
-    /// OIDC discovery: the issuer (trailing `/` removed) + `/.well-known/openid-configuration`.
+    /// Compiles one issuer's identity (`{prefix}issuer`, `audience`, `jwks_uri`, how its keys
+    /// are fetched) with its token rules. Without `jwks_uri`, keys are found by OIDC discovery:
+    /// the issuer (trailing `/` removed) + `/.well-known/openid-configuration`. For the
+    /// top-level shorthand only, a discovery document that answers 404 falls back to the
+    /// issuer's `/.well-known/jwks.json` (the shorthand's default before discovery, Auth0's
+    /// layout), so that nothing that worked then stops working. Every URL keys would be
+    /// fetched from must satisfy the issuer's [`FetchPolicy`].
     fn compile(
         prefix: &str,
         issuer: Option<String>,
         audience: Option<StringOrList>,
         jwks_uri: Option<String>,
+        fetch: RawFetch,
         rules: TokenRules,
         jwks_template: &JwksSettings,
     ) -> Result<Issuer, ConfigError> {
@@ -379,18 +434,42 @@ impl Issuer {
                     )
                 })
         };
-        let (jwks_uri, discovery_issuer) = match jwks_uri {
-            Some(uri) => (parse_http_url(&format!("{prefix}jwks_uri"), &uri)?, None),
-            None if prefix.is_empty() => (derive("/.well-known/jwks.json")?, None),
-            None => (
-                derive("/.well-known/openid-configuration")?,
-                Some(issuer.clone()),
-            ),
+        let fetch_policy = fetch.compile(prefix)?;
+        let (jwks_uri, discovery_issuer, fallback_uri) = match jwks_uri {
+            Some(uri) => {
+                let key = format!("{prefix}jwks_uri");
+                let url = parse_http_url(&key, &uri)?;
+                fetch_policy
+                    .permits(&url)
+                    .map_err(|e| invalid(key, &uri, e.to_string()))?;
+                (url, None, None)
+            }
+            None => {
+                let discovery = derive("/.well-known/openid-configuration")?;
+                fetch_policy.permits(&discovery).map_err(|e| {
+                    invalid(
+                        format!("{prefix}issuer"),
+                        &issuer,
+                        format!(
+                            "without jwks_uri its keys are found by OIDC discovery, and {e};                              or give an https {prefix}jwks_uri"
+                        ),
+                    )
+                })?;
+                let fallback = if prefix.is_empty() {
+                    Some(derive("/.well-known/jwks.json")?)
+                } else {
+                    None
+                };
+                (discovery, Some(issuer.clone()), fallback)
+            }
         };
         Ok(Issuer {
+            prefix: prefix.to_string(),
             jwks: JwksSettings {
                 uri: jwks_uri,
                 discovery_issuer,
+                fallback_uri,
+                fetch_policy,
                 algorithms: rules.algorithms.clone(),
                 ..jwks_template.clone()
             },
@@ -432,8 +511,16 @@ pub struct RawIssuer {
     pub issuer: Option<String>,
     /// Accepted audience(s).
     pub audience: Option<StringOrList>,
-    /// JWKS URL (required until OIDC discovery is supported).
+    /// JWKS URL; absent: found by OIDC discovery.
     pub jwks_uri: Option<String>,
+    /// Allow plain-http key sources on hosts that are not loopback; default: the top-level
+    /// `allow_insecure_http`.
+    pub allow_insecure_http: Option<bool>,
+    /// PEM CA bundle trusted for this issuer's discovery and JWKS fetches, besides the
+    /// platform's roots.
+    pub ca_file: Option<String>,
+    /// Trust only `ca_file`'s CAs, not the platform's.
+    pub ca_file_only: Option<bool>,
     /// Overrides of the top-level token rules.
     #[serde(flatten)]
     pub rules: RawTokenRules,
@@ -959,6 +1046,8 @@ impl RawConfig {
         let jwks_template = JwksSettings {
             uri: "http://placeholder.invalid/".parse().expect("a valid URL"),
             discovery_issuer: None,
+            fallback_uri: None,
+            fetch_policy: FetchPolicy::default(),
             algorithms: Vec::new(),
             refresh,
             min_refresh,
@@ -970,6 +1059,7 @@ impl RawConfig {
             max_keys: max_keys as usize,
             unknown_kid_wait: Duration::from_millis(unknown_kid_wait_ms),
         };
+        let allow_insecure_http = self.allow_insecure_http.unwrap_or(false);
         // Top-level token rules: the shorthand issuer's, and the defaults of every [[issuers]].
         let defaults = TokenRules::compile(
             "",
@@ -988,14 +1078,22 @@ impl RawConfig {
                 self.issuer,
                 self.audience,
                 self.jwks_uri,
+                RawFetch {
+                    allow_insecure_http,
+                    ca_file: self.ca_file,
+                    ca_file_only: self.ca_file_only,
+                },
                 defaults,
                 &jwks_template,
             )?],
             Some(list) => {
+                // allow_insecure_http is every entry's default; a CA belongs to one issuer.
                 let shorthand = [
                     ("issuer", self.issuer.is_some()),
                     ("audience", self.audience.is_some()),
                     ("jwks_uri", self.jwks_uri.is_some()),
+                    ("ca_file", self.ca_file.is_some()),
+                    ("ca_file_only", self.ca_file_only.is_some()),
                 ];
                 if let Some((key, _)) = shorthand.iter().find(|(_, set)| *set) {
                     return Err(invalid(
@@ -1017,6 +1115,13 @@ impl RawConfig {
                         raw.issuer,
                         raw.audience,
                         raw.jwks_uri,
+                        RawFetch {
+                            allow_insecure_http: raw
+                                .allow_insecure_http
+                                .unwrap_or(allow_insecure_http),
+                            ca_file: raw.ca_file,
+                            ca_file_only: raw.ca_file_only,
+                        },
                         rules,
                         &jwks_template,
                     )?;
@@ -1059,7 +1164,8 @@ impl Config {
     /// The configuration with [`Config::warnings`] worked out: each check below looks at the
     /// compiled values only, so it cannot disagree with what is enforced.
     fn with_warnings(mut self) -> Config {
-        let warnings = Vec::new();
+        let mut warnings = Vec::new();
+        warnings.extend(insecure_http_warnings(&self.issuers));
         self.warnings = warnings;
         self
     }
@@ -1174,6 +1280,23 @@ impl Config {
         raw.apply_env(|name| std::env::var(name).ok());
         raw.compile()
     }
+}
+
+/// One warning per issuer whose keys may come over plain http from a host that is not loopback:
+/// allowed on purpose (a demo network), but anyone on that path can substitute the keys.
+fn insecure_http_warnings(issuers: &[Issuer]) -> impl Iterator<Item = ConfigWarning> + '_ {
+    issuers
+        .iter()
+        .filter(|issuer| issuer.jwks.fetch_policy.allow_insecure_http)
+        .map(|issuer| ConfigWarning {
+            key: format!("{}allow_insecure_http", issuer.prefix),
+            message: format!(
+                "keys of {} may be fetched over plain http from hosts that are not loopback, \
+                 where anyone on the path can substitute them; use https outside a private \
+                 test network",
+                issuer.expectations.issuer
+            ),
+        })
 }
 
 /// `text` as `IP:PORT`, or an error for `key` that shows `example`.
@@ -1482,7 +1605,26 @@ impl fmt::Display for Config {
                 let types: Vec<&str> = types.iter().map(TokenType::as_str).collect();
                 writeln!(f, "token types       {}", types.join(", "))?;
             }
-            writeln!(f, "jwks_uri          {}", issuer.jwks.uri)?;
+            let j = &issuer.jwks;
+            match (&j.discovery_issuer, &j.fallback_uri) {
+                (None, _) => writeln!(f, "jwks_uri          {}", j.uri)?,
+                (Some(_), None) => writeln!(f, "jwks_uri          by OIDC discovery, {}", j.uri)?,
+                (Some(_), Some(fallback)) => writeln!(
+                    f,
+                    "jwks_uri          by OIDC discovery, {} (if it answers 404: {fallback})",
+                    j.uri
+                )?,
+            }
+            writeln!(
+                f,
+                "fetched           {}, trusting {}",
+                if j.fetch_policy.allow_insecure_http {
+                    "over https or plain http (allow_insecure_http)"
+                } else {
+                    "over https (plain http to loopback only)"
+                },
+                j.fetch_policy.trust
+            )?;
         }
         // The fetch settings are the same for every issuer.
         let j = &self.issuers[0].jwks;
@@ -1567,8 +1709,10 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:9191");
         assert_eq!(
             c.issuers[0].jwks.uri.as_str(),
-            "https://tenant.example/.well-known/jwks.json"
+            "https://tenant.example/.well-known/openid-configuration"
         );
+        assert_eq!(c.issuers[0].jwks.fetch_policy, FetchPolicy::default());
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
         assert_eq!(c.issuers[0].expectations.leeway_seconds, 60);
         assert_eq!(c.issuers[0].expectations.algorithms, [Algorithm::RS256]);
         assert_eq!(c.issuers[0].jwks.refresh, Duration::from_secs(600));
@@ -1619,19 +1763,201 @@ mod tests {
         );
     }
 
+    /// The shorthand without `jwks_uri` finds its keys by discovery like an `[[issuers]]`
+    /// entry, and falls back to the issuer's `/.well-known/jwks.json` (its old default) only
+    /// when the discovery document answers 404; `jwks_uri` still overrides both.
     #[test]
-    fn jwks_uri_is_derived_with_or_without_trailing_slash() {
-        let raw = RawConfig::from_toml(
-            "issuer = \"https://tenant.example\"\naudience = [\"a\", \"b\"]",
+    fn the_shorthand_uses_discovery_with_the_old_default_as_its_fallback() {
+        for issuer in ["https://tenant.example", "https://tenant.example/"] {
+            let raw = RawConfig::from_toml(
+                &format!("issuer = {issuer:?}\naudience = [\"a\", \"b\"]"),
+                "<test>",
+            )
+            .expect("parses");
+            let c = raw.compile().expect("compiles");
+            let jwks = &c.issuers[0].jwks;
+            assert_eq!(
+                jwks.uri.as_str(),
+                "https://tenant.example/.well-known/openid-configuration"
+            );
+            assert_eq!(jwks.discovery_issuer.as_deref(), Some(issuer));
+            assert_eq!(
+                jwks.fallback_uri.as_ref().map(|u| u.as_str()),
+                Some("https://tenant.example/.well-known/jwks.json")
+            );
+            assert_eq!(c.issuers[0].expectations.audiences, ["a", "b"]);
+        }
+        let c = compile("jwks_uri = \"https://keys.example/jwks\"").expect("compiles");
+        let jwks = &c.issuers[0].jwks;
+        assert_eq!(jwks.uri.as_str(), "https://keys.example/jwks");
+        assert_eq!((&jwks.discovery_issuer, &jwks.fallback_uri), (&None, &None));
+    }
+
+    /// Keys come over https, or plain http from a loopback host, unless the issuer allows
+    /// plain http; the refusal names the key. Allowing it is a warning naming the key.
+    #[test]
+    fn plain_http_key_sources_are_refused_unless_loopback_or_allowed() {
+        let entry = |issuer: &str, extra: &str| {
+            format!("[[issuers]]\nissuer = {issuer:?}\naudience = \"api\"\n{extra}\n")
+        };
+        let refused: &[(String, &str)] = &[
+            (
+                "jwks_uri = \"http://idp.example.com/keys\"".into(),
+                "`jwks_uri` = \"http://idp.example.com/keys\"",
+            ),
+            (
+                "jwks_uri = \"http://10.1.2.3/keys\"\nallow_insecure_http = false".into(),
+                "`jwks_uri`",
+            ),
+            (
+                entry("http://idp.example.com/", ""),
+                "`issuers[0].issuer` = \"http://idp.example.com/\"",
+            ),
+            (
+                entry("https://a.example/", "jwks_uri = \"http://a.example/keys\""),
+                "`issuers[0].jwks_uri`",
+            ),
+            (
+                format!(
+                    "allow_insecure_http = true\n{}",
+                    entry(
+                        "https://a.example/",
+                        "jwks_uri = \"http://a.example/k\"\nallow_insecure_http = false"
+                    )
+                ),
+                "`issuers[0].jwks_uri`",
+            ),
+        ];
+        for (extra, key) in refused {
+            // The shorthand cases are checked with an http issuer, the rest on their own.
+            let text = if extra.contains("[[issuers]]") {
+                extra.clone()
+            } else {
+                format!("{BASE}{extra}")
+            };
+            let err = RawConfig::from_toml(&text, "<test>")
+                .and_then(RawConfig::compile)
+                .expect_err(extra)
+                .to_string();
+            assert!(
+                err.contains(key) && err.contains("allow_insecure_http = true"),
+                "{extra}: {err}"
+            );
+        }
+        let err = RawConfig::from_toml(
+            "issuer = \"http://idp.example.com/\"\naudience = \"api\"",
             "<test>",
         )
-        .expect("parses");
-        let c = raw.compile().expect("compiles");
-        assert_eq!(
-            c.issuers[0].jwks.uri.as_str(),
-            "https://tenant.example/.well-known/jwks.json"
+        .and_then(RawConfig::compile)
+        .expect_err("an http issuer found by discovery")
+        .to_string();
+        assert!(
+            err.contains("`issuer` = \"http://idp.example.com/\""),
+            "{err}"
         );
-        assert_eq!(c.issuers[0].expectations.audiences, ["a", "b"]);
+
+        for (text, warned) in [
+            (
+                "issuer = \"http://127.0.0.1:8081/\"\naudience = \"api\"".to_string(),
+                vec![],
+            ),
+            (
+                format!("{BASE}jwks_uri = \"http://localhost:1/keys\""),
+                vec![],
+            ),
+            (format!("{BASE}jwks_uri = \"http://[::1]:1/keys\""), vec![]),
+            (
+                "issuer = \"http://issuer:8081/\"\naudience = \"api\"\nallow_insecure_http = true"
+                    .to_string(),
+                vec!["allow_insecure_http"],
+            ),
+            (
+                format!(
+                    "allow_insecure_http = true\n{}{}",
+                    entry("http://a:1/", ""),
+                    entry(
+                        "http://b:1/",
+                        "allow_insecure_http = false\njwks_uri = \"https://b/k\""
+                    ),
+                ),
+                vec!["issuers[0].allow_insecure_http"],
+            ),
+            (
+                format!(
+                    "{}{}",
+                    entry("https://a/", "jwks_uri = \"https://a/k\""),
+                    entry("http://b:1/", "allow_insecure_http = true"),
+                ),
+                vec!["issuers[1].allow_insecure_http"],
+            ),
+        ] {
+            let c = RawConfig::from_toml(&text, "<test>")
+                .and_then(RawConfig::compile)
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            let keys: Vec<&str> = c.warnings().iter().map(|w| w.key.as_str()).collect();
+            assert_eq!(keys, warned, "{text}");
+        }
+    }
+
+    /// `ca_file` is read when the configuration compiles: a missing or unusable file, or
+    /// `ca_file_only` without one, is an error naming the key (and the path); a CA belongs to
+    /// one issuer, so the top-level one is the shorthand's and refused beside `[[issuers]]`.
+    #[test]
+    fn ca_files_are_read_at_compile_time_and_errors_name_key_and_path() {
+        let dir = tempfile::tempdir().expect("dir");
+        let certs = crate::dev::certs::generate(dir.path(), &["localhost".into()]).expect("certs");
+        let ca = certs.ca_cert.display().to_string();
+        let missing = dir.path().join("missing.pem").display().to_string();
+        let key_file = certs.server_key.display().to_string();
+
+        let c = compile(&format!("ca_file = {ca:?}")).expect("compiles");
+        match &c.issuers[0].jwks.fetch_policy.trust {
+            Trust::PlatformAnd(bundle) => assert_eq!(bundle.path(), certs.ca_cert),
+            other => panic!("{other:?}"),
+        }
+        let c = compile(&format!("ca_file = {ca:?}\nca_file_only = true")).expect("compiles");
+        assert!(matches!(
+            c.issuers[0].jwks.fetch_policy.trust,
+            Trust::Only(_)
+        ));
+        let entry =
+            format!("[[issuers]]\nissuer = \"https://a/\"\naudience = \"api\"\nca_file = {ca:?}\n");
+        let c = RawConfig::from_toml(&entry, "<test>")
+            .and_then(RawConfig::compile)
+            .expect("an entry's ca_file");
+        assert!(c.issuers[0].jwks.fetch_policy.trust.ca_file().is_some());
+
+        for (text, want) in [
+            (
+                format!("{BASE}ca_file = {missing:?}"),
+                format!("`ca_file` = {missing:?}"),
+            ),
+            (
+                format!("{BASE}ca_file = {key_file:?}"),
+                format!("`ca_file` = {key_file:?}: no PEM certificate"),
+            ),
+            (
+                format!("{BASE}ca_file_only = true"),
+                "`ca_file_only` = true: needs ca_file".to_string(),
+            ),
+            (
+                format!(
+                    "{}ca_file_only = true\nca_file = {missing:?}",
+                    entry.split("ca_file").next().unwrap_or_default()
+                ),
+                format!("`issuers[0].ca_file` = {missing:?}"),
+            ),
+            (
+                format!("ca_file = {ca:?}\n{entry}"),
+                "`ca_file` = \"with [[issuers]]\"".to_string(),
+            ),
+        ] {
+            let err = RawConfig::from_toml(&text, "<test>")
+                .and_then(RawConfig::compile)
+                .expect_err(&text)
+                .to_string();
+            assert!(err.contains(&want), "{text}\n{err}");
+        }
     }
 
     #[test]
@@ -2091,7 +2417,7 @@ mod tests {
     }
 
     /// An `[[issuers]]` entry without `jwks_uri` is found by OIDC discovery, under the issuer's
-    /// own path; the shorthand keeps deriving Auth0's `/.well-known/jwks.json`.
+    /// own path, with no fallback (that is the shorthand's alone).
     #[test]
     fn issuers_without_jwks_uri_use_discovery() {
         for (issuer, want) in [
@@ -2116,9 +2442,8 @@ mod tests {
             .expect("compiles");
             assert_eq!(c.issuers[0].jwks.uri.as_str(), want, "{issuer}");
             assert_eq!(c.issuers[0].jwks.discovery_issuer.as_deref(), Some(issuer));
+            assert_eq!(c.issuers[0].jwks.fallback_uri, None);
         }
-        let c = compile("").expect("shorthand");
-        assert_eq!(c.issuers[0].jwks.discovery_issuer, None);
     }
 
     /// The environment overrides describe the one-issuer shorthand: beside `[[issuers]]` they

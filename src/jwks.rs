@@ -18,8 +18,10 @@
 //! - If the refresher task ends while serving, its supervisor calls [`Jwks::refresher_stopped`]:
 //!   waiters are released, and [`Jwks::is_usable`] (health) is false until a restarted refresher
 //!   installs a key set.
-//! - Only the configured `jwks_uri` is fetched; redirects are not followed; the body size, the
-//!   number of entries and the fetch time are bounded.
+//! - Only the configured `jwks_uri` is fetched (or the one the issuer's own discovery document
+//!   names); redirects are not followed; the body size, the number of entries and the fetch time
+//!   are bounded. Every fetch goes through an [`outbound::Client`], so keys come over https (or
+//!   from a loopback host) and TLS servers are verified against the issuer's trusted roots.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,15 +34,23 @@ use tokio::time::Instant;
 
 use crate::keys::{Algorithm, KeySet, ParseError, SkipSummary, SkippedKey};
 use crate::metrics::{FetchResult, IssuerMetrics, Trigger};
+use crate::outbound::{self, FetchPolicy, GetError};
 
 /// Settings for fetching and caching the key set; compiled from the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JwksSettings {
     /// The only URL keys are ever fetched from; with `discovery_issuer`, the only URL the
-    /// discovery document is fetched from (the keys then come from its `jwks_uri`).
+    /// discovery document is fetched from (the keys then come from its `jwks_uri`, or from
+    /// `fallback_uri` when it answers 404).
     pub uri: reqwest::Url,
     /// With OIDC discovery: the issuer the discovery document at `uri` must name exactly.
     pub discovery_issuer: Option<String>,
+    /// With OIDC discovery: where the keys are fetched from when the discovery document answers
+    /// 404 (the one-issuer shorthand's `issuer + /.well-known/jwks.json`, Auth0's layout, kept so
+    /// that a configuration that worked before discovery keeps working).
+    pub fallback_uri: Option<reqwest::Url>,
+    /// Which URLs may be fetched and which roots TLS servers are verified against.
+    pub fetch_policy: FetchPolicy,
     /// Algorithms keys are prepared for (the token allow-list).
     pub algorithms: Vec<Algorithm>,
     /// Refresh interval when the response has no usable `Cache-Control: max-age`.
@@ -71,7 +81,8 @@ pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(10);
 /// Why a JWKS document could not be used at all (the previous key set, if any, stays in force).
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
-    /// Transport failure, timeout, or a refused redirect.
+    /// Transport failure, timeout, a refused redirect, a TLS server no trusted root vouches
+    /// for, or a URL the issuer's [`FetchPolicy`] refuses (nothing sent).
     #[error("fetching {uri} failed: {reason}")]
     Fetch {
         /// The configured URI.
@@ -264,6 +275,9 @@ struct Shared {
     observer: Arc<Notify>,
     /// Where fetches and suppressed refetches are counted.
     metrics: IssuerMetrics,
+    /// Set once the discovery fallback has been logged, so the warning is not repeated at
+    /// every refresh.
+    fallback_logged: AtomicBool,
 }
 
 /// Handle on the shared key set. Cheap to clone; all clones see the same snapshot.
@@ -305,6 +319,7 @@ impl Jwks {
                 refresher_down: AtomicBool::new(false),
                 observer,
                 metrics,
+                fallback_logged: AtomicBool::new(false),
             }),
         }
     }
@@ -445,7 +460,7 @@ impl Jwks {
     /// fetch is retried with exponential backoff from 1 s up to [`MAX_RETRY_BACKOFF`]. Either way
     /// the task never sleeps past the moment the set in force would go stale. A Check that needs
     /// a fetch (unknown `kid`, stale set) wakes the task early.
-    pub async fn run_refresher(self, client: reqwest::Client, shutdown: impl Future<Output = ()>) {
+    pub async fn run_refresher(self, client: outbound::Client, shutdown: impl Future<Output = ()>) {
         let settings = self.shared.settings.clone();
         tokio::pin!(shutdown);
         let mut failures: u32 = 0;
@@ -464,8 +479,18 @@ impl Jwks {
                 () = &mut shutdown => return,
             };
             let next = match outcome {
-                Ok((keys, skipped, max_age)) => {
+                Ok(Fetched {
+                    keys,
+                    skipped,
+                    max_age,
+                    fell_back,
+                }) => {
                     failures = 0;
+                    if let Some(fallback) = fell_back
+                        && !self.shared.fallback_logged.swap(true, Ordering::Relaxed)
+                    {
+                        log_fallback(&settings.uri, &fallback);
+                    }
                     if !skipped.is_empty() {
                         let summary = SkipSummary::of(&skipped);
                         tracing::warn!(
@@ -545,17 +570,31 @@ pub fn retry_backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << exp).min(MAX_RETRY_BACKOFF)
 }
 
-/// Builds the HTTP client used for JWKS fetches: rustls, bounded time, no redirects.
-pub fn http_client(settings: &JwksSettings) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .timeout(settings.fetch_timeout)
-        .connect_timeout(settings.fetch_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("scopegate/", env!("CARGO_PKG_VERSION")))
-        .build()
+/// Builds the HTTP client for one issuer's fetches: its own roots and pool, the fetch timeout,
+/// no redirects, and its [`FetchPolicy`] on every URL.
+pub fn http_client(settings: &JwksSettings) -> Result<outbound::Client, reqwest::Error> {
+    settings.fetch_policy.client(settings.fetch_timeout)
 }
 
-type Fetched = (KeySet, Vec<SkippedKey>, Option<Duration>);
+/// What one fetch brought.
+struct Fetched {
+    keys: KeySet,
+    skipped: Vec<SkippedKey>,
+    max_age: Option<Duration>,
+    /// The discovery document answered 404 and the keys came from this fallback URL.
+    fell_back: Option<reqwest::Url>,
+}
+
+/// The warning for an issuer whose discovery document is missing: its keys still load, from
+/// the shorthand's old default location.
+fn log_fallback(discovery: &reqwest::Url, fallback: &reqwest::Url) {
+    tracing::warn!(
+        %discovery,
+        %fallback,
+        "the issuer has no OIDC discovery document (404); its keys are fetched from the \
+         issuer's /.well-known/jwks.json instead. Set jwks_uri to say where they are"
+    );
+}
 
 /// Fetches the key set once, as the refresher's first fetch would (discovery included, same
 /// limits), for one-off uses such as `scopegate explain`.
@@ -564,26 +603,47 @@ pub async fn fetch_once(settings: &JwksSettings) -> Result<KeySet, JwksError> {
         uri: settings.uri.to_string(),
         reason: e.to_string(),
     })?;
-    let (keys, _skipped, _max_age) = fetch(&client, settings).await?;
-    Ok(keys)
+    let fetched = fetch(&client, settings).await?;
+    if let Some(fallback) = &fetched.fell_back {
+        log_fallback(&settings.uri, fallback);
+    }
+    Ok(fetched.keys)
 }
 
-async fn fetch(client: &reqwest::Client, settings: &JwksSettings) -> Result<Fetched, JwksError> {
-    let jwks_uri = match &settings.discovery_issuer {
-        None => settings.uri.clone(),
-        Some(issuer) => discover(client, settings, issuer).await?,
+async fn fetch(client: &outbound::Client, settings: &JwksSettings) -> Result<Fetched, JwksError> {
+    let (jwks_uri, fell_back) = match &settings.discovery_issuer {
+        None => (settings.uri.clone(), None),
+        Some(issuer) => match (
+            discover(client, settings, issuer).await,
+            &settings.fallback_uri,
+        ) {
+            (Ok(uri), _) => (uri, None),
+            // Only "there is no such document": any other failure (another issuer named, a
+            // 5xx, a timeout) stays a failure, so a broken provider is never papered over.
+            (Err(JwksError::Status { status: 404, .. }), Some(fallback)) => {
+                (fallback.clone(), Some(fallback.clone()))
+            }
+            (Err(e), _) => return Err(e),
+        },
     };
     let (body, max_age) = get_bounded(client, &jwks_uri, settings).await?;
     let (keys, skipped) = parse_off_runtime(body, settings).await?;
-    Ok((keys, skipped, max_age))
+    Ok(Fetched {
+        keys,
+        skipped,
+        max_age,
+        fell_back,
+    })
 }
 
 /// Reads the OpenID Provider Configuration at `settings.uri` (OIDC Discovery 1.0 §4) and returns
 /// its `jwks_uri`, once its `issuer` has proved exactly equal to the configured one (§4.3): a
 /// document that names another issuer could otherwise point this issuer's tokens at another
-/// issuer's keys. Same rules as the JWKS fetch: no redirects, bounded size and time.
+/// issuer's keys. Same rules as the JWKS fetch: no redirects, bounded size and time, and the
+/// `jwks_uri` it names must satisfy the issuer's [`FetchPolicy`] (https unless loopback or
+/// allowed), or the document is refused.
 async fn discover(
-    client: &reqwest::Client,
+    client: &outbound::Client,
     settings: &JwksSettings,
     issuer: &str,
 ) -> Result<reqwest::Url, JwksError> {
@@ -608,7 +668,16 @@ async fn discover(
         });
     }
     match reqwest::Url::parse(&metadata.jwks_uri) {
-        Ok(url) if matches!(url.scheme(), "https" | "http") && url.host_str().is_some() => Ok(url),
+        Ok(url) if matches!(url.scheme(), "https" | "http") && url.host_str().is_some() => {
+            client
+                .policy()
+                .permits(&url)
+                .map_err(|e| JwksError::Discovery {
+                    uri,
+                    reason: format!("names a jwks_uri that is refused: {e}"),
+                })?;
+            Ok(url)
+        }
         _ => Err(JwksError::Discovery {
             uri,
             reason: format!("jwks_uri {:?} is not an http(s) URL", metadata.jwks_uri),
@@ -620,7 +689,7 @@ async fn discover(
 /// error statuses and bodies over `max_bytes` (without reading them whole); the body and the
 /// response's `Cache-Control: max-age`.
 async fn get_bounded(
-    client: &reqwest::Client,
+    client: &outbound::Client,
     url: &reqwest::Url,
     settings: &JwksSettings,
 ) -> Result<(Vec<u8>, Option<Duration>), JwksError> {
@@ -629,12 +698,13 @@ async fn get_bounded(
         uri: uri.clone(),
         reason: describe(&e, settings.fetch_timeout),
     };
-    let mut response = client
-        .get(url.clone())
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(fetch_error)?;
+    let mut response = client.get(url).await.map_err(|e| match e {
+        GetError::Http(e) => fetch_error(e),
+        GetError::Refused(e) => JwksError::Fetch {
+            uri: uri.clone(),
+            reason: e.to_string(),
+        },
+    })?;
     if !response.status().is_success() {
         return Err(JwksError::Status {
             uri,
@@ -750,6 +820,8 @@ pub(crate) mod tests {
         JwksSettings {
             uri: "http://127.0.0.1:1/jwks".parse().expect("url"),
             discovery_issuer: None,
+            fallback_uri: None,
+            fetch_policy: FetchPolicy::default(),
             algorithms: vec![Algorithm::RS256],
             refresh: Duration::from_secs(600),
             min_refresh: Duration::from_secs(60),

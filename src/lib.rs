@@ -32,6 +32,8 @@
 //! - [`reload`]: what asks for a configuration reload (SIGHUP, the file watch); the reload
 //!   itself, which swaps the generation Checks read, is [`server`]'s.
 //! - [`metrics`]: the Prometheus registry, its bounded label sets, and `GET /metrics`.
+//! - [`outbound`]: every request to another server (discovery, JWKS): https or loopback only,
+//!   the trusted CAs, no redirects, bounded time.
 //!
 //! Beside the service, for demos and tests (never on the request path):
 //! - [`dev`]: development-only code, never needed in production: [`dev::issuer`], a token
@@ -54,6 +56,7 @@ pub mod keys;
 pub mod listener;
 pub mod metrics;
 pub mod openapi;
+pub mod outbound;
 pub mod policy;
 pub mod probe;
 pub mod reload;

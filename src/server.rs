@@ -58,7 +58,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The HTTP client for JWKS fetches could not be built.
-    #[error("cannot build the JWKS HTTP client: {0}")]
+    #[error("cannot build an issuer's HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     /// The reflection service could not load its descriptors.
     #[error("cannot build the reflection service: {0}")]
@@ -423,11 +423,11 @@ struct IssuerKeys {
 /// The key sets of the issuers in force. A reload keeps the key set (and its refresher, and
 /// its refetch gate) of every issuer whose name and fetch settings are unchanged, so a reload
 /// causes no refetch storm; it starts refreshers for new issuers and stops those of removed
-/// ones.
+/// ones. The fetch settings include the contents of the issuer's `ca_file`, read again by every
+/// reload: a renewed CA makes the issuer a changed one, fetched again with a client that trusts
+/// it.
 struct KeySets {
     entries: Vec<IssuerKeys>,
-    /// One HTTP client per fetch timeout (the only client-wide fetch setting).
-    clients: Vec<(Duration, reqwest::Client)>,
     fetched: Arc<tokio::sync::Notify>,
     metrics: Metrics,
 }
@@ -436,42 +436,53 @@ impl KeySets {
     fn new(fetched: Arc<tokio::sync::Notify>, metrics: Metrics) -> KeySets {
         KeySets {
             entries: Vec::new(),
-            clients: Vec::new(),
             fetched,
             metrics,
         }
     }
 
-    fn client(&mut self, settings: &jwks::JwksSettings) -> Result<reqwest::Client, ServerError> {
-        if let Some((_, client)) = self
-            .clients
-            .iter()
-            .find(|(timeout, _)| *timeout == settings.fetch_timeout)
-        {
-            return Ok(client.clone());
-        }
-        let client = jwks::http_client(settings)?;
-        self.clients.push((settings.fetch_timeout, client.clone()));
-        Ok(client)
-    }
-
     /// The key sets for `config`'s issuers, in its order: kept where unchanged, new (with a
     /// refresher started) otherwise, and which are new. Refreshers of issuers `config` no
     /// longer has are stopped.
+    ///
+    /// The HTTP clients of new issuers are built before anything changes, so an error leaves
+    /// the key sets in force (and their refreshers) as they were.
     fn update(&mut self, config: &Config) -> Result<(Vec<Jwks>, Vec<Jwks>), ServerError> {
+        let unchanged = |issuer: &crate::config::Issuer, e: &IssuerKeys| {
+            e.issuer == issuer.expectations.issuer && e.settings == issuer.jwks
+        };
+        let mut clients = config
+            .issuers()
+            .iter()
+            .map(|issuer| {
+                if self.entries.iter().any(|e| unchanged(issuer, e)) {
+                    Ok(None)
+                } else {
+                    jwks::http_client(&issuer.jwks).map(Some)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
         let mut kept: Vec<IssuerKeys> = Vec::with_capacity(config.issuers().len());
         let mut key_sets = Vec::with_capacity(config.issuers().len());
         let mut started = Vec::new();
         for issuer in config.issuers() {
             let name = &issuer.expectations.issuer;
-            let entry = match self
-                .entries
-                .iter()
-                .position(|e| e.issuer == *name && e.settings == issuer.jwks)
-            {
-                Some(at) => self.entries.swap_remove(at),
-                None => {
-                    let entry = self.start(name, &issuer.jwks)?;
+            let entry = match (
+                self.entries.iter().position(|e| unchanged(issuer, e)),
+                clients.next().flatten(),
+            ) {
+                (Some(at), _) => self.entries.swap_remove(at),
+                (None, client) => {
+                    // Each issuer its own client: its own trusted roots, and no connection
+                    // that another issuer's roots vouched for.
+                    // Built above for every issuer not kept; built here only should that
+                    // ever not hold, rather than start a refresher without a client.
+                    let client = match client {
+                        Some(client) => client,
+                        None => jwks::http_client(&issuer.jwks)?,
+                    };
+                    let entry = self.start(name, &issuer.jwks, client);
                     started.push(entry.jwks.clone());
                     entry
                 }
@@ -490,8 +501,8 @@ impl KeySets {
         &mut self,
         issuer: &str,
         settings: &jwks::JwksSettings,
-    ) -> Result<IssuerKeys, ServerError> {
-        let client = self.client(settings)?;
+        client: crate::outbound::Client,
+    ) -> IssuerKeys {
         let jwks = Jwks::with_observer(
             settings.clone(),
             Arc::clone(&self.fetched),
@@ -515,13 +526,13 @@ impl KeySets {
             },
             stop_rx,
         ));
-        Ok(IssuerKeys {
+        IssuerKeys {
             issuer: issuer.to_string(),
             settings: settings.clone(),
             jwks,
             stop,
             task,
-        })
+        }
     }
 
     /// Stops every refresher and waits for them.

@@ -7,6 +7,7 @@ pub mod stack;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -175,10 +176,12 @@ impl Reply {
 }
 
 /// A minimal, real HTTP/1.1 server on 127.0.0.1 that serves one programmable reply to every
-/// request and counts the requests.
+/// request and counts the requests; over plain TCP, or over rustls ([`JwksServer::start_tls`]).
 #[derive(Clone)]
 pub struct JwksServer {
     pub addr: SocketAddr,
+    /// `http` or `https`.
+    scheme: &'static str,
     reply: Arc<Mutex<Reply>>,
     /// Replies for particular paths, before the default `reply`.
     routes: Arc<Mutex<HashMap<String, Reply>>>,
@@ -189,9 +192,36 @@ pub struct JwksServer {
 
 impl JwksServer {
     pub async fn start(reply: Reply) -> JwksServer {
+        JwksServer::start_with(reply, None).await
+    }
+
+    /// The same server speaking TLS (1.2, 1.3) with the certificate chain and key in these PEM
+    /// files (a private CA's, from `scopegate::dev::certs::generate`); its URLs are `https://`.
+    pub async fn start_tls(reply: Reply, cert_file: &Path, key_file: &Path) -> JwksServer {
+        use rustls::pki_types::pem::PemObject as _;
+        let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert_file)
+            .expect("cert file")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificates");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key_file).expect("key file");
+        let config = rustls::ServerConfig::builder_with_provider(scopegate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+        JwksServer::start_with(
+            reply,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+        .await
+    }
+
+    async fn start_with(reply: Reply, tls: Option<tokio_rustls::TlsAcceptor>) -> JwksServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind jwks");
         let server = JwksServer {
             addr: listener.local_addr().expect("addr"),
+            scheme: if tls.is_some() { "https" } else { "http" },
             reply: Arc::new(Mutex::new(reply)),
             routes: Arc::new(Mutex::new(HashMap::new())),
             hits: Arc::new(AtomicUsize::new(0)),
@@ -200,68 +230,19 @@ impl JwksServer {
         let state = server.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((mut socket, _)) = listener.accept().await else {
+                let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
                 let state = state.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    state.hits.fetch_add(1, Ordering::SeqCst);
-                    let path = String::from_utf8_lossy(&request)
-                        .split_whitespace()
-                        .nth(1)
-                        .unwrap_or("")
-                        .to_string();
-                    *state
-                        .path_hits
-                        .lock()
-                        .expect("hits lock")
-                        .entry(path.clone())
-                        .or_default() += 1;
-                    let routed = state
-                        .routes
-                        .lock()
-                        .expect("routes lock")
-                        .get(&path)
-                        .cloned();
-                    let mut reply =
-                        routed.unwrap_or_else(|| state.reply.lock().expect("reply lock").clone());
-                    while let Reply::Delayed(delay, inner) = reply {
-                        tokio::time::sleep(delay).await;
-                        reply = *inner;
-                    }
-                    match reply {
-                        Reply::Delayed(..) => unreachable!("unwrapped above"),
-                        Reply::StallBody { announced, sent } => {
-                            let head = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {announced}\r\n\r\n"
-                            );
-                            let _ = socket.write_all(head.as_bytes()).await;
-                            let _ = socket.write_all(&sent).await;
-                            tokio::time::sleep(Duration::from_secs(3600)).await;
-                        }
-                        Reply::Stall => {
-                            tokio::time::sleep(Duration::from_secs(3600)).await;
-                        }
-                        Reply::Respond(status, headers, body) => {
-                            let mut head = format!(
-                                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",
-                                body.len()
-                            );
-                            for (k, v) in headers {
-                                head.push_str(&format!("{k}: {v}\r\n"));
+                    match tls {
+                        None => state.serve(socket).await,
+                        // A client that refuses the certificate ends the handshake: no request.
+                        Some(tls) => {
+                            if let Ok(socket) = tls.accept(socket).await {
+                                state.serve(socket).await;
                             }
-                            head.push_str("\r\n");
-                            let _ = socket.write_all(head.as_bytes()).await;
-                            let _ = socket.write_all(&body).await;
-                            let _ = socket.shutdown().await;
                         }
                     }
                 });
@@ -270,8 +251,74 @@ impl JwksServer {
         server
     }
 
+    /// Answers the one request on `socket`.
+    async fn serve<S>(&self, mut socket: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let state = self;
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        state.hits.fetch_add(1, Ordering::SeqCst);
+        let path = String::from_utf8_lossy(&request)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        *state
+            .path_hits
+            .lock()
+            .expect("hits lock")
+            .entry(path.clone())
+            .or_default() += 1;
+        let routed = state
+            .routes
+            .lock()
+            .expect("routes lock")
+            .get(&path)
+            .cloned();
+        let mut reply = routed.unwrap_or_else(|| state.reply.lock().expect("reply lock").clone());
+        while let Reply::Delayed(delay, inner) = reply {
+            tokio::time::sleep(delay).await;
+            reply = *inner;
+        }
+        match reply {
+            Reply::Delayed(..) => unreachable!("unwrapped above"),
+            Reply::StallBody { announced, sent } => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {announced}\r\n\r\n"
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&sent).await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            Reply::Stall => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            Reply::Respond(status, headers, body) => {
+                let mut head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+                    body.len()
+                );
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+                let _ = socket.shutdown().await;
+            }
+        }
+    }
+
     pub fn url(&self) -> String {
-        format!("http://{}/.well-known/jwks.json", self.addr)
+        format!("{}://{}/.well-known/jwks.json", self.scheme, self.addr)
     }
 
     pub fn set(&self, reply: Reply) {
@@ -300,9 +347,9 @@ impl JwksServer {
             .unwrap_or(0)
     }
 
-    /// `http://ADDR` followed by `path`.
+    /// `http://ADDR` (or `https://`) followed by `path`.
     pub fn url_of(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 }
 

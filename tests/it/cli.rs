@@ -49,7 +49,11 @@ fn check_config_prints_the_compiled_rules_and_exits_0() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        stdout.contains("jwks_uri          https://tenant.example/.well-known/jwks.json"),
+        stdout.contains(
+            "jwks_uri          by OIDC discovery, \
+             https://tenant.example/.well-known/openid-configuration \
+             (if it answers 404: https://tenant.example/.well-known/jwks.json)"
+        ),
         "{stdout}"
     );
     assert!(
@@ -110,6 +114,50 @@ fn check_config_names_the_bad_key_and_exits_1() {
         .expect("run");
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/scopegate.toml"));
+}
+
+/// Keys over plain http from a host that is not loopback are refused before anything starts,
+/// naming the key; allowed on purpose, they are a warning. A CA file that cannot be read is
+/// refused naming the key and the path.
+#[test]
+fn check_config_refuses_plain_http_keys_off_loopback_and_unreadable_ca_files() {
+    // Top-level keys go before VALID, which ends in a [[rules]] table.
+    let insecure = format!("jwks_uri = \"http://idp.example.com/keys\"\n{VALID}");
+    let run = |name: &str, text: &str| {
+        let path = write_config(name, text);
+        scopegate(&["check-config", "--config", path.to_str().expect("utf8")])
+            .output()
+            .expect("run")
+    };
+    let out = run("insecure.toml", &insecure);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`jwks_uri` = \"http://idp.example.com/keys\""),
+        "{stderr}"
+    );
+
+    let out = run(
+        "allowed.toml",
+        &format!("allow_insecure_http = true\n{insecure}"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("warning: allow_insecure_http: keys of https://tenant.example/"),
+        "{stdout}"
+    );
+
+    let out = run(
+        "ca.toml",
+        &format!("ca_file = \"/nonexistent/idp-ca.pem\"\n{VALID}"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`ca_file` = \"/nonexistent/idp-ca.pem\""),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -316,3 +316,104 @@ async fn an_issuer_found_by_discovery_verifies_beside_one_by_jwks_uri() {
     );
     gate.stop().await;
 }
+
+fn shorthand(issuer: &str) -> scopegate::config::Config {
+    scopegate::config::RawConfig::from_toml(
+        &format!(
+            "issuer = {issuer:?}\naudience = \"{AUDIENCE}\"\n\
+             [[rules]]\npath = \"/r\"\nscopes = [\"read:messages\"]\n"
+        ),
+        "<test>",
+    )
+    .and_then(scopegate::config::RawConfig::compile)
+    .expect("compiles")
+}
+
+/// The one-issuer shorthand without `jwks_uri` finds its keys by OIDC discovery, as Keycloak,
+/// Okta, Entra and Google publish them (here under a realm's path, not at
+/// `/.well-known/jwks.json`). An issuer with no discovery document (404) still gets its keys
+/// from `issuer + /.well-known/jwks.json`, the shorthand's default before discovery; any other
+/// discovery failure stays a failure (503), that URL never asked.
+#[tokio::test]
+async fn the_shorthand_finds_keys_by_discovery_and_falls_back_to_jwks_json_only_on_404() {
+    let key = TestKey::generate("key-1");
+    let token_for = |issuer: &str| key.mint(&from(issuer, "read:messages"));
+
+    // A realm whose keys are where its discovery document says, and nowhere else.
+    let idp = JwksServer::start(Reply::Respond(404, vec![], vec![])).await;
+    let issuer = idp.url_of("/realms/staff");
+    idp.route(
+        "/realms/staff/.well-known/openid-configuration",
+        Reply::json(&json!({
+            "issuer": issuer,
+            "jwks_uri": idp.url_of("/realms/staff/protocol/openid-connect/certs"),
+        })),
+    );
+    idp.route(
+        "/realms/staff/protocol/openid-connect/certs",
+        Reply::json(&jwks_of(&[&key])),
+    );
+    let gate = Scopegate::start_with(shorthand(&issuer)).await;
+    eventually_allowed(&gate, &token_for(&issuer)).await;
+    assert_eq!(idp.hits_on("/realms/staff/.well-known/jwks.json"), 0);
+    gate.stop().await;
+
+    // No discovery document at all (404): the keys at issuer + /.well-known/jwks.json.
+    let plain = JwksServer::start(Reply::Respond(404, vec![], vec![])).await;
+    let issuer = plain.url_of("/");
+    plain.route("/.well-known/jwks.json", Reply::json(&jwks_of(&[&key])));
+    let gate = Scopegate::start_with(shorthand(&issuer)).await;
+    eventually_allowed(&gate, &token_for(&issuer)).await;
+    assert!(plain.hits_on("/.well-known/openid-configuration") >= 1);
+    gate.stop().await;
+
+    // A discovery document that fails otherwise (500) is no licence to guess.
+    let broken = JwksServer::start(Reply::Respond(404, vec![], vec![])).await;
+    let issuer = broken.url_of("/");
+    broken.route(
+        "/.well-known/openid-configuration",
+        Reply::Respond(500, vec![], b"down".to_vec()),
+    );
+    broken.route("/.well-known/jwks.json", Reply::json(&jwks_of(&[&key])));
+    let gate = Scopegate::start_with(shorthand(&issuer)).await;
+    eventually("discovery retried", Duration::from_secs(10), || async {
+        broken.hits_on("/.well-known/openid-configuration") >= 2
+    })
+    .await;
+    gate.ask("GET", "/r", Some(&bearer(&token_for(&issuer))))
+        .await
+        .assert_denied(503, "temporarily_unavailable");
+    assert_eq!(broken.hits_on("/.well-known/jwks.json"), 0);
+    gate.stop().await;
+}
+
+/// The fallback to `/.well-known/jwks.json` is logged as a warning once, not at every refresh
+/// (the real binary, refreshing every second).
+#[tokio::test]
+async fn the_shorthands_fallback_is_logged_once() {
+    let key = TestKey::generate("key-1");
+    let plain = JwksServer::start(Reply::Respond(404, vec![], vec![])).await;
+    plain.route("/.well-known/jwks.json", Reply::json(&jwks_of(&[&key])));
+    let binary = crate::common::binary::Binary::start(
+        "discovery-fallback",
+        &format!(
+            "listen = \"127.0.0.1:0\"\nissuer = {:?}\naudience = \"{AUDIENCE}\"\n\
+             jwks_refresh_seconds = 1\njwks_min_refresh_seconds = 1\n",
+            plain.url_of("/")
+        ),
+        "info",
+        None,
+    )
+    .await;
+    eventually("three loads", Duration::from_secs(20), || async {
+        binary.count_in_log("JWKS loaded") >= 3
+    })
+    .await;
+    assert_eq!(
+        binary.count_in_log("has no OIDC discovery document"),
+        1,
+        "{}",
+        binary.log_text()
+    );
+    assert!(plain.hits_on("/.well-known/openid-configuration") >= 3);
+}

@@ -526,3 +526,68 @@ async fn an_unknown_kid_waits_at_most_unknown_kid_wait_and_the_fetch_goes_on() {
     assert_eq!(jwks.hits(), 2, "served by the same fetch");
     gate.stop().await;
 }
+
+/// A discovery document (itself fetched from a loopback host) that names a plain-http
+/// `jwks_uri` on a host that is not loopback is refused before anything is asked of that host:
+/// anyone on that path could substitute the keys. The refresh fails as a discovery error (the
+/// last good set stays, the failure is counted and logged) and the issuer's tokens get 503.
+/// With `allow_insecure_http = true` the same document is followed.
+#[tokio::test]
+async fn a_discovery_document_naming_plain_http_keys_off_loopback_is_refused() {
+    let key = TestKey::generate("key-1");
+    let idp = JwksServer::start(Reply::Respond(404, vec![], vec![])).await;
+    let issuer = idp.url_of("/");
+    // `.invalid` never resolves (RFC 6761): a fetch that were attempted would fail on DNS,
+    // unlike the refusal, which names the rule.
+    idp.route(
+        "/.well-known/openid-configuration",
+        Reply::json(&json!({ "issuer": issuer, "jwks_uri": "http://keys.invalid/certs" })),
+    );
+    let config = |extra: &str| {
+        scopegate::config::RawConfig::from_toml(
+            &format!(
+                "jwks_fetch_timeout_seconds = 2\n{RULES}\n\
+                 [[issuers]]\nissuer = {issuer:?}\naudience = \"{AUDIENCE}\"\n{extra}\n"
+            ),
+            "<test>",
+        )
+        .and_then(scopegate::config::RawConfig::compile)
+        .expect("compiles")
+    };
+
+    let refused = scopegate::jwks::fetch_once(&config("").issuers()[0].jwks)
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        refused.result(),
+        scopegate::metrics::FetchResult::discovery_error,
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("http://keys.invalid/certs")
+            && refused.to_string().contains("allow_insecure_http"),
+        "{refused}"
+    );
+    let gate = Scopegate::start_with(config("")).await;
+    let mut claims = claims("read:messages");
+    claims["iss"] = json!(issuer);
+    gate.ask(
+        "GET",
+        "/restricted_resource",
+        Some(&bearer(&key.mint(&claims))),
+    )
+    .await
+    .assert_denied(503, "temporarily_unavailable");
+    gate.stop().await;
+
+    // Allowed: the document is followed (and the fetch then fails on the unresolvable name).
+    let followed =
+        scopegate::jwks::fetch_once(&config("allow_insecure_http = true").issuers()[0].jwks)
+            .await
+            .expect_err("keys.invalid does not resolve");
+    assert_eq!(
+        followed.result(),
+        scopegate::metrics::FetchResult::network_error,
+        "{followed}"
+    );
+}

@@ -1,7 +1,9 @@
 //! TLS and mTLS on the gRPC listener, with the real binary, real certificates (a throw-away CA
 //! from `scopegate dev-certs`' generator) and real TLS clients: Checks, health and reflection
 //! over TLS; plaintext refused; client certificates required and checked against the CA; the
-//! plaintext health-only listener; renewed certificates taken up on SIGHUP.
+//! plaintext health-only listener; renewed certificates taken up on SIGHUP. And the other
+//! direction: discovery and keys fetched from an identity provider behind a private CA
+//! (`ca_file`, `ca_file_only`), over a real rustls server.
 
 use std::path::Path;
 use std::time::Duration;
@@ -277,6 +279,183 @@ async fn renewed_certificates_are_taken_up_on_sighup() {
         check_over_tls(&binary.addr, &renewed.ca_cert, None, &good).await,
         Ok(200)
     );
+}
+
+/// An identity provider on https behind its own private CA, keys found by OIDC discovery under
+/// the issuer's path: the discovery document and the JWKS come from the server `certs` names.
+async fn private_idp(certs: &DevCerts, key: &TestKey) -> (JwksServer, String) {
+    let idp = JwksServer::start_tls(
+        Reply::Respond(404, vec![], vec![]),
+        &certs.server_cert,
+        &certs.server_key,
+    )
+    .await;
+    let issuer = idp.url_of("/realms/staff");
+    idp.route(
+        "/realms/staff/.well-known/openid-configuration",
+        Reply::json(&serde_json::json!({
+            "issuer": issuer,
+            "jwks_uri": idp.url_of("/realms/staff/certs"),
+        })),
+    );
+    idp.route("/realms/staff/certs", Reply::json(&jwks_of(&[key])));
+    (idp, issuer)
+}
+
+fn private_idp_config(issuer: &str, trust: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\nissuer = \"{issuer}\"\naudience = \"{AUDIENCE}\"\n{trust}\n\
+         [[rules]]\npath = \"/r\"\nscopes = [\"read\"]\n"
+    )
+}
+
+fn compiled(text: &str) -> scopegate::config::Config {
+    scopegate::config::RawConfig::from_toml(text, "<test>")
+        .and_then(scopegate::config::RawConfig::compile)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// Discovery and JWKS over TLS from a server whose certificate a private CA signed: with that
+/// CA in `ca_file` (added to the platform's roots, or alone with `ca_file_only`), for the
+/// one-issuer shorthand or an `[[issuers]]` entry, the keys load and tokens verify; with the
+/// platform's roots only, or another CA, the handshake fails, nothing is fetched, and tokens
+/// get 503.
+#[tokio::test]
+async fn keys_from_an_identity_provider_behind_a_private_ca_need_its_ca_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = generate(&dir.path().join("idp"), &hosts()).expect("certs");
+    let other = generate(&dir.path().join("other"), &hosts()).expect("certs");
+    let key = TestKey::generate("private-kid");
+    let (idp, issuer) = private_idp(&certs, &key).await;
+    let ca = |certs: &DevCerts| certs.ca_cert.display().to_string();
+    let entry = |trust: &str| {
+        format!(
+            "[[issuers]]\nissuer = \"{issuer}\"\naudience = \"{AUDIENCE}\"\n{trust}\n\
+             [[rules]]\npath = \"/r\"\nscopes = [\"read\"]\n"
+        )
+    };
+    for (text, trusted) in [
+        (
+            private_idp_config(&issuer, &format!("ca_file = {:?}", ca(&certs))),
+            true,
+        ),
+        (
+            private_idp_config(
+                &issuer,
+                &format!("ca_file = {:?}\nca_file_only = true", ca(&certs)),
+            ),
+            true,
+        ),
+        (entry(&format!("ca_file = {:?}", ca(&certs))), true),
+        (private_idp_config(&issuer, ""), false),
+        (
+            private_idp_config(&issuer, &format!("ca_file = {:?}", ca(&other))),
+            false,
+        ),
+        (
+            entry(&format!("ca_file = {:?}\nca_file_only = true", ca(&other))),
+            false,
+        ),
+    ] {
+        let config = compiled(&text);
+        let hits = idp.hits();
+        let fetched = scopegate::jwks::fetch_once(&config.issuers()[0].jwks).await;
+        if trusted {
+            assert_eq!(fetched.map(|keys| keys.len()).ok(), Some(1), "{text}");
+            assert_eq!(idp.hits(), hits + 2, "discovery and JWKS: {text}");
+        } else {
+            let error = fetched.expect_err(&text).to_string();
+            assert!(error.contains("certificate"), "{text}: {error}");
+            assert_eq!(idp.hits(), hits, "nothing is asked of an untrusted server");
+        }
+    }
+
+    // The same through the server: tokens verify with the CA, and get 503 without it.
+    let mut claims = claims("read");
+    claims["iss"] = serde_json::json!(issuer);
+    let token = key.mint(&claims);
+    let gate = Scopegate::start_with(compiled(&private_idp_config(
+        &issuer,
+        &format!("ca_file = {:?}", ca(&certs)),
+    )))
+    .await;
+    gate.wait_serving().await;
+    gate.ask("GET", "/r", Some(&bearer(&token)))
+        .await
+        .assert_allowed();
+    gate.stop().await;
+    let gate = Scopegate::start_with(compiled(&private_idp_config(&issuer, ""))).await;
+    gate.ask("GET", "/r", Some(&bearer(&token)))
+        .await
+        .assert_denied(503, "temporarily_unavailable");
+    gate.stop().await;
+}
+
+/// The CA file is read again at every reload: new contents make the issuer a changed one,
+/// whose keys are fetched (with a client trusting the new CA) before the new configuration
+/// answers; a CA file that has gone missing refuses the reload, naming the key and the path,
+/// and the configuration in force stays.
+#[tokio::test]
+async fn a_reload_reads_the_ca_file_again_and_refuses_a_missing_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = generate(&dir.path().join("idp"), &hosts()).expect("certs");
+    let other = generate(&dir.path().join("other"), &hosts()).expect("certs");
+    let key = TestKey::generate("private-kid");
+    let (_idp, issuer) = private_idp(&certs, &key).await;
+    // The CA file starts out holding the wrong CA.
+    let ca_file = dir.path().join("idp-ca.pem");
+    std::fs::copy(&other.ca_cert, &ca_file).expect("copy");
+    let binary = Binary::start(
+        "private-ca-reload",
+        &private_idp_config(
+            &issuer,
+            &format!("ca_file = {:?}", ca_file.display().to_string()),
+        ),
+        "info",
+        None,
+    )
+    .await;
+    binary
+        .wait_for_log("JWKS refresh failed", Duration::from_secs(20))
+        .await;
+    let mut claims = claims("read");
+    claims["iss"] = serde_json::json!(issuer);
+    let token = key.mint(&claims);
+    let status = |client: AuthorizationClient<tonic::transport::Channel>| {
+        let token = token.clone();
+        async move {
+            let mut client = client;
+            let answer = client
+                .check(request("GET", "/r", &[("authorization", &bearer(&token))]))
+                .await
+                .expect("in-band answer")
+                .into_inner();
+            Answer::of(&answer).status()
+        }
+    };
+    assert_eq!(status(binary.client().await).await, 503);
+
+    // The right CA, same path, same configuration file: the reload fetches the keys anew.
+    let staged = dir.path().join("idp-ca.pem.staged");
+    std::fs::copy(&certs.ca_cert, &staged).expect("copy");
+    std::fs::rename(&staged, &ca_file).expect("rename");
+    binary.sighup();
+    binary
+        .wait_for_log("configuration reloaded", Duration::from_secs(20))
+        .await;
+    assert_eq!(status(binary.client().await).await, 200);
+
+    // The CA file goes missing: the reload is refused, naming the key and the path.
+    std::fs::remove_file(&ca_file).expect("remove");
+    binary.sighup();
+    let refused = binary
+        .wait_for_log("reload refused", Duration::from_secs(20))
+        .await;
+    assert!(
+        refused.contains("ca_file") && refused.contains(&ca_file.display().to_string()),
+        "{refused}"
+    );
+    assert_eq!(status(binary.client().await).await, 200);
 }
 
 /// Renewed certificates written into the watched configuration directory, and a SIGHUP right
