@@ -1059,9 +1059,30 @@ impl Config {
     /// The configuration with [`Config::warnings`] worked out: each check below looks at the
     /// compiled values only, so it cannot disagree with what is enforced.
     fn with_warnings(mut self) -> Config {
-        let warnings = Vec::new();
+        let mut warnings = Vec::new();
+        warnings.extend(self.unknown_kid_wait_warning());
         self.warnings = warnings;
         self
+    }
+
+    /// A Check that waits for a refetch asked for by an unknown `kid` is still under its
+    /// deadline: a wait as long as `check_timeout_ms` (or longer) turns the 401 or the allow the
+    /// new key would decide into a 503 whenever the refetch takes the whole wait. Not refused,
+    /// because tests of the deadline rely on such configurations.
+    fn unknown_kid_wait_warning(&self) -> Option<ConfigWarning> {
+        let deadline = self.server.check_timeout;
+        // Every issuer shares the top-level `unknown_kid_wait_ms`; report the longest once.
+        let wait = self.issuers.iter().map(|i| i.jwks.unknown_kid_wait).max()?;
+        (wait >= deadline).then(|| ConfigWarning {
+            key: "unknown_kid_wait_ms, server.check_timeout_ms".into(),
+            message: format!(
+                "unknown_kid_wait_ms ({}) is not below server.check_timeout_ms ({}): a Check \
+                 waiting for a new key can run out of time and be answered 503 instead of \
+                 401 or 200; keep the wait below the Check deadline",
+                wait.as_millis(),
+                deadline.as_millis()
+            ),
+        })
     }
 
     /// What this configuration does that is allowed but probably unintended, or that leaves a
@@ -1592,6 +1613,51 @@ mod tests {
         assert_eq!(c.server.handshake_timeout, Duration::from_secs(10));
         assert_eq!(c.server.idle_timeout, Duration::from_secs(300));
         assert_eq!(c.server.check_timeout, Duration::from_millis(400));
+    }
+
+    /// A key wait as long as the Check deadline is allowed but reported, once, naming both
+    /// keys and values; the defaults (300 ms under 400 ms) say nothing.
+    #[test]
+    fn unknown_kid_wait_at_or_past_the_check_deadline_is_a_warning() {
+        let cases: [(&str, Option<&str>); 5] = [
+            ("", None),
+            ("unknown_kid_wait_ms = 399", None),
+            (
+                "unknown_kid_wait_ms = 400",
+                Some("(400) is not below server.check_timeout_ms (400)"),
+            ),
+            (
+                "unknown_kid_wait_ms = 2000",
+                Some("(2000) is not below server.check_timeout_ms (400)"),
+            ),
+            (
+                "unknown_kid_wait_ms = 300\n[server]\ncheck_timeout_ms = 100",
+                Some("(300) is not below server.check_timeout_ms (100)"),
+            ),
+        ];
+        for (extra, want) in cases {
+            let c = compile(extra).expect("a warning never refuses the file");
+            let warnings: Vec<&ConfigWarning> = c
+                .warnings()
+                .iter()
+                .filter(|w| w.key.contains("unknown_kid_wait_ms"))
+                .collect();
+            match want {
+                None => assert!(warnings.is_empty(), "{extra}: {warnings:?}"),
+                Some(text) => {
+                    assert_eq!(warnings.len(), 1, "{extra}: {warnings:?}");
+                    assert_eq!(
+                        warnings[0].key,
+                        "unknown_kid_wait_ms, server.check_timeout_ms"
+                    );
+                    assert!(
+                        warnings[0].message.contains(text),
+                        "{extra}: {}",
+                        warnings[0]
+                    );
+                }
+            }
+        }
     }
 
     #[test]
