@@ -89,6 +89,8 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     /// Verified tokens remembered (0: none); default 10000.
     pub token_cache_size: Option<u64>,
+    /// The verified-token cache's byte budget; default 32 MiB.
+    pub token_cache_max_bytes: Option<u64>,
     /// Limits of the gRPC server.
     #[serde(default)]
     pub server: RawServer,
@@ -287,6 +289,7 @@ pub struct Config {
     health_listen: Option<SocketAddr>,
     tls: Option<TlsFiles>,
     token_cache_size: usize,
+    token_cache_max_bytes: u64,
     issuers: Vec<Issuer>,
     policy: Policy,
     realm: String,
@@ -696,6 +699,12 @@ fn invalid(
 const DEFAULT_LISTEN: &str = "0.0.0.0:9191";
 const DEFAULT_TOKEN_CACHE_SIZE: u64 = 10_000;
 const MAX_TOKEN_CACHE_SIZE: u64 = 1_000_000;
+/// Ample for the default 10,000 entries of ordinary tokens (about 3 KiB each with their
+/// share of the budget), and an eighth of the shipped Kubernetes memory limit (256 MiB).
+const DEFAULT_TOKEN_CACHE_MAX_BYTES: u64 = 32 * 1024 * 1024;
+/// At 1 MiB, the largest entry cached is 16 KiB (a token of about 200 scopes).
+const MIN_TOKEN_CACHE_MAX_BYTES: u64 = 1024 * 1024;
+const MAX_TOKEN_CACHE_MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 const DEFAULT_LEEWAY: u64 = 60;
 const MAX_LEEWAY: u64 = 600;
 const DEFAULT_REALM: &str = "scopegate";
@@ -789,6 +798,20 @@ impl RawConfig {
                 "token_cache_size",
                 token_cache_size,
                 format!("must be between 0 (off) and {MAX_TOKEN_CACHE_SIZE}"),
+            ));
+        }
+        let token_cache_max_bytes = self
+            .token_cache_max_bytes
+            .unwrap_or(DEFAULT_TOKEN_CACHE_MAX_BYTES);
+        if !(MIN_TOKEN_CACHE_MAX_BYTES..=MAX_TOKEN_CACHE_MAX_BYTES).contains(&token_cache_max_bytes)
+        {
+            return Err(invalid(
+                "token_cache_max_bytes",
+                token_cache_max_bytes,
+                format!(
+                    "must be between {MIN_TOKEN_CACHE_MAX_BYTES} and {MAX_TOKEN_CACHE_MAX_BYTES} \
+                     (token_cache_size = 0 turns the cache off)"
+                ),
             ));
         }
         let tls = match self.tls {
@@ -1045,6 +1068,7 @@ impl RawConfig {
             health_listen,
             tls,
             token_cache_size: token_cache_size as usize,
+            token_cache_max_bytes,
             issuers,
             policy,
             realm,
@@ -1124,6 +1148,12 @@ impl Config {
     /// Most verified tokens remembered; 0: the cache is off.
     pub fn token_cache_size(&self) -> usize {
         self.token_cache_size
+    }
+
+    /// Most bytes the verified-token cache's entries may weigh in all (each weighs its
+    /// estimated heap size, at least this over [`Config::token_cache_size`]).
+    pub fn token_cache_max_bytes(&self) -> u64 {
+        self.token_cache_max_bytes
     }
 
     /// The gRPC listener's TLS files, if it speaks TLS.
@@ -1472,7 +1502,11 @@ impl fmt::Display for Config {
                 )
             )?;
         }
-        writeln!(f, "token_cache_size  {}", self.token_cache_size)?;
+        writeln!(
+            f,
+            "token_cache_size  {} (at most {} bytes: token_cache_max_bytes)",
+            self.token_cache_size, self.token_cache_max_bytes
+        )?;
         let decision_log = match self.decision_log {
             DecisionLog::Deny => "deny",
             DecisionLog::All => "all",
@@ -1795,6 +1829,12 @@ mod tests {
             ("jwks_max_keys = 0", "jwks_max_keys"),
             ("jwks_max_keys = 1001", "jwks_max_keys"),
             ("unknown_kid_wait_ms = 10001", "unknown_kid_wait_ms"),
+            ("token_cache_max_bytes = 0", "token_cache_max_bytes"),
+            ("token_cache_max_bytes = 1048575", "token_cache_max_bytes"),
+            (
+                "token_cache_max_bytes = 17179869185",
+                "token_cache_max_bytes",
+            ),
             ("token_types = []", "token_types"),
             ("token_types = [\"at+jwt\", \"at jwt\"]", "token_types[1]"),
             ("token_types = [\"text/plain\"]", "token_types[0]"),
@@ -2073,6 +2113,10 @@ mod tests {
         assert_eq!(
             shown.token_cache_size, defaults.token_cache_size,
             "token_cache_size"
+        );
+        assert_eq!(
+            shown.token_cache_max_bytes, defaults.token_cache_max_bytes,
+            "token_cache_max_bytes"
         );
         assert_eq!(
             shown.reload_on_change, defaults.reload_on_change,

@@ -634,6 +634,8 @@ async fn reload_loop(reloader: Reloader, stop: impl Future<Output = ()>) -> KeyS
                     slot.store(config);
                 }
                 live.store(Arc::new(Generation::new(Arc::clone(&new), sets)));
+                // The new generation's cache starts empty.
+                metrics.token_cache_bytes(0);
                 in_force = Some(bytes);
                 metrics.reload(ReloadResult::success);
                 fetched.notify_one();

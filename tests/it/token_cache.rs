@@ -1,6 +1,7 @@
 //! The verified-token cache on the real binary, its hits and misses read from `/metrics`: a hit
 //! only for the same token bytes while the token and its key still hold, never across a reload,
-//! and nothing at all with `token_cache_size = 0`.
+//! nothing at all with `token_cache_size = 0`, and never more memory than its byte budget,
+//! however large the tokens (the budget read from `/metrics`, the memory from `/proc`).
 
 use std::time::Duration;
 
@@ -150,4 +151,81 @@ async fn a_cache_of_size_zero_caches_nothing() {
         assert_eq!(ask(&binary, &token).await.0, 200);
     }
     assert_eq!(lookups(&metrics).await, (0.0, 0.0), "no lookups at all");
+}
+
+/// Distinct valid tokens of 3,850 two-character scopes (15.6 KB each, about 220 KiB of heap
+/// once verified): 3,000 of them took the binary from 26 to 678 MiB when the cache counted only
+/// entries. Weighed by their bytes, 1,500 of them (twelve times what the budget holds) leave
+/// the cache within the default budget (32 MiB), and the process too, but for a fixed margin
+/// (transient allocations, allocator slack; 31 MiB of growth in all was seen).
+#[tokio::test]
+async fn large_tokens_stay_within_the_byte_budget() {
+    const TOKENS: usize = 1_500;
+    const BUDGET_MIB: u64 = 32;
+    const MARGIN_MIB: u64 = 24;
+    let key = TestKey::generate("k1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let (binary, metrics) = started("cache-bytes", &config(&jwks.url(), AUDIENCE, "")).await;
+    let alphabet: Vec<char> = ('a'..='z')
+        .chain('A'..='Z')
+        .chain('0'..='9')
+        .chain(['-', '_'])
+        .collect();
+    let mut scopes: Vec<String> = (0..3_849)
+        .map(|i| {
+            [alphabet[i / alphabet.len()], alphabet[i % alphabet.len()]]
+                .iter()
+                .collect()
+        })
+        .collect();
+    scopes.push("read".into());
+    let scope = scopes.join(" ");
+    let large = |i: usize| {
+        let mut c = claims(&scope);
+        c["jti"] = json!(format!("large-{i}"));
+        key.mint(&c)
+    };
+    assert!(large(0).len() > 15_000, "{}", large(0).len());
+    assert_eq!(ask(&binary, &large(0)).await.0, 200);
+    let before = binary.rss_mib();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let workers = 4;
+    for worker in 0..workers {
+        let client = binary.client().await;
+        let tokens: Vec<String> = (0..TOKENS)
+            .filter(|i| i % workers == worker)
+            .map(large)
+            .collect();
+        tasks.spawn(async move {
+            for token in tokens {
+                let answer = client
+                    .clone()
+                    .check(request("GET", "/r", &[("authorization", &bearer(&token))]))
+                    .await
+                    .expect("in-band answer")
+                    .into_inner();
+                assert_eq!(answer.status.map(|s| s.code), Some(0), "allowed");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("worker");
+    }
+
+    let scrape = scrape(&metrics).await;
+    let held = sample(&scrape, "scopegate_token_cache_bytes", &[]);
+    let after = binary.rss_mib();
+    assert!(
+        held <= (BUDGET_MIB * 1024 * 1024) as f64,
+        "the cache weighs {held} bytes, over its budget"
+    );
+    assert!(
+        held >= (BUDGET_MIB * 1024 * 1024 / 2) as f64,
+        "the cache weighs only {held} bytes: large tokens are cached up to the budget"
+    );
+    assert!(
+        after <= before + BUDGET_MIB + MARGIN_MIB,
+        "RSS went from {before} MiB to {after} MiB with {TOKENS} large tokens"
+    );
 }
