@@ -229,3 +229,62 @@ async fn large_tokens_stay_within_the_byte_budget() {
         "RSS went from {before} MiB to {after} MiB with {TOKENS} large tokens"
     );
 }
+
+/// The choice the cache documents for ECDSA: the key is the exact token bytes, not normalised.
+/// A token's twin with `s` replaced by `n - s` verifies too (no low-`s` rule), and is an entry
+/// of its own for the same claims; each hits only itself afterwards.
+#[tokio::test]
+async fn an_ecdsa_high_s_twin_verifies_and_is_an_entry_of_its_own() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    // The order of P-256, big-endian.
+    const N: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63,
+        0x25, 0x51,
+    ];
+    let key = CurveKey::ec("p256", "P-256");
+    let jwks = JwksServer::start(Reply::json(&json!({ "keys": [key.jwk] }))).await;
+    let (binary, metrics) = started(
+        "cache-high-s",
+        &config(&jwks.url(), AUDIENCE, "algorithms = [\"ES256\"]"),
+    )
+    .await;
+    let token = key.mint(jsonwebtoken::Algorithm::ES256, &claims("read"));
+    let (input, signature) = token.rsplit_once('.').expect("three segments");
+    let signature = URL_SAFE_NO_PAD.decode(signature).expect("base64url");
+    // s' = n - s, big-endian, with borrow.
+    let mut twin = signature[..32].to_vec();
+    let mut borrow = 0i16;
+    let mut s_twin = [0u8; 32];
+    for i in (0..32).rev() {
+        let digit = i16::from(N[i]) - i16::from(signature[32 + i]) - borrow;
+        (s_twin[i], borrow) = if digit < 0 {
+            ((digit + 256) as u8, 1)
+        } else {
+            (digit as u8, 0)
+        };
+    }
+    twin.extend_from_slice(&s_twin);
+    let twin = format!("{input}.{}", URL_SAFE_NO_PAD.encode(twin));
+    assert_ne!(twin, token);
+
+    assert_eq!(ask(&binary, &token).await.0, 200);
+    assert_eq!(
+        ask(&binary, &twin).await,
+        (200, String::new()),
+        "the twin verifies"
+    );
+    assert_eq!(
+        lookups(&metrics).await,
+        (0.0, 2.0),
+        "two entries, no shared one"
+    );
+    assert_eq!(ask(&binary, &token).await.0, 200);
+    assert_eq!(ask(&binary, &twin).await.0, 200);
+    assert_eq!(
+        lookups(&metrics).await,
+        (2.0, 2.0),
+        "each hits its own entry"
+    );
+}
