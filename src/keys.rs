@@ -337,7 +337,8 @@ impl KeySet {
     /// A document listing more than `max_keys` entries is refused whole, before any entry is
     /// parsed or even held in memory. Entries that are not usable (other key types, `use` other
     /// than `sig`, `key_ops` without `verify`, a disallowed `alg`, malformed or wrongly sized
-    /// moduli, duplicate `kid`s) are returned in the skip list rather than failing the document.
+    /// moduli, Ed25519 keys of small order, duplicate `kid`s) are returned in the skip list
+    /// rather than failing the document.
     ///
     /// CPU-bound (one RSA key parse per entry and algorithm): the refresher runs it on a blocking
     /// thread (`jwks::parse_off_runtime`).
