@@ -99,6 +99,8 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     /// Verified tokens remembered (0: none); default 10000.
     pub token_cache_size: Option<u64>,
+    /// The verified-token cache's byte budget; default 32 MiB.
+    pub token_cache_max_bytes: Option<u64>,
     /// Limits of the gRPC server.
     #[serde(default)]
     pub server: RawServer,
@@ -297,6 +299,7 @@ pub struct Config {
     health_listen: Option<SocketAddr>,
     tls: Option<TlsFiles>,
     token_cache_size: usize,
+    token_cache_max_bytes: u64,
     issuers: Vec<Issuer>,
     policy: Policy,
     realm: String,
@@ -783,6 +786,12 @@ fn invalid(
 const DEFAULT_LISTEN: &str = "0.0.0.0:9191";
 const DEFAULT_TOKEN_CACHE_SIZE: u64 = 10_000;
 const MAX_TOKEN_CACHE_SIZE: u64 = 1_000_000;
+/// Ample for the default 10,000 entries of ordinary tokens (about 3 KiB each with their
+/// share of the budget), and an eighth of the shipped Kubernetes memory limit (256 MiB).
+const DEFAULT_TOKEN_CACHE_MAX_BYTES: u64 = 32 * 1024 * 1024;
+/// At 1 MiB, the largest entry cached is 16 KiB (a token of about 200 scopes).
+const MIN_TOKEN_CACHE_MAX_BYTES: u64 = 1024 * 1024;
+const MAX_TOKEN_CACHE_MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 const DEFAULT_LEEWAY: u64 = 60;
 const MAX_LEEWAY: u64 = 600;
 const DEFAULT_REALM: &str = "scopegate";
@@ -876,6 +885,20 @@ impl RawConfig {
                 "token_cache_size",
                 token_cache_size,
                 format!("must be between 0 (off) and {MAX_TOKEN_CACHE_SIZE}"),
+            ));
+        }
+        let token_cache_max_bytes = self
+            .token_cache_max_bytes
+            .unwrap_or(DEFAULT_TOKEN_CACHE_MAX_BYTES);
+        if !(MIN_TOKEN_CACHE_MAX_BYTES..=MAX_TOKEN_CACHE_MAX_BYTES).contains(&token_cache_max_bytes)
+        {
+            return Err(invalid(
+                "token_cache_max_bytes",
+                token_cache_max_bytes,
+                format!(
+                    "must be between {MIN_TOKEN_CACHE_MAX_BYTES} and {MAX_TOKEN_CACHE_MAX_BYTES} \
+                     (token_cache_size = 0 turns the cache off)"
+                ),
             ));
         }
         let tls = match self.tls {
@@ -1150,6 +1173,7 @@ impl RawConfig {
             health_listen,
             tls,
             token_cache_size: token_cache_size as usize,
+            token_cache_max_bytes,
             issuers,
             policy,
             realm,
@@ -1166,8 +1190,29 @@ impl Config {
     fn with_warnings(mut self) -> Config {
         let mut warnings = Vec::new();
         warnings.extend(insecure_http_warnings(&self.issuers));
+        warnings.extend(self.unknown_kid_wait_warning());
         self.warnings = warnings;
         self
+    }
+
+    /// A Check that waits for a refetch asked for by an unknown `kid` is still under its
+    /// deadline: a wait as long as `check_timeout_ms` (or longer) turns the 401 or the allow the
+    /// new key would decide into a 503 whenever the refetch takes the whole wait. Not refused,
+    /// because tests of the deadline rely on such configurations.
+    fn unknown_kid_wait_warning(&self) -> Option<ConfigWarning> {
+        let deadline = self.server.check_timeout;
+        // Every issuer shares the top-level `unknown_kid_wait_ms`; report the longest once.
+        let wait = self.issuers.iter().map(|i| i.jwks.unknown_kid_wait).max()?;
+        (wait >= deadline).then(|| ConfigWarning {
+            key: "unknown_kid_wait_ms, server.check_timeout_ms".into(),
+            message: format!(
+                "unknown_kid_wait_ms ({}) is not below server.check_timeout_ms ({}): a Check \
+                 waiting for a new key can run out of time and be answered 503 instead of \
+                 401 or 200; keep the wait below the Check deadline",
+                wait.as_millis(),
+                deadline.as_millis()
+            ),
+        })
     }
 
     /// What this configuration does that is allowed but probably unintended, or that leaves a
@@ -1209,6 +1254,12 @@ impl Config {
     /// Most verified tokens remembered; 0: the cache is off.
     pub fn token_cache_size(&self) -> usize {
         self.token_cache_size
+    }
+
+    /// Most bytes the verified-token cache's entries may weigh in all (each weighs its
+    /// estimated heap size, at least this over [`Config::token_cache_size`]).
+    pub fn token_cache_max_bytes(&self) -> u64 {
+        self.token_cache_max_bytes
     }
 
     /// The gRPC listener's TLS files, if it speaks TLS.
@@ -1574,7 +1625,11 @@ impl fmt::Display for Config {
                 )
             )?;
         }
-        writeln!(f, "token_cache_size  {}", self.token_cache_size)?;
+        writeln!(
+            f,
+            "token_cache_size  {} (at most {} bytes: token_cache_max_bytes)",
+            self.token_cache_size, self.token_cache_max_bytes
+        )?;
         let decision_log = match self.decision_log {
             DecisionLog::Deny => "deny",
             DecisionLog::All => "all",
@@ -1736,6 +1791,51 @@ mod tests {
         assert_eq!(c.server.handshake_timeout, Duration::from_secs(10));
         assert_eq!(c.server.idle_timeout, Duration::from_secs(300));
         assert_eq!(c.server.check_timeout, Duration::from_millis(400));
+    }
+
+    /// A key wait as long as the Check deadline is allowed but reported, once, naming both
+    /// keys and values; the defaults (300 ms under 400 ms) say nothing.
+    #[test]
+    fn unknown_kid_wait_at_or_past_the_check_deadline_is_a_warning() {
+        let cases: [(&str, Option<&str>); 5] = [
+            ("", None),
+            ("unknown_kid_wait_ms = 399", None),
+            (
+                "unknown_kid_wait_ms = 400",
+                Some("(400) is not below server.check_timeout_ms (400)"),
+            ),
+            (
+                "unknown_kid_wait_ms = 2000",
+                Some("(2000) is not below server.check_timeout_ms (400)"),
+            ),
+            (
+                "unknown_kid_wait_ms = 300\n[server]\ncheck_timeout_ms = 100",
+                Some("(300) is not below server.check_timeout_ms (100)"),
+            ),
+        ];
+        for (extra, want) in cases {
+            let c = compile(extra).expect("a warning never refuses the file");
+            let warnings: Vec<&ConfigWarning> = c
+                .warnings()
+                .iter()
+                .filter(|w| w.key.contains("unknown_kid_wait_ms"))
+                .collect();
+            match want {
+                None => assert!(warnings.is_empty(), "{extra}: {warnings:?}"),
+                Some(text) => {
+                    assert_eq!(warnings.len(), 1, "{extra}: {warnings:?}");
+                    assert_eq!(
+                        warnings[0].key,
+                        "unknown_kid_wait_ms, server.check_timeout_ms"
+                    );
+                    assert!(
+                        warnings[0].message.contains(text),
+                        "{extra}: {}",
+                        warnings[0]
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -2055,6 +2155,12 @@ mod tests {
             ("jwks_max_keys = 0", "jwks_max_keys"),
             ("jwks_max_keys = 1001", "jwks_max_keys"),
             ("unknown_kid_wait_ms = 10001", "unknown_kid_wait_ms"),
+            ("token_cache_max_bytes = 0", "token_cache_max_bytes"),
+            ("token_cache_max_bytes = 1048575", "token_cache_max_bytes"),
+            (
+                "token_cache_max_bytes = 17179869185",
+                "token_cache_max_bytes",
+            ),
             ("token_types = []", "token_types"),
             ("token_types = [\"at+jwt\", \"at jwt\"]", "token_types[1]"),
             ("token_types = [\"text/plain\"]", "token_types[0]"),
@@ -2333,6 +2439,10 @@ mod tests {
         assert_eq!(
             shown.token_cache_size, defaults.token_cache_size,
             "token_cache_size"
+        );
+        assert_eq!(
+            shown.token_cache_max_bytes, defaults.token_cache_max_bytes,
+            "token_cache_max_bytes"
         );
         assert_eq!(
             shown.reload_on_change, defaults.reload_on_change,

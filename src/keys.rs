@@ -231,6 +231,11 @@ pub enum SkipReason {
     ModulusSize,
     /// Exponent even, 1, empty, or wider than 32 bits.
     Exponent,
+    /// An Ed25519 key that is a point of small order (any of the 14 ways to write one of the 8),
+    /// or whose `y` is not below the field prime. A small-order key verifies a signature made
+    /// without any private key (`R` the identity, `s` = 0) for a fraction of all messages, and
+    /// the crypto library does not refuse one.
+    SmallOrder,
     /// The crypto library refused the key.
     Rejected,
     /// A `kid` that an earlier entry already has (the first entry is kept).
@@ -251,6 +256,7 @@ impl fmt::Display for SkipReason {
             SkipReason::BadEncoding => "key member missing, not base64url or of the wrong length",
             SkipReason::ModulusSize => "modulus not 2048..=8192 bits",
             SkipReason::Exponent => "exponent not an odd integer in 3..2^32",
+            SkipReason::SmallOrder => "Ed25519 key of small order or not canonically encoded",
             SkipReason::Rejected => "key rejected by the crypto library",
             SkipReason::DuplicateKid => "duplicate kid (first kept)",
         })
@@ -331,7 +337,8 @@ impl KeySet {
     /// A document listing more than `max_keys` entries is refused whole, before any entry is
     /// parsed or even held in memory. Entries that are not usable (other key types, `use` other
     /// than `sig`, `key_ops` without `verify`, a disallowed `alg`, malformed or wrongly sized
-    /// moduli, duplicate `kid`s) are returned in the skip list rather than failing the document.
+    /// moduli, Ed25519 keys of small order, duplicate `kid`s) are returned in the skip list
+    /// rather than failing the document.
     ///
     /// CPU-bound (one RSA key parse per entry and algorithm): the refresher runs it on a blocking
     /// thread (`jwks::parse_off_runtime`).
@@ -535,6 +542,9 @@ fn parse_key(entry: &serde_json::Value, algorithms: &[Algorithm]) -> Result<Key,
                 if x.len() != 32 || jwk.y.is_some() {
                     return Err(SkipReason::BadEncoding);
                 }
+                if ed25519_small_order_or_non_canonical(&x) {
+                    return Err(SkipReason::SmallOrder);
+                }
                 x
             }
         };
@@ -556,6 +566,58 @@ fn parse_key(entry: &serde_json::Value, algorithms: &[Algorithm]) -> Result<Key,
         verifiers,
         fingerprint: digest,
     })
+}
+
+/// The `y` coordinates (little-endian, sign bit clear) of the 8 Ed25519 points of small order,
+/// and the two of them that also fit above the field prime p = 2^255 - 19: 0 (two points, x =
+/// ±sqrt(-1), order 4), 1 (the identity), the two order-8 values, p - 1 (order 2), p (0 again)
+/// and p + 1 (1 again). With either sign bit that is 14 encodings, the "negative zero" ones
+/// (x = 0 with the sign bit set) included, which RFC 8032 decoding refuses but a lax decoder
+/// does not.
+const ED25519_SMALL_ORDER_Y: [[u8; 32]; 7] = [
+    [0; 32],
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc, 0x05,
+    ],
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ],
+    ed25519_prime_plus(-1),
+    ed25519_prime_plus(0),
+    ed25519_prime_plus(1),
+];
+
+/// p + `delta` (for small `delta`) as 32 little-endian bytes: p is 0xed followed by 30 bytes of
+/// 0xff and a final 0x7f.
+const fn ed25519_prime_plus(delta: i16) -> [u8; 32] {
+    let mut bytes = [0xff; 32];
+    bytes[0] = (0xed + delta) as u8;
+    bytes[31] = 0x7f;
+    bytes
+}
+
+/// Whether a 32-byte Ed25519 public key is of small order or not canonical (`y` >= p). Such a
+/// key is no one's key: the refusal does not depend on the crypto library's decoder. Keys of
+/// mixed order (a real key plus a small-order part) are not looked for here: they cannot sign
+/// without their private key, and verification is cofactorless.
+fn ed25519_small_order_or_non_canonical(key: &[u8]) -> bool {
+    let Ok(mut y) = <[u8; 32]>::try_from(key) else {
+        return false;
+    };
+    y[31] &= 0x7f;
+    if ED25519_SMALL_ORDER_Y.contains(&y) {
+        return true;
+    }
+    // y >= p: the top 254 bits all set but for p's low byte, compared as a number.
+    y[31] == 0x7f && y[1..31].iter().all(|b| *b == 0xff) && y[0] >= 0xed
 }
 
 /// Bit length of a big-endian unsigned integer whose leading zero bytes are already stripped;
@@ -881,6 +943,73 @@ pub(crate) mod tests {
             });
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    /// The 8 Ed25519 points of small order in each of their 14 encodings (canonical; with the
+    /// sign bit set, including x = 0 "negative zero"; and with y = p or p + 1, which reduce to 0
+    /// and 1), and keys whose y is otherwise not below p, are skipped before the crypto library
+    /// sees them; real keys next to them still load. aws-lc-rs accepts every one of these 16 as
+    /// a public key (it checks the length only), and with the all-zero one a signature of
+    /// R = identity, s = 0 verifies for a quarter of all messages (`it::hostile_tokens`).
+    #[test]
+    fn ed25519_small_order_and_non_canonical_keys_are_skipped() {
+        let hex = |text: &str| -> Vec<u8> {
+            (0..text.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+                .collect()
+        };
+        let ff = "ff".repeat(30);
+        let zeros = "00".repeat(30);
+        let order8 = "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc";
+        let order8_neg = "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03";
+        let cases: Vec<(&str, String)> = vec![
+            ("identity", format!("01{zeros}00")),
+            ("identity, negative zero", format!("01{zeros}80")),
+            ("order 2 (y = p - 1)", format!("ec{ff}7f")),
+            ("order 2, negative zero", format!("ec{ff}ff")),
+            ("order 4, y = 0 (all zero bytes)", format!("00{zeros}00")),
+            ("order 4, y = 0, sign set", format!("00{zeros}80")),
+            ("order 8", format!("{order8}05")),
+            ("order 8, sign set", format!("{order8}85")),
+            ("order 8, -y", format!("{order8_neg}7a")),
+            ("order 8, -y, sign set", format!("{order8_neg}fa")),
+            ("order 4, y = p", format!("ed{ff}7f")),
+            ("order 4, y = p, sign set", format!("ed{ff}ff")),
+            ("identity, y = p + 1", format!("ee{ff}7f")),
+            ("identity, y = p + 1, sign set", format!("ee{ff}ff")),
+            ("y = p + 2, not canonical", format!("ef{ff}7f")),
+            ("y = 2^255 - 1, not canonical", format!("ff{ff}ff")),
+        ];
+        let (_, _, real) = curve_keys();
+        let okp = |x: &[u8], kid: &str| {
+            serde_json::json!({"kty": "OKP", "crv": "Ed25519", "kid": kid,
+                "x": URL_SAFE_NO_PAD.encode(x)})
+        };
+        let mut wrong = Vec::new();
+        for (name, encoding) in &cases {
+            let x = hex(encoding);
+            assert_eq!(x.len(), 32, "{name}");
+            let doc = serde_json::json!({"keys": [okp(&x, "weak"), okp(&real, "real")]});
+            let (set, skipped) = KeySet::parse(
+                doc.to_string().as_bytes(),
+                &[Algorithm::EdDSA, Algorithm::Ed25519],
+                100,
+            )
+            .expect("the real key keeps the set usable");
+            assert!(set.find(Some("real")).is_some(), "{name}");
+            let got = reasons(&skipped);
+            if got != [(Some("weak"), SkipReason::SmallOrder)] {
+                let loaded = set.find(Some("weak")).is_some();
+                wrong.push(format!("{name}: skipped {got:?}, loaded {loaded}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        // Just below p is a number like any other: whether it is a point is the library's call.
+        assert!(!ed25519_small_order_or_non_canonical(&hex(&format!(
+            "eb{ff}7f"
+        ))));
+        assert!(!ed25519_small_order_or_non_canonical(&real));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! | `scopegate_jwks_refetch_suppressed_total` | `issuer` |
 //! | `scopegate_config_reloads_total` | `result` (`success`, `failure`) |
 //! | `scopegate_token_cache_requests_total` | `result` (`hit`, `miss`) |
+//! | `scopegate_token_cache_bytes` | none |
 //! | `scopegate_shadow_decisions_total` | `rule` (a shadow rule), `decision` (what it would have decided) |
 //! | `scopegate_connections` (gauge) | none: open connections on the gRPC listener |
 //! | `scopegate_build_info` | `version` |
@@ -242,6 +243,7 @@ pub struct Metrics {
     jwks_refetch_suppressed: Family<IssuerLabels, Counter>,
     config_reloads: Family<ReloadLabels, Counter>,
     token_cache: Family<CacheLabels, Counter>,
+    token_cache_bytes: Gauge,
     shadow_decisions: Family<ShadowLabels, Counter>,
     connections: Gauge,
 }
@@ -313,6 +315,13 @@ impl Metrics {
             "Verified-token cache lookups, by result (only while the cache is on)",
             token_cache.clone(),
         );
+        let token_cache_bytes = Gauge::default();
+        registry.register(
+            "token_cache_bytes",
+            "Estimated bytes the verified-token cache of the configuration in force holds \
+             (each entry weighs at least token_cache_max_bytes / token_cache_size)",
+            token_cache_bytes.clone(),
+        );
         let shadow_decisions = Family::<ShadowLabels, Counter>::default();
         registry.register(
             "shadow_decisions",
@@ -350,6 +359,7 @@ impl Metrics {
             jwks_refetch_suppressed,
             config_reloads,
             token_cache,
+            token_cache_bytes,
             shadow_decisions,
             connections,
         }
@@ -397,6 +407,12 @@ impl Metrics {
         self.token_cache
             .get_or_create(&CacheLabels { result })
             .inc();
+    }
+
+    /// Sets the verified-token cache's weight (its entries' estimated bytes).
+    pub fn token_cache_bytes(&self, bytes: u64) {
+        self.token_cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Counts one answered Check and its duration.

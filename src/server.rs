@@ -692,6 +692,8 @@ impl Reloader {
         }
         self.live
             .store(Arc::new(Generation::new(Arc::clone(&new), sets)));
+        // The new generation's cache starts empty.
+        self.metrics.token_cache_bytes(0);
         *in_force = Some(bytes);
         self.metrics.configured(&new);
         self.metrics.reload(ReloadResult::success);

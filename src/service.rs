@@ -77,7 +77,7 @@ impl Generation {
             "one key set per configured issuer"
         );
         let forwarded_headers = config.forwarded_headers().into();
-        let cache = TokenCache::new(config.token_cache_size());
+        let cache = TokenCache::new(config.token_cache_size(), config.token_cache_max_bytes());
         Generation {
             config,
             key_sets,
@@ -141,6 +141,7 @@ impl Generation {
                     return Ok(entry.claims.clone());
                 }
                 self.cache.remove(digest);
+                metrics.token_cache_bytes(self.cache.bytes());
             }
             metrics.token_cache(CacheResult::miss);
         }
@@ -171,8 +172,10 @@ impl Generation {
             }
             other => other?,
         };
-        if let Some(digest) = digest {
-            self.cache.insert(digest, index, &verified);
+        if let Some(digest) = digest
+            && self.cache.insert(digest, index, &verified)
+        {
+            metrics.token_cache_bytes(self.cache.bytes());
         }
         Ok(verified)
     }

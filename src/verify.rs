@@ -295,6 +295,54 @@ impl VerifiedClaims {
     pub fn client_id(&self) -> Option<&str> {
         self.client_id.as_deref()
     }
+
+    /// An estimate, from above, of the heap these claims hold (the struct itself not included):
+    /// every string's buffer, the scope set's B-tree nodes and the forwarded pairs' vector, each
+    /// allocation rounded as a general-purpose allocator rounds it ([`allocation_bytes`]). What a
+    /// verified-token cache weighs its entries by, so a few tokens with thousands of scopes
+    /// cannot hold more memory than its byte budget.
+    pub fn heap_bytes(&self) -> usize {
+        let string = |s: &String| allocation_bytes(s.capacity());
+        let optional = |s: &Option<String>| s.as_ref().map_or(0, string);
+        optional(&self.subject)
+            + optional(&self.kid)
+            + optional(&self.azp)
+            + optional(&self.client_id)
+            + self.scopes.iter().map(string).sum::<usize>()
+            + btree_set_nodes_bytes::<String>(self.scopes.len())
+            + allocation_bytes(self.forwarded.capacity() * size_of::<(String, String)>())
+            + self
+                .forwarded
+                .iter()
+                .map(|(header, value)| string(header) + string(value))
+                .sum::<usize>()
+    }
+}
+
+/// What an allocation of `requested` bytes takes from a general-purpose allocator: glibc's
+/// malloc adds an 8-byte header, rounds up to 16 bytes and never hands out less than 32; 0 bytes
+/// are no allocation at all.
+pub fn allocation_bytes(requested: usize) -> usize {
+    match requested {
+        0 => 0,
+        n => (n + 8).next_multiple_of(16).max(32),
+    }
+}
+
+/// The nodes of a `BTreeSet<T>` of `len` elements, from above: std's B-tree keeps at most 11
+/// keys in a node (12 edges in an internal one). `verify` builds the scope set with `collect`,
+/// which fills every node but those on the right edge, and `clone` keeps that shape; counting
+/// one node per 10 elements plus two, each at the internal nodes' size, covers the partly
+/// filled right edge and the internal levels.
+fn btree_set_nodes_bytes<T>(len: usize) -> usize {
+    const KEYS: usize = 11;
+    if len == 0 {
+        return 0;
+    }
+    // Parent pointer, parent index and length, the keys, and the edges of an internal node.
+    let node = size_of::<usize>() + 2 * size_of::<u16>() + KEYS * size_of::<T>();
+    let internal = node.next_multiple_of(align_of::<usize>()) + (KEYS + 1) * size_of::<usize>();
+    (len / (KEYS - 1) + 2) * allocation_bytes(internal)
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 //!   document, an RSA JWK with `kid` `fuzz` and `e` `AQAB`;
 //! - `e`: the rest, encoded the same way, is the exponent of that entry, whose modulus is
 //!   [`MODULUS`];
+//! - `x`: the rest, encoded the same way, is the `x` of the only entry of a document, an Ed25519
+//!   OKP JWK with `kid` `fuzz`;
 //! - `k`: the rest is spliced as text between the brackets of `{"keys":[...]}`, so it holds
 //!   entries (any number, of any shape);
 //! - anything else: the whole input is the document.
@@ -28,7 +30,11 @@
 //! - `n` mode: a modulus outside 2048..=8192 bits once its leading zero bytes are dropped is
 //!   refused with the `ModulusSize` reason, and an accepted one is inside that range;
 //! - `e` mode: an accepted exponent is odd, greater than 1 and at most 32 bits wide;
-//! - in both, the one entry is either the whole set (as `fuzz`) or the one skipped entry.
+//! - `x` mode: an accepted key is 32 bytes, its `y` (sign bit cleared) is below the field prime
+//!   and none of the 8 points of small order (checked against [`SMALL_ORDER_Y`], written out
+//!   here apart from the library's own list); a refused 32-byte key of that kind is refused for
+//!   `SmallOrder`;
+//! - in all three, the one entry is either the whole set (as `fuzz`) or the one skipped entry.
 #![no_main]
 
 use base64::Engine as _;
@@ -43,13 +49,24 @@ const MAX_KEYS: usize = 16;
 /// A valid 2048-bit RSA modulus (public key material only), base64url without padding.
 const MODULUS: &str = "wiTL-DuerNmR5VNBkRLyfM65AAK0rttfcRV-yGGFrsLnqT2HHnOLb0BK2EZc5E7XeOCgYisJcposnc0FUHjppLU6yNm9R4P1MeZSFBhXRT6d7lTIw5qLh877qU1kBVl_tRVWWM2XI6YDvgIrfFcq-c3APATINinZTKAKlOQRzhVUIrteagQ1lyv52-a2KbVPVmmIAMnQRxQEhRpl3F3wIQuNlRgYB87Npa0MCUWABxZEHsRqlgFQSYXF7b1NeH9s1ysNHXZ6Y7nY0f_oyQjsh0mMZMYDTRp-injR-0qcWm4trzQBzWyJ7RpXwDp7Ythajp0ZswmP9nI9Y4rU2NMgpw";
 
-/// The `kid` of the one entry in `n` and `e` modes.
+/// The `y` coordinates of the Ed25519 points of small order below the field prime, as
+/// little-endian numbers: 0, 1, the order-8 pair and p - 1.
+const SMALL_ORDER_Y: [&str; 5] = [
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+];
+
+/// The `kid` of the one entry in `n`, `e` and `x` modes.
 const KID: &str = "fuzz";
 
 /// Which part of the document the input chose to be.
 enum Mode {
     Modulus(Vec<u8>),
     Exponent(Vec<u8>),
+    Ed25519(Vec<u8>),
     Entries,
     Document,
 }
@@ -63,6 +80,14 @@ fuzz_target!(|data: &[u8]| {
         Some((b'e', exponent)) => (
             Mode::Exponent(exponent.to_vec()),
             single_key(MODULUS, &URL_SAFE_NO_PAD.encode(exponent)),
+        ),
+        Some((b'x', x)) => (
+            Mode::Ed25519(x.to_vec()),
+            format!(
+                r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"{KID}","x":"{}"}}]}}"#,
+                URL_SAFE_NO_PAD.encode(x)
+            )
+            .into_bytes(),
         ),
         Some((b'k', entries)) => {
             let mut document = b"{\"keys\":[".to_vec();
@@ -115,6 +140,28 @@ fuzz_target!(|data: &[u8]| {
                 assert!(
                     matches!(value, Some(v) if v > 1 && v % 2 == 1 && v <= u64::from(u32::MAX)),
                     "exponent {exponent:02x?} was accepted"
+                );
+            }
+        }
+        Mode::Ed25519(x) => {
+            check_single(&result);
+            let weak = x.len() == 32 && {
+                let mut y = x.clone();
+                y[31] &= 0x7f;
+                // y >= p = 2^255 - 19, or one of the small-order values.
+                let non_canonical =
+                    y[31] == 0x7f && y[1..31].iter().all(|b| *b == 0xff) && y[0] >= 0xed;
+                let hex: String = y.iter().map(|b| format!("{b:02x}")).collect();
+                non_canonical || SMALL_ORDER_Y.contains(&hex.as_str())
+            };
+            if result.is_ok() {
+                assert!(x.len() == 32 && !weak, "Ed25519 key {x:02x?} was accepted");
+            }
+            if weak {
+                assert_eq!(
+                    one_skip_reason(&result),
+                    Some(format!("{}: 1", SkipReason::SmallOrder)),
+                    "small-order or non-canonical key {x:02x?} not refused as such"
                 );
             }
         }

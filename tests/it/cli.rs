@@ -63,6 +63,29 @@ fn check_config_prints_the_compiled_rules_and_exits_0() {
     assert!(stdout.contains("configuration OK"), "{stdout}");
 }
 
+/// A key wait as long as the Check deadline would turn a new key's 401 or 200 into a 503: the
+/// file is accepted (exit 0), with a warning naming both keys.
+#[test]
+fn check_config_warns_of_an_unknown_kid_wait_past_the_check_deadline() {
+    let path = write_config(
+        "long-wait.toml",
+        &format!("unknown_kid_wait_ms = 500\n{VALID}\n[server]\ncheck_timeout_ms = 400\n"),
+    );
+    let out = scopegate(&["check-config", "--config", path.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains(
+            "warning: unknown_kid_wait_ms, server.check_timeout_ms: unknown_kid_wait_ms (500) \
+             is not below server.check_timeout_ms (400)"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+}
+
 #[test]
 fn check_config_names_the_bad_key_and_exits_1() {
     let cases = [

@@ -412,6 +412,77 @@ async fn an_empty_or_all_zero_modulus_is_skipped_by_a_running_server() {
     gate.stop().await;
 }
 
+/// A JWKS publishing Ed25519 keys of small order (32 zero bytes, the usual placeholder; the
+/// identity; an order-8 point): a signature of R = identity and s = 0, made without any private
+/// key, verifies under such a key for a quarter (an eighth, all) of messages, so a running
+/// server that loaded one let `scope=admin` through within a few tries. The entries are skipped
+/// at load, and every forged token is refused as signed by an unknown key; a real Ed25519 key
+/// beside them still verifies.
+#[tokio::test]
+async fn ed25519_keys_of_small_order_are_skipped_and_forgeries_refused() {
+    let real = CurveKey::ed25519("real");
+    let small_order = [
+        ("zero", [0u8; 32].to_vec()),
+        ("identity", {
+            let mut x = vec![0u8; 32];
+            x[0] = 1;
+            x
+        }),
+        (
+            "order8",
+            vec![
+                0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef,
+                0x98, 0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88,
+                0x6d, 0x53, 0xfc, 0x05,
+            ],
+        ),
+    ];
+    let mut entries: Vec<Value> = small_order
+        .iter()
+        .map(|(kid, x)| json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": b64(x)}))
+        .collect();
+    entries.push(real.jwk.clone());
+    let server = JwksServer::start(Reply::json(&json!({ "keys": entries }))).await;
+    let gate = Scopegate::start_ready(
+        &server.url(),
+        "algorithms = [\"EdDSA\"]\n[[rules]]\npath = \"/admin\"\nscopes = [\"admin\"]\n",
+    )
+    .await;
+    // R = the identity's encoding (y = 1), s = 0: no private key involved.
+    let mut forged_signature = vec![0u8; 64];
+    forged_signature[0] = 1;
+    let mut let_through = Vec::new();
+    for (kid, _) in &small_order {
+        for attempt in 0..48 {
+            let mut payload = claims("admin");
+            payload["jti"] = json!(format!("forged-{kid}-{attempt}"));
+            let input = format!(
+                "{}.{}",
+                b64(json!({"alg": "EdDSA", "kid": kid}).to_string()),
+                b64(payload.to_string())
+            );
+            let token = format!("{input}.{}", b64(&forged_signature));
+            let answer = gate.ask("GET", "/admin", Some(&bearer(&token))).await;
+            if answer.http != 401 || answer.message() != "token signing key is unknown" {
+                let what = match answer.http {
+                    0 => format!(
+                        "allowed, x-auth-scopes {:?}",
+                        answer.headers.get("x-auth-scopes")
+                    ),
+                    http => format!("{http} {}", answer.message()),
+                };
+                let_through.push(format!("{kid} #{attempt}: {what}"));
+            }
+        }
+    }
+    assert!(let_through.is_empty(), "{let_through:#?}");
+    let good = real.mint(jsonwebtoken::Algorithm::EdDSA, &claims("admin"));
+    gate.ask("GET", "/admin", Some(&bearer(&good)))
+        .await
+        .assert_allowed();
+    gate.stop().await;
+}
+
 #[tokio::test]
 async fn duplicate_members_and_non_json_payloads_are_refused() {
     let env = Env::start(PROTECTED).await;

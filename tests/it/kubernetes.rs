@@ -847,8 +847,9 @@ fn readme_memory_items() -> Vec<(String, String)> {
         .collect()
 }
 
-/// What clients can make one process hold with `limits`, by README's memory items.
-fn worst_case(items: &[(String, String)], limits: &scopegate::config::ServerLimits) -> f64 {
+/// What clients can make one process hold with `config`'s limits, by README's memory items.
+fn worst_case(items: &[(String, String)], config: &scopegate::config::Config) -> f64 {
+    let limits = config.server();
     let item = |start: &str| {
         items
             .iter()
@@ -858,7 +859,8 @@ fn worst_case(items: &[(String, String)], limits: &scopegate::config::ServerLimi
     };
     assert_eq!(item("one request message"), "`server.max_request_bytes`");
     let at_rest = readme_size(item("at rest"));
-    let cache = readme_size(item("token cache"));
+    assert_eq!(item("token cache"), "`token_cache_max_bytes`");
+    let cache = config.token_cache_max_bytes() as f64;
     let connection = readme_size(item("one connection"));
     let streams = f64::from(limits.max_concurrent_streams);
     at_rest
@@ -871,7 +873,7 @@ fn the_memory_limit_holds_the_worst_case_the_configured_limits_allow() {
     let items = readme_memory_items();
     assert_eq!(items.len(), 4, "{items:?}");
     let config = configured();
-    let worst = worst_case(&items, config.server());
+    let worst = worst_case(&items, &config);
     let deployment = manifest("Deployment");
     let resources = &container(&deployment)["resources"];
     let limit = quantity(
@@ -892,18 +894,18 @@ fn the_memory_limit_holds_the_worst_case_the_configured_limits_allow() {
         mib(limit as f64)
     );
     assert!(request <= limit);
-    // configmap.yaml writes the arithmetic out, with README's cache budget; keep it true.
+    // configmap.yaml writes the arithmetic out, with its own cache budget; keep it true.
     let text = read(&format!("{BASE}/configmap.yaml"));
     let stated = format!("= {} MiB,", mib(worst));
     assert!(text.contains(&stated), "configmap.yaml states {stated}");
-    let (_, cache) = items
-        .iter()
-        .find(|(what, _)| what.starts_with("token cache"))
-        .expect("the cache row");
-    assert!(text.contains(&format!("counts the cache at {cache}")));
+    let cache = format!("{} MiB", mib(config.token_cache_max_bytes() as f64));
+    assert!(
+        text.contains(&format!("counts the cache at {cache}")),
+        "{cache}"
+    );
 
     // README's figure for the defaults holds too: the ConfigMap's text without its three
-    // connection limits compiles to them.
+    // connection limits and its cache budget compiles to them.
     let defaults_text: String = configured_text()
         .lines()
         .filter(|line| {
@@ -911,6 +913,7 @@ fn the_memory_limit_holds_the_worst_case_the_configured_limits_allow() {
                 "max_connections",
                 "max_concurrent_streams",
                 "max_request_bytes",
+                "token_cache_max_bytes",
             ]
             .iter()
             .any(|key| line.starts_with(key))
@@ -922,7 +925,7 @@ fn the_memory_limit_holds_the_worst_case_the_configured_limits_allow() {
         .expect("compiles");
     let figure = format!(
         "{:.1} GiB",
-        worst_case(&items, defaults.server()) / f64::from(1u32 << 30)
+        worst_case(&items, &defaults) / f64::from(1u32 << 30)
     );
     assert!(
         read("README.md").contains(&format!("the defaults that is {figure}")),

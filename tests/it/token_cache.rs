@@ -1,6 +1,7 @@
 //! The verified-token cache on the real binary, its hits and misses read from `/metrics`: a hit
 //! only for the same token bytes while the token and its key still hold, never across a reload,
-//! and nothing at all with `token_cache_size = 0`.
+//! nothing at all with `token_cache_size = 0`, and never more memory than its byte budget,
+//! however large the tokens (the budget read from `/metrics`, the memory from `/proc`).
 
 use std::time::Duration;
 
@@ -150,4 +151,140 @@ async fn a_cache_of_size_zero_caches_nothing() {
         assert_eq!(ask(&binary, &token).await.0, 200);
     }
     assert_eq!(lookups(&metrics).await, (0.0, 0.0), "no lookups at all");
+}
+
+/// Distinct valid tokens of 3,850 two-character scopes (15.6 KB each, about 220 KiB of heap
+/// once verified): 3,000 of them took the binary from 26 to 678 MiB when the cache counted only
+/// entries. Weighed by their bytes, 1,500 of them (twelve times what the budget holds) leave
+/// the cache within the default budget (32 MiB), and the process too, but for a fixed margin
+/// (transient allocations, allocator slack; 31 MiB of growth in all was seen).
+#[tokio::test]
+async fn large_tokens_stay_within_the_byte_budget() {
+    const TOKENS: usize = 1_500;
+    const BUDGET_MIB: u64 = 32;
+    const MARGIN_MIB: u64 = 24;
+    let key = TestKey::generate("k1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let (binary, metrics) = started("cache-bytes", &config(&jwks.url(), AUDIENCE, "")).await;
+    let alphabet: Vec<char> = ('a'..='z')
+        .chain('A'..='Z')
+        .chain('0'..='9')
+        .chain(['-', '_'])
+        .collect();
+    let mut scopes: Vec<String> = (0..3_849)
+        .map(|i| {
+            [alphabet[i / alphabet.len()], alphabet[i % alphabet.len()]]
+                .iter()
+                .collect()
+        })
+        .collect();
+    scopes.push("read".into());
+    let scope = scopes.join(" ");
+    let large = |i: usize| {
+        let mut c = claims(&scope);
+        c["jti"] = json!(format!("large-{i}"));
+        key.mint(&c)
+    };
+    assert!(large(0).len() > 15_000, "{}", large(0).len());
+    assert_eq!(ask(&binary, &large(0)).await.0, 200);
+    let before = binary.rss_mib();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let workers = 4;
+    for worker in 0..workers {
+        let client = binary.client().await;
+        let tokens: Vec<String> = (0..TOKENS)
+            .filter(|i| i % workers == worker)
+            .map(large)
+            .collect();
+        tasks.spawn(async move {
+            for token in tokens {
+                let answer = client
+                    .clone()
+                    .check(request("GET", "/r", &[("authorization", &bearer(&token))]))
+                    .await
+                    .expect("in-band answer")
+                    .into_inner();
+                assert_eq!(answer.status.map(|s| s.code), Some(0), "allowed");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("worker");
+    }
+
+    let scrape = scrape(&metrics).await;
+    let held = sample(&scrape, "scopegate_token_cache_bytes", &[]);
+    let after = binary.rss_mib();
+    assert!(
+        held <= (BUDGET_MIB * 1024 * 1024) as f64,
+        "the cache weighs {held} bytes, over its budget"
+    );
+    assert!(
+        held >= (BUDGET_MIB * 1024 * 1024 / 2) as f64,
+        "the cache weighs only {held} bytes: large tokens are cached up to the budget"
+    );
+    assert!(
+        after <= before + BUDGET_MIB + MARGIN_MIB,
+        "RSS went from {before} MiB to {after} MiB with {TOKENS} large tokens"
+    );
+}
+
+/// The choice the cache documents for ECDSA: the key is the exact token bytes, not normalised.
+/// A token's twin with `s` replaced by `n - s` verifies too (no low-`s` rule), and is an entry
+/// of its own for the same claims; each hits only itself afterwards.
+#[tokio::test]
+async fn an_ecdsa_high_s_twin_verifies_and_is_an_entry_of_its_own() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    // The order of P-256, big-endian.
+    const N: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63,
+        0x25, 0x51,
+    ];
+    let key = CurveKey::ec("p256", "P-256");
+    let jwks = JwksServer::start(Reply::json(&json!({ "keys": [key.jwk] }))).await;
+    let (binary, metrics) = started(
+        "cache-high-s",
+        &config(&jwks.url(), AUDIENCE, "algorithms = [\"ES256\"]"),
+    )
+    .await;
+    let token = key.mint(jsonwebtoken::Algorithm::ES256, &claims("read"));
+    let (input, signature) = token.rsplit_once('.').expect("three segments");
+    let signature = URL_SAFE_NO_PAD.decode(signature).expect("base64url");
+    // s' = n - s, big-endian, with borrow.
+    let mut twin = signature[..32].to_vec();
+    let mut borrow = 0i16;
+    let mut s_twin = [0u8; 32];
+    for i in (0..32).rev() {
+        let digit = i16::from(N[i]) - i16::from(signature[32 + i]) - borrow;
+        (s_twin[i], borrow) = if digit < 0 {
+            ((digit + 256) as u8, 1)
+        } else {
+            (digit as u8, 0)
+        };
+    }
+    twin.extend_from_slice(&s_twin);
+    let twin = format!("{input}.{}", URL_SAFE_NO_PAD.encode(twin));
+    assert_ne!(twin, token);
+
+    assert_eq!(ask(&binary, &token).await.0, 200);
+    assert_eq!(
+        ask(&binary, &twin).await,
+        (200, String::new()),
+        "the twin verifies"
+    );
+    assert_eq!(
+        lookups(&metrics).await,
+        (0.0, 2.0),
+        "two entries, no shared one"
+    );
+    assert_eq!(ask(&binary, &token).await.0, 200);
+    assert_eq!(ask(&binary, &twin).await.0, 200);
+    assert_eq!(
+        lookups(&metrics).await,
+        (2.0, 2.0),
+        "each hits its own entry"
+    );
 }
