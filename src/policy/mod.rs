@@ -8,12 +8,14 @@
 //! types. The service layer maps each [`Denial`] variant to an HTTP answer.
 
 pub mod path;
+pub mod request;
 pub mod template;
 
 use std::fmt;
 use std::sync::Arc;
 
 pub use path::{PathError, RequestPath, normalize};
+pub use request::{METHOD_OVERRIDE_HEADERS, METHOD_OVERRIDE_PARAMETER, is_form, method_override};
 pub use template::{Template, TemplateError};
 
 use crate::token::{CredentialsError, is_http_token};
