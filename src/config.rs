@@ -1059,9 +1059,58 @@ impl Config {
     /// The configuration with [`Config::warnings`] worked out: each check below looks at the
     /// compiled values only, so it cannot disagree with what is enforced.
     fn with_warnings(mut self) -> Config {
-        let warnings = Vec::new();
+        let mut warnings = Vec::new();
+        warnings.extend(self.open_to_forged_preflights());
         self.warnings = warnings;
         self
+    }
+
+    /// Under `cors_preflight = "allow"`, a rule without `methods` (and a default) that needs a
+    /// token but does not deny takes every method a preflight can announce, so an `OPTIONS`
+    /// request anyone can forge (an invented `Origin`, any `Access-Control-Request-Method`)
+    /// reaches the upstream there without one: harmless only where the upstream never serves
+    /// `OPTIONS` with another method's handler. Public and denying ones leave no such gap, nor do
+    /// shadow rules, which decide nothing.
+    fn open_to_forged_preflights(&self) -> Vec<ConfigWarning> {
+        if self.cors_preflight != CorsPreflight::Allow {
+            return Vec::new();
+        }
+        let gap = |requirement: &Requirement| {
+            !matches!(requirement, Requirement::Public | Requirement::Deny)
+        };
+        let consequence = "with cors_preflight = \"allow\", an OPTIONS request with any Origin and \
+            Access-Control-Request-Method reaches the upstream there without a token; an \
+            upstream handler that answers every method (a Go ServeMux pattern without a method, \
+            a Django function view) then runs its GET logic for it";
+        let mut warnings: Vec<ConfigWarning> = self
+            .policy
+            .rules()
+            .iter()
+            .filter(|rule| !rule.is_shadow() && rule.methods().is_none() && gap(rule.requirement()))
+            .map(|rule| ConfigWarning {
+                key: rule.key().to_owned(),
+                message: format!(
+                    "{} ({} {:?}, {}) has no methods, so {consequence}: list its methods, or let \
+                     Envoy's CORS filter answer preflights",
+                    rule.name(),
+                    rule.path().key_name(),
+                    rule.path().pattern(),
+                    rule.requirement()
+                ),
+            })
+            .collect();
+        let default = self.policy.default_requirement();
+        if gap(default) {
+            warnings.push(ConfigWarning {
+                key: "default".to_owned(),
+                message: format!(
+                    "the default ({default}) applies to every method, so on every path no rule \
+                     takes {consequence}: set default = \"deny\" and list each route's methods, or \
+                     let Envoy's CORS filter answer preflights"
+                ),
+            });
+        }
+        warnings
     }
 
     /// What this configuration does that is allowed but probably unintended, or that leaves a
@@ -1559,6 +1608,47 @@ mod tests {
 
     fn compile(extra: &str) -> Result<Config, ConfigError> {
         RawConfig::from_toml(&format!("{BASE}{extra}"), "<test>")?.compile()
+    }
+
+    /// Under `cors_preflight = "allow"`, the rules (and default) that take every method and
+    /// need a token are named: a forged preflight reaches the upstream there. Nothing is refused.
+    #[test]
+    fn rules_open_to_forged_preflights_are_warned_about() {
+        let rules = "[[rules]]\nname = \"admin area\"\nprefix = \"/admin/\"\nscopes = [\"admin\"]\n\
+                     [[rules]]\npath = \"/items\"\nmethods = [\"GET\"]\nscopes = [\"read\"]\n\
+                     [[rules]]\npath = \"/status\"\npublic = true\n\
+                     [[rules]]\npath = \"/closed\"\nshadow = true\nscopes = [\"x\"]\n";
+        // (configuration, keys warned about)
+        let cases: &[(String, &[&str])] = &[
+            (rules.to_string(), &[]),
+            (format!("cors_preflight = \"authenticate\"\n{rules}"), &[]),
+            (
+                format!("cors_preflight = \"allow\"\n{rules}"),
+                &["rules[0]", "default"],
+            ),
+            (
+                format!("cors_preflight = \"allow\"\ndefault = \"deny\"\n{rules}"),
+                &["rules[0]"],
+            ),
+            (
+                format!("cors_preflight = \"allow\"\ndefault = \"allow\"\n{rules}"),
+                &["rules[0]"],
+            ),
+        ];
+        for (text, keys) in cases {
+            let config = compile(text).expect("warnings never refuse a configuration");
+            let got: Vec<&str> = config.warnings().iter().map(|w| w.key.as_str()).collect();
+            assert_eq!(got, *keys, "{text}");
+        }
+        let config = compile(&format!("cors_preflight = \"allow\"\n{rules}")).expect("valid");
+        let message = config.warnings()[0].to_string();
+        for part in [
+            "rules[0]: admin area",
+            "prefix \"/admin/\"",
+            "any of scopes [admin]",
+        ] {
+            assert!(message.contains(part), "{message}");
+        }
     }
 
     #[test]
