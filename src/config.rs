@@ -258,8 +258,9 @@ pub enum CorsPreflight {
     /// runs whatever the upstream does with `OPTIONS`, which its team should decide to allow.
     #[default]
     Authenticate,
-    /// Let through without a token, on any path a rule or the default decides (never any
-    /// other `OPTIONS` request): for single-page apps whose upstream answers CORS itself.
+    /// Let through without a token where the request the preflight announces could pass (see
+    /// [`crate::policy::Policy::resolve_request`]; never any other `OPTIONS` request): for
+    /// single-page apps whose upstream answers CORS itself.
     Allow,
 }
 

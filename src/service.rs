@@ -12,7 +12,7 @@
 //! | malformed Bearer credentials | 400 | `invalid_request` | UNAUTHENTICATED |
 //! | token fails verification | 401 | `invalid_token` | UNAUTHENTICATED |
 //! | scopes missing, or route denied to all | 403 | `insufficient_scope` | PERMISSION_DENIED |
-//! | ambiguous request path | 400 | `invalid_request` | PERMISSION_DENIED |
+//! | ambiguous request path, or a method override or form POST that could run another rule's handler | 400 | `invalid_request` | PERMISSION_DENIED |
 //! | no key set loaded yet | 503 | `temporarily_unavailable` | UNAVAILABLE |
 //! | the Check ran past `check_timeout_ms` | 503 | `temporarily_unavailable` | UNAVAILABLE |
 
