@@ -1080,24 +1080,31 @@ impl Config {
             !matches!(requirement, Requirement::Public | Requirement::Deny)
         };
         let consequence = "with cors_preflight = \"allow\", an OPTIONS request with any Origin and \
-            Access-Control-Request-Method reaches the upstream there without a token; an \
+            Access-Control-Request-Method reaches the upstream there without a token, and an \
             upstream handler that answers every method (a Go ServeMux pattern without a method, \
-            a Django function view) then runs its GET logic for it";
+            a Django function view) runs its GET logic for it";
         let mut warnings: Vec<ConfigWarning> = self
             .policy
             .rules()
             .iter()
             .filter(|rule| !rule.is_shadow() && rule.methods().is_none() && gap(rule.requirement()))
-            .map(|rule| ConfigWarning {
-                key: rule.key().to_owned(),
-                message: format!(
-                    "{} ({} {:?}, {}) has no methods, so {consequence}: list its methods, or let \
-                     Envoy's CORS filter answer preflights",
-                    rule.name(),
-                    rule.path().key_name(),
-                    rule.path().pattern(),
-                    rule.requirement()
-                ),
+            .map(|rule| {
+                // The key is already the warning's; a name of its own is worth repeating.
+                let named = if **rule.name() == *rule.key() {
+                    String::new()
+                } else {
+                    format!("{:?}, ", rule.name())
+                };
+                ConfigWarning {
+                    key: rule.key().to_owned(),
+                    message: format!(
+                        "{named}{} {:?} ({}), has no methods, so {consequence}; list its methods, \
+                         or let Envoy's CORS filter answer preflights",
+                        rule.path().key_name(),
+                        rule.path().pattern(),
+                        rule.requirement()
+                    ),
+                }
             })
             .collect();
         let default = self.policy.default_requirement();
@@ -1105,9 +1112,9 @@ impl Config {
             warnings.push(ConfigWarning {
                 key: "default".to_owned(),
                 message: format!(
-                    "the default ({default}) applies to every method, so on every path no rule \
-                     takes {consequence}: set default = \"deny\" and list each route's methods, or \
-                     let Envoy's CORS filter answer preflights"
+                    "the default ({default}) takes every method on every path no rule takes, so \
+                     {consequence}; set default = \"deny\" and list each route's methods, or let \
+                     Envoy's CORS filter answer preflights"
                 ),
             });
         }
@@ -1644,9 +1651,8 @@ mod tests {
         let config = compile(&format!("cors_preflight = \"allow\"\n{rules}")).expect("valid");
         let message = config.warnings()[0].to_string();
         for part in [
-            "rules[0]: admin area",
-            "prefix \"/admin/\"",
-            "any of scopes [admin]",
+            "rules[0]: \"admin area\", prefix \"/admin/\" (any of scopes [admin]), has no methods",
+            "Envoy's CORS filter",
         ] {
             assert!(message.contains(part), "{message}");
         }

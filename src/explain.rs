@@ -457,7 +457,10 @@ impl std::fmt::Display for Explanation {
                 rule.matches,
                 rule.methods
             )?,
-            None => writeln!(f, "rule         none: the path is refused before any rule")?,
+            None => writeln!(
+                f,
+                "rule         none: the request is refused before any rule"
+            )?,
         }
         if let Some(rule) = &self.rule {
             writeln!(f, "requires     {}", rule.requires)?;
