@@ -15,7 +15,6 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use path::{PathError, RequestPath, normalize};
-pub use request::{METHOD_OVERRIDE_HEADERS, METHOD_OVERRIDE_PARAMETER, is_form, method_override};
 pub use template::{Template, TemplateError};
 
 use crate::token::{CredentialsError, is_http_token};
