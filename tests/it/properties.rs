@@ -1,6 +1,7 @@
-//! Property-based tests over the three parsers that see attacker-controlled input first: the
-//! Bearer header parser, the path canonicaliser and the token verifier. None may panic, and no
-//! input that lacks a valid token may ever be allowed onto a protected route.
+//! Property-based tests over the parsers that see attacker-controlled input first: the Bearer
+//! header parser, the path canonicaliser, the token verifier and the method-override reading.
+//! None may panic, no input that lacks a valid token may ever be allowed onto a protected route,
+//! and no request is decided under another method than the one it asks the upstream to run.
 
 use std::sync::OnceLock;
 
