@@ -270,8 +270,9 @@ pub enum CorsPreflight {
     /// runs whatever the upstream does with `OPTIONS`, which its team should decide to allow.
     #[default]
     Authenticate,
-    /// Let through without a token, on any path a rule or the default decides (never any
-    /// other `OPTIONS` request): for single-page apps whose upstream answers CORS itself.
+    /// Let through without a token where the request the preflight announces could pass (see
+    /// [`crate::policy::Policy::resolve_request`]; never any other `OPTIONS` request): for
+    /// single-page apps whose upstream answers CORS itself.
     Allow,
 }
 
@@ -1191,6 +1192,7 @@ impl Config {
         let mut warnings = Vec::new();
         warnings.extend(insecure_http_warnings(&self.issuers));
         warnings.extend(self.unknown_kid_wait_warning());
+        warnings.extend(self.open_to_forged_preflights());
         self.warnings = warnings;
         self
     }
@@ -1213,6 +1215,61 @@ impl Config {
                 deadline.as_millis()
             ),
         })
+    }
+
+    /// Under `cors_preflight = "allow"`, a rule without `methods` (and a default) that needs a
+    /// token but does not deny takes every method a preflight can announce, so an `OPTIONS`
+    /// request anyone can forge (an invented `Origin`, any `Access-Control-Request-Method`)
+    /// reaches the upstream there without one: harmless only where the upstream never serves
+    /// `OPTIONS` with another method's handler. Public and denying ones leave no such gap, nor do
+    /// shadow rules, which decide nothing.
+    fn open_to_forged_preflights(&self) -> Vec<ConfigWarning> {
+        if self.cors_preflight != CorsPreflight::Allow {
+            return Vec::new();
+        }
+        let gap = |requirement: &Requirement| {
+            !matches!(requirement, Requirement::Public | Requirement::Deny)
+        };
+        let consequence = "with cors_preflight = \"allow\", an OPTIONS request with any Origin and \
+            Access-Control-Request-Method reaches the upstream there without a token, and an \
+            upstream handler that answers every method (a Go ServeMux pattern without a method, \
+            a Django function view) runs its GET logic for it";
+        let mut warnings: Vec<ConfigWarning> = self
+            .policy
+            .rules()
+            .iter()
+            .filter(|rule| !rule.is_shadow() && rule.methods().is_none() && gap(rule.requirement()))
+            .map(|rule| {
+                // The key is already the warning's; a name of its own is worth repeating.
+                let named = if **rule.name() == *rule.key() {
+                    String::new()
+                } else {
+                    format!("{:?}, ", rule.name())
+                };
+                ConfigWarning {
+                    key: rule.key().to_owned(),
+                    message: format!(
+                        "{named}{} {:?} ({}), has no methods, so {consequence}; list its methods, \
+                         or let Envoy's CORS filter answer preflights",
+                        rule.path().key_name(),
+                        rule.path().pattern(),
+                        rule.requirement()
+                    ),
+                }
+            })
+            .collect();
+        let default = self.policy.default_requirement();
+        if gap(default) {
+            warnings.push(ConfigWarning {
+                key: "default".to_owned(),
+                message: format!(
+                    "the default ({default}) takes every method on every path no rule takes, so \
+                     {consequence}; set default = \"deny\" and list each route's methods, or let \
+                     Envoy's CORS filter answer preflights"
+                ),
+            });
+        }
+        warnings
     }
 
     /// What this configuration does that is allowed but probably unintended, or that leaves a
@@ -1756,6 +1813,46 @@ mod tests {
 
     fn compile(extra: &str) -> Result<Config, ConfigError> {
         RawConfig::from_toml(&format!("{BASE}{extra}"), "<test>")?.compile()
+    }
+
+    /// Under `cors_preflight = "allow"`, the rules (and default) that take every method and
+    /// need a token are named: a forged preflight reaches the upstream there. Nothing is refused.
+    #[test]
+    fn rules_open_to_forged_preflights_are_warned_about() {
+        let rules = "[[rules]]\nname = \"admin area\"\nprefix = \"/admin/\"\nscopes = [\"admin\"]\n\
+                     [[rules]]\npath = \"/items\"\nmethods = [\"GET\"]\nscopes = [\"read\"]\n\
+                     [[rules]]\npath = \"/status\"\npublic = true\n\
+                     [[rules]]\npath = \"/closed\"\nshadow = true\nscopes = [\"x\"]\n";
+        // (configuration, keys warned about)
+        let cases: &[(String, &[&str])] = &[
+            (rules.to_string(), &[]),
+            (format!("cors_preflight = \"authenticate\"\n{rules}"), &[]),
+            (
+                format!("cors_preflight = \"allow\"\n{rules}"),
+                &["rules[0]", "default"],
+            ),
+            (
+                format!("cors_preflight = \"allow\"\ndefault = \"deny\"\n{rules}"),
+                &["rules[0]"],
+            ),
+            (
+                format!("cors_preflight = \"allow\"\ndefault = \"allow\"\n{rules}"),
+                &["rules[0]"],
+            ),
+        ];
+        for (text, keys) in cases {
+            let config = compile(text).expect("warnings never refuse a configuration");
+            let got: Vec<&str> = config.warnings().iter().map(|w| w.key.as_str()).collect();
+            assert_eq!(got, *keys, "{text}");
+        }
+        let config = compile(&format!("cors_preflight = \"allow\"\n{rules}")).expect("valid");
+        let message = config.warnings()[0].to_string();
+        for part in [
+            "rules[0]: \"admin area\", prefix \"/admin/\" (any of scopes [admin]), has no methods",
+            "Envoy's CORS filter",
+        ] {
+            assert!(message.contains(part), "{message}");
+        }
     }
 
     #[test]

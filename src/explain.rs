@@ -2,8 +2,9 @@
 //! why: the canonical path, the rule that decides it (and the shadow rules that match it), what
 //! the rule requires, what the credentials grant, and the answer with its status and reason.
 //!
-//! The steps are the service's: [`policy::normalize`], [`crate::policy::Policy::route`],
-//! [`verify::verify`], [`policy::decide`], and [`service::denial_answer`] for the status. With a
+//! The steps are the service's: [`crate::policy::Policy::resolve_request`] (the canonical path,
+//! the route, method overrides, CORS preflights), [`verify::verify`], [`crate::policy::decide`],
+//! and [`service::denial_answer`] for the status. With a
 //! token, the issuer's keys are fetched once (no cache, no refresh). With `--claims`, no
 //! signature exists to check: the claims are signed here by a key made for this one call and
 //! verified against that key alone, so every other check (`exp`, `nbf`, `iss`, `aud`, scopes,
@@ -21,7 +22,7 @@ use serde::Serialize;
 use crate::config::{Config, CorsPreflight};
 use crate::jwks;
 use crate::keys::{Algorithm, KeySet};
-use crate::policy::{self, AuthError, AuthOutcome, Authentication, Decision, Requirement, Rule};
+use crate::policy::{AuthError, AuthOutcome, Authentication, Decision, Requirement, Rule};
 use crate::service;
 use crate::token::{self, CredentialsError};
 use crate::verify::{self, VerifyError};
@@ -164,10 +165,13 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         .duration_since(UNIX_EPOCH)
         .map_err(|_| ExplainError::Clock)?
         .as_secs();
-    let resolved = config.policy().resolve(&request.method, &request.path);
-    // A browser's CORS preflight, let through with `cors_preflight = "allow"`, as in a Check.
-    let preflight = config.cors_preflight() == CorsPreflight::Allow
-        && policy::is_cors_preflight(&request.method, |name| {
+    // The route checked against method overrides, and whether a CORS preflight is let through
+    // (`cors_preflight = "allow"`): the Check's own step.
+    let (resolved, preflight) = config.policy().resolve_request(
+        &request.method,
+        &request.path,
+        config.cors_preflight() == CorsPreflight::Allow,
+        |name| {
             let mut values: Vec<&str> = request
                 .headers
                 .iter()
@@ -178,7 +182,8 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
                 values.push("Bearer");
             }
             values
-        });
+        },
+    );
     let Authenticated {
         auth,
         issuer,
@@ -452,7 +457,10 @@ impl std::fmt::Display for Explanation {
                 rule.matches,
                 rule.methods
             )?,
-            None => writeln!(f, "rule         none: the path is refused before any rule")?,
+            None => writeln!(
+                f,
+                "rule         none: the request is refused before any rule"
+            )?,
         }
         if let Some(rule) = &self.rule {
             writeln!(f, "requires     {}", rule.requires)?;

@@ -19,8 +19,9 @@
 //! - [`token_cache`]: verified tokens remembered by digest, re-checked (time, key) on each use;
 //!   one cache per configuration generation.
 //! - [`policy`]: path normalisation, route matching (exact paths, prefixes, whole-segment
-//!   templates; shadow rules reported but never enforced) and [`policy::decide`], which turns a route's
-//!   requirement plus the authentication outcome into a [`policy::Decision`].
+//!   templates; shadow rules reported but never enforced), what it reads from headers (method
+//!   overrides and CORS preflights, [`policy::request`]) and [`policy::decide`], which turns a
+//!   route's requirement plus the authentication outcome into a [`policy::Decision`].
 //! - [`service`]: the tonic `Authorization/Check` implementation: extract → verify → decide →
 //!   respond, and the mapping of every denial to HTTP status, JSON body and `WWW-Authenticate`;
 //!   each Check counted in [`metrics`] and, per `decision_log`, logged.

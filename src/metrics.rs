@@ -64,7 +64,7 @@ pub enum Reason {
     insufficient_scope,
     /// 403: the route is denied to everyone (`default = "deny"`).
     route_denied,
-    /// 400: an ambiguous or refused request path or method.
+    /// 400: an ambiguous or refused request path or method (method overrides included).
     bad_path,
     /// 503: the issuer's keys are not available (not loaded yet, or stale).
     keys_unavailable,

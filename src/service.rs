@@ -12,10 +12,11 @@
 //! | malformed Bearer credentials | 400 | `invalid_request` | UNAUTHENTICATED |
 //! | token fails verification | 401 | `invalid_token` | UNAUTHENTICATED |
 //! | scopes missing, or route denied to all | 403 | `insufficient_scope` | PERMISSION_DENIED |
-//! | ambiguous request path | 400 | `invalid_request` | PERMISSION_DENIED |
+//! | ambiguous request path, or a method override or form POST that could run another rule's handler | 400 | `invalid_request` | PERMISSION_DENIED |
 //! | no key set loaded yet | 503 | `temporarily_unavailable` | UNAVAILABLE |
 //! | the Check ran past `check_timeout_ms` | 503 | `temporarily_unavailable` | UNAVAILABLE |
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -34,7 +35,7 @@ use tonic::{Request, Response, Status};
 use crate::config::{Config, CorsPreflight};
 use crate::jwks::{Jwks, Refetch};
 use crate::metrics::{self, CacheResult, Metrics, Reason};
-use crate::policy::{self, AuthError, AuthOutcome, Authentication, Decision, Denial, Rule};
+use crate::policy::{AuthError, AuthOutcome, Authentication, Decision, Denial, Rule};
 use crate::token::{self, CredentialsError};
 use crate::token_cache::TokenCache;
 use crate::verify::{self, VerifiedClaims, VerifyError};
@@ -260,14 +261,20 @@ impl Authorization for AuthorizationService {
             .unwrap_or_default();
 
         let mut issuer = None;
-        let resolved = config.policy().resolve(&http.method, &http.path);
+        // The route, checked against the request's method overrides; and whether it is a
+        // browser's CORS preflight to let through without reading a token (`cors_preflight =
+        // "allow"`, where the request it announces could pass).
+        let header_map = header_map_values(http.header_map.as_ref());
+        let (resolved, preflight) = config.policy().resolve_request(
+            &http.method,
+            &http.path,
+            config.cors_preflight() == CorsPreflight::Allow,
+            |name| header_values(&http.headers, &header_map, name),
+        );
         let rule = resolved
             .route
             .as_ref()
             .map_or(&*NO_RULE, |route| route.name);
-        // A browser's CORS preflight, let through on request (`cors_preflight = "allow"`) on
-        // any path a rule or the default decides, without reading a token.
-        let preflight = config.cors_preflight() == CorsPreflight::Allow && is_cors_preflight(&http);
         // verify (only where the route, or a shadow rule, needs a token), within the Check's
         // deadline: authentication is the only step that can wait (on an unknown-kid refetch),
         // and past the deadline Envoy would answer (or, failing open, allow) without us.
@@ -329,19 +336,45 @@ impl Authorization for AuthorizationService {
     }
 }
 
-/// Whether `http` is a browser's CORS preflight ([`policy::is_cors_preflight`]), its headers
-/// read from Envoy's `headers` and `header_map`.
-fn is_cors_preflight(
-    http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
-) -> bool {
-    policy::is_cors_preflight(&http.method, |name| {
-        headers_named(&http.headers, name)
-            .chain(
-                // A value that is not UTF-8 still counts as present.
-                header_map_named(http.header_map.as_ref(), name).map(|v| v.unwrap_or("?")),
-            )
-            .collect()
-    })
+/// Every header in Envoy's `header_map` (filled in place of `headers` with
+/// `encode_raw_headers`), a value that is not UTF-8 read with U+FFFD for its invalid bytes (so
+/// it is never a method name or a form's media type by accident, but still present).
+fn header_map_values(header_map: Option<&HeaderMap>) -> Vec<(&str, Cow<'_, str>)> {
+    header_map
+        .into_iter()
+        .flat_map(|m| &m.headers)
+        .map(|h| {
+            let value = if h.raw_value.is_empty() {
+                Cow::Borrowed(h.value.as_str())
+            } else {
+                String::from_utf8_lossy(&h.raw_value)
+            };
+            (h.key.as_str(), value)
+        })
+        .collect()
+}
+
+/// The values of the header `name` (any case), for the policy: from Envoy's `headers` map or
+/// its `header_map` (read by [`header_map_values`]). Should a caller fill both, identical lists
+/// count once and differing ones are all kept, as for `Authorization`.
+fn header_values<'a>(
+    headers: &'a HashMap<String, String>,
+    header_map: &'a [(&'a str, Cow<'a, str>)],
+    name: &str,
+) -> Vec<&'a str> {
+    let from_headers: Vec<&str> = headers_named(headers, name).collect();
+    let from_map: Vec<&str> = header_map
+        .iter()
+        .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_ref())
+        .collect();
+    if from_map.is_empty() || from_map == from_headers {
+        from_headers
+    } else if from_headers.is_empty() {
+        from_map
+    } else {
+        from_headers.into_iter().chain(from_map).collect()
+    }
 }
 
 /// How `decision` is (or, for a shadow rule, would be) answered, as metrics and logs label it;

@@ -1306,3 +1306,228 @@ async fn rules_generated_from_the_demo_openapi_document_protect_the_upstream() {
         assert_eq!(got, *status, "{method} {path} {scope:?}: {body}");
     }
 }
+
+/// Method overrides through Envoy, in front of an upstream whose framework would run the
+/// handler they name (Rails, Express, ASP.NET Core, Spring): a `write:items` token must not
+/// reach the DELETE handler, nor a request without one the protected DELETE of a public GET path
+/// under `default = "allow"`. Envoy must pass the override headers and `content-type` on
+/// (`allowed_headers`), and the query untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_overrides_through_envoy() {
+    use common::stack::DEMO_AUDIENCE;
+    use reqwest::Method;
+    let stack = Stack::start_with_config(|issuer, jwks_uri| {
+        format!(
+            "issuer = \"{issuer}\"\njwks_uri = \"{jwks_uri}\"\naudience = \"{DEMO_AUDIENCE}\"\n\
+             default = \"allow\"\n\
+             [[rules]]\npath = \"/restricted_resource\"\nscopes = [\"read:messages\"]\n\
+             [[rules]]\ntemplate = \"/items/{{id}}\"\nmethods = [\"GET\"]\nscopes = [\"read:items\"]\n\
+             [[rules]]\ntemplate = \"/items/{{id}}\"\nmethods = [\"POST\", \"PUT\"]\nscopes = [\"write:items\"]\n\
+             [[rules]]\ntemplate = \"/items/{{id}}\"\nmethods = [\"DELETE\"]\nscopes = [\"delete:items\"]\n\
+             [[rules]]\npath = \"/notes\"\nmethods = [\"DELETE\"]\nscopes = [\"delete:notes\"]\n"
+        )
+    })
+    .await;
+    let write = format!("Bearer {}", stack.token("write:items"));
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let multipart = ("content-type", "multipart/form-data; boundary=b");
+    // (method, path, headers besides the token, body, send the token, status through Envoy)
+    type Case<'a> = (Method, &'a str, Vec<(&'a str, &'a str)>, &'a str, bool, u16);
+    let cases: Vec<Case> = vec![
+        (Method::POST, "/items/1", vec![], "", true, 200),
+        (
+            Method::POST,
+            "/items/1",
+            vec![("x-http-method-override", "DELETE")],
+            "",
+            true,
+            400,
+        ),
+        (
+            Method::POST,
+            "/items/1",
+            vec![("x-http-method", "DELETE")],
+            "",
+            true,
+            400,
+        ),
+        (
+            Method::POST,
+            "/items/1",
+            vec![("x-method-override", "delete")],
+            "",
+            true,
+            400,
+        ),
+        (
+            Method::POST,
+            "/items/1?_method=DELETE",
+            vec![],
+            "",
+            true,
+            400,
+        ),
+        (
+            Method::POST,
+            "/items/1?%5Fmethod=%64elete",
+            vec![],
+            "",
+            true,
+            400,
+        ),
+        (
+            Method::GET,
+            "/items/1?_method=DELETE",
+            vec![],
+            "",
+            true,
+            400,
+        ),
+        // Two override headers: Envoy joins them with a comma.
+        (
+            Method::POST,
+            "/items/1",
+            vec![
+                ("x-http-method-override", "PUT"),
+                ("x-http-method-override", "DELETE"),
+            ],
+            "",
+            true,
+            400,
+        ),
+        // A form body may hold `_method`, which scopegate never sees.
+        (
+            Method::POST,
+            "/items/1",
+            vec![form],
+            "_method=delete",
+            true,
+            400,
+        ),
+        (
+            Method::POST,
+            "/items/1",
+            vec![multipart],
+            "--b\r\ncontent-disposition: form-data; name=\"_method\"\r\n\r\ndelete\r\n--b--\r\n",
+            true,
+            400,
+        ),
+        (
+            Method::POST,
+            "/items/1",
+            vec![("content-type", "application/json")],
+            "{}",
+            true,
+            200,
+        ),
+        (
+            Method::POST,
+            "/items/1",
+            vec![("x-http-method-override", "PUT")],
+            "",
+            true,
+            200,
+        ),
+        // default = "allow": the public GET of a path whose DELETE is protected.
+        (Method::GET, "/notes", vec![], "", false, 200),
+        (Method::GET, "/notes?_method=DELETE", vec![], "", false, 400),
+        (
+            Method::GET,
+            "/notes",
+            vec![("x-http-method-override", "DELETE")],
+            "",
+            false,
+            400,
+        ),
+        (
+            Method::POST,
+            "/notes",
+            vec![form],
+            "_method=DELETE",
+            false,
+            400,
+        ),
+        (Method::POST, "/elsewhere", vec![form], "a=1", false, 200),
+    ];
+    for (method, path, headers, body, token, status) in cases {
+        let mut request = stack
+            .http
+            .request(method.clone(), format!("{}{path}", stack.url))
+            .body(body.to_owned());
+        for (name, value) in &headers {
+            request = request.header(*name, *value);
+        }
+        if token {
+            request = request.header("authorization", &write);
+        }
+        let response = request.send().await.expect("Envoy answers");
+        let got = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        assert_eq!(got, status, "{method} {path} {headers:?}: {text}");
+        if status == 400 {
+            // scopegate's answer, not Envoy's.
+            let body: Value = serde_json::from_str(&text).expect("scopegate's JSON");
+            assert_eq!(body["error"], "invalid_request", "{method} {path}: {body}");
+        }
+    }
+}
+
+/// Forged CORS preflights through Envoy (its CORS filter has no policy here, so every `OPTIONS`
+/// reaches ext_authz) with `cors_preflight = "allow"` under `default = "deny"`: an invented
+/// `Origin`, no token. An explicit `OPTIONS` rule wins; otherwise the preflight reaches the
+/// upstream only where the request it announces would reach a rule that does not deny. A rule
+/// without methods stays open to it, and scopegate says so at start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_preflights_through_envoy() {
+    use common::stack::DEMO_AUDIENCE;
+    let stack = Stack::start_with_config(|issuer, jwks_uri| {
+        format!(
+            "issuer = \"{issuer}\"\njwks_uri = \"{jwks_uri}\"\naudience = \"{DEMO_AUDIENCE}\"\n\
+             cors_preflight = \"allow\"\ndefault = \"deny\"\n\
+             [[rules]]\npath = \"/public\"\npublic = true\n\
+             [[rules]]\npath = \"/restricted_resource\"\nmethods = [\"GET\"]\nscopes = [\"read:messages\"]\n\
+             [[rules]]\npath = \"/admin/users\"\nmethods = [\"OPTIONS\"]\nscopes = [\"admin\"]\n\
+             [[rules]]\nprefix = \"/admin/\"\nmethods = [\"GET\"]\nscopes = [\"admin\"]\n\
+             [[rules]]\ntemplate = \"/items/{{id}}\"\nmethods = [\"GET\"]\nscopes = [\"read:items\"]\n\
+             [[rules]]\nname = \"reports\"\nprefix = \"/reports/\"\nscopes = [\"reports\"]\n"
+        )
+    })
+    .await;
+    // (path, announced method, status through Envoy)
+    for (path, announced, status) in [
+        // The explicit OPTIONS rule: no token, 401.
+        ("/admin/users", "GET", 401),
+        // The announced request decides: a GET reaches the admin rule, a DELETE the deny default.
+        ("/admin/other", "DELETE", 401),
+        ("/admin/other", "GET", 200),
+        ("/items/7", "PUT", 401),
+        ("/items/7", "GET", 200),
+        ("/elsewhere", "GET", 401),
+        // A rule without methods takes every announced method: the documented gap.
+        ("/reports/q1", "DELETE", 200),
+    ] {
+        let response = stack
+            .send(
+                reqwest::Method::OPTIONS,
+                path,
+                &[
+                    ("origin", "https://invented.example"),
+                    ("access-control-request-method", announced),
+                ],
+            )
+            .await;
+        let got = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        assert_eq!(got, status, "OPTIONS {path} announcing {announced}: {text}");
+        if status == 200 {
+            // The upstream's answer, reached without any identity.
+            let body: Value = serde_json::from_str(&text).expect("the upstream's JSON");
+            assert_eq!(body["subject"], Value::Null, "{body}");
+        }
+    }
+    let log = stack.scopegate_log();
+    assert!(
+        log.contains("rules[5]") && log.contains("reports") && log.contains("has no methods"),
+        "the start-up warning names the rule: {log}"
+    );
+}

@@ -8,6 +8,7 @@
 //! types. The service layer maps each [`Denial`] variant to an HTTP answer.
 
 pub mod path;
+pub mod request;
 pub mod template;
 
 use std::fmt;

@@ -82,6 +82,21 @@ pub enum PathError {
     /// case-sensitive; see [`super::Policy::route`]).
     #[error("request method differs from a configured rule's only in letter case")]
     MethodCaseVariant,
+    /// A method override (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`, a
+    /// `_method` query parameter) names a method that reaches a different requirement, or is
+    /// refused (see [`super::Policy::resolve_request`]).
+    #[error("request carries a method override that a configured rule decides differently")]
+    MethodOverride,
+    /// Several method overrides, a comma list, or a value that is not an RFC 9110 token.
+    #[error("request carries several method overrides, or one that is not a method name")]
+    BadMethodOverride,
+    /// A `POST` with a form body, which may carry a `_method` field scopegate cannot see, on a
+    /// path whose rules differ by method.
+    #[error(
+        "request is a form POST (its body may carry a _method override) to a path whose rules \
+         differ by method"
+    )]
+    FormMethodOverride,
 }
 
 /// Canonicalises `raw` (the `:path` as Envoy saw it, query included) or says why it is refused.

@@ -511,3 +511,106 @@ async fn forwarded_claims_reach_the_upstream_and_client_copies_never_do() {
     );
     env.gate.stop().await;
 }
+
+/// A method override (header, `_method` query parameter, or a form body that may hold one)
+/// names the handler Rails, Express, ASP.NET Core or Spring run: the request is decided under
+/// that method too, and refused where the two disagree, whatever its own method. The override
+/// headers arrive in `headers`, as Envoy sends them, or in `header_map` (not UTF-8 included).
+#[tokio::test]
+async fn method_overrides_that_reach_another_rule_are_refused() {
+    let env = Env::start(
+        "default = \"allow\"\n\
+         [[rules]]\ntemplate = \"/items/{id}\"\nmethods = [\"POST\", \"PUT\"]\nscopes = [\"write:items\"]\n\
+         [[rules]]\ntemplate = \"/items/{id}\"\nmethods = [\"DELETE\"]\nscopes = [\"delete:items\"]\n\
+         [[rules]]\npath = \"/notes\"\nmethods = [\"DELETE\"]\nscopes = [\"delete:notes\"]\n",
+    )
+    .await;
+    let write = bearer(&env.key.mint(&claims("write:items")));
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    // (method, path, headers, HTTP status)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, i32);
+    let cases: Vec<Case> = vec![
+        ("POST", "/items/1", vec![], 200),
+        (
+            "POST",
+            "/items/1",
+            vec![("x-http-method-override", "DELETE")],
+            400,
+        ),
+        ("POST", "/items/1", vec![("x-http-method", "DELETE")], 400),
+        (
+            "POST",
+            "/items/1",
+            vec![("x-method-override", "delete")],
+            400,
+        ),
+        ("POST", "/items/1?_method=DELETE", vec![], 400),
+        ("POST", "/items/1?%5Fmethod=%64elete", vec![], 400),
+        ("PUT", "/items/1?_method=DELETE", vec![], 400),
+        ("POST", "/items/1", vec![form], 400),
+        (
+            "POST",
+            "/items/1",
+            vec![("content-type", "multipart/form-data; boundary=b")],
+            400,
+        ),
+        (
+            "POST",
+            "/items/1",
+            vec![("content-type", "application/json")],
+            200,
+        ),
+        (
+            "POST",
+            "/items/1",
+            vec![("x-http-method-override", "PUT")],
+            200,
+        ),
+        (
+            "POST",
+            "/items/1",
+            vec![("x-http-method-override", "PUT,DELETE")],
+            400,
+        ),
+        ("POST", "/items/1?_method=PUT&_method=PUT", vec![], 400),
+        // Under default = "allow", a public GET whose DELETE is protected.
+        ("GET", "/notes", vec![], 200),
+        ("GET", "/notes?_method=DELETE", vec![], 400),
+        (
+            "GET",
+            "/notes",
+            vec![("x-http-method-override", "DELETE")],
+            400,
+        ),
+        ("POST", "/notes", vec![form], 400),
+        // Where nothing differs by method, an override changes nothing.
+        ("GET", "/elsewhere?_method=DELETE", vec![], 200),
+        ("POST", "/elsewhere", vec![form], 200),
+    ];
+    for (method, path, headers, status) in cases {
+        let mut with_token = headers.clone();
+        with_token.push(("authorization", &write));
+        let answer = Answer::of(&env.gate.check(request(method, path, &with_token)).await);
+        assert_eq!(answer.status(), status, "{method} {path} {headers:?}");
+        if status == 400 {
+            assert_eq!(answer.error(), "invalid_request", "{method} {path}");
+        }
+    }
+    // The same through `header_map`; a value that is not UTF-8 is no method at all.
+    for (value, status) in [(&b"DELETE"[..], 400), (b"PUT", 200), (b"PUT\xff", 400)] {
+        let answer = Answer::of(
+            &env.gate
+                .check(raw_request(
+                    "POST",
+                    "/items/1",
+                    &[
+                        ("authorization", write.as_bytes()),
+                        ("x-http-method-override", value),
+                    ],
+                ))
+                .await,
+        );
+        assert_eq!(answer.status(), status, "{value:?}");
+    }
+    env.gate.stop().await;
+}

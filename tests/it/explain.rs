@@ -276,3 +276,88 @@ async fn explain_recognises_a_cors_preflight_only_when_the_configuration_allows_
     assert_eq!(output.status.code(), Some(3), "{}", text(&output));
     assert!(text(&output).contains("401"), "{}", text(&output));
 }
+
+/// Method overrides and forged preflights: `explain` (with `--header` and the query in
+/// `--path`) answers each request with the status a Check from the running service gets.
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_decides_method_overrides_and_forged_preflights_as_serve_does() {
+    let key = TestKey::generate("explain-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let rules = "cors_preflight = \"allow\"\ndefault = \"deny\"\n\
+         [[rules]]\npath = \"/admin/users\"\nmethods = [\"OPTIONS\"]\nscopes = [\"admin\"]\n\
+         [[rules]]\ntemplate = \"/items/{id}\"\nmethods = [\"GET\"]\nscopes = [\"read:items\"]\n\
+         [[rules]]\ntemplate = \"/items/{id}\"\nmethods = [\"POST\"]\nscopes = [\"write:items\"]\n\
+         [[rules]]\ntemplate = \"/items/{id}\"\nmethods = [\"DELETE\"]\nscopes = [\"delete:items\"]\n";
+    let gate = Scopegate::start_ready(&jwks.url(), rules).await;
+    let config = format!(
+        "issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_uri = \"{}\"\n{rules}",
+        jwks.url()
+    );
+    let write = bearer(&key.mint(&claims("write:items")));
+    let preflight = |announced: &'static str| {
+        vec![
+            ("origin", "https://invented.example"),
+            ("access-control-request-method", announced),
+        ]
+    };
+    // (method, path, headers, with the write:items token, status)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, bool, i32);
+    let cases: Vec<Case> = vec![
+        ("POST", "/items/1", vec![], true, 200),
+        (
+            "POST",
+            "/items/1",
+            vec![("x-http-method-override", "DELETE")],
+            true,
+            400,
+        ),
+        ("POST", "/items/1?_method=delete", vec![], true, 400),
+        (
+            "POST",
+            "/items/1?_method=GET&_method=GET",
+            vec![],
+            true,
+            400,
+        ),
+        (
+            "POST",
+            "/items/1",
+            vec![("content-type", "application/x-www-form-urlencoded")],
+            true,
+            400,
+        ),
+        ("OPTIONS", "/admin/users", preflight("GET"), false, 401),
+        ("OPTIONS", "/items/1", preflight("GET"), false, 200),
+        ("OPTIONS", "/items/1", preflight("PUT"), false, 401),
+    ];
+    for (method, path, headers, token, status) in cases {
+        let mut args = vec!["--method", method, "--path", path];
+        let lines: Vec<String> = headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+        for line in &lines {
+            args.extend(["--header", line.as_str()]);
+        }
+        let mut sent = headers.clone();
+        if token {
+            args.extend(["--token", write.as_str()]);
+            sent.push(("authorization", write.as_str()));
+        }
+        let served = Answer::of(&gate.check(request(method, path, &sent)).await);
+        assert_eq!(
+            served.status(),
+            status,
+            "serve: {method} {path} {headers:?}"
+        );
+        let output = explain(&config, &args, "").await;
+        let out = text(&output);
+        let want = if status == 200 { 0 } else { 3 };
+        assert_eq!(output.status.code(), Some(want), "{out}");
+        assert!(
+            out.contains(&format!(
+                "decision     {} {status} ",
+                if status == 200 { "allow" } else { "deny" }
+            )),
+            "{out}"
+        );
+    }
+    gate.stop().await;
+}

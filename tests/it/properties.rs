@@ -1,6 +1,7 @@
-//! Property-based tests over the three parsers that see attacker-controlled input first: the
-//! Bearer header parser, the path canonicaliser and the token verifier. None may panic, and no
-//! input that lacks a valid token may ever be allowed onto a protected route.
+//! Property-based tests over the parsers that see attacker-controlled input first: the Bearer
+//! header parser, the path canonicaliser, the token verifier and the method-override reading.
+//! None may panic, no input that lacks a valid token may ever be allowed onto a protected route,
+//! and no request is decided under another method than the one it asks the upstream to run.
 
 use std::sync::OnceLock;
 
@@ -166,6 +167,111 @@ proptest! {
         let decision = policy::decide(route.requirement, auth);
         if matches!(decision, Decision::Allow(_)) {
             prop_assert!(path.as_str().starts_with("/public/"), "allowed {} {}", method, path);
+        }
+    }
+}
+
+/// Items protected per method and a public GET path whose DELETE is protected, under
+/// `default = "allow"`: the shapes a method override could dodge.
+fn per_method_policy() -> Policy {
+    let scope = |s: &str| Requirement::AnyScope(vec![s.into()]);
+    let template = |t: &str| PathMatch::Template(policy::Template::parse(t).expect("template"));
+    let methods = |ms: &[&str]| Some(ms.iter().map(|m| m.to_string()).collect());
+    let rules = vec![
+        Rule::new(
+            0,
+            None,
+            template("/items/{id}"),
+            methods(&["GET"]),
+            scope("read"),
+        ),
+        Rule::new(
+            1,
+            None,
+            template("/items/{id}"),
+            methods(&["POST", "PUT"]),
+            scope("write"),
+        ),
+        Rule::new(
+            2,
+            None,
+            template("/items/{id}"),
+            methods(&["DELETE"]),
+            scope("delete"),
+        ),
+        Rule::new(
+            3,
+            None,
+            PathMatch::Exact("/notes".into()),
+            methods(&["DELETE"]),
+            scope("delete"),
+        ),
+    ];
+    let rules = rules.into_iter().collect::<Result<_, _>>().expect("rules");
+    Policy::new(rules, Requirement::Public).expect("a valid policy")
+}
+
+/// A `_method` query parameter as some client might spell it, with the method it names (which
+/// scopegate must assume an upstream runs).
+fn override_parameter() -> impl Strategy<Value = (String, &'static str)> {
+    let method = prop::sample::select(&["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"][..]);
+    let spelling =
+        prop::sample::select(&["_method", "%5Fmethod", "%5fmethod", "_m%65thod", "+_method"][..]);
+    let case = any::<bool>();
+    (spelling, method, case).prop_map(|(name, method, lower)| {
+        let value = if lower {
+            method.to_ascii_lowercase()
+        } else {
+            method.to_string()
+        };
+        // The first letter percent-encoded, as a client is free to.
+        let value = format!("%{:02X}{}", value.as_bytes()[0], &value[1..]);
+        (format!("{name}={value}"), method)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Whatever the request's own method, however the override is spelt and wherever it sits
+    /// in the query: a request decided at all is decided as the method it names would be, and
+    /// two overrides are never decided.
+    #[test]
+    fn a_method_override_is_never_decided_differently_from_the_method_it_names(
+        own in prop::sample::select(&["GET", "POST", "PUT", "DELETE", "OPTIONS"][..]),
+        path in prop::sample::select(&["/items/7", "/notes", "/elsewhere"][..]),
+        overrides in proptest::collection::vec(override_parameter(), 0..3),
+        noise in proptest::collection::vec("[a-z]{1,3}=[a-z0-9]{0,3}", 0..3),
+        separators in proptest::collection::vec(prop::sample::select(&["&", ";", "#"][..]), 6),
+        header in proptest::option::of(prop::sample::select(&["GET", "PUT", "DELETE", "delete"][..])),
+    ) {
+        let policy = per_method_policy();
+        let pieces: Vec<&str> = noise.iter().map(String::as_str)
+            .chain(overrides.iter().map(|(piece, _)| piece.as_str()))
+            .collect();
+        let mut query = String::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            if i > 0 {
+                query.push_str(separators[i % separators.len()]);
+            }
+            query.push_str(piece);
+        }
+        let raw = if query.is_empty() { path.to_string() } else { format!("{path}?{query}") };
+        let headers: Vec<(&str, &str)> = header.iter().map(|m| ("x-http-method-override", *m)).collect();
+        let lookup = |name: &str| headers.iter().filter(|(n, _)| *n == name).map(|(_, v)| *v).collect::<Vec<&str>>();
+        let (resolved, _) = policy.resolve_request(own, &raw, false, lookup);
+        let named: Vec<String> = overrides.iter().map(|(_, m)| m.to_string())
+            .chain(header.map(|m| m.to_ascii_uppercase()))
+            .collect();
+        match (&resolved.route, named.as_slice()) {
+            (Ok(route), [one]) => {
+                let canonical = policy::normalize(path).expect("canonical");
+                let theirs = policy.route(one, &canonical).expect("decided");
+                prop_assert_eq!(route.requirement, theirs.requirement, "{} {}", own, raw);
+            }
+            (Ok(_), []) => {}
+            (Ok(_), _) => prop_assert!(false, "{} overrides decided: {} {}", named.len(), own, raw),
+            (Err(_), _) => {}
         }
     }
 }

@@ -251,3 +251,41 @@ async fn a_shadow_rules_timed_out_verification_leaves_the_enforced_answer_alone(
     answer.assert_allowed();
     gate.stop().await;
 }
+
+/// A preflight anyone can forge (an invented `Origin`, no token) under `cors_preflight =
+/// "allow"` and `default = "deny"`: an explicit `OPTIONS` rule wins, and otherwise it passes only
+/// where the request it announces would reach a rule that does not deny.
+#[tokio::test]
+async fn forged_preflights_pass_only_where_the_announced_request_could() {
+    let env = Env::start(
+        "cors_preflight = \"allow\"\ndefault = \"deny\"\n\
+         [[rules]]\npath = \"/admin/users\"\nmethods = [\"OPTIONS\"]\nscopes = [\"admin\"]\n\
+         [[rules]]\nprefix = \"/admin/\"\nmethods = [\"GET\"]\nscopes = [\"admin\"]\n\
+         [[rules]]\ntemplate = \"/items/{id}\"\nmethods = [\"GET\"]\nscopes = [\"read\"]\n",
+    )
+    .await;
+    // (path, announced method, HTTP status)
+    for (path, announced, status) in [
+        // The explicit OPTIONS rule decides: no token, 401.
+        ("/admin/users", "GET", 401),
+        // The announced GET reaches a rule; the announced DELETE only the deny default.
+        ("/admin/other", "GET", 200),
+        ("/admin/other", "DELETE", 401),
+        ("/items/7", "GET", 200),
+        ("/items/7", "PUT", 401),
+        ("/elsewhere", "GET", 401),
+        // Not one method token.
+        ("/items/7", "GET, PUT", 401),
+    ] {
+        let headers = [
+            ("origin", "https://invented.example"),
+            ("access-control-request-method", announced),
+        ];
+        let answer = Answer::of(&env.gate.check(request("OPTIONS", path, &headers)).await);
+        assert_eq!(answer.status(), status, "{path} {announced}");
+        if status == 200 {
+            answer.assert_allowed();
+        }
+    }
+    env.gate.stop().await;
+}
