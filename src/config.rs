@@ -1223,8 +1223,11 @@ fn compile_scope_claims(
 }
 
 /// Headers a forwarded claim may not take: scopegate's own identity headers, and headers whose
-/// meaning belongs to HTTP, the proxy or the credentials.
-const RESERVED_HEADERS: [&str; 12] = [
+/// meaning belongs to HTTP, the proxy, the credentials or the request's tracing. A claim set
+/// there would let a token choose what the upstream reads as the request's method
+/// (`x-http-method-override` and its spellings), client address or scheme (`forwarded`), request
+/// id or trace (which logs join on), or proof of possession (`dpop`).
+pub const RESERVED_HEADERS: [&str; 20] = [
     "x-auth-subject",
     "x-auth-scopes",
     "authorization",
@@ -1237,7 +1240,21 @@ const RESERVED_HEADERS: [&str; 12] = [
     "upgrade",
     "cookie",
     "proxy-authorization",
+    "x-request-id",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "forwarded",
+    "dpop",
+    "traceparent",
+    "tracestate",
 ];
+
+/// Prefixes of header names a forwarded claim may not take: Envoy's own (`x-envoy-`), the
+/// proxy's record of the client and the original request (`x-forwarded-`, `x-original-`), and
+/// names kept for scopegate (`x-scopegate-`).
+pub const RESERVED_HEADER_PREFIXES: [&str; 4] =
+    ["x-envoy-", "x-forwarded-", "x-original-", "x-scopegate-"];
 
 fn compile_forward_claims(
     prefix: &str,
@@ -1254,11 +1271,16 @@ fn compile_forward_claims(
             ));
         }
         let lower = header.to_ascii_lowercase();
-        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-envoy-") {
+        if RESERVED_HEADERS.contains(&lower.as_str())
+            || RESERVED_HEADER_PREFIXES
+                .iter()
+                .any(|prefix| lower.starts_with(prefix))
+        {
             return Err(invalid(
                 key,
                 &header,
-                "a header scopegate, HTTP or Envoy already owns",
+                "a header scopegate, HTTP, Envoy, the proxy or tracing already owns (a claim \
+                 there could change how the upstream reads the request)",
             ));
         }
         let claim = ForwardClaim::new(&lower, &spec).ok_or_else(|| {
@@ -1751,6 +1773,42 @@ mod tests {
                 "x-envoy-original-path",
             ),
             ("[forward_claims]\n\"x-sub\" = \"sub\"", "registered claims"),
+            (
+                "[forward_claims]\n\"X-Request-Id\" = \"rid\"",
+                "forward_claims.\"X-Request-Id\"",
+            ),
+            (
+                "[forward_claims]\n\"x-http-method-override\" = \"m\"",
+                "x-http-method-override",
+            ),
+            (
+                "[forward_claims]\n\"x-http-method\" = \"m\"",
+                "x-http-method",
+            ),
+            (
+                "[forward_claims]\n\"x-method-override\" = \"m\"",
+                "x-method-override",
+            ),
+            (
+                "[forward_claims]\n\"x-forwarded-for\" = \"ip\"",
+                "x-forwarded-for",
+            ),
+            (
+                "[forward_claims]\n\"X-Forwarded-Proto\" = \"p\"",
+                "X-Forwarded-Proto",
+            ),
+            ("[forward_claims]\n\"forwarded\" = \"f\"", "forwarded"),
+            (
+                "[forward_claims]\n\"x-original-uri\" = \"u\"",
+                "x-original-uri",
+            ),
+            (
+                "[forward_claims]\n\"x-scopegate-tenant\" = \"t\"",
+                "x-scopegate-tenant",
+            ),
+            ("[forward_claims]\n\"dpop\" = \"d\"", "dpop"),
+            ("[forward_claims]\n\"traceparent\" = \"t\"", "traceparent"),
+            ("[forward_claims]\n\"tracestate\" = \"t\"", "tracestate"),
             ("[forward_claims]\n\"x-org\" = \"/org/~2\"", "x-org"),
             ("[forward_claims]\n\"x-org\" = \"/\"", "x-org"),
             (

@@ -752,6 +752,79 @@ public = true
     }
 }
 
+/// Identity that would read differently upstream, through Envoy: a `sub` or forwarded claim with
+/// surrounding whitespace (which the upstream's HTTP/1.1 parser strips: `"  alice  "` would
+/// arrive as `alice`), with a bidirectional control or zero-width space, and an array element
+/// holding the `,` that joins forwarded arrays get scopegate's 401; the comma format and the
+/// zero-width joiner of emoji reach the upstream unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_that_reads_differently_upstream_through_envoy() {
+    use common::stack::DEMO_AUDIENCE;
+    let stack = Stack::start_with_config(|issuer, jwks_uri| {
+        format!(
+            r#"issuer = "{issuer}"
+jwks_uri = "{jwks_uri}"
+audience = "{DEMO_AUDIENCE}"
+forward_claims = {{ "x-auth-email" = "email", "x-auth-groups" = "groups" }}
+[[rules]]
+path = "/restricted_resource"
+scopes = ["read:messages"]
+[[rules]]
+path = "/public"
+public = true
+"#
+        )
+    })
+    .await;
+    let token = |claim: &str, value: serde_json::Value| {
+        let mut extra = serde_json::Map::new();
+        extra.insert(claim.into(), value);
+        format!("Bearer {}", stack.token_with("read:messages", extra))
+    };
+    for (claim, value) in [
+        ("sub", serde_json::json!("  alice  ")),
+        ("sub", serde_json::json!("alice\t")),
+        ("sub", serde_json::json!("nimda\u{202e}admin")),
+        ("sub", serde_json::json!("ali\u{200b}ce")),
+        ("sub", serde_json::json!("alice\u{2028}")),
+        ("email", serde_json::json!(" alice@example.com")),
+        ("email", serde_json::json!("alice\u{2066}@example.com")),
+        ("groups", serde_json::json!(["eng,admin"])),
+        ("groups", serde_json::json!(["eng", " admin"])),
+    ] {
+        let authorization = token(claim, value.clone());
+        let response = stack
+            .get("/restricted_resource", &[("authorization", &authorization)])
+            .await;
+        let (status, headers, body) = json(response).await;
+        assert_eq!(status, 401, "{claim}: {value}: {body}");
+        assert_eq!(body["error"], "invalid_token", "{claim}: {value}: {body}");
+        assert!(
+            header(&headers, "www-authenticate").contains("invalid_token"),
+            "{claim}: {value}"
+        );
+    }
+    let mut extra = serde_json::Map::new();
+    extra.insert(
+        "sub".into(),
+        serde_json::json!("\u{1f469}\u{200d}\u{1f4bb} alice"),
+    );
+    extra.insert("groups".into(), serde_json::json!(["eng", "admin"]));
+    let authorization = format!("Bearer {}", stack.token_with("read:messages", extra));
+    let response = stack
+        .get("/restricted_resource", &[("authorization", &authorization)])
+        .await;
+    let (status, _, body) = json(response).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = &body["auth_headers"];
+    assert_eq!(
+        seen["x-auth-subject"].as_str(),
+        Some("\u{1f469}\u{200d}\u{1f4bb} alice"),
+        "{body}"
+    );
+    assert_eq!(seen["x-auth-groups"].as_str(), Some("eng,admin"), "{body}");
+}
+
 /// Two issuers behind Envoy: the development issuer (RS256, by jwks_uri) and one found by OIDC
 /// discovery under a path, publishing an EC P-256 key (ES256). Each issuer's tokens pass; a
 /// token naming one issuer but signed by the other's key, a forged one, and one naming an
