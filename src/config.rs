@@ -155,6 +155,8 @@ pub struct RawRule {
     pub all_scopes: Option<Vec<String>>,
     /// No token needed.
     pub public: Option<bool>,
+    /// Refused after authentication (401 without a valid token, else 403), as `default = "deny"`.
+    pub deny: Option<bool>,
     /// Evaluated, logged and counted, but never enforced.
     pub shadow: Option<bool>,
 }
@@ -1386,6 +1388,25 @@ fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
         }
         Ok(list)
     };
+    if raw.deny == Some(true) {
+        // A deny rule refuses every request it takes; any requirement beside it would read as
+        // an exception it does not make.
+        let beside = [
+            ("public", raw.public == Some(true)),
+            ("scopes", raw.scopes.is_some()),
+            ("all_scopes", raw.all_scopes.is_some()),
+        ];
+        if let Some((field, _)) = beside.iter().find(|(_, set)| *set) {
+            return Err(invalid(
+                key(field),
+                "with deny = true",
+                "a deny rule refuses every request it matches (after authentication), so it \
+                 cannot also be public or grant access by scopes; drop one of the two",
+            ));
+        }
+        let rule = Rule::new(index, raw.name, path, methods, Requirement::Deny)?;
+        return Ok(rule.shadowed(raw.shadow.unwrap_or(false)));
+    }
     let requirement = match (public, raw.scopes, raw.all_scopes) {
         (true, None, None) => Requirement::Public,
         (true, Some(_), _) => {
@@ -1673,10 +1694,19 @@ mod tests {
             public = true
             [[rules]]
             prefix = "/me"
+            [[rules]]
+            path = "/restricted_resource"
+            deny = true
+            [[rules]]
+            path = "/other"
+            deny = false
             "#,
         )
         .expect("compiles");
         let r = c.policy().rules();
+        assert_eq!(*r[4].requirement(), Requirement::Deny);
+        assert_eq!(r[4].methods(), None);
+        assert_eq!(*r[5].requirement(), Requirement::Authenticated);
         assert_eq!(r[0].methods(), Some(&["GET".to_string()][..]));
         assert_eq!(
             *r[0].requirement(),
@@ -1693,6 +1723,12 @@ mod tests {
         let shown = c.to_string();
         assert!(
             shown.contains("rules[1]") && shown.contains("all of scopes [admin, write]"),
+            "{shown}"
+        );
+        assert!(
+            shown.lines().any(|l| l.contains("rules[4]")
+                && l.contains("any method")
+                && l.ends_with("-> deny")),
             "{shown}"
         );
     }
@@ -1773,6 +1809,19 @@ mod tests {
                 "x-envoy-original-path",
             ),
             ("[forward_claims]\n\"x-sub\" = \"sub\"", "registered claims"),
+            (
+                "[[rules]]\npath = \"/a\"\ndeny = true\npublic = true",
+                "`rules[0].public` = \"with deny = true\"",
+            ),
+            (
+                "[[rules]]\npath = \"/a\"\ndeny = true\nscopes = [\"a\"]",
+                "`rules[0].scopes` = \"with deny = true\"",
+            ),
+            (
+                "[[rules]]\npath = \"/a\"\ndeny = true\nall_scopes = [\"a\"]",
+                "`rules[0].all_scopes` = \"with deny = true\"",
+            ),
+            ("[[rules]]\npath = \"/a\"\ndeny = \"yes\"", "deny"),
             (
                 "[forward_claims]\n\"X-Request-Id\" = \"rid\"",
                 "forward_claims.\"X-Request-Id\"",
