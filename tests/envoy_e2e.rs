@@ -1379,3 +1379,80 @@ async fn rules_generated_from_the_demo_openapi_document_protect_the_upstream() {
         assert_eq!(got, *status, "{method} {path} {scope:?}: {body}");
     }
 }
+
+/// Rules generated from a document that takes an operation's `security` through a YAML merge
+/// key, documents one method per path and lists two servers, under the demo's `default =
+/// "authenticated"`: through Envoy, the merged scope is required, a method the document does
+/// not list is denied rather than left to the default, and the second server's base path is
+/// protected like the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_rules_keep_merged_security_close_undocumented_methods_and_cover_every_server() {
+    use common::stack::DEMO_AUDIENCE;
+    use reqwest::Method;
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let spec = dir.path().join("api.yaml");
+    std::fs::write(
+        &spec,
+        "openapi: 3.1.0\n\
+         info: {title: merged, version: \"1\"}\n\
+         x-readers: &readers\n  security: [{dev_issuer: [read:messages]}]\n\
+         security: [{dev_issuer: []}]\n\
+         servers: [{url: \"http://127.0.0.1:8080\"}, {url: /v2}]\n\
+         components: {securitySchemes: {dev_issuer: {type: oauth2, flows: {}}}}\n\
+         paths:\n\
+         \x20 /public: {get: {security: []}}\n\
+         \x20 /messages:\n    get:\n      <<: *readers\n      operationId: listMessages\n\
+         \x20 /messages/{id}: {delete: {security: [{dev_issuer: [delete:messages]}]}}\n",
+    )
+    .expect("write spec");
+    let generated = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .arg("openapi-rules")
+        .arg(&spec)
+        .output()
+        .expect("run openapi-rules");
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let rules = String::from_utf8(generated.stdout).expect("UTF-8 rules");
+    let stack = Stack::start_with_config(|issuer, jwks_uri| {
+        format!(
+            "issuer = \"{issuer}\"\njwks_uri = \"{jwks_uri}\"\naudience = \"{DEMO_AUDIENCE}\"\n\
+             default = \"authenticated\"\n{rules}"
+        )
+    })
+    .await;
+    let bearer = |scope: &str| format!("Bearer {}", stack.token(scope));
+    // (method, path, scope of the token or None, status through Envoy)
+    let cases: &[(Method, &str, Option<&str>, u16)] = &[
+        // The merged security, under both servers.
+        (Method::GET, "/messages", Some("read:messages"), 200),
+        (Method::GET, "/messages", Some("openid"), 403),
+        (Method::GET, "/v2/messages", Some("read:messages"), 200),
+        (Method::GET, "/v2/messages", Some("openid"), 403),
+        (Method::GET, "/v2/messages", None, 401),
+        // Methods the document does not list: denied after authentication.
+        (Method::POST, "/messages", Some("read:messages"), 403),
+        (Method::PUT, "/v2/messages", Some("read:messages"), 403),
+        (Method::GET, "/messages/7", Some("delete:messages"), 403),
+        (Method::DELETE, "/messages/7", Some("delete:messages"), 200),
+        (Method::DELETE, "/v2/messages/7", Some("read:messages"), 403),
+        (Method::GET, "/public", None, 200),
+        (Method::POST, "/public", None, 401),
+        (Method::POST, "/public", Some("openid"), 403),
+        // Paths the document does not describe: the configuration's default.
+        (Method::POST, "/elsewhere", Some("openid"), 200),
+    ];
+    for (method, path, scope, status) in cases {
+        let authorization = scope.map(bearer);
+        let headers: Vec<(&str, &str)> = authorization
+            .iter()
+            .map(|a| ("authorization", a.as_str()))
+            .collect();
+        let response = stack.send(method.clone(), path, &headers).await;
+        let got = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        assert_eq!(got, *status, "{method} {path} {scope:?}: {body}");
+    }
+}
