@@ -167,6 +167,8 @@ pub struct RawRule {
     pub all_scopes: Option<Vec<String>>,
     /// No token needed.
     pub public: Option<bool>,
+    /// Refused after authentication (401 without a valid token, else 403), as `default = "deny"`.
+    pub deny: Option<bool>,
     /// Evaluated, logged and counted, but never enforced.
     pub shadow: Option<bool>,
 }
@@ -1454,8 +1456,11 @@ fn compile_scope_claims(
 }
 
 /// Headers a forwarded claim may not take: scopegate's own identity headers, and headers whose
-/// meaning belongs to HTTP, the proxy or the credentials.
-const RESERVED_HEADERS: [&str; 12] = [
+/// meaning belongs to HTTP, the proxy, the credentials or the request's tracing. A claim set
+/// there would let a token choose what the upstream reads as the request's method
+/// (`x-http-method-override` and its spellings), client address or scheme (`forwarded`), request
+/// id or trace (which logs join on), or proof of possession (`dpop`).
+pub const RESERVED_HEADERS: [&str; 20] = [
     "x-auth-subject",
     "x-auth-scopes",
     "authorization",
@@ -1468,7 +1473,21 @@ const RESERVED_HEADERS: [&str; 12] = [
     "upgrade",
     "cookie",
     "proxy-authorization",
+    "x-request-id",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "forwarded",
+    "dpop",
+    "traceparent",
+    "tracestate",
 ];
+
+/// Prefixes of header names a forwarded claim may not take: Envoy's own (`x-envoy-`), the
+/// proxy's record of the client and the original request (`x-forwarded-`, `x-original-`), and
+/// names kept for scopegate (`x-scopegate-`).
+pub const RESERVED_HEADER_PREFIXES: [&str; 4] =
+    ["x-envoy-", "x-forwarded-", "x-original-", "x-scopegate-"];
 
 fn compile_forward_claims(
     prefix: &str,
@@ -1485,11 +1504,16 @@ fn compile_forward_claims(
             ));
         }
         let lower = header.to_ascii_lowercase();
-        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-envoy-") {
+        if RESERVED_HEADERS.contains(&lower.as_str())
+            || RESERVED_HEADER_PREFIXES
+                .iter()
+                .any(|prefix| lower.starts_with(prefix))
+        {
             return Err(invalid(
                 key,
                 &header,
-                "a header scopegate, HTTP or Envoy already owns",
+                "a header scopegate, HTTP, Envoy, the proxy or tracing already owns (a claim \
+                 there could change how the upstream reads the request)",
             ));
         }
         let claim = ForwardClaim::new(&lower, &spec).ok_or_else(|| {
@@ -1595,6 +1619,25 @@ fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigError> {
         }
         Ok(list)
     };
+    if raw.deny == Some(true) {
+        // A deny rule refuses every request it takes; any requirement beside it would read as
+        // an exception it does not make.
+        let beside = [
+            ("public", raw.public == Some(true)),
+            ("scopes", raw.scopes.is_some()),
+            ("all_scopes", raw.all_scopes.is_some()),
+        ];
+        if let Some((field, _)) = beside.iter().find(|(_, set)| *set) {
+            return Err(invalid(
+                key(field),
+                "with deny = true",
+                "a deny rule refuses every request it matches (after authentication), so it \
+                 cannot also be public or grant access by scopes; drop one of the two",
+            ));
+        }
+        let rule = Rule::new(index, raw.name, path, methods, Requirement::Deny)?;
+        return Ok(rule.shadowed(raw.shadow.unwrap_or(false)));
+    }
     let requirement = match (public, raw.scopes, raw.all_scopes) {
         (true, None, None) => Requirement::Public,
         (true, Some(_), _) => {
@@ -2174,10 +2217,19 @@ mod tests {
             public = true
             [[rules]]
             prefix = "/me"
+            [[rules]]
+            path = "/restricted_resource"
+            deny = true
+            [[rules]]
+            path = "/other"
+            deny = false
             "#,
         )
         .expect("compiles");
         let r = c.policy().rules();
+        assert_eq!(*r[4].requirement(), Requirement::Deny);
+        assert_eq!(r[4].methods(), None);
+        assert_eq!(*r[5].requirement(), Requirement::Authenticated);
         assert_eq!(r[0].methods(), Some(&["GET".to_string()][..]));
         assert_eq!(
             *r[0].requirement(),
@@ -2194,6 +2246,12 @@ mod tests {
         let shown = c.to_string();
         assert!(
             shown.contains("rules[1]") && shown.contains("all of scopes [admin, write]"),
+            "{shown}"
+        );
+        assert!(
+            shown.lines().any(|l| l.contains("rules[4]")
+                && l.contains("any method")
+                && l.ends_with("-> deny")),
             "{shown}"
         );
     }
@@ -2280,6 +2338,55 @@ mod tests {
                 "x-envoy-original-path",
             ),
             ("[forward_claims]\n\"x-sub\" = \"sub\"", "registered claims"),
+            (
+                "[[rules]]\npath = \"/a\"\ndeny = true\npublic = true",
+                "`rules[0].public` = \"with deny = true\"",
+            ),
+            (
+                "[[rules]]\npath = \"/a\"\ndeny = true\nscopes = [\"a\"]",
+                "`rules[0].scopes` = \"with deny = true\"",
+            ),
+            (
+                "[[rules]]\npath = \"/a\"\ndeny = true\nall_scopes = [\"a\"]",
+                "`rules[0].all_scopes` = \"with deny = true\"",
+            ),
+            ("[[rules]]\npath = \"/a\"\ndeny = \"yes\"", "deny"),
+            (
+                "[forward_claims]\n\"X-Request-Id\" = \"rid\"",
+                "forward_claims.\"X-Request-Id\"",
+            ),
+            (
+                "[forward_claims]\n\"x-http-method-override\" = \"m\"",
+                "x-http-method-override",
+            ),
+            (
+                "[forward_claims]\n\"x-http-method\" = \"m\"",
+                "x-http-method",
+            ),
+            (
+                "[forward_claims]\n\"x-method-override\" = \"m\"",
+                "x-method-override",
+            ),
+            (
+                "[forward_claims]\n\"x-forwarded-for\" = \"ip\"",
+                "x-forwarded-for",
+            ),
+            (
+                "[forward_claims]\n\"X-Forwarded-Proto\" = \"p\"",
+                "X-Forwarded-Proto",
+            ),
+            ("[forward_claims]\n\"forwarded\" = \"f\"", "forwarded"),
+            (
+                "[forward_claims]\n\"x-original-uri\" = \"u\"",
+                "x-original-uri",
+            ),
+            (
+                "[forward_claims]\n\"x-scopegate-tenant\" = \"t\"",
+                "x-scopegate-tenant",
+            ),
+            ("[forward_claims]\n\"dpop\" = \"d\"", "dpop"),
+            ("[forward_claims]\n\"traceparent\" = \"t\"", "traceparent"),
+            ("[forward_claims]\n\"tracestate\" = \"t\"", "tracestate"),
             ("[forward_claims]\n\"x-org\" = \"/org/~2\"", "x-org"),
             ("[forward_claims]\n\"x-org\" = \"/\"", "x-org"),
             (

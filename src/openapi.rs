@@ -27,10 +27,18 @@
 //!
 //! A path without parameters becomes `path`, one with parameters a `template` (`{id}` keeps its
 //! name when it is `[A-Za-z0-9_.-]+`, otherwise `{*}`); a segment mixing text and a parameter
-//! (`/files/{name}.json`) is an error. Every path is prefixed with the base path: the option's,
-//! else the path of the first `servers` URL of the operation, its path item or the document.
-//! Rules keep document order (operations of a path item in the order written), except that a
-//! literal path moves before a template that also matches it, since the first match wins.
+//! (`/files/{name}.json`) is an error. Every path is prefixed with a base path: the option's,
+//! else the path of each distinct `servers` URL of the operation, else of its path item, else of
+//! the document, one rule per base path (names then carry the base path). Rules keep document
+//! order (operations of a path item in the order written), except that a literal path moves
+//! before a template that also matches it, since the first match wins. The operations of each
+//! path (paths of one shape, such as `/items/{id}` and `/items/{name}`, count as one) are
+//! followed by a closing `deny = true` rule without `methods`, so a method the document does not
+//! list there is refused rather than decided by the configuration's default.
+//!
+//! YAML merge keys (`<<: *anchor`) are applied before anything is read, and fields the
+//! document, a path item or an operation does not define are errors (extensions `x-...`
+//! excepted): either, ignored, could drop a `security` and leave a weaker rule.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -58,6 +66,23 @@ const OPERATIONS: [(&str, &str); 8] = [
 /// The other fixed fields of a path item; none changes who may call an operation (`servers` is
 /// read separately, as it changes the path).
 const OTHER_PATH_ITEM_FIELDS: [&str; 3] = ["summary", "description", "parameters"];
+
+/// The fixed fields of an OpenAPI 3.0/3.1 document that [`Document`] does not read; none
+/// changes who may call an operation.
+const OTHER_DOCUMENT_FIELDS: [&str; 4] = ["jsonSchemaDialect", "webhooks", "tags", "externalDocs"];
+
+/// The fixed fields of an operation that [`Operation`] does not read; none changes who may call
+/// it.
+const OTHER_OPERATION_FIELDS: [&str; 8] = [
+    "tags",
+    "description",
+    "externalDocs",
+    "parameters",
+    "requestBody",
+    "responses",
+    "callbacks",
+    "deprecated",
+];
 
 /// Why a document could not be turned into rules. Each variant about one operation names it as
 /// `METHOD /path` (the path as the document writes it).
@@ -104,6 +129,27 @@ pub enum OpenApiError {
     UnknownPathField {
         /// The path.
         path: String,
+        /// The field.
+        field: String,
+    },
+    /// A top-level field OpenAPI 3.0/3.1 does not define: perhaps `security` spelt otherwise,
+    /// which would drop the document's requirement silently if ignored.
+    #[error(
+        "unknown top-level field {0:?}; a document's fields are openapi, info, \
+         jsonSchemaDialect, servers, paths, webhooks, components, security, tags and \
+         externalDocs (extensions start with x-)"
+    )]
+    UnknownDocumentField(String),
+    /// An operation field OpenAPI 3.0/3.1 does not define: perhaps `security` spelt otherwise,
+    /// which would give the operation the document's requirement silently if ignored.
+    #[error(
+        "{operation}: unknown field {field:?}; an operation's fields are tags, summary, \
+         description, externalDocs, operationId, parameters, requestBody, responses, callbacks, \
+         deprecated, security and servers (extensions start with x-)"
+    )]
+    UnknownOperationField {
+        /// The operation.
+        operation: String,
         /// The field.
         field: String,
     },
@@ -344,6 +390,9 @@ pub struct Document {
     security: Option<Vec<SecurityRequirement>>,
     #[serde(default)]
     components: Components,
+    /// Every other field, checked against [`OTHER_DOCUMENT_FIELDS`] by [`Document::parse`].
+    #[serde(flatten)]
+    other: OrderedMap<IgnoredAny>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -420,11 +469,37 @@ struct Operation {
     security: Option<Vec<SecurityRequirement>>,
     #[serde(default)]
     servers: Vec<Server>,
+    /// Every other field, checked against [`OTHER_OPERATION_FIELDS`] by [`Document::parse`].
+    #[serde(flatten)]
+    other: OrderedMap<IgnoredAny>,
+}
+
+/// Whether `field`, not read by its object, is one that may be ignored: a fixed field of `known`
+/// or an extension (`x-...`).
+fn ignorable(field: &str, known: &[&str]) -> bool {
+    field.starts_with("x-") || known.contains(&field)
+}
+
+/// Whether a YAML merge key (`<<`) is left anywhere in `value`.
+fn has_merge_key(value: &serde_yaml_ng::Value) -> bool {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::Mapping(map) => map
+            .iter()
+            .any(|(k, v)| k.as_str() == Some("<<") || has_merge_key(v)),
+        Value::Sequence(items) => items.iter().any(has_merge_key),
+        Value::Tagged(tagged) => has_merge_key(&tagged.value),
+        _ => false,
+    }
 }
 
 impl Document {
     /// Reads a document from YAML, or from JSON when its first character (after white space)
-    /// is `{`, and checks that it is OpenAPI 3.0 or 3.1.
+    /// is `{`, and checks that it is OpenAPI 3.0 or 3.1. YAML merge keys (`<<: *anchor`) are
+    /// applied first, as YAML 1.1 readers apply them, so an operation taking its `security`
+    /// from an anchor keeps it. Fields the document or an operation does not define are
+    /// refused (extensions `x-...` excepted): ignored, a misspelt `security` would leave the
+    /// weaker requirement in force.
     pub fn parse(text: &str) -> Result<Document, OpenApiError> {
         let doc: Document = if text
             .trim_start_matches('\u{feff}')
@@ -433,7 +508,14 @@ impl Document {
         {
             serde_json::from_str(text.trim_start_matches('\u{feff}'))?
         } else {
-            serde_yaml_ng::from_str(text)?
+            let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)?;
+            // A merged mapping may hold a merge key of its own, which one pass puts back in
+            // place; each pass resolves one level of such chains, and anchors cannot nest
+            // without end.
+            while has_merge_key(&value) {
+                value.apply_merge()?;
+            }
+            serde_yaml_ng::from_value(value)?
         };
         let Some(Text(version)) = &doc.openapi else {
             return Err(OpenApiError::NoVersion);
@@ -441,6 +523,29 @@ impl Document {
         let mut parts = version.split('.');
         if !(parts.next() == Some("3") && matches!(parts.next(), Some("0" | "1"))) {
             return Err(OpenApiError::Version(version.clone()));
+        }
+        if let Some((field, _)) = doc
+            .other
+            .0
+            .iter()
+            .find(|(field, _)| !ignorable(field, &OTHER_DOCUMENT_FIELDS))
+        {
+            return Err(OpenApiError::UnknownDocumentField(field.clone()));
+        }
+        for (path, item) in &doc.paths.0 {
+            for (method, op) in &item.operations {
+                if let Some((field, _)) = op
+                    .other
+                    .0
+                    .iter()
+                    .find(|(field, _)| !ignorable(field, &OTHER_OPERATION_FIELDS))
+                {
+                    return Err(OpenApiError::UnknownOperationField {
+                        operation: format!("{method} {path}"),
+                        field: field.clone(),
+                    });
+                }
+            }
         }
         Ok(doc)
     }
@@ -452,8 +557,9 @@ pub struct Options {
     /// The `oauth2` or `openIdConnect` scheme whose tokens scopegate verifies; needed when the
     /// document uses several.
     pub scheme: Option<String>,
-    /// Prefix of every rule path; `None`: the path of the first `servers` URL of the operation,
-    /// else of its path item, else of the document. An empty string prefixes nothing.
+    /// Prefix of every rule path; `None`: the path of each distinct `servers` URL of the
+    /// operation, else of its path item, else of the document (a rule for each). An empty
+    /// string prefixes nothing.
     pub base_path: Option<String>,
     /// Write every rule with `shadow = true`: evaluated and reported, not enforced, for the
     /// first step of a rollout.
@@ -469,8 +575,8 @@ pub enum PathRule {
     Template(String),
 }
 
-/// What a generated rule requires: the requirements a rule can state, less `deny`, which no
-/// document asks for.
+/// What a generated rule requires: what a document's `security` can say, and the closing rule
+/// of a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
     /// `public = true`: no token needed.
@@ -481,26 +587,31 @@ pub enum Access {
     AnyScope(Vec<String>),
     /// `all_scopes`: a token granting every one of these.
     AllScopes(Vec<String>),
+    /// `deny = true`: the closing rule of a path, refusing (after authentication) every method
+    /// the document does not list for it.
+    Deny,
 }
 
-/// One rule for one operation.
+/// One rule: for one operation, or the closing rule of a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeneratedRule {
     operation: String,
     name: String,
     path: PathRule,
-    method: &'static str,
+    method: Option<&'static str>,
     requirement: Access,
     summary: Option<String>,
 }
 
 impl GeneratedRule {
-    /// The operation, `METHOD /path` as the document writes the path.
+    /// The operation, `METHOD /path` as the document writes the path; for a closing rule, its
+    /// path or template, base path included.
     pub fn operation(&self) -> &str {
         &self.operation
     }
 
-    /// The rule's `name`: the `operationId` when usable, else the operation.
+    /// The rule's `name`: the `operationId` when usable, else the operation (with the base
+    /// path when the operation has several).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -510,12 +621,13 @@ impl GeneratedRule {
         &self.path
     }
 
-    /// The one method the rule names.
-    pub fn method(&self) -> &str {
+    /// The one method the rule names; `None` for a closing rule, which takes every method the
+    /// rules before it left.
+    pub fn method(&self) -> Option<&str> {
         self.method
     }
 
-    /// What the rule requires: public, any valid token, any-of or all-of scopes.
+    /// What the rule requires: public, any valid token, any-of or all-of scopes, or deny.
     pub fn requirement(&self) -> &Access {
         &self.requirement
     }
@@ -546,10 +658,14 @@ enum Segment {
     Variable,
 }
 
-/// An operation on its way to a rule.
+/// An operation under one base path on its way to a rule.
 struct Draft<'a> {
     operation: String,
-    operation_id: Option<&'a str>,
+    /// What the rule's name is made from when the `operationId` is not usable: the operation,
+    /// or, when it has several base paths, the operation with the base path.
+    label: String,
+    /// The `operationId`, with the base path when the operation has several.
+    operation_id: Option<String>,
     summary: Option<&'a str>,
     method: &'static str,
     path: PathRule,
@@ -557,7 +673,10 @@ struct Draft<'a> {
     requirement: Access,
 }
 
-/// The rules for `doc`, one per operation, or the first reason one cannot be written.
+/// The rules for `doc`, or the first reason one cannot be written: one rule per operation and
+/// base path, and after the operations of each path (each shape: `/items/{id}` and
+/// `/items/{name}` are one), a closing `deny` rule for the methods the document does not list
+/// there.
 pub fn rules(doc: &Document, options: &Options) -> Result<Rules, OpenApiError> {
     let base_override = options
         .base_path
@@ -584,58 +703,121 @@ pub fn rules(doc: &Document, options: &Options) -> Result<Rules, OpenApiError> {
         }
         for (method, op) in &item.operations {
             let operation = format!("{method} {path}");
-            let base = match &base_override {
-                Some(base) => base.clone(),
-                None => [&op.servers, &item.servers, &doc.servers]
-                    .into_iter()
-                    .find_map(|servers| servers.first())
-                    .map(|server| server_path(&server.url))
-                    .transpose()?
-                    .unwrap_or_default(),
-            };
-            let (rule_path, shape) = rule_path(&operation, &base, path)?;
-            if let Some(earlier) = drafts
-                .iter()
-                .find(|d| d.method == *method && d.shape == shape)
-            {
-                return Err(OpenApiError::DuplicateOperation {
-                    operation,
-                    earlier: earlier.operation.clone(),
-                });
+            // Every server the operation is served under: a request under any of them reaches
+            // it, so each needs its rules.
+            let mut bases: Vec<String> = Vec::new();
+            match &base_override {
+                Some(base) => bases.push(base.clone()),
+                None => {
+                    let servers = [&op.servers, &item.servers, &doc.servers]
+                        .into_iter()
+                        .find(|servers| !servers.is_empty())
+                        .map_or(&[][..], Vec::as_slice);
+                    for server in servers {
+                        let base = server_path(&server.url)?;
+                        if !bases.contains(&base) {
+                            bases.push(base);
+                        }
+                    }
+                    if bases.is_empty() {
+                        bases.push(String::new());
+                    }
+                }
             }
             let security = op.security.as_deref().or(doc.security.as_deref());
             let requirement = requirement(&operation, security, doc, scheme.as_deref())?;
-            drafts.push(Draft {
-                operation,
-                operation_id: op.operation_id.as_ref().map(|t| t.0.as_str()),
-                summary: op.summary.as_ref().map(|t| t.0.as_str()),
-                method,
-                path: rule_path,
-                shape,
-                requirement,
-            });
+            let several = bases.len() > 1;
+            for base in &bases {
+                let (rule_path, shape) = rule_path(&operation, base, path)?;
+                if let Some(earlier) = drafts
+                    .iter()
+                    .find(|d| d.method == *method && d.shape == shape)
+                {
+                    return Err(OpenApiError::DuplicateOperation {
+                        operation,
+                        earlier: earlier.operation.clone(),
+                    });
+                }
+                let shown_base = if base.is_empty() { "/" } else { base.as_str() };
+                drafts.push(Draft {
+                    label: if several {
+                        format!("{method} {base}{path}")
+                    } else {
+                        operation.clone()
+                    },
+                    operation_id: op.operation_id.as_ref().map(|t| {
+                        if several {
+                            format!("{} {shown_base}", t.0)
+                        } else {
+                            t.0.clone()
+                        }
+                    }),
+                    operation: operation.clone(),
+                    summary: op.summary.as_ref().map(|t| t.0.as_str()),
+                    method,
+                    path: rule_path,
+                    shape,
+                    requirement: requirement.clone(),
+                });
+            }
         }
     }
-    let names = names(&drafts);
-    let mut rules: Vec<Option<GeneratedRule>> = drafts
+    // Operations on paths of one shape form a group, closed by one deny rule: a closing rule
+    // between two of them would take the later one's method first.
+    let mut groups: Vec<(&[Segment], Vec<usize>)> = Vec::new();
+    for (i, draft) in drafts.iter().enumerate() {
+        match groups.iter_mut().find(|(shape, _)| *shape == draft.shape) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((&draft.shape, vec![i])),
+        }
+    }
+    let shapes: Vec<&[Segment]> = groups.iter().map(|(shape, _)| *shape).collect();
+    let group_order = order(&shapes);
+    // Names: the operations' first, so a closing rule never takes an operationId's place.
+    let mut labels: Vec<(Option<&str>, String)> = drafts
         .iter()
-        .zip(names)
-        .map(|(d, name)| {
-            Some(GeneratedRule {
+        .map(|d| (d.operation_id.as_deref(), d.label.clone()))
+        .collect();
+    let closing = |members: &[usize]| {
+        let first = &drafts[members[0]];
+        let written = match &first.path {
+            PathRule::Exact(p) | PathRule::Template(p) => p.clone(),
+        };
+        (first.path.clone(), written)
+    };
+    labels.extend(
+        groups
+            .iter()
+            .map(|(_, members)| (None, format!("{} other methods", closing(members).1))),
+    );
+    let names = names(&labels);
+    let (op_names, closing_names) = names.split_at(drafts.len());
+    let mut ordered = Vec::with_capacity(drafts.len() + groups.len());
+    for g in group_order {
+        let Some((_, members)) = groups.get(g) else {
+            continue;
+        };
+        for &i in members {
+            let d = &drafts[i];
+            ordered.push(GeneratedRule {
                 operation: d.operation.clone(),
-                name,
+                name: op_names[i].clone(),
                 path: d.path.clone(),
-                method: d.method,
+                method: Some(d.method),
                 requirement: d.requirement.clone(),
                 summary: d.summary.map(comment_text).filter(|s| !s.is_empty()),
-            })
-        })
-        .collect();
-    let shapes: Vec<&[Segment]> = drafts.iter().map(|d| d.shape.as_slice()).collect();
-    let ordered = order(&shapes)
-        .into_iter()
-        .filter_map(|i| rules.get_mut(i).and_then(Option::take))
-        .collect();
+            });
+        }
+        let (path, operation) = closing(members);
+        ordered.push(GeneratedRule {
+            operation,
+            name: closing_names[g].clone(),
+            path,
+            method: None,
+            requirement: Access::Deny,
+            summary: Some("every method the document does not list".to_owned()),
+        });
+    }
     Ok(Rules {
         title: doc.info.title.as_ref().map(|t| t.0.clone()),
         version: doc.info.version.as_ref().map(|t| t.0.clone()),
@@ -998,17 +1180,17 @@ fn order(shapes: &[&[Segment]]) -> Vec<usize> {
     out
 }
 
-/// A rule name for each draft, unique: the `operationId` where it is a usable name not taken
-/// yet, else the operation (`GET /items/{id}`), shortened and numbered as needed.
-fn names(drafts: &[Draft]) -> Vec<String> {
+/// A rule name for each (`operationId`, label) pair, unique: the `operationId` where it is a
+/// usable name not taken yet, else the label (`GET /items/{id}`), shortened and numbered as
+/// needed.
+fn names(labels: &[(Option<&str>, String)]) -> Vec<String> {
     let mut used: HashSet<String> = HashSet::new();
-    let mut out = Vec::with_capacity(drafts.len());
-    for draft in drafts {
-        let name = match draft.operation_id {
-            Some(id) if usable_name(id) && !used.contains(id) => id.to_owned(),
+    let mut out = Vec::with_capacity(labels.len());
+    for (operation_id, label) in labels {
+        let name = match operation_id {
+            Some(id) if usable_name(id) && !used.contains(*id) => (*id).to_owned(),
             _ => {
-                let label: String = draft
-                    .operation
+                let label: String = label
                     .chars()
                     .map(|c| if c.is_control() { '?' } else { c })
                     .collect();
@@ -1104,7 +1286,14 @@ pub fn render(rules: &Rules, source: &str, shadow: bool) -> String {
     }
     let _ = writeln!(
         out,
-        "# First match wins: literal paths come before templates that also match them."
+        "# First match wins: literal paths come before templates that also match them. Each\n\
+         # path's operations end with a deny rule for the methods the document does not list."
+    );
+    let _ = writeln!(
+        out,
+        "# Use these rules with default = \"deny\": a path parameter here matches one segment, but\n\
+         # a framework may let it span several (FastAPI's {{file_path:path}} is published as\n\
+         # {{file_path}}), and such requests, matching no rule, get the default."
     );
     if rules.rules.is_empty() {
         let _ = writeln!(out, "# The document describes no operations.");
@@ -1121,9 +1310,12 @@ pub fn render(rules: &Rules, source: &str, shadow: bool) -> String {
             PathRule::Exact(p) => writeln!(out, "path = {}", toml_string(p)),
             PathRule::Template(t) => writeln!(out, "template = {}", toml_string(t)),
         };
-        let _ = writeln!(out, "methods = {}", toml_array(&[rule.method.to_owned()]));
+        if let Some(method) = rule.method {
+            let _ = writeln!(out, "methods = {}", toml_array(&[method.to_owned()]));
+        }
         let _ = match &rule.requirement {
             Access::Public => writeln!(out, "public = true"),
+            Access::Deny => writeln!(out, "deny = true"),
             Access::AnyScope(s) => writeln!(out, "scopes = {}", toml_array(s)),
             Access::AllScopes(s) => writeln!(out, "all_scopes = {}", toml_array(s)),
             // Any valid token is what a rule without a requirement key needs.
@@ -1173,7 +1365,8 @@ components:
         rules(&Document::parse(&format!("{HEAD}{body}"))?, options)
     }
 
-    /// A rule in one line: `GET /items any[a,b]`; templates are marked `T`.
+    /// A rule in one line: `GET /items any[a,b]`; templates are marked `T`, a closing rule's
+    /// method is `*`.
     fn describe(rule: &GeneratedRule) -> String {
         let path = match rule.path() {
             PathRule::Exact(p) => p.clone(),
@@ -1184,8 +1377,31 @@ components:
             Access::Authenticated => "token".to_owned(),
             Access::AnyScope(s) => format!("any[{}]", s.join(",")),
             Access::AllScopes(s) => format!("all[{}]", s.join(",")),
+            Access::Deny => "deny".to_owned(),
         };
-        format!("{} {path} {access}", rule.method())
+        format!("{} {path} {access}", rule.method().unwrap_or("*"))
+    }
+
+    /// The operations' rules of `rules`, described, without the closing rules.
+    fn operations(rules: &Rules) -> Vec<String> {
+        rules
+            .rules()
+            .iter()
+            .filter(|r| r.method().is_some())
+            .map(describe)
+            .collect()
+    }
+
+    /// `rules` rendered and appended to a minimal configuration, compiled as `serve` would.
+    fn compile(rules: &Rules, default: &str) -> Result<crate::config::Config, String> {
+        let config = format!(
+            "issuer = \"https://issuer.example/\"\naudience = \"https://api.example.com\"\n\
+             default = \"{default}\"\n\n{}",
+            render(rules, "t.yaml", false)
+        );
+        crate::config::RawConfig::from_toml(&config, "test")
+            .and_then(crate::config::RawConfig::compile)
+            .map_err(|e| format!("{e}\n{config}"))
     }
 
     fn scheme(name: &str) -> Options {
@@ -1347,8 +1563,8 @@ components:
         for (label, body, want) in cases {
             let got =
                 generate(body, &Options::default()).unwrap_or_else(|e| panic!("{label}: {e}"));
-            let got: Vec<String> = got.rules().iter().map(describe).collect();
-            assert_eq!(&got, want, "{label}");
+            assert_eq!(&operations(&got), want, "{label}");
+            compile(&got, "authenticated").unwrap_or_else(|e| panic!("{label}: {e}"));
         }
     }
 
@@ -1511,79 +1727,363 @@ components:
             ("oidc", ["GET /a any[b]", "GET /b all[c,d]"]),
         ] {
             let got = generate(body, &scheme(chosen)).expect("rules");
-            let got: Vec<String> = got.rules().iter().map(describe).collect();
-            assert_eq!(got, want, "--scheme {chosen}");
+            assert_eq!(operations(&got), want, "--scheme {chosen}");
         }
     }
 
     #[test]
     fn base_path_comes_from_the_servers_or_the_option() {
-        let paths = "paths:\n  /items: {get: {}}\n";
-        let cases: &[(&str, String, Options, &str)] = &[
+        let paths = "paths:\n  /items: {get: {operationId: listItems}}\n";
+        /// (label, servers, options, rules described, rule names)
+        type Case<'a> = (&'a str, String, Options, &'a [&'a str], &'a [&'a str]);
+        let cases: &[Case] = &[
             (
                 "no servers",
                 String::new(),
                 Options::default(),
-                "GET /items token",
+                &["GET /items token", "* /items deny"],
+                &["listItems", "/items other methods"],
             ),
             (
-                "absolute URL, trailing / trimmed",
+                "every server, absolute URL with trailing / trimmed",
                 "servers: [{url: \"https://api.example.com/v1/\"}, {url: /v2}]\n".into(),
                 Options::default(),
-                "GET /v1/items token",
+                &[
+                    "GET /v1/items token",
+                    "* /v1/items deny",
+                    "GET /v2/items token",
+                    "* /v2/items deny",
+                ],
+                &[
+                    "listItems /v1",
+                    "/v1/items other methods",
+                    "listItems /v2",
+                    "/v2/items other methods",
+                ],
             ),
             (
-                "URL without a path",
-                "servers: [{url: \"https://api.example.com\"}]\n".into(),
+                "servers with one path count once",
+                "servers: [{url: \"https://a.example/v1\"}, {url: \"https://b.example/v1/\"}]\n"
+                    .into(),
                 Options::default(),
-                "GET /items token",
+                &["GET /v1/items token", "* /v1/items deny"],
+                &["listItems", "/v1/items other methods"],
+            ),
+            (
+                "the root beside a base path",
+                "servers: [{url: \"https://api.example.com\"}, {url: /api}]\n".into(),
+                Options::default(),
+                &[
+                    "GET /items token",
+                    "* /items deny",
+                    "GET /api/items token",
+                    "* /api/items deny",
+                ],
+                &[
+                    "listItems /",
+                    "/items other methods",
+                    "listItems /api",
+                    "/api/items other methods",
+                ],
             ),
             (
                 "URL with a query",
                 "servers: [{url: \"https://api.example.com?x=/y\"}]\n".into(),
                 Options::default(),
-                "GET /items token",
+                &["GET /items token", "* /items deny"],
+                &["listItems", "/items other methods"],
             ),
             (
                 "relative URL",
                 "servers: [{url: /api/v1}]\n".into(),
                 Options::default(),
-                "GET /api/v1/items token",
+                &["GET /api/v1/items token", "* /api/v1/items deny"],
+                &["listItems", "/api/v1/items other methods"],
             ),
             (
                 "the root",
                 "servers: [{url: /}]\n".into(),
                 Options::default(),
-                "GET /items token",
+                &["GET /items token", "* /items deny"],
+                &["listItems", "/items other methods"],
             ),
             (
-                "--base-path wins, also over variables",
-                "servers: [{url: \"https://{host}/v1\"}]\n".into(),
+                "--base-path wins, also over variables and several servers",
+                "servers: [{url: \"https://{host}/v1\"}, {url: /v2}]\n".into(),
                 base("/gw/"),
-                "GET /gw/items token",
+                &["GET /gw/items token", "* /gw/items deny"],
+                &["listItems", "/gw/items other methods"],
             ),
             (
                 "--base-path \"\" prefixes nothing",
                 "servers: [{url: /v1}]\n".into(),
                 base(""),
-                "GET /items token",
+                &["GET /items token", "* /items deny"],
+                &["listItems", "/items other methods"],
             ),
         ];
-        for (label, servers, options, want) in cases {
+        for (label, servers, options, want, names) in cases {
             let got = generate(&format!("{servers}{paths}"), options)
                 .unwrap_or_else(|e| panic!("{label}: {e}"));
-            let got: Vec<String> = got.rules().iter().map(describe).collect();
-            assert_eq!(got, [want.to_string()], "{label}");
+            let described: Vec<String> = got.rules().iter().map(describe).collect();
+            assert_eq!(&described, want, "{label}");
+            let got_names: Vec<&str> = got.rules().iter().map(GeneratedRule::name).collect();
+            assert_eq!(&got_names, names, "{label}");
+            compile(&got, "authenticated").unwrap_or_else(|e| panic!("{label}: {e}"));
         }
-        // A path item's servers, and an operation's, replace the document's.
+        // A path item's servers, and an operation's, replace the document's; without an
+        // operationId, several base paths name the rule by the full path.
         let body = "servers: [{url: /v1}]\npaths:\n  /a:\n    servers: [{url: /v2}]\n    \
-                    get: {}\n    post: {servers: [{url: \"https://x.example/v3\"}]}\n  /b: {get: {}}";
+                    get: {}\n    post: {servers: [{url: \"https://x.example/v3\"}, {url: /v4}]}\n  \
+                    /b: {get: {}}";
         let got = generate(body, &Options::default()).expect("rules");
-        let got: Vec<String> = got.rules().iter().map(describe).collect();
         assert_eq!(
-            got,
-            ["GET /v2/a token", "POST /v3/a token", "GET /v1/b token"]
+            operations(&got),
+            [
+                "GET /v2/a token",
+                "POST /v3/a token",
+                "POST /v4/a token",
+                "GET /v1/b token"
+            ]
         );
+        let names: Vec<&str> = got.rules().iter().map(GeneratedRule::name).collect();
+        assert_eq!(
+            names,
+            [
+                "GET /a",
+                "/v2/a other methods",
+                "POST /v3/a",
+                "/v3/a other methods",
+                "POST /v4/a",
+                "/v4/a other methods",
+                "GET /b",
+                "/v1/b other methods"
+            ]
+        );
+        // A second server with variables is no more known than a first one.
+        match generate(
+            &format!(
+                "servers: [{{url: /v1}}, {{url: \"https://{{region}}.example/v2\"}}]\n{paths}"
+            ),
+            &Options::default(),
+        ) {
+            Ok(rules) => panic!("{:?}", rules.rules()),
+            Err(e) => assert!(e.to_string().contains("has variables"), "{e}"),
+        }
+    }
+
+    /// What `config` decides for `method` on `path`: the requirement, `"refused"` when the
+    /// request is refused before any rule.
+    fn decided(config: &crate::config::Config, method: &str, path: &str) -> String {
+        match config.policy().resolve(method, path).route {
+            Ok(route) => format!("{} {}", route.name, route.requirement),
+            Err(_) => "refused".to_owned(),
+        }
+    }
+
+    #[test]
+    fn each_path_closes_with_a_deny_rule_after_its_operations() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "one operation: the other methods are denied",
+                "paths: {/admin/users: {get: {security: [{oauth: [admin]}]}}}",
+                &["GET /admin/users any[admin]", "* /admin/users deny"],
+            ),
+            (
+                "every operation of a path, then its closing rule",
+                "paths: {/items: {get: {}, post: {}}, /other: {delete: {}}}",
+                &[
+                    "GET /items token",
+                    "POST /items token",
+                    "* /items deny",
+                    "DELETE /other token",
+                    "* /other deny",
+                ],
+            ),
+            (
+                "paths of one shape close once, after both",
+                "paths:\n  /items/{id}: {get: {}}\n  /other: {get: {}}\n  /items/{name}: {delete: {}}",
+                &[
+                    "GET T/items/{id} token",
+                    "DELETE T/items/{name} token",
+                    "* T/items/{id} deny",
+                    "GET /other token",
+                    "* /other deny",
+                ],
+            ),
+            (
+                "a literal path and its closing rule before the template that matches it",
+                "paths:\n  /items/{id}: {get: {}, delete: {}}\n  /items/mine: {get: {}}\n  \
+                 /{kind}/{id}: {get: {}}",
+                &[
+                    "GET /items/mine token",
+                    "* /items/mine deny",
+                    "GET T/items/{id} token",
+                    "DELETE T/items/{id} token",
+                    "* T/items/{id} deny",
+                    "GET T/{kind}/{id} token",
+                    "* T/{kind}/{id} deny",
+                ],
+            ),
+            (
+                "a path and its trailing-slash twin",
+                "paths:\n  /dir: {get: {}}\n  /dir/: {get: {}}",
+                &[
+                    "GET /dir token",
+                    "* /dir deny",
+                    "GET /dir/ token",
+                    "* /dir/ deny",
+                ],
+            ),
+            (
+                "a path item without operations has no rules",
+                "paths: {/nothing: {summary: s}, /a: {get: {}}}",
+                &["GET /a token", "* /a deny"],
+            ),
+        ];
+        for (label, body, want) in cases {
+            let got =
+                generate(body, &Options::default()).unwrap_or_else(|e| panic!("{label}: {e}"));
+            let described: Vec<String> = got.rules().iter().map(describe).collect();
+            assert_eq!(&described, want, "{label}");
+            // The start-up checks (unreachable rules, conflicting readings) accept them under
+            // either default.
+            for default in ["deny", "authenticated", "allow"] {
+                compile(&got, default).unwrap_or_else(|e| panic!("{label}, {default}: {e}"));
+            }
+        }
+
+        // What the configuration then decides: the documented method as the document says,
+        // every other one denied whatever the default, HEAD as the GET it stands for.
+        let body = "paths:\n  /admin/users: {get: {security: [{oauth: [admin]}]}}\n  \
+                    /items/{id}: {get: {security: [{oauth: [read]}]}}\n  /items/mine: {post: {}}";
+        let config = compile(
+            &generate(body, &Options::default()).expect("rules"),
+            "authenticated",
+        )
+        .expect("compiles");
+        for (method, path, want) in [
+            (
+                "GET",
+                "/admin/users",
+                "GET /admin/users any of scopes [admin]",
+            ),
+            (
+                "HEAD",
+                "/admin/users",
+                "GET /admin/users any of scopes [admin]",
+            ),
+            ("POST", "/admin/users", "/admin/users other methods deny"),
+            ("DELETE", "/admin/users", "/admin/users other methods deny"),
+            (
+                "PROPFIND",
+                "/admin/users",
+                "/admin/users other methods deny",
+            ),
+            ("GET", "/items/7", "GET /items/{id} any of scopes [read]"),
+            ("PUT", "/items/7", "/items/{id} other methods deny"),
+            ("POST", "/items/mine", "POST /items/mine any valid token"),
+            // The literal path's closing rule comes first: stricter than the template's GET.
+            ("GET", "/items/mine", "/items/mine other methods deny"),
+            // Not in the document: the default decides.
+            ("POST", "/elsewhere", "default any valid token"),
+        ] {
+            assert_eq!(decided(&config, method, path), want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn merge_keys_are_applied_before_the_mapping() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "an operation's security from an anchor",
+                "x-admin-only: &adminOnly\n  security: [{oauth: [admin]}]\n\
+                 security: [{oauth: [read]}]\n\
+                 paths:\n  /admin/users:\n    get:\n      <<: *adminOnly\n      operationId: x\n  \
+                 /pets: {get: {}}",
+                &["GET /admin/users any[admin]", "GET /pets any[read]"],
+            ),
+            (
+                "the document's security from an anchor at the root",
+                "x-defaults: &defaults\n  security: [{oauth: [read]}]\n<<: *defaults\n\
+                 paths: {/pets: {get: {}}}",
+                &["GET /pets any[read]"],
+            ),
+            (
+                "a list of merges, the first one's key winning",
+                "x-a: &a {security: [{oauth: [a]}]}\nx-b: &b {security: [{oauth: [b]}], summary: s}\n\
+                 paths: {/p: {get: {<<: [*a, *b]}}}",
+                &["GET /p any[a]"],
+            ),
+            (
+                "a key written beside the merge wins over the merged one",
+                "x-admin-only: &adminOnly {security: [{oauth: [admin]}]}\n\
+                 paths: {/p: {get: {<<: *adminOnly, security: [{oauth: [other]}]}}}",
+                &["GET /p any[other]"],
+            ),
+            (
+                "merges of merges",
+                "x-base: &base {security: [{oauth: [admin]}]}\nx-mid: &mid {<<: *base, summary: m}\n\
+                 paths: {/p: {get: {<<: *mid}}}",
+                &["GET /p any[admin]"],
+            ),
+            (
+                "operations of a path item from an anchor",
+                "x-ops: &ops {get: {security: [{oauth: [read]}]}, delete: {security: [{oauth: [admin]}]}}\n\
+                 paths: {/p: {<<: *ops}}",
+                &["GET /p any[read]", "DELETE /p any[admin]"],
+            ),
+        ];
+        for (label, body, want) in cases {
+            let got =
+                generate(body, &Options::default()).unwrap_or_else(|e| panic!("{label}: {e}"));
+            assert_eq!(&operations(&got), want, "{label}");
+        }
+        match generate("paths: {/p: {get: {<<: 7}}}", &Options::default()) {
+            Ok(rules) => panic!("a scalar merge: {:?}", rules.rules()),
+            Err(e) => assert!(e.to_string().contains("(YAML)"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn unknown_fields_of_documents_and_operations_are_errors() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "securty: [{oauth: [read]}]\npaths: {/p: {get: {}}}",
+                "unknown top-level field \"securty\"",
+            ),
+            (
+                "Security: [{oauth: [read]}]\npaths: {/p: {get: {}}}",
+                "unknown top-level field \"Security\"",
+            ),
+            (
+                "paths: {/p: {get: {securty: [{oauth: [read]}]}}}",
+                "GET /p: unknown field \"securty\"",
+            ),
+        ];
+        for (body, want) in cases {
+            match generate(body, &Options::default()) {
+                Ok(rules) => panic!("{body}: {:?}", rules.rules()),
+                Err(e) => assert!(e.to_string().contains(want), "{body}: {e}"),
+            }
+        }
+        // JSON has no merge keys: `<<` there is an unknown field like any other.
+        let json = r#"{"openapi": "3.0.3", "paths": {"/p": {"get": {"<<": {"security": []}}}}}"#;
+        match Document::parse(json) {
+            Ok(_) => panic!("parsed"),
+            Err(e) => assert!(
+                e.to_string().contains("GET /p: unknown field \"<<\""),
+                "{e}"
+            ),
+        }
+        // Every fixed field, and extensions, are read or ignored.
+        let all = "jsonSchemaDialect: d\nwebhooks: {}\ntags: []\nexternalDocs: {url: u}\nx-logo: 1\n\
+                   paths:\n  /p:\n    get:\n      tags: []\n      summary: s\n      description: d\n      \
+                   externalDocs: {url: u}\n      operationId: o\n      parameters: []\n      \
+                   requestBody: {content: {}}\n      responses: {}\n      callbacks: {}\n      \
+                   deprecated: true\n      security: []\n      servers: []\n      x-rate: 1";
+        let got = generate(all, &Options::default()).expect("every fixed field");
+        assert_eq!(operations(&got), ["GET /p public"]);
     }
 
     #[test]
@@ -1618,8 +2118,7 @@ paths:
         ] {
             let doc = Document::parse(text).unwrap_or_else(|e| panic!("{label}: {e}"));
             let got = rules(&doc, &Options::default()).unwrap_or_else(|e| panic!("{label}: {e}"));
-            let got: Vec<String> = got.rules().iter().map(describe).collect();
-            assert_eq!(got, [want], "{label}");
+            assert_eq!(operations(&got), [want], "{label}");
         }
         for (label, text, want) in [
             (
@@ -1654,7 +2153,12 @@ paths:
              /{long}/a: {{get: {{}}}}\n  /{long}/b: {{get: {{}}}}\n  /d: {{get: {{operationId: \"q\\\"uote\\\\d\"}}}}"
         );
         let got = generate(&body, &Options::default()).expect("rules");
-        let names: Vec<&str> = got.rules().iter().map(GeneratedRule::name).collect();
+        let names: Vec<&str> = got
+            .rules()
+            .iter()
+            .filter(|r| r.method().is_some())
+            .map(GeneratedRule::name)
+            .collect();
         let shortened = format!("GET /{}...", "x".repeat(MAX_RULE_NAME_BYTES - 8));
         let numbered = format!("GET /{}... #2", "x".repeat(MAX_RULE_NAME_BYTES - 11));
         assert_eq!(
@@ -1672,6 +2176,28 @@ paths:
             ]
         );
         assert!(names.iter().all(|n| n.len() <= MAX_RULE_NAME_BYTES));
+        // Closing rules are named by their path, after the operations had their pick.
+        let closing: Vec<&str> = got
+            .rules()
+            .iter()
+            .filter(|r| r.method().is_none())
+            .map(GeneratedRule::name)
+            .collect();
+        let long_closing = format!("/{}...", "x".repeat(MAX_RULE_NAME_BYTES - 4));
+        let long_closing_2 = format!("/{}... #2", "x".repeat(MAX_RULE_NAME_BYTES - 7));
+        assert_eq!(
+            closing,
+            [
+                "/a other methods",
+                "/b other methods",
+                "/c other methods",
+                long_closing.as_str(),
+                long_closing_2.as_str(),
+                "/d other methods",
+            ]
+        );
+        let all: HashSet<&str> = got.rules().iter().map(GeneratedRule::name).collect();
+        assert_eq!(all.len(), got.rules().len(), "unique");
     }
 
     #[test]
@@ -1711,10 +2237,26 @@ paths:
         let parsed: toml::Table = toml::from_str(&text).expect("TOML");
         assert_eq!(parsed.keys().collect::<Vec<_>>(), ["rules"]);
         let tables = parsed["rules"].as_array().expect("array");
-        assert_eq!(tables.len(), 7);
+        // Six paths, each with its closing rule.
+        assert_eq!(tables.len(), 13);
         // The literal path first, or the template would shadow it.
-        assert_eq!(tables[5]["path"].as_str(), Some("/v1/items/mine"));
-        assert_eq!(tables[6]["template"].as_str(), Some("/v1/items/{id}"));
+        assert_eq!(tables[9]["path"].as_str(), Some("/v1/items/mine"));
+        assert_eq!(tables[11]["template"].as_str(), Some("/v1/items/{id}"));
+        assert_eq!(
+            tables[12].to_string(),
+            toml::Value::Table(toml::toml! {
+                name = "/v1/items/{id} other methods"
+                template = "/v1/items/{id}"
+                deny = true
+            })
+            .to_string()
+        );
+        assert!(
+            text.contains("# /v1/items: every method the document does not list\n[[rules]]\n"),
+            "{text}"
+        );
+        assert!(text.contains("default = \"deny\""), "{text}");
+        assert!(text.contains("{file_path:path}"), "{text}");
         assert_eq!(
             tables[0].to_string(),
             toml::Value::Table(toml::toml! {
@@ -1726,9 +2268,9 @@ paths:
             .to_string()
         );
         assert_eq!(tables[1]["all_scopes"].as_array().map(Vec::len), Some(2));
-        assert_eq!(tables[2]["public"].as_bool(), Some(true));
-        assert_eq!(tables[2]["name"].as_str(), Some(r#"say "hi" \ 'there'"#));
-        assert_eq!(tables[3].as_table().map(|t| t.len()), Some(3));
+        assert_eq!(tables[3]["public"].as_bool(), Some(true));
+        assert_eq!(tables[3]["name"].as_str(), Some(r#"say "hi" \ 'there'"#));
+        assert_eq!(tables[5].as_table().map(|t| t.len()), Some(3));
         // Appended to a configuration, they compile.
         let config = format!(
             "issuer = \"https://issuer.example/\"\naudience = \"https://api.example.com\"\n\n\
@@ -1737,7 +2279,7 @@ paths:
         let compiled = crate::config::RawConfig::from_toml(&config, "test")
             .and_then(crate::config::RawConfig::compile)
             .unwrap_or_else(|e| panic!("{e}\n{config}"));
-        assert_eq!(compiled.policy().rules().len(), 8);
+        assert_eq!(compiled.policy().rules().len(), 14);
     }
 
     #[test]

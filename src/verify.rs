@@ -14,7 +14,8 @@
 //! 4. signature over `header.payload` with that key;
 //! 5. claims (only once the signature holds): `exp` required, `nbf` honoured, both with leeway;
 //!    `iss` exact; `aud` (string or array) contains a configured audience; every scope in
-//!    `scope`/`scp` an RFC 6749 §3.3 scope-token; `sub` free of control characters.
+//!    `scope`/`scp` an RFC 6749 §3.3 scope-token; `sub` and forwarded claims free of control
+//!    characters, surrounding whitespace and invisible characters ([`reads_as_written`]).
 //!
 //! Headers such as `jku`, `x5u`, `jwk` and `x5c` are ignored: keys come only from the configured
 //! JWKS, so a token can never point verification at a key of its own choosing.
@@ -143,6 +144,30 @@ pub fn is_scope_token(s: &str) -> bool {
             .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
+/// Whether `text` reads upstream, in a header, as scopegate checked it: no control character
+/// (CR and LF among them), no leading or trailing whitespace (HTTP/1.1 parsers strip it, so
+/// `"  alice  "` would arrive as `alice`, another subject), and none of the characters that
+/// display as nothing or reorder what surrounds them, so that a log line or an admin screen
+/// shows what the upstream acts on: the bidirectional controls U+202A–U+202E and U+2066–U+2069,
+/// the zero-width space U+200B, the line and paragraph separators U+2028 and U+2029, and the
+/// byte order mark U+FEFF. The zero-width joiner U+200D stays allowed: emoji sequences use it.
+pub fn reads_as_written(text: &str) -> bool {
+    !text.starts_with(char::is_whitespace)
+        && !text.ends_with(char::is_whitespace)
+        && !text.chars().any(|c| {
+            c.is_control()
+                || matches!(
+                    c,
+                    '\u{202a}'..='\u{202e}'
+                        | '\u{2066}'..='\u{2069}'
+                        | '\u{200b}'
+                        | '\u{2028}'
+                        | '\u{2029}'
+                        | '\u{feff}'
+                )
+        })
+}
+
 /// Why a token was rejected. Each variant becomes a 401 `invalid_token`; the `Display` text is the
 /// short human reason sent to the client and logged, and never contains token material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -195,9 +220,11 @@ pub enum VerifyError {
     /// `aud` is missing or contains none of the configured audiences.
     #[error("token audience is not accepted")]
     WrongAudience,
-    /// `sub` holds a control character, so it cannot travel in the identity headers (Envoy would
-    /// refuse the whole answer and the client would see a 503 outage instead).
-    #[error("token subject contains control characters")]
+    /// `sub` would not read upstream as it was checked: a control character (it cannot travel
+    /// in the identity headers; Envoy would refuse the whole answer and the client would see a
+    /// 503 outage instead), leading or trailing whitespace (HTTP parsers strip it, making
+    /// another subject), or an invisible character that [`reads_as_written`] refuses.
+    #[error("token subject cannot be forwarded as written")]
     ControlCharacterInClaim,
     /// A granted scope is not an RFC 6749 §3.3 scope-token (it holds a space once split,
     /// non-ASCII, a quote, a backslash or a control character, or an `scp` element is empty),
@@ -207,9 +234,12 @@ pub enum VerifyError {
     /// `typ` is missing, or not one of the configured `token_types`.
     #[error("token type is not accepted")]
     WrongTokenType,
-    /// A claim configured in `forward_claims` holds a control character, so it cannot travel
-    /// in its header.
-    #[error("token claims to forward contain control characters")]
+    /// A claim configured in `forward_claims` would not read upstream as it was checked: a
+    /// control character, leading or trailing whitespace or an invisible character (see
+    /// [`reads_as_written`]), in the value or in an element of an array, or a `,` in an element
+    /// of an array (arrays are forwarded joined with `,`, so `["eng,admin"]` would read as
+    /// `["eng", "admin"]`).
+    #[error("token claims to forward cannot be forwarded as written")]
     UnforwardableClaim,
 }
 
@@ -276,7 +306,7 @@ impl VerifiedClaims {
 
     /// The configured `forward_claims` the token carries, as (header, value): strings as they
     /// are, numbers and booleans as JSON text, arrays of those joined with `,`, objects and
-    /// nested arrays as compact JSON. Each value is free of control characters.
+    /// nested arrays as compact JSON. Each value [`reads_as_written`].
     pub fn forwarded(&self) -> &[(String, String)] {
         &self.forwarded
     }
@@ -665,12 +695,9 @@ fn check_claims(
     let scopes: BTreeSet<String> = pieces.into_iter().map(str::to_owned).collect();
 
     // `sub` travels upstream as a header value: non-ASCII text is passed on as UTF-8 bytes,
-    // control characters (CR and LF among them) never are.
-    if claims
-        .sub
-        .as_deref()
-        .is_some_and(|s| s.chars().any(char::is_control))
-    {
+    // what would read differently there (control characters, surrounding whitespace, invisible
+    // characters) never is.
+    if claims.sub.as_deref().is_some_and(|s| !reads_as_written(s)) {
         return Err(VerifyError::ControlCharacterInClaim);
     }
 
@@ -681,10 +708,9 @@ fn check_claims(
             .iter()
             .find(|(name, _)| *name == spec.claim)
             .and_then(|(_, value)| value.pointer(&spec.pointer));
-        if let Some(text) = value.and_then(header_text) {
-            if text.chars().any(char::is_control) {
-                return Err(VerifyError::UnforwardableClaim);
-            }
+        if let Some(value) = value
+            && let Some(text) = header_text(value)?
+        {
             forwarded.push((spec.header.clone(), text));
         }
     }
@@ -720,23 +746,37 @@ fn in_time(exp: f64, nbf: Option<f64>, now: u64, leeway: u64) -> Result<(), Veri
 
 /// A claim value as header text: strings as they are, numbers and booleans as JSON text, arrays
 /// of those joined with `,`, objects and nested arrays as compact JSON; `None` for `null` (the
-/// header is then left out, as for an absent claim).
-fn header_text(value: &serde_json::Value) -> Option<String> {
+/// header is then left out, as for an absent claim). Refused when the text would read
+/// differently upstream ([`reads_as_written`]), or when an element of a joined array does, or
+/// holds the `,` that joins them (`["eng,admin"]` would read as `["eng", "admin"]`).
+fn header_text(value: &serde_json::Value) -> Result<Option<String>, VerifyError> {
     use serde_json::Value;
     let scalar = |value: &Value| match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(_) | Value::Bool(_) => Some(value.to_string()),
         _ => None,
     };
-    match value {
-        Value::Null => None,
+    let text = match value {
+        Value::Null => return Ok(None),
         Value::Array(items) => match items.iter().map(scalar).collect::<Option<Vec<_>>>() {
-            Some(items) => Some(items.join(",")),
-            None => Some(value.to_string()),
+            Some(items) => {
+                if items
+                    .iter()
+                    .any(|item| item.contains(',') || !reads_as_written(item))
+                {
+                    return Err(VerifyError::UnforwardableClaim);
+                }
+                items.join(",")
+            }
+            None => value.to_string(),
         },
-        Value::Object(_) => Some(value.to_string()),
-        scalar_value => scalar(scalar_value),
+        Value::Object(_) => value.to_string(),
+        scalar_value => scalar(scalar_value).unwrap_or_default(),
+    };
+    if !reads_as_written(&text) {
+        return Err(VerifyError::UnforwardableClaim);
     }
+    Ok(Some(text))
 }
 
 /// Decodes one segment as canonical unpadded base64url (padding, `+`/`/` and non-zero trailing
@@ -882,7 +922,38 @@ mod tests {
                 r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,"sub":"zoë","scope":"read"}"#,
                 Ok(()),
             ),
+            // A zero-width joiner holds emoji sequences together; it stays allowed.
+            (
+                r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,"sub":"a\u200db c"}"#,
+                Ok(()),
+            ),
         ];
+        // A `sub` that would read upstream as another subject, or display as something else.
+        for sub in [
+            "  alice  ",
+            " alice",
+            "alice ",
+            "alice\u{a0}",
+            "\u{3000}alice",
+            "ali\u{202e}ce",
+            "ali\u{202a}ce",
+            "ali\u{2066}ce",
+            "ali\u{2069}ce",
+            "ali\u{200b}ce",
+            "alice\u{2028}x",
+            "alice\u{2029}x",
+            "\u{feff}alice",
+        ] {
+            let json = serde_json::json!({
+                "iss": "https://issuer.example/", "aud": "api", "exp": 1_000_100, "sub": sub,
+            })
+            .to_string();
+            assert_eq!(
+                check_claims(claims(&json), &expect(), now).map(|_| ()),
+                Err(VerifyError::ControlCharacterInClaim),
+                "{sub:?}"
+            );
+        }
         for (json, want) in cases {
             let got = check_claims(claims(json), &expect(), now).map(|_| ());
             assert_eq!(&got, want, "{json}");
@@ -992,7 +1063,22 @@ mod tests {
         // A scope claim that is also forwarded still grants its scopes.
         assert!(verified.has_scope("write"));
 
-        for bad in [r#""email":"a\nb""#, r#""roles":["a","b\u0000"]"#] {
+        for bad in [
+            r#""email":"a\nb""#,
+            r#""roles":["a","b\u0000"]"#,
+            // Read upstream as something else, or displayed as something else.
+            r#""email":"  alice@example.com  ""#,
+            r#""email":"alice@example.com\t""#,
+            r#""email":"alice\u202e@example.com""#,
+            r#""email":"alice\u200b@example.com""#,
+            r#""email":"alice\u2028@example.com""#,
+            r#""email":"\ufeffalice@example.com""#,
+            r#""org":{"id":" 42"}"#,
+            // A comma inside an element reads as two elements once joined.
+            r#""roles":["eng,admin"]"#,
+            r#""roles":["eng"," admin"]"#,
+            r#""roles":["eng","admin\u2066"]"#,
+        ] {
             let json =
                 format!(r#"{{"iss":"https://issuer.example/","aud":"api","exp":1000100,{bad}}}"#);
             let parsed = parse_claims(

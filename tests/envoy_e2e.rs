@@ -752,6 +752,79 @@ public = true
     }
 }
 
+/// Identity that would read differently upstream, through Envoy: a `sub` or forwarded claim with
+/// surrounding whitespace (which the upstream's HTTP/1.1 parser strips: `"  alice  "` would
+/// arrive as `alice`), with a bidirectional control or zero-width space, and an array element
+/// holding the `,` that joins forwarded arrays get scopegate's 401; the comma format and the
+/// zero-width joiner of emoji reach the upstream unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_that_reads_differently_upstream_through_envoy() {
+    use common::stack::DEMO_AUDIENCE;
+    let stack = Stack::start_with_config(|issuer, jwks_uri| {
+        format!(
+            r#"issuer = "{issuer}"
+jwks_uri = "{jwks_uri}"
+audience = "{DEMO_AUDIENCE}"
+forward_claims = {{ "x-auth-email" = "email", "x-auth-groups" = "groups" }}
+[[rules]]
+path = "/restricted_resource"
+scopes = ["read:messages"]
+[[rules]]
+path = "/public"
+public = true
+"#
+        )
+    })
+    .await;
+    let token = |claim: &str, value: serde_json::Value| {
+        let mut extra = serde_json::Map::new();
+        extra.insert(claim.into(), value);
+        format!("Bearer {}", stack.token_with("read:messages", extra))
+    };
+    for (claim, value) in [
+        ("sub", serde_json::json!("  alice  ")),
+        ("sub", serde_json::json!("alice\t")),
+        ("sub", serde_json::json!("nimda\u{202e}admin")),
+        ("sub", serde_json::json!("ali\u{200b}ce")),
+        ("sub", serde_json::json!("alice\u{2028}")),
+        ("email", serde_json::json!(" alice@example.com")),
+        ("email", serde_json::json!("alice\u{2066}@example.com")),
+        ("groups", serde_json::json!(["eng,admin"])),
+        ("groups", serde_json::json!(["eng", " admin"])),
+    ] {
+        let authorization = token(claim, value.clone());
+        let response = stack
+            .get("/restricted_resource", &[("authorization", &authorization)])
+            .await;
+        let (status, headers, body) = json(response).await;
+        assert_eq!(status, 401, "{claim}: {value}: {body}");
+        assert_eq!(body["error"], "invalid_token", "{claim}: {value}: {body}");
+        assert!(
+            header(&headers, "www-authenticate").contains("invalid_token"),
+            "{claim}: {value}"
+        );
+    }
+    let mut extra = serde_json::Map::new();
+    extra.insert(
+        "sub".into(),
+        serde_json::json!("\u{1f469}\u{200d}\u{1f4bb} alice"),
+    );
+    extra.insert("groups".into(), serde_json::json!(["eng", "admin"]));
+    let authorization = format!("Bearer {}", stack.token_with("read:messages", extra));
+    let response = stack
+        .get("/restricted_resource", &[("authorization", &authorization)])
+        .await;
+    let (status, _, body) = json(response).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = &body["auth_headers"];
+    assert_eq!(
+        seen["x-auth-subject"].as_str(),
+        Some("\u{1f469}\u{200d}\u{1f4bb} alice"),
+        "{body}"
+    );
+    assert_eq!(seen["x-auth-groups"].as_str(), Some("eng,admin"), "{body}");
+}
+
 /// Two issuers behind Envoy: the development issuer (RS256, by jwks_uri) and one found by OIDC
 /// discovery under a path, publishing an EC P-256 key (ES256). Each issuer's tokens pass; a
 /// token naming one issuer but signed by the other's key, a forged one, and one naming an
@@ -1530,4 +1603,81 @@ async fn forged_preflights_through_envoy() {
         log.contains("rules[5]") && log.contains("reports") && log.contains("has no methods"),
         "the start-up warning names the rule: {log}"
     );
+}
+
+/// Rules generated from a document that takes an operation's `security` through a YAML merge
+/// key, documents one method per path and lists two servers, under the demo's `default =
+/// "authenticated"`: through Envoy, the merged scope is required, a method the document does
+/// not list is denied rather than left to the default, and the second server's base path is
+/// protected like the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_rules_keep_merged_security_close_undocumented_methods_and_cover_every_server() {
+    use common::stack::DEMO_AUDIENCE;
+    use reqwest::Method;
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let spec = dir.path().join("api.yaml");
+    std::fs::write(
+        &spec,
+        "openapi: 3.1.0\n\
+         info: {title: merged, version: \"1\"}\n\
+         x-readers: &readers\n  security: [{dev_issuer: [read:messages]}]\n\
+         security: [{dev_issuer: []}]\n\
+         servers: [{url: \"http://127.0.0.1:8080\"}, {url: /v2}]\n\
+         components: {securitySchemes: {dev_issuer: {type: oauth2, flows: {}}}}\n\
+         paths:\n\
+         \x20 /public: {get: {security: []}}\n\
+         \x20 /messages:\n    get:\n      <<: *readers\n      operationId: listMessages\n\
+         \x20 /messages/{id}: {delete: {security: [{dev_issuer: [delete:messages]}]}}\n",
+    )
+    .expect("write spec");
+    let generated = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .arg("openapi-rules")
+        .arg(&spec)
+        .output()
+        .expect("run openapi-rules");
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let rules = String::from_utf8(generated.stdout).expect("UTF-8 rules");
+    let stack = Stack::start_with_config(|issuer, jwks_uri| {
+        format!(
+            "issuer = \"{issuer}\"\njwks_uri = \"{jwks_uri}\"\naudience = \"{DEMO_AUDIENCE}\"\n\
+             default = \"authenticated\"\n{rules}"
+        )
+    })
+    .await;
+    let bearer = |scope: &str| format!("Bearer {}", stack.token(scope));
+    // (method, path, scope of the token or None, status through Envoy)
+    let cases: &[(Method, &str, Option<&str>, u16)] = &[
+        // The merged security, under both servers.
+        (Method::GET, "/messages", Some("read:messages"), 200),
+        (Method::GET, "/messages", Some("openid"), 403),
+        (Method::GET, "/v2/messages", Some("read:messages"), 200),
+        (Method::GET, "/v2/messages", Some("openid"), 403),
+        (Method::GET, "/v2/messages", None, 401),
+        // Methods the document does not list: denied after authentication.
+        (Method::POST, "/messages", Some("read:messages"), 403),
+        (Method::PUT, "/v2/messages", Some("read:messages"), 403),
+        (Method::GET, "/messages/7", Some("delete:messages"), 403),
+        (Method::DELETE, "/messages/7", Some("delete:messages"), 200),
+        (Method::DELETE, "/v2/messages/7", Some("read:messages"), 403),
+        (Method::GET, "/public", None, 200),
+        (Method::POST, "/public", None, 401),
+        (Method::POST, "/public", Some("openid"), 403),
+        // Paths the document does not describe: the configuration's default.
+        (Method::POST, "/elsewhere", Some("openid"), 200),
+    ];
+    for (method, path, scope, status) in cases {
+        let authorization = scope.map(bearer);
+        let headers: Vec<(&str, &str)> = authorization
+            .iter()
+            .map(|a| ("authorization", a.as_str()))
+            .collect();
+        let response = stack.send(method.clone(), path, &headers).await;
+        let got = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        assert_eq!(got, *status, "{method} {path} {scope:?}: {body}");
+    }
 }

@@ -2,7 +2,7 @@
 //! three defaults, identity headers for the upstream, and path canonicalisation.
 
 use crate::common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const RULES: &str = r#"
 [[rules]]
@@ -507,7 +507,7 @@ async fn forwarded_claims_reach_the_upstream_and_client_copies_never_do() {
     answer.assert_denied(401, "invalid_token");
     assert_eq!(
         answer.message(),
-        "token claims to forward contain control characters"
+        "token claims to forward cannot be forwarded as written"
     );
     env.gate.stop().await;
 }
@@ -611,6 +611,87 @@ async fn method_overrides_that_reach_another_rule_are_refused() {
                 .await,
         );
         assert_eq!(answer.status(), status, "{value:?}");
+    }
+    env.gate.stop().await;
+}
+
+/// A forwarded claim must read upstream as it was checked: surrounding whitespace (stripped by
+/// HTTP/1.1 parsers), invisible or reordering characters, and, in an array (forwarded joined
+/// with `,`), an element holding `,`, which would read as two elements (`["eng,admin"]` and
+/// `["eng", "admin"]` would arrive alike). Each refuses the token (401), as `sub` does.
+#[tokio::test]
+async fn forwarded_claims_that_read_differently_upstream_are_refused() {
+    let env = Env::start(&format!(
+        "[forward_claims]\n\"x-auth-email\" = \"email\"\n\"x-auth-groups\" = \"groups\"\n\
+         \"x-auth-org-id\" = \"/org/id\"\n{RULES}"
+    ))
+    .await;
+    let ask = |claim: &'static str, value: Value| {
+        let env = &env;
+        async move {
+            let mut c = claims("read:messages");
+            c[claim] = value;
+            let authorization = bearer(&env.key.mint(&c));
+            Answer::of(
+                &env.gate
+                    .check(request(
+                        "GET",
+                        "/restricted_resource",
+                        &[("authorization", authorization.as_str())],
+                    ))
+                    .await,
+            )
+        }
+    };
+    for (claim, value) in [
+        ("email", json!("  alice@example.com  ")),
+        ("email", json!("alice@example.com ")),
+        ("email", json!("\u{3000}alice@example.com")),
+        ("email", json!("alice\u{202e}moc.elpmaxe@")),
+        ("email", json!("alice\u{2067}@example.com")),
+        ("email", json!("alice\u{200b}@example.com")),
+        ("email", json!("alice@example.com\u{2028}")),
+        ("email", json!("\u{feff}alice@example.com")),
+        ("org", json!({"id": " acme"})),
+        ("groups", json!(["eng,admin"])),
+        ("groups", json!(["eng", " admin"])),
+        ("groups", json!(["eng", "admin\u{202d}"])),
+    ] {
+        let answer = ask(claim, value.clone()).await;
+        assert_eq!(
+            (answer.http, answer.error(), answer.message()),
+            (
+                401,
+                "invalid_token",
+                "token claims to forward cannot be forwarded as written"
+            ),
+            "{claim}: {value}"
+        );
+    }
+    // The documented comma format, inner spaces and the zero-width joiner pass as they are.
+    for (claim, value, header, forwarded) in [
+        (
+            "groups",
+            json!(["eng", "admin"]),
+            "x-auth-groups",
+            "eng,admin",
+        ),
+        (
+            "email",
+            json!("Alice Smith <a@example.com>"),
+            "x-auth-email",
+            "Alice Smith <a@example.com>",
+        ),
+        (
+            "email",
+            json!("\u{1f469}\u{200d}\u{1f4bb}@example.com"),
+            "x-auth-email",
+            "\u{1f469}\u{200d}\u{1f4bb}@example.com",
+        ),
+    ] {
+        let answer = ask(claim, value.clone()).await;
+        answer.assert_allowed();
+        assert_eq!(answer.headers[header], forwarded, "{value}");
     }
     env.gate.stop().await;
 }

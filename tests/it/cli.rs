@@ -119,6 +119,16 @@ fn check_config_names_the_bad_key_and_exits_1() {
             format!("{VALID}\n[[rules]]\nmethods = [\"GET\"]\n"),
             "rules[1].path",
         ),
+        (
+            "override.toml",
+            format!("{VALID}\n[forward_claims]\n\"X-HTTP-Method-Override\" = \"m\"\n"),
+            "forward_claims.\"X-HTTP-Method-Override\"",
+        ),
+        (
+            "request-id.toml",
+            format!("{VALID}\n[forward_claims]\n\"x-request-id\" = \"rid\"\n"),
+            "forward_claims.\"x-request-id\"",
+        ),
     ];
     for (name, text, key) in cases {
         let path = write_config(name, &text);

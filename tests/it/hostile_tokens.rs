@@ -194,7 +194,7 @@ async fn issuer_and_audience_look_alikes() {
 #[tokio::test]
 async fn identity_with_control_characters_is_refused() {
     let env = Env::start(PROTECTED).await;
-    let message = "token subject contains control characters";
+    let message = "token subject cannot be forwarded as written";
     for (name, claims) in [
         ("sub CR/LF", with("sub", json!("user\r\nx-auth-admin: 1"))),
         ("sub NUL", with("sub", json!("user\u{0}"))),
@@ -213,6 +213,47 @@ async fn identity_with_control_characters_is_refused() {
         .await;
     answer.assert_allowed();
     assert_eq!(answer.headers["x-auth-subject"], "zoë");
+    env.gate.stop().await;
+}
+
+/// `sub` reaches the upstream in `x-auth-subject`, whose HTTP/1.1 parsers strip surrounding
+/// whitespace: `"  alice  "` would arrive as `alice`, another subject than the one checked and
+/// logged. Characters that display as nothing or reorder the text around them (bidirectional
+/// controls, zero-width space, line and paragraph separators, byte order mark) would make logs
+/// and admin screens show another subject than the upstream acts on. Both are refused; the
+/// zero-width joiner, which emoji sequences need, is not.
+#[tokio::test]
+async fn identity_that_reads_differently_upstream_is_refused() {
+    let env = Env::start(PROTECTED).await;
+    let message = "token subject cannot be forwarded as written";
+    for (name, sub) in [
+        ("spaces around", "  alice  "),
+        ("leading space", " alice"),
+        ("trailing space", "alice "),
+        ("trailing no-break space", "alice\u{a0}"),
+        ("right-to-left override", "admin\u{202e}nimda"),
+        ("left-to-right embedding", "\u{202a}alice"),
+        ("first strong isolate", "alice\u{2068}"),
+        ("pop directional isolate", "ali\u{2069}ce"),
+        ("zero-width space", "ali\u{200b}ce"),
+        ("line separator", "alice\u{2028}bob"),
+        ("paragraph separator", "alice\u{2029}bob"),
+        ("byte order mark", "\u{feff}alice"),
+    ] {
+        expect_invalid(&env, name, &env.key.mint(&with("sub", json!(sub))), message).await;
+    }
+    // Inner spaces and the zero-width joiner read the same upstream: forwarded as they are.
+    for sub in ["alice smith", "\u{1f469}\u{200d}\u{1f4bb}"] {
+        let answer = env
+            .ask(
+                "GET",
+                "/r",
+                Some(&bearer(&env.key.mint(&with("sub", json!(sub))))),
+            )
+            .await;
+        answer.assert_allowed();
+        assert_eq!(answer.headers["x-auth-subject"], sub);
+    }
     env.gate.stop().await;
 }
 

@@ -38,22 +38,24 @@ fn rules_of(text: &str) -> Vec<toml::Table> {
 }
 
 /// One rule as `name METHOD path-or-template requirement`, e.g.
-/// `getMessage GET template=/messages/{id} scopes=["read:messages"]`.
+/// `getMessage GET template=/messages/{id} scopes=["read:messages"]`; a rule without `methods`
+/// shows `*`.
 fn describe(rule: &toml::Table) -> String {
     let path = ["path", "template"]
         .iter()
         .find_map(|key| Some(format!("{key}={}", rule.get(*key)?.as_str()?)))
         .unwrap_or_default();
-    let requirement = ["scopes", "all_scopes", "public"]
+    let requirement = ["scopes", "all_scopes", "public", "deny"]
         .iter()
         .find_map(|key| Some(format!("{key}={}", rule.get(*key)?)))
         .unwrap_or_else(|| "any-token".to_owned());
-    let methods: Vec<&str> = rule["methods"]
-        .as_array()
-        .expect("methods")
-        .iter()
-        .filter_map(toml::Value::as_str)
-        .collect();
+    let methods: Vec<&str> = rule
+        .get("methods")
+        .and_then(toml::Value::as_array)
+        .map_or_else(
+            || vec!["*"],
+            |m| m.iter().filter_map(toml::Value::as_str).collect(),
+        );
     format!(
         "{} {} {path} {requirement}",
         rule["name"].as_str().expect("name"),
@@ -76,11 +78,16 @@ fn demo_spec_prints_one_rule_per_operation() {
         got,
         [
             r#"getRestrictedResource GET path=/restricted_resource scopes=["read:messages"]"#,
+            "/restricted_resource other methods * path=/restricted_resource deny=true",
             r#"getAnotherResource GET path=/another_resource scopes=["some:scope", "some:other_scope"]"#,
+            "/another_resource other methods * path=/another_resource deny=true",
             "getPublic GET path=/public public=true",
+            "/public other methods * path=/public deny=true",
             "listMessages GET path=/messages any-token",
+            "/messages other methods * path=/messages deny=true",
             r#"getMessage GET template=/messages/{id} scopes=["read:messages"]"#,
             r#"deleteMessage DELETE template=/messages/{id} scopes=["delete:messages"]"#,
+            "/messages/{id} other methods * template=/messages/{id} deny=true",
         ]
     );
 }
@@ -127,7 +134,7 @@ fn options_pick_the_scheme_and_the_base_path() {
     assert!(out.status.success(), "{out:?}");
     let rules = rules_of(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(rules[0]["path"].as_str(), Some("/api/restricted_resource"));
-    assert_eq!(rules[4]["template"].as_str(), Some("/api/messages/{id}"));
+    assert_eq!(rules[8]["template"].as_str(), Some("/api/messages/{id}"));
 
     let out = openapi_rules(&[&demo_spec(), "--scheme", "nope"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -216,7 +223,7 @@ fn the_readme_rollout_shadows_then_enforces_on_the_demo_configuration() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         stdout.matches("[shadow: reported, never enforced]").count(),
-        6,
+        11,
         "{stdout}"
     );
     let enforced = shadowed.replace("shadow = true\n", "");
@@ -224,4 +231,93 @@ fn the_readme_rollout_shadows_then_enforces_on_the_demo_configuration() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("can never apply"), "{stderr}");
+}
+
+/// A document whose security comes through YAML merge keys, served under two base paths, with
+/// one method documented per path: the rules keep the merged security for every base path,
+/// close each path to the other methods, and `check-config` accepts them under the
+/// configuration's default; `explain` names the closing rule for an undocumented method.
+#[test]
+fn merge_keys_every_server_and_undocumented_methods_reach_the_configuration() {
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let spec = dir.path().join("api.yaml");
+    std::fs::write(
+        &spec,
+        "openapi: 3.0.3\n\
+         info: {title: Pets, version: 1.0.0}\n\
+         x-defaults: &defaults\n  security: [{oauth: [read:pets]}]\n\
+         x-admin-only: &adminOnly\n  security: [{oauth: [admin]}]\n\
+         <<: *defaults\n\
+         servers: [{url: \"https://api.example.com/v1\"}, {url: \"https://api.example.com/v2\"}]\n\
+         components: {securitySchemes: {oauth: {type: oauth2, flows: {}}}}\n\
+         paths:\n\
+         \x20 /admin/users:\n    get:\n      <<: *adminOnly\n      operationId: listUsers\n\
+         \x20 /pets: {get: {operationId: listPets}}\n",
+    )
+    .expect("write spec");
+    let out = openapi_rules(&[spec.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{out:?}");
+    let generated = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(generated.contains("default = \"deny\""), "{generated}");
+    let got: Vec<String> = rules_of(&generated).iter().map(describe).collect();
+    assert_eq!(
+        got,
+        [
+            r#"listUsers /v1 GET path=/v1/admin/users scopes=["admin"]"#,
+            "/v1/admin/users other methods * path=/v1/admin/users deny=true",
+            r#"listUsers /v2 GET path=/v2/admin/users scopes=["admin"]"#,
+            "/v2/admin/users other methods * path=/v2/admin/users deny=true",
+            r#"listPets /v1 GET path=/v1/pets scopes=["read:pets"]"#,
+            "/v1/pets other methods * path=/v1/pets deny=true",
+            r#"listPets /v2 GET path=/v2/pets scopes=["read:pets"]"#,
+            "/v2/pets other methods * path=/v2/pets deny=true",
+        ]
+    );
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nissuer = \"https://issuer.example/\"\n\
+         audience = \"https://api.example.com\"\njwks_uri = \"http://127.0.0.1:9/keys\"\n\
+         default = \"authenticated\"\n\n{generated}"
+    );
+    let out = check_config(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("/v2/admin/users other methods")
+                && l.contains("any method")
+                && l.ends_with("-> deny")),
+        "{stdout}"
+    );
+    // An admin's POST, which the document does not describe, meets the closing rule.
+    let path = dir.path().join("scopegate.toml");
+    std::fs::write(&path, &config).expect("write config");
+    let claims = format!(
+        r#"{{"iss":"https://issuer.example/","aud":"https://api.example.com","exp":{},"scope":"admin"}}"#,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 600
+    );
+    let out = Command::new(BIN)
+        .args(["explain", "--config", path.to_str().expect("utf8")])
+        .args([
+            "--method",
+            "POST",
+            "--path",
+            "/v2/admin/users",
+            "--claims",
+            &claims,
+        ])
+        .output()
+        .expect("run explain");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        stdout.contains("\"/v2/admin/users other methods\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("requires     deny"), "{stdout}");
+    assert!(stdout.contains("403"), "{stdout}");
 }
