@@ -957,7 +957,7 @@ async fn decision_logs_join_envoys_access_log_by_request_id() {
         let joined = log.lines().any(|line| {
             line.contains("scopegate::decision")
                 && line.contains(&format!("request_id=\"{request_id}\""))
-                && line.contains(&format!("path={path}"))
+                && line.contains(&format!("path=\"{path}\""))
                 && line.contains("reason=missing_token")
         });
         async move { joined }

@@ -82,6 +82,10 @@ pub enum PathError {
     /// case-sensitive; see [`super::Policy::route`]).
     #[error("request method differs from a configured rule's only in letter case")]
     MethodCaseVariant,
+    /// The method is not an RFC 9110 token (empty, or with spaces, control characters, `/` and
+    /// the like): no HTTP client sends one, and it could only reach a rule that names no method.
+    #[error("request method is not an HTTP token")]
+    MethodNotToken,
 }
 
 /// Canonicalises `raw` (the `:path` as Envoy saw it, query included) or says why it is refused.
