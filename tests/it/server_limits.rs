@@ -459,3 +459,265 @@ async fn worker_threads_sets_the_runtime_threads() {
         assert_eq!(threads(binary.pid()), want, "{setting:?}");
     }
 }
+
+/// scopegate's Authorization service served by the listener in-process, with timers in
+/// milliseconds (the configuration counts them in seconds): its address, and the sender that
+/// shuts it down. Checks go to a public route, which needs no keys.
+async fn serve_with_timers(
+    idle_timeout: Duration,
+    max_connection_age: Option<Duration>,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let config = scopegate::config::RawConfig::from_toml(
+        &format!(
+            "issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+             jwks_uri = \"http://127.0.0.1:9/jwks\"\n\
+             [[rules]]\npath = \"/public\"\npublic = true\n"
+        ),
+        "<test>",
+    )
+    .expect("parses")
+    .compile()
+    .expect("compiles");
+    let key_sets = config
+        .issuers()
+        .iter()
+        .map(|issuer| scopegate::jwks::Jwks::new(issuer.jwks.clone()))
+        .collect();
+    let service = scopegate::service::AuthorizationService::new(
+        std::sync::Arc::new(config),
+        key_sets,
+        scopegate::metrics::Metrics::new(),
+    );
+    let routes = tonic::service::Routes::new(
+        envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer::new(
+            service,
+        ),
+    )
+    .prepare();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let limits = scopegate::listener::Limits {
+        max_connections: 16,
+        handshake_timeout: Duration::from_secs(5),
+        idle_timeout,
+        max_concurrent_streams: 100,
+        max_header_list_bytes: 16 * 1024,
+        keepalive: None,
+        max_connection_age,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(scopegate::listener::serve(
+        listener,
+        limits,
+        None,
+        routes,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop)
+}
+
+/// A tonic client whose connections to `addr` are counted in `opened`.
+async fn counting_client(
+    addr: std::net::SocketAddr,
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> AuthorizationClient<Channel> {
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            TcpStream::connect(addr)
+                .await
+                .map(hyper_util::rt::TokioIo::new)
+        }
+    });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_with_connector(connector)
+        .await
+        .expect("connect");
+    AuthorizationClient::new(channel)
+}
+
+/// One Check on `client`, which must be allowed. A Check the server provably never took is
+/// sent again, as gRPC's transparent retry (and Envoy) does: one hyper's client canceled unsent
+/// ("connection closed"), or one h2 refused to open because the connection's GOAWAY had arrived.
+/// Any other failure fails the test. Returns how many times it had to be sent again.
+async fn check_retrying_unsent(client: &mut AuthorizationClient<Channel>, what: &str) -> u32 {
+    let mut resent = 0;
+    loop {
+        match client.check(request("GET", "/public", &[])).await {
+            Ok(answer) => {
+                Answer::of(&answer.into_inner()).assert_allowed();
+                return resent;
+            }
+            Err(status) if never_taken(&status) && resent < 3 => resent += 1,
+            Err(status) => panic!("{what}: a Check failed: {status:?}"),
+        }
+    }
+}
+
+/// Whether a failed call never reached the server's service: hyper canceled it before sending
+/// it, or the server's graceful GOAWAY (NO_ERROR) had arrived, after which h2 opens no stream
+/// (and any stream opened before it, the server takes: its first GOAWAY names no last stream).
+fn never_taken(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>()
+            && hyper.is_canceled()
+        {
+            return true;
+        }
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// Checks sent at about the moment the idle timeout (here 60 ms) closes their connection, again
+/// and again: every one is answered. The idle close is a GOAWAY, sent only while no stream is in
+/// flight, and a Check the client sent before it saw the GOAWAY is still served; the client
+/// opens its next stream on a new connection. Before, the idle timer ended the read side as if
+/// the client had closed, and a Check caught in that moment failed (Envoy then answers its
+/// `status_on_error`). Only a Check the client never sent is sent again (see
+/// `check_retrying_unsent`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_racing_the_idle_close_are_all_answered() {
+    let idle = Duration::from_millis(60);
+    let (addr, _stop) = serve_with_timers(idle, None).await;
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut client = counting_client(addr, std::sync::Arc::clone(&opened)).await;
+    let rounds: u32 = 150;
+    let mut resent = 0;
+    for round in 0..rounds {
+        // 50 to 70 ms after the last answer: either side of the idle deadline, and on it.
+        let wait = idle - Duration::from_millis(10) + Duration::from_millis(u64::from(round % 21));
+        tokio::time::sleep(wait).await;
+        resent += check_retrying_unsent(&mut client, &format!("round {round}")).await;
+    }
+    eprintln!("{resent} Checks canceled unsent by the client and sent again");
+    // The race was run: connections were closed for idleness and reopened along the way.
+    let opened = opened.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(opened > 10, "only {opened} connections in {rounds} rounds");
+}
+
+/// The same race against the connection age (here 100 ms), with Checks back to back: each
+/// aged connection is told to go away and every Check is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_racing_the_connection_age_are_all_answered() {
+    let (addr, _stop) =
+        serve_with_timers(Duration::from_secs(60), Some(Duration::from_millis(100))).await;
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut client = counting_client(addr, std::sync::Arc::clone(&opened)).await;
+    let started = tokio::time::Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        check_retrying_unsent(&mut client, &format!("Check {answered}")).await;
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let opened = opened.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        opened > 5,
+        "only {opened} connections for {answered} Checks over 2 s"
+    );
+}
+
+/// An idle connection is closed the HTTP/2 way, seen frame by frame: a GOAWAY with NO_ERROR
+/// (last stream id 2^31-1) and a PING; once the PING is answered, a second GOAWAY naming the
+/// last stream taken (none: 0), and the close.
+#[tokio::test]
+async fn an_idle_connection_gets_a_goaway_before_it_is_closed() {
+    let served = Served::start("goaway", "[server]\nidle_timeout_seconds = 1\n", None).await;
+    let mut socket = preface_only(&served.addr).await;
+    // (last stream id, error code) of each GOAWAY, in order.
+    let mut goaways: Vec<(u32, u32)> = Vec::new();
+    let mut closed = false;
+    let read_frames = async {
+        let mut header = [0u8; 9];
+        loop {
+            if socket.read_exact(&mut header).await.is_err() {
+                closed = true;
+                return;
+            }
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if socket.read_exact(&mut payload).await.is_err() {
+                closed = true;
+                return;
+            }
+            match header[3] {
+                0x6 if header[4] & 1 == 0 => {
+                    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                    ack.extend_from_slice(&payload);
+                    let _ = socket.write_all(&ack).await;
+                }
+                0x7 if payload.len() >= 8 => goaways.push((
+                    u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+                        & 0x7fff_ffff,
+                    u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]),
+                )),
+                _ => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(8), read_frames).await;
+    assert_eq!(
+        goaways,
+        [(0x7fff_ffff, 0), (0, 0)],
+        "GOAWAY (NO_ERROR) before the close of an idle connection"
+    );
+    assert!(closed, "closed after the GOAWAY");
+}
+
+/// A stream in flight keeps its connection from counting as idle: a Check whose request body
+/// arrives in two halves, 300 ms apart on a connection with a 60 ms idle timeout, is answered.
+/// (A request frame only every 300 ms would have let the old idle timer close it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_in_flight_is_never_cut_by_the_idle_timeout() {
+    use prost::Message as _;
+    let (addr, _stop) = serve_with_timers(Duration::from_millis(60), None).await;
+    let socket = TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(socket).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut ready = client.ready().await.expect("ready");
+    let head = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{addr}/envoy.service.auth.v3.Authorization/Check"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut body) = ready.send_request(head, false).expect("stream opened");
+    let message = request("GET", "/public", &[]).encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+    framed.extend_from_slice(&message);
+    let (first, second) = framed.split_at(framed.len() / 2);
+    body.send_data(bytes::Bytes::copy_from_slice(first), false)
+        .expect("first half");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    body.send_data(bytes::Bytes::copy_from_slice(second), true)
+        .expect("second half: the connection is still open");
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        chunk.expect("body");
+    }
+    let trailers = body.trailers().await.expect("trailers").expect("some");
+    assert_eq!(
+        trailers.get("grpc-status").and_then(|v| v.to_str().ok()),
+        Some("0"),
+        "{trailers:?}"
+    );
+}
