@@ -461,12 +461,16 @@ async fn worker_threads_sets_the_runtime_threads() {
 }
 
 /// scopegate's Authorization service served by the listener in-process, with timers in
-/// milliseconds (the configuration counts them in seconds): its address, and the sender that
-/// shuts it down. Checks go to a public route, which needs no keys.
+/// milliseconds (the configuration counts them in seconds): its address, the sender that
+/// shuts it down, and its task, which ends once every connection has closed. Checks go to a public route, which needs no keys.
 async fn serve_with_timers(
     idle_timeout: Duration,
     max_connection_age: Option<Duration>,
-) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let config = scopegate::config::RawConfig::from_toml(
         &format!(
             "issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
@@ -508,7 +512,7 @@ async fn serve_with_timers(
         max_connection_age,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(scopegate::listener::serve(
+    let task = tokio::spawn(scopegate::listener::serve(
         listener,
         limits,
         None,
@@ -517,7 +521,7 @@ async fn serve_with_timers(
             let _ = stopped.await;
         },
     ));
-    (addr, stop)
+    (addr, stop, task)
 }
 
 /// A tonic client whose connections to `addr` are counted in `opened`.
@@ -588,7 +592,7 @@ fn never_taken(status: &tonic::Status) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_racing_the_idle_close_are_all_answered() {
     let idle = Duration::from_millis(60);
-    let (addr, _stop) = serve_with_timers(idle, None).await;
+    let (addr, _stop, _task) = serve_with_timers(idle, None).await;
     let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut client = counting_client(addr, std::sync::Arc::clone(&opened)).await;
     let rounds: u32 = 150;
@@ -609,7 +613,7 @@ async fn checks_racing_the_idle_close_are_all_answered() {
 /// aged connection is told to go away and every Check is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_racing_the_connection_age_are_all_answered() {
-    let (addr, _stop) =
+    let (addr, _stop, _task) =
         serve_with_timers(Duration::from_secs(60), Some(Duration::from_millis(100))).await;
     let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut client = counting_client(addr, std::sync::Arc::clone(&opened)).await;
@@ -674,50 +678,101 @@ async fn an_idle_connection_gets_a_goaway_before_it_is_closed() {
     assert!(closed, "closed after the GOAWAY");
 }
 
+/// A Check stream opened on a raw HTTP/2 connection to `addr`, its request body half sent: the
+/// stream is in flight until `finish` sends the rest.
+struct HalfSentCheck {
+    response: h2::client::ResponseFuture,
+    body: h2::SendStream<bytes::Bytes>,
+    rest: bytes::Bytes,
+}
+
+impl HalfSentCheck {
+    async fn open(addr: std::net::SocketAddr) -> HalfSentCheck {
+        use prost::Message as _;
+        let socket = TcpStream::connect(addr).await.expect("connect");
+        let (client, connection) = h2::client::handshake(socket).await.expect("h2 handshake");
+        tokio::spawn(connection);
+        let mut ready = client.ready().await.expect("ready");
+        let head = http::Request::builder()
+            .method("POST")
+            .uri(format!(
+                "http://{addr}/envoy.service.auth.v3.Authorization/Check"
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request");
+        let (response, mut body) = ready.send_request(head, false).expect("stream opened");
+        let message = request("GET", "/public", &[]).encode_to_vec();
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+        framed.extend_from_slice(&message);
+        let mut first = bytes::Bytes::from(framed);
+        let rest = first.split_off(first.len() / 2);
+        body.send_data(first, false).expect("first half");
+        HalfSentCheck {
+            response,
+            body,
+            rest,
+        }
+    }
+
+    /// Sends the rest of the body and asserts an OK gRPC answer.
+    async fn finish(mut self) {
+        self.body
+            .send_data(self.rest, true)
+            .expect("second half: the stream is still open");
+        let response = tokio::time::timeout(Duration::from_secs(5), self.response)
+            .await
+            .expect("answered in time")
+            .expect("answered");
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        while let Some(chunk) = body.data().await {
+            chunk.expect("body");
+        }
+        let trailers = body.trailers().await.expect("trailers").expect("some");
+        assert_eq!(
+            trailers.get("grpc-status").and_then(|v| v.to_str().ok()),
+            Some("0"),
+            "{trailers:?}"
+        );
+    }
+}
+
 /// A stream in flight keeps its connection from counting as idle: a Check whose request body
 /// arrives in two halves, 300 ms apart on a connection with a 60 ms idle timeout, is answered.
 /// (A request frame only every 300 ms would have let the old idle timer close it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_in_flight_is_never_cut_by_the_idle_timeout() {
-    use prost::Message as _;
-    let (addr, _stop) = serve_with_timers(Duration::from_millis(60), None).await;
-    let socket = TcpStream::connect(addr).await.expect("connect");
-    let (client, connection) = h2::client::handshake(socket).await.expect("h2 handshake");
-    tokio::spawn(connection);
-    let mut ready = client.ready().await.expect("ready");
-    let head = http::Request::builder()
-        .method("POST")
-        .uri(format!(
-            "http://{addr}/envoy.service.auth.v3.Authorization/Check"
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .expect("request");
-    let (response, mut body) = ready.send_request(head, false).expect("stream opened");
-    let message = request("GET", "/public", &[]).encode_to_vec();
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
-    framed.extend_from_slice(&message);
-    let (first, second) = framed.split_at(framed.len() / 2);
-    body.send_data(bytes::Bytes::copy_from_slice(first), false)
-        .expect("first half");
+    let (addr, _stop, _task) = serve_with_timers(Duration::from_millis(60), None).await;
+    let check = HalfSentCheck::open(addr).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    body.send_data(bytes::Bytes::copy_from_slice(second), true)
-        .expect("second half: the connection is still open");
-    let response = tokio::time::timeout(Duration::from_secs(5), response)
-        .await
-        .expect("answered in time")
-        .expect("answered");
-    assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
-    while let Some(chunk) = body.data().await {
-        chunk.expect("body");
-    }
-    let trailers = body.trailers().await.expect("trailers").expect("some");
-    assert_eq!(
-        trailers.get("grpc-status").and_then(|v| v.to_str().ok()),
-        Some("0"),
-        "{trailers:?}"
+    check.finish().await;
+}
+
+/// At shutdown the listening socket closes at once, while a Check in flight on an open
+/// connection is still answered (the connection got its GOAWAY); the server stops once it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_flight_at_shutdown_is_answered() {
+    let (addr, stop, task) = serve_with_timers(Duration::from_secs(60), None).await;
+    let check = HalfSentCheck::open(addr).await;
+    // Let the server take the stream before it is told to stop.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).expect("server running");
+    eventually(
+        "the listening socket closed",
+        Duration::from_secs(5),
+        || async { TcpStream::connect(addr).await.is_err() },
+    )
+    .await;
+    assert!(
+        !task.is_finished(),
+        "the server waits for the stream in flight"
     );
+    check.finish().await;
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the server stops once its last connection has closed")
+        .expect("no panic");
 }
