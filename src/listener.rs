@@ -684,8 +684,9 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Streams {
     }
 }
 
-/// The `grpc-timeout` header's deadline (gRPC over HTTP/2: at most 8 digits and a unit), or
-/// `None` when it is absent or malformed, as tonic reads it.
+/// The `grpc-timeout` header's deadline (gRPC over HTTP/2: 1 to 8 digits and a unit), or `None`
+/// when it is absent or malformed, as tonic reads it (but for a leading `+`, which tonic's
+/// integer parsing lets through and the grammar does not).
 fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     let value = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
@@ -811,6 +812,84 @@ mod tests {
         let mut walker = FrameWalker::default();
         assert!(!walker.feed(&frame(0x6, &[0, 0, 0, 1, 0, 0, 0, 0])));
         assert!(!walker.feed(&frame(0x4, &[])));
+    }
+
+    #[test]
+    fn grpc_timeouts_are_read_by_the_grpc_grammar() {
+        let ms = Duration::from_millis;
+        for (value, want) in [
+            ("50m", Some(ms(50))),
+            ("1S", Some(Duration::from_secs(1))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("250u", Some(Duration::from_micros(250))),
+            ("99999999n", Some(Duration::from_nanos(99_999_999))),
+            ("0m", Some(Duration::ZERO)),
+            // Nine digits, no digits, no unit, another unit, signs, spaces: ignored.
+            ("123456789m", None),
+            ("m", None),
+            ("50", None),
+            ("", None),
+            ("50x", None),
+            ("-5m", None),
+            ("+5m", None),
+            (" 5m", None),
+            ("5 m", None),
+            ("5é", None),
+        ] {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                "grpc-timeout",
+                http::HeaderValue::from_str(value).expect("header value"),
+            );
+            assert_eq!(grpc_timeout(&headers), want, "{value:?}");
+        }
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
+    }
+
+    /// The idle timer counts from the last request frame or stream end, waits while a stream is
+    /// in flight, and after a GOAWAY counts from it and no longer waits for streams.
+    #[tokio::test(start_paused = true)]
+    async fn idleness_waits_for_streams_in_flight() {
+        let timeout = Duration::from_secs(10);
+        let idle_after = |activity: Arc<Activity>, went_away: Option<Instant>| {
+            tokio::spawn(async move {
+                let started = Instant::now();
+                activity.idle(timeout, went_away).await;
+                started.elapsed()
+            })
+        };
+        // Nothing happens: idle after the timeout.
+        let activity = Arc::new(Activity::new());
+        assert_eq!(
+            idle_after(Arc::clone(&activity), None).await.expect("task"),
+            timeout
+        );
+
+        // A request frame 4 s in moves the deadline to 14 s.
+        let activity = Arc::new(Activity::new());
+        let waiting = idle_after(Arc::clone(&activity), None);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        activity.touch();
+        assert_eq!(waiting.await.expect("task"), Duration::from_secs(14));
+
+        // A stream in flight from 1 s to 25 s: idle 10 s after it ends, at 35 s.
+        let activity = Arc::new(Activity::new());
+        let waiting = idle_after(Arc::clone(&activity), None);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stream = activity.stream();
+        tokio::time::sleep(Duration::from_secs(24)).await;
+        assert!(!waiting.is_finished(), "idle while a stream is in flight");
+        drop(stream);
+        assert_eq!(waiting.await.expect("task"), Duration::from_secs(35));
+
+        // After a GOAWAY at 5 s, a stream still in flight does not hold the connection: closed
+        // 10 s after the GOAWAY.
+        let activity = Arc::new(Activity::new());
+        let _stream = activity.stream();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let waiting = idle_after(Arc::clone(&activity), Some(Instant::now()));
+        assert_eq!(waiting.await.expect("task"), timeout);
     }
 
     #[test]

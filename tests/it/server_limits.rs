@@ -776,3 +776,38 @@ async fn a_check_in_flight_at_shutdown_is_answered() {
         .expect("the server stops once its last connection has closed")
         .expect("no panic");
 }
+
+/// A request header list over 16 KiB (the server's `SETTINGS_MAX_HEADER_LIST_SIZE`) is refused
+/// with HTTP 431 before the Check is read; under the limit, the same Check is answered.
+#[tokio::test]
+async fn a_header_list_over_16_kib_is_refused() {
+    let served = Served::start("headers", "", None).await;
+    let send = |padding: usize| {
+        let addr = served.addr.clone();
+        async move {
+            let socket = TcpStream::connect(&addr).await.expect("connect");
+            let (client, connection) = h2::client::handshake(socket).await.expect("h2 handshake");
+            tokio::spawn(connection);
+            let mut ready = client.ready().await.expect("ready");
+            let head = http::Request::builder()
+                .method("POST")
+                .uri(format!(
+                    "http://{addr}/envoy.service.auth.v3.Authorization/Check"
+                ))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .header("x-padding", "p".repeat(padding))
+                .body(())
+                .expect("request");
+            let (response, mut body) = ready.send_request(head, false)?;
+            let _ = body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true);
+            tokio::time::timeout(Duration::from_secs(5), response)
+                .await
+                .expect("answered in time")
+        }
+    };
+    let response = send(20 * 1024).await.expect("answered by the server");
+    assert_eq!(response.status(), 431, "{response:?}");
+    let response = send(8 * 1024).await.expect("an 8 KiB header is taken");
+    assert_eq!(response.status(), 200, "{response:?}");
+}
