@@ -811,3 +811,65 @@ async fn a_header_list_over_16_kib_is_refused() {
     let response = send(8 * 1024).await.expect("an 8 KiB header is taken");
     assert_eq!(response.status(), 200, "{response:?}");
 }
+
+/// A client's `grpc-timeout` is honoured as tonic's server honoured it: a Check still waiting
+/// when it passes (here on an unknown-kid refetch from an issuer that does not answer, with
+/// `check_timeout_ms` longer still) is answered CANCELLED at the client's deadline.
+#[tokio::test]
+async fn a_clients_grpc_timeout_is_answered_cancelled() {
+    use prost::Message as _;
+    let key = TestKey::generate("key-1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let gate = Scopegate::start_ready(
+        &jwks.url(),
+        "unknown_kid_wait_ms = 5000\n[server]\ncheck_timeout_ms = 4000\n\
+         [[rules]]\npath = \"/r\"\nscopes = [\"read:messages\"]\n",
+    )
+    .await;
+    jwks.set(Reply::Stall);
+    let token = TestKey::generate("rotated").mint(&claims("read:messages"));
+    let message = request("GET", "/r", &[("authorization", &bearer(&token))]).encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+    framed.extend_from_slice(&message);
+
+    let socket = TcpStream::connect(gate.addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(socket).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut ready = client.ready().await.expect("ready");
+    let head = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{}/envoy.service.auth.v3.Authorization/Check",
+            gate.addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "200m")
+        .body(())
+        .expect("request");
+    let (response, mut body) = ready.send_request(head, false).expect("stream opened");
+    body.send_data(framed.into(), true).expect("message");
+    let response = tokio::time::timeout(Duration::from_secs(2), response)
+        .await
+        .expect("answered near the client's 200 ms, not after check_timeout_ms (4 s)")
+        .expect("answered");
+    // CANCELLED, in the headers of a trailers-only answer or in the trailers.
+    let status = match response.headers().get("grpc-status") {
+        Some(status) => status.to_str().expect("ascii").to_string(),
+        None => {
+            let mut body = response.into_body();
+            while let Some(chunk) = body.data().await {
+                chunk.expect("body");
+            }
+            let trailers = body.trailers().await.expect("trailers").expect("some");
+            trailers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    assert_eq!(status, "1", "CANCELLED");
+    gate.stop().await;
+}
