@@ -372,9 +372,10 @@ async fn keepalive_pings_and_connection_age() {
                 break;
             }
             match header[3] {
-                // A PING that is not an ACK: answer it, as a live client would.
+                // A PING that is not an ACK: answer it, as a live client would. Only one before
+                // the GOAWAY is a keepalive: the graceful GOAWAY sends a PING of its own.
                 0x6 if header[4] & 1 == 0 => {
-                    ping = true;
+                    ping |= !goaway;
                     let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
                     ack.extend_from_slice(&payload);
                     let _ = socket.write_all(&ack).await;
@@ -872,4 +873,22 @@ async fn a_clients_grpc_timeout_is_answered_cancelled() {
     };
     assert_eq!(status, "1", "CANCELLED");
     gate.stop().await;
+}
+
+/// A peer that stops answering keepalive PINGs is closed once `keepalive_timeout_seconds` has
+/// passed, long before the idle timeout would close it.
+#[tokio::test]
+async fn a_peer_that_never_answers_keepalive_pings_is_closed() {
+    let served = Served::start(
+        "dead-peer",
+        "[server]\nkeepalive_interval_seconds = 1\nkeepalive_timeout_seconds = 1\n\
+         idle_timeout_seconds = 60\n",
+        None,
+    )
+    .await;
+    let mut socket = preface_only(&served.addr).await;
+    assert!(
+        closed_within(&mut socket, Duration::from_secs(10)).await,
+        "a peer that never answers a PING must be closed after the keepalive timeout"
+    );
 }
