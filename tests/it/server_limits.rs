@@ -892,3 +892,45 @@ async fn a_peer_that_never_answers_keepalive_pings_is_closed() {
         "a peer that never answers a PING must be closed after the keepalive timeout"
     );
 }
+
+/// The server announces its stream and header limits in its first SETTINGS frame:
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` from `server.max_concurrent_streams`, and
+/// `SETTINGS_MAX_HEADER_LIST_SIZE` of 16 KiB.
+#[tokio::test]
+async fn the_servers_settings_carry_its_limits() {
+    let served = Served::start("settings", "[server]\nmax_concurrent_streams = 3\n", None).await;
+    let mut socket = preface_only(&served.addr).await;
+    let settings = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut header = [0u8; 9];
+        loop {
+            socket.read_exact(&mut header).await.expect("a frame");
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            socket.read_exact(&mut payload).await.expect("its payload");
+            // SETTINGS, not its ACK.
+            if header[3] == 0x4 && header[4] & 1 == 0 {
+                return payload
+                    .chunks_exact(6)
+                    .map(|s| {
+                        (
+                            u16::from_be_bytes([s[0], s[1]]),
+                            u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
+                        )
+                    })
+                    .collect::<std::collections::HashMap<u16, u32>>();
+            }
+        }
+    })
+    .await
+    .expect("SETTINGS in time");
+    assert_eq!(
+        settings.get(&0x3),
+        Some(&3),
+        "MAX_CONCURRENT_STREAMS: {settings:?}"
+    );
+    assert_eq!(
+        settings.get(&0x6),
+        Some(&16_384),
+        "MAX_HEADER_LIST_SIZE: {settings:?}"
+    );
+}
