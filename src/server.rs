@@ -311,7 +311,8 @@ pub async fn serve_with(
             .unwrap_or_default();
         tracing::info!(listen = %addr, "health (plaintext, grpc.health.v1 only) serving");
         let routes = tonic::service::Routes::new(health_service.clone()).prepare();
-        // As tonic's builder served it: 4 streams, no keepalive pings, no age limit.
+        // 4 streams and no keepalive pings, as before; the age limit too, so that a health
+        // Watch stream, which keeps its connection from ever being idle, cannot hold it for ever.
         let limits = listener::Limits {
             max_connections: limits.max_connections,
             handshake_timeout: limits.handshake_timeout,
@@ -319,7 +320,7 @@ pub async fn serve_with(
             max_concurrent_streams: 4,
             max_header_list_bytes: MAX_HEADER_LIST_BYTES,
             keepalive: None,
-            max_connection_age: None,
+            max_connection_age: Some(limits.max_connection_age),
         };
         let stop = stopped(stop_rx.clone());
         tokio::spawn(listener::serve(listener, limits, None, routes, stop))
