@@ -311,26 +311,20 @@ pub async fn serve_with(
             .map(|a| a.to_string())
             .unwrap_or_default();
         tracing::info!(listen = %addr, "health (plaintext, grpc.health.v1 only) serving");
-        let service = health_service.clone();
+        let routes = tonic::service::Routes::new(health_service.clone()).prepare();
+        // 4 streams and no keepalive pings, as before; the age limit too, so that a health
+        // Watch stream, which keeps its connection from ever being idle, cannot hold it for ever.
         let limits = listener::Limits {
             max_connections: limits.max_connections,
             handshake_timeout: limits.handshake_timeout,
             idle_timeout: limits.idle_timeout,
+            max_concurrent_streams: 4,
+            max_header_list_bytes: MAX_HEADER_LIST_BYTES,
+            keepalive: None,
+            max_connection_age: Some(limits.max_connection_age),
         };
         let stop = stopped(stop_rx.clone());
-        tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
-                .max_concurrent_streams(4)
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    listener::incoming(listener, limits, None, None),
-                    stop,
-                )
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "health listener failed");
-            }
-        })
+        tokio::spawn(listener::serve(listener, limits, None, None, routes, stop))
     });
     let connections = metrics.connections();
     let service = AuthorizationService::with_live(Arc::clone(&live), metrics);
@@ -341,35 +335,32 @@ pub async fn serve_with(
         shutdown.await;
         let _ = draining_tx.send(());
     };
-    // The limits tonic has; the listener adds those it has not (see `listener`).
-    let server = tonic::transport::Server::builder()
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .http2_keepalive_interval(Some(limits.keepalive_interval))
-        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        // No max_connection_age_grace: in tonic 0.14 setting it replaces the graceful GOAWAY at
-        // the age by a hard close at age + grace. A connection that ignores the GOAWAY is
-        // still closed by the idle timeout once its streams stop.
-        .max_connection_age(limits.max_connection_age)
-        .add_service(health_service)
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
             AuthorizationServer::new(service).max_decoding_message_size(limits.max_request_bytes),
         )
-        .serve_with_incoming_shutdown(
-            listener::incoming(
-                listener,
-                listener::Limits {
-                    max_connections: limits.max_connections,
-                    handshake_timeout: limits.handshake_timeout,
-                    idle_timeout: limits.idle_timeout,
-                },
-                tls,
-                Some(connections),
-            ),
-            shutdown,
-        );
+        .prepare();
+    // Every connection is served by the listener (see `listener`), with HTTP/2's limits from
+    // `[server]`. An idle or aged connection gets a graceful GOAWAY; one that ignores it is
+    // closed once it has sent no request frame for another idle timeout.
+    let server = listener::serve(
+        listener,
+        listener::Limits {
+            max_connections: limits.max_connections,
+            handshake_timeout: limits.handshake_timeout,
+            idle_timeout: limits.idle_timeout,
+            max_concurrent_streams: limits.max_concurrent_streams,
+            max_header_list_bytes: MAX_HEADER_LIST_BYTES,
+            keepalive: Some((limits.keepalive_interval, limits.keepalive_timeout)),
+            max_connection_age: Some(limits.max_connection_age),
+        },
+        tls,
+        Some(connections),
+        routes,
+        shutdown,
+    );
     let drain_deadline = async move {
         if draining_rx.await.is_ok() {
             tokio::time::sleep(DRAIN_TIMEOUT).await;
@@ -377,13 +368,12 @@ pub async fn serve_with(
             std::future::pending::<()>().await;
         }
     };
-    let result = tokio::select! {
-        result = server => result,
+    tokio::select! {
+        () = server => {}
         () = drain_deadline => {
             tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after the drain timeout; closing");
-            Ok(())
         }
-    };
+    }
 
     let _ = stop_tx.send(true);
     // Every refresher is stopped and awaited, the reload loop's included.
@@ -403,7 +393,7 @@ pub async fn serve_with(
         let _ = task.await;
     }
     tracing::info!("scopegate stopped");
-    Ok(result?)
+    Ok(())
 }
 
 /// Resolves once `stop` is set or its sender is gone.

@@ -228,8 +228,9 @@ impl AuthorizationService {
                 decision = ?outcome.decision,
                 status = outcome.status,
                 reason = ?outcome.reason,
-                method = %truncated(&http.method, MAX_LOGGED_METHOD),
-                path = %truncated(
+                // As `&str`, not `%`: text logs then quote and escape them (see `log_decision`).
+                method = &*truncated(&http.method, MAX_LOGGED_METHOD),
+                path = &*truncated(
                     http.path.split(['?', '#']).next().unwrap_or_default(),
                     MAX_LOGGED_PATH,
                 ),
@@ -450,7 +451,8 @@ struct DecisionRecord<'a> {
 
 /// Writes one decision log line (target `scopegate::decision`, at info): with `--log-format
 /// json`, one JSON object whose fields join Envoy's access log by `request_id`. The query
-/// string and the token are never written; client-controlled text is bounded. Identity fields
+/// string and the token are never written; client-controlled text is bounded, and quoted and
+/// escaped in the text format. Identity fields
 /// (`sub`, `kid`, `azp`, `client_id`) come from verified tokens only; `iss` is the issuer the
 /// token was routed to.
 fn log_decision(record: &DecisionRecord<'_>) {
@@ -470,8 +472,11 @@ fn log_decision(record: &DecisionRecord<'_>) {
         reason = ?record.outcome.reason,
         detail = record.denial.map(tracing::field::display),
         rule = %record.rule,
-        method = %method,
-        path = %path,
+        // Recorded as strings, never `%` (Display): the text format then writes them quoted,
+        // with `"`, `\` and control characters escaped, so a CR/LF a direct caller puts in
+        // them cannot start a forged log line; JSON escapes strings in any case.
+        method = &*method,
+        path = &*path,
         iss = record.issuer,
         sub = who.and_then(|w| w.sub.as_deref()),
         kid = who.and_then(|w| w.kid.as_deref()),

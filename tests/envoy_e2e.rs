@@ -699,6 +699,34 @@ async fn envoy_reconnects_after_an_idle_close_and_loses_nothing() {
     );
 }
 
+/// Requests timed to reach scopegate as its idle timeout (1 s) closes Envoy's pooled connection,
+/// round after round: every one gets scopegate's answer, never Envoy's `status_on_error` 503.
+/// scopegate sends GOAWAY and waits for streams in flight; Envoy sends its next request on a new
+/// connection. Before, the idle timer cut the connection's read side, and a request caught in
+/// that moment got 503. (The shipped Envoy files close idle connections first, after 60 s;
+/// Istio's pools keep them for an hour.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_scopegates_idle_close_are_all_answered() {
+    let stack = Stack::start_with_gate_config("server = { idle_timeout_seconds = 1 }").await;
+    let connections = || stack.stat("cluster.scopegate.upstream_cx_total");
+    let before = connections().await;
+    for round in 0..24u64 {
+        // From 6 ms before the idle deadline to 5 ms after it, counted from the last answer.
+        tokio::time::sleep(Duration::from_millis(994 + round % 12)).await;
+        let response = stack.get("/restricted_resource", &[]).await;
+        assert_eq!(
+            response.status(),
+            401,
+            "round {round}: scopegate's answer, not Envoy's status_on_error"
+        );
+    }
+    let after = connections().await;
+    assert!(
+        after > before + 10,
+        "the idle close should have raced most rounds ({before} then {after} connections)"
+    );
+}
+
 /// Forwarded claims through Envoy: the upstream sees the token's claim under the configured
 /// header, never a client's copy, whether the token lacks the claim or the route is public.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1030,7 +1058,7 @@ async fn decision_logs_join_envoys_access_log_by_request_id() {
         let joined = log.lines().any(|line| {
             line.contains("scopegate::decision")
                 && line.contains(&format!("request_id=\"{request_id}\""))
-                && line.contains(&format!("path={path}"))
+                && line.contains(&format!("path=\"{path}\""))
                 && line.contains("reason=missing_token")
         });
         async move { joined }

@@ -686,15 +686,22 @@ impl Policy {
     }
 
     /// Canonicalises `raw_path` (the `:path` as sent) and finds the route and the shadow rules
-    /// for `method` on it.
+    /// for `method` on it. A method that is not an RFC 9110 token is refused
+    /// ([`PathError::MethodNotToken`]) before any rule is looked at: Envoy only forwards tokens,
+    /// so such a method comes from a direct caller, and a rule that names no method would
+    /// otherwise decide it.
     pub fn resolve(&self, method: &str, raw_path: &str) -> Resolved<'_> {
         let path = normalize(raw_path);
-        let route = path
-            .as_ref()
-            .map_err(|e| *e)
-            .and_then(|p| self.route(method, p));
+        let method_ok = is_http_token(method);
+        let route = path.as_ref().map_err(|e| *e).and_then(|p| {
+            if method_ok {
+                self.route(method, p)
+            } else {
+                Err(PathError::MethodNotToken)
+            }
+        });
         let shadows = match &path {
-            Ok(p) if self.has_shadow_rules() => self.shadow_rules(method, p),
+            Ok(p) if method_ok && self.has_shadow_rules() => self.shadow_rules(method, p),
             _ => Vec::new(),
         };
         Resolved {
@@ -1348,6 +1355,58 @@ mod tests {
             refused.decide(false, NotAttempted),
             (Decision::Deny(Denial::BadPath(_)), ref shadows) if shadows.is_empty()
         ));
+    }
+
+    /// A method that is not an RFC 9110 token is refused before any rule decides it, even where
+    /// no rule restricts methods and the default allows: `GET\r\nFAKE` would otherwise pass.
+    #[test]
+    fn methods_that_are_not_tokens_are_refused_before_any_rule() {
+        let p = Policy::new(
+            vec![
+                rule(
+                    "rules[0]",
+                    PathMatch::Prefix("/".into()),
+                    None,
+                    Requirement::Public,
+                )
+                .shadowed(true),
+            ],
+            Requirement::Public,
+        )
+        .expect("valid");
+        for (method, refused) in [
+            ("GET", false),
+            ("PATCH", false),
+            ("M-SEARCH", false),
+            ("get", false),
+            ("GET\r\nFAKE", true),
+            ("GET\n", true),
+            ("GET ", true),
+            (" GET", true),
+            ("GE T", true),
+            ("", true),
+            ("GET\0", true),
+            ("G/ET", true),
+            ("GÉT", true),
+            ("\"GET\"", true),
+        ] {
+            let resolved = p.resolve(method, "/anything");
+            assert_eq!(
+                resolved.route.as_ref().err(),
+                refused.then_some(&PathError::MethodNotToken),
+                "{method:?}"
+            );
+            if refused {
+                assert!(
+                    resolved.shadows.is_empty(),
+                    "{method:?}: no shadow rule either"
+                );
+                assert!(matches!(
+                    resolved.decide(false, AuthOutcome::NotAttempted).0,
+                    Decision::Deny(Denial::BadPath(PathError::MethodNotToken))
+                ));
+            }
+        }
     }
 
     #[test]

@@ -97,6 +97,10 @@ pub enum PathError {
          differ by method"
     )]
     FormMethodOverride,
+    /// The method is not an RFC 9110 token (empty, or with spaces, control characters, `/` and
+    /// the like): no HTTP client sends one, and it could only reach a rule that names no method.
+    #[error("request method is not an HTTP token")]
+    MethodNotToken,
 }
 
 /// Canonicalises `raw` (the `:path` as Envoy saw it, query included) or says why it is refused.

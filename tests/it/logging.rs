@@ -85,6 +85,73 @@ async fn decisions_are_logged_and_tokens_never_are() {
     assert!(longest < 2048, "a log line of {longest} bytes");
 }
 
+/// A direct gRPC caller puts CR/LF in the method and the path to write whole lines of its own
+/// into a text log (`... INFO scopegate::decision: decision=allow sub="root"`). The text format
+/// quotes and escapes both, so every line is one of scopegate's; and the method, not an HTTP
+/// token, is refused (400) even though no rule restricts methods on `/public`.
+#[tokio::test]
+async fn crlf_in_method_or_path_cannot_forge_log_lines() {
+    let key = TestKey::generate("key-1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+         jwks_uri = \"{}\"\ndecision_log = \"all\"\n\
+         [[rules]]\npath = \"/public\"\npublic = true\n",
+        jwks.url()
+    );
+    let mut binary = Binary::start("forged-lines", &config, "info", None).await;
+    binary.keys_loaded().await;
+    let mut client = binary.client().await;
+    let forged =
+        "2026-01-01T00:00:00.000000Z  INFO scopegate::decision: decision=allow sub=\"root\"";
+    let cases = [
+        (format!("GET\r\n{forged}"), "/public".to_string()),
+        ("GET".to_string(), format!("/public\r\n{forged}")),
+        (format!("GET\n{forged}"), format!("/x\"\\\n{forged}")),
+    ];
+    for (method, path) in &cases {
+        let answer = client
+            .check(request(method, path, &[]))
+            .await
+            .expect("in-band answer")
+            .into_inner();
+        Answer::of(&answer).assert_denied(400, "invalid_request");
+    }
+    // A clean request still passes, and is logged as before, quoted.
+    let answer = client
+        .check(request("GET", "/public", &[]))
+        .await
+        .expect("in-band answer")
+        .into_inner();
+    Answer::of(&answer).assert_allowed();
+    drop(client);
+    binary.terminate().await;
+    let text = binary.log_text();
+    for line in text.lines() {
+        assert!(
+            !line.contains("sub=\"root\"") || line.contains(r#"\"root\""#),
+            "a forged line:\n{text}"
+        );
+        assert!(!line.starts_with("2026-01-01"), "a forged line:\n{text}");
+    }
+    assert!(
+        text.lines().any(|l| l.contains("decision=deny")
+            && l.contains("reason=bad_path")
+            && l.contains(r#"method="GET\r\n2026-01-01T"#)),
+        "the forged method is logged escaped:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains(r#"path="/public\r\n2026-01-01T"#)),
+        "the forged path is logged escaped:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("decision=allow") && l.contains(r#"method="GET" path="/public""#)),
+        "{text}"
+    );
+}
+
 /// A JWKS of 99 junk entries beside one good key: the skipped entries are one warning (counts by
 /// reason, the first few kids), not 99 lines, at every load.
 #[tokio::test]

@@ -372,9 +372,10 @@ async fn keepalive_pings_and_connection_age() {
                 break;
             }
             match header[3] {
-                // A PING that is not an ACK: answer it, as a live client would.
+                // A PING that is not an ACK: answer it, as a live client would. Only one before
+                // the GOAWAY is a keepalive: the graceful GOAWAY sends a PING of its own.
                 0x6 if header[4] & 1 == 0 => {
-                    ping = true;
+                    ping |= !goaway;
                     let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
                     ack.extend_from_slice(&payload);
                     let _ = socket.write_all(&ack).await;
@@ -458,4 +459,479 @@ async fn worker_threads_sets_the_runtime_threads() {
         let binary = Binary::start("workers", &config, "info", None).await;
         assert_eq!(threads(binary.pid()), want, "{setting:?}");
     }
+}
+
+/// scopegate's Authorization service served by the listener in-process, with timers in
+/// milliseconds (the configuration counts them in seconds): its address, the sender that
+/// shuts it down, and its task, which ends once every connection has closed. Checks go to a public route, which needs no keys.
+async fn serve_with_timers(
+    idle_timeout: Duration,
+    max_connection_age: Option<Duration>,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let config = scopegate::config::RawConfig::from_toml(
+        &format!(
+            "issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+             jwks_uri = \"http://127.0.0.1:9/jwks\"\n\
+             [[rules]]\npath = \"/public\"\npublic = true\n"
+        ),
+        "<test>",
+    )
+    .expect("parses")
+    .compile()
+    .expect("compiles");
+    let key_sets = config
+        .issuers()
+        .iter()
+        .map(|issuer| scopegate::jwks::Jwks::new(issuer.jwks.clone()))
+        .collect();
+    let service = scopegate::service::AuthorizationService::new(
+        std::sync::Arc::new(config),
+        key_sets,
+        scopegate::metrics::Metrics::new(),
+    );
+    let routes = tonic::service::Routes::new(
+        envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer::new(
+            service,
+        ),
+    )
+    .prepare();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let limits = scopegate::listener::Limits {
+        max_connections: 16,
+        handshake_timeout: Duration::from_secs(5),
+        idle_timeout,
+        max_concurrent_streams: 100,
+        max_header_list_bytes: 16 * 1024,
+        keepalive: None,
+        max_connection_age,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(scopegate::listener::serve(
+        listener,
+        limits,
+        None,
+        None,
+        routes,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop, task)
+}
+
+/// A tonic client whose connections to `addr` are counted in `opened`.
+async fn counting_client(
+    addr: std::net::SocketAddr,
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> AuthorizationClient<Channel> {
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            TcpStream::connect(addr)
+                .await
+                .map(hyper_util::rt::TokioIo::new)
+        }
+    });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_with_connector(connector)
+        .await
+        .expect("connect");
+    AuthorizationClient::new(channel)
+}
+
+/// One Check on `client`, which must be allowed. A Check the server provably never took is
+/// sent again, as gRPC's transparent retry (and Envoy) does: one hyper's client canceled unsent
+/// ("connection closed"), or one h2 refused to open because the connection's GOAWAY had arrived.
+/// Any other failure fails the test. Returns how many times it had to be sent again.
+async fn check_retrying_unsent(client: &mut AuthorizationClient<Channel>, what: &str) -> u32 {
+    let mut resent = 0;
+    loop {
+        match client.check(request("GET", "/public", &[])).await {
+            Ok(answer) => {
+                Answer::of(&answer.into_inner()).assert_allowed();
+                return resent;
+            }
+            Err(status) if never_taken(&status) && resent < 3 => resent += 1,
+            Err(status) => panic!("{what}: a Check failed: {status:?}"),
+        }
+    }
+}
+
+/// Whether a failed call never reached the server's service: hyper canceled it before sending
+/// it, or the server's graceful GOAWAY (NO_ERROR) had arrived, after which h2 opens no stream
+/// (and any stream opened before it, the server takes: its first GOAWAY names no last stream).
+fn never_taken(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>()
+            && hyper.is_canceled()
+        {
+            return true;
+        }
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// Checks sent at about the moment the idle timeout (here 60 ms) closes their connection, again
+/// and again: every one is answered. The idle close is a GOAWAY, sent only while no stream is in
+/// flight, and a Check the client sent before it saw the GOAWAY is still served; the client
+/// opens its next stream on a new connection. Before, the idle timer ended the read side as if
+/// the client had closed, and a Check caught in that moment failed (Envoy then answers its
+/// `status_on_error`). Only a Check the client never sent is sent again (see
+/// `check_retrying_unsent`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_racing_the_idle_close_are_all_answered() {
+    let idle = Duration::from_millis(60);
+    let (addr, _stop, _task) = serve_with_timers(idle, None).await;
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut client = counting_client(addr, std::sync::Arc::clone(&opened)).await;
+    let rounds: u32 = 150;
+    let mut resent = 0;
+    for round in 0..rounds {
+        // 50 to 70 ms after the last answer: either side of the idle deadline, and on it.
+        let wait = idle - Duration::from_millis(10) + Duration::from_millis(u64::from(round % 21));
+        tokio::time::sleep(wait).await;
+        resent += check_retrying_unsent(&mut client, &format!("round {round}")).await;
+    }
+    eprintln!("{resent} Checks canceled unsent by the client and sent again");
+    // The race was run: connections were closed for idleness and reopened along the way.
+    let opened = opened.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(opened > 10, "only {opened} connections in {rounds} rounds");
+}
+
+/// The same race against the connection age (here 100 ms), with Checks back to back: each
+/// aged connection is told to go away and every Check is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_racing_the_connection_age_are_all_answered() {
+    let (addr, _stop, _task) =
+        serve_with_timers(Duration::from_secs(60), Some(Duration::from_millis(100))).await;
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut client = counting_client(addr, std::sync::Arc::clone(&opened)).await;
+    let started = tokio::time::Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        check_retrying_unsent(&mut client, &format!("Check {answered}")).await;
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let opened = opened.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        opened > 5,
+        "only {opened} connections for {answered} Checks over 2 s"
+    );
+}
+
+/// An idle connection is closed the HTTP/2 way, seen frame by frame: a GOAWAY with NO_ERROR
+/// (last stream id 2^31-1) and a PING; once the PING is answered, a second GOAWAY naming the
+/// last stream taken (none: 0), and the close.
+#[tokio::test]
+async fn an_idle_connection_gets_a_goaway_before_it_is_closed() {
+    let served = Served::start("goaway", "[server]\nidle_timeout_seconds = 1\n", None).await;
+    let mut socket = preface_only(&served.addr).await;
+    // (last stream id, error code) of each GOAWAY, in order.
+    let mut goaways: Vec<(u32, u32)> = Vec::new();
+    let mut closed = false;
+    let read_frames = async {
+        let mut header = [0u8; 9];
+        loop {
+            if socket.read_exact(&mut header).await.is_err() {
+                closed = true;
+                return;
+            }
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if socket.read_exact(&mut payload).await.is_err() {
+                closed = true;
+                return;
+            }
+            match header[3] {
+                0x6 if header[4] & 1 == 0 => {
+                    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                    ack.extend_from_slice(&payload);
+                    let _ = socket.write_all(&ack).await;
+                }
+                0x7 if payload.len() >= 8 => goaways.push((
+                    u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+                        & 0x7fff_ffff,
+                    u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]),
+                )),
+                _ => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(8), read_frames).await;
+    assert_eq!(
+        goaways,
+        [(0x7fff_ffff, 0), (0, 0)],
+        "GOAWAY (NO_ERROR) before the close of an idle connection"
+    );
+    assert!(closed, "closed after the GOAWAY");
+}
+
+/// A Check stream opened on a raw HTTP/2 connection to `addr`, its request body half sent: the
+/// stream is in flight until `finish` sends the rest.
+struct HalfSentCheck {
+    response: h2::client::ResponseFuture,
+    body: h2::SendStream<bytes::Bytes>,
+    rest: bytes::Bytes,
+}
+
+impl HalfSentCheck {
+    async fn open(addr: std::net::SocketAddr) -> HalfSentCheck {
+        use prost::Message as _;
+        let socket = TcpStream::connect(addr).await.expect("connect");
+        let (client, connection) = h2::client::handshake(socket).await.expect("h2 handshake");
+        tokio::spawn(connection);
+        let mut ready = client.ready().await.expect("ready");
+        let head = http::Request::builder()
+            .method("POST")
+            .uri(format!(
+                "http://{addr}/envoy.service.auth.v3.Authorization/Check"
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request");
+        let (response, mut body) = ready.send_request(head, false).expect("stream opened");
+        let message = request("GET", "/public", &[]).encode_to_vec();
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+        framed.extend_from_slice(&message);
+        let mut first = bytes::Bytes::from(framed);
+        let rest = first.split_off(first.len() / 2);
+        body.send_data(first, false).expect("first half");
+        HalfSentCheck {
+            response,
+            body,
+            rest,
+        }
+    }
+
+    /// Sends the rest of the body and asserts an OK gRPC answer.
+    async fn finish(mut self) {
+        self.body
+            .send_data(self.rest, true)
+            .expect("second half: the stream is still open");
+        let response = tokio::time::timeout(Duration::from_secs(5), self.response)
+            .await
+            .expect("answered in time")
+            .expect("answered");
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        while let Some(chunk) = body.data().await {
+            chunk.expect("body");
+        }
+        let trailers = body.trailers().await.expect("trailers").expect("some");
+        assert_eq!(
+            trailers.get("grpc-status").and_then(|v| v.to_str().ok()),
+            Some("0"),
+            "{trailers:?}"
+        );
+    }
+}
+
+/// A stream in flight keeps its connection from counting as idle: a Check whose request body
+/// arrives in two halves, 300 ms apart on a connection with a 60 ms idle timeout, is answered.
+/// (A request frame only every 300 ms would have let the old idle timer close it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_in_flight_is_never_cut_by_the_idle_timeout() {
+    let (addr, _stop, _task) = serve_with_timers(Duration::from_millis(60), None).await;
+    let check = HalfSentCheck::open(addr).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    check.finish().await;
+}
+
+/// At shutdown the listening socket closes at once, while a Check in flight on an open
+/// connection is still answered (the connection got its GOAWAY); the server stops once it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_flight_at_shutdown_is_answered() {
+    let (addr, stop, task) = serve_with_timers(Duration::from_secs(60), None).await;
+    let check = HalfSentCheck::open(addr).await;
+    // Let the server take the stream before it is told to stop.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).expect("server running");
+    eventually(
+        "the listening socket closed",
+        Duration::from_secs(5),
+        || async { TcpStream::connect(addr).await.is_err() },
+    )
+    .await;
+    assert!(
+        !task.is_finished(),
+        "the server waits for the stream in flight"
+    );
+    check.finish().await;
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the server stops once its last connection has closed")
+        .expect("no panic");
+}
+
+/// A request header list over 16 KiB (the server's `SETTINGS_MAX_HEADER_LIST_SIZE`) is refused
+/// with HTTP 431 before the Check is read; under the limit, the same Check is answered.
+#[tokio::test]
+async fn a_header_list_over_16_kib_is_refused() {
+    let served = Served::start("headers", "", None).await;
+    let send = |padding: usize| {
+        let addr = served.addr.clone();
+        async move {
+            let socket = TcpStream::connect(&addr).await.expect("connect");
+            let (client, connection) = h2::client::handshake(socket).await.expect("h2 handshake");
+            tokio::spawn(connection);
+            let mut ready = client.ready().await.expect("ready");
+            let head = http::Request::builder()
+                .method("POST")
+                .uri(format!(
+                    "http://{addr}/envoy.service.auth.v3.Authorization/Check"
+                ))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .header("x-padding", "p".repeat(padding))
+                .body(())
+                .expect("request");
+            let (response, mut body) = ready.send_request(head, false)?;
+            let _ = body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true);
+            tokio::time::timeout(Duration::from_secs(5), response)
+                .await
+                .expect("answered in time")
+        }
+    };
+    let response = send(20 * 1024).await.expect("answered by the server");
+    assert_eq!(response.status(), 431, "{response:?}");
+    let response = send(8 * 1024).await.expect("an 8 KiB header is taken");
+    assert_eq!(response.status(), 200, "{response:?}");
+}
+
+/// A client's `grpc-timeout` is honoured as tonic's server honoured it: a Check still waiting
+/// when it passes (here on an unknown-kid refetch from an issuer that does not answer, with
+/// `check_timeout_ms` longer still) is answered CANCELLED at the client's deadline.
+#[tokio::test]
+async fn a_clients_grpc_timeout_is_answered_cancelled() {
+    use prost::Message as _;
+    let key = TestKey::generate("key-1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let gate = Scopegate::start_ready(
+        &jwks.url(),
+        "unknown_kid_wait_ms = 5000\n[server]\ncheck_timeout_ms = 4000\n\
+         [[rules]]\npath = \"/r\"\nscopes = [\"read:messages\"]\n",
+    )
+    .await;
+    jwks.set(Reply::Stall);
+    let token = TestKey::generate("rotated").mint(&claims("read:messages"));
+    let message = request("GET", "/r", &[("authorization", &bearer(&token))]).encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+    framed.extend_from_slice(&message);
+
+    let socket = TcpStream::connect(gate.addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(socket).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut ready = client.ready().await.expect("ready");
+    let head = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{}/envoy.service.auth.v3.Authorization/Check",
+            gate.addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "200m")
+        .body(())
+        .expect("request");
+    let (response, mut body) = ready.send_request(head, false).expect("stream opened");
+    body.send_data(framed.into(), true).expect("message");
+    let response = tokio::time::timeout(Duration::from_secs(2), response)
+        .await
+        .expect("answered near the client's 200 ms, not after check_timeout_ms (4 s)")
+        .expect("answered");
+    // CANCELLED, in the headers of a trailers-only answer or in the trailers.
+    let status = match response.headers().get("grpc-status") {
+        Some(status) => status.to_str().expect("ascii").to_string(),
+        None => {
+            let mut body = response.into_body();
+            while let Some(chunk) = body.data().await {
+                chunk.expect("body");
+            }
+            let trailers = body.trailers().await.expect("trailers").expect("some");
+            trailers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    assert_eq!(status, "1", "CANCELLED");
+    gate.stop().await;
+}
+
+/// A peer that stops answering keepalive PINGs is closed once `keepalive_timeout_seconds` has
+/// passed, long before the idle timeout would close it.
+#[tokio::test]
+async fn a_peer_that_never_answers_keepalive_pings_is_closed() {
+    let served = Served::start(
+        "dead-peer",
+        "[server]\nkeepalive_interval_seconds = 1\nkeepalive_timeout_seconds = 1\n\
+         idle_timeout_seconds = 60\n",
+        None,
+    )
+    .await;
+    let mut socket = preface_only(&served.addr).await;
+    assert!(
+        closed_within(&mut socket, Duration::from_secs(10)).await,
+        "a peer that never answers a PING must be closed after the keepalive timeout"
+    );
+}
+
+/// The server announces its stream and header limits in its first SETTINGS frame:
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` from `server.max_concurrent_streams`, and
+/// `SETTINGS_MAX_HEADER_LIST_SIZE` of 16 KiB.
+#[tokio::test]
+async fn the_servers_settings_carry_its_limits() {
+    let served = Served::start("settings", "[server]\nmax_concurrent_streams = 3\n", None).await;
+    let mut socket = preface_only(&served.addr).await;
+    let settings = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut header = [0u8; 9];
+        loop {
+            socket.read_exact(&mut header).await.expect("a frame");
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            socket.read_exact(&mut payload).await.expect("its payload");
+            // SETTINGS, not its ACK.
+            if header[3] == 0x4 && header[4] & 1 == 0 {
+                return payload
+                    .chunks_exact(6)
+                    .map(|s| {
+                        (
+                            u16::from_be_bytes([s[0], s[1]]),
+                            u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
+                        )
+                    })
+                    .collect::<std::collections::HashMap<u16, u32>>();
+            }
+        }
+    })
+    .await
+    .expect("SETTINGS in time");
+    assert_eq!(
+        settings.get(&0x3),
+        Some(&3),
+        "MAX_CONCURRENT_STREAMS: {settings:?}"
+    );
+    assert_eq!(
+        settings.get(&0x6),
+        Some(&16_384),
+        "MAX_HEADER_LIST_SIZE: {settings:?}"
+    );
 }
