@@ -82,6 +82,20 @@ pub enum PathError {
     /// case-sensitive; see [`super::Policy::route`]).
     #[error("request method differs from a configured rule's only in letter case")]
     MethodCaseVariant,
+    /// Reaches a different requirement without a format suffix on its last segment (`.json`,
+    /// `.xml`: any `.` and ASCII letters and digits), alone or with a trailing reading (see
+    /// [`super::Policy::route`]).
+    #[error("request path differs from a configured route only in a format suffix")]
+    FormatVariant,
+    /// Reaches a different requirement in its Unicode compatibility form (NFKC: fullwidth
+    /// `／ｓecret` is `/secret`), alone or with the other readings (see [`super::Policy::route`]).
+    #[error("request path differs from a configured route only in Unicode compatibility form")]
+    CompatibilityVariant,
+    /// Its Unicode compatibility form (NFKC) holds a `/`, `\`, `%`, `?`, `#` or `;` the path
+    /// does not, or a dot segment (`／`, `＼`, `．．`, `‥`): an upstream that folds it would route
+    /// a different path, so it is refused whatever the rules (see [`super::Policy::route`]).
+    #[error("request path gains a delimiter or dot segment in Unicode compatibility form")]
+    CompatibilityDelimiter,
 }
 
 /// Canonicalises `raw` (the `:path` as Envoy saw it, query included) or says why it is refused.
