@@ -12,7 +12,10 @@
 //!   strip before routing); empty segments (`//`); dot segments (`.`, `..`, also when encoded);
 //!   paths over [`MAX_PATH_BYTES`].
 //!
-//! Matching is case-sensitive. Envoy's own `normalize_path`/`merge_slashes` options, where
+//! Matching is case-sensitive. The readings an upstream may apply on top of this form (letter
+//! case, trailing characters, format suffixes, Unicode compatibility forms) depend on the rules,
+//! so [`super::Policy::route`] checks them, and refuses there a path whose compatibility form
+//! gains a delimiter. Envoy's own `normalize_path`/`merge_slashes` options, where
 //! enabled, run before ext_authz and make most of these refusals unreachable in practice.
 
 use std::fmt;
