@@ -614,6 +614,26 @@ impl Policy {
     /// `route` checks them for configured paths too. Each method the rule names is tried (every method named anywhere, and one named nowhere, for a rule
     /// without `methods`).
     fn reject_conflicting_readings(&self) -> Result<(), PolicyError> {
+        match self.reading_conflicts(Readings::Established, true).pop() {
+            Some(conflict) => Err(PolicyError::ConflictingReading(Box::new(conflict))),
+            None => Ok(()),
+        }
+    }
+
+    /// Rules whose own path, read without a format suffix or in Unicode compatibility form,
+    /// reaches another rule with a different requirement (a public `path = "/report.json"` beside
+    /// `path = "/report"` needing `admin`), at most one conflict per rule. [`Policy::new`] allows
+    /// them, so that every configuration that started before these readings still starts, but
+    /// [`Policy::route`] refuses (400) requests for such a path under the conflicting method:
+    /// the configuration reports them as warnings.
+    pub fn conflicts_refused_at_request_time(&self) -> Vec<Conflict> {
+        self.reading_conflicts(Readings::Later, false)
+    }
+
+    /// The conflicts of [`Policy::reject_conflicting_readings`] under `readings`, at most one per
+    /// rule, and only the first when `first_only`. For the later readings, only each rule's own
+    /// pattern is tried: that is the path `route` checks them on for a configured path.
+    fn reading_conflicts(&self, readings: Readings, first_only: bool) -> Vec<Conflict> {
         let mut every_method: Vec<&str> = self
             .enforced()
             .flat_map(|rule| rule.methods.iter().flatten().map(String::as_str))
@@ -630,14 +650,15 @@ impl Policy {
             .filter(|rule| matches!(rule.path, PathMatch::Exact(_)))
             .map(|rule| rule.path.pattern())
             .collect();
-        for rule in self.enforced() {
+        let mut conflicts = Vec::new();
+        'rules: for rule in self.enforced() {
             let methods: Vec<&str> = match &rule.methods {
                 Some(methods) => methods.iter().map(String::as_str).collect(),
                 None => every_method.clone(),
             };
             let pattern = rule.path.pattern();
             let mut samples = vec![pattern.to_owned()];
-            if !matches!(rule.path, PathMatch::Exact(_)) {
+            if readings == Readings::Established && !matches!(rule.path, PathMatch::Exact(_)) {
                 for exact in &exact_paths {
                     // A respelling is a path the matcher takes as written.
                     if let Some(sample) = rule.path.respelled(exact)
@@ -649,16 +670,28 @@ impl Policy {
             }
             for sample in &samples {
                 for &method in &methods {
-                    self.check_readings(rule, sample, method)?;
+                    if let Some(conflict) = self.check_readings(rule, sample, method, readings) {
+                        conflicts.push(conflict);
+                        if first_only {
+                            return conflicts;
+                        }
+                        continue 'rules;
+                    }
                 }
             }
         }
-        Ok(())
+        conflicts
     }
 
-    /// Refuses `rule` if `sample` (a path it takes) reaches, under a reading, another rule with
-    /// a different requirement: see [`Policy::reject_conflicting_readings`].
-    fn check_readings(&self, rule: &Rule, sample: &str, method: &str) -> Result<(), PolicyError> {
+    /// The conflict, if `sample` (a path `rule` takes) reaches under one of `readings` another
+    /// rule with a different requirement: see [`Policy::reject_conflicting_readings`].
+    fn check_readings(
+        &self,
+        rule: &Rule,
+        sample: &str,
+        method: &str,
+        readings: Readings,
+    ) -> Option<Conflict> {
         let own = self.lookup(method, sample, Case::Sensitive);
         // Only another rule counts, and only one that does not take this path as written:
         // reaching the default under a reading is what a specific rule is for, and a broader
@@ -667,19 +700,15 @@ impl Policy {
         let counts = |other: Option<&Rule>| {
             other.is_some_and(|other| !other.path.matches(sample, Case::Sensitive))
         };
-        let Some(reading) =
-            self.conflicting_reading(method, sample, own, Readings::Established, counts)
-        else {
-            return Ok(());
-        };
-        let Some(other) = reading.rule else {
-            return Ok(());
-        };
-        Err(PolicyError::ConflictingReading(Box::new(Conflict {
+        let reading = self.conflicting_reading(method, sample, own, readings, counts)?;
+        let other = reading.rule?;
+        Some(Conflict {
             key: rule.path_key(),
             pattern: sample.to_owned(),
             how: match reading.error {
                 PathError::TrailingVariant => "with a trailing slash, dot or space changed",
+                PathError::FormatVariant => "without its format suffix",
+                PathError::CompatibilityVariant => "in Unicode compatibility form (NFKC)",
                 _ => "with letter case ignored",
             },
             reading: reading.path,
@@ -691,7 +720,7 @@ impl Policy {
                 || "the default".to_string(),
                 |r| format!("{} ({})", r.key, r.requirement),
             ),
-        })))
+        })
     }
 
     /// The rules that decide requests: all but the shadow rules, in order.
