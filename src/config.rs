@@ -1195,6 +1195,17 @@ impl Config {
         warnings.extend(insecure_http_warnings(&self.issuers));
         warnings.extend(self.unknown_kid_wait_warning());
         warnings.extend(self.open_to_forged_preflights());
+        // Refusing these at start-up would stop configurations that started before the format
+        // suffix and compatibility readings existed; the requests they concern are refused.
+        for conflict in self.policy.conflicts_refused_at_request_time() {
+            warnings.push(ConfigWarning {
+                message: format!(
+                    "requests for {:?} are refused (400): {conflict}",
+                    conflict.pattern
+                ),
+                key: conflict.key,
+            });
+        }
         self.warnings = warnings;
         self
     }
@@ -2556,6 +2567,38 @@ mod tests {
             "#,
         )
         .expect("compiles");
+    }
+
+    /// A configured path that a format suffix or compatibility reading confuses with another
+    /// rule still compiles (it did before those readings existed), with a warning naming it,
+    /// since its requests are refused; configurations without such a path get none.
+    #[test]
+    fn paths_refused_for_a_later_reading_are_warned_about() {
+        let config = compile(
+            r#"
+            [[rules]]
+            path = "/report.json"
+            public = true
+            [[rules]]
+            path = "/report"
+            scopes = ["admin"]
+            [[rules]]
+            path = "/feed.xml"
+            public = true
+            "#,
+        )
+        .expect("compiles");
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].key, "rules[0].path");
+        assert!(
+            warnings[0].message.contains("without its format suffix")
+                && warnings[0].message.contains("rules[1]"),
+            "{}",
+            warnings[0]
+        );
+        let quiet = compile("[[rules]]\npath = \"/feed.xml\"\npublic = true\n").expect("compiles");
+        assert_eq!(quiet.warnings(), &[]);
     }
 
     /// The README's configuration reference cannot drift: it mentions every key the parser

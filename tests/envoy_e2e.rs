@@ -627,6 +627,122 @@ async fn upstream_readings_through_envoy() {
     assert_eq!(response.status(), 200);
 }
 
+/// Route rules needing `admin`, as in issue #20, under `default = "allow"`.
+fn admin_rules(issuer: &str, jwks_uri: &str) -> String {
+    use common::stack::DEMO_AUDIENCE;
+    format!(
+        r#"issuer = "{issuer}"
+jwks_uri = "{jwks_uri}"
+audience = "{DEMO_AUDIENCE}"
+default = "allow"
+[[rules]]
+path = "/admin"
+scopes = ["admin"]
+[[rules]]
+prefix = "/admin/"
+scopes = ["admin"]
+[[rules]]
+path = "/reports/annual"
+scopes = ["admin"]
+[[rules]]
+template = "/items/{{id}}/notes"
+scopes = ["admin"]
+[[rules]]
+path = "/export"
+methods = ["POST"]
+scopes = ["export"]
+[[rules]]
+prefix = "/export/"
+scopes = ["export"]
+"#
+    )
+}
+
+/// Format suffixes (Rails' `(.:format)`, DRF's format suffixes, Spring MVC's suffix matching)
+/// and Unicode compatibility forms (NFKC: fullwidth letters) through Envoy with the shipped
+/// configuration, under `default = "allow"`: each reaches an upstream's protected handler, so
+/// each is refused with scopegate's 400 whatever the token, while the paths as written are
+/// decided by their rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_suffixes_and_compatibility_forms_through_envoy() {
+    let stack = Stack::start_with_config(admin_rules).await;
+    let admin = format!("Bearer {}", stack.token("admin"));
+    let weak = format!("Bearer {}", stack.token("openid"));
+    for path in ["/admin", "/reports/annual", "/items/1/notes"] {
+        assert_eq!(stack.get(path, &[]).await.status(), 401, "{path}");
+        let response = stack.get(path, &[("authorization", &admin)]).await;
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    for path in [
+        "/admin.json",
+        "/admin.xml",
+        "/reports/annual.json",
+        "/items/1/notes.json",
+        "/ADMIN.json",
+        "/admin.json/",
+        "/admin.tar.gz",
+        // ａdmin, ＡＤＭＩＮ, with a suffix, a fullwidth full stop before the suffix.
+        "/%EF%BD%81dmin",
+        "/%EF%BC%A1%EF%BC%A4%EF%BC%AD%EF%BC%A9%EF%BC%AE",
+        "/%EF%BD%81dmin.json",
+        "/admin%EF%BC%8Ejson",
+        // Compatibility forms that gain a delimiter or a dot segment: ／..／, ‥, ＼.
+        "/public%EF%BC%8F..%EF%BC%8Fadmin",
+        "/public/%E2%80%A5/admin",
+        "/public%EF%BC%BCadmin",
+    ] {
+        for authorization in [None, Some(&weak), Some(&admin)] {
+            let headers: Vec<(&str, &str)> = authorization
+                .map(|a| ("authorization", a.as_str()))
+                .into_iter()
+                .collect();
+            let (status, _, body) = json(stack.get(path, &headers).await).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("invalid_request")),
+                "{path} {authorization:.20?}: {body}"
+            );
+        }
+    }
+    // A suffix that reaches nothing protected, or the same requirement: decided as usual.
+    let (status, _, body) = json(stack.get("/other.json", &[]).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stack.get("/admin/users.json", &[]).await.status(), 401);
+}
+
+/// A rule for `POST /export` beside `prefix = "/export/"` under `default = "allow"`, through
+/// Envoy: `GET`, `DELETE` and `HEAD /export`, which Express (non-strict routing) and ASP.NET
+/// Core serve from the `/export/` handlers, are refused with 400 as they are without the POST
+/// rule, instead of passing with no token; `POST /export` keeps its rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_path_exemption_holds_only_for_its_rules_methods_through_envoy() {
+    use reqwest::Method;
+    let stack = Stack::start_with_config(admin_rules).await;
+    let export = format!("Bearer {}", stack.token("export"));
+    for method in [Method::GET, Method::DELETE, Method::PUT] {
+        for headers in [&[][..], &[("authorization", export.as_str())][..]] {
+            let (status, _, body) =
+                json(stack.send(method.clone(), "/export", headers).await).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("invalid_request")),
+                "{method} /export: {body}"
+            );
+        }
+    }
+    // A HEAD answer has no body: the status alone says it was refused.
+    let response = stack.send(Method::HEAD, "/export", &[]).await;
+    assert_eq!(response.status(), 400);
+    let response = stack.send(Method::POST, "/export", &[]).await;
+    assert_eq!(response.status(), 401);
+    let headers = [("authorization", export.as_str())];
+    let response = stack.send(Method::POST, "/export", &headers).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(stack.get("/export/", &[]).await.status(), 401);
+    assert_eq!(stack.get("/export/", &headers).await.status(), 200);
+    assert_eq!(stack.get("/elsewhere", &[]).await.status(), 200);
+}
+
 /// Bytes that are not UTF-8 in the one header Envoy forwards to scopegate. A Check carrying a
 /// string field that is not UTF-8 would fail to decode in tonic (INTERNAL, before scopegate's
 /// handler runs, and so fail open under `failure_mode_allow: true`); Envoy's path must stay

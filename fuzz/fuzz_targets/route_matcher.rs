@@ -15,10 +15,14 @@
 //!   no encoding reaches a different rule;
 //! - the route is the first rule that matches by a plain reading of the compiled rules (exact
 //!   method, `HEAD` read as `GET` unless the rule taking it names `HEAD`), and its only possible
-//!   refusals are the reading variants (`CaseVariant`, `TrailingVariant`, `MethodCaseVariant`);
+//!   refusals are the reading variants (`CaseVariant`, `TrailingVariant`, `MethodCaseVariant`,
+//!   `FormatVariant`, `CompatibilityVariant`) and `CompatibilityDelimiter`;
+//! - a path whose NFKC form holds a `/` more, or a `\`, `%`, `?`, `#`, `;` or dot segment, is
+//!   refused with `CompatibilityDelimiter`, and no other path is;
 //! - another spelling that some upstream reads alike (the method or the path's letters in the
-//!   other case, one trailing slash added or removed, trailing dots and spaces removed, and any
-//!   method-case and path spelling together) either reaches the same requirement or is refused;
+//!   other case, one trailing slash added or removed, trailing dots and spaces removed, the last
+//!   format suffix or every one removed, the NFKC form, and any method-case and path spelling
+//!   together) either reaches the same requirement or is refused;
 //! - without authentication (`None`, or a failed one) a route that needs a token is never allowed,
 //!   and a public route is always allowed anonymously.
 #![no_main]
@@ -34,9 +38,14 @@ use scopegate::policy::{
 };
 use scopegate::token::CredentialsError;
 
+/// NFKC, for the compatibility reading, independently of scopegate's use of it.
+const NFKC: icu_normalizer::ComposingNormalizerBorrowed<'static> =
+    icu_normalizer::ComposingNormalizerBorrowed::new_nfkc();
+
 /// Rules shared by both policies: exact and prefix paths, templates, method lists in either case,
 /// any-of and all-of scopes, a protected subtree inside a public one, non-ASCII and space
-/// characters, and a shadow rule that would make everything public were it enforced.
+/// characters, a path whose rule takes one method beside a subtree taking every method, and a
+/// shadow rule that would make everything public were it enforced.
 const RULES: &str = r#"
 [[rules]]
 path = "/health"
@@ -86,6 +95,15 @@ scopes = ["items:read"]
 [[rules]]
 template = "/items/{id}/notes/{rest=**}"
 all_scopes = ["items:read", "notes"]
+
+[[rules]]
+path = "/export"
+methods = ["POST"]
+scopes = ["export"]
+
+[[rules]]
+prefix = "/export/"
+scopes = ["export"]
 
 [[rules]]
 name = "would make items public"
@@ -148,9 +166,32 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check_route(policy: &Policy, method: &str, path: &RequestPath) {
+    let compatible = NFKC.normalize(path.as_str());
+    let gains_delimiter = {
+        let slashes = |s: &str| s.matches('/').count();
+        compatible.contains(['\\', '%', '?', '#', ';'])
+            || slashes(&compatible) > slashes(path.as_str())
+            || compatible.split('/').any(|s| s == "." || s == "..")
+    };
     let route = match policy.route(method, path) {
+        Err(PathError::CompatibilityDelimiter) => {
+            assert!(
+                gains_delimiter,
+                "{path:?} refused for a delimiter its compatibility form {compatible:?} lacks"
+            );
+            return;
+        }
+        _ if gains_delimiter => {
+            panic!("{path:?} reads as {compatible:?} in compatibility form but was not refused")
+        }
         Ok(route) => route,
-        Err(PathError::CaseVariant | PathError::TrailingVariant | PathError::MethodCaseVariant) => {
+        Err(
+            PathError::CaseVariant
+            | PathError::TrailingVariant
+            | PathError::MethodCaseVariant
+            | PathError::FormatVariant
+            | PathError::CompatibilityVariant,
+        ) => {
             return;
         }
         Err(other) => panic!("route refused {path:?} with {other:?}, which only normalize returns"),
@@ -164,13 +205,24 @@ fn check_route(policy: &Policy, method: &str, path: &RequestPath) {
 
     // Another spelling an upstream might read the same way either reaches the same requirement
     // or is refused: the method in either case, the path's letters in either case, one trailing
-    // slash added or removed, trailing dots and spaces removed.
+    // slash added or removed, trailing dots and spaces removed, format suffixes removed, the
+    // compatibility form.
     let bare = path.as_str().trim_end_matches(['.', ' ']);
     let toggled = match path.as_str().strip_suffix('/') {
         Some(stripped) if !stripped.is_empty() => stripped.to_string(),
         Some(_) => path.as_str().to_string(),
         None => format!("{}/", path.as_str()),
     };
+    let suffix = |p: &str| -> Option<usize> {
+        let (head, ext) = p.rsplit_once('.')?;
+        (!ext.is_empty() && ext.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(head.len())
+    };
+    let mut unsuffixed = path.as_str();
+    let mut unsuffixed_once = None;
+    while let Some(end) = suffix(unsuffixed) {
+        unsuffixed = &unsuffixed[..end];
+        unsuffixed_once.get_or_insert(unsuffixed);
+    }
     let spellings = [
         path.as_str().to_ascii_uppercase(),
         path.as_str().to_ascii_lowercase(),
@@ -180,6 +232,10 @@ fn check_route(policy: &Policy, method: &str, path: &RequestPath) {
         } else {
             bare.to_string()
         },
+        unsuffixed_once.unwrap_or(path.as_str()).to_string(),
+        unsuffixed.to_string(),
+        compatible.to_ascii_lowercase(),
+        compatible.into_owned(),
     ];
     for other_method in [method.to_ascii_uppercase(), method.to_ascii_lowercase()] {
         for spelling in std::iter::once(path.as_str()).chain(spellings.iter().map(String::as_str)) {

@@ -3,7 +3,8 @@
 //! [`Policy::route`] finds the first rule matching a request's method and canonical path (or the
 //! default), deciding `HEAD` as the `GET` it stands for, and refusing a request whose requirement
 //! would change under a reading an upstream might apply (letter case, ASCII or Unicode; a trailing
-//! slash, dot or space; the method's case); [`decide`] combines that rule's [`Requirement`] with
+//! slash, dot or space; a format suffix; the Unicode compatibility form; the method's case);
+//! [`decide`] combines that rule's [`Requirement`] with
 //! the outcome of authentication into a [`Decision`]. Both are pure: no I/O, no clocks, no gRPC
 //! types. The service layer maps each [`Denial`] variant to an HTTP answer.
 
@@ -341,7 +342,9 @@ pub enum PolicyError {
     },
     /// The rule's own path, read as an upstream might (letter case; a trailing slash, dot or
     /// space), reaches another rule with a different requirement: `Policy::route` exempts
-    /// configured paths from those readings, so the conflict is refused here instead.
+    /// configured paths from those readings, so the conflict is refused here instead. (Format
+    /// suffixes and compatibility forms are left to `Policy::route`, so that configurations that
+    /// started before they were read keep starting.)
     #[error("{0}")]
     ConflictingReading(Box<Conflict>),
 }
@@ -525,6 +528,20 @@ pub struct Reading<'a> {
     pub rule: Option<&'a Rule>,
 }
 
+/// Which readings [`Policy::conflicting_reading`] tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Readings {
+    /// Letter case and trailing characters: those whose conflicts between rules `Policy::new`
+    /// refuses, so configured paths are exempt from them at request time.
+    Established,
+    /// Format suffixes and Unicode compatibility forms (alone, or with the established
+    /// readings): never checked at start-up, where they would refuse configurations that
+    /// started before they were read, so checked at request time even for configured paths.
+    Later,
+    /// Both.
+    All,
+}
+
 impl Policy {
     /// The policy deciding by `rules` in order (the first match wins), and by `default` where
     /// none matches. Refuses a rule an earlier one always wins, and a rule whose own path, read as
@@ -593,10 +610,31 @@ impl Policy {
     /// ASCII or Unicode; a trailing slash, dot or space), reaches another rule with a different
     /// requirement: a public `/admın` beside a protected `/admin`, or `path = "/admin"` beside a
     /// weaker `prefix = "/admin/"`. Requests for configured paths are exempt from those readings
-    /// in [`Policy::route`], so this is where such a conflict must be caught. Each method the
-    /// rule names is tried (every method named anywhere, and one named nowhere, for a rule
+    /// in [`Policy::route`] (under the methods their rules take), so this is where such a
+    /// conflict must be caught. Format suffixes and compatibility forms are not tried here:
+    /// `route` checks them for configured paths too. Each method the rule names is tried (every method named anywhere, and one named nowhere, for a rule
     /// without `methods`).
     fn reject_conflicting_readings(&self) -> Result<(), PolicyError> {
+        match self.reading_conflicts(Readings::Established, true).pop() {
+            Some(conflict) => Err(PolicyError::ConflictingReading(Box::new(conflict))),
+            None => Ok(()),
+        }
+    }
+
+    /// Rules whose own path, read without a format suffix or in Unicode compatibility form,
+    /// reaches another rule with a different requirement (a public `path = "/report.json"` beside
+    /// `path = "/report"` needing `admin`), at most one conflict per rule. [`Policy::new`] allows
+    /// them, so that every configuration that started before these readings still starts, but
+    /// [`Policy::route`] refuses (400) requests for such a path under the conflicting method:
+    /// the configuration reports them as warnings.
+    pub fn conflicts_refused_at_request_time(&self) -> Vec<Conflict> {
+        self.reading_conflicts(Readings::Later, false)
+    }
+
+    /// The conflicts of [`Policy::reject_conflicting_readings`] under `readings`, at most one per
+    /// rule, and only the first when `first_only`. For the later readings, only each rule's own
+    /// pattern is tried: that is the path `route` checks them on for a configured path.
+    fn reading_conflicts(&self, readings: Readings, first_only: bool) -> Vec<Conflict> {
         let mut every_method: Vec<&str> = self
             .enforced()
             .flat_map(|rule| rule.methods.iter().flatten().map(String::as_str))
@@ -613,14 +651,15 @@ impl Policy {
             .filter(|rule| matches!(rule.path, PathMatch::Exact(_)))
             .map(|rule| rule.path.pattern())
             .collect();
-        for rule in self.enforced() {
+        let mut conflicts = Vec::new();
+        'rules: for rule in self.enforced() {
             let methods: Vec<&str> = match &rule.methods {
                 Some(methods) => methods.iter().map(String::as_str).collect(),
                 None => every_method.clone(),
             };
             let pattern = rule.path.pattern();
             let mut samples = vec![pattern.to_owned()];
-            if !matches!(rule.path, PathMatch::Exact(_)) {
+            if readings == Readings::Established && !matches!(rule.path, PathMatch::Exact(_)) {
                 for exact in &exact_paths {
                     // A respelling is a path the matcher takes as written.
                     if let Some(sample) = rule.path.respelled(exact)
@@ -632,16 +671,28 @@ impl Policy {
             }
             for sample in &samples {
                 for &method in &methods {
-                    self.check_readings(rule, sample, method)?;
+                    if let Some(conflict) = self.check_readings(rule, sample, method, readings) {
+                        conflicts.push(conflict);
+                        if first_only {
+                            return conflicts;
+                        }
+                        continue 'rules;
+                    }
                 }
             }
         }
-        Ok(())
+        conflicts
     }
 
-    /// Refuses `rule` if `sample` (a path it takes) reaches, under a reading, another rule with
-    /// a different requirement: see [`Policy::reject_conflicting_readings`].
-    fn check_readings(&self, rule: &Rule, sample: &str, method: &str) -> Result<(), PolicyError> {
+    /// The conflict, if `sample` (a path `rule` takes) reaches under one of `readings` another
+    /// rule with a different requirement: see [`Policy::reject_conflicting_readings`].
+    fn check_readings(
+        &self,
+        rule: &Rule,
+        sample: &str,
+        method: &str,
+        readings: Readings,
+    ) -> Option<Conflict> {
         let own = self.lookup(method, sample, Case::Sensitive);
         // Only another rule counts, and only one that does not take this path as written:
         // reaching the default under a reading is what a specific rule is for, and a broader
@@ -650,17 +701,15 @@ impl Policy {
         let counts = |other: Option<&Rule>| {
             other.is_some_and(|other| !other.path.matches(sample, Case::Sensitive))
         };
-        let Some(reading) = self.conflicting_reading(method, sample, own, counts) else {
-            return Ok(());
-        };
-        let Some(other) = reading.rule else {
-            return Ok(());
-        };
-        Err(PolicyError::ConflictingReading(Box::new(Conflict {
+        let reading = self.conflicting_reading(method, sample, own, readings, counts)?;
+        let other = reading.rule?;
+        Some(Conflict {
             key: rule.path_key(),
             pattern: sample.to_owned(),
             how: match reading.error {
                 PathError::TrailingVariant => "with a trailing slash, dot or space changed",
+                PathError::FormatVariant => "without its format suffix",
+                PathError::CompatibilityVariant => "in Unicode compatibility form (NFKC)",
                 _ => "with letter case ignored",
             },
             reading: reading.path,
@@ -672,7 +721,7 @@ impl Policy {
                 || "the default".to_string(),
                 |r| format!("{} ({})", r.key, r.requirement),
             ),
-        })))
+        })
     }
 
     /// The rules that decide requests: all but the shadow rules, in order.
@@ -737,13 +786,24 @@ impl Policy {
     /// Rules match the path and method exactly, but an upstream may read a request differently:
     /// letters without case (ASCII, or Unicode folding, where `ı`, `ſ` and the Kelvin sign become
     /// `I`, `S` and `k`), one trailing `/` added or removed, trailing dots and whitespace removed
-    /// (`/admin.`, `/admin%20`), the method without case. If any of those readings would reach a
-    /// rule (or the default) with a different requirement, the request is refused with the
-    /// reading's [`PathError`] rather than decided under one reading. A path equal to a configured
-    /// `path` or `prefix` is never refused for its path readings: the configuration refuses rules
-    /// whose own paths would conflict that way.
+    /// (`/admin.`, `/admin%20`), a format suffix on the last segment removed (`/admin.json`), the
+    /// path in Unicode compatibility form (NFKC: `/ｓecret`), these combined, and the method
+    /// without case. If any of those readings would reach a rule (or the default) with a
+    /// different requirement, the request is refused with the reading's [`PathError`] rather than
+    /// decided under one reading. A path whose compatibility form gains a delimiter or a dot
+    /// segment (`/public／..／admin`) is refused whatever the rules.
+    ///
+    /// A path equal to a configured `path` or `prefix`, under a method that rule takes (`HEAD`
+    /// as the `GET` it stands for), is never refused for letter case or trailing characters: the
+    /// configuration refuses rules whose own paths would conflict that way. Format suffixes and
+    /// compatibility forms are not checked at start-up (configurations that started before they
+    /// were read must keep starting), so for such a path they are checked here, counting only
+    /// another rule that does not take the path as written, as the start-up check counts.
     pub fn route<'a>(&'a self, method: &str, path: &RequestPath) -> Result<Route<'a>, PathError> {
         let path = path.as_str();
+        if compatibility_form(path).is_some_and(|folded| gains_delimiter(path, &folded)) {
+            return Err(PathError::CompatibilityDelimiter);
+        }
         let own = self.lookup(method, path, Case::Sensitive);
         let upper = method
             .bytes()
@@ -763,11 +823,22 @@ impl Policy {
         // other rules. Readings that reach another rule still count.
         let templated = own.is_some_and(|rule| matches!(rule.path, PathMatch::Template(_)));
         let counts = |other: Option<&Rule>| !templated || other.is_some();
-        if !self.enforced().any(|rule| rule.path.pattern() == path) {
-            for method in std::iter::once(method).chain(upper.as_deref()) {
-                if let Some(reading) = self.conflicting_reading(method, path, own, counts) {
-                    return Err(reading.error);
+        // A configured path, under a method its rule takes, is exempt from the established
+        // readings (the start-up check refused their conflicts) but not from the later ones,
+        // which that check leaves alone so that every configuration that started still starts:
+        // those are counted here as the start-up check counts (another rule that does not take
+        // the path as written), so `path = "/feed.xml"` stays usable beside a stricter default.
+        let as_configured =
+            |other: Option<&Rule>| other.is_some_and(|o| !o.path.matches(path, Case::Sensitive));
+        for method in std::iter::once(method).chain(upper.as_deref()) {
+            let reading = match self.configured_readings(method, path) {
+                Some(readings) => {
+                    self.conflicting_reading(method, path, own, readings, as_configured)
                 }
+                None => self.conflicting_reading(method, path, own, Readings::All, counts),
+            };
+            if let Some(reading) = reading {
+                return Err(reading.error);
             }
         }
         Ok(own.map_or(
@@ -785,48 +856,55 @@ impl Policy {
     }
 
     /// The first reading of `method` `path` (decided by `own`) that reaches a different
-    /// requirement through a rule (or default) that `counts`, if any. The path readings of
-    /// [`Policy::route`], without its exemption for configured paths; the configuration runs it
-    /// on each rule's own path.
+    /// requirement through a rule (or default) that `counts`, if any, among the path readings of
+    /// [`Policy::route`] that `readings` selects; the configuration runs it on each rule's own
+    /// path with the established ones.
     pub(crate) fn conflicting_reading<'a>(
         &'a self,
         method: &str,
         path: &str,
         own: Option<&'a Rule>,
+        readings: Readings,
         counts: impl Fn(Option<&'a Rule>) -> bool,
     ) -> Option<Reading<'a>> {
         let own_requirement = self.requirement(own);
-        let differs = |error: PathError, candidate: &str, case: Case| {
-            let rule = self.lookup(method, candidate, case);
-            (self.requirement(rule) != own_requirement && counts(rule)).then(|| Reading {
-                error,
-                path: candidate.to_owned(),
-                rule,
-            })
-        };
-        // Letter case: the path itself with ASCII case ignored, then Unicode-folded.
-        if let Some(reading) = differs(PathError::CaseVariant, path, Case::Ignored) {
-            return Some(reading);
-        }
-        if let Some(folded) = fold_case_to_ascii(path) {
-            for case in [Case::Sensitive, Case::Ignored] {
-                if let Some(reading) = differs(PathError::CaseVariant, &folded, case) {
-                    return Some(reading);
-                }
-            }
-        }
-        // Trailing characters, each also with letter case ignored.
-        for variant in trailing_variants(path) {
-            let folded = fold_case_to_ascii(&variant);
-            for candidate in std::iter::once(&variant).chain(folded.as_ref()) {
+        // Each spelling is also read with letter case ignored, ASCII and Unicode-folded.
+        for (error, spelling) in spellings(path, readings) {
+            let folded = fold_case_to_ascii(&spelling);
+            for candidate in std::iter::once(&spelling).chain(folded.as_ref()) {
                 for case in [Case::Sensitive, Case::Ignored] {
-                    if let Some(reading) = differs(PathError::TrailingVariant, candidate, case) {
-                        return Some(reading);
+                    let rule = self.lookup(method, candidate, case);
+                    if self.requirement(rule) != own_requirement && counts(rule) {
+                        return Some(Reading {
+                            error,
+                            path: candidate.clone(),
+                            rule,
+                        });
                     }
                 }
             }
         }
         None
+    }
+
+    /// The readings a request for a configured path still needs, as the start-up check counts
+    /// them, or `None` when `path` is no enforced rule's pattern under `method`. Where the
+    /// start-up check tried `method` on that pattern (the rule takes it), only the later
+    /// readings; for `HEAD` on a rule that takes `GET` alone, which it did not try, all of them.
+    /// A rule for `POST /export` says nothing of `GET /export`, which some upstreams serve from
+    /// a `/export/` handler: that request is read as any unconfigured path is.
+    fn configured_readings(&self, method: &str, path: &str) -> Option<Readings> {
+        let takes = |method: &str| {
+            self.enforced()
+                .any(|rule| rule.path.pattern() == path && rule.matches_method(method))
+        };
+        if takes(method) {
+            Some(Readings::Later)
+        } else if method == "HEAD" && takes("GET") {
+            Some(Readings::All)
+        } else {
+            None
+        }
     }
 
     fn requirement<'a>(&'a self, rule: Option<&'a Rule>) -> &'a Requirement {
@@ -881,6 +959,110 @@ fn trailing_variants(path: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The spellings of `path` that `readings` covers, each with the error that refuses a request
+/// whose requirement it changes, established readings first: `path` itself (to be read without
+/// case), its [`trailing_variants`], then its [`format_variants`], then its Unicode compatibility
+/// form with its own trailing and format variants. No spelling is listed twice.
+fn spellings(path: &str, readings: Readings) -> Vec<(PathError, String)> {
+    let mut out: Vec<(PathError, String)> = Vec::new();
+    let mut push = |error: PathError, spelling: String| {
+        if !out.iter().any(|(_, seen)| *seen == spelling) {
+            out.push((error, spelling));
+        }
+    };
+    let established = trailing_variants(path);
+    if readings != Readings::Later {
+        push(PathError::CaseVariant, path.to_owned());
+        for variant in &established {
+            push(PathError::TrailingVariant, variant.clone());
+        }
+    }
+    if readings == Readings::Established {
+        return out;
+    }
+    for variant in format_variants(path) {
+        if variant != path && !established.contains(&variant) {
+            push(PathError::FormatVariant, variant);
+        }
+    }
+    if let Some(compatible) = compatibility_form(path) {
+        let variants = trailing_variants(&compatible)
+            .into_iter()
+            .chain(format_variants(&compatible));
+        push(PathError::CompatibilityVariant, compatible.clone());
+        for variant in variants {
+            if variant != path {
+                push(PathError::CompatibilityVariant, variant);
+            }
+        }
+    }
+    out
+}
+
+/// The spellings of `path` without the format suffix of its last segment, as Rails
+/// (`(.:format)` on every route), Django REST framework (`format_suffix_patterns`) and Spring
+/// MVC's suffix pattern matching serve them from the bare path's handler: the last `.ext`
+/// removed, and every trailing `.ext` removed (`/a.tar.gz` → `/a.tar`, `/a`), where an `ext`
+/// is ASCII letters and digits; each also after and before the [`trailing_variants`]
+/// (`/admin.json/`, `/admin.json.`, `/admin/`). A bounded set, however many dots the path has.
+fn format_variants(path: &str) -> Vec<String> {
+    /// `path` with its last `.ext` removed, if its last segment ends with one.
+    fn strip_one(path: &str) -> Option<&str> {
+        let (head, ext) = path.rsplit_once('.')?;
+        (!ext.is_empty() && ext.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(head)
+    }
+    /// `path` with every trailing `.ext` removed, if it has more than one.
+    fn strip_all(path: &str) -> Option<&str> {
+        let mut bare = strip_one(path)?;
+        let mut stripped = 1;
+        while let Some(shorter) = strip_one(bare) {
+            bare = shorter;
+            stripped += 1;
+        }
+        (stripped > 1).then_some(bare)
+    }
+    let mut out: Vec<String> = Vec::new();
+    for before in std::iter::once(path.to_owned()).chain(trailing_variants(path)) {
+        for bare in [strip_one(&before), strip_all(&before)]
+            .into_iter()
+            .flatten()
+        {
+            for after in std::iter::once(bare.to_owned()).chain(trailing_variants(bare)) {
+                if after != path && !out.contains(&after) {
+                    out.push(after);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `path` in Unicode Normalization Form KC, or `None` when that is `path` itself. Compatibility
+/// characters (fullwidth `ｓ`, the `ﬁ` ligature, superscripts) become their plain forms, as
+/// under Windows best-fit mappings and routers that normalise paths before matching them.
+fn compatibility_form(path: &str) -> Option<String> {
+    const NFKC: icu_normalizer::ComposingNormalizerBorrowed<'static> =
+        icu_normalizer::ComposingNormalizerBorrowed::new_nfkc();
+    if path.is_ascii() {
+        return None;
+    }
+    let folded = NFKC.normalize(path);
+    (folded != path).then(|| folded.into_owned())
+}
+
+/// Whether `folded`, the compatibility form of the canonical `path`, has a delimiter that
+/// `path` lacks (a `/`, or a `\`, `%`, `?`, `#` or `;`, which no canonical path holds) or a
+/// dot segment (`／`, `＼`, `％`, `．．`, `‥` and `℀`, which reads `a/c`). Read folded, such a
+/// path is another path altogether (`/public／..／admin`), not a spelling of one.
+fn gains_delimiter(path: &str, folded: &str) -> bool {
+    let slashes = |s: &str| s.bytes().filter(|b| *b == b'/').count();
+    folded.contains(['\\', '%', '?', '#', ';'])
+        || slashes(folded) > slashes(path)
+        || folded
+            .split('/')
+            .any(|segment| matches!(segment, "." | ".."))
 }
 
 /// `path` with every non-ASCII character that a case-insensitive comparison could equate with
@@ -1634,6 +1816,292 @@ mod tests {
             let path = normalize(path).expect("canonical");
             let got = p.route(method, &path).map(|r| &**r.name);
             assert_eq!(got, want, "{method} {path}");
+        }
+    }
+
+    /// The rules (`path = "/admin"` and `prefix = "/admin/"` needing `admin`), a
+    /// protected file-like path and template, and `default = "allow"`: a format suffix or a
+    /// compatibility form that dodged them would show as an anonymous allow.
+    fn suffix_policy() -> Policy {
+        let admin = || Requirement::AnyScope(vec!["admin".into()]);
+        Policy::new(
+            vec![
+                rule("rules[0]", PathMatch::Exact("/admin".into()), None, admin()),
+                rule(
+                    "rules[1]",
+                    PathMatch::Prefix("/admin/".into()),
+                    None,
+                    admin(),
+                ),
+                rule(
+                    "rules[2]",
+                    PathMatch::Exact("/reports/annual".into()),
+                    None,
+                    admin(),
+                ),
+                rule("rules[3]", template("/items/{id}/notes"), None, admin()),
+                rule(
+                    "rules[4]",
+                    PathMatch::Exact("/secret".into()),
+                    Some(&["GET"]),
+                    Requirement::Authenticated,
+                ),
+            ],
+            Requirement::Public,
+        )
+        .expect("a valid policy")
+    }
+
+    #[test]
+    fn format_suffixes_and_compatibility_forms_that_reach_another_requirement_are_refused() {
+        use PathError::{
+            CompatibilityDelimiter, CompatibilityVariant, FormatVariant, TrailingVariant,
+        };
+        let p = suffix_policy();
+        for (method, path, want) in [
+            // A format suffix on the last segment: Rails, DRF, Spring MVC serve the bare path.
+            ("GET", "/admin.json", Err(FormatVariant)),
+            ("GET", "/admin.xml", Err(FormatVariant)),
+            ("GET", "/admin.v2", Err(FormatVariant)),
+            ("GET", "/admin%2Ejson", Err(FormatVariant)),
+            ("GET", "/reports/annual.json", Err(FormatVariant)),
+            ("GET", "/items/1/notes.json", Err(FormatVariant)),
+            ("HEAD", "/items/1/notes.json", Err(FormatVariant)),
+            ("DELETE", "/admin.json", Err(FormatVariant)),
+            // Several suffixes, and suffixes combined with the established readings.
+            ("GET", "/admin.tar.gz", Err(FormatVariant)),
+            ("GET", "/ADMIN.json", Err(FormatVariant)),
+            ("GET", "/admin.json/", Err(FormatVariant)),
+            ("GET", "/admin.json.", Err(FormatVariant)),
+            ("GET", "/admin.json%20", Err(FormatVariant)),
+            ("GET", "/admin..json", Err(FormatVariant)),
+            ("GET", "/adm%C4%B1n.json", Err(FormatVariant)),
+            // `/admin` then read with its trailing slash: the subtree, same requirement.
+            ("GET", "/admin/.json", Ok("rules[1]")),
+            // Not a format suffix: a dot inside, a non-alphanumeric extension, an earlier
+            // segment, or one that reaches the same requirement.
+            ("GET", "/admin.j-s", Ok("default")),
+            ("GET", "/admin.json/x", Ok("default")),
+            ("GET", "/other.json", Ok("default")),
+            ("GET", "/admin/users.json", Ok("rules[1]")),
+            ("GET", "/secret.json", Err(FormatVariant)),
+            ("PUT", "/secret.json", Ok("default")),
+            // Unicode compatibility forms (NFKC): fullwidth letters, and with the other readings.
+            ("GET", "/%EF%BD%93ecret", Err(CompatibilityVariant)), // ｓecret
+            ("PUT", "/%EF%BD%93ecret", Ok("default")),
+            (
+                "GET",
+                "/%EF%BD%81%EF%BD%84%EF%BD%8D%EF%BD%89%EF%BD%8E", // ａｄｍｉｎ
+                Err(CompatibilityVariant),
+            ),
+            ("GET", "/%EF%BC%A1DMIN", Err(CompatibilityVariant)), // Ａ, then case
+            ("GET", "/%EF%BD%81dmin/users", Err(CompatibilityVariant)),
+            ("GET", "/%EF%BD%81dmin.json", Err(CompatibilityVariant)),
+            ("GET", "/admin%EF%BC%8Ejson", Err(CompatibilityVariant)), // ．json
+            ("GET", "/reports/annual%EF%BC%8E", Err(CompatibilityVariant)),
+            ("GET", "/admin%E3%80%80", Err(TrailingVariant)), // ideographic space
+            ("GET", "/%EF%BD%86oo", Ok("default")),
+            ("GET", "/caf%C3%A9", Ok("default")),
+            // A compatibility form that gains a delimiter or a dot segment: refused outright,
+            // whatever the rules.
+            (
+                "GET",
+                "/public%EF%BC%8F..%EF%BC%8Fadmin", // ／..／
+                Err(CompatibilityDelimiter),
+            ),
+            (
+                "GET",
+                "/public/%EF%BC%8E%EF%BC%8E/admin", // ．．
+                Err(CompatibilityDelimiter),
+            ),
+            (
+                "GET",
+                "/public/%E2%80%A5/admin",
+                Err(CompatibilityDelimiter),
+            ), // ‥
+            ("GET", "/public%EF%BC%8Fadmin", Err(CompatibilityDelimiter)),
+            ("GET", "/admin%EF%BC%BCx", Err(CompatibilityDelimiter)), // ＼
+            ("GET", "/admin%EF%BC%85x", Err(CompatibilityDelimiter)), // ％
+            ("GET", "/admin%EF%BC%9Fx", Err(CompatibilityDelimiter)), // ？
+            ("GET", "/admin%EF%BC%83x", Err(CompatibilityDelimiter)), // ＃
+            ("GET", "/admin%EF%BC%9Bx", Err(CompatibilityDelimiter)), // ；
+            ("GET", "/%E2%84%80", Err(CompatibilityDelimiter)),       // ℀, a/c
+            ("GET", "/other%EF%BC%8F", Err(CompatibilityDelimiter)),
+            // The paths as written still pass.
+            ("GET", "/admin", Ok("rules[0]")),
+            ("GET", "/admin/", Ok("rules[1]")),
+            ("GET", "/reports/annual", Ok("rules[2]")),
+            ("GET", "/items/1/notes", Ok("rules[3]")),
+        ] {
+            let path = normalize(path).expect("canonical");
+            let got = p.route(method, &path).map(|r| &**r.name);
+            assert_eq!(got, want, "{method} {path}");
+        }
+    }
+
+    /// Configured paths and the later readings: the start-up check leaves them alone, so every
+    /// configuration that started still starts, and a configured path is refused at request
+    /// time only where such a reading reaches another rule with a different requirement.
+    #[test]
+    fn configured_paths_are_refused_at_request_time_where_a_later_reading_conflicts() {
+        let admin = || Requirement::AnyScope(vec!["admin".into()]);
+        let p = Policy::new(
+            vec![
+                rule(
+                    "rules[0]",
+                    PathMatch::Exact("/feed.xml".into()),
+                    None,
+                    Requirement::Public,
+                ),
+                rule(
+                    "rules[1]",
+                    PathMatch::Exact("/report.json".into()),
+                    None,
+                    Requirement::Public,
+                ),
+                rule(
+                    "rules[2]",
+                    PathMatch::Exact("/report".into()),
+                    None,
+                    admin(),
+                ),
+                rule(
+                    "rules[3]",
+                    PathMatch::Exact("/\u{ff53}tatus".into()),
+                    None,
+                    Requirement::Public,
+                ),
+                rule(
+                    "rules[4]",
+                    PathMatch::Exact("/status".into()),
+                    None,
+                    admin(),
+                ),
+                rule(
+                    "rules[5]",
+                    PathMatch::Exact("/docs.html".into()),
+                    None,
+                    Requirement::Public,
+                ),
+                rule("rules[6]", PathMatch::Prefix("/docs".into()), None, admin()),
+            ],
+            Requirement::Authenticated,
+        )
+        .expect("configurations that start today keep starting");
+        for (path, want) in [
+            // `/feed` reaches only the default, and `/docs` a rule that takes `/docs.html` too.
+            ("/feed.xml", Ok("rules[0]")),
+            ("/docs.html", Ok("rules[5]")),
+            ("/report.json", Err(PathError::FormatVariant)),
+            ("/%EF%BD%93tatus", Err(PathError::CompatibilityVariant)),
+            ("/report", Ok("rules[2]")),
+            ("/status", Ok("rules[4]")),
+        ] {
+            let path = normalize(path).expect("canonical");
+            let got = p.route("GET", &path).map(|r| &**r.name);
+            assert_eq!(got, want, "{path}");
+        }
+    }
+
+    /// A configured path is exempt from the established readings only under the methods its
+    /// rule takes (`HEAD` as the `GET` it stands for): other methods are read as on any path.
+    #[test]
+    fn the_configured_path_exemption_holds_only_for_the_rules_methods() {
+        use PathError::TrailingVariant;
+        let export = || Requirement::AnyScope(vec!["export".into()]);
+        let p = Policy::new(
+            vec![
+                rule(
+                    "rules[0]",
+                    PathMatch::Exact("/export".into()),
+                    Some(&["POST"]),
+                    export(),
+                ),
+                rule(
+                    "rules[1]",
+                    PathMatch::Prefix("/export/".into()),
+                    None,
+                    export(),
+                ),
+                rule(
+                    "rules[2]",
+                    PathMatch::Exact("/summary".into()),
+                    Some(&["GET"]),
+                    export(),
+                ),
+                rule(
+                    "rules[3]",
+                    PathMatch::Prefix("/summary/".into()),
+                    None,
+                    export(),
+                ),
+            ],
+            Requirement::Public,
+        )
+        .expect("a valid policy");
+        for (method, path, want) in [
+            ("POST", "/export", Ok("rules[0]")),
+            ("GET", "/export", Err(TrailingVariant)),
+            ("DELETE", "/export", Err(TrailingVariant)),
+            ("HEAD", "/export", Err(TrailingVariant)),
+            ("GET", "/export/", Ok("rules[1]")),
+            // HEAD is the GET its rule takes.
+            ("GET", "/summary", Ok("rules[2]")),
+            ("HEAD", "/summary", Ok("rules[2]")),
+            ("POST", "/summary", Err(TrailingVariant)),
+        ] {
+            let path = normalize(path).expect("canonical");
+            let got = p.route(method, &path).map(|r| &**r.name);
+            assert_eq!(got, want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn format_variants_compatibility_forms_and_gained_delimiters() {
+        for (path, want) in [
+            ("/", &[][..]),
+            ("/admin", &[][..]),
+            ("/admin.", &[][..]),
+            ("/admin.json", &["/admin", "/admin/"][..]),
+            ("/admin.json/", &["/admin", "/admin/"][..]),
+            ("/admin.json.", &["/admin", "/admin/"][..]),
+            ("/a.tar.gz", &["/a", "/a.tar", "/a.tar/", "/a/"][..]),
+            ("/.json", &["/"][..]),
+            ("/a/.json", &["/a", "/a/"][..]),
+            ("/a.j-s", &[][..]),
+            ("/a.json/b", &[][..]),
+        ] {
+            let mut got = format_variants(path);
+            got.sort();
+            assert_eq!(got, want, "{path}");
+        }
+        for (path, want) in [
+            ("/admin", None),
+            ("/caf\u{e9}", None),
+            ("/cafe\u{301}", Some("/caf\u{e9}")),
+            ("/\u{ff53}ecret", Some("/secret")),
+            ("/\u{fb01}le", Some("/file")),
+            ("/x\u{b2}", Some("/x2")),
+            ("/a\u{ff0f}b", Some("/a/b")),
+        ] {
+            assert_eq!(compatibility_form(path).as_deref(), want, "{path}");
+        }
+        for (path, gains) in [
+            ("/\u{ff53}ecret", false),
+            ("/admin\u{ff0e}json", false),
+            ("/a\u{ff0f}b", true),
+            ("/a/\u{ff0e}\u{ff0e}", true),
+            ("/a/\u{ff0e}", true),
+            ("/a/\u{2025}", true),
+            ("/a\u{ff3c}b", true),
+            ("/a\u{ff05}b", true),
+            ("/a\u{ff1f}b", true),
+            ("/a\u{ff03}b", true),
+            ("/a\u{ff1b}b", true),
+            ("/\u{2100}", true),
+        ] {
+            let folded = compatibility_form(path).expect("a compatibility character");
+            assert_eq!(gains_delimiter(path, &folded), gains, "{path}");
         }
     }
 

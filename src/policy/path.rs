@@ -12,7 +12,10 @@
 //!   strip before routing); empty segments (`//`); dot segments (`.`, `..`, also when encoded);
 //!   paths over [`MAX_PATH_BYTES`].
 //!
-//! Matching is case-sensitive. Envoy's own `normalize_path`/`merge_slashes` options, where
+//! Matching is case-sensitive. The readings an upstream may apply on top of this form (letter
+//! case, trailing characters, format suffixes, Unicode compatibility forms) depend on the rules,
+//! so [`super::Policy::route`] checks them, and refuses there a path whose compatibility form
+//! gains a delimiter. Envoy's own `normalize_path`/`merge_slashes` options, where
 //! enabled, run before ext_authz and make most of these refusals unreachable in practice.
 
 use std::fmt;
@@ -101,6 +104,20 @@ pub enum PathError {
     /// the like): no HTTP client sends one, and it could only reach a rule that names no method.
     #[error("request method is not an HTTP token")]
     MethodNotToken,
+    /// Reaches a different requirement without a format suffix on its last segment (`.json`,
+    /// `.xml`: any `.` and ASCII letters and digits), alone or with a trailing reading (see
+    /// [`super::Policy::route`]).
+    #[error("request path differs from a configured route only in a format suffix")]
+    FormatVariant,
+    /// Reaches a different requirement in its Unicode compatibility form (NFKC: fullwidth
+    /// `／ｓecret` is `/secret`), alone or with the other readings (see [`super::Policy::route`]).
+    #[error("request path differs from a configured route only in Unicode compatibility form")]
+    CompatibilityVariant,
+    /// Its Unicode compatibility form (NFKC) holds a `/`, `\`, `%`, `?`, `#` or `;` the path
+    /// does not, or a dot segment (`／`, `＼`, `．．`, `‥`): an upstream that folds it would route
+    /// a different path, so it is refused whatever the rules (see [`super::Policy::route`]).
+    #[error("request path gains a delimiter or dot segment in Unicode compatibility form")]
+    CompatibilityDelimiter,
 }
 
 /// Canonicalises `raw` (the `:path` as Envoy saw it, query included) or says why it is refused.
