@@ -365,22 +365,28 @@ impl Metrics {
         }
     }
 
-    /// Exports at zero the series that `config` makes known: both decisions of every shadow
-    /// rule, and the token cache's results while the cache is on. Called for the configuration
-    /// at start-up and for each one a reload applies; series already there keep their counts.
-    pub fn configured(&self, config: &crate::config::Config) {
-        for rule in config.policy().rules().iter().filter(|r| r.is_shadow()) {
+    /// Exports at zero the series a configuration makes known: both decisions of each of its
+    /// `shadow_rules` (by name), and the token cache's results while its cache is on
+    /// (`token_cache`). Called for the configuration at start-up and for each one a reload
+    /// applies; series already there keep their counts. It takes the names rather than the
+    /// configuration so that metrics, which every layer counts in, depends on none of them.
+    pub fn configured<'a>(
+        &self,
+        shadow_rules: impl IntoIterator<Item = &'a Arc<str>>,
+        token_cache: bool,
+    ) {
+        for rule in shadow_rules {
             for decision in [Decision::allow, Decision::deny] {
                 start_at_zero(
                     &self.shadow_decisions,
                     &ShadowLabels {
-                        rule: Arc::clone(rule.name()),
+                        rule: Arc::clone(rule),
                         decision,
                     },
                 );
             }
         }
-        if config.token_cache_size() > 0 {
+        if token_cache {
             for result in [CacheResult::hit, CacheResult::miss] {
                 start_at_zero(&self.token_cache, &CacheLabels { result });
             }
@@ -669,20 +675,6 @@ mod tests {
         IssuerMetrics::detached().fetched(Trigger::scheduled, FetchResult::success, Some(1));
     }
 
-    fn config(extra: &str) -> crate::config::Config {
-        crate::config::RawConfig::from_toml(
-            &format!(
-                "issuer = \"https://issuer.example/\"\naudience = \"api\"\n\
-                 jwks_uri = \"https://issuer.example/jwks\"\n{extra}\n\
-                 [[rules]]\nname = \"trial\"\npath = \"/trial\"\nscopes = [\"a\"]\nshadow = true\n"
-            ),
-            "<test>",
-        )
-        .expect("parses")
-        .compile()
-        .expect("compiles")
-    }
-
     /// Series whose label values are known before anything happens are exported at zero, so
     /// that `increase()` sees their first event; known ones keep their counts when made known
     /// again (a reload).
@@ -705,8 +697,8 @@ mod tests {
         );
 
         let issuer = metrics.issuer("https://issuer.example/");
-        let config = config("");
-        metrics.configured(&config);
+        let trial: Arc<str> = "trial".into();
+        metrics.configured([&trial], true);
         let text = metrics.encode();
         for trigger in Trigger::ALL {
             for result in FetchResult::ALL {
@@ -740,7 +732,7 @@ mod tests {
         metrics.reload(ReloadResult::failure);
         metrics.shadow(&"trial".into(), Decision::deny);
         let _ = metrics.issuer("https://issuer.example/");
-        metrics.configured(&config);
+        metrics.configured([&trial], true);
         let text = metrics.encode();
         for sample in [
             r#"scopegate_jwks_fetches_total{issuer="https://issuer.example/",trigger="startup",result="success"} 1"#,
@@ -753,7 +745,7 @@ mod tests {
 
         // The cache's series only while it is on.
         let off = Metrics::new();
-        off.configured(&self::config("token_cache_size = 0"));
+        off.configured([&trial], false);
         assert!(
             !off.encode()
                 .contains("scopegate_token_cache_requests_total{")

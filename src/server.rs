@@ -192,7 +192,7 @@ pub async fn serve_with(
     let local = listener.describe();
     let config = Arc::new(config);
     let metrics = Metrics::new();
-    metrics.configured(&config);
+    export_known_series(&metrics, &config);
     // TLS files are read before anything is served, so an unusable certificate fails start-up.
     let tls: Option<listener::TlsSlot> = match config.tls() {
         Some(files) => Some(Arc::new(ArcSwap::new(crate::tls::server_config(files)?))),
@@ -685,7 +685,7 @@ impl Reloader {
         // The new generation's cache starts empty.
         self.metrics.token_cache_bytes(0);
         *in_force = Some(bytes);
-        self.metrics.configured(&new);
+        export_known_series(&self.metrics, &new);
         self.metrics.reload(ReloadResult::success);
         self.fetched.notify_one();
         tracing::info!(
@@ -696,6 +696,20 @@ impl Reloader {
         );
         Attempt::Applied
     }
+}
+
+/// Exports at zero the series `config` makes known (its shadow rules, its token cache), at
+/// start-up and for every configuration a reload applies.
+fn export_known_series(metrics: &Metrics, config: &Config) {
+    let shadow_rules = config
+        .policy()
+        .rules()
+        .iter()
+        .filter(|rule| rule.is_shadow());
+    metrics.configured(
+        shadow_rules.map(|rule| rule.name()),
+        config.token_cache_size() > 0,
+    );
 }
 
 /// Logs each of the configuration's [`Config::warnings`], at start-up and for every configuration
