@@ -320,13 +320,12 @@ async fn authenticate(
             Some(name),
             format!("a token for {name}, whose keys could not be fetched: {e}"),
         ),
-        Ok(keys) => Authenticated::new(
+        Ok((keys, from)) => Authenticated::new(
             verify::verify(&token, &keys, &issuer.expectations, now).map_err(AuthError::from),
             Some(name),
             format!(
-                "a token for {name}, checked against the {} key(s) fetched once from {}",
+                "a token for {name}, checked against the {} key(s) fetched once from {from}",
                 keys.len(),
-                issuer.jwks.uri
             ),
         ),
     })

@@ -484,6 +484,7 @@ impl Jwks {
                     skipped,
                     max_age,
                     fell_back,
+                    ..
                 }) => {
                     failures = 0;
                     if let Some(fallback) = fell_back
@@ -581,6 +582,8 @@ struct Fetched {
     keys: KeySet,
     skipped: Vec<SkippedKey>,
     max_age: Option<Duration>,
+    /// The URL the key set was read from.
+    from: reqwest::Url,
     /// The discovery document answered 404 and the keys came from this fallback URL.
     fell_back: Option<reqwest::Url>,
 }
@@ -597,8 +600,9 @@ fn log_fallback(discovery: &reqwest::Url, fallback: &reqwest::Url) {
 }
 
 /// Fetches the key set once, as the refresher's first fetch would (discovery included, same
-/// limits), for one-off uses such as `scopegate explain`.
-pub async fn fetch_once(settings: &JwksSettings) -> Result<KeySet, JwksError> {
+/// limits), for one-off uses such as `scopegate explain`; with the URL the keys came from, which
+/// for an issuer found by discovery is the `jwks_uri` its document named (or the fallback).
+pub async fn fetch_once(settings: &JwksSettings) -> Result<(KeySet, reqwest::Url), JwksError> {
     let client = http_client(settings).map_err(|e| JwksError::Fetch {
         uri: settings.uri.to_string(),
         reason: e.to_string(),
@@ -607,7 +611,7 @@ pub async fn fetch_once(settings: &JwksSettings) -> Result<KeySet, JwksError> {
     if let Some(fallback) = &fetched.fell_back {
         log_fallback(&settings.uri, fallback);
     }
-    Ok(fetched.keys)
+    Ok((fetched.keys, fetched.from))
 }
 
 async fn fetch(client: &outbound::Client, settings: &JwksSettings) -> Result<Fetched, JwksError> {
@@ -632,6 +636,7 @@ async fn fetch(client: &outbound::Client, settings: &JwksSettings) -> Result<Fet
         keys,
         skipped,
         max_age,
+        from: jwks_uri,
         fell_back,
     })
 }

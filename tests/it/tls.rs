@@ -361,7 +361,7 @@ async fn keys_from_an_identity_provider_behind_a_private_ca_need_its_ca_file() {
         let hits = idp.hits();
         let fetched = scopegate::jwks::fetch_once(&config.issuers()[0].jwks).await;
         if trusted {
-            assert_eq!(fetched.map(|keys| keys.len()).ok(), Some(1), "{text}");
+            assert_eq!(fetched.map(|(keys, _)| keys.len()).ok(), Some(1), "{text}");
             assert_eq!(idp.hits(), hits + 2, "discovery and JWKS: {text}");
         } else {
             let error = fetched.expect_err(&text).to_string();
