@@ -299,7 +299,14 @@ async fn forged_preflights_pass_only_where_the_announced_request_could() {
         let answer = Answer::of(&env.gate.check(request("OPTIONS", path, &headers)).await);
         assert_eq!(answer.status(), status, "{path} {announced}");
         if status == 200 {
+            // Passed without a token, so without an identity.
             answer.assert_allowed();
+            assert!(answer.headers.is_empty(), "{path} {announced}: {answer:?}");
+            assert_eq!(
+                answer.removed,
+                ["x-auth-subject", "x-auth-scopes"],
+                "{path} {announced}"
+            );
         }
     }
     env.gate.stop().await;
