@@ -1922,7 +1922,7 @@ mod tests {
         assert_eq!(c.issuers[0].expectations.leeway_seconds, 60);
         assert_eq!(c.issuers[0].expectations.algorithms, [Algorithm::RS256]);
         assert_eq!(c.issuers[0].jwks.refresh, Duration::from_secs(600));
-        assert!(c.issuers[0].jwks.refetch_cooldown <= Duration::from_secs(5));
+        assert_eq!(c.issuers[0].jwks.refetch_cooldown, Duration::from_secs(5));
         assert_eq!(
             *c.policy().default_requirement(),
             Requirement::Authenticated

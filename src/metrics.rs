@@ -671,8 +671,24 @@ mod tests {
         ] {
             assert!(text.contains(sample), "{sample} in\n{text}");
         }
-        // A detached handle records nothing.
-        IssuerMetrics::detached().fetched(Trigger::scheduled, FetchResult::success, Some(1));
+    }
+
+    /// A detached handle (key sets built outside a server) holds no registry, so whatever it
+    /// is told to count lands nowhere; a server's registry is untouched by it.
+    #[test]
+    fn a_detached_handle_records_nothing() {
+        let metrics = Metrics::new();
+        let attached = metrics.issuer("https://issuer.example/");
+        let before = metrics.encode();
+        let detached = IssuerMetrics::detached();
+        assert!(detached.metrics.is_none(), "{detached:?}");
+        detached.fetched(Trigger::scheduled, FetchResult::success, Some(1));
+        detached.fetched(Trigger::retry, FetchResult::network_error, None);
+        detached.refetch_suppressed();
+        assert_eq!(metrics.encode(), before);
+        // The same calls on an attached handle do show, so the comparison can see a count.
+        attached.refetch_suppressed();
+        assert_ne!(metrics.encode(), before);
     }
 
     /// Series whose label values are known before anything happens are exported at zero, so

@@ -19,6 +19,55 @@ async fn json(response: reqwest::Response) -> (u16, reqwest::header::HeaderMap, 
     (status, headers, value)
 }
 
+/// Asserts that a denial is scopegate's, not Envoy's: the status, and scopegate's JSON body with
+/// the `error` code wanted and a `message`. A status alone would also pass on an answer Envoy
+/// made itself (a 400 for a request it refuses, a 403 or 503 from ext_authz with no response
+/// from scopegate).
+fn assert_scopegates_denial(status: u16, body: &str, want: u16, error: &str, context: &str) {
+    assert_eq!(status, want, "{context}: {body}");
+    let value: Value = serde_json::from_str(body).unwrap_or_else(|_| {
+        panic!("{context}: scopegate's JSON denial expected, got {status}: {body:?}")
+    });
+    assert_eq!(value["error"].as_str(), Some(error), "{context}: {body}");
+    assert!(
+        value["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{context}: scopegate's denial has a message: {body}"
+    );
+}
+
+/// [`assert_scopegates_denial`] on a response.
+async fn scopegates_denial(response: reqwest::Response, want: u16, error: &str, context: &str) {
+    let status = response.status().as_u16();
+    let body = response.text().await.expect("body");
+    assert_scopegates_denial(status, &body, want, error, context);
+}
+
+/// Asserts that Envoy answered `want` itself, before asking scopegate: no JSON denial of
+/// scopegate's in the body.
+async fn envoys_own_answer(response: reqwest::Response, want: u16, context: &str) {
+    let status = response.status().as_u16();
+    let body = response.text().await.expect("body");
+    assert_eq!(status, want, "{context}: {body}");
+    let scopegates = serde_json::from_str::<Value>(&body).is_ok_and(|v| v["error"].is_string());
+    assert!(
+        !scopegates,
+        "{context}: Envoy's own answer expected: {body}"
+    );
+}
+
+/// The `error` code scopegate answers a denial status with, when the request carried a token
+/// or not (a 401 without one is `unauthorized`, with one `invalid_token`).
+fn error_for(status: u16, with_token: bool) -> &'static str {
+    match (status, with_token) {
+        (400, _) => "invalid_request",
+        (401, false) => "unauthorized",
+        (401, true) => "invalid_token",
+        (403, _) => "insufficient_scope",
+        (503, _) => "temporarily_unavailable",
+        _ => panic!("{status} is not a status scopegate denies with"),
+    }
+}
+
 fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
     headers
         .get(name)
@@ -102,31 +151,40 @@ async fn envoy_enforces_scopegate_decisions() {
     assert_eq!(body["scopes_header"], Value::Null);
 
     // Unlisted route: any valid token (default = "authenticated").
-    assert_eq!(stack.get("/unlisted", &[]).await.status(), 401);
+    scopegates_denial(
+        stack.get("/unlisted", &[]).await,
+        401,
+        "unauthorized",
+        "/unlisted",
+    )
+    .await;
     let (status, _, body) = json(stack.get("/unlisted", &[("authorization", &weak)]).await).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["path"], "/unlisted");
 
     // Path tricks: Envoy normalises dot segments before scopegate sees the path, so a "public"
-    // prefix cannot smuggle a protected path; escaped slashes are refused at the edge.
+    // prefix cannot smuggle a protected path; escaped slashes are refused at the edge, by Envoy.
     let (status, _, body) = json(stack.get("/public/../restricted_resource", &[]).await).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("unauthorized")),
         "{body}"
     );
-    assert_eq!(
+    envoys_own_answer(
+        stack.get("/public%2F..%2Frestricted_resource", &[]).await,
+        400,
+        "an escaped slash",
+    )
+    .await;
+    scopegates_denial(
         stack
-            .get("/public%2F..%2Frestricted_resource", &[])
-            .await
-            .status(),
-        400
-    );
-    let status = stack
-        .get("/restricted_resource;x=1", &[("authorization", &good)])
-        .await
-        .status();
-    assert_eq!(status, 400, "path parameters are refused by scopegate");
+            .get("/restricted_resource;x=1", &[("authorization", &good)])
+            .await,
+        400,
+        "invalid_request",
+        "path parameters are refused by scopegate",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +261,13 @@ async fn hostile_credentials_through_envoy() {
     let response = stack
         .get("/%72estricted_resource", &[("authorization", &weak)])
         .await;
-    assert_eq!(response.status(), 403);
+    scopegates_denial(
+        response,
+        403,
+        "insufficient_scope",
+        "/%72estricted_resource",
+    )
+    .await;
     // Envoy passes letter case through; a case variant of a rule's path is refused, not given the
     // default (the demo upstream happens to be case-sensitive, others are not).
     for authorization in [&weak, &format!("Bearer {good}")] {
@@ -233,6 +297,8 @@ struct Observed {
     sent: usize,
     answered: usize,
     status: u16,
+    /// Whether the body is scopegate's JSON denial (an `error` code), not Envoy's own answer.
+    scopegates: bool,
     /// The start of the body, for failure messages.
     body: String,
 }
@@ -276,13 +342,10 @@ async fn envoy_fails_closed_while_scopegate_is_killed_under_load_and_recovers() 
                 let sent = phase.load(Ordering::SeqCst);
                 let response = request.send().await.expect("Envoy answers");
                 let status = response.status();
-                let body: String = response
-                    .text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(120)
-                    .collect();
+                let body = response.text().await.unwrap_or_default();
+                let scopegates =
+                    serde_json::from_str::<Value>(&body).is_ok_and(|v| v["error"].is_string());
+                let body: String = body.chars().take(120).collect();
                 let answered = phase.load(Ordering::SeqCst);
                 if sent == answered {
                     answered_in[sent].fetch_add(1, Ordering::SeqCst);
@@ -292,6 +355,7 @@ async fn envoy_fails_closed_while_scopegate_is_killed_under_load_and_recovers() 
                     sent,
                     answered,
                     status: status.as_u16(),
+                    scopegates,
                     body,
                 });
             }
@@ -333,13 +397,17 @@ async fn envoy_fails_closed_while_scopegate_is_killed_under_load_and_recovers() 
         for seen in worker.await.expect("worker") {
             total += 1;
             let (path, authorization, expected) = &kinds[seen.kind];
+            // A denial while scopegate runs is its JSON answer; the 503 while it is down is
+            // Envoy's status_on_error, with no answer of scopegate's.
+            let its_own = seen.status == *expected && (*expected == 200 || seen.scopegates);
+            let envoys = seen.status == 503 && !seen.scopegates;
             let ok = match (seen.sent, seen.answered) {
                 // Sent and answered once scopegate was dead: the configured status, always.
-                (KILLED, KILLED) => seen.status == 503,
+                (KILLED, KILLED) => envoys,
                 // Entirely while it ran: its own answer.
-                (UP, UP) | (SERVING_AGAIN, SERVING_AGAIN) => seen.status == *expected,
+                (UP, UP) | (SERVING_AGAIN, SERVING_AGAIN) => its_own,
                 // Around the kill or the restart: either, never anything else.
-                _ => seen.status == *expected || seen.status == 503,
+                _ => its_own || envoys,
             };
             if !ok {
                 wrong.push(format!(
@@ -385,6 +453,8 @@ async fn hostile_tokens_through_envoy() {
     enc["kid"] = json!("enc");
     enc["use"] = json!("enc");
     let jwks = JwksServer::start(Reply::json(&json!({"keys": [key.jwk(), enc]}))).await;
+    // The attacker's keys, served where the `jku` case points: a fetch would be a hit here.
+    let attacker_jwks = JwksServer::start(Reply::json(&json!({"keys": [attacker.jwk()]}))).await;
     let stack = Stack::start_with_issuer(ISSUER, &jwks.url()).await;
 
     let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
@@ -430,7 +500,7 @@ async fn hostile_tokens_through_envoy() {
         (
             "jku naming the attacker's keys",
             attacker.mint_raw(
-                &json!({"alg": "RS256", "kid": "key-1", "jku": "http://127.0.0.1:1/jwks"}),
+                &json!({"alg": "RS256", "kid": "key-1", "jku": attacker_jwks.url()}),
                 &valid("read:messages"),
             ),
             401,
@@ -521,6 +591,11 @@ async fn hostile_tokens_through_envoy() {
             assert_eq!(body["error"], error, "{name}");
         }
     }
+    assert_eq!(
+        attacker_jwks.hits(),
+        0,
+        "a token's jku never makes scopegate fetch from where it points"
+    );
     // A non-ASCII subject reaches the upstream intact, as UTF-8.
     let token = key.mint_raw(&rs256, &with("sub", json!("zoë")));
     let response = stack
@@ -555,6 +630,12 @@ async fn upstream_readings_through_envoy() {
     // A HEAD response has no body; the status and the challenge say whose answer it is.
     let response = head(None).await.expect("Envoy answers");
     assert_eq!(response.status(), 401);
+    assert_eq!(
+        header(response.headers(), "www-authenticate"),
+        "Bearer realm=\"scopegate\"",
+        "{:?}",
+        response.headers()
+    );
     let response = head(Some(&weak)).await.expect("Envoy answers");
     assert_eq!(response.status(), 403);
     assert!(
@@ -608,11 +689,21 @@ async fn upstream_readings_through_envoy() {
             .expect("request");
         let (response, _) = client.send_request(request, true).expect("send");
         let response = response.await.expect("response");
-        assert_eq!(
-            response.status().as_u16(),
-            want,
-            "{method} {authorization:.20}"
-        );
+        let status = response.status().as_u16();
+        let mut stream = response.into_body();
+        let mut body = Vec::new();
+        while let Some(chunk) = stream.data().await {
+            let chunk = chunk.expect("body");
+            let _ = stream.flow_control().release_capacity(chunk.len());
+            body.extend_from_slice(&chunk);
+        }
+        let body = String::from_utf8_lossy(&body);
+        let context = format!("{method} {authorization:.20}");
+        if want == 200 {
+            assert_eq!(status, want, "{context}: {body}");
+        } else {
+            assert_scopegates_denial(status, &body, want, error_for(want, true), &context);
+        }
     }
 
     // Identity headers under their underscore spelling never reach the upstream: Envoy refuses
@@ -621,7 +712,7 @@ async fn upstream_readings_through_envoy() {
         let response = stack
             .get("/public", &[(name, "admin"), ("authorization", &good)])
             .await;
-        assert_eq!(response.status(), 400, "{name}");
+        envoys_own_answer(response, 400, name).await;
     }
     let response = stack.get("/public", &[]).await;
     assert_eq!(response.status(), 200);
@@ -799,7 +890,12 @@ async fn envoy_reconnects_after_an_idle_close_and_loses_nothing() {
                 .map(|a| vec![("authorization", a)])
                 .unwrap_or_default();
             let response = stack.get("/restricted_resource", &headers).await;
-            assert_eq!(response.status(), want, "request {i} of a burst");
+            let context = format!("request {i} of a burst");
+            if want == 200 {
+                assert_eq!(response.status(), want, "{context}");
+            } else {
+                scopegates_denial(response, want, "unauthorized", &context).await;
+            }
         }
     };
     burst().await;
@@ -1149,7 +1245,7 @@ async fn decision_logs_join_envoys_access_log_by_request_id() {
     let stack = Stack::start().await;
     let path = format!("/join-check-{}", std::process::id());
     let response = stack.get(&path, &[]).await;
-    assert_eq!(response.status(), 401);
+    scopegates_denial(response, 401, "unauthorized", &path).await;
     // Envoy's default access log line: `... "<x-request-id>" "<authority>" ...` after the path.
     let mut request_id = String::new();
     eventually("Envoy's access log line", Duration::from_secs(10), || {
@@ -1188,15 +1284,23 @@ async fn decision_logs_join_envoys_access_log_by_request_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_talks_to_scopegate_over_mutual_tls() {
     let stack = Stack::start_mtls().await;
-    assert_eq!(stack.get("/restricted_resource", &[]).await.status(), 401);
+    scopegates_denial(
+        stack.get("/restricted_resource", &[]).await,
+        401,
+        "unauthorized",
+        "no token",
+    )
+    .await;
     let weak = format!("Bearer {}", stack.token("openid"));
-    assert_eq!(
+    scopegates_denial(
         stack
             .get("/restricted_resource", &[("authorization", &weak)])
-            .await
-            .status(),
-        403
-    );
+            .await,
+        403,
+        "insufficient_scope",
+        "without the scope",
+    )
+    .await;
     let good = format!("Bearer {}", stack.token("read:messages"));
     let (status, _, body) = json(
         stack
@@ -1380,10 +1484,11 @@ async fn kid_collisions_discovery_mismatch_permissions_and_eddsa_through_envoy()
         &twin_iss,
         serde_json::json!({"permissions": ["read:messages"]}),
     ));
+    let (status, _, body) = get(twin_rbac).await;
     assert_eq!(
-        get(twin_rbac).await.0,
-        403,
-        "an issuer without permissions in scope_claims ignores it"
+        (status, body["error"].as_str()),
+        (403, Some("insufficient_scope")),
+        "an issuer without permissions in scope_claims ignores it: {body}"
     );
 
     // A discovery document naming another issuer: that issuer's tokens get scopegate's own
@@ -1428,7 +1533,13 @@ async fn kid_collisions_discovery_mismatch_permissions_and_eddsa_through_envoy()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_talks_to_scopegate_over_a_unix_socket() {
     let stack = Stack::start_uds().await;
-    assert_eq!(stack.get("/restricted_resource", &[]).await.status(), 401);
+    scopegates_denial(
+        stack.get("/restricted_resource", &[]).await,
+        401,
+        "unauthorized",
+        "no token",
+    )
+    .await;
     let good = format!("Bearer {}", stack.token("read:messages"));
     let (status, _, body) = json(
         stack
@@ -1520,7 +1631,13 @@ async fn rules_generated_from_the_demo_openapi_document_protect_the_upstream() {
         let response = stack.send(method.clone(), path, &headers).await;
         let got = response.status().as_u16();
         let body = response.text().await.unwrap_or_default();
-        assert_eq!(got, *status, "{method} {path} {scope:?}: {body}");
+        let context = format!("{method} {path} {scope:?}");
+        if *status == 200 {
+            assert_eq!(got, *status, "{context}: {body}");
+        } else {
+            let error = error_for(*status, scope.is_some());
+            assert_scopegates_denial(got, &body, *status, error, &context);
+        }
     }
 }
 
@@ -1735,7 +1852,11 @@ async fn forged_preflights_through_envoy() {
             .await;
         let got = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
-        assert_eq!(got, status, "OPTIONS {path} announcing {announced}: {text}");
+        let context = format!("OPTIONS {path} announcing {announced}");
+        assert_eq!(got, status, "{context}: {text}");
+        if status != 200 {
+            assert_scopegates_denial(got, &text, status, error_for(status, false), &context);
+        }
         if status == 200 {
             // The upstream's answer, reached without any identity.
             let body: Value = serde_json::from_str(&text).expect("the upstream's JSON");
@@ -1822,6 +1943,12 @@ async fn generated_rules_keep_merged_security_close_undocumented_methods_and_cov
         let response = stack.send(method.clone(), path, &headers).await;
         let got = response.status().as_u16();
         let body = response.text().await.unwrap_or_default();
-        assert_eq!(got, *status, "{method} {path} {scope:?}: {body}");
+        let context = format!("{method} {path} {scope:?}");
+        if *status == 200 {
+            assert_eq!(got, *status, "{context}: {body}");
+        } else {
+            let error = error_for(*status, scope.is_some());
+            assert_scopegates_denial(got, &body, *status, error, &context);
+        }
     }
 }

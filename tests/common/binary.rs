@@ -181,25 +181,41 @@ impl Binary {
             .unwrap_or_else(|| panic!("scopegate (pid {pid}) still running 20 s after SIGTERM"))
     }
 
+    /// `/proc/PID/file` of the process. Panics when it cannot be read: a limit checked against
+    /// a reading that silently became 0 would pass whatever the process did.
     fn proc(&self, file: &str) -> String {
-        std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).unwrap_or_default()
+        let path = format!("/proc/{}/{file}", self.child.id());
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {path} to measure scopegate: {e}"))
     }
 
-    /// Resident memory, in MiB.
+    /// Resident memory, in MiB. Panics when `/proc/PID/status` cannot be read or holds no
+    /// `VmRSS` line.
     pub fn rss_mib(&self) -> u64 {
-        self.proc("status")
+        let status = self.proc("status");
+        let kb = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb / 1024)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no VmRSS in /proc/{}/status to measure scopegate: {status:?}",
+                    self.child.id()
+                )
+            });
+        kb / 1024
     }
 
-    /// Open file descriptors.
+    /// Open file descriptors. Panics when `/proc/PID/fd` cannot be listed.
     pub fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |dir| dir.count())
+        let path = format!("/proc/{}/fd", self.child.id());
+        std::fs::read_dir(&path)
+            .unwrap_or_else(|e| panic!("cannot list {path} to measure scopegate: {e}"))
+            .count()
     }
 
-    /// User plus system CPU time so far, in clock ticks (1/100 s on Linux).
+    /// User plus system CPU time so far, in clock ticks (1/100 s on Linux). Panics when
+    /// `/proc/PID/stat` cannot be read or parsed.
     pub fn cpu_ticks(&self) -> u64 {
         let stat = self.proc("stat");
         // The fields after the command name (in parentheses, and it may hold spaces); utime and
@@ -210,7 +226,12 @@ impl Binary {
             fields
                 .get(i)
                 .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no CPU time in /proc/{}/stat to measure scopegate: {stat:?}",
+                        self.child.id()
+                    )
+                })
         };
         tick(11) + tick(12)
     }

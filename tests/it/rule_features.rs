@@ -189,6 +189,14 @@ async fn cors_preflights_pass_only_when_asked_for_and_only_real_ones() {
     type Case<'a> = (&'a Env, &'a str, &'a str, Vec<(&'a str, &'a str)>, i32);
     let cases: Vec<Case> = vec![
         (&allowing, "OPTIONS", "/api/items", preflight.to_vec(), 200),
+        // An identity the client sends along is not passed on.
+        (
+            &allowing,
+            "OPTIONS",
+            "/api/items",
+            with(&[("x-auth-subject", "admin"), ("x-auth-scopes", "read")]),
+            200,
+        ),
         // The default decides preflights like any request.
         (&default, "OPTIONS", "/api/items", preflight.to_vec(), 401),
         // Not a preflight: a method other than OPTIONS, a missing header, credentials.
@@ -223,8 +231,15 @@ async fn cors_preflights_pass_only_when_asked_for_and_only_real_ones() {
         let answer = Answer::of(&gate.gate.check(request(method, path, &headers)).await);
         assert_eq!(answer.status(), status, "{method} {path} {headers:?}");
         if status == 200 {
-            // An anonymous allow: no identity reaches the upstream.
+            // An anonymous allow: no identity reaches the upstream. Nothing is set, and the
+            // identity headers are removed, so a client's own copies never arrive.
             answer.assert_allowed();
+            assert!(answer.headers.is_empty(), "{headers:?}: {answer:?}");
+            assert_eq!(
+                answer.removed,
+                ["x-auth-subject", "x-auth-scopes"],
+                "{headers:?}"
+            );
         }
     }
 }
@@ -284,7 +299,14 @@ async fn forged_preflights_pass_only_where_the_announced_request_could() {
         let answer = Answer::of(&env.gate.check(request("OPTIONS", path, &headers)).await);
         assert_eq!(answer.status(), status, "{path} {announced}");
         if status == 200 {
+            // Passed without a token, so without an identity.
             answer.assert_allowed();
+            assert!(answer.headers.is_empty(), "{path} {announced}: {answer:?}");
+            assert_eq!(
+                answer.removed,
+                ["x-auth-subject", "x-auth-scopes"],
+                "{path} {announced}"
+            );
         }
     }
     env.gate.stop().await;
