@@ -521,3 +521,85 @@ async fn a_sighup_right_after_a_change_in_the_watched_directory_renews_the_certi
         "the one before is not"
     );
 }
+
+/// Over https from a trusted private CA, a redirect is refused like any other: discovery and a
+/// `jwks_uri` that answer 302 to plain http on loopback (which the fetch policy would allow as
+/// a URL of its own) and one that answers 302 to another path of the same trusted server all
+/// fail, the target is never asked, and tokens get 503. The targets serve the right documents:
+/// configured directly, they load.
+#[tokio::test]
+async fn an_https_key_source_that_redirects_is_never_followed_to_http_or_anywhere() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = generate(&dir.path().join("idp"), &hosts()).expect("certs");
+    let key = TestKey::generate("redirect-kid");
+    let idp = JwksServer::start_tls(
+        Reply::Respond(404, vec![], vec![]),
+        &certs.server_cert,
+        &certs.server_key,
+    )
+    .await;
+    let target = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let issuer = idp.url_of("/realms/staff");
+    let discovery = "/realms/staff/.well-known/openid-configuration";
+    target.route(
+        discovery,
+        Reply::json(&serde_json::json!({"issuer": issuer, "jwks_uri": target.url()})),
+    );
+    let moved = |to: String| Reply::Respond(302, vec![("location".into(), to)], vec![]);
+    idp.route(discovery, moved(target.url_of(discovery)));
+    idp.route("/to-http", moved(target.url()));
+    idp.route("/to-https", moved(idp.url_of("/keys")));
+    idp.route("/keys", Reply::json(&jwks_of(&[&key])));
+    let trust = format!("ca_file = {:?}", certs.ca_cert.display().to_string());
+    let with_uri = |uri: &str| format!("{trust}\njwks_uri = \"{uri}\"");
+
+    for (text, redirected) in [
+        (private_idp_config(&issuer, &trust), discovery.to_string()),
+        (
+            private_idp_config(&issuer, &with_uri(&idp.url_of("/to-http"))),
+            "/.well-known/jwks.json".to_string(),
+        ),
+        (
+            private_idp_config(&issuer, &with_uri(&idp.url_of("/to-https"))),
+            "/keys".to_string(),
+        ),
+    ] {
+        let asked = (target.hits(), idp.hits_on("/keys"));
+        let error = scopegate::jwks::fetch_once(&compiled(&text).issuers()[0].jwks)
+            .await
+            .expect_err(&text)
+            .to_string();
+        assert!(error.contains("HTTP 302"), "{text}: {error}");
+        assert_eq!(
+            (target.hits(), idp.hits_on("/keys")),
+            asked,
+            "the redirect to {redirected} was followed: {text}"
+        );
+    }
+    // The targets themselves serve keys: only the redirect stood in the way.
+    for uri in [target.url(), idp.url_of("/keys")] {
+        let text = private_idp_config(&issuer, &with_uri(&uri));
+        let keys = scopegate::jwks::fetch_once(&compiled(&text).issuers()[0].jwks).await;
+        assert_eq!(keys.map(|keys| keys.len()).ok(), Some(1), "{text}");
+    }
+
+    // Through the server: the token is refused with 503, never verified by the moved keys.
+    let mut claims = claims("read");
+    claims["iss"] = serde_json::json!(issuer);
+    let token = key.mint(&claims);
+    let gate = Scopegate::start_with(compiled(&private_idp_config(
+        &issuer,
+        &with_uri(&idp.url_of("/to-http")),
+    )))
+    .await;
+    let (hits, asked) = (idp.hits_on("/to-http"), target.hits());
+    eventually("the first fetch", Duration::from_secs(10), || async {
+        idp.hits_on("/to-http") > hits
+    })
+    .await;
+    gate.ask("GET", "/r", Some(&bearer(&token)))
+        .await
+        .assert_denied(503, "temporarily_unavailable");
+    assert_eq!(target.hits(), asked, "the plain-http target is never asked");
+    gate.stop().await;
+}
