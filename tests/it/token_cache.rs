@@ -1,5 +1,6 @@
 //! The verified-token cache on the real binary, its hits and misses read from `/metrics`: a hit
-//! only for the same token bytes while the token and its key still hold, never across a reload,
+//! only for the same token bytes while the token and its key still hold and the key set is
+//! fresh, never across a reload,
 //! nothing at all with `token_cache_size = 0`, and never more memory than its byte budget,
 //! however large the tokens (the budget read from `/metrics`, the memory from `/proc`).
 
