@@ -163,11 +163,8 @@ async fn cached_tokens_get_503_once_the_keys_are_stale_and_none_is_served_from_t
     let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
     let short_stale = "jwks_refresh_seconds = 1\njwks_min_refresh_seconds = 1\n\
         jwks_max_refresh_seconds = 1\njwks_fetch_timeout_seconds = 1\njwks_max_stale_seconds = 12";
-    let (binary, metrics) = started(
-        "cache-stale",
-        &config(&jwks.url(), AUDIENCE, short_stale),
-    )
-    .await;
+    let (binary, metrics) =
+        started("cache-stale", &config(&jwks.url(), AUDIENCE, short_stale)).await;
     let tokens: Vec<String> = (0..5)
         .map(|i| {
             let mut c = claims("read");
