@@ -1,5 +1,6 @@
 //! The `scopegate` binary: `check-config` exit codes and messages, `serve` refusing a bad config
-//! before binding, environment overrides, graceful shutdown on SIGTERM, and `mint-token` bounds.
+//! before binding, environment overrides, graceful shutdown on SIGTERM (a held stream drained,
+//! or cut at the drain deadline, exit status 0 either way), and `mint-token` bounds.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -351,5 +352,94 @@ async fn a_second_signal_during_the_drain_exits_at_once() {
         .expect("exited within 5 s of the second signal (the drain deadline is 10 s)");
     assert_eq!(exit.code(), Some(130), "{exit:?}");
     assert!(binary.log_text().contains("second shutdown signal"));
+    drop(stream);
+}
+
+/// One SIGTERM while a client holds a stream open: the process drains and exits 0. A Check in
+/// flight (waiting 2 s for an unknown-kid refetch) is answered after the signal, and the process
+/// exits as soon as it is, without waiting for the drain deadline; a health Watch that never
+/// ends holds the process only until the drain deadline (10 s), which is logged, and the exit
+/// status is still 0.
+#[tokio::test]
+async fn one_sigterm_with_a_stream_held_open_exits_0_when_it_ends_or_at_the_drain_deadline() {
+    use crate::common::*;
+    let old = TestKey::generate("old");
+    let new = TestKey::generate("new");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&old]))).await;
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+         jwks_uri = \"{}\"\nunknown_kid_wait_ms = 5000\nserver = {{ check_timeout_ms = 8000 }}\n\
+         [[rules]]\npath = \"/r\"\nscopes = [\"read\"]\n",
+        jwks.url()
+    );
+    let drain_timeout = "connections still open after the drain timeout";
+    let mut finishing = Binary::start("drain-finishes", &config, "info", None).await;
+    let mut held = Binary::start("drain-deadline", &config, "info", None).await;
+    finishing.keys_loaded().await;
+    held.keys_loaded().await;
+
+    // A Check that will wait for a 2 s refetch, under way when the signal comes.
+    jwks.set(Reply::Delayed(
+        Duration::from_secs(2),
+        Box::new(Reply::json(&jwks_of(&[&old, &new]))),
+    ));
+    let hits = jwks.hits();
+    let mut client = finishing.client().await;
+    let token = new.mint(&claims("read"));
+    let in_flight = tokio::spawn(async move {
+        client
+            .check(request("GET", "/r", &[("authorization", &bearer(&token))]))
+            .await
+            .map(|response| Answer::of(&response.into_inner()).status())
+    });
+    eventually("the Check's refetch", Duration::from_secs(10), || async {
+        jwks.hits() > hits
+    })
+    .await;
+
+    // A health Watch that nobody ends.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", held.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut stream = tonic_health::pb::health_client::HealthClient::new(channel)
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    stream.message().await.expect("first status");
+
+    finishing.sigterm();
+    held.sigterm();
+    for binary in [&finishing, &held] {
+        binary
+            .wait_for_log("shutdown signal received", Duration::from_secs(5))
+            .await;
+    }
+    assert_eq!(
+        in_flight.await.expect("task").expect("answered in-band"),
+        200,
+        "the Check in flight is answered during the drain"
+    );
+    let exit = finishing
+        .exited_within(Duration::from_secs(20))
+        .await
+        .expect("exits once its last stream has ended");
+    let log = finishing.log_text();
+    assert!(exit.success(), "{exit:?}: {log}");
+    assert!(!log.contains(drain_timeout), "{log}");
+    assert!(log.contains("scopegate stopped"), "{log}");
+
+    let exit = held
+        .exited_within(Duration::from_secs(30))
+        .await
+        .expect("exits at the drain deadline (10 s), whatever the client holds");
+    let log = held.log_text();
+    assert!(exit.success(), "{exit:?}: {log}");
+    assert!(log.contains(drain_timeout), "{log}");
+    assert!(log.contains("scopegate stopped"), "{log}");
     drop(stream);
 }

@@ -1,7 +1,8 @@
 //! Configuration reload on the real binary: SIGHUP with a valid file (the new rules decide the
 //! next Check; the issuer's keys are not fetched again), with an invalid one (refused, counted,
-//! the old rules stay, the process keeps serving), and `reload_on_change` with a file replaced
-//! the way Kubernetes replaces a mounted ConfigMap.
+//! the old rules stay, the process keeps serving), `reload_on_change` with a file replaced
+//! the way Kubernetes replaces a mounted ConfigMap, a new Check deadline, and a new issuer whose
+//! key server stalls.
 
 use std::time::Duration;
 
@@ -338,4 +339,179 @@ async fn a_watched_file_is_read_only_when_it_changes_and_a_bad_version_counts_on
     let mut client = binary.client().await;
     assert_eq!(status(&mut client, &key.mint(&claims("write"))).await, 200);
     assert_eq!(failures().await, 2.0);
+}
+
+/// `server.check_timeout_ms` is the one `[server]` limit a reload changes: the Checks after the
+/// reload run under the new deadline. The same Check (a token with a kid the issuer does not
+/// list, whose refetch takes 2 s) is answered 401 after that refetch under a 10 s deadline, and
+/// 503 "timed out" under a 200 ms one once the file says so.
+#[tokio::test]
+async fn a_reload_that_changes_check_timeout_ms_sets_the_deadline_of_the_next_checks() {
+    let key = TestKey::generate("k1");
+    let stranger = TestKey::generate("unlisted");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let timing = |deadline: u64| {
+        format!(
+            "unknown_kid_wait_ms = 5000\njwks_refetch_cooldown_seconds = 1\n\
+             server = {{ check_timeout_ms = {deadline} }}"
+        )
+    };
+    let binary = Binary::start(
+        "reload-deadline",
+        &config(&jwks.url(), "read", &timing(10_000)),
+        "info",
+        None,
+    )
+    .await;
+    binary.keys_loaded().await;
+    // Every refetch from now on takes 2 s and still does not list the stranger's kid.
+    jwks.set(Reply::Delayed(
+        Duration::from_secs(2),
+        Box::new(Reply::json(&jwks_of(&[&key]))),
+    ));
+    let token = stranger.mint(&claims("read"));
+    let answer = |binary: &Binary| {
+        let token = token.clone();
+        let addr = binary.addr.clone();
+        async move {
+            let mut client = AuthorizationClient::connect(format!("http://{addr}"))
+                .await
+                .expect("connect");
+            let response = client
+                .check(request(
+                    "GET",
+                    "/messages",
+                    &[("authorization", &bearer(&token))],
+                ))
+                .await
+                .expect("in-band answer")
+                .into_inner();
+            Answer::of(&response)
+        }
+    };
+    let hits = jwks.hits();
+    let before = answer(&binary).await;
+    before.assert_denied(401, "invalid_token");
+    assert_eq!(
+        jwks.hits(),
+        hits + 1,
+        "answered after the refetch it waited for"
+    );
+
+    replace(
+        &binary.config_path(),
+        &config(&jwks.url(), "read", &timing(200)),
+    );
+    binary.sighup();
+    binary
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    assert!(
+        !binary.log_text().contains("only after a restart"),
+        "check_timeout_ms needs no restart"
+    );
+    let after = answer(&binary).await;
+    after.assert_denied(503, "temporarily_unavailable");
+    assert_eq!(after.message(), "authorization check timed out");
+}
+
+/// A reload that adds an issuer whose key server takes the connection and never answers: the
+/// reload waits for that first fetch only until its timeout, Checks meanwhile are decided by
+/// the configuration in force, the old issuer's tokens are served before, during and after it
+/// (its keys kept, not fetched again), and the new issuer's tokens get 503 until its keys
+/// arrive, then 200.
+#[tokio::test]
+async fn a_reload_whose_new_issuer_stalls_completes_and_the_old_issuers_keep_working() {
+    const SECOND: &str = "https://second.test/";
+    let first_key = TestKey::generate("first");
+    let second_key = TestKey::generate("second");
+    let first = JwksServer::start(Reply::json(&jwks_of(&[&first_key]))).await;
+    let second = JwksServer::start(Reply::Stall).await;
+    let issuers = |with_second: bool| {
+        let mut text = format!(
+            "listen = \"127.0.0.1:0\"\njwks_fetch_timeout_seconds = 5\n\
+             jwks_refetch_cooldown_seconds = 1\n\
+             [[issuers]]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_uri = \"{}\"\n",
+            first.url()
+        );
+        if with_second {
+            text.push_str(&format!(
+                "[[issuers]]\nissuer = \"{SECOND}\"\naudience = \"{AUDIENCE}\"\n\
+                 jwks_uri = \"{}\"\n",
+                second.url()
+            ));
+        }
+        text + "[[rules]]\npath = \"/messages\"\nscopes = [\"read\"]\n"
+    };
+    let binary = Binary::start("reload-stalled-issuer", &issuers(false), "info", None).await;
+    binary.keys_loaded().await;
+    let mut client = binary.client().await;
+    let old_token = first_key.mint(&claims("read"));
+    let mut second_claims = claims("read");
+    second_claims["iss"] = serde_json::json!(SECOND);
+    let new_token = second_key.mint(&second_claims);
+    assert_eq!(status(&mut client, &old_token).await, 200);
+    let first_fetches = first.hits();
+
+    replace(&binary.config_path(), &issuers(true));
+    binary.sighup();
+    // The new issuer's first fetch is under way (and will never be answered).
+    eventually(
+        "the new issuer's first fetch",
+        Duration::from_secs(10),
+        || async { second.hits() >= 1 },
+    )
+    .await;
+    assert_eq!(
+        status(&mut client, &old_token).await,
+        200,
+        "during the reload"
+    );
+    assert_eq!(
+        binary.count_in_log("configuration reloaded"),
+        0,
+        "the reload waits for the first fetch"
+    );
+    // The reload completes when that fetch times out, saying the new keys are not there yet.
+    binary
+        .wait_for_log("configuration reloaded", Duration::from_secs(20))
+        .await;
+    assert!(
+        binary
+            .log_text()
+            .contains("a reloaded issuer's keys are not available yet"),
+        "{}",
+        binary.log_text()
+    );
+    assert_eq!(
+        status(&mut client, &old_token).await,
+        200,
+        "after the reload"
+    );
+    let answer = Answer::of(
+        &client
+            .check(request(
+                "GET",
+                "/messages",
+                &[("authorization", &bearer(&new_token))],
+            ))
+            .await
+            .expect("in-band answer")
+            .into_inner(),
+    );
+    answer.assert_denied(503, "temporarily_unavailable");
+    assert_eq!(
+        first.hits(),
+        first_fetches,
+        "the old issuer's keys are kept"
+    );
+
+    // The new issuer's server recovers: its tokens are served from then on.
+    second.set(Reply::json(&jwks_of(&[&second_key])));
+    eventually("the new issuer's keys", Duration::from_secs(30), || {
+        let (mut client, token) = (client.clone(), new_token.clone());
+        async move { status(&mut client, &token).await == 200 }
+    })
+    .await;
+    assert_eq!(status(&mut client, &old_token).await, 200);
 }

@@ -1,9 +1,10 @@
 //! TLS and mTLS on the gRPC listener, with the real binary, real certificates (a throw-away CA
 //! from `scopegate dev-certs`' generator) and real TLS clients: Checks, health and reflection
-//! over TLS; plaintext refused; client certificates required and checked against the CA; the
-//! plaintext health-only listener; renewed certificates taken up on SIGHUP. And the other
-//! direction: discovery and keys fetched from an identity provider behind a private CA
-//! (`ca_file`, `ca_file_only`), over a real rustls server.
+//! over TLS; plaintext and TLS below 1.2 refused; a stalled handshake closed at its deadline;
+//! client certificates required and checked against the CA; the plaintext health-only
+//! listener; renewed certificates taken up on SIGHUP. And the other direction: discovery and
+//! keys fetched from an identity provider behind a private CA (`ca_file`, `ca_file_only`), over
+//! a real rustls server, redirects never followed.
 
 use std::path::Path;
 use std::time::Duration;
@@ -519,5 +520,272 @@ async fn a_sighup_right_after_a_change_in_the_watched_directory_renews_the_certi
             .await
             .is_err(),
         "the one before is not"
+    );
+}
+
+/// Over https from a trusted private CA, a redirect is refused like any other: discovery and a
+/// `jwks_uri` that answer 302 to plain http on loopback (which the fetch policy would allow as
+/// a URL of its own) and one that answers 302 to another path of the same trusted server all
+/// fail, the target is never asked, and tokens get 503. The targets serve the right documents:
+/// configured directly, they load.
+#[tokio::test]
+async fn an_https_key_source_that_redirects_is_never_followed_to_http_or_anywhere() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = generate(&dir.path().join("idp"), &hosts()).expect("certs");
+    let key = TestKey::generate("redirect-kid");
+    let idp = JwksServer::start_tls(
+        Reply::Respond(404, vec![], vec![]),
+        &certs.server_cert,
+        &certs.server_key,
+    )
+    .await;
+    let target = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let issuer = idp.url_of("/realms/staff");
+    let discovery = "/realms/staff/.well-known/openid-configuration";
+    target.route(
+        discovery,
+        Reply::json(&serde_json::json!({"issuer": issuer, "jwks_uri": target.url()})),
+    );
+    let moved = |to: String| Reply::Respond(302, vec![("location".into(), to)], vec![]);
+    idp.route(discovery, moved(target.url_of(discovery)));
+    idp.route("/to-http", moved(target.url()));
+    idp.route("/to-https", moved(idp.url_of("/keys")));
+    idp.route("/keys", Reply::json(&jwks_of(&[&key])));
+    let trust = format!("ca_file = {:?}", certs.ca_cert.display().to_string());
+    let with_uri = |uri: &str| format!("{trust}\njwks_uri = \"{uri}\"");
+
+    for (text, redirected) in [
+        (private_idp_config(&issuer, &trust), discovery.to_string()),
+        (
+            private_idp_config(&issuer, &with_uri(&idp.url_of("/to-http"))),
+            "/.well-known/jwks.json".to_string(),
+        ),
+        (
+            private_idp_config(&issuer, &with_uri(&idp.url_of("/to-https"))),
+            "/keys".to_string(),
+        ),
+    ] {
+        let asked = (target.hits(), idp.hits_on("/keys"));
+        let error = scopegate::jwks::fetch_once(&compiled(&text).issuers()[0].jwks)
+            .await
+            .expect_err(&text)
+            .to_string();
+        assert!(error.contains("HTTP 302"), "{text}: {error}");
+        assert_eq!(
+            (target.hits(), idp.hits_on("/keys")),
+            asked,
+            "the redirect to {redirected} was followed: {text}"
+        );
+    }
+    // The targets themselves serve keys: only the redirect stood in the way.
+    for uri in [target.url(), idp.url_of("/keys")] {
+        let text = private_idp_config(&issuer, &with_uri(&uri));
+        let keys = scopegate::jwks::fetch_once(&compiled(&text).issuers()[0].jwks).await;
+        assert_eq!(keys.map(|keys| keys.len()).ok(), Some(1), "{text}");
+    }
+
+    // Through the server: the token is refused with 503, never verified by the moved keys.
+    let mut claims = claims("read");
+    claims["iss"] = serde_json::json!(issuer);
+    let token = key.mint(&claims);
+    let gate = Scopegate::start_with(compiled(&private_idp_config(
+        &issuer,
+        &with_uri(&idp.url_of("/to-http")),
+    )))
+    .await;
+    let (hits, asked) = (idp.hits_on("/to-http"), target.hits());
+    eventually("the first fetch", Duration::from_secs(10), || async {
+        idp.hits_on("/to-http") > hits
+    })
+    .await;
+    gate.ask("GET", "/r", Some(&bearer(&token)))
+        .await
+        .assert_denied(503, "temporarily_unavailable");
+    assert_eq!(target.hits(), asked, "the plain-http target is never asked");
+    gate.stop().await;
+}
+
+/// Reads from `socket` until the peer closes it (true) or `within` passes (false).
+async fn closed_within(socket: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A ClientHello record as a client of TLS `version` (`[3, 1]` for 1.0, `[3, 2]` for 1.1,
+/// `[3, 3]` for 1.2) writes it, built by hand since no TLS library here speaks below 1.2: ECDHE
+/// suites (AES-GCM, and the CBC ones older clients offer), the groups and signature algorithms
+/// a TLS 1.2 server needs, no `supported_versions` (so the version field is the offer).
+fn client_hello(version: [u8; 2]) -> Vec<u8> {
+    fn extension(kind: u16, data: &[u8]) -> Vec<u8> {
+        let mut out = kind.to_be_bytes().to_vec();
+        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+    let mut extensions = Vec::new();
+    // supported_groups: x25519, secp256r1, secp384r1.
+    extensions.extend(extension(10, &[0, 6, 0, 0x1d, 0, 0x17, 0, 0x18]));
+    // ec_point_formats: uncompressed.
+    extensions.extend(extension(11, &[1, 0]));
+    // signature_algorithms: ECDSA P-256 and P-384, RSA-PSS and PKCS#1 with SHA-256 and SHA-384.
+    extensions.extend(extension(13, &[0, 12, 4, 3, 5, 3, 8, 4, 8, 5, 4, 1, 5, 1]));
+    let suites: [u16; 6] = [0xc02b, 0xc02f, 0xc02c, 0xc030, 0xc009, 0xc013];
+    let mut body = version.to_vec();
+    body.extend_from_slice(&[0x5a; 32]); // random
+    body.push(0); // no session id
+    body.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+    for suite in suites {
+        body.extend_from_slice(&suite.to_be_bytes());
+    }
+    body.extend_from_slice(&[1, 0]); // compression: null only
+    body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    body.extend(extensions);
+    let mut handshake = vec![1]; // client_hello
+    handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend(body);
+    let mut record = vec![0x16, 3, 1]; // handshake record, version 1.0 as clients write it
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend(handshake);
+    record
+}
+
+/// Sends `hello` on a new connection to `addr`; the first 7 bytes of the answer (a record header
+/// and the start of its body), or fewer if the server closed first.
+async fn answer_to(addr: &str, hello: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    socket.write_all(hello).await.expect("hello");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while answer.len() < 7 {
+        match tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    answer.truncate(7);
+    answer
+}
+
+/// The gRPC listener speaks TLS 1.2 and 1.3 only: a TLS 1.0 or 1.1 ClientHello is answered
+/// with a fatal `protocol_version` alert, never a ServerHello. The same hand-built hello
+/// offering 1.2 gets a ServerHello, so it is the version that is refused, not the message.
+#[tokio::test]
+async fn a_tls_1_0_or_1_1_client_hello_is_refused_with_a_protocol_version_alert() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = generate(dir.path(), &hosts()).expect("certs");
+    let key = TestKey::generate("floor-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let binary = Binary::start(
+        "tls-floor",
+        &config(&jwks.url(), &certs, false, ""),
+        "info",
+        None,
+    )
+    .await;
+    let accepted = answer_to(&binary.addr, &client_hello([3, 3])).await;
+    // A handshake record whose first message is a ServerHello (type 2).
+    assert_eq!(
+        (accepted.first(), accepted.get(5)),
+        (Some(&0x16), Some(&2)),
+        "TLS 1.2: {accepted:?}"
+    );
+    for (name, version) in [("TLS 1.0", [3, 1]), ("TLS 1.1", [3, 2])] {
+        let refused = answer_to(&binary.addr, &client_hello(version)).await;
+        // An alert record: fatal (2), protocol_version (70).
+        assert_eq!(
+            (refused.first(), refused.get(5), refused.get(6)),
+            (Some(&0x15), Some(&2), Some(&70)),
+            "{name}: {refused:?}"
+        );
+    }
+    // Still serving TLS 1.2 and 1.3 clients.
+    assert_eq!(
+        check_over_tls(
+            &binary.addr,
+            &certs.ca_cert,
+            None,
+            &key.mint(&claims("read"))
+        )
+        .await,
+        Ok(200)
+    );
+}
+
+/// A client that opens a TCP connection to the TLS listener and sends nothing, or half a
+/// ClientHello, holds a connection slot only until `server.handshake_timeout_seconds`: it is
+/// then closed, the slot is free, and a real TLS client is served. Meanwhile, with every slot
+/// held, a new connection is closed at once.
+#[tokio::test]
+async fn a_stalled_tls_client_is_closed_at_the_handshake_deadline_and_frees_its_slot() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = generate(dir.path(), &hosts()).expect("certs");
+    let key = TestKey::generate("stall-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let limits = "metrics_listen = \"127.0.0.1:0\"\n\
+                  server = { max_connections = 2, handshake_timeout_seconds = 3 }";
+    let binary = Binary::start(
+        "tls-stall",
+        &config(&jwks.url(), &certs, false, limits),
+        "info,scopegate::listener=debug",
+        None,
+    )
+    .await;
+    binary.keys_loaded().await;
+    let metrics = binary.metrics_addr().await;
+    let connections = || async {
+        crate::observability::sample(
+            &crate::observability::scrape(&metrics).await,
+            "scopegate_connections",
+            &[],
+        )
+    };
+    let token = key.mint(&claims("read"));
+
+    let mut silent = tokio::net::TcpStream::connect(&binary.addr)
+        .await
+        .expect("connect");
+    let mut half = tokio::net::TcpStream::connect(&binary.addr)
+        .await
+        .expect("connect");
+    let hello = client_hello([3, 3]);
+    half.write_all(&hello[..hello.len() / 2])
+        .await
+        .expect("half a hello");
+    eventually("both slots taken", Duration::from_secs(10), || async {
+        connections().await == 2.0
+    })
+    .await;
+    // Within the 3 s the stalled clients have, a third connection is over the cap.
+    let surplus = check_over_tls(&binary.addr, &certs.ca_cert, None, &token).await;
+    assert!(surplus.is_err(), "every slot is held: {surplus:?}");
+
+    for (name, socket) in [("silent", &mut silent), ("half a hello", &mut half)] {
+        assert!(
+            closed_within(socket, Duration::from_secs(20)).await,
+            "{name}: still open long after the 3 s handshake deadline"
+        );
+    }
+    binary
+        .wait_for_log("no handshake in time", Duration::from_secs(5))
+        .await;
+    eventually("the slots released", Duration::from_secs(10), || async {
+        connections().await == 0.0
+    })
+    .await;
+    assert_eq!(
+        check_over_tls(&binary.addr, &certs.ca_cert, None, &token).await,
+        Ok(200)
     );
 }

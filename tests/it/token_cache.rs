@@ -1,5 +1,6 @@
 //! The verified-token cache on the real binary, its hits and misses read from `/metrics`: a hit
-//! only for the same token bytes while the token and its key still hold, never across a reload,
+//! only for the same token bytes while the token and its key still hold and the key set is
+//! fresh, never across a reload,
 //! nothing at all with `token_cache_size = 0`, and never more memory than its byte budget,
 //! however large the tokens (the budget read from `/metrics`, the memory from `/proc`).
 
@@ -151,6 +152,58 @@ async fn a_cache_of_size_zero_caches_nothing() {
         assert_eq!(ask(&binary, &token).await.0, 200);
     }
     assert_eq!(lookups(&metrics).await, (0.0, 0.0), "no lookups at all");
+}
+
+/// The cache never extends the life of a key set: several distinct tokens, each cached (a hit
+/// on its second Check), all get 503 once the issuer has failed for `jwks_max_stale_seconds`,
+/// and none of them is answered from the cache after that.
+#[tokio::test]
+async fn cached_tokens_get_503_once_the_keys_are_stale_and_none_is_served_from_the_cache() {
+    let key = TestKey::generate("k1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let short_stale = "jwks_refresh_seconds = 1\njwks_min_refresh_seconds = 1\n\
+        jwks_max_refresh_seconds = 1\njwks_fetch_timeout_seconds = 1\njwks_max_stale_seconds = 12";
+    let (binary, metrics) =
+        started("cache-stale", &config(&jwks.url(), AUDIENCE, short_stale)).await;
+    let tokens: Vec<String> = (0..5)
+        .map(|i| {
+            let mut c = claims("read");
+            c["sub"] = json!(format!("user-{i}"));
+            key.mint(&c)
+        })
+        .collect();
+    for token in &tokens {
+        assert_eq!(ask(&binary, token).await.0, 200);
+        assert_eq!(ask(&binary, token).await.0, 200);
+    }
+    assert_eq!(lookups(&metrics).await, (5.0, 5.0), "each token cached");
+
+    // The issuer fails from now on. A token never seen before shows when the set is stale.
+    jwks.set(Reply::Respond(500, vec![], vec![]));
+    let mut fresh = 0;
+    eventually("the key set to go stale", Duration::from_secs(30), || {
+        fresh += 1;
+        let mut c = claims("read");
+        c["jti"] = json!(format!("probe-{fresh}"));
+        let probe = key.mint(&c);
+        let binary = &binary;
+        async move { ask(binary, &probe).await.0 == 503 }
+    })
+    .await;
+    let (hits, _) = lookups(&metrics).await;
+    for token in &tokens {
+        for _ in 0..2 {
+            assert_eq!(
+                ask(&binary, token).await,
+                (503, "signing keys are not available".to_string())
+            );
+        }
+    }
+    assert_eq!(
+        lookups(&metrics).await.0,
+        hits,
+        "no Check past staleness is answered from the cache"
+    );
 }
 
 /// Distinct valid tokens of 3,850 two-character scopes (15.6 KB each, about 220 KiB of heap
