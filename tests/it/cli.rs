@@ -244,6 +244,93 @@ async fn serve_shuts_down_gracefully_on_sigterm() {
     assert!(log.contains("scopegate stopped"), "{log}");
 }
 
+/// A SIGTERM that arrives while scopegate is still starting is not lost and does not kill it:
+/// the process drains and exits 0. Start-up is held at a known point before anything is served:
+/// the TLS certificate file is a FIFO, which scopegate's read blocks on until this test writes
+/// it. The signal is sent while that read waits (nothing logged as serving yet), then the
+/// certificate is written and start-up goes on to find the signal already there.
+#[test]
+fn sigterm_while_still_starting_drains_and_exits_0() {
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let certs =
+        scopegate::dev::certs::generate(dir.path(), &["localhost".to_string()]).expect("certs");
+    let fifo = dir.path().join("tls.crt");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo: {made:?}");
+    let config = write_config(
+        "sigterm-starting.toml",
+        &format!(
+            "{VALID}\n[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            fifo.display().to_string(),
+            certs.server_key.display().to_string()
+        ),
+    );
+    let log = dir.path().join("scopegate.log");
+    let mut child = scopegate(&["serve", "--config", config.to_str().expect("utf8")])
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Opening a FIFO for writing blocks until a reader opens it: scopegate, starting up.
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || {
+            let file = std::fs::OpenOptions::new().write(true).open(fifo);
+            let _ = opened_tx.send(());
+            file
+        }
+    });
+    let mut waited = Duration::ZERO;
+    while opened_rx.recv_timeout(Duration::from_millis(100)).is_err() {
+        waited += Duration::from_millis(100);
+        if waited > Duration::from_secs(20) || child.try_wait().expect("wait").is_some() {
+            // Release the writer thread (a reader of our own), then fail.
+            let _ = std::fs::File::open(&fifo);
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("scopegate never read its certificate file; log:\n{}", log_text());
+        }
+    }
+    let mut file = writer.join().expect("writer").expect("open the FIFO");
+    assert!(
+        !log_text().contains("scopegate serving"),
+        "start-up must be held on the certificate file:\n{}",
+        log_text()
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let pem = std::fs::read(&certs.server_cert).expect("certificate");
+    // A process the signal killed has no reader left: the exit status below says so.
+    let _ = std::io::Write::write_all(&mut file, &pem);
+    drop(file);
+
+    let mut waited = Duration::ZERO;
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        if waited > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no exit after SIGTERM; log:\n{}", log_text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        waited += Duration::from_millis(50);
+    };
+    let text = log_text();
+    assert!(exit.success(), "exit status {exit:?}; log:\n{text}");
+    assert!(
+        text.contains("shutdown signal received") && text.contains("scopegate stopped"),
+        "{text}"
+    );
+}
+
 #[test]
 fn json_log_format_writes_json_lines() {
     let path = write_config("json.toml", VALID);
