@@ -440,3 +440,57 @@ async fn a_second_signal_during_the_drain_exits_at_once() {
     assert!(binary.log_text().contains("second shutdown signal"));
     drop(stream);
 }
+
+/// The drain at shutdown waits for a stream that stays open, but no longer than its deadline
+/// (10 s, `server::DRAIN_TIMEOUT`): the process is still there while the stream is held, then
+/// closes it, says so, and exits 0. The only time compared is a lower bound (it did not exit
+/// before the deadline), never an upper one closer than the test's own patience.
+#[tokio::test]
+async fn the_drain_waits_for_a_held_stream_until_its_10_s_deadline_then_exits_0() {
+    use scopegate::server::DRAIN_TIMEOUT;
+    assert_eq!(DRAIN_TIMEOUT, Duration::from_secs(10));
+    let mut binary = Binary::start("drain-deadline", VALID, "info", None).await;
+    // A health Watch stream never ends on its own: the drain has something to wait for.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", binary.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut stream = client
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    stream.message().await.expect("first status");
+
+    let signalled = std::time::Instant::now();
+    binary.sigterm();
+    binary
+        .wait_for_log("shutdown signal received", Duration::from_secs(5))
+        .await;
+    let exit = binary
+        .exited_within(DRAIN_TIMEOUT * 3)
+        .await
+        .expect("exited after the drain deadline");
+    let drained_for = signalled.elapsed();
+    assert!(
+        drained_for >= DRAIN_TIMEOUT,
+        "exited {drained_for:?} after SIGTERM, before the drain deadline, with a stream held open"
+    );
+    assert!(exit.success(), "{exit:?}");
+    let log = binary.log_text();
+    assert!(
+        log.contains("connections still open after the drain timeout; closing")
+            && log.contains("scopegate stopped"),
+        "{log}"
+    );
+    // The held stream ends with the process, however it ends.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = stream.message().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the held stream outlived the process");
+}
