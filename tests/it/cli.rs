@@ -291,7 +291,10 @@ fn sigterm_while_still_starting_drains_and_exits_0() {
             let _ = std::fs::File::open(&fifo);
             let _ = child.kill();
             let _ = child.wait();
-            panic!("scopegate never read its certificate file; log:\n{}", log_text());
+            panic!(
+                "scopegate never read its certificate file; log:\n{}",
+                log_text()
+            );
         }
     }
     let mut file = writer.join().expect("writer").expect("open the FIFO");

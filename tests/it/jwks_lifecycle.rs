@@ -183,6 +183,8 @@ async fn removed_key_stops_verifying_after_scheduled_refresh() {
     gate.stop().await;
 }
 
+/// Random `kid`s cause at most one refetch per `jwks_refetch_cooldown_seconds` (5 s by
+/// default); inside the cooldown they are refused at once.
 #[tokio::test]
 async fn unknown_kid_flood_causes_at_most_one_refetch_per_cooldown() {
     let key = TestKey::generate("key-1");
@@ -399,8 +401,8 @@ async fn oversized_jwks_body_is_refused() {
     ];
     for (padding, extra, announced) in cases {
         let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
-        let gate = Scopegate::start_ready(&jwks.url(), &format!("{extra}{FAST_REFRESH}{RULES}"))
-            .await;
+        let gate =
+            Scopegate::start_ready(&jwks.url(), &format!("{extra}{FAST_REFRESH}{RULES}")).await;
         assert!(allowed(&gate, &key).await);
         let mut doc = jwks_of(&[&key]);
         doc["padding"] = json!("x".repeat(padding));
@@ -472,6 +474,8 @@ const SHORT_STALE: &str = "jwks_refresh_seconds = 1\njwks_min_refresh_seconds = 
     jwks_max_refresh_seconds = 1\njwks_fetch_timeout_seconds = 1\njwks_max_stale_seconds = 12\n\
     jwks_refetch_cooldown_seconds = 1\n";
 
+/// With `jwks_max_stale_seconds = 12` (`SHORT_STALE`), a set the issuer stops serving is
+/// withdrawn (503, NOT_SERVING); a Check then asks for a fetch, which brings it back.
 #[tokio::test]
 async fn last_good_keys_expire_after_max_stale_and_a_check_brings_them_back() {
     let key = TestKey::generate("key-1");

@@ -177,7 +177,7 @@ async fn a_stream_flood_announcing_huge_messages_stays_bounded() {
 }
 
 /// A single 3 MB Check (150,000 headers) is refused with OUT_OF_RANGE from its length
-/// prefix, before it is buffered or parsed (it used to cost ~65 ms of CPU each). It can only be a
+/// prefix (over `server.max_request_bytes`, 128 KiB by default), before it is buffered or parsed (it used to cost ~65 ms of CPU each). It can only be a
 /// gRPC error, which Envoy's `failure_mode_allow: true` would let through: Envoy itself never
 /// sends one that large (its own request headers are limited to 60 KiB by default).
 #[tokio::test]
@@ -375,7 +375,9 @@ async fn read_frame(socket: &mut TcpStream) -> Option<Frame> {
 
 /// A frame of `kind` with `flags` on `stream`, as bytes to write.
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).expect("small frame").to_be_bytes();
+    let len = u32::try_from(payload.len())
+        .expect("small frame")
+        .to_be_bytes();
     let mut out = vec![len[1], len[2], len[3], kind, flags];
     out.extend_from_slice(&stream.to_be_bytes());
     out.extend_from_slice(payload);
@@ -490,7 +492,10 @@ async fn a_connection_holds_100_streams_and_the_101st_is_refused() {
         .write_all(&frame(RST_STREAM, 0, 1, &cancel))
         .await
         .expect("reset");
-    socket.write_all(&check_headers(203)).await.expect("headers");
+    socket
+        .write_all(&check_headers(203))
+        .await
+        .expect("headers");
     let mut resets = until_pong(&mut socket, *b"streams3").await;
     resets.extend(until_pong(&mut socket, *b"streams4").await);
     assert_eq!(resets, [], "a freed stream is taken again");
