@@ -145,7 +145,7 @@ fn cited_functions(module: &str, name: &str) -> Vec<String> {
             }
             let end = lines[i + 1..]
                 .iter()
-                .position(|l| is_item_start(l))
+                .position(is_item_start)
                 .map_or(lines.len(), |n| i + 1 + n);
             found.push(lines[start..end].join("\n"));
         }
