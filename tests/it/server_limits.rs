@@ -512,7 +512,9 @@ async fn a_connection_holds_100_streams_and_the_101st_is_refused() {
 async fn a_peer_that_stops_answering_pings_is_closed_and_one_that_answers_is_not() {
     let served = Served::start(
         "dead-peer",
-        "[server]\nkeepalive_interval_seconds = 1\nkeepalive_timeout_seconds = 1\n\
+        // A timeout of 5 s, so that the live peer, however slowly a loaded machine runs it,
+        // answers in time.
+        "[server]\nkeepalive_interval_seconds = 1\nkeepalive_timeout_seconds = 5\n\
          max_connection_age_seconds = 3600\nidle_timeout_seconds = 3600\n",
         None,
     )
