@@ -804,6 +804,8 @@ pub(crate) mod tests {
         assert_eq!(retry_backoff(u32::MAX), MAX_RETRY_BACKOFF);
     }
 
+    /// The refresher's planned sleep is cut at the moment the set goes stale (its last
+    /// successful fetch + `jwks_max_stale_seconds`), whatever `max-age` asked for.
     #[test]
     fn the_wait_is_the_planned_one_or_until_staleness_whichever_is_sooner() {
         let s = Duration::from_secs;
@@ -903,7 +905,8 @@ pub(crate) mod tests {
     /// end of an earlier one. The end of an attempt (gate to idle, count it) is one step
     /// under the gate's lock; the refresher used to clear first and count after, so a caller
     /// landing in between started a "new" fetch, was woken at once by the old one's count, got
-    /// a spurious 401, and burnt the cooldown for everyone.
+    /// a spurious 401, and burnt the cooldown for everyone. A waiter whose fetch never ends
+    /// gives up after exactly `unknown_kid_wait_ms` (300 ms here), not the fetch timeout.
     #[tokio::test(start_paused = true)]
     async fn a_waiter_is_woken_by_the_end_of_its_own_fetch_only() {
         let jwks = Jwks::new(settings());
@@ -978,6 +981,8 @@ pub(crate) mod tests {
         assert!(jwks.is_usable());
     }
 
+    /// A set older than `jwks_max_stale_seconds` (24 h here) is withdrawn: no snapshot, not
+    /// usable; a Check that finds it so asks for a fetch.
     #[tokio::test(start_paused = true)]
     async fn stale_sets_are_withdrawn_and_stale_checks_ask_for_a_fetch() {
         let jwks = Jwks::new(settings());
@@ -996,7 +1001,7 @@ pub(crate) mod tests {
     /// The refresher loop itself, under paused time: a set is in force and every fetch fails
     /// (the URL is plain http off loopback, refused before anything is sent), so the refresher
     /// backs off (0.75 to 1 s after the first failure). The set goes stale 500 ms after it was
-    /// installed: the second attempt is made at that moment, not at the end of the backoff, so a
+    /// installed (`jwks_max_stale_seconds`, shortened for the test): the second attempt is made at that moment, not at the end of the backoff, so a
     /// last try comes before Checks would be answered 503.
     #[tokio::test(start_paused = true)]
     async fn the_refresher_never_sleeps_past_staleness() {

@@ -1050,6 +1050,8 @@ pub(crate) mod tests {
         );
     }
 
+    /// A document listing more entries than `jwks_max_keys` is refused whole, before any entry
+    /// is parsed, whatever the entries are.
     #[test]
     fn documents_over_the_key_cap_are_refused_whole() {
         let n = generated_modulus();

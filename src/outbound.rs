@@ -259,6 +259,9 @@ impl Client {
 mod tests {
     use super::*;
 
+    /// Every key source passes this policy (a `jwks_uri`, configured or named by a discovery
+    /// document, and the issuer discovery reads): plain http only to a loopback host, or to
+    /// any with `allow_insecure_http`.
     #[test]
     fn plain_http_is_refused_but_for_loopback_hosts_or_when_allowed() {
         let strict = FetchPolicy::default();

@@ -238,6 +238,8 @@ mod tests {
         assert_eq!(next.await.expect("task"), Trigger::Signal);
     }
 
+    /// With `reload_on_change`, only events that can change the file's content (on the file,
+    /// or on `..data` when a ConfigMap swaps it) ask for a reload.
     #[test]
     fn only_events_that_can_change_content_ask_for_a_reload() {
         for (kind, want) in [

@@ -1110,4 +1110,44 @@ mod tests {
         supervisor.await.expect("supervisor returns");
         assert_eq!(exits.load(Ordering::SeqCst), 0);
     }
+
+    /// A task that keeps dying is restarted after 1, 2, 4, 8, then 10 s (never more); one that
+    /// ran for `RESTART_RESET` (60 s) before dying is restarted after 1 s again, and one that ran
+    /// 59 s goes on backing off from where it was. Paused time: the delays are the runtime's own
+    /// clock, exact, not a wall-clock measurement.
+    #[tokio::test(start_paused = true)]
+    async fn restarts_back_off_from_1_s_to_10_s_and_reset_after_60_s_of_running() {
+        // How long each successive task runs before it returns on its own.
+        const LIFETIMES: [u64; 10] = [0, 0, 0, 0, 0, 0, 60, 0, 59, 0];
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let starts = Arc::new(Mutex::new(Vec::<Instant>::new()));
+        let supervisor = tokio::spawn(supervise(
+            "health tracker",
+            {
+                let starts = Arc::clone(&starts);
+                move || {
+                    let lifetime = {
+                        let mut starts = starts.lock().expect("starts");
+                        starts.push(Instant::now());
+                        LIFETIMES.get(starts.len() - 1).copied().unwrap_or(3600)
+                    };
+                    async move { tokio::time::sleep(Duration::from_secs(lifetime)).await }
+                }
+            },
+            || {},
+            stop_rx,
+        ));
+        while starts.lock().expect("starts").len() < LIFETIMES.len() + 1 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let starts = starts.lock().expect("starts").clone();
+        // The pause between one task's end and the next one's start.
+        let delays: Vec<u64> = starts
+            .windows(2)
+            .zip(LIFETIMES)
+            .map(|(pair, lifetime)| (pair[1] - pair[0]).as_secs() - lifetime)
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10, 1, 2, 4, 8]);
+        supervisor.abort();
+    }
 }

@@ -213,9 +213,10 @@ mod tests {
         assert!(entry_bytes(&claims(3_850, 2)) > entry_bytes(&claims(200, 20)));
     }
 
-    /// Whatever is inserted, the weight held stays within the budget, the entries within
-    /// `size` (but for one per shard, from rounding the budget over the shards), and an entry
-    /// over `max_bytes / 64` is not cached at all.
+    /// Whatever is inserted, the weight held stays within the budget (`max_bytes`, from
+    /// `token_cache_max_bytes`), the entries within `size` (`token_cache_size`; but for one per
+    /// shard, from rounding the budget over the shards), and an entry over `max_bytes / 64` is
+    /// not cached at all.
     #[test]
     fn entries_are_bounded_by_bytes_and_by_count() {
         // (size, budget, scopes and width of every token, tokens inserted)

@@ -426,6 +426,8 @@ mod tests {
         }
     }
 
+    /// With `cors_preflight = "allow"` (`preflights` true), a preflight passes without a token
+    /// only where the request it announces could pass; without it, never.
     #[test]
     fn preflights_pass_only_where_the_request_they_announce_could() {
         let p = Policy::new(

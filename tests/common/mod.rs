@@ -162,6 +162,9 @@ pub enum Reply {
     /// Send the status line, headers announcing `announced` body bytes and the first of them,
     /// then stall (a body cut short).
     StallBody { announced: usize, sent: Vec<u8> },
+    /// 200 with this body and no `content-length`: the body ends when the connection closes,
+    /// so only the reader's own count can stop it.
+    Unsized(Vec<u8>),
 }
 
 impl Reply {
@@ -186,6 +189,9 @@ pub struct JwksServer {
     /// Replies for particular paths, before the default `reply`.
     routes: Arc<Mutex<HashMap<String, Reply>>>,
     hits: Arc<AtomicUsize>,
+    /// Body bytes the client's socket took, over every reply: what it can have read at most,
+    /// besides what still sits in the kernel's buffers.
+    body_bytes: Arc<AtomicUsize>,
     /// Requests per path.
     path_hits: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -225,6 +231,7 @@ impl JwksServer {
             reply: Arc::new(Mutex::new(reply)),
             routes: Arc::new(Mutex::new(HashMap::new())),
             hits: Arc::new(AtomicUsize::new(0)),
+            body_bytes: Arc::new(AtomicUsize::new(0)),
             path_hits: Arc::new(Mutex::new(HashMap::new())),
         };
         let state = server.clone();
@@ -311,10 +318,35 @@ impl JwksServer {
                 }
                 head.push_str("\r\n");
                 let _ = socket.write_all(head.as_bytes()).await;
-                let _ = socket.write_all(&body).await;
+                state.write_body(&mut socket, &body).await;
+                let _ = socket.shutdown().await;
+            }
+            Reply::Unsized(body) => {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+                let _ = socket.write_all(head.as_bytes()).await;
+                state.write_body(&mut socket, &body).await;
                 let _ = socket.shutdown().await;
             }
         }
+    }
+
+    /// Writes `body` in 64 KiB pieces, counting what the socket took, until done or the client
+    /// has gone.
+    async fn write_body<S>(&self, socket: &mut S, body: &[u8])
+    where
+        S: tokio::io::AsyncWrite + Unpin,
+    {
+        for piece in body.chunks(64 << 10) {
+            if socket.write_all(piece).await.is_err() {
+                return;
+            }
+            self.body_bytes.fetch_add(piece.len(), Ordering::SeqCst);
+        }
+    }
+
+    /// Body bytes written to clients so far (see the field).
+    pub fn body_bytes(&self) -> usize {
+        self.body_bytes.load(Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {

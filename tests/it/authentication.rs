@@ -49,7 +49,8 @@ async fn malformed_bearer_credentials_are_400_invalid_request() {
         format!("Bearer {token} extra"),
         format!("Bearer {token}, Bearer {token}"),
         "Bearer a\"b".to_string(),
-        format!("Bearer {}", "a".repeat(17 * 1024)),
+        // One byte over the 16 KiB bound on the whole value.
+        format!("Bearer {}", "a".repeat(16 * 1024 - "Bearer ".len() + 1)),
     ];
     for authorization in &cases {
         let answer = env
@@ -64,6 +65,11 @@ async fn malformed_bearer_credentials_are_400_invalid_request() {
             "{answer:?}"
         );
     }
+    // A value of exactly 16 KiB is read as credentials: its token fails verification instead.
+    let at_the_bound = format!("Bearer {}", "a".repeat(16 * 1024 - "Bearer ".len()));
+    env.ask("GET", "/restricted_resource", Some(&at_the_bound))
+        .await
+        .assert_denied(401, "invalid_token");
     env.gate.stop().await;
 }
 

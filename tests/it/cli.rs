@@ -245,6 +245,96 @@ async fn serve_shuts_down_gracefully_on_sigterm() {
     assert!(log.contains("scopegate stopped"), "{log}");
 }
 
+/// A SIGTERM that arrives while scopegate is still starting is not lost and does not kill it:
+/// the process drains and exits 0. Start-up is held at a known point before anything is served:
+/// the TLS certificate file is a FIFO, which scopegate's read blocks on until this test writes
+/// it. The signal is sent while that read waits (nothing logged as serving yet), then the
+/// certificate is written and start-up goes on to find the signal already there.
+#[test]
+fn sigterm_while_still_starting_drains_and_exits_0() {
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let certs =
+        scopegate::dev::certs::generate(dir.path(), &["localhost".to_string()]).expect("certs");
+    let fifo = dir.path().join("tls.crt");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo: {made:?}");
+    let config = write_config(
+        "sigterm-starting.toml",
+        &format!(
+            "{VALID}\n[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            fifo.display().to_string(),
+            certs.server_key.display().to_string()
+        ),
+    );
+    let log = dir.path().join("scopegate.log");
+    let mut child = scopegate(&["serve", "--config", config.to_str().expect("utf8")])
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Opening a FIFO for writing blocks until a reader opens it: scopegate, starting up.
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || {
+            let file = std::fs::OpenOptions::new().write(true).open(fifo);
+            let _ = opened_tx.send(());
+            file
+        }
+    });
+    let mut waited = Duration::ZERO;
+    while opened_rx.recv_timeout(Duration::from_millis(100)).is_err() {
+        waited += Duration::from_millis(100);
+        if waited > Duration::from_secs(20) || child.try_wait().expect("wait").is_some() {
+            // Release the writer thread (a reader of our own), then fail.
+            let _ = std::fs::File::open(&fifo);
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "scopegate never read its certificate file; log:\n{}",
+                log_text()
+            );
+        }
+    }
+    let mut file = writer.join().expect("writer").expect("open the FIFO");
+    assert!(
+        !log_text().contains("scopegate serving"),
+        "start-up must be held on the certificate file:\n{}",
+        log_text()
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let pem = std::fs::read(&certs.server_cert).expect("certificate");
+    // A process the signal killed has no reader left: the exit status below says so.
+    let _ = std::io::Write::write_all(&mut file, &pem);
+    drop(file);
+
+    let mut waited = Duration::ZERO;
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        if waited > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no exit after SIGTERM; log:\n{}", log_text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        waited += Duration::from_millis(50);
+    };
+    let text = log_text();
+    assert!(exit.success(), "exit status {exit:?}; log:\n{text}");
+    assert!(
+        text.contains("shutdown signal received") && text.contains("scopegate stopped"),
+        "{text}"
+    );
+}
+
 #[test]
 fn json_log_format_writes_json_lines() {
     let path = write_config("json.toml", VALID);
@@ -442,4 +532,58 @@ async fn one_sigterm_with_a_stream_held_open_exits_0_when_it_ends_or_at_the_drai
     assert!(log.contains(drain_timeout), "{log}");
     assert!(log.contains("scopegate stopped"), "{log}");
     drop(stream);
+}
+
+/// The drain at shutdown waits for a stream that stays open, but no longer than its deadline
+/// (10 s, `server::DRAIN_TIMEOUT`): the process is still there while the stream is held, then
+/// closes it, says so, and exits 0. The only time compared is a lower bound (it did not exit
+/// before the deadline), never an upper one closer than the test's own patience.
+#[tokio::test]
+async fn the_drain_waits_for_a_held_stream_until_its_10_s_deadline_then_exits_0() {
+    use scopegate::server::DRAIN_TIMEOUT;
+    assert_eq!(DRAIN_TIMEOUT, Duration::from_secs(10));
+    let mut binary = Binary::start("drain-deadline", VALID, "info", None).await;
+    // A health Watch stream never ends on its own: the drain has something to wait for.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", binary.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut stream = client
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    stream.message().await.expect("first status");
+
+    let signalled = std::time::Instant::now();
+    binary.sigterm();
+    binary
+        .wait_for_log("shutdown signal received", Duration::from_secs(5))
+        .await;
+    let exit = binary
+        .exited_within(DRAIN_TIMEOUT * 3)
+        .await
+        .expect("exited after the drain deadline");
+    let drained_for = signalled.elapsed();
+    assert!(
+        drained_for >= DRAIN_TIMEOUT,
+        "exited {drained_for:?} after SIGTERM, before the drain deadline, with a stream held open"
+    );
+    assert!(exit.success(), "{exit:?}");
+    let log = binary.log_text();
+    assert!(
+        log.contains("connections still open after the drain timeout; closing")
+            && log.contains("scopegate stopped"),
+        "{log}"
+    );
+    // The held stream ends with the process, however it ends.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = stream.message().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the held stream outlived the process");
 }

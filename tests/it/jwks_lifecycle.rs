@@ -183,6 +183,8 @@ async fn removed_key_stops_verifying_after_scheduled_refresh() {
     gate.stop().await;
 }
 
+/// Random `kid`s cause at most one refetch per `jwks_refetch_cooldown_seconds` (5 s by
+/// default); inside the cooldown they are refused at once.
 #[tokio::test]
 async fn unknown_kid_flood_causes_at_most_one_refetch_per_cooldown() {
     let key = TestKey::generate("key-1");
@@ -381,25 +383,56 @@ async fn redirects_are_not_followed() {
     gate.stop().await;
 }
 
+/// A JWKS body over `jwks_max_bytes` replaces nothing: the set loaded before keeps verifying
+/// and health stays SERVING. The body is not read whole: announced by `content-length`, it is
+/// refused on the announcement; unannounced, reading stops at the cap. What the issuer's socket
+/// took is counted: over two refused fetches, less than one 50 MB body (the kernel's buffers on
+/// loopback hold a few MB; a reader that read on would take all 50 MB at every fetch).
 #[tokio::test]
 async fn oversized_jwks_body_is_refused() {
     let key = TestKey::generate("key-1");
-    // Just over a small configured cap, and 50 MB against the default cap (1 MiB).
-    for (padding, extra) in [(4096, "jwks_max_bytes = 2048\n"), (50 << 20, "")] {
+    const BIG: usize = 50 << 20;
+    let cases: [(usize, &str, bool); 3] = [
+        // Just over a small configured cap.
+        (4096, "jwks_max_bytes = 2048\n", true),
+        // 50 MB against the default cap (1 MiB), announced, then not.
+        (BIG, "", true),
+        (BIG, "", false),
+    ];
+    for (padding, extra, announced) in cases {
+        let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+        let gate =
+            Scopegate::start_ready(&jwks.url(), &format!("{extra}{FAST_REFRESH}{RULES}")).await;
+        assert!(allowed(&gate, &key).await);
         let mut doc = jwks_of(&[&key]);
         doc["padding"] = json!("x".repeat(padding));
-        let jwks = JwksServer::start(Reply::json(&doc)).await;
-        let gate = Scopegate::start(&jwks.url(), &format!("{extra}{RULES}")).await;
-        eventually("a retry", Duration::from_secs(10), || async {
-            jwks.hits() >= 2
+        let body = doc.to_string().into_bytes();
+        jwks.set(if announced {
+            Reply::json(&doc)
+        } else {
+            Reply::Unsized(body)
+        });
+        let (hits, sent) = (jwks.hits(), jwks.body_bytes());
+        eventually("two refused refreshes", Duration::from_secs(15), || async {
+            jwks.hits() >= hits + 2
         })
         .await;
+        if padding == BIG {
+            let taken = jwks.body_bytes() - sent;
+            assert!(
+                taken < BIG,
+                "{taken} bytes of the oversized body were taken (announced: {announced})"
+            );
+        }
         assert_eq!(
             gate.health("").await,
-            ServingStatus::NotServing as i32,
-            "{padding}"
+            ServingStatus::Serving as i32,
+            "{padding} {announced}: the last good set is kept"
         );
-        assert!(!allowed(&gate, &key).await, "{padding}");
+        assert!(
+            allowed(&gate, &key).await,
+            "{padding} {announced}: the last good set verifies"
+        );
         gate.stop().await;
     }
 }
@@ -441,6 +474,8 @@ const SHORT_STALE: &str = "jwks_refresh_seconds = 1\njwks_min_refresh_seconds = 
     jwks_max_refresh_seconds = 1\njwks_fetch_timeout_seconds = 1\njwks_max_stale_seconds = 12\n\
     jwks_refetch_cooldown_seconds = 1\n";
 
+/// With `jwks_max_stale_seconds = 12` (`SHORT_STALE`), a set the issuer stops serving is
+/// withdrawn (503, NOT_SERVING); a Check then asks for a fetch, which brings it back.
 #[tokio::test]
 async fn last_good_keys_expire_after_max_stale_and_a_check_brings_them_back() {
     let key = TestKey::generate("key-1");
@@ -497,15 +532,24 @@ async fn last_good_keys_expire_after_max_stale_and_a_check_brings_them_back() {
 /// A Check waits for an unknown-`kid` refetch at most `unknown_kid_wait_ms`, so it is answered
 /// in-band before Envoy's own timeout (0.5 s in the shipped configuration) would answer 503, or,
 /// under `failure_mode_allow`, let the request through. The fetch goes on and serves later Checks.
+///
+/// The outcome shows the bound without timing anything: the JWKS takes 3 s to answer and
+/// `server.check_timeout_ms` is 2500, so a Check that waited for the fetch (or for anything
+/// longer than the deadline) would be answered 503 by the deadline; the 401 can only come from
+/// the end of the 200 ms wait. (`jwks::tests::a_waiter_is_woken_by_the_end_of_its_own_fetch_only`
+/// shows the wait ends at `unknown_kid_wait` to the millisecond, under paused time.)
 #[tokio::test]
 async fn an_unknown_kid_waits_at_most_unknown_kid_wait_and_the_fetch_goes_on() {
     let old = TestKey::generate("old");
     let new = TestKey::generate("new");
     let jwks = JwksServer::start(Reply::json(&jwks_of(&[&old]))).await;
-    let gate =
-        Scopegate::start_ready(&jwks.url(), &format!("unknown_kid_wait_ms = 200\n{RULES}")).await;
+    let gate = Scopegate::start_ready(
+        &jwks.url(),
+        &format!("unknown_kid_wait_ms = 200\n{RULES}\n[server]\ncheck_timeout_ms = 2500\n"),
+    )
+    .await;
     // The issuer signs with a new key, and its JWKS endpoint takes 3 s to list it (within the
-    // 5 s fetch timeout).
+    // 5 s fetch timeout, past the Check deadline).
     jwks.set(Reply::Delayed(
         Duration::from_secs(3),
         Box::new(Reply::json(&jwks_of(&[&old, &new]))),

@@ -44,6 +44,19 @@ async fn decisions_are_logged_and_tokens_never_are() {
         let request = request("GET", path, &[("authorization", &bearer(token))]);
         client.check(request).await.expect("in-band answer");
     }
+    // A 1000-byte method and a 5000-byte x-request-id: each is logged as its first 32 and 128
+    // bytes with its length, so neither can make a line grow with what a client sends.
+    let huge_method = "M".repeat(1000);
+    let huge_request_id = "r".repeat(5000);
+    let request = request(
+        &huge_method,
+        "/restricted_resource",
+        &[
+            ("authorization", &bearer(&good)),
+            ("x-request-id", &huge_request_id),
+        ],
+    );
+    client.check(request).await.expect("in-band answer");
     drop(client);
     binary.terminate().await;
     let text = binary.log_text();
@@ -75,11 +88,20 @@ async fn decisions_are_logged_and_tokens_never_are() {
             && l.contains("rule=rules[0]")),
         "allows are logged with decision_log = \"all\":\n{text}"
     );
-    // A 100 KB path is logged as a bounded prefix with its length, not copied whole.
+    // A 100 KB path is logged as a bounded prefix with its length, not copied whole: its
+    // first 256 bytes, the slash and 255 `x`.
+    let cut_path = format!("path=\"/{}…(100001 bytes)\"", "x".repeat(256 - 1));
     assert!(
         text.lines()
-            .any(|l| l.contains("decision=deny") && l.contains("…(100001 bytes)")),
+            .any(|l| l.contains("decision=deny") && l.contains(&cut_path)),
         "the huge path's denial is logged, cut:\n{text:.2000}"
+    );
+    let cut_method = format!("method=\"{}…(1000 bytes)\"", "M".repeat(32));
+    let cut_request_id = format!("request_id=\"{}…(5000 bytes)\"", "r".repeat(128));
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&cut_method) && l.contains(&cut_request_id)),
+        "the huge method and request_id are logged as 32 and 128 bytes, cut:\n{text:.4000}"
     );
     let longest = text.lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 2048, "a log line of {longest} bytes");

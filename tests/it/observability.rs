@@ -491,20 +491,56 @@ async fn the_metrics_listener_bounds_connections_idle_time_and_request_heads() {
     })
     .await;
 
-    // A request head larger than the listener buffers is not served.
+    // A request head of 16 KiB and more is refused and the connection closed, before the
+    // header deadline. The witness, opened first and silent, is closed by that deadline: the
+    // refused connection must be gone while the witness is still open, so a server that only
+    // held the big head until the deadline fails here. A head just under the cap is served.
+    use scopegate::metrics::METRICS_MAX_REQUEST_HEAD;
+    let witness = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = |filler: usize| {
+        format!(
+            "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-filler: {}\r\n\r\n",
+            "a".repeat(filler)
+        )
+    };
     let mut stream = tokio::net::TcpStream::connect(&addr)
         .await
         .expect("connect");
-    let head = format!(
-        "GET /metrics HTTP/1.1\r\nhost: x\r\nx-filler: {}\r\n\r\n",
-        "a".repeat(scopegate::metrics::METRICS_MAX_REQUEST_HEAD * 2)
-    );
-    // The server may close before it has read everything: a failed write is an answer too.
-    let _ = stream.write_all(head.as_bytes()).await;
+    stream
+        .write_all(head(METRICS_MAX_REQUEST_HEAD - 1024).as_bytes())
+        .await
+        .expect("write");
     let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
     let answer = String::from_utf8_lossy(&answer);
-    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
+
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    // The server may close before it has read everything: a failed write is an answer too.
+    let _ = stream
+        .write_all(head(METRICS_MAX_REQUEST_HEAD).as_bytes())
+        .await;
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(METRICS_HEADER_TIMEOUT * 3, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes a connection whose request head is too large");
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(witness.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the oversized head was refused only at the header deadline ({closed:?})"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer:.200}"
+    );
 }
 
 /// The family names a scrape declares (`# TYPE` lines), spelt as the README's metrics table

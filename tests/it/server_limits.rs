@@ -177,7 +177,7 @@ async fn a_stream_flood_announcing_huge_messages_stays_bounded() {
 }
 
 /// A single 3 MB Check (150,000 headers) is refused with OUT_OF_RANGE from its length
-/// prefix, before it is buffered or parsed (it used to cost ~65 ms of CPU each). It can only be a
+/// prefix (over `server.max_request_bytes`, 128 KiB by default), before it is buffered or parsed (it used to cost ~65 ms of CPU each). It can only be a
 /// gRPC error, which Envoy's `failure_mode_allow: true` would let through: Envoy itself never
 /// sends one that large (its own request headers are limited to 60 KiB by default).
 #[tokio::test]
@@ -350,6 +350,238 @@ async fn out_of_file_descriptors_backs_off_and_recovers() {
 
 /// HTTP/2 keepalive pings go out every `keepalive_interval_seconds`, and a connection older than
 /// `max_connection_age_seconds` is told to go away (GOAWAY).
+/// One HTTP/2 frame as read off the wire: type, flags, stream id, payload.
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+/// The next frame on `socket`, or `None` once the peer has closed it.
+async fn read_frame(socket: &mut TcpStream) -> Option<Frame> {
+    let mut header = [0u8; 9];
+    socket.read_exact(&mut header).await.ok()?;
+    let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    socket.read_exact(&mut payload).await.ok()?;
+    Some(Frame {
+        kind: header[3],
+        flags: header[4],
+        stream: u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff,
+        payload,
+    })
+}
+
+/// A frame of `kind` with `flags` on `stream`, as bytes to write.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("small frame")
+        .to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+const PING: u8 = 0x6;
+const RST_STREAM: u8 = 0x3;
+const SETTINGS: u8 = 0x4;
+const GOAWAY: u8 = 0x7;
+/// RST_STREAM's code for a stream the server would not take (RFC 9113 §7).
+const REFUSED_STREAM: u32 = 0x7;
+
+/// The HEADERS of a Check on `stream` whose request never ends (no END_STREAM, no body): HPACK
+/// literals without indexing, so no encoder state is needed.
+fn check_headers(stream: u32) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "scopegate"),
+        (":path", "/envoy.service.auth.v3.Authorization/Check"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        block.push(0);
+        block.push(u8::try_from(name.len()).expect("short name"));
+        block.extend_from_slice(name.as_bytes());
+        block.push(u8::try_from(value.len()).expect("short value"));
+        block.extend_from_slice(value.as_bytes());
+    }
+    // END_HEADERS only.
+    frame(0x1, 0x4, stream, &block)
+}
+
+/// Reads frames until the ACK of a PING carrying `payload` (sent after everything it must
+/// follow): the server has then read every frame sent before it. Returns the RST_STREAMs seen
+/// on the way, as (stream, error code).
+async fn until_pong(socket: &mut TcpStream, payload: [u8; 8]) -> Vec<(u32, u32)> {
+    socket
+        .write_all(&frame(PING, 0, 0, &payload))
+        .await
+        .expect("ping");
+    let mut resets = Vec::new();
+    let read = async {
+        loop {
+            let frame = read_frame(socket).await.expect("the connection stays open");
+            match frame.kind {
+                PING if frame.flags & 1 == 1 && frame.payload == payload => return,
+                RST_STREAM => {
+                    let code: [u8; 4] = frame.payload[..4].try_into().expect("4-byte code");
+                    resets.push((frame.stream, u32::from_be_bytes(code)));
+                }
+                GOAWAY => panic!("GOAWAY: {:?}", frame.payload),
+                _ => {}
+            }
+        }
+    };
+    // Only a guard against a hang: the answer normally takes milliseconds.
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("PING answered");
+    resets
+}
+
+/// A connection holds at most `max_concurrent_streams` streams (100 by default) at once,
+/// counted on the wire: the server announces 100 in its SETTINGS, takes 100 Checks whose
+/// requests never end, and refuses the 101st (RST_STREAM REFUSED_STREAM), which a client that
+/// ignored the announcement opened anyway. Once the client ends one, the next is taken. The
+/// raw frames show the server's own count: an HTTP/2 client library would hold the 101st back.
+#[tokio::test]
+async fn a_connection_holds_100_streams_and_the_101st_is_refused() {
+    let served = Served::start("stream-cap", "", None).await;
+    let mut socket = TcpStream::connect(&served.addr).await.expect("connect");
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    socket
+        .write_all(&frame(SETTINGS, 0, 0, &[]))
+        .await
+        .expect("settings");
+    let settings = tokio::time::timeout(Duration::from_secs(20), read_frame(&mut socket))
+        .await
+        .expect("server settings")
+        .expect("server settings");
+    assert_eq!(settings.kind, SETTINGS);
+    let announced = settings
+        .payload
+        .chunks(6)
+        .find(|s| s[..2] == [0, 3])
+        .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+    assert_eq!(announced, Some(100), "SETTINGS_MAX_CONCURRENT_STREAMS");
+    socket
+        .write_all(&frame(SETTINGS, 1, 0, &[]))
+        .await
+        .expect("settings ack");
+
+    // Streams 1, 3, …, 201: one more than the cap, all at once.
+    let mut flood = Vec::new();
+    for n in 0..101 {
+        flood.extend(check_headers(1 + 2 * n));
+    }
+    socket.write_all(&flood).await.expect("headers");
+    let mut resets = until_pong(&mut socket, *b"streams1").await;
+    resets.extend(until_pong(&mut socket, *b"streams2").await);
+    assert_eq!(resets, [(201, REFUSED_STREAM)], "only the 101st is refused");
+
+    // The client ends stream 1: the next stream is taken.
+    let cancel = 0x8u32.to_be_bytes();
+    socket
+        .write_all(&frame(RST_STREAM, 0, 1, &cancel))
+        .await
+        .expect("reset");
+    socket
+        .write_all(&check_headers(203))
+        .await
+        .expect("headers");
+    let mut resets = until_pong(&mut socket, *b"streams3").await;
+    resets.extend(until_pong(&mut socket, *b"streams4").await);
+    assert_eq!(resets, [], "a freed stream is taken again");
+    // Connected clients are served meanwhile.
+    let mut legit = served.client().await;
+    served.legitimate(&mut legit).await;
+}
+
+/// A peer that stops answering keepalive PINGs is closed by the keepalive, not by anything
+/// else: connection age and idle time are an hour here. A second connection that answers
+/// every PING is still open when the silent one is closed, so the close is the missed answer,
+/// not the time the connection had been open.
+#[tokio::test]
+async fn a_peer_that_stops_answering_pings_is_closed_and_one_that_answers_is_not() {
+    let served = Served::start(
+        "dead-peer",
+        // A timeout of 5 s, so that the live peer, however slowly a loaded machine runs it,
+        // answers in time.
+        "[server]\nkeepalive_interval_seconds = 1\nkeepalive_timeout_seconds = 5\n\
+         max_connection_age_seconds = 3600\nidle_timeout_seconds = 3600\n",
+        None,
+    )
+    .await;
+    let mut silent = preface_only(&served.addr).await;
+    let mut live = preface_only(&served.addr).await;
+    // The live peer answers every PING (and the settings), in the background.
+    let (pings_tx, mut pings_rx) = tokio::sync::watch::channel(0u32);
+    let live_task = tokio::spawn(async move {
+        while let Some(frame) = read_frame(&mut live).await {
+            match frame.kind {
+                SETTINGS if frame.flags & 1 == 0 => {
+                    let _ = live.write_all(&frame_ack(SETTINGS, &[])).await;
+                }
+                PING if frame.flags & 1 == 0 => {
+                    let _ = live.write_all(&frame_ack(PING, &frame.payload)).await;
+                    pings_tx.send_modify(|n| *n += 1);
+                }
+                GOAWAY => break,
+                _ => {}
+            }
+        }
+        // Closed by the server.
+        drop(pings_tx);
+    });
+    // The silent peer acknowledges the settings, then never answers a PING.
+    let mut silent_pings = 0;
+    let read = async {
+        while let Some(frame) = read_frame(&mut silent).await {
+            match frame.kind {
+                SETTINGS if frame.flags & 1 == 0 => {
+                    silent
+                        .write_all(&frame_ack(SETTINGS, &[]))
+                        .await
+                        .expect("settings ack");
+                }
+                PING if frame.flags & 1 == 0 => silent_pings += 1,
+                _ => {}
+            }
+        }
+    };
+    // Only a guard against a hang: with the keepalive working this ends within seconds.
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the silent peer's connection is closed");
+    assert!(silent_pings >= 1, "closed without a PING first");
+    assert!(
+        !live_task.is_finished(),
+        "the peer that answers PINGs was closed too"
+    );
+    // And it goes on being pinged and kept: two more answered PINGs after the close.
+    let seen = *pings_rx.borrow_and_update();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        pings_rx.wait_for(|n| *n >= seen + 2),
+    )
+    .await
+    .expect("still pinged")
+    .expect("the answering peer's connection stays open");
+    live_task.abort();
+}
+
+/// The ACK of a frame of `kind` (SETTINGS or PING) with `payload`.
+fn frame_ack(kind: u8, payload: &[u8]) -> Vec<u8> {
+    frame(kind, 1, 0, payload)
+}
+
 #[tokio::test]
 async fn keepalive_pings_and_connection_age() {
     let served = Served::start(
@@ -584,7 +816,8 @@ fn never_taken(status: &tonic::Status) -> bool {
     false
 }
 
-/// Checks sent at about the moment the idle timeout (here 60 ms) closes their connection, again
+/// Checks sent at about the moment the idle timeout (`server.idle_timeout_seconds`, here 60 ms
+/// through `listener::Limits`) closes their connection, again
 /// and again: every one is answered. The idle close is a GOAWAY, sent only while no stream is in
 /// flight, and a Check the client sent before it saw the GOAWAY is still served; the client
 /// opens its next stream on a new connection. Before, the idle timer ended the read side as if
@@ -611,7 +844,8 @@ async fn checks_racing_the_idle_close_are_all_answered() {
     assert!(opened > 10, "only {opened} connections in {rounds} rounds");
 }
 
-/// The same race against the connection age (here 100 ms), with Checks back to back: each
+/// The same race against the connection age (`server.max_connection_age_seconds`, here 100 ms),
+/// with Checks back to back: each
 /// aged connection is told to go away and every Check is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_racing_the_connection_age_are_all_answered() {
@@ -743,7 +977,8 @@ impl HalfSentCheck {
 }
 
 /// A stream in flight keeps its connection from counting as idle: a Check whose request body
-/// arrives in two halves, 300 ms apart on a connection with a 60 ms idle timeout, is answered.
+/// arrives in two halves, 300 ms apart on a connection with a 60 ms idle timeout
+/// (`server.idle_timeout_seconds`, shortened), is answered.
 /// (A request frame only every 300 ms would have let the old idle timer close it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_in_flight_is_never_cut_by_the_idle_timeout() {

@@ -581,7 +581,7 @@ async fn an_https_key_source_that_redirects_is_never_followed_to_http_or_anywher
     for uri in [target.url(), idp.url_of("/keys")] {
         let text = private_idp_config(&issuer, &with_uri(&uri));
         let keys = scopegate::jwks::fetch_once(&compiled(&text).issuers()[0].jwks).await;
-        assert_eq!(keys.map(|keys| keys.len()).ok(), Some(1), "{text}");
+        assert_eq!(keys.map(|(keys, _)| keys.len()).ok(), Some(1), "{text}");
     }
 
     // Through the server: the token is refused with 503, never verified by the moved keys.

@@ -210,7 +210,8 @@ async fn cached_tokens_get_503_once_the_keys_are_stale_and_none_is_served_from_t
 /// once verified): 3,000 of them took the binary from 26 to 678 MiB when the cache counted only
 /// entries. Weighed by their bytes, 1,500 of them (twelve times what the budget holds) leave
 /// the cache within the default budget (32 MiB), and the process too, but for a fixed margin
-/// (transient allocations, allocator slack; 31 MiB of growth in all was seen).
+/// (transient allocations, allocator slack; 31 MiB of growth in all was seen). The defaults
+/// are in force: `token_cache_size` 10,000 entries, `token_cache_max_bytes` 32 MiB.
 #[tokio::test]
 async fn large_tokens_stay_within_the_byte_budget() {
     const TOKENS: usize = 1_500;
