@@ -1308,7 +1308,7 @@ async fn envoy_talks_to_scopegate_over_a_unix_socket() {
 async fn rules_generated_from_the_demo_openapi_document_protect_the_upstream() {
     use common::stack::DEMO_AUDIENCE;
     use reqwest::Method;
-    let generated = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+    let generated = common::scopegate_command()
         .args(["openapi-rules", "demo/openapi.yaml"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -1630,7 +1630,7 @@ async fn generated_rules_keep_merged_security_close_undocumented_methods_and_cov
          \x20 /messages/{id}: {delete: {security: [{dev_issuer: [delete:messages]}]}}\n",
     )
     .expect("write spec");
-    let generated = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+    let generated = common::scopegate_command()
         .arg("openapi-rules")
         .arg(&spec)
         .output()

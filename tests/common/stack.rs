@@ -9,7 +9,7 @@ use std::time::Duration;
 use scopegate::dev::issuer::{DevAlgorithm, DevIssuer, Mint};
 use tokio::net::TcpListener;
 
-use super::eventually;
+use super::{clear_scopegate_env, eventually, watchdog};
 
 /// The audience of `demo/scopegate.toml`.
 pub const DEMO_AUDIENCE: &str = "https://api.example.com";
@@ -119,16 +119,14 @@ impl Gate {
             .open(log)
             .expect("scopegate log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_scopegate"));
+        clear_scopegate_env(&mut command);
         command
             .arg("serve")
             .arg("--config")
             .arg(config)
             .env("SCOPEGATE_LISTEN", listen)
             // The demo file's fixed metrics port would collide between stacks run side by side.
-            .env("SCOPEGATE_METRICS_LISTEN", "127.0.0.1:0")
-            .env_remove("SCOPEGATE_ISSUER")
-            .env_remove("SCOPEGATE_JWKS_URI")
-            .env_remove("SCOPEGATE_AUDIENCE");
+            .env("SCOPEGATE_METRICS_LISTEN", "127.0.0.1:0");
         let child = command
             // Decision lines too: the e2e tests join them to Envoy's access log.
             .env("RUST_LOG", "warn,scopegate::decision=info")
@@ -137,6 +135,7 @@ impl Gate {
             .stderr(log)
             .spawn()
             .expect("start scopegate");
+        watchdog::child_started(child.id(), "scopegate");
         Gate { child }
     }
 
@@ -144,6 +143,7 @@ impl Gate {
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        watchdog::child_ended(self.child.id());
     }
 }
 
@@ -255,6 +255,7 @@ impl Stack {
         gate_config: String,
         hop: Hop,
     ) -> Stack {
+        watchdog::arm();
         // The demo's second issuer (EdDSA, found by discovery) runs in every stack.
         let (eddsa_issuer, eddsa_url) = dev_issuer(dir.path(), DevAlgorithm::EdDsa).await;
         let gate_config = match gate_config.strip_prefix(FULL) {
@@ -353,6 +354,7 @@ impl Stack {
             .stdin(Stdio::null())
             .spawn()
             .expect("start Envoy");
+        watchdog::child_started(envoy.id(), "Envoy");
 
         let stack = Stack {
             url: format!("http://127.0.0.1:{listen_port}"),
@@ -529,6 +531,7 @@ impl Drop for Stack {
     fn drop(&mut self) {
         let _ = self.envoy.kill();
         let _ = self.envoy.wait();
+        watchdog::child_ended(self.envoy.id());
         if std::thread::panicking()
             && let Some(dir) = self.dir.take()
         {

@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use crate::common::binary::Binary;
 
-const BIN: &str = env!("CARGO_BIN_EXE_scopegate");
-
 /// `text` in a scratch file named after `name`, removed when the returned path is dropped.
 fn write_config(name: &str, text: &str) -> tempfile::TempPath {
     let file = tempfile::Builder::new()
@@ -20,7 +18,7 @@ fn write_config(name: &str, text: &str) -> tempfile::TempPath {
 }
 
 fn scopegate(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = crate::common::scopegate_command();
     cmd.args(args);
     for (var, _) in scopegate::config::ENV_OVERRIDES {
         cmd.env_remove(var);

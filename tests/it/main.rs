@@ -30,3 +30,4 @@ mod server_limits;
 mod tls;
 mod token_cache;
 mod unix_socket;
+mod watchdog;
