@@ -688,9 +688,15 @@ async fn envoy_reconnects_after_an_idle_close_and_loses_nothing() {
     };
     burst().await;
     let before = connections().await;
-    // Longer than the idle timeout: scopegate closes the pooled connection (health checks use
-    // a connection of their own, which stays busy).
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let closed = stack.stat("cluster.scopegate.upstream_cx_destroy").await;
+    // After the idle timeout scopegate closes the pooled connection (health checks use a
+    // connection of their own, which stays busy): wait until Envoy has seen it go.
+    eventually(
+        "the pooled connection closed for idleness",
+        Duration::from_secs(30),
+        || async { stack.stat("cluster.scopegate.upstream_cx_destroy").await > closed },
+    )
+    .await;
     burst().await;
     let after = connections().await;
     assert!(
