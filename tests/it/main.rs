@@ -15,6 +15,7 @@ mod dockerfile;
 mod explain;
 mod grpc_surface;
 mod hostile_tokens;
+mod isolation;
 mod issuers;
 mod jwks_lifecycle;
 mod kubernetes;
