@@ -142,9 +142,9 @@ impl Gate {
             std::fs::read_to_string(log)
                 .unwrap_or_default()
                 .lines()
+                .rev()
                 .filter(|line| line.contains("scopegate serving"))
-                .filter_map(super::binary::listen_address)
-                .last()
+                .find_map(super::binary::listen_address)
         };
         eventually("scopegate's start-up line", Duration::from_secs(20), || {
             if let Ok(Some(exit)) = self.child.try_wait() {
