@@ -10,6 +10,10 @@
 //! from outside its thread, so the watchdog kills the processes the fixtures started and ends the
 //! whole test binary with exit status 101 (what libtest uses for a failure), after printing the
 //! test's name.
+//!
+//! It needs libtest's default of a thread per test: with `--test-threads=1` libtest runs every
+//! test on the main thread, which names no test and never exits between them, so nothing is
+//! armed there.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
