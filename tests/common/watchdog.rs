@@ -82,7 +82,14 @@ fn watch() {
                 bound().as_secs()
             );
         }
-        // The fixtures' Drop cannot run now: stop their processes, or they would outlive us.
+        // The fixtures' Drop cannot run now: stop their processes, or they would outlive us;
+        // and any other child of ours (a command a test spawned itself).
+        let mut children = children;
+        for pid in direct_children() {
+            children
+                .entry(pid)
+                .or_insert_with(|| "a child process".to_string());
+        }
         for (pid, what) in children {
             eprintln!("killing {what} (pid {pid}), started for the test");
             let _ = std::process::Command::new("kill")
@@ -91,6 +98,28 @@ fn watch() {
         }
         std::process::exit(101);
     }
+}
+
+/// The processes whose parent is this one, from `/proc` (empty where there is none).
+fn direct_children() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // The parent is the second field after the command name, which is in parentheses
+            // and may hold spaces.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(") ")?.1.to_string();
+                    rest.split(' ').nth(1)?.parse::<u32>().ok()
+                })
+                == Some(me)
+        })
+        .collect()
 }
 
 /// Disarms its thread's test when the thread exits (the test is over, pass or fail).

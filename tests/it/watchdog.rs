@@ -1,7 +1,7 @@
 //! The per-test bound (`common::watchdog`): a test that hangs fails the run, naming itself, and
 //! the processes started for it do not outlive it.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use crate::common::binary::Binary;
 use crate::common::watchdog;
@@ -26,6 +26,14 @@ async fn hangs_when_asked() {
     );
     let binary = Binary::start("watchdog", &config, "info", None).await;
     println!("scopegate pid {}", binary.pid());
+    // A process no fixture knows of.
+    let sleeper = Command::new("sleep")
+        .arg("600")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sleep");
+    println!("sleep pid {}", sleeper.id());
     std::future::pending::<()>().await;
 }
 
@@ -46,19 +54,21 @@ fn a_hung_test_fails_the_run_naming_itself() {
         stderr.contains("test watchdog::hangs_when_asked has not finished within its bound of 2 s"),
         "{stderr}"
     );
-    // The scopegate process it started was killed before the run ended.
-    let pid = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("scopegate pid "))
-        .unwrap_or_else(|| panic!("no pid in {stdout}"));
-    assert!(
-        stderr.contains(&format!("killing scopegate (pid {pid})")),
-        "{stderr}"
-    );
-    let state = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let running = state
-        .lines()
-        .find_map(|l| l.strip_prefix("State:"))
-        .is_some_and(|s| !s.trim_start().starts_with('Z') && !s.trim_start().starts_with('X'));
-    assert!(!running, "scopegate (pid {pid}) still runs: {state}");
+    // The processes it started, the fixture's and its own, were killed before the run ended.
+    for (what, killed) in [("scopegate", "scopegate"), ("sleep", "a child process")] {
+        let pid = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{what} pid ")))
+            .unwrap_or_else(|| panic!("no {what} pid in {stdout}"));
+        assert!(
+            stderr.contains(&format!("killing {killed} (pid {pid})")),
+            "{stderr}"
+        );
+        let state = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let running = state
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .is_some_and(|s| !s.trim_start().starts_with('Z') && !s.trim_start().starts_with('X'));
+        assert!(!running, "{what} (pid {pid}) still runs: {state}");
+    }
 }
