@@ -900,9 +900,15 @@ async fn envoy_reconnects_after_an_idle_close_and_loses_nothing() {
     };
     burst().await;
     let before = connections().await;
-    // Longer than the idle timeout: scopegate closes the pooled connection (health checks use
-    // a connection of their own, which stays busy).
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let closed = stack.stat("cluster.scopegate.upstream_cx_destroy").await;
+    // After the idle timeout scopegate closes the pooled connection (health checks use a
+    // connection of their own, which stays busy): wait until Envoy has seen it go.
+    eventually(
+        "the pooled connection closed for idleness",
+        Duration::from_secs(30),
+        || async { stack.stat("cluster.scopegate.upstream_cx_destroy").await > closed },
+    )
+    .await;
     burst().await;
     let after = connections().await;
     assert!(
@@ -1563,7 +1569,7 @@ async fn envoy_talks_to_scopegate_over_a_unix_socket() {
 async fn rules_generated_from_the_demo_openapi_document_protect_the_upstream() {
     use common::stack::DEMO_AUDIENCE;
     use reqwest::Method;
-    let generated = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+    let generated = common::scopegate_command()
         .args(["openapi-rules", "demo/openapi.yaml"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -1895,7 +1901,7 @@ async fn generated_rules_keep_merged_security_close_undocumented_methods_and_cov
          \x20 /messages/{id}: {delete: {security: [{dev_issuer: [delete:messages]}]}}\n",
     )
     .expect("write spec");
-    let generated = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+    let generated = common::scopegate_command()
         .arg("openapi-rules")
         .arg(&spec)
         .output()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use tonic::transport::Channel;
 
-use super::eventually;
+use super::{clear_scopegate_env, eventually, watchdog};
 
 /// A running `scopegate serve`, its standard error in a file. Killed on drop.
 pub struct Binary {
@@ -47,6 +47,7 @@ impl Binary {
         max_fds: Option<u32>,
         env: &[(&str, &str)],
     ) -> Binary {
+        watchdog::arm();
         let dir = tempfile::Builder::new()
             .prefix(&format!("scopegate-binary-{name}-"))
             .tempdir()
@@ -55,7 +56,11 @@ impl Binary {
         std::fs::write(&config_path, config).expect("write config");
         let log = dir.path().join("scopegate.log");
         let ulimit = max_fds.map_or(String::new(), |n| format!("ulimit -n {n} && "));
-        let child = Command::new("sh")
+        let mut command = Command::new("sh");
+        // Only what the test sets: a SCOPEGATE_* variable of the environment would override the
+        // configuration under test.
+        clear_scopegate_env(&mut command);
+        let child = command
             .arg("-c")
             .arg(format!(
                 "{ulimit}exec \"$0\" serve --config \"$1\" 2> \"$2\""
@@ -64,11 +69,11 @@ impl Binary {
             .arg(&config_path)
             .arg(&log)
             .env("RUST_LOG", log_level)
-            .env_remove("SCOPEGATE_LOG_FORMAT")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
             .expect("start scopegate");
+        watchdog::child_started(child.id(), "scopegate");
         let mut binary = Binary {
             child,
             log,
@@ -241,6 +246,7 @@ impl Drop for Binary {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        watchdog::child_ended(self.child.id());
         if std::thread::panicking()
             && let Some(dir) = self.dir.take()
         {

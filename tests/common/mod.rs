@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod stack;
+pub mod watchdog;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -224,6 +225,7 @@ impl JwksServer {
     }
 
     async fn start_with(reply: Reply, tls: Option<tokio_rustls::TlsAcceptor>) -> JwksServer {
+        watchdog::arm();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind jwks");
         let server = JwksServer {
             addr: listener.local_addr().expect("addr"),
@@ -297,16 +299,18 @@ impl JwksServer {
         }
         match reply {
             Reply::Delayed(..) => unreachable!("unwrapped above"),
+            // A stall lasts as long as a test may (the watchdog's bound), not longer: a test that
+            // waits on one fails by the bound, whichever ends first.
             Reply::StallBody { announced, sent } => {
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {announced}\r\n\r\n"
                 );
                 let _ = socket.write_all(head.as_bytes()).await;
                 let _ = socket.write_all(&sent).await;
-                tokio::time::sleep(Duration::from_secs(3600)).await;
+                tokio::time::sleep(watchdog::bound()).await;
             }
             Reply::Stall => {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
+                tokio::time::sleep(watchdog::bound()).await;
             }
             Reply::Respond(status, headers, body) => {
                 let mut head = format!(
@@ -408,6 +412,7 @@ impl Scopegate {
 
     /// Starts scopegate with a compiled configuration (its `listen` is ignored).
     pub async fn start_with(config: scopegate::config::Config) -> Scopegate {
+        watchdog::arm();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind scopegate");
@@ -496,6 +501,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    watchdog::arm();
     let start = tokio::time::Instant::now();
     loop {
         if condition().await {
@@ -749,6 +755,26 @@ impl CurveKey {
             .sign(input.as_bytes());
         format!("{input}.{}", b64(signature.as_ref()))
     }
+}
+
+/// A command running the scopegate binary with none of the `SCOPEGATE_*` variables of the
+/// environment the tests run in (they would override its configuration), arming the test's
+/// [`watchdog`] (a process that never exits fails the test by its bound).
+pub fn scopegate_command() -> std::process::Command {
+    watchdog::arm();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"));
+    clear_scopegate_env(&mut command);
+    command
+}
+
+/// Removes every `SCOPEGATE_*` variable of the tests' environment from `command`'s.
+pub fn clear_scopegate_env(command: &mut std::process::Command) -> &mut std::process::Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SCOPEGATE_") {
+            command.env_remove(name);
+        }
+    }
+    command
 }
 
 /// The host's target triple, as `rustc -vV` names it (for `cargo ... --filter-platform`).

@@ -9,7 +9,7 @@ use std::time::Duration;
 use scopegate::dev::issuer::{DevAlgorithm, DevIssuer, Mint};
 use tokio::net::TcpListener;
 
-use super::eventually;
+use super::{clear_scopegate_env, eventually, watchdog};
 
 /// The audience of `demo/scopegate.toml`.
 pub const DEMO_AUDIENCE: &str = "https://api.example.com";
@@ -84,14 +84,6 @@ async fn dev_issuer(dir: &Path, alg: DevAlgorithm) -> (DevIssuer, String) {
 /// Marks a `gate_extra` that is a whole configuration, used as it stands.
 const FULL: &str = "# whole configuration\n";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// Replaces `from` with `to`, insisting that `from` occurs exactly `count` times, so that a
 /// change to envoy/envoy.yaml or demo/scopegate.toml that the tests would silently stop
 /// exercising fails loudly.
@@ -119,31 +111,57 @@ impl Gate {
             .open(log)
             .expect("scopegate log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_scopegate"));
+        clear_scopegate_env(&mut command);
         command
             .arg("serve")
             .arg("--config")
             .arg(config)
             .env("SCOPEGATE_LISTEN", listen)
             // The demo file's fixed metrics port would collide between stacks run side by side.
-            .env("SCOPEGATE_METRICS_LISTEN", "127.0.0.1:0")
-            .env_remove("SCOPEGATE_ISSUER")
-            .env_remove("SCOPEGATE_JWKS_URI")
-            .env_remove("SCOPEGATE_AUDIENCE");
+            .env("SCOPEGATE_METRICS_LISTEN", "127.0.0.1:0");
         let child = command
-            // Decision lines too: the e2e tests join them to Envoy's access log.
-            .env("RUST_LOG", "warn,scopegate::decision=info")
+            // Decision lines too: the e2e tests join them to Envoy's access log. The start-up
+            // line (scopegate::server) gives the address the OS chose.
+            .env(
+                "RUST_LOG",
+                "warn,scopegate::decision=info,scopegate::server=info",
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .spawn()
             .expect("start scopegate");
+        watchdog::child_started(child.id(), "scopegate");
         Gate { child }
+    }
+
+    /// The address it listens on, from its start-up line in `log` (the last one: a restarted
+    /// process appends to the same log).
+    async fn bound_address(&mut self, log: &Path) -> String {
+        let serving = || {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .rev()
+                .filter(|line| line.contains("scopegate serving"))
+                .find_map(super::binary::listen_address)
+        };
+        eventually("scopegate's start-up line", Duration::from_secs(20), || {
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("scopegate exited ({exit}) before serving:\n{log}");
+            }
+            std::future::ready(serving().is_some())
+        })
+        .await;
+        serving().expect("the start-up line")
     }
 
     /// SIGKILL: no drain, no goodbye; the kernel closes every connection at once.
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        watchdog::child_ended(self.child.id());
     }
 }
 
@@ -255,6 +273,7 @@ impl Stack {
         gate_config: String,
         hop: Hop,
     ) -> Stack {
+        watchdog::arm();
         // The demo's second issuer (EdDSA, found by discovery) runs in every stack.
         let (eddsa_issuer, eddsa_url) = dev_issuer(dir.path(), DevAlgorithm::EdDsa).await;
         let gate_config = match gate_config.strip_prefix(FULL) {
@@ -272,21 +291,29 @@ impl Stack {
             std::future::pending(),
         ));
 
-        // scopegate.
-        let gate_port = free_port();
+        // scopegate, on a port the OS chooses at bind time (read back from its start-up line);
+        // it keeps that address when restarted.
         let socket = dir.path().join("authz.sock");
         let gate_listen = match hop {
             Hop::Unix => format!("unix:{}", socket.display()),
-            Hop::Tcp | Hop::Mtls => format!("127.0.0.1:{gate_port}"),
+            Hop::Tcp | Hop::Mtls => "127.0.0.1:0".to_string(),
         };
         let gate_log = dir.path().join("scopegate.log");
         let gate_config_path = dir.path().join("scopegate.toml");
         std::fs::write(&gate_config_path, gate_config).expect("write gate config");
-        let gate = Gate::start(&gate_listen, &gate_config_path, &gate_log);
+        let mut gate = Gate::start(&gate_listen, &gate_config_path, &gate_log);
+        let bound = gate.bound_address(&gate_log).await;
+        let (gate_listen, gate_port) = match hop {
+            Hop::Unix => (gate_listen, 0),
+            Hop::Tcp | Hop::Mtls => {
+                let addr: std::net::SocketAddr = bound.parse().expect("scopegate address");
+                (bound, addr.port())
+            }
+        };
 
-        // Envoy with the repository's configuration.
-        let listen_port = free_port();
-        let admin_port = free_port();
+        // Envoy with the repository's configuration, its listener and admin on ports the OS
+        // chooses at bind time: the admin address is written to a file, the listener's port is
+        // read from the admin interface.
         let envoy_config = match hop {
             Hop::Tcp => "envoy/envoy.yaml",
             Hop::Mtls => "envoy/envoy-tls.yaml",
@@ -319,18 +346,8 @@ impl Stack {
             }
         };
         let yaml = substitute(&yaml, "address: 0.0.0.0\n", "address: 127.0.0.1\n", 2);
-        let yaml = substitute(
-            &yaml,
-            "port_value: 9901\n",
-            &format!("port_value: {admin_port}\n"),
-            1,
-        );
-        let yaml = substitute(
-            &yaml,
-            "port_value: 8080\n",
-            &format!("port_value: {listen_port}\n"),
-            1,
-        );
+        let yaml = substitute(&yaml, "port_value: 9901\n", "port_value: 0\n", 1);
+        let yaml = substitute(&yaml, "port_value: 8080\n", "port_value: 0\n", 1);
         let yaml = substitute(&yaml, "address: upstream\n", "address: 127.0.0.1\n", 1);
         let yaml = substitute(
             &yaml,
@@ -342,9 +359,12 @@ impl Stack {
         std::fs::write(&config_path, yaml).expect("write envoy config");
         let envoy_log = dir.path().join("envoy.log");
         let log = std::fs::File::create(&envoy_log).expect("log file");
+        let admin_address_path = dir.path().join("envoy-admin-address");
         let envoy = Command::new(envoy_binary())
             .arg("-c")
             .arg(&config_path)
+            .arg("--admin-address-path")
+            .arg(&admin_address_path)
             .args(["--disable-hot-restart", "--log-level", "warn"])
             // Access log lines within a tenth of a second, not the default ten.
             .args(["--file-flush-interval-msec", "100"])
@@ -353,10 +373,17 @@ impl Stack {
             .stdin(Stdio::null())
             .spawn()
             .expect("start Envoy");
+        watchdog::child_started(envoy.id(), "Envoy");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("http client");
+        let (admin, url) = envoy_addresses(&http, &admin_address_path, &envoy_log).await;
 
         let stack = Stack {
-            url: format!("http://127.0.0.1:{listen_port}"),
-            admin: format!("http://127.0.0.1:{admin_port}"),
+            url,
+            admin,
             issuer,
             eddsa_issuer,
             gate,
@@ -365,11 +392,7 @@ impl Stack {
             gate_log,
             envoy,
             envoy_log,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("http client"),
+            http,
             dir: Some(dir),
         };
         let ready = format!("{}/public", stack.url);
@@ -529,12 +552,64 @@ impl Drop for Stack {
     fn drop(&mut self) {
         let _ = self.envoy.kill();
         let _ = self.envoy.wait();
+        watchdog::child_ended(self.envoy.id());
         if std::thread::panicking()
             && let Some(dir) = self.dir.take()
         {
             eprintln!("stack logs kept in {}", dir.keep().display());
         }
     }
+}
+
+/// Envoy's admin URL and its HTTP listener's URL, once it has bound both: the admin address from
+/// the file `--admin-address-path` names, the listener's from the admin's `/listeners`.
+async fn envoy_addresses(
+    http: &reqwest::Client,
+    admin_address_path: &Path,
+    envoy_log: &Path,
+) -> (String, String) {
+    let envoy_failed = || {
+        let log = std::fs::read_to_string(envoy_log).unwrap_or_default();
+        assert!(!log.contains("critical"), "Envoy failed:\n{log}");
+    };
+    let admin_address = || {
+        std::fs::read_to_string(admin_address_path)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    eventually("Envoy's admin address", Duration::from_secs(60), || async {
+        envoy_failed();
+        !admin_address().is_empty()
+    })
+    .await;
+    let admin = format!("http://{}", admin_address());
+    // `/listeners` lists `NAME::ADDRESS` lines; the port is 0 until the listener is bound.
+    let listener = || async {
+        let text = http
+            .get(format!("{admin}/listeners"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("ingress_http::"))
+            .map(str::to_string)
+            .filter(|addr| !addr.ends_with(":0"))
+    };
+    eventually(
+        "Envoy's listener bound",
+        Duration::from_secs(60),
+        || async {
+            envoy_failed();
+            listener().await.is_some()
+        },
+    )
+    .await;
+    let url = format!("http://{}", listener().await.expect("listener address"));
+    (admin, url)
 }
 
 /// `demo/scopegate.toml` with its RS256 issuer at `issuer` (keys at `jwks_uri`); the EdDSA

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use crate::common::binary::Binary;
 
-const BIN: &str = env!("CARGO_BIN_EXE_scopegate");
-
 /// `text` in a scratch file named after `name`, removed when the returned path is dropped.
 fn write_config(name: &str, text: &str) -> tempfile::TempPath {
     let file = tempfile::Builder::new()
@@ -21,7 +19,7 @@ fn write_config(name: &str, text: &str) -> tempfile::TempPath {
 }
 
 fn scopegate(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = crate::common::scopegate_command();
     cmd.args(args);
     for (var, _) in scopegate::config::ENV_OVERRIDES {
         cmd.env_remove(var);
@@ -40,6 +38,13 @@ path = "/restricted_resource"
 methods = ["GET"]
 scopes = ["read:messages"]
 "#;
+
+/// [`VALID`] for `serve`: its issuer would be discovered at tenant.example, off this machine;
+/// here the keys are at a loopback port where nothing listens (refused at once), and no test
+/// reaches a name it does not control.
+fn served() -> String {
+    format!("jwks_uri = \"http://127.0.0.1:9/keys\"\n{VALID}")
+}
 
 #[test]
 fn check_config_prints_the_compiled_rules_and_exits_0() {
@@ -238,7 +243,7 @@ fn serve_refuses_a_bad_config_before_binding() {
 
 #[tokio::test]
 async fn serve_shuts_down_gracefully_on_sigterm() {
-    let mut binary = Binary::start("sigterm", VALID, "info", None).await;
+    let mut binary = Binary::start("sigterm", &served(), "info", None).await;
     let exit = binary.terminate().await;
     let log = binary.log_text();
     assert!(exit.success(), "exit status {exit:?}; log: {log}");
@@ -337,7 +342,7 @@ fn sigterm_while_still_starting_drains_and_exits_0() {
 
 #[test]
 fn json_log_format_writes_json_lines() {
-    let path = write_config("json.toml", VALID);
+    let path = write_config("json.toml", &served());
     let mut child = scopegate(&[
         "serve",
         "--config",
@@ -414,7 +419,7 @@ fn mint_token_lifetime_is_bounded() {
 /// (10 s) for a client that keeps a stream open.
 #[tokio::test]
 async fn a_second_signal_during_the_drain_exits_at_once() {
-    let mut binary = Binary::start("second-signal", VALID, "info", None).await;
+    let mut binary = Binary::start("second-signal", &served(), "info", None).await;
     // A health Watch stream stays open, so the drain has something to wait for.
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", binary.addr))
         .expect("uri")

@@ -9,7 +9,6 @@ use std::process::Command;
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const BIN: &str = env!("CARGO_BIN_EXE_scopegate");
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -259,7 +258,7 @@ fn every_command_the_stack_runs_is_accepted_by_the_binary() {
         commands.push(health[2..].to_vec());
         for command in commands {
             // clap rejects unknown subcommands and flags before it gets to --help.
-            let out = Command::new(BIN)
+            let out = crate::common::scopegate_command()
                 .args(&command)
                 .arg("--help")
                 .output()
@@ -276,7 +275,7 @@ fn every_command_the_stack_runs_is_accepted_by_the_binary() {
 
 #[test]
 fn compose_scopegate_configuration_is_valid() {
-    let out = Command::new(BIN)
+    let out = crate::common::scopegate_command()
         .args([
             "check-config",
             "--config",

@@ -1,8 +1,6 @@
 //! The development issuer: discovery, JWKS, the client-credentials token endpoint, key
 //! persistence, the loopback guard, and `mint-token` — each checked against real scopegate.
 
-use std::process::Command;
-
 use crate::common::*;
 use scopegate::dev::issuer::{DevAlgorithm, DevIssuer, DevIssuerError};
 use serde_json::{Value, json};
@@ -190,7 +188,7 @@ async fn key_is_persisted_and_non_loopback_is_refused() {
 /// Runs `scopegate mint-token` with the issuer's key, algorithm and URL plus `args`; returns
 /// the token.
 fn mint_cli(issuer: &Issuer, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_scopegate"))
+    let out = crate::common::scopegate_command()
         .args([
             "mint-token",
             "--key-file",
@@ -331,7 +329,7 @@ fn a_key_file_of_another_kind_is_refused_not_replaced() {
         assert!(err.to_string().contains("key file of its own"), "{err}");
     }
     assert_eq!(std::fs::read(&key_file).expect("key file"), before);
-    let out = Command::new(env!("CARGO_BIN_EXE_scopegate"))
+    let out = crate::common::scopegate_command()
         .args(["mint-token", "--audience", "a", "--alg", "HS256"])
         .output()
         .expect("run");

@@ -8,8 +8,6 @@ use std::process::{Output, Stdio};
 use crate::common::*;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scopegate");
-
 fn config(jwks_uri: &str) -> String {
     format!(
         "issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_uri = \"{jwks_uri}\"\n\
@@ -27,7 +25,7 @@ async fn explain(config: &str, args: &[&str], stdin: &str) -> Output {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("scopegate.toml");
     std::fs::write(&path, config).expect("write config");
-    let mut command = std::process::Command::new(BIN);
+    let mut command = crate::common::scopegate_command();
     command
         .arg("explain")
         .arg("--config")

@@ -197,7 +197,7 @@ async fn shutdown_gives_up_on_streams_that_never_end_after_the_drain_timeout() {
 /// Runs `scopegate health ARGS` off the async runtime and returns whether it exited 0.
 async fn probe(args: Vec<String>) -> bool {
     tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        crate::common::scopegate_command()
             .arg("health")
             .args(&args)
             .output()

@@ -22,7 +22,6 @@ use crate::common::binary::{Binary, listen_address};
 use crate::common::{AUDIENCE, ISSUER, JwksServer, Reply, TestKey, eventually, jwks_of};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const BIN: &str = env!("CARGO_BIN_EXE_scopegate");
 
 /// The Kubernetes version whose API schemas the manifests must satisfy.
 const KUBERNETES_VERSION: &str = "1.33.0";
@@ -296,7 +295,7 @@ fn the_configmap_holds_a_configuration_that_check_config_accepts() {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join(CONFIG_KEY);
     std::fs::write(&file, configured_text()).expect("write");
-    let mut check = Command::new(BIN);
+    let mut check = crate::common::scopegate_command();
     check.args(["check-config", "--config"]).arg(&file);
     for (variable, _) in ENV_OVERRIDES {
         check.env_remove(variable);
@@ -438,7 +437,7 @@ fn ports_probes_and_the_config_path_agree_with_the_configuration() {
         );
     }
     // And the binary accepts the arguments (clap refuses unknown ones before --help).
-    let out = Command::new(BIN)
+    let out = crate::common::scopegate_command()
         .args(&args)
         .arg("--help")
         .output()

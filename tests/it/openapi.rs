@@ -4,13 +4,12 @@
 //! written as a rule.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-const BIN: &str = env!("CARGO_BIN_EXE_scopegate");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn openapi_rules(args: &[&str]) -> Output {
-    Command::new(BIN)
+    crate::common::scopegate_command()
         .arg("openapi-rules")
         .args(args)
         .output()
@@ -182,7 +181,7 @@ fn check_config(config: &str) -> Output {
     let dir = tempfile::tempdir().expect("scratch dir");
     let path = dir.path().join("scopegate.toml");
     std::fs::write(&path, config).expect("write config");
-    let mut check = Command::new(BIN);
+    let mut check = crate::common::scopegate_command();
     check
         .args(["check-config", "--config", path.to_str().expect("utf8")])
         .env_remove("SCOPEGATE_CONFIG");
@@ -300,7 +299,7 @@ fn merge_keys_every_server_and_undocumented_methods_reach_the_configuration() {
             .as_secs()
             + 600
     );
-    let out = Command::new(BIN)
+    let out = crate::common::scopegate_command()
         .args(["explain", "--config", path.to_str().expect("utf8")])
         .args([
             "--method",

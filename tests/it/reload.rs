@@ -142,6 +142,7 @@ async fn a_check_in_flight_finishes_on_the_configuration_it_started_with() {
         Box::new(Reply::json(&jwks_of(&[&old_key, &new_key]))),
     ));
     let addr = binary.addr.clone();
+    let fetches = jwks.hits();
     let in_flight = tokio::spawn({
         let reader = reader.clone();
         async move {
@@ -151,8 +152,14 @@ async fn a_check_in_flight_finishes_on_the_configuration_it_started_with() {
             status(&mut client, &reader).await
         }
     });
-    // While it waits, the rule changes to need "write".
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // While it waits (the refetch has reached the JWKS server), the rule changes to need
+    // "write".
+    eventually(
+        "the Check's refetch at the JWKS server",
+        Duration::from_secs(10),
+        || async { jwks.hits() > fetches },
+    )
+    .await;
     replace(&binary.config_path(), &config(&jwks.url(), "write", timing));
     binary.sighup();
     binary

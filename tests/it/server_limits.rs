@@ -248,8 +248,13 @@ async fn silent_idle_and_surplus_connections_are_closed() {
     for _ in 0..19 {
         idle.push(preface_only(&served.addr).await);
     }
-    // Give the accept loop time to take all 39.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The accept loop has taken all 39: a descriptor each in the process.
+    eventually(
+        "the 39 connections accepted",
+        Duration::from_secs(10),
+        || async { served.fds() >= fds_before + 39 },
+    )
+    .await;
     // Over the cap: closed at once.
     let mut surplus = TcpStream::connect(&served.addr).await.expect("connect");
     assert!(

@@ -73,7 +73,7 @@ async fn check_over_tls(
 
 /// `scopegate health` against `addr` with `args`; whether it exited 0.
 fn probe(addr: &str, args: &[&str]) -> bool {
-    std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+    crate::common::scopegate_command()
         .args(["health", "--grpc", addr])
         .args(args)
         .output()

@@ -49,7 +49,7 @@ async fn checks_and_health_over_a_unix_socket_with_a_stale_socket_replaced() {
         .expect("in-band")
         .into_inner();
     Answer::of(&answer).assert_allowed();
-    let probe = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+    let probe = crate::common::scopegate_command()
         .args(["health", "--grpc", &binary.addr])
         .output()
         .expect("probe");
@@ -60,7 +60,7 @@ async fn checks_and_health_over_a_unix_socket_with_a_stale_socket_replaced() {
     );
 
     // A second instance on the same socket refuses to take it over.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+    let out = crate::common::scopegate_command()
         .args([
             "serve",
             "--config",
@@ -92,7 +92,7 @@ fn a_file_that_is_not_a_socket_is_never_removed() {
     std::fs::write(&path, "precious").expect("write");
     let config = dir.path().join("config.toml");
     std::fs::write(&config, self::config(&path, "http://127.0.0.1:9/jwks.json")).expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+    let out = crate::common::scopegate_command()
         .args(["serve", "--config", config.to_str().expect("utf8")])
         .env_remove("SCOPEGATE_LISTEN")
         .output()
