@@ -10,10 +10,10 @@ use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
+use scopegate::auth::keys::KeySet;
+use scopegate::auth::{token, verify};
 use scopegate::config::RawConfig;
-use scopegate::keys::KeySet;
 use scopegate::policy::{self, Decision};
-use scopegate::{token, verify};
 use serde_json::json;
 
 fn setup() -> (String, KeySet, scopegate::config::Config, u64) {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use scopegate::metrics::{Decision, Metrics, Reason};
+use scopegate::telemetry::metrics::{Decision, Metrics, Reason};
 
 mod support;
 use support::{check, concurrent, runtime, start};

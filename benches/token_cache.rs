@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use scopegate::token_cache::TokenCache;
+use scopegate::auth::token_cache::TokenCache;
 
 mod support;
 use support::{check, concurrent, runtime, start};
@@ -28,7 +28,7 @@ static LIVE: AtomicUsize = AtomicUsize::new(0);
 static ROUNDED: AtomicUsize = AtomicUsize::new(0);
 
 fn rounded(size: usize) -> usize {
-    scopegate::verify::allocation_bytes(size)
+    scopegate::auth::verify::allocation_bytes(size)
 }
 
 struct Counting;
@@ -80,9 +80,13 @@ fn bench(c: &mut Criterion) {
                 .bytes()
                 .await
                 .expect("body");
-            scopegate::keys::KeySet::parse(&jwks, &[scopegate::verify::Algorithm::RS256], 100)
-                .expect("keys")
-                .0
+            scopegate::auth::keys::KeySet::parse(
+                &jwks,
+                &[scopegate::auth::verify::Algorithm::RS256],
+                100,
+            )
+            .expect("keys")
+            .0
         });
         support::verified(&token, &keys)
     };
@@ -137,7 +141,7 @@ fn bench(c: &mut Criterion) {
 fn entry_sizes() {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use scopegate::verify::{Algorithm, Expectations};
+    use scopegate::auth::verify::{Algorithm, Expectations};
 
     let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("key");
     let modulus = {
@@ -150,7 +154,7 @@ fn entry_sizes() {
     let jwks = serde_json::json!({"keys": [{"kty": "RSA", "kid": "bench",
         "n": URL_SAFE_NO_PAD.encode(modulus), "e": "AQAB"}]});
     let (keys, _) =
-        scopegate::keys::KeySet::parse(jwks.to_string().as_bytes(), &[Algorithm::RS256], 1)
+        scopegate::auth::keys::KeySet::parse(jwks.to_string().as_bytes(), &[Algorithm::RS256], 1)
             .expect("keys");
     let expect = Expectations {
         issuer: "https://issuer.bench/".into(),
@@ -183,7 +187,7 @@ fn entry_sizes() {
         )
         .expect("sign");
         let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature));
-        let claims = scopegate::verify::verify(&token, &keys, &expect, now).expect("valid");
+        let claims = scopegate::auth::verify::verify(&token, &keys, &expect, now).expect("valid");
         (token.len(), claims)
     };
     let rbac: Vec<String> = (0..200).map(|i| format!("read:resource-{i:05}")).collect();
@@ -225,7 +229,7 @@ fn entry_sizes() {
         let held = cache.len().max(1);
         let counted = (LIVE.load(Ordering::Relaxed) - live) / held;
         let counted_rounded = (ROUNDED.load(Ordering::Relaxed) - rounded) / held;
-        let estimated = scopegate::token_cache::entry_bytes(&claims);
+        let estimated = scopegate::auth::token_cache::entry_bytes(&claims);
         println!(
             "token cache entry, {name}: token {token_len} bytes, {} entries, per entry \
              {counted} bytes requested, {counted_rounded} rounded, {estimated} estimated",

@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..connections {
         let channel = match addr.strip_prefix("unix:") {
             Some(socket) => {
-                scopegate::probe::unix_channel(socket.into(), Duration::from_secs(5)).await?
+                scopegate::tools::probe::unix_channel(socket.into(), Duration::from_secs(5)).await?
             }
             None => {
                 tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?

@@ -255,7 +255,7 @@ fn main() -> ExitCode {
             tls_key,
             tls_server_name,
         } => {
-            let tls = tls_ca.map(|ca_file| scopegate::probe::ProbeTls {
+            let tls = tls_ca.map(|ca_file| scopegate::tools::probe::ProbeTls {
                 ca_file,
                 client: tls_cert.zip(tls_key),
                 server_name: tls_server_name,
@@ -277,7 +277,7 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(path.as_deref()).context("invalid configuration")?;
     // The files named in [tls] must be usable too, as `serve` will require.
     if let Some(files) = config.tls() {
-        scopegate::tls::server_config(files).context("invalid configuration")?;
+        scopegate::net::tls::server_config(files).context("invalid configuration")?;
     }
     println!("{config}");
     for warning in config.warnings() {
@@ -296,7 +296,7 @@ fn explain(
     headers: Vec<(String, String)>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    use scopegate::explain::{Credentials, Request};
+    use scopegate::tools::explain::{Credentials, Request};
     let config = Config::load(config.as_deref()).context("invalid configuration")?;
     let credentials = match (token, token_file, claims) {
         (Some(token), _, _) => Credentials::Token(token),
@@ -319,7 +319,7 @@ fn explain(
         credentials,
         headers,
     };
-    let explanation = runtime()?.block_on(scopegate::explain::explain(&config, &request))?;
+    let explanation = runtime()?.block_on(scopegate::tools::explain::explain(&config, &request))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&explanation)?);
     } else {
@@ -338,12 +338,12 @@ fn openapi_rules(
     base_path: Option<String>,
     shadow: bool,
 ) -> anyhow::Result<()> {
-    let options = scopegate::openapi::Options {
+    let options = scopegate::tools::openapi::Options {
         scheme,
         base_path,
         shadow,
     };
-    let text = scopegate::openapi::rules_from_file(spec, &options)
+    let text = scopegate::tools::openapi::rules_from_file(spec, &options)
         .with_context(|| format!("cannot write rules for {}", spec.display()))?;
     print!("{text}");
     Ok(())
@@ -372,8 +372,8 @@ fn serve(path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         // Signal handlers first, so a SIGTERM during start-up still drains.
-        let shutdown = scopegate::server::shutdown_signal();
-        scopegate::server::run(config, path, shutdown).await
+        let shutdown = scopegate::serve::server::shutdown_signal();
+        scopegate::serve::server::run(config, path, shutdown).await
     })?;
     Ok(())
 }
@@ -414,7 +414,7 @@ fn dev_issuer(
         dev.serve(
             listener,
             allow_non_loopback,
-            scopegate::server::shutdown_signal(),
+            scopegate::serve::server::shutdown_signal(),
         )
         .await?;
         Ok(())
@@ -466,7 +466,7 @@ fn demo_upstream(listen: SocketAddr) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        scopegate::dev::demo::serve(listener, scopegate::server::shutdown_signal()).await?;
+        scopegate::dev::demo::serve(listener, scopegate::serve::server::shutdown_signal()).await?;
         Ok(())
     })
 }
@@ -496,13 +496,13 @@ fn dev_certs(out: &std::path::Path, hosts: Vec<String>) -> anyhow::Result<()> {
 fn health(
     grpc: Option<String>,
     http: Option<String>,
-    tls: Option<scopegate::probe::ProbeTls>,
+    tls: Option<scopegate::tools::probe::ProbeTls>,
 ) -> anyhow::Result<()> {
     let timeout = std::time::Duration::from_secs(2);
     runtime()?.block_on(async {
         match (grpc, http) {
-            (Some(addr), _) => scopegate::probe::grpc(&addr, timeout, tls.as_ref()).await?,
-            (None, Some(url)) => scopegate::probe::http(&url, timeout).await?,
+            (Some(addr), _) => scopegate::tools::probe::grpc(&addr, timeout, tls.as_ref()).await?,
+            (None, Some(url)) => scopegate::tools::probe::http(&url, timeout).await?,
             (None, None) => anyhow::bail!("give --grpc HOST:PORT or --http URL"),
         }
         Ok(())

@@ -93,7 +93,7 @@ pub async fn start(extra: &str) -> (AuthorizationClient<Channel>, String) {
         .await
         .expect("bind scopegate");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(scopegate::server::serve(
+    tokio::spawn(scopegate::serve::server::serve(
         config,
         listener,
         std::future::pending(),
@@ -165,13 +165,16 @@ pub fn jwks_uri_of(token: &str) -> String {
 }
 
 /// `token`'s claims, verified against `keys` as the bench configuration expects them.
-pub fn verified(token: &str, keys: &scopegate::keys::KeySet) -> scopegate::verify::VerifiedClaims {
+pub fn verified(
+    token: &str,
+    keys: &scopegate::auth::keys::KeySet,
+) -> scopegate::auth::verify::VerifiedClaims {
     let payload_iss = jwks_uri_of(token).replace(".well-known/jwks.json", "");
-    let expect = scopegate::verify::Expectations {
+    let expect = scopegate::auth::verify::Expectations {
         issuer: payload_iss,
         audiences: vec![AUDIENCE.to_string()],
         leeway_seconds: 60,
-        algorithms: vec![scopegate::verify::Algorithm::RS256],
+        algorithms: vec![scopegate::auth::verify::Algorithm::RS256],
         token_types: None,
         scope_claims: vec!["scope".into(), "scp".into()],
         forward_claims: Vec::new(),
@@ -180,5 +183,5 @@ pub fn verified(token: &str, keys: &scopegate::keys::KeySet) -> scopegate::verif
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    scopegate::verify::verify(token, keys, &expect, now).expect("a valid token")
+    scopegate::auth::verify::verify(token, keys, &expect, now).expect("a valid token")
 }

@@ -1,4 +1,4 @@
-//! Fuzzes `scopegate::token::bearer_token`, the first code that reads attacker-controlled request
+//! Fuzzes `scopegate::auth::token::bearer_token`, the first code that reads attacker-controlled request
 //! bytes on every `Check`.
 //!
 //! Input: the bytes are cut into `Authorization` header values at NUL bytes; a trailing NUL ends
@@ -15,7 +15,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use scopegate::token::{CredentialsError, MAX_CREDENTIALS_BYTES, bearer_token};
+use scopegate::auth::token::{CredentialsError, MAX_CREDENTIALS_BYTES, bearer_token};
 
 fuzz_target!(|data: &[u8]| {
     let Some(values) = header_values(data) else {

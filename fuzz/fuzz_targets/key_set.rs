@@ -1,4 +1,4 @@
-//! Fuzzes `scopegate::keys::KeySet::parse`, which reads the issuer's JWKS document: bytes from
+//! Fuzzes `scopegate::auth::keys::KeySet::parse`, which reads the issuer's JWKS document: bytes from
 //! the network that decide which keys tokens are checked against, parsed by the background
 //! refresher, where a panic would stop key rotation.
 //!
@@ -40,8 +40,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use libfuzzer_sys::fuzz_target;
-use scopegate::keys::{KeySet, ParseError, SkipReason, SkippedKey};
-use scopegate::verify::Algorithm;
+use scopegate::auth::keys::{KeySet, ParseError, SkipReason, SkippedKey};
+use scopegate::auth::verify::Algorithm;
 
 /// Entry cap: small, so that the fuzzer meets it often, with room for a few real keys below it.
 const MAX_KEYS: usize = 16;

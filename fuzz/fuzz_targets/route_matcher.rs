@@ -36,7 +36,7 @@ use scopegate::policy::path::MAX_PATH_BYTES;
 use scopegate::policy::{
     AuthError, Decision, Denial, PathError, PathMatch, Policy, RequestPath, Rule, decide, normalize,
 };
-use scopegate::token::CredentialsError;
+use scopegate::auth::token::CredentialsError;
 
 /// NFKC, for the compatibility reading, independently of scopegate's use of it.
 const NFKC: icu_normalizer::ComposingNormalizerBorrowed<'static> =

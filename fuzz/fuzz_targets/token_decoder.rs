@@ -1,4 +1,4 @@
-//! Fuzzes `scopegate::verify::verify`, which takes the attacker's token apart (base64url segments,
+//! Fuzzes `scopegate::auth::verify::verify`, which takes the attacker's token apart (base64url segments,
 //! JSON header, algorithm allow-list, key choice, RSA signature, JSON claims) before anything
 //! trusts it.
 //!
@@ -29,8 +29,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use libfuzzer_sys::fuzz_target;
 use scopegate::config::RawConfig;
-use scopegate::keys::KeySet;
-use scopegate::verify::{Expectations, verify};
+use scopegate::auth::keys::KeySet;
+use scopegate::auth::verify::{Expectations, verify};
 
 /// The public half of the fuzzing key, in JWK form (base64url, big-endian).
 const MODULUS: &str = "mCihTUgC5w9E1pE9Fh3xxxseF0DGD_rTox-52_XqFF2OJVSehIZNM9dCc_WCD-V4Aj1vhVcDJf7OxgLnKZac4Upba-ZNVZjn6z5UOKFLV1_d7FZi1RW4uPb4PHOra78mLAE9U7s509ZfdtOApsfdQa6eeKtx-W4G6941VM1DDJHbSvytWtRCWom5i1hk-zU5Lurffour4I_DPazmPFrWYbGx7a0YRkqbWJlOBMVXVfREtn57HweNGkMfP2cLAlpwff9JzBRnDkuE05IWHDXRVCFd4i-V12fhSrp9fjUEjDK5oxIrtGVHCgItL3CVOX1NAvXa4-KJiK4KyC845e-3Tw";

@@ -18,8 +18,8 @@ use std::sync::Arc;
 pub use path::{PathError, RequestPath, normalize};
 pub use template::{Template, TemplateError};
 
-use crate::token::{CredentialsError, is_http_token};
-use crate::verify::{VerifiedClaims, VerifyError};
+use crate::auth::token::{CredentialsError, is_http_token};
+use crate::auth::verify::{VerifiedClaims, VerifyError};
 
 /// What a matched route demands of the request.
 #[derive(Debug, Clone, PartialEq, Eq)]

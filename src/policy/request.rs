@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 
 use super::{PathError, Policy, Requirement, Resolved, is_cors_preflight};
-use crate::token::is_http_token;
+use crate::auth::token::is_http_token;
 
 /// The request headers, lower-case, whose value upstream frameworks run as the request's method.
 pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [

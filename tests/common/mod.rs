@@ -211,7 +211,7 @@ impl JwksServer {
             .collect::<Result<Vec<_>, _>>()
             .expect("certificates");
         let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key_file).expect("key file");
-        let config = rustls::ServerConfig::builder_with_provider(scopegate::tls::provider())
+        let config = rustls::ServerConfig::builder_with_provider(scopegate::net::tls::provider())
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
             .with_no_client_auth()
@@ -394,7 +394,7 @@ pub struct Scopegate {
     pub addr: SocketAddr,
     pub client: AuthorizationClient<Channel>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), scopegate::server::ServerError>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), scopegate::serve::server::ServerError>>>,
 }
 
 impl Scopegate {
@@ -418,7 +418,7 @@ impl Scopegate {
             .expect("bind scopegate");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(scopegate::server::serve(config, listener, async {
+        let task = tokio::spawn(scopegate::serve::server::serve(config, listener, async {
             let _ = stopped.await;
         }));
         let channel = Channel::from_shared(format!("http://{addr}"))

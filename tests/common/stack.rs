@@ -121,10 +121,10 @@ impl Gate {
             .env("SCOPEGATE_METRICS_LISTEN", "127.0.0.1:0");
         let child = command
             // Decision lines too: the e2e tests join them to Envoy's access log. The start-up
-            // line (scopegate::server) gives the address the OS chose.
+            // line (scopegate::serve::server) gives the address the OS chose.
             .env(
                 "RUST_LOG",
-                "warn,scopegate::decision=info,scopegate::server=info",
+                "warn,scopegate::decision=info,scopegate::serve::server=info",
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))

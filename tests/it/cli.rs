@@ -545,7 +545,7 @@ async fn one_sigterm_with_a_stream_held_open_exits_0_when_it_ends_or_at_the_drai
 /// before the deadline), never an upper one closer than the test's own patience.
 #[tokio::test]
 async fn the_drain_waits_for_a_held_stream_until_its_10_s_deadline_then_exits_0() {
-    use scopegate::server::DRAIN_TIMEOUT;
+    use scopegate::serve::server::DRAIN_TIMEOUT;
     assert_eq!(DRAIN_TIMEOUT, Duration::from_secs(10));
     let mut binary = Binary::start("drain-deadline", VALID, "info", None).await;
     // A health Watch stream never ends on its own: the drain has something to wait for.

@@ -106,7 +106,7 @@ async fn health_reports_serving_once_keys_are_loaded() {
 
 #[tokio::test]
 async fn liveness_is_serving_while_the_key_dependent_entries_are_not() {
-    use scopegate::server::{AUTHORIZATION_SERVICE, LIVENESS_SERVICE};
+    use scopegate::serve::server::{AUTHORIZATION_SERVICE, LIVENESS_SERVICE};
     use tonic_health::pb::health_check_response::ServingStatus;
     let (serving, not_serving) = (
         ServingStatus::Serving as i32,

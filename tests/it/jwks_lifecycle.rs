@@ -599,12 +599,12 @@ async fn a_discovery_document_naming_plain_http_keys_off_loopback_is_refused() {
         .expect("compiles")
     };
 
-    let refused = scopegate::jwks::fetch_once(&config("").issuers()[0].jwks)
+    let refused = scopegate::auth::jwks::fetch_once(&config("").issuers()[0].jwks)
         .await
         .expect_err("refused");
     assert_eq!(
         refused.result(),
-        scopegate::metrics::FetchResult::discovery_error,
+        scopegate::telemetry::metrics::FetchResult::discovery_error,
         "{refused}"
     );
     assert!(
@@ -626,12 +626,12 @@ async fn a_discovery_document_naming_plain_http_keys_off_loopback_is_refused() {
 
     // Allowed: the document is followed (and the fetch then fails on the unresolvable name).
     let followed =
-        scopegate::jwks::fetch_once(&config("allow_insecure_http = true").issuers()[0].jwks)
+        scopegate::auth::jwks::fetch_once(&config("allow_insecure_http = true").issuers()[0].jwks)
             .await
             .expect_err("keys.invalid does not resolve");
     assert_eq!(
         followed.result(),
-        scopegate::metrics::FetchResult::network_error,
+        scopegate::telemetry::metrics::FetchResult::network_error,
         "{followed}"
     );
 }

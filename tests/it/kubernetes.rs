@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use scopegate::config::{Config, ENV_OVERRIDES, ListenAddr, RawConfig};
-use scopegate::server::{AUTHORIZATION_SERVICE, DRAIN_TIMEOUT, LIVENESS_SERVICE};
+use scopegate::serve::server::{AUTHORIZATION_SERVICE, DRAIN_TIMEOUT, LIVENESS_SERVICE};
 use serde_json::Value;
 
 use crate::common::binary::{Binary, listen_address};

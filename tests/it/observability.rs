@@ -447,7 +447,7 @@ async fn the_dashboard_and_the_alerts_use_only_exposed_metrics() {
 /// `METRICS_MAX_REQUEST_HEAD` is refused. Once the idle connections are gone, scrapes work.
 #[tokio::test]
 async fn the_metrics_listener_bounds_connections_idle_time_and_request_heads() {
-    use scopegate::metrics::{METRICS_HEADER_TIMEOUT, METRICS_MAX_CONNECTIONS};
+    use scopegate::telemetry::metrics::{METRICS_HEADER_TIMEOUT, METRICS_MAX_CONNECTIONS};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let jwks = JwksServer::start(Reply::Stall).await;
     let binary = Binary::start("metrics-limits", &config(&jwks.url(), ""), "info", None).await;
@@ -495,7 +495,7 @@ async fn the_metrics_listener_bounds_connections_idle_time_and_request_heads() {
     // header deadline. The witness, opened first and silent, is closed by that deadline: the
     // refused connection must be gone while the witness is still open, so a server that only
     // held the big head until the deadline fails here. A head just under the cap is served.
-    use scopegate::metrics::METRICS_MAX_REQUEST_HEAD;
+    use scopegate::telemetry::metrics::METRICS_MAX_REQUEST_HEAD;
     let witness = tokio::net::TcpStream::connect(&addr)
         .await
         .expect("connect");

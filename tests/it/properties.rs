@@ -14,10 +14,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use scopegate::keys::KeySet;
+use scopegate::auth::keys::KeySet;
+use scopegate::auth::token::bearer_token;
+use scopegate::auth::verify::{self, Algorithm, Expectations};
 use scopegate::policy::{self, Decision, PathMatch, Policy, Requirement, Rule};
-use scopegate::token::bearer_token;
-use scopegate::verify::{self, Algorithm, Expectations};
 use serde_json::{Value, json};
 
 struct Fixture {

@@ -294,7 +294,13 @@ async fn a_watched_file_is_read_only_when_it_changes_and_a_bad_version_counts_on
         "reload_on_change = true\nleeway_seconds = 9999",
     );
     // Each request the reload loop takes is logged at debug.
-    let binary = Binary::start("reload-idle", &good, "info,scopegate::server=debug", None).await;
+    let binary = Binary::start(
+        "reload-idle",
+        &good,
+        "info,scopegate::serve::server=debug",
+        None,
+    )
+    .await;
     binary.keys_loaded().await;
     let metrics = binary.metrics_addr().await;
     let failures = || async {

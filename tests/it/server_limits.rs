@@ -723,12 +723,12 @@ async fn serve_with_timers(
     let key_sets = config
         .issuers()
         .iter()
-        .map(|issuer| scopegate::jwks::Jwks::new(issuer.jwks.clone()))
+        .map(|issuer| scopegate::auth::jwks::Jwks::new(issuer.jwks.clone()))
         .collect();
-    let service = scopegate::service::AuthorizationService::new(
+    let service = scopegate::serve::service::AuthorizationService::new(
         std::sync::Arc::new(config),
         key_sets,
-        scopegate::metrics::Metrics::new(),
+        scopegate::telemetry::metrics::Metrics::new(),
     );
     let routes = tonic::service::Routes::new(
         envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer::new(
@@ -740,7 +740,7 @@ async fn serve_with_timers(
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let limits = scopegate::listener::Limits {
+    let limits = scopegate::net::listener::Limits {
         max_connections: 16,
         handshake_timeout: Duration::from_secs(5),
         idle_timeout,
@@ -750,7 +750,7 @@ async fn serve_with_timers(
         max_connection_age,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(scopegate::listener::serve(
+    let task = tokio::spawn(scopegate::net::listener::serve(
         listener,
         limits,
         None,

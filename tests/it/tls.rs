@@ -123,7 +123,7 @@ async fn a_tls_listener_serves_checks_health_and_reflection_and_refuses_plaintex
     assert!(
         services
             .iter()
-            .any(|s| s == scopegate::server::AUTHORIZATION_SERVICE),
+            .any(|s| s == scopegate::serve::server::AUTHORIZATION_SERVICE),
         "{services:?}"
     );
 
@@ -360,7 +360,7 @@ async fn keys_from_an_identity_provider_behind_a_private_ca_need_its_ca_file() {
     ] {
         let config = compiled(&text);
         let hits = idp.hits();
-        let fetched = scopegate::jwks::fetch_once(&config.issuers()[0].jwks).await;
+        let fetched = scopegate::auth::jwks::fetch_once(&config.issuers()[0].jwks).await;
         if trusted {
             assert_eq!(fetched.map(|(keys, _)| keys.len()).ok(), Some(1), "{text}");
             assert_eq!(idp.hits(), hits + 2, "discovery and JWKS: {text}");
@@ -566,7 +566,7 @@ async fn an_https_key_source_that_redirects_is_never_followed_to_http_or_anywher
         ),
     ] {
         let asked = (target.hits(), idp.hits_on("/keys"));
-        let error = scopegate::jwks::fetch_once(&compiled(&text).issuers()[0].jwks)
+        let error = scopegate::auth::jwks::fetch_once(&compiled(&text).issuers()[0].jwks)
             .await
             .expect_err(&text)
             .to_string();
@@ -580,7 +580,7 @@ async fn an_https_key_source_that_redirects_is_never_followed_to_http_or_anywher
     // The targets themselves serve keys: only the redirect stood in the way.
     for uri in [target.url(), idp.url_of("/keys")] {
         let text = private_idp_config(&issuer, &with_uri(&uri));
-        let keys = scopegate::jwks::fetch_once(&compiled(&text).issuers()[0].jwks).await;
+        let keys = scopegate::auth::jwks::fetch_once(&compiled(&text).issuers()[0].jwks).await;
         assert_eq!(keys.map(|(keys, _)| keys.len()).ok(), Some(1), "{text}");
     }
 
@@ -738,7 +738,7 @@ async fn a_stalled_tls_client_is_closed_at_the_handshake_deadline_and_frees_its_
     let binary = Binary::start(
         "tls-stall",
         &config(&jwks.url(), &certs, false, limits),
-        "info,scopegate::listener=debug",
+        "info,scopegate::net::listener=debug",
         None,
     )
     .await;

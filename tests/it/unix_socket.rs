@@ -32,7 +32,7 @@ async fn checks_and_health_over_a_unix_socket_with_a_stale_socket_replaced() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert!(binary.log_text().contains("removed a stale socket file"));
 
-    let channel = scopegate::probe::unix_channel(socket.clone(), Duration::from_secs(5))
+    let channel = scopegate::tools::probe::unix_channel(socket.clone(), Duration::from_secs(5))
         .await
         .expect("connect over the socket");
     let mut client =

@@ -2,7 +2,7 @@
 //! configuration file's directory, such as the `..data` symlink swap by which Kubernetes updates
 //! a mounted ConfigMap. Requests are coalesced: however many arrive while a reload runs, one
 //! more follows it, and a signal among them is never lost to a file change. The reload itself
-//! is [`crate::server`]'s.
+//! is [`crate::serve::server`]'s.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

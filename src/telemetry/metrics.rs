@@ -607,7 +607,7 @@ pub async fn serve(
                 // Not a reason to stop serving. Out of file descriptors or memory, retrying at
                 // once would spin; a connection reset before it was accepted is just skipped.
                 tracing::debug!(%error, "metrics listener: accept failed");
-                if crate::listener::out_of_resources(&error) {
+                if crate::net::listener::out_of_resources(&error) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 continue;

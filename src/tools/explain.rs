@@ -19,13 +19,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 
+use crate::auth::jwks;
+use crate::auth::keys::{Algorithm, KeySet};
+use crate::auth::token::{self, CredentialsError};
+use crate::auth::verify::{self, VerifyError};
 use crate::config::{Config, CorsPreflight};
-use crate::jwks;
-use crate::keys::{Algorithm, KeySet};
 use crate::policy::{AuthError, AuthOutcome, Authentication, Decision, Requirement, Rule};
-use crate::service;
-use crate::token::{self, CredentialsError};
-use crate::verify::{self, VerifyError};
+use crate::serve::service;
 
 /// What the request carries.
 #[derive(Debug, Clone)]

@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::jwks::JwksSettings;
-use crate::outbound::{CaBundle, FetchPolicy, Trust};
-use crate::policy::{PathMatch, Policy, PolicyError, Requirement, Rule, Template, normalize};
-use crate::tls::TlsFiles;
-use crate::token::is_http_token;
-use crate::verify::{
+use crate::auth::jwks::JwksSettings;
+use crate::auth::token::is_http_token;
+use crate::auth::verify::{
     Algorithm, Expectations, ForwardClaim, REGISTERED_CLAIMS, TokenType, is_scope_token,
 };
+use crate::net::outbound::{CaBundle, FetchPolicy, Trust};
+use crate::net::tls::TlsFiles;
+use crate::policy::{PathMatch, Policy, PolicyError, Requirement, Rule, Template, normalize};
 
 /// Environment variables that override keys of the file, and the key each one sets.
 pub const ENV_OVERRIDES: [(&str, &str); 5] = [
@@ -2606,7 +2606,7 @@ mod tests {
     /// default it shows is the compiled default.
     #[test]
     fn the_readme_reference_lists_every_key_with_its_compiled_default() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let reference = &readme[readme
             .find("### Configuration reference")
             .expect("the README has a configuration reference")..];

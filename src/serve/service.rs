@@ -32,13 +32,13 @@ use envoy_types::ext_authz::v3::{
 use envoy_types::pb::envoy::config::core::v3::HeaderMap;
 use tonic::{Request, Response, Status};
 
+use crate::auth::jwks::{Jwks, Refetch};
+use crate::auth::token::{self, CredentialsError};
+use crate::auth::token_cache::TokenCache;
+use crate::auth::verify::{self, VerifiedClaims, VerifyError};
 use crate::config::{Config, CorsPreflight};
-use crate::jwks::{Jwks, Refetch};
-use crate::metrics::{self, CacheResult, Metrics, Reason};
 use crate::policy::{AuthError, AuthOutcome, Authentication, Decision, Denial, Rule};
-use crate::token::{self, CredentialsError};
-use crate::token_cache::TokenCache;
-use crate::verify::{self, VerifiedClaims, VerifyError};
+use crate::telemetry::metrics::{self, CacheResult, Metrics, Reason};
 
 /// Header carrying the token's `sub` to the upstream.
 pub const SUBJECT_HEADER: &str = "x-auth-subject";

@@ -27,8 +27,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
-pub use crate::keys::Algorithm;
-use crate::keys::KeySet;
+pub use crate::auth::keys::Algorithm;
+use crate::auth::keys::KeySet;
 
 /// What a token must satisfy besides its signature; compiled from the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]

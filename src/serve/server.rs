@@ -22,12 +22,12 @@ use tokio::time::Instant;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
+use crate::auth::jwks::{self, Jwks};
 use crate::config::{Config, ConfigError, ListenAddr, RawConfig, ServerLimits};
-use crate::jwks::{self, Jwks};
-use crate::listener;
-use crate::metrics::{self, Metrics, ReloadResult};
-use crate::reload;
-use crate::service::{AuthorizationService, Generation};
+use crate::net::listener;
+use crate::serve::reload;
+use crate::serve::service::{AuthorizationService, Generation};
+use crate::telemetry::metrics::{self, Metrics, ReloadResult};
 
 /// Encoded `FileDescriptorSet` of `envoy/service/auth/v3/external_auth.proto` and its imports,
 /// compiled by `build.rs` from the protos shipped in the `envoy-types` crate in use.
@@ -65,7 +65,7 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     /// The TLS files are unusable.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::net::tls::TlsError),
     /// The Unix socket could not be set up.
     #[error("cannot listen on unix:{path}: {reason}")]
     UnixSocket {
@@ -195,7 +195,9 @@ pub async fn serve_with(
     export_known_series(&metrics, &config);
     // TLS files are read before anything is served, so an unusable certificate fails start-up.
     let tls: Option<listener::TlsSlot> = match config.tls() {
-        Some(files) => Some(Arc::new(ArcSwap::new(crate::tls::server_config(files)?))),
+        Some(files) => Some(Arc::new(ArcSwap::new(crate::net::tls::server_config(
+            files,
+        )?))),
         None => None,
     };
     let health_listener = match config.health_listen() {
@@ -491,7 +493,7 @@ impl KeySets {
         &mut self,
         issuer: &str,
         settings: &jwks::JwksSettings,
-        client: crate::outbound::Client,
+        client: crate::net::outbound::Client,
     ) -> IssuerKeys {
         let jwks = Jwks::with_observer(
             settings.clone(),
@@ -655,7 +657,7 @@ impl Reloader {
         // The TLS files are read again too (renewed certificates); unusable ones refuse the
         // whole reload. Turning TLS on or off needs a restart.
         let tls_config = match (&self.tls, new.tls()) {
-            (Some(_), Some(files)) => match crate::tls::server_config(files) {
+            (Some(_), Some(files)) => match crate::net::tls::server_config(files) {
                 Ok(config) => Some(config),
                 Err(e) => return refused(bytes, &e),
             },
@@ -967,8 +969,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::jwks::Refetch;
-    use crate::keys::KeySet;
+    use crate::auth::jwks::Refetch;
+    use crate::auth::keys::KeySet;
 
     /// A `tracing` writer into a shared buffer.
     #[derive(Clone, Default)]
@@ -1005,7 +1007,7 @@ mod tests {
                 .with_ansi(false)
                 .finish(),
         );
-        let jwks = Jwks::new(crate::jwks::tests::settings());
+        let jwks = Jwks::new(crate::auth::jwks::tests::settings());
         jwks.install(KeySet::default());
         let (stop_tx, stop_rx) = watch::channel(false);
         let (die_tx, die_rx) = tokio::sync::oneshot::channel::<()>();

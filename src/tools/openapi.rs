@@ -48,8 +48,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 
+use crate::auth::verify::is_scope_token;
 use crate::policy::{MAX_RULE_NAME_BYTES, Template, normalize};
-use crate::verify::is_scope_token;
 
 /// The operation keys of an OpenAPI 3.0/3.1 path item, and the methods they stand for.
 const OPERATIONS: [(&str, &str); 8] = [

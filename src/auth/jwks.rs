@@ -1,7 +1,7 @@
 //! The issuer's key set over time: fetching, the shared snapshot, and the background refresher.
 //!
 //! Invariants:
-//! - Keys are parsed once, when a JWKS document is loaded (by [`crate::keys`]), into ready-to-use
+//! - Keys are parsed once, when a JWKS document is loaded (by [`crate::auth::keys`]), into ready-to-use
 //!   verifying keys (one per allowed algorithm). `Check` never parses key material.
 //! - Readers take an `Arc` snapshot from an [`ArcSwapOption`]: no lock is held while verifying, and
 //!   none across an `.await`.
@@ -32,9 +32,9 @@ use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::keys::{Algorithm, KeySet, ParseError, SkipSummary, SkippedKey};
-use crate::metrics::{FetchResult, IssuerMetrics, Trigger};
-use crate::outbound::{self, FetchPolicy, GetError};
+use crate::auth::keys::{Algorithm, KeySet, ParseError, SkipSummary, SkippedKey};
+use crate::net::outbound::{self, FetchPolicy, GetError};
+use crate::telemetry::metrics::{FetchResult, IssuerMetrics, Trigger};
 
 /// Settings for fetching and caching the key set; compiled from the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -781,7 +781,7 @@ pub async fn parse_off_runtime(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::keys::tests::{generated_modulus, rsa};
+    use crate::auth::keys::tests::{generated_modulus, rsa};
 
     #[test]
     fn max_age_is_read_from_cache_control() {

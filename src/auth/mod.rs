@@ -1,0 +1,16 @@
+//! Authentication: from a request's credentials to verified claims, pure where it decides.
+//!
+//! - [`token`]: the Bearer credential out of the `Authorization` header(s) (RFC 6750/7235).
+//! - [`keys`] (a leaf): signature algorithms, and JWKS documents parsed once into verifying keys.
+//! - [`jwks`]: an issuer's key set over time: the snapshot readers take, the refresher, the
+//!   unknown-`kid` refetch gate.
+//! - [`verify`]: a compact JWS checked against a key-set snapshot; the only place that builds
+//!   [`verify::VerifiedClaims`].
+//! - [`token_cache`]: verified tokens remembered by digest, bounded in entries and bytes,
+//!   re-checked on each use.
+
+pub mod jwks;
+pub mod keys;
+pub mod token;
+pub mod token_cache;
+pub mod verify;

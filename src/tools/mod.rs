@@ -1,0 +1,9 @@
+//! Commands beside the server, never on the request path.
+//!
+//! - [`explain`]: `scopegate explain`, one request decided offline by the same steps as a Check.
+//! - [`openapi`]: `scopegate openapi-rules`, `[[rules]]` written from an OpenAPI document.
+//! - [`probe`]: gRPC and HTTP health probes for container healthchecks (`scopegate health`).
+
+pub mod explain;
+pub mod openapi;
+pub mod probe;
