@@ -323,6 +323,8 @@ fn compose_configuration_is_the_demo_configuration_with_service_names() {
 #[test]
 fn envoy_configs_are_valid_for_the_pinned_envoy() {
     let envoy = crate::common::stack::envoy_binary();
+    // An external command could hang: bound this test as the fixtures bound theirs.
+    crate::common::watchdog::arm();
     let version = Command::new(&envoy)
         .arg("--version")
         .output()
@@ -352,6 +354,8 @@ fn envoy_configs_are_valid_for_the_pinned_envoy() {
         tls_yaml.display().to_string(),
         format!("{ROOT}/envoy/jwt_authn.yaml"),
     ] {
+        // An external command could hang: bound this test as the fixtures bound theirs.
+        crate::common::watchdog::arm();
         let out = Command::new(&envoy)
             .args(["--mode", "validate", "--disable-hot-restart", "-c", &config])
             .output()

@@ -89,6 +89,8 @@ fn build_context() -> Vec<String> {
             l.trim_end_matches('/').to_string()
         })
         .collect();
+    // An external command could hang: bound this test as the fixtures bound theirs.
+    crate::common::watchdog::arm();
     let output = Command::new("git")
         .args(["ls-files", "-z"])
         .current_dir(ROOT)
@@ -199,6 +201,8 @@ fn cargo_accepts(dir: &Path) -> Result<(), String> {
         ],
         vec!["fetch", "--target", &host],
     ] {
+        // An external command could hang: bound this test as the fixtures bound theirs.
+        crate::common::watchdog::arm();
         let output = Command::new(&cargo)
             .args(&args)
             .args(["--locked", "--offline", "--quiet"])

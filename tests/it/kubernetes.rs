@@ -193,6 +193,8 @@ fn tcp_listen(config: &Config) -> SocketAddr {
 /// passed: the tool merely warns about a kind it has no schema for, which here is a failure (a
 /// misspelt kind or apiVersion would otherwise pass unchecked).
 fn validate(files: &[PathBuf]) -> Result<(), String> {
+    // An external command could hang: bound this test as the fixtures bound theirs.
+    crate::common::watchdog::arm();
     let out = Command::new(validator())
         .args(["--strict", "-k", KUBERNETES_VERSION])
         .args(files)

@@ -22,6 +22,8 @@ fn repo() -> PathBuf {
 fn locked_envoy_types() -> (String, PathBuf) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let host = crate::common::host_triple();
+    // An external command could hang: bound this test as the fixtures bound theirs.
+    crate::common::watchdog::arm();
     let output = Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--locked", "--offline"])
         .args(["--filter-platform", &host])
