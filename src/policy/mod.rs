@@ -7,6 +7,14 @@
 //! [`decide`] combines that rule's [`Requirement`] with
 //! the outcome of authentication into a [`Decision`]. Both are pure: no I/O, no clocks, no gRPC
 //! types. The service layer maps each [`Denial`] variant to an HTTP answer.
+//!
+//! The files, by concept: this one holds [`Policy`], built only by [`Policy::new`] with its
+//! start-up checks; `rule` what a rule demands and matches ([`Requirement`], [`PathMatch`],
+//! [`Rule`]) and why one is refused ([`PolicyError`]); `route` route lookup and the readings;
+//! `decide` [`Resolved::decide`], [`decide`] and the denials; [`path`] canonicalisation;
+//! [`template`] whole-segment templates; [`request`] method overrides and preflights. The items
+//! of `rule`, `route` and `decide` are re-exported here, so their paths are `policy::X`; the
+//! tables that build a [`Policy`] are in `tests.rs` (`policy::tests`).
 
 pub mod path;
 pub mod request;

@@ -39,6 +39,11 @@
 //! YAML merge keys (`<<: *anchor`) are applied before anything is read, and fields the
 //! document, a path item or an operation does not define are errors (extensions `x-...`
 //! excepted): either, ignored, could drop a `security` and leave a weaker rule.
+//!
+//! The files, by concept: this one holds the errors and [`rules_from_file`]; `model` the serde
+//! model of the document ([`Document`]); `mapping` the mapping to rules ([`rules`], [`Options`],
+//! [`Rules`]); `render` the TOML output ([`render()`]); `tests.rs` the tables. Their public items
+//! are re-exported here, so their paths are `tools::openapi::X`.
 
 mod mapping;
 mod model;
