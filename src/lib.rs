@@ -16,8 +16,11 @@
 //!   [`auth::keys`] (JWKS documents parsed once), [`auth::jwks`] (an issuer's key set over time),
 //!   [`auth::verify`] (pure; the only place that builds [`auth::verify::VerifiedClaims`]) and
 //!   [`auth::token_cache`].
-//! - [`policy`]: pure: path canonicalisation and its readings, route matching, method overrides
-//!   and preflights, and [`policy::decide`].
+//! - [`policy`]: pure: the rules and the [`policy::Policy`] built from them with its start-up
+//!   checks, route lookup and the readings an upstream might apply, [`policy::decide`] (files
+//!   `rule`, `route` and `decide`, re-exported as `policy::X`), path canonicalisation
+//!   ([`policy::path`]), templates ([`policy::template`]), method overrides and preflights
+//!   ([`policy::request`]).
 //! - [`config`]: TOML and environment input (`RawConfig`) compiled into a validated
 //!   [`config::Config`] before any port is bound. Every error names the offending key and value.
 //! - [`serve`]: the running process: [`serve::service`] (the gRPC `Check`: extract → verify →
@@ -25,7 +28,8 @@
 //!   reload, graceful shutdown; the shutdown signal is passed in as a future) and
 //!   [`serve::reload`] (SIGHUP and the file watch).
 //! - [`tools`]: commands beside the server, never on the request path: [`tools::explain`],
-//!   [`tools::openapi`] (`openapi-rules`) and [`tools::probe`] (`scopegate health`).
+//!   [`tools::openapi`] (`openapi-rules`: the document's model, the mapping to rules and the
+//!   TOML output, one file each) and [`tools::probe`] (`scopegate health`).
 //!
 //! Apart from the layers, for demos and tests (never on the request path):
 //! - [`dev`]: development-only code: [`dev::issuer`], a token issuer (JWKS, discovery,

@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use super::{PathError, Policy, Requirement, Resolved, is_cors_preflight};
+use super::{PathError, Policy, Requirement, Resolved};
 use crate::auth::token::is_http_token;
 
 /// The request headers, lower-case, whose value upstream frameworks run as the request's method.
@@ -84,6 +84,18 @@ pub fn is_form(content_types: &[&str]) -> bool {
             .iter()
             .any(|form| media_type.eq_ignore_ascii_case(form))
     })
+}
+
+/// Whether a request is a CORS preflight as browsers send it: `OPTIONS` with a non-empty
+/// `Origin` and `Access-Control-Request-Method`, and no `Authorization` (browsers never send
+/// credentials on a preflight, so one with them is some other client's `OPTIONS`, decided as
+/// usual). `values(name)` gives every value of the header `name` (lower-case) the request has.
+pub fn is_cors_preflight<'v>(method: &str, values: impl Fn(&str) -> Vec<&'v str>) -> bool {
+    let present = |name: &str| values(name).iter().any(|v| !v.trim().is_empty());
+    method == "OPTIONS"
+        && present("origin")
+        && present("access-control-request-method")
+        && values("authorization").is_empty()
 }
 
 impl Policy {

@@ -15,6 +15,8 @@ fn sources(module: &str) -> Vec<String> {
         format!("src/{module}.rs"),
         format!("src/{module}/mod.rs"),
         format!("src/{}.rs", module.replace("::", "/")),
+        // A module's tests moved into a file of their own (`policy::tests::x`).
+        format!("src/{}/tests.rs", module.replace("::", "/")),
     ];
     candidates
         .iter()
