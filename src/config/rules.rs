@@ -319,6 +319,7 @@ fn canonical_rule_path(key: &str, path: String) -> Result<String, ConfigError> {
 mod tests {
     use super::super::tests::compile;
     use super::*;
+    use crate::config::*;
 
     #[test]
     fn rules_compile() {
