@@ -6,13 +6,10 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::auth::jwks::JwksSettings;
 use crate::auth::verify::TokenType;
-use crate::net::outbound::FetchPolicy;
 use crate::net::tls::TlsFiles;
 use crate::policy::{Policy, PolicyError, Requirement};
 
@@ -22,7 +19,7 @@ mod server;
 mod warnings;
 
 pub use issuers::{Issuer, RawIssuer, RawTokenRules};
-use issuers::{RawFetch, TokenRules};
+use issuers::{RawFetch, RawJwks, TokenRules};
 use rules::compile_rule;
 pub use rules::{RESERVED_HEADER_PREFIXES, RESERVED_HEADERS, RawRule};
 pub use server::{ListenAddr, MAX_UNIX_SOCKET_PATH, RawServer, ServerLimits};
@@ -286,14 +283,6 @@ const DEFAULT_TOKEN_CACHE_MAX_BYTES: u64 = 32 * 1024 * 1024;
 const MIN_TOKEN_CACHE_MAX_BYTES: u64 = 1024 * 1024;
 const MAX_TOKEN_CACHE_MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 const DEFAULT_REALM: &str = "scopegate";
-/// Slack between the longest possible refresh cycle and `jwks_max_stale_seconds`.
-const STALE_MARGIN: Duration = Duration::from_secs(10);
-const DEFAULT_MAX_KEYS: u64 = 100;
-const MAX_MAX_KEYS: u64 = 1_000;
-/// Below the shipped Envoy configuration's 0.5 s ext_authz timeout, so the client gets
-/// scopegate's answer rather than Envoy's error.
-const DEFAULT_UNKNOWN_KID_WAIT_MS: u64 = 300;
-const MAX_UNKNOWN_KID_WAIT_MS: u64 = 10_000;
 
 impl RawConfig {
     /// Parses TOML text; `origin` names the source in errors.
@@ -436,112 +425,18 @@ impl RawConfig {
             ));
         }
 
-        let seconds = |key: &str, value: Option<u64>, default: u64, range: (u64, u64)| {
-            let v = value.unwrap_or(default);
-            if v < range.0 || v > range.1 {
-                return Err(invalid(
-                    key,
-                    v,
-                    format!("must be between {} and {}", range.0, range.1),
-                ));
-            }
-            Ok(Duration::from_secs(v))
-        };
-        let refresh = seconds(
-            "jwks_refresh_seconds",
-            self.jwks_refresh_seconds,
-            600,
-            (1, 86_400),
-        )?;
-        let min_refresh = seconds(
-            "jwks_min_refresh_seconds",
-            self.jwks_min_refresh_seconds,
-            60,
-            (1, 86_400),
-        )?;
-        let max_refresh = seconds(
-            "jwks_max_refresh_seconds",
-            self.jwks_max_refresh_seconds,
-            3_600,
-            (1, 86_400),
-        )?;
-        if !(min_refresh <= refresh && refresh <= max_refresh) {
-            return Err(invalid(
-                "jwks_refresh_seconds",
-                refresh.as_secs(),
-                format!(
-                    "must lie between jwks_min_refresh_seconds ({}) and jwks_max_refresh_seconds ({})",
-                    min_refresh.as_secs(),
-                    max_refresh.as_secs()
-                ),
-            ));
+        let jwks_template = RawJwks {
+            jwks_refresh_seconds: self.jwks_refresh_seconds,
+            jwks_min_refresh_seconds: self.jwks_min_refresh_seconds,
+            jwks_max_refresh_seconds: self.jwks_max_refresh_seconds,
+            jwks_refetch_cooldown_seconds: self.jwks_refetch_cooldown_seconds,
+            jwks_fetch_timeout_seconds: self.jwks_fetch_timeout_seconds,
+            jwks_max_bytes: self.jwks_max_bytes,
+            jwks_max_stale_seconds: self.jwks_max_stale_seconds,
+            jwks_max_keys: self.jwks_max_keys,
+            unknown_kid_wait_ms: self.unknown_kid_wait_ms,
         }
-        let refetch_cooldown = seconds(
-            "jwks_refetch_cooldown_seconds",
-            self.jwks_refetch_cooldown_seconds,
-            5,
-            (1, 3_600),
-        )?;
-        let fetch_timeout = seconds(
-            "jwks_fetch_timeout_seconds",
-            self.jwks_fetch_timeout_seconds,
-            5,
-            (1, 60),
-        )?;
-        let max_stale = seconds(
-            "jwks_max_stale_seconds",
-            self.jwks_max_stale_seconds,
-            86_400,
-            (1, 30 * 86_400),
-        )?;
-        // The refresher may wait up to max_refresh (an issuer's max-age is honoured that far) plus
-        // one fetch before the set is renewed; 10 s more leaves room for a retry. A shorter
-        // max_stale would pass validation and then deny every protected request (and flap
-        // health) between two perfectly healthy refreshes.
-        let stale_floor = max_refresh + fetch_timeout + STALE_MARGIN;
-        if max_stale < stale_floor {
-            return Err(invalid(
-                "jwks_max_stale_seconds",
-                max_stale.as_secs(),
-                format!(
-                    "must be at least jwks_max_refresh_seconds ({}) + jwks_fetch_timeout_seconds \
-                     ({}) + {} = {}, or the keys could go stale between two successful refreshes",
-                    max_refresh.as_secs(),
-                    fetch_timeout.as_secs(),
-                    STALE_MARGIN.as_secs(),
-                    stale_floor.as_secs()
-                ),
-            ));
-        }
-        let max_keys = self.jwks_max_keys.unwrap_or(DEFAULT_MAX_KEYS);
-        if !(1..=MAX_MAX_KEYS).contains(&max_keys) {
-            return Err(invalid(
-                "jwks_max_keys",
-                max_keys,
-                format!("must be between 1 and {MAX_MAX_KEYS}"),
-            ));
-        }
-        let unknown_kid_wait_ms = self
-            .unknown_kid_wait_ms
-            .unwrap_or(DEFAULT_UNKNOWN_KID_WAIT_MS);
-        if unknown_kid_wait_ms > MAX_UNKNOWN_KID_WAIT_MS {
-            return Err(invalid(
-                "unknown_kid_wait_ms",
-                unknown_kid_wait_ms,
-                format!(
-                    "must be between 0 and {MAX_UNKNOWN_KID_WAIT_MS}; keep it below Envoy's \
-                     ext_authz timeout, or the client gets Envoy's error instead of our answer"
-                ),
-            ));
-        }
-        let max_bytes = self.jwks_max_bytes.unwrap_or(1024 * 1024);
-        if !(1024..=16 * 1024 * 1024).contains(&max_bytes) {
-            return Err(invalid(
-                "jwks_max_bytes",
-                max_bytes,
-                "must be between 1024 and 16777216",
-            ));
-        }
+        .compile()?;
 
         let rules = self
             .rules
@@ -557,22 +452,6 @@ impl RawConfig {
         let policy = Policy::new(rules, default)?;
         let server = self.server.compile()?;
 
-        let jwks_template = JwksSettings {
-            uri: "http://placeholder.invalid/".parse().expect("a valid URL"),
-            discovery_issuer: None,
-            fallback_uri: None,
-            fetch_policy: FetchPolicy::default(),
-            algorithms: Vec::new(),
-            refresh,
-            min_refresh,
-            max_refresh,
-            refetch_cooldown,
-            fetch_timeout,
-            max_bytes: max_bytes as usize,
-            max_stale,
-            max_keys: max_keys as usize,
-            unknown_kid_wait: Duration::from_millis(unknown_kid_wait_ms),
-        };
         let allow_insecure_http = self.allow_insecure_http.unwrap_or(false);
         // Top-level token rules: the shorthand issuer's, and the defaults of every [[issuers]].
         let defaults = TokenRules::compile(

@@ -1,8 +1,11 @@
 //! The configuration's own tests: defaults, the errors that name their key, the README's
 //! reference, required keys and environment overrides; each part's tests sit beside it.
 
+use std::time::Duration;
+
 use super::*;
 use crate::auth::verify::Algorithm;
+use crate::net::outbound::FetchPolicy;
 
 pub(super) const BASE: &str =
     "issuer = \"https://tenant.example/\"\naudience = \"https://api.example\"\n";
