@@ -2,6 +2,12 @@
 //! with environment overrides applied; [`Config`] is its compiled, validated form (socket address,
 //! URLs, durations, matchers, scope sets). Compilation happens before any port is bound, and every
 //! error names the key and the value at fault.
+//!
+//! Each part of the file is compiled in a module of its own: `server` (`listen` and the
+//! `[server]` table), `issuers` (the issuers, their token rules and the shared key-set settings),
+//! `rules` (`[[rules]]`, and the checks of claim names, forwarded headers and algorithms) and
+//! `warnings` ([`ConfigWarning`]). Those modules are private; what they make public is
+//! re-exported here, so every public path is `config::X`.
 
 use std::fmt;
 use std::net::SocketAddr;
