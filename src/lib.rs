@@ -23,6 +23,9 @@
 //!   ([`policy::request`]).
 //! - [`config`]: TOML and environment input (`RawConfig`) compiled into a validated
 //!   [`config::Config`] before any port is bound. Every error names the offending key and value.
+//!   `config/mod.rs` holds the top level and the compile; its parts are `server` (`listen`,
+//!   `[server]`), `issuers` (issuers, their token rules and key-set settings), `rules`
+//!   (`[[rules]]`, claim and header checks) and `warnings`, with tests in `config/tests.rs`.
 //! - [`serve`]: the running process: [`serve::service`] (the gRPC `Check`: extract → verify →
 //!   decide → respond, counted and logged), [`serve::server`] (listeners, refreshers, health,
 //!   reload, graceful shutdown; the shutdown signal is passed in as a future) and

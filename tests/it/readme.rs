@@ -15,7 +15,7 @@ fn sources(module: &str) -> Vec<String> {
         format!("src/{module}.rs"),
         format!("src/{module}/mod.rs"),
         format!("src/{}.rs", module.replace("::", "/")),
-        // A module's tests moved into a file of their own (`policy::tests::x`).
+        // A module's unit tests in a file of their own: `a::tests::x` in `src/a/tests.rs`.
         format!("src/{}/tests.rs", module.replace("::", "/")),
     ];
     candidates
