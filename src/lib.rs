@@ -20,8 +20,12 @@
 //!   and preflights, and [`policy::decide`].
 //! - [`config`]: TOML and environment input (`RawConfig`) compiled into a validated
 //!   [`config::Config`] before any port is bound. Every error names the offending key and value.
-//! - [`serve`]: the running process: [`serve::service`] (the gRPC `Check`: extract → verify →
-//!   decide → respond, counted and logged), [`serve::server`] (listeners, refreshers, health,
+//! - [`decide`]: the transport-neutral decision core: a [`decide::Request`] view decided with the
+//!   [`decide::Generation`] in force (extract → verify → decide → respond) into a
+//!   [`decide::Verdict`] and its [`decide::Labels`], then counted and logged in one step every
+//!   transport shares.
+//! - [`serve`]: the running process: [`serve::service`] (the gRPC `Check`, a thin adapter from
+//!   Envoy's types to the decision core and back), [`serve::server`] (listeners, refreshers, health,
 //!   reload, graceful shutdown; the shutdown signal is passed in as a future) and
 //!   [`serve::reload`] (SIGHUP and the file watch).
 //! - [`tools`]: commands beside the server, never on the request path: [`tools::explain`],
@@ -37,6 +41,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod decide;
 pub mod dev;
 pub mod net;
 pub mod policy;
