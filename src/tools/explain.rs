@@ -27,7 +27,7 @@ use crate::auth::keys::{Algorithm, KeySet};
 use crate::auth::token::{self, CredentialsError};
 use crate::auth::verify::{self, VerifiedClaims, VerifyError};
 use crate::config::Config;
-use crate::decide::{self, Authenticate, Verdict};
+use crate::decide::{self, Authenticate, Labels, Verdict};
 use crate::policy::{AuthError, Authentication, Decision, Requirement, Rule};
 use crate::telemetry::metrics::Metrics;
 
@@ -173,6 +173,25 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
     let authorization = authorization_header(&request.credentials);
     let view = view_of(request, authorization.as_deref());
     explain_view(&offline, &view, now).await
+}
+
+/// Decides the request view `request` as `explain` does (its issuer's keys fetched once, no
+/// deadline, nothing counted or logged) and hands the core's verdict and labels to `then`: so
+/// that a transport's answer can be held beside explain's for the same request. The
+/// credentials are the view's own `Authorization` headers.
+pub async fn decide_view<T>(
+    config: &Config,
+    request: &decide::Request<'_>,
+    now: u64,
+    then: impl FnOnce(&Verdict<'_>, &Labels<'_>) -> T,
+) -> Result<T, ExplainError> {
+    let credentials = Credentials::None;
+    let offline = Offline::new(config, &credentials);
+    let decided = decide::decide(&offline, request, now, &Metrics::new()).await;
+    if let Some(error) = offline.taken().error {
+        return Err(error);
+    }
+    Ok(then(&decided.verdict, &decided.labels))
 }
 
 /// The `Authorization` value `credentials` stand for: a token as copied from a request (with or
