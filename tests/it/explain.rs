@@ -485,7 +485,8 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
     let write = bearers[3].1.as_str();
 
     // (method, path, headers)
-    let mut cases: Vec<(&str, &str, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let mut cases: Vec<Case> = vec![
         ("GET", "/restricted_resource", vec![]),
         (
             "GET",
