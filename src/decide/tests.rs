@@ -21,7 +21,15 @@ fn challenge_values_are_quoted_strings() {
 fn every_denial_has_its_status_body_and_headers() {
     let realm = "scopegate";
     // (denial, status, error, reason, challenge, retry-after)
-    let cases: Vec<(Denial, u16, &str, Reason, Option<&str>, Option<&str>)> = vec![
+    type Case = (
+        Denial,
+        u16,
+        &'static str,
+        Reason,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
         (
             Denial::Unauthenticated(AuthError::Credentials(CredentialsError::Missing)),
             401,
