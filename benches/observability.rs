@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use scopegate::telemetry::metrics::{Decision, Metrics, Reason};
+use scopegate::telemetry::metrics::{Decision, Metrics, Reason, Transport};
 
 mod support;
 use support::{check, concurrent, runtime, start};
@@ -25,6 +25,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("metrics: count one Check", |b| {
         b.iter(|| {
             metrics.check(
+                Transport::grpc,
                 Decision::allow,
                 200,
                 Reason::authorized,

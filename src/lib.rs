@@ -26,8 +26,12 @@
 //!   `config/mod.rs` holds the top level and the compile; its parts are `server` (`listen`,
 //!   `[server]`), `issuers` (issuers, their token rules and key-set settings), `rules`
 //!   (`[[rules]]`, claim and header checks) and `warnings`, with tests in `config/tests.rs`.
-//! - [`serve`]: the running process: [`serve::service`] (the gRPC `Check`: extract → verify →
-//!   decide → respond, counted and logged), [`serve::server`] (listeners, refreshers, health,
+//! - [`decide`]: the transport-neutral decision core: a [`decide::Request`] view decided with the
+//!   [`decide::Generation`] in force (extract → verify → decide → respond) into a
+//!   [`decide::Verdict`] and its [`decide::Labels`], then counted and logged in one step every
+//!   transport shares.
+//! - [`serve`]: the running process: [`serve::service`] (the gRPC `Check`, a thin adapter from
+//!   Envoy's types to the decision core and back), [`serve::server`] (listeners, refreshers, health,
 //!   reload, graceful shutdown; the shutdown signal is passed in as a future) and
 //!   [`serve::reload`] (SIGHUP and the file watch).
 //! - [`tools`]: commands beside the server, never on the request path: [`tools::explain`],
@@ -44,6 +48,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod decide;
 pub mod dev;
 pub mod net;
 pub mod policy;

@@ -16,7 +16,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::serve::service::{SCOPES_HEADER, SUBJECT_HEADER};
+use crate::decide::{SCOPES_HEADER, SUBJECT_HEADER};
 
 /// Serves the demo API on `listener` until `shutdown`.
 pub async fn serve(

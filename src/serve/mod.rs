@@ -1,7 +1,7 @@
 //! Serving: the running process around the decision.
 //!
-//! - [`service`]: the gRPC `Authorization/Check` service: extract → verify → decide → respond,
-//!   counted and logged.
+//! - [`service`]: the gRPC `Authorization/Check` service: `CheckRequest` → request view →
+//!   [`crate::decide::check`] → `CheckResponse`.
 //! - [`server`]: the listeners, the key-set refreshers, health, the reload loop and graceful
 //!   shutdown; the shutdown signal is passed in as a future.
 //! - [`reload`]: what asks for a configuration reload (SIGHUP, the file watch).

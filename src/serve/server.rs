@@ -24,9 +24,10 @@ use tonic_health::ServingStatus;
 
 use crate::auth::jwks::{self, Jwks};
 use crate::config::{Config, ConfigError, ListenAddr, RawConfig, ServerLimits};
+use crate::decide::Generation;
 use crate::net::listener;
 use crate::serve::reload;
-use crate::serve::service::{AuthorizationService, Generation};
+use crate::serve::service::AuthorizationService;
 use crate::telemetry::metrics::{self, Metrics, ReloadResult};
 
 /// Encoded `FileDescriptorSet` of `envoy/service/auth/v3/external_auth.proto` and its imports,

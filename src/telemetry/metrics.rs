@@ -10,8 +10,8 @@
 //!
 //! | sample | labels |
 //! |---|---|
-//! | `scopegate_checks_total` | `decision`, `status`, `reason` ([`Reason`]), `rule` |
-//! | `scopegate_check_duration_seconds` (histogram) | `decision` |
+//! | `scopegate_checks_total` | `transport` ([`Transport`]), `decision`, `status`, `reason` ([`Reason`]), `rule` |
+//! | `scopegate_check_duration_seconds` (histogram) | `transport`, `decision` |
 //! | `scopegate_jwks_fetches_total` | `issuer`, `trigger` ([`Trigger`]), `result` ([`FetchResult`]) |
 //! | `scopegate_jwks_keys` | `issuer` |
 //! | `scopegate_jwks_last_success_timestamp_seconds` | `issuer` |
@@ -80,6 +80,22 @@ pub enum Decision {
     allow,
     /// Refused.
     deny,
+}
+
+/// Which front door a request came in by: the `transport` label of the Check metrics and the
+/// `transport` field of decision logs. A fixed set.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Transport {
+    /// Envoy's ext_authz gRPC `Check`.
+    grpc,
+    /// An HTTP authorization request (no listener serves it yet).
+    http,
+}
+
+impl Transport {
+    /// Every value, in the order they are exported.
+    pub const ALL: [Transport; 2] = [Transport::grpc, Transport::http];
 }
 
 /// What made the refresher fetch an issuer's keys: the `trigger` label.
@@ -169,6 +185,7 @@ pub enum ReloadResult {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabels {
+    transport: Transport,
     decision: Decision,
     status: u16,
     reason: Reason,
@@ -183,6 +200,7 @@ struct ShadowLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
+    transport: Transport,
     decision: Decision,
 }
 
@@ -343,8 +361,16 @@ impl Metrics {
             }),
         );
         // The label sets known now start at zero (see the module's documentation).
-        for decision in [Decision::allow, Decision::deny] {
-            start_at_zero(&check_duration, &DecisionLabels { decision });
+        for transport in Transport::ALL {
+            for decision in [Decision::allow, Decision::deny] {
+                start_at_zero(
+                    &check_duration,
+                    &DecisionLabels {
+                        transport,
+                        decision,
+                    },
+                );
+            }
         }
         for result in [ReloadResult::success, ReloadResult::failure] {
             start_at_zero(&config_reloads, &ReloadLabels { result });
@@ -421,9 +447,10 @@ impl Metrics {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
-    /// Counts one answered Check and its duration.
+    /// Counts one answered Check (or HTTP decision) and its duration.
     pub fn check(
         &self,
+        transport: Transport,
         decision: Decision,
         status: u16,
         reason: Reason,
@@ -432,6 +459,7 @@ impl Metrics {
     ) {
         self.checks
             .get_or_create(&CheckLabels {
+                transport,
                 decision,
                 status,
                 reason,
@@ -439,7 +467,10 @@ impl Metrics {
             })
             .inc();
         self.check_duration
-            .get_or_create(&DecisionLabels { decision })
+            .get_or_create(&DecisionLabels {
+                transport,
+                decision,
+            })
             .observe(took.as_secs_f64());
     }
 
@@ -648,6 +679,7 @@ mod tests {
         let metrics = Metrics::new();
         let rule: Arc<str> = "rules[0]".into();
         metrics.check(
+            Transport::grpc,
             Decision::deny,
             401,
             Reason::invalid_token,
@@ -660,8 +692,8 @@ mod tests {
         issuer.refetch_suppressed();
         let text = metrics.encode();
         for sample in [
-            r#"scopegate_checks_total{decision="deny",status="401",reason="invalid_token",rule="rules[0]"} 1"#,
-            r#"scopegate_check_duration_seconds_bucket{le="0.0001",decision="deny"} 1"#,
+            r#"scopegate_checks_total{transport="grpc",decision="deny",status="401",reason="invalid_token",rule="rules[0]"} 1"#,
+            r#"scopegate_check_duration_seconds_bucket{le="0.0001",transport="grpc",decision="deny"} 1"#,
             r#"scopegate_jwks_fetches_total{issuer="https://issuer.example/",trigger="startup",result="success"} 1"#,
             r#"scopegate_jwks_keys{issuer="https://issuer.example/"} 2"#,
             r#"scopegate_jwks_refetch_suppressed_total{issuer="https://issuer.example/"} 1"#,
@@ -701,8 +733,10 @@ mod tests {
         for sample in [
             r#"scopegate_config_reloads_total{result="success"} 0"#,
             r#"scopegate_config_reloads_total{result="failure"} 0"#,
-            r#"scopegate_check_duration_seconds_count{decision="allow"} 0"#,
-            r#"scopegate_check_duration_seconds_count{decision="deny"} 0"#,
+            r#"scopegate_check_duration_seconds_count{transport="grpc",decision="allow"} 0"#,
+            r#"scopegate_check_duration_seconds_count{transport="grpc",decision="deny"} 0"#,
+            r#"scopegate_check_duration_seconds_count{transport="http",decision="allow"} 0"#,
+            r#"scopegate_check_duration_seconds_count{transport="http",decision="deny"} 0"#,
             "scopegate_connections 0",
         ] {
             assert!(text.contains(sample), "{sample} in\n{text}");

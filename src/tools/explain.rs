@@ -2,10 +2,10 @@
 //! why: the canonical path, the rule that decides it (and the shadow rules that match it), what
 //! the rule requires, what the credentials grant, and the answer with its status and reason.
 //!
-//! The steps are the service's: [`crate::policy::Policy::resolve_request`] (the canonical path,
-//! the route, method overrides, CORS preflights), [`verify::verify`], [`crate::policy::decide`],
-//! and [`service::denial_answer`] for the status. With a
-//! token, the issuer's keys are fetched once (no cache, no refresh). With `--claims`, no
+//! The flow is the service's own: [`decide::decide`], the decision core every transport calls,
+//! with an [`Authenticate`] of its own for where the keys come from. With a
+//! token, the issuer's keys are fetched once (no cache, no refresh, no deadline). It counts
+//! nowhere and writes no decision log: it is not serving. With `--claims`, no
 //! signature exists to check: the claims are signed here by a key made for this one call and
 //! verified against that key alone, so every other check (`exp`, `nbf`, `iss`, `aud`, scopes,
 //! forwarded claims) is the real one, and [`verify::VerifiedClaims`] keeps meaning "verified".
@@ -19,13 +19,17 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 
+use std::sync::Mutex;
+use std::time::Duration;
+
 use crate::auth::jwks;
 use crate::auth::keys::{Algorithm, KeySet};
 use crate::auth::token::{self, CredentialsError};
-use crate::auth::verify::{self, VerifyError};
-use crate::config::{Config, CorsPreflight};
-use crate::policy::{AuthError, AuthOutcome, Authentication, Decision, Requirement, Rule};
-use crate::serve::service;
+use crate::auth::verify::{self, VerifiedClaims, VerifyError};
+use crate::config::Config;
+use crate::decide::{self, Authenticate, Labels, Verdict};
+use crate::policy::{AuthError, Authentication, Decision, Requirement, Rule};
+use crate::telemetry::metrics::Metrics;
 
 /// What the request carries.
 #[derive(Debug, Clone)]
@@ -165,62 +169,104 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         .duration_since(UNIX_EPOCH)
         .map_err(|_| ExplainError::Clock)?
         .as_secs();
-    // The route checked against method overrides, and whether a CORS preflight is let through
-    // (`cors_preflight = "allow"`): the Check's own step.
-    let (resolved, preflight) = config.policy().resolve_request(
-        &request.method,
-        &request.path,
-        config.cors_preflight() == CorsPreflight::Allow,
-        |name| {
-            let mut values: Vec<&str> = request
-                .headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-                .collect();
-            if name == "authorization" && !matches!(request.credentials, Credentials::None) {
-                values.push("Bearer");
-            }
-            values
-        },
-    );
-    let Authenticated {
-        auth,
+    let offline = Offline::new(config, &request.credentials);
+    let authorization = authorization_header(&request.credentials);
+    let view = view_of(request, authorization.as_deref());
+    explain_view(&offline, &view, now).await
+}
+
+/// Decides the request view `request` as `explain` does (its issuer's keys fetched once, no
+/// deadline, nothing counted or logged) and hands the core's verdict and labels to `then`: so
+/// that a transport's answer can be held beside explain's for the same request. The
+/// credentials are the view's own `Authorization` headers.
+pub async fn decide_view<T>(
+    config: &Config,
+    request: &decide::Request<'_>,
+    now: u64,
+    then: impl FnOnce(&Verdict<'_>, &Labels<'_>) -> T,
+) -> Result<T, ExplainError> {
+    let credentials = Credentials::None;
+    let offline = Offline::new(config, &credentials);
+    let decided = decide::decide(&offline, request, now, &Metrics::new()).await;
+    if let Some(error) = offline.taken().error {
+        return Err(error);
+    }
+    Ok(then(&decided.verdict, &decided.labels))
+}
+
+/// The `Authorization` value `credentials` stand for: a token as copied from a request (with or
+/// without its `Bearer `), or, for `--claims`, the scheme alone (what makes the request one that
+/// carries credentials; the claims themselves go to [`Offline`]).
+fn authorization_header(credentials: &Credentials) -> Option<String> {
+    match credentials {
+        Credentials::None => None,
+        Credentials::Claims(_) => Some("Bearer".to_owned()),
+        Credentials::Token(token) => Some(
+            match token
+                .get(..7)
+                .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+            {
+                Some(_) => token.to_owned(),
+                None => format!("Bearer {token}"),
+            },
+        ),
+    }
+}
+
+/// The request view of `request` with its `authorization` value: what the decision core reads.
+fn view_of<'a>(request: &'a Request, authorization: Option<&'a str>) -> decide::Request<'a> {
+    let mut view = decide::Request::new(&request.method, &request.path);
+    for (name, value) in &request.headers {
+        view.push_header(name, value);
+    }
+    if let Some(authorization) = authorization {
+        view.push_header("authorization", authorization);
+    }
+    view
+}
+
+/// `explain` of a request view under `offline`'s configuration and credentials.
+async fn explain_view(
+    offline: &Offline<'_>,
+    request: &decide::Request<'_>,
+    now: u64,
+) -> Result<Explanation, ExplainError> {
+    // Offline: nothing is scraped, so nothing is counted where anyone would see it.
+    let decided = decide::decide(offline, request, now, &Metrics::new()).await;
+    let Taken {
+        error,
         issuer,
         credentials,
         signed,
-    } = if resolved.needs_token(preflight) {
-        authenticate(config, &request.credentials, now).await?
-    } else {
-        Authenticated {
-            auth: None,
-            issuer: None,
-            credentials: if preflight {
-                "not read: a CORS preflight, let through by cors_preflight = \"allow\"".to_string()
-            } else {
-                "not read: nothing here needs a token".to_string()
-            },
-            signed: false,
+        claims,
+    } = offline.taken();
+    if let Some(error) = error {
+        return Err(error);
+    }
+    let resolved = &decided.resolved;
+    let credentials = credentials.unwrap_or_else(|| {
+        if decided.preflight {
+            "not read: a CORS preflight, let through by cors_preflight = \"allow\"".to_string()
+        } else {
+            "not read: nothing here needs a token".to_string()
         }
-    };
-    let grants = match (&auth, &issuer) {
-        (Some(Ok(claims)), Some(issuer)) => Some(Grants {
-            issuer: issuer.clone(),
+    });
+    let grants = match (claims, issuer) {
+        (Some(claims), Some(issuer)) => Some(Grants {
+            issuer,
             subject: claims.subject().map(str::to_owned),
             scopes: claims.scopes().iter().cloned().collect(),
             kid: claims.kid().filter(|_| signed).map(str::to_owned),
         }),
         _ => None,
     };
-    let auth = auth.map_or(AuthOutcome::NotAttempted, AuthOutcome::Done);
-    let (decision, would) = resolved.decide(preflight, auth);
     let shadow_rules = resolved
         .shadows
         .iter()
-        .zip(&would)
+        .zip(&decided.shadows)
         .map(|(rule, would)| ShadowView {
             rule: view(Some(rule), rule.requirement(), rule.name()),
-            would: answer(would, false),
+            would: answer_of(would, false),
         })
         .collect();
     let rule = resolved
@@ -228,10 +274,14 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         .as_ref()
         .ok()
         .map(|route| view(route.rule, route.requirement, route.name));
+    let (error, message) = match &decided.verdict {
+        Verdict::Allow { .. } => (None, None),
+        Verdict::Deny(denied) => (Some(denied.error), Some(denied.message.clone())),
+    };
     Ok(Explanation {
-        method: request.method.clone(),
+        method: request.method().to_owned(),
         path: request
-            .path
+            .path()
             .split(['?', '#'])
             .next()
             .unwrap_or_default()
@@ -242,98 +292,165 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         shadow_rules,
         credentials,
         grants,
-        answer: answer(&decision, preflight),
+        answer: Answer {
+            decision: label(decided.labels.decision),
+            status: decided.labels.status,
+            reason: label(decided.labels.reason),
+            error,
+            message,
+        },
     })
 }
 
-/// The outcome of authenticating, the issuer it was for, and how the credentials were taken.
-struct Authenticated {
-    auth: Option<Authentication>,
-    issuer: Option<String>,
-    credentials: String,
-    /// False for `--claims`, whose key (and `kid`) was made here.
-    signed: bool,
+/// `explain`'s keys: the token's issuer's fetched once, or for `--claims` one made for the call.
+/// Records how the credentials were taken, for the explanation.
+struct Offline<'c> {
+    config: &'c Config,
+    credentials: &'c Credentials,
+    forwarded_headers: Vec<String>,
+    taken: Mutex<Taken>,
 }
 
-impl Authenticated {
-    fn new(auth: Authentication, issuer: Option<&str>, credentials: String) -> Authenticated {
-        Authenticated {
-            auth: Some(auth),
-            issuer: issuer.map(str::to_owned),
+/// How the credentials were taken, once authentication ran.
+#[derive(Default)]
+struct Taken {
+    /// Why `explain` could not decide at all.
+    error: Option<ExplainError>,
+    /// The issuer the token was for.
+    issuer: Option<String>,
+    /// What was done with the credentials; `None` when they were not read.
+    credentials: Option<String>,
+    /// False for `--claims`, whose key (and `kid`) was made here.
+    signed: bool,
+    /// The verified claims, when they verified.
+    claims: Option<VerifiedClaims>,
+}
+
+impl<'c> Offline<'c> {
+    fn new(config: &'c Config, credentials: &'c Credentials) -> Offline<'c> {
+        Offline {
+            config,
             credentials,
+            forwarded_headers: config.forwarded_headers(),
+            taken: Mutex::default(),
+        }
+    }
+
+    /// What authentication recorded (taken out).
+    fn taken(&self) -> Taken {
+        std::mem::take(&mut *self.taken.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Records `taken` and hands back its outcome.
+    fn record(&self, auth: Authentication, mut taken: Taken) -> Authentication {
+        taken.claims = auth.as_ref().ok().cloned();
+        *self.taken.lock().unwrap_or_else(|e| e.into_inner()) = taken;
+        auth
+    }
+}
+
+impl Authenticate for Offline<'_> {
+    fn config(&self) -> &Config {
+        self.config
+    }
+
+    fn forwarded_headers(&self) -> &[String] {
+        &self.forwarded_headers
+    }
+
+    fn deadline(&self) -> Option<Duration> {
+        None
+    }
+
+    async fn authenticate(
+        &self,
+        authorization: Result<Vec<&str>, CredentialsError>,
+        now: u64,
+        issuer: &mut Option<usize>,
+        _: &Metrics,
+    ) -> Authentication {
+        let described = |text: &str, name: Option<&str>| Taken {
+            issuer: name.map(str::to_owned),
+            credentials: Some(text.to_owned()),
             signed: true,
+            ..Taken::default()
+        };
+        if let Credentials::Claims(json) = self.credentials {
+            return match claims_only(self.config, json, now) {
+                Ok((auth, index, taken)) => {
+                    *issuer = index;
+                    self.record(auth, taken)
+                }
+                Err(error) => self.record(
+                    Err(AuthError::KeysUnavailable),
+                    Taken {
+                        error: Some(error),
+                        ..Taken::default()
+                    },
+                ),
+            };
+        }
+        let values = match authorization {
+            Ok(values) => values,
+            Err(e) => return self.record(Err(e.into()), described("malformed token", None)),
+        };
+        let token = match token::bearer_token(&values) {
+            Ok(token) => token,
+            Err(e) => {
+                let text = if e.is_absent() {
+                    "none"
+                } else {
+                    "malformed token"
+                };
+                return self.record(Err(e.into()), described(text, None));
+            }
+        };
+        let Some(index) = self
+            .config
+            .issuer_for(|| verify::peek_issuer(token))
+            .ok()
+            .flatten()
+        else {
+            return self.record(
+                Err(VerifyError::WrongIssuer.into()),
+                described(
+                    "a token naming no configured issuer (no keys fetched)",
+                    None,
+                ),
+            );
+        };
+        *issuer = Some(index);
+        let configured = &self.config.issuers()[index];
+        let name = configured.expectations.issuer.as_str();
+        match jwks::fetch_once(&configured.jwks).await {
+            Err(e) => self.record(
+                Err(AuthError::KeysUnavailable),
+                described(
+                    &format!("a token for {name}, whose keys could not be fetched: {e}"),
+                    Some(name),
+                ),
+            ),
+            Ok((keys, from)) => self.record(
+                verify::verify(token, &keys, &configured.expectations, now).map_err(AuthError::from),
+                described(
+                    &format!(
+                        "a token for {name}, checked against the {} key(s) fetched once from {from}",
+                        keys.len(),
+                    ),
+                    Some(name),
+                ),
+            ),
         }
     }
 }
 
-/// Authenticates the credentials as a Check would, and says how.
-async fn authenticate(
-    config: &Config,
-    credentials: &Credentials,
-    now: u64,
-) -> Result<Authenticated, ExplainError> {
-    let token = match credentials {
-        Credentials::None => {
-            return Ok(Authenticated::new(
-                Err(CredentialsError::Missing.into()),
-                None,
-                "none".to_string(),
-            ));
-        }
-        Credentials::Claims(json) => return claims_only(config, json, now),
-        Credentials::Token(token) => token,
-    };
-    // The token alone, or the whole header value as copied from a request.
-    let token = match token
-        .get(..7)
-        .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
-    {
-        Some(_) => token.to_owned(),
-        None => format!("Bearer {token}"),
-    };
-    let token = match token::bearer_token(&[&token]) {
-        Ok(token) => token.to_owned(),
-        Err(e) => {
-            return Ok(Authenticated::new(
-                Err(e.into()),
-                None,
-                "malformed token".into(),
-            ));
-        }
-    };
-    let Some(index) = config
-        .issuer_for(|| verify::peek_issuer(&token))
-        .ok()
-        .flatten()
-    else {
-        return Ok(Authenticated::new(
-            Err(VerifyError::WrongIssuer.into()),
-            None,
-            "a token naming no configured issuer (no keys fetched)".into(),
-        ));
-    };
-    let issuer = &config.issuers()[index];
-    let name = issuer.expectations.issuer.as_str();
-    Ok(match jwks::fetch_once(&issuer.jwks).await {
-        Err(e) => Authenticated::new(
-            Err(AuthError::KeysUnavailable),
-            Some(name),
-            format!("a token for {name}, whose keys could not be fetched: {e}"),
-        ),
-        Ok((keys, from)) => Authenticated::new(
-            verify::verify(&token, &keys, &issuer.expectations, now).map_err(AuthError::from),
-            Some(name),
-            format!(
-                "a token for {name}, checked against the {} key(s) fetched once from {from}",
-                keys.len(),
-            ),
-        ),
-    })
-}
-
 /// `--claims`: the claims signed by a key made for this call, verified with that key and the
-/// issuer's expectations.
-fn claims_only(config: &Config, json: &str, now: u64) -> Result<Authenticated, ExplainError> {
+/// issuer's expectations; with the index of that issuer and how the claims were taken.
+fn claims_only(
+    config: &Config,
+    json: &str,
+    now: u64,
+) -> Result<(Authentication, Option<usize>, Taken), ExplainError> {
     let claims: serde_json::Value =
         serde_json::from_str(json).map_err(|e| ExplainError::BadClaims(e.to_string()))?;
     let Some(object) = claims.as_object() else {
@@ -342,10 +459,14 @@ fn claims_only(config: &Config, json: &str, now: u64) -> Result<Authenticated, E
     let iss = object.get("iss").and_then(|v| v.as_str());
     let Ok(index) = config.issuer_for(|| Ok::<_, std::convert::Infallible>(iss.map(str::to_owned)));
     let Some(index) = index else {
-        return Ok(Authenticated::new(
+        return Ok((
             Err(VerifyError::WrongIssuer.into()),
             None,
-            "claims naming no configured issuer".into(),
+            Taken {
+                credentials: Some("claims naming no configured issuer".into()),
+                signed: true,
+                ..Taken::default()
+            },
         ));
     };
     let issuer = &config.issuers()[index];
@@ -353,17 +474,19 @@ fn claims_only(config: &Config, json: &str, now: u64) -> Result<Authenticated, E
     let mut expect = issuer.expectations.clone();
     expect.algorithms = vec![Algorithm::EdDSA];
     let name = expect.issuer.as_str();
-    Ok(Authenticated {
-        signed: false,
-        ..Authenticated::new(
-            verify::verify(&token, &keys, &expect, now).map_err(AuthError::from),
-            Some(name),
-            format!(
+    Ok((
+        verify::verify(&token, &keys, &expect, now).map_err(AuthError::from),
+        Some(index),
+        Taken {
+            issuer: Some(name.to_owned()),
+            credentials: Some(format!(
                 "claims given with --claims, checked against {name}'s expectations \
                  (exp, nbf, iss, aud, scopes); the signature is NOT checked"
-            ),
-        )
-    })
+            )),
+            signed: false,
+            ..Taken::default()
+        },
+    ))
 }
 
 /// `claims` as a token signed by a key made for this call, and a key set of that key alone.
@@ -418,19 +541,19 @@ fn view(rule: Option<&Rule>, requirement: &Requirement, name: &std::sync::Arc<st
 }
 
 /// `decision` as the client would see it (`preflight`: a CORS preflight let through).
-fn answer(decision: &Decision, preflight: bool) -> Answer {
-    let outcome = service::outcome_of(decision, preflight);
+fn answer_of(decision: &Decision, preflight: bool) -> Answer {
+    let (verdict, status, reason) = decide::outcome_of(decision, preflight);
     let (error, message) = match decision {
         Decision::Allow(_) => (None, None),
         Decision::Deny(denial) => (
-            Some(service::denial_answer(denial).2),
+            Some(decide::denial_answer(denial).2),
             Some(denial.to_string()),
         ),
     };
     Answer {
-        decision: label(outcome.decision),
-        status: outcome.status,
-        reason: label(outcome.reason),
+        decision: label(verdict),
+        status,
+        reason: label(reason),
         error,
         message,
     }

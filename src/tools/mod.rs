@@ -1,6 +1,6 @@
 //! Commands beside the server, never on the request path.
 //!
-//! - [`explain`]: `scopegate explain`, one request decided offline by the same steps as a Check.
+//! - [`explain`]: `scopegate explain`, one request decided offline by the decision core a Check uses.
 //! - [`openapi`]: `scopegate openapi-rules`, `[[rules]]` written from an OpenAPI document.
 //! - [`probe`]: gRPC and HTTP health probes for container healthchecks (`scopegate health`).
 

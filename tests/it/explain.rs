@@ -359,3 +359,279 @@ async fn explain_decides_method_overrides_and_forged_preflights_as_serve_does() 
     }
     gate.stop().await;
 }
+
+/// The rules the equivalence test decides under: those of `authorization`'s and
+/// `hostile_tokens`'s cases (any-of and all-of scopes, methods, a public path, a route denied to
+/// all, templates with method overrides, forwarded claims, a shadow rule, CORS preflights).
+fn equivalence_config(jwks_uri: &str) -> String {
+    format!(
+        "issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_uri = \"{jwks_uri}\"\n\
+         default = \"deny\"\ncors_preflight = \"allow\"\n\
+         [forward_claims]\n\"x-auth-email\" = \"email\"\n\
+         [[rules]]\nname = \"messages read\"\npath = \"/restricted_resource\"\nscopes = [\"read:messages\", \"admin\"]\n\
+         [[rules]]\ntemplate = \"/items/{{id}}\"\nmethods = [\"POST\", \"PUT\"]\nscopes = [\"write:items\"]\n\
+         [[rules]]\ntemplate = \"/items/{{id}}\"\nmethods = [\"DELETE\"]\nscopes = [\"delete:items\"]\n\
+         [[rules]]\npath = \"/audit\"\nall_scopes = [\"read:messages\", \"audit\"]\n\
+         [[rules]]\nname = \"trial\"\npath = \"/trial\"\nscopes = [\"t\"]\nshadow = true\n\
+         [[rules]]\nprefix = \"/public/\"\npublic = true\n"
+    )
+}
+
+/// gRPC Checks and `explain` give the same verdict for the same request: every case runs
+/// through the gRPC adapter into the decision core, through `explain`'s own keys into the same
+/// core, and through the real gRPC service; the two core verdicts (status, body, headers to set
+/// and remove, labels) must be equal, and the service's `CheckResponse` must be the gRPC wire
+/// mapping of that verdict.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization as _;
+    use scopegate::decide::{self, Generation};
+    use scopegate::serve::service::{self, AuthorizationService};
+    use scopegate::telemetry::metrics::Metrics;
+
+    let key = TestKey::generate("equal-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let config =
+        scopegate::config::RawConfig::from_toml(&equivalence_config(&jwks.url()), "<test>")
+            .expect("parses")
+            .compile()
+            .expect("compiles");
+    let config = std::sync::Arc::new(config);
+    // The live generation's keys: the same JWKS document, fetched once and installed.
+    let key_sets = config
+        .issuers()
+        .iter()
+        .map(|issuer| issuer.jwks.clone())
+        .collect::<Vec<_>>();
+    let mut sets = Vec::new();
+    for settings in key_sets {
+        let (keys, _) = scopegate::auth::jwks::fetch_once(&settings)
+            .await
+            .expect("keys");
+        let set = scopegate::auth::jwks::Jwks::new(settings);
+        set.install(keys);
+        sets.push(set);
+    }
+    let live = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(Generation::new(
+        std::sync::Arc::clone(&config),
+        sets,
+    )));
+    let grpc = AuthorizationService::with_live(std::sync::Arc::clone(&live), Metrics::new());
+
+    let with = |claim: &str, value: Value| {
+        let mut c = claims("read:messages");
+        c[claim] = value;
+        key.mint(&c)
+    };
+    let tokens = [
+        ("good", key.mint(&claims("read:messages"))),
+        ("all scopes", key.mint(&claims("read:messages audit"))),
+        ("weak", key.mint(&claims("openid"))),
+        ("write", key.mint(&claims("write:items"))),
+        ("with email", with("email", json!("zoë@example.com"))),
+        ("no sub", {
+            let mut c = claims("");
+            c.as_object_mut().expect("object").remove("sub");
+            key.mint(&c)
+        }),
+        ("expired", with("exp", json!(now() - 3600))),
+        ("not yet", with("nbf", json!(now() + 3600))),
+        (
+            "exp as string",
+            with("exp", json!((now() + 3600).to_string())),
+        ),
+        (
+            "issuer look-alike",
+            with("iss", json!("https://issuer.test")),
+        ),
+        (
+            "audience look-alike",
+            with("aud", json!("https://api.test/")),
+        ),
+        ("control in sub", with("sub", json!("a\nb"))),
+        ("bad scope", with("scope", json!("read:messages \"x\""))),
+        (
+            "forged",
+            TestKey::generate("equal-kid").mint(&claims("read:messages")),
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    r#"{"alg":"none","kid":"equal-kid"}"#
+                ),
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    claims("read:messages").to_string()
+                )
+            ),
+        ),
+        (
+            "crit",
+            key.mint_raw(
+                &json!({"alg": "RS256", "kid": "equal-kid", "crit": ["exp"]}),
+                &claims("read:messages"),
+            ),
+        ),
+        ("not a jwt", "abc.def".to_owned()),
+    ];
+    let bearers: Vec<(&str, String)> = tokens
+        .iter()
+        .map(|(name, token)| (*name, format!("Bearer {token}")))
+        .collect();
+    let good = bearers[0].1.as_str();
+    let write = bearers[3].1.as_str();
+
+    // (method, path, headers)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let mut cases: Vec<Case> = vec![
+        ("GET", "/restricted_resource", vec![]),
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("authorization", "Basic dTpw")],
+        ),
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("authorization", "Bearer")],
+        ),
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("authorization", "Bearer a b")],
+        ),
+        (
+            "GET",
+            "/restricted_resource?x=1",
+            vec![("authorization", good)],
+        ),
+        (
+            "HEAD",
+            "/restricted_resource",
+            vec![("authorization", good)],
+        ),
+        ("GET", "/audit", vec![("authorization", good)]),
+        ("GET", "/unlisted", vec![("authorization", good)]),
+        ("GET", "/unlisted", vec![]),
+        (
+            "GET",
+            "/public/x",
+            vec![("x-auth-subject", "admin"), ("x-auth-email", "a@b")],
+        ),
+        ("GET", "/trial", vec![("authorization", good)]),
+        (
+            "GET",
+            "/a/../restricted_resource",
+            vec![("authorization", good)],
+        ),
+        (
+            "GET",
+            "/restricted%2fresource",
+            vec![("authorization", good)],
+        ),
+        (
+            "GET",
+            "//restricted_resource",
+            vec![("authorization", good)],
+        ),
+        ("POST", "/items/1", vec![("authorization", write)]),
+        (
+            "POST",
+            "/items/1",
+            vec![
+                ("authorization", write),
+                ("x-http-method-override", "DELETE"),
+            ],
+        ),
+        (
+            "POST",
+            "/items/1",
+            vec![
+                ("authorization", write),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+        ),
+        (
+            "OPTIONS",
+            "/restricted_resource",
+            vec![
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "GET"),
+            ],
+        ),
+        (
+            "OPTIONS",
+            "/restricted_resource",
+            vec![("origin", "https://app.example")],
+        ),
+    ];
+    for (_, bearer) in &bearers {
+        cases.push((
+            "GET",
+            "/restricted_resource",
+            vec![("authorization", bearer)],
+        ));
+        cases.push(("GET", "/audit", vec![("authorization", bearer)]));
+    }
+
+    let mut compared = std::collections::BTreeSet::new();
+    for (method, path, headers) in &cases {
+        let check = request(method, path, headers);
+        let http = check
+            .attributes
+            .clone()
+            .and_then(|a| a.request)
+            .and_then(|r| r.http)
+            .expect("http");
+        let view = service::request_view(&http, None);
+        let generation = live.load_full();
+        let now = now();
+        let core = decide::decide(&*generation, &view, now, &Metrics::new()).await;
+        let same =
+            scopegate::tools::explain::decide_view(&config, &view, now, |verdict, labels| {
+                (verdict == &core.verdict && labels == &core.labels)
+                    .then_some(())
+                    .ok_or_else(|| format!("explain: {verdict:?} {labels:?}"))
+            })
+            .await
+            .expect("explain decides");
+        assert_eq!(
+            same,
+            Ok(()),
+            "{method} {path} {headers:?}: gRPC core {:?} {:?}",
+            core.verdict,
+            core.labels
+        );
+        let wire = grpc
+            .check(tonic::Request::new(check))
+            .await
+            .expect("in-band answer")
+            .into_inner();
+        assert_eq!(
+            wire,
+            service::response(core.verdict.clone(), &core.labels),
+            "{method} {path}: the service answers the core's verdict"
+        );
+        compared.insert(format!("{:?}", core.labels.reason));
+    }
+    // The table reaches every reason a request can be given without a fault.
+    for reason in [
+        "authorized",
+        "public",
+        "cors_preflight",
+        "missing_token",
+        "invalid_request",
+        "invalid_token",
+        "insufficient_scope",
+        "route_denied",
+        "bad_path",
+    ] {
+        assert!(
+            compared.contains(reason),
+            "no case gives {reason}: {compared:?}"
+        );
+    }
+}

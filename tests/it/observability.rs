@@ -115,6 +115,7 @@ async fn metrics_count_real_checks_and_carry_no_request_values() {
             &scrape,
             "scopegate_checks_total",
             &[
+                ("transport", "grpc"),
                 ("decision", decision),
                 ("status", status),
                 ("reason", reason),
@@ -135,10 +136,19 @@ async fn metrics_count_real_checks_and_carry_no_request_values() {
         sample(
             &scrape,
             "scopegate_check_duration_seconds",
-            &[("decision", "allow")]
+            &[("transport", "grpc"), ("decision", "allow")]
         ),
         4.0,
         "every allowed Check observed once"
+    );
+    // The transport label has a fixed set: the one without a listener counts nothing.
+    assert_eq!(
+        sample(
+            &scrape,
+            "scopegate_check_duration_seconds",
+            &[("transport", "http"), ("decision", "allow")]
+        ),
+        0.0
     );
     assert_eq!(
         sample(
@@ -326,6 +336,7 @@ async fn decision_logs_are_json_objects_that_join_envoys_access_log() {
         if mode == "all" {
             let allow = by_id["req-allow"];
             assert_eq!(allow["decision"], "allow", "{allow}");
+            assert_eq!(allow["transport"], "grpc", "{allow}");
             assert_eq!(allow["status"], 200);
             assert_eq!(allow["reason"], "authorized");
             assert_eq!(allow["rule"], "messages read");
@@ -679,10 +690,12 @@ async fn counters_with_known_label_values_are_exported_at_zero_from_the_start() 
             "scopegate_shadow_decisions_total",
             &[("rule", "trial"), ("decision", decision)],
         );
-        zero(
-            "scopegate_check_duration_seconds",
-            &[("decision", decision)],
-        );
+        for transport in ["grpc", "http"] {
+            zero(
+                "scopegate_check_duration_seconds",
+                &[("transport", transport), ("decision", decision)],
+            );
+        }
     }
     for result in ["hit", "miss"] {
         zero(

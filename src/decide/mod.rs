@@ -1,0 +1,444 @@
+//! The decision core: one request, whatever transport brought it, decided into a [`Verdict`]
+//! and its [`Labels`].
+//!
+//! A transport fills a [`Request`] view (method, scheme, host, path with query, headers by
+//! lower-case name with every value kept, the peer certificate when it has one) and calls
+//! [`check`] with the [`Generation`] in force; [`check`] runs [`decide`] (extract → verify →
+//! decide → respond) and then [`record`] (count → log), so no transport repeats a step. The
+//! transport only maps the verdict to its wire form. `explain` calls [`decide`] alone, with keys
+//! of its own ([`Authenticate`]): it is offline, so it counts nowhere and writes no decision log.
+//!
+//! | denial | HTTP | `error` |
+//! |---|---|---|
+//! | no `Authorization`, or another scheme | 401 | `unauthorized` (no code in the challenge) |
+//! | malformed Bearer credentials | 400 | `invalid_request` |
+//! | token fails verification | 401 | `invalid_token` |
+//! | scopes missing, or route denied to all | 403 | `insufficient_scope` |
+//! | ambiguous request path, or a method override or form POST that could run another rule's handler | 400 | `invalid_request` |
+//! | no key set loaded yet | 503 | `temporarily_unavailable` |
+//! | the Check ran past `check_timeout_ms` | 503 | `temporarily_unavailable` |
+
+mod decision_log;
+mod generation;
+mod request;
+
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+pub use generation::Generation;
+pub use request::Request;
+
+use crate::auth::token::CredentialsError;
+use crate::auth::verify::VerifiedClaims;
+use crate::config::{Config, CorsPreflight};
+use crate::policy::{AuthError, AuthOutcome, Authentication, Decision, Denial, Resolved, Rule};
+use crate::telemetry::metrics::{self, Metrics, Reason, Transport};
+
+/// Header carrying the token's `sub` to the upstream.
+pub const SUBJECT_HEADER: &str = "x-auth-subject";
+/// Header carrying the granted scopes (space-separated) to the upstream.
+pub const SCOPES_HEADER: &str = "x-auth-scopes";
+
+/// The `rule` label and log field of a request refused before any rule was chosen.
+static NO_RULE: LazyLock<Arc<str>> = LazyLock::new(|| "none".into());
+
+/// Where a decision gets its configuration and verifies credentials: the live [`Generation`]
+/// (token cache, key sets kept fresh by their refreshers), or `explain`'s keys fetched once.
+/// Everything else in the flow is [`decide`]'s, the same for both.
+pub trait Authenticate {
+    /// The configuration deciding the request.
+    fn config(&self) -> &Config;
+
+    /// Every header any issuer forwards a claim in.
+    fn forwarded_headers(&self) -> &[String];
+
+    /// How long authentication may take before the request is answered 503 `timed_out`;
+    /// `None`: as long as it takes.
+    fn deadline(&self) -> Option<Duration>;
+
+    /// Verifies the Bearer token among `authorization` (every `Authorization` value the request
+    /// carried, or why they are malformed), counting in `metrics` what it counts. Sets `issuer`
+    /// to the index of the issuer whose keys were tried.
+    fn authenticate(
+        &self,
+        authorization: Result<Vec<&str>, CredentialsError>,
+        now: u64,
+        issuer: &mut Option<usize>,
+        metrics: &Metrics,
+    ) -> impl Future<Output = Authentication> + Send;
+}
+
+/// What the request gets: through, with headers set and removed upstream, or an answer of its
+/// own. Transport-neutral: each transport maps it to its wire form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict<'g> {
+    /// Let through.
+    Allow {
+        /// Headers to set upstream, overwriting any copy the client sent: `(name, value)`.
+        set: Vec<(&'g str, String)>,
+        /// Headers to remove before the request goes upstream.
+        remove: Vec<&'g str>,
+    },
+    /// Answered here.
+    Deny(Denied),
+}
+
+/// A denial as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The HTTP status: 400, 401, 403 or 503.
+    pub status: u16,
+    /// The RFC 6750 `error` code.
+    pub error: &'static str,
+    /// The human-readable `message` of the body.
+    pub message: String,
+    /// The JSON body, `{"error","message"}`.
+    pub body: String,
+    /// The response headers: `content-type`, and `www-authenticate` and `retry-after` where the
+    /// denial has them.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// How a request was answered, as metrics and the decision log label it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labels<'g> {
+    /// `allow` or `deny`.
+    pub decision: metrics::Decision,
+    /// The HTTP status the client gets (200 for an allow).
+    pub status: u16,
+    /// Why.
+    pub reason: Reason,
+    /// The deciding rule's name (or `default`), or `none` for a request refused before any.
+    pub rule: &'g Arc<str>,
+    /// The issuer whose keys the token was checked with (its `iss` routed it there).
+    pub issuer: Option<&'g str>,
+}
+
+/// A decided request: its verdict and labels, and how they were reached.
+#[derive(Debug)]
+pub struct Decided<'g> {
+    /// What the request gets.
+    pub verdict: Verdict<'g>,
+    /// How it is labelled.
+    pub labels: Labels<'g>,
+    /// The decision the verdict was made from.
+    pub decision: Decision,
+    /// The canonical path, the deciding route and the shadow rules matching the request.
+    pub resolved: Resolved<'g>,
+    /// Whether the request is a CORS preflight let through by `cors_preflight = "allow"`.
+    pub preflight: bool,
+    /// What each of `resolved.shadows` would have decided, in order.
+    pub shadows: Vec<Decision>,
+    /// Who was denied after verification, for the decision log (only when it logs denials).
+    denied_identity: Option<decision_log::Identity>,
+}
+
+/// Decides `request` with the configuration and credentials of `with`, at `now` (Unix seconds):
+/// extract → verify → decide → respond. Counts only what authentication counts (the token
+/// cache); [`record`] counts and logs the answer.
+pub async fn decide<'g, A: Authenticate>(
+    with: &'g A,
+    request: &Request<'_>,
+    now: u64,
+    metrics: &Metrics,
+) -> Decided<'g> {
+    let config = with.config();
+    // The route, checked against the request's method overrides; and whether it is a browser's
+    // CORS preflight to let through without reading a token (`cors_preflight = "allow"`, where
+    // the request it announces could pass).
+    let (resolved, preflight) = config.policy().resolve_request(
+        request.method(),
+        request.path(),
+        config.cors_preflight() == CorsPreflight::Allow,
+        |name| request.text_values(name),
+    );
+    let mut issuer = None;
+    // verify (only where the route, or a shadow rule, needs a token), within the deadline:
+    // authentication is the only step that can wait (on an unknown-kid refetch), and past the
+    // deadline Envoy would answer (or, failing open, allow) without us.
+    let auth = if resolved.needs_token(preflight) {
+        // extract: only where a token is needed (a public route never reads one).
+        let authentication = with.authenticate(request.authorization(), now, &mut issuer, metrics);
+        match with.deadline() {
+            Some(deadline) => tokio::time::timeout(deadline, authentication)
+                .await
+                .map_or(AuthOutcome::TimedOut, AuthOutcome::Done),
+            None => AuthOutcome::Done(authentication.await),
+        }
+    } else {
+        AuthOutcome::NotAttempted
+    };
+    // Who was denied, for the decision log of a denial after verification (a missing scope);
+    // a token verified only for a shadow rule plays no part in the answer, nor here.
+    let denied_identity = match &auth {
+        AuthOutcome::Done(Ok(claims))
+            if resolved.route_needs_token(preflight) && config.decision_log().logs(false) =>
+        {
+            Some(decision_log::Identity::of(claims))
+        }
+        _ => None,
+    };
+    // decide
+    let (decision, shadows) = resolved.decide(preflight, auth);
+    // respond
+    let verdict = match &decision {
+        Decision::Allow(claims) => allow(claims.as_ref(), with.forwarded_headers()),
+        Decision::Deny(denial) => Verdict::Deny(deny(denial, config.realm())),
+    };
+    let (decision_label, status, reason) = outcome_of(&decision, preflight);
+    let rule = resolved
+        .route
+        .as_ref()
+        .map_or(&*NO_RULE, |route| route.name);
+    let labels = Labels {
+        decision: decision_label,
+        status,
+        reason,
+        rule,
+        issuer: issuer.map(|i| config.issuers()[i].expectations.issuer.as_str()),
+    };
+    Decided {
+        verdict,
+        labels,
+        decision,
+        resolved,
+        preflight,
+        shadows,
+        denied_identity,
+    }
+}
+
+/// One request as a live transport takes it: [`decide`] with the generation in force, then
+/// [`record`]. `started` is when the transport received it (its duration counts from there).
+pub async fn check<'g>(
+    generation: &'g Generation,
+    request: &Request<'_>,
+    now: u64,
+    transport: Transport,
+    metrics: &Metrics,
+    started: Instant,
+) -> Decided<'g> {
+    let decided = decide(generation, request, now, metrics).await;
+    record(
+        generation.config(),
+        request,
+        &decided,
+        transport,
+        metrics,
+        started.elapsed(),
+    );
+    decided
+}
+
+/// Counts the answer (and what each shadow rule would have decided) in `metrics` and writes
+/// the decision log lines `config.decision_log` asks for: the one step after the decision, the
+/// same for every transport.
+pub fn record(
+    config: &Config,
+    request: &Request<'_>,
+    decided: &Decided<'_>,
+    transport: Transport,
+    metrics: &Metrics,
+    took: Duration,
+) {
+    for (shadow, would) in decided.resolved.shadows.iter().zip(&decided.shadows) {
+        report_shadow(config, shadow, would, request, transport, metrics);
+    }
+    let labels = &decided.labels;
+    metrics.check(
+        transport,
+        labels.decision,
+        labels.status,
+        labels.reason,
+        labels.rule,
+        took,
+    );
+    let allowed = labels.decision == metrics::Decision::allow;
+    if config.decision_log().logs(allowed) {
+        let (who, denial) = match &decided.decision {
+            Decision::Allow(claims) => (claims.as_ref().map(decision_log::Identity::of), None),
+            Decision::Deny(denial) => (decided.denied_identity.clone(), Some(denial)),
+        };
+        decision_log::decision(&decision_log::DecisionRecord {
+            request,
+            transport,
+            labels,
+            denial,
+            who: who.filter(|_| labels.issuer.is_some()),
+            took,
+        });
+    }
+}
+
+/// Counts and (as `decision_log` says) logs what the shadow rule `shadow` would have decided.
+fn report_shadow(
+    config: &Config,
+    shadow: &Rule,
+    would: &Decision,
+    request: &Request<'_>,
+    transport: Transport,
+    metrics: &Metrics,
+) {
+    let (decision, status, reason) = outcome_of(would, false);
+    metrics.shadow(shadow.name(), decision);
+    if config
+        .decision_log()
+        .logs(decision == metrics::Decision::allow)
+    {
+        decision_log::shadow(request, transport, shadow, decision, status, reason);
+    }
+}
+
+/// How `decision` is (or, for a shadow rule, would be) answered, as metrics and logs label it:
+/// decision, status and reason. `preflight`: the request is a CORS preflight let through by
+/// `cors_preflight = "allow"`.
+pub fn outcome_of(decision: &Decision, preflight: bool) -> (metrics::Decision, u16, Reason) {
+    match decision {
+        Decision::Allow(claims) => (
+            metrics::Decision::allow,
+            200,
+            if preflight {
+                Reason::cors_preflight
+            } else if claims.is_some() {
+                Reason::authorized
+            } else {
+                Reason::public
+            },
+        ),
+        Decision::Deny(denial) => {
+            let (status, reason, _) = denial_answer(denial);
+            (metrics::Decision::deny, status, reason)
+        }
+    }
+}
+
+/// The HTTP status, the metrics `reason` and the RFC 6750 `error` code a denial is answered
+/// with (the table in this module's documentation).
+pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
+    match denial {
+        Denial::Unauthenticated(AuthError::Credentials(e)) if e.is_absent() => {
+            (401, Reason::missing_token, "unauthorized")
+        }
+        Denial::Unauthenticated(AuthError::Credentials(_)) => {
+            (400, Reason::invalid_request, "invalid_request")
+        }
+        Denial::Unauthenticated(AuthError::Token(_)) => {
+            (401, Reason::invalid_token, "invalid_token")
+        }
+        Denial::Unauthenticated(AuthError::KeysUnavailable) => {
+            (503, Reason::keys_unavailable, "temporarily_unavailable")
+        }
+        Denial::InsufficientScope { .. } => (403, Reason::insufficient_scope, "insufficient_scope"),
+        Denial::RouteDenied => (403, Reason::route_denied, "insufficient_scope"),
+        Denial::BadPath(_) => (400, Reason::bad_path, "invalid_request"),
+        Denial::TimedOut => (503, Reason::timed_out, "temporarily_unavailable"),
+    }
+}
+
+/// An allow carrying the identity headers, overwriting any the client sent; an anonymous
+/// (public-route) allow removes them, so a client can never inject an identity.
+///
+/// Every configured forwarded header is set from the token's claim, or removed when the token
+/// lacks it (or the route is public), so a client's own copy never reaches the upstream.
+fn allow<'g>(claims: Option<&VerifiedClaims>, forwarded_headers: &'g [String]) -> Verdict<'g> {
+    let mut set = Vec::new();
+    let mut remove = Vec::new();
+    match claims.and_then(VerifiedClaims::subject) {
+        Some(sub) => set.push((SUBJECT_HEADER, sub.to_owned())),
+        None => remove.push(SUBJECT_HEADER),
+    }
+    match claims.map(VerifiedClaims::scopes).filter(|s| !s.is_empty()) {
+        Some(scopes) => {
+            let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+            set.push((SCOPES_HEADER, scopes.join(" ")));
+        }
+        None => remove.push(SCOPES_HEADER),
+    }
+    let forwarded = claims.map(VerifiedClaims::forwarded).unwrap_or_default();
+    for name in forwarded_headers {
+        match forwarded.iter().find(|(header, _)| header == name) {
+            Some((_, value)) => set.push((name.as_str(), value.clone())),
+            None => remove.push(name.as_str()),
+        }
+    }
+    Verdict::Allow { set, remove }
+}
+
+/// The denial's answer: status, JSON body, challenge and `Retry-After`.
+fn deny(denial: &Denial, realm: &str) -> Denied {
+    let message = denial.to_string();
+    let (status, _, error) = denial_answer(denial);
+    let challenge = match denial {
+        // No credentials: the challenge names the scheme only (RFC 6750 §3.1).
+        Denial::Unauthenticated(AuthError::Credentials(e)) if e.is_absent() => {
+            Some(format!("Bearer realm={}", quoted(realm)))
+        }
+        Denial::InsufficientScope { required } => {
+            Some(challenge(realm, error, &message, Some(&required.join(" "))))
+        }
+        Denial::Unauthenticated(AuthError::KeysUnavailable)
+        | Denial::TimedOut
+        | Denial::BadPath(_) => None,
+        Denial::Unauthenticated(_) | Denial::RouteDenied => {
+            Some(challenge(realm, error, &message, None))
+        }
+    };
+    let body = serde_json::json!({ "error": error, "message": message }).to_string();
+    let mut headers = vec![("content-type", "application/json".to_owned())];
+    if let Some(challenge) = challenge {
+        headers.push(("www-authenticate", challenge));
+    }
+    match denial {
+        Denial::Unauthenticated(AuthError::KeysUnavailable) => {
+            headers.push(("retry-after", "5".to_owned()));
+        }
+        Denial::TimedOut => headers.push(("retry-after", "1".to_owned())),
+        _ => {}
+    }
+    Denied {
+        status,
+        error,
+        message,
+        body,
+        headers,
+    }
+}
+
+/// An RFC 6750 §3 challenge. Every value is written as an RFC 9110 quoted-string, escaped
+/// ([`quoted`]): today they are fixed messages and configured realms and scopes, which the
+/// configuration already keeps free of `"` and `\`, but a header built by interpolation must
+/// not depend on every caller remembering that.
+fn challenge(realm: &str, error: &str, description: &str, scope: Option<&str>) -> String {
+    let mut out = format!(
+        "Bearer realm={}, error={}, error_description={}",
+        quoted(realm),
+        quoted(error),
+        quoted(description)
+    );
+    if let Some(scope) = scope.filter(|s| !s.is_empty()) {
+        out.push_str(&format!(", scope={}", quoted(scope)));
+    }
+    out
+}
+
+/// `text` as an RFC 9110 quoted-string: in double quotes, with `"` and `\` escaped by a
+/// backslash, and control characters (which a header value cannot carry) replaced by spaces.
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+use super::*;
+
+use crate::auth::verify::VerifyError;
+use crate::policy::PathError;
+
+#[test]
+fn challenge_values_are_quoted_strings() {
+    assert_eq!(
+        challenge("scopegate", "invalid_token", "token has expired", None),
+        r#"Bearer realm="scopegate", error="invalid_token", error_description="token has expired""#
+    );
+    assert_eq!(
+        challenge("a\"b\\c", "e", "line\nbreak", Some("x y")),
+        r#"Bearer realm="a\"b\\c", error="e", error_description="line break", scope="x y""#
+    );
+}
+
+/// Every denial's answer: status, `error`, reason, and which of `www-authenticate` and
+/// `retry-after` it carries, beside a JSON body and `content-type` every denial has.
+#[test]
+fn every_denial_has_its_status_body_and_headers() {
+    let realm = "scopegate";
+    // (denial, status, error, reason, challenge, retry-after)
+    type Case = (
+        Denial,
+        u16,
+        &'static str,
+        Reason,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            Denial::Unauthenticated(AuthError::Credentials(CredentialsError::Missing)),
+            401,
+            "unauthorized",
+            Reason::missing_token,
+            Some(r#"Bearer realm="scopegate""#),
+            None,
+        ),
+        (
+            Denial::Unauthenticated(AuthError::Credentials(CredentialsError::Malformed)),
+            400,
+            "invalid_request",
+            Reason::invalid_request,
+            Some(r#"Bearer realm="scopegate", error="invalid_request""#),
+            None,
+        ),
+        (
+            Denial::Unauthenticated(AuthError::Token(VerifyError::WrongIssuer)),
+            401,
+            "invalid_token",
+            Reason::invalid_token,
+            Some(r#"Bearer realm="scopegate", error="invalid_token""#),
+            None,
+        ),
+        (
+            Denial::Unauthenticated(AuthError::KeysUnavailable),
+            503,
+            "temporarily_unavailable",
+            Reason::keys_unavailable,
+            None,
+            Some("5"),
+        ),
+        (
+            Denial::InsufficientScope {
+                required: vec!["a".into(), "b".into()],
+            },
+            403,
+            "insufficient_scope",
+            Reason::insufficient_scope,
+            Some(r#"Bearer realm="scopegate", error="insufficient_scope""#),
+            None,
+        ),
+        (
+            Denial::RouteDenied,
+            403,
+            "insufficient_scope",
+            Reason::route_denied,
+            Some(r#"Bearer realm="scopegate", error="insufficient_scope""#),
+            None,
+        ),
+        (
+            Denial::BadPath(PathError::NotAbsolute),
+            400,
+            "invalid_request",
+            Reason::bad_path,
+            None,
+            None,
+        ),
+        (
+            Denial::TimedOut,
+            503,
+            "temporarily_unavailable",
+            Reason::timed_out,
+            None,
+            Some("1"),
+        ),
+    ];
+    for (denial, status, error, reason, challenge, retry) in cases {
+        let denied = deny(&denial, realm);
+        assert_eq!((denied.status, denied.error), (status, error), "{denial:?}");
+        assert_eq!(denial_answer(&denial).1, reason, "{denial:?}");
+        let body: serde_json::Value = serde_json::from_str(&denied.body).expect("JSON body");
+        assert_eq!(body["error"], error, "{denial:?}");
+        assert_eq!(body["message"], denial.to_string(), "{denial:?}");
+        assert_eq!(denied.message, denial.to_string());
+        let header = |name: &str| {
+            denied
+                .headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("content-type"), Some("application/json"));
+        match challenge {
+            Some(prefix) => assert!(
+                header("www-authenticate").is_some_and(|c| c.starts_with(prefix)),
+                "{denial:?}: {:?}",
+                header("www-authenticate")
+            ),
+            None => assert_eq!(header("www-authenticate"), None, "{denial:?}"),
+        }
+        assert_eq!(header("retry-after"), retry, "{denial:?}");
+    }
+    let scope = deny(
+        &Denial::InsufficientScope {
+            required: vec!["a".into(), "b".into()],
+        },
+        realm,
+    );
+    assert!(
+        scope.headers[1].1.ends_with(r#", scope="a b""#),
+        "{scope:?}"
+    );
+}
+
+/// An allow sets the identity it has and removes what it lacks, so a client's own copy of an
+/// identity header never reaches the upstream; an anonymous allow removes them all.
+#[test]
+fn an_allow_sets_what_the_token_says_and_removes_the_rest() {
+    let forwarded = vec!["x-auth-email".to_owned()];
+    let claims = VerifiedClaims::for_tests(Some("user-1"), &["read", "write"]);
+    assert_eq!(
+        allow(Some(&claims), &forwarded),
+        Verdict::Allow {
+            set: vec![
+                (SUBJECT_HEADER, "user-1".to_owned()),
+                (SCOPES_HEADER, "read write".to_owned()),
+            ],
+            remove: vec!["x-auth-email"],
+        }
+    );
+    let bare = VerifiedClaims::for_tests(None, &[]);
+    for claims in [Some(&bare), None] {
+        assert_eq!(
+            allow(claims, &forwarded),
+            Verdict::Allow {
+                set: vec![],
+                remove: vec![SUBJECT_HEADER, SCOPES_HEADER, "x-auth-email"],
+            }
+        );
+    }
+}
+
+/// The request view keeps every value of a header, in order, under its lower-case name; a
+/// credential that is not UTF-8 makes the credentials malformed, while the policy still sees
+/// the value (read with U+FFFD) and the log never takes it as a request id.
+#[test]
+fn the_request_view_keeps_every_value_by_lower_case_name() {
+    let mut view = Request::new("GET", "/x?y=1")
+        .with_scheme("https")
+        .with_host("api.example")
+        .with_peer_certificate("");
+    view.push_header("X-Forwarded-For", "a");
+    view.push_header("x-forwarded-for", "b");
+    view.push_header("Authorization", "Bearer t");
+    assert_eq!(view.text_values("x-forwarded-for"), ["a", "b"]);
+    assert_eq!(view.text_values("X-Forwarded-For"), Vec::<&str>::new());
+    assert_eq!(view.authorization(), Ok(vec!["Bearer t"]));
+    assert_eq!(
+        (view.method(), view.path(), view.scheme(), view.host()),
+        ("GET", "/x?y=1", "https", "api.example")
+    );
+    assert_eq!(
+        view.peer_certificate(),
+        None,
+        "an empty certificate is none"
+    );
+    assert!(view.same_values("x-forwarded-for", [("a", true), ("b", true)].into_iter()));
+    assert!(!view.same_values("x-forwarded-for", [("a", true)].into_iter()));
+
+    view.push_header_bytes("authorization", b"Bearer \xff");
+    assert_eq!(view.authorization(), Err(CredentialsError::Malformed));
+    assert_eq!(view.text_values("authorization")[1], "Bearer \u{fffd}");
+    view.push_header_bytes("x-request-id", b"\xff");
+    view.push_header("x-request-id", "id-2");
+    assert_eq!(view.first_value("x-request-id"), Some("id-2"));
+}
