@@ -7,7 +7,7 @@ use std::collections::{BinaryHeap, HashSet};
 
 use super::OpenApiError;
 use super::model::{Document, SecurityRequirement};
-use super::render::{comment_text, shorten};
+use super::text::{comment_text, shorten};
 use crate::auth::verify::is_scope_token;
 use crate::policy::{MAX_RULE_NAME_BYTES, Template, normalize};
 

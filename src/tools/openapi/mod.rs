@@ -50,6 +50,7 @@ mod model;
 mod render;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use std::path::Path;
 

@@ -1,33 +1,7 @@
 //! The rules as TOML: `[[rules]]` tables and comments, to append to a configuration.
 
 use super::mapping::{Access, PathRule, Rules};
-
-/// `text` cut to at most `max` bytes on a character boundary, marked with `...` when cut.
-pub(super) fn shorten(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
-}
-
-/// `text` on one line, fit for a comment: white space runs become one space; control and
-/// bidirectional-override characters are dropped (they could hide what the line says); long
-/// text is cut.
-pub(super) fn comment_text(text: &str) -> String {
-    let visible: String = text
-        .chars()
-        .filter(|c| !matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    shorten(
-        &visible.split_whitespace().collect::<Vec<_>>().join(" "),
-        160,
-    )
-}
+use super::text::comment_text;
 
 /// A TOML string literal.
 fn toml_string(s: &str) -> String {
