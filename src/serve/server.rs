@@ -78,9 +78,6 @@ pub enum ServerError {
     /// The configuration file's directory cannot be watched (`reload_on_change`).
     #[error("cannot watch the configuration file for changes: {0}")]
     Watch(String),
-    /// The gRPC transport failed.
-    #[error("gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
 /// Binds `config.listen` and serves until `shutdown` resolves. SIGHUP reloads the
