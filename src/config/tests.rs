@@ -47,7 +47,10 @@ fn defaults() {
     assert_eq!(c.server.handshake_timeout, Duration::from_secs(10));
     assert_eq!(c.server.idle_timeout, Duration::from_secs(300));
     assert_eq!(c.server.check_timeout, Duration::from_millis(400));
-    assert_eq!(c.http_listen, None, "the HTTP listener is off unless asked for");
+    assert_eq!(
+        c.http_listen, None,
+        "the HTTP listener is off unless asked for"
+    );
     assert_eq!(c.http_server, HttpServerLimits::default());
     assert_eq!(c.http_server.max_connections, 1024);
     assert_eq!(c.http_server.max_header_bytes, 64 * 1024);
@@ -62,7 +65,10 @@ fn the_http_listener_and_its_limits_compile() {
          max_header_bytes = 1024\nheader_timeout_seconds = 2\nidle_timeout_seconds = 30",
     )
     .expect("compiles");
-    assert_eq!(c.http_listen(), Some("127.0.0.1:9193".parse().expect("addr")));
+    assert_eq!(
+        c.http_listen(),
+        Some("127.0.0.1:9193".parse().expect("addr"))
+    );
     let l = c.http_server();
     assert_eq!(l.max_connections, 8);
     assert_eq!(l.max_header_bytes, 1024);

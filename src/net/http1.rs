@@ -383,19 +383,32 @@ mod tests {
         };
         let opened = Instant::now();
         let phase = Phase::new();
-        assert_eq!(phase.deadline(&limits), Some(opened + limits.header_timeout));
+        assert_eq!(
+            phase.deadline(&limits),
+            Some(opened + limits.header_timeout)
+        );
         tokio::time::advance(Duration::from_secs(1)).await;
         // More bytes of the same head do not move its deadline.
         phase.read();
-        assert_eq!(phase.deadline(&limits), Some(opened + limits.header_timeout));
+        assert_eq!(
+            phase.deadline(&limits),
+            Some(opened + limits.header_timeout)
+        );
         phase.request();
         assert_eq!(phase.deadline(&limits), None, "busy: no deadline");
         tokio::time::advance(Duration::from_secs(5)).await;
         phase.read();
-        assert_eq!(phase.deadline(&limits), None, "bytes while busy are the request's");
+        assert_eq!(
+            phase.deadline(&limits),
+            None,
+            "bytes while busy are the request's"
+        );
         phase.answered();
         let answered = Instant::now();
-        assert_eq!(phase.deadline(&limits), Some(answered + limits.idle_timeout));
+        assert_eq!(
+            phase.deadline(&limits),
+            Some(answered + limits.idle_timeout)
+        );
         tokio::time::advance(Duration::from_secs(20)).await;
         phase.read();
         assert_eq!(
