@@ -304,7 +304,9 @@ async fn unreadable_forwarded_values_are_400_counted_and_logged() {
     let gate = Gate::start("http-unreadable", &config(&jwks.url(), ""), true).await;
     let token = bearer(&key.mint(&claims("read:messages")));
     let auth: (&str, &[u8]) = ("authorization", token.as_bytes());
-    let cases: Vec<(&str, &str, Vec<(&str, &[u8])>)> = vec![
+    // (what, target, headers)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a [u8])>);
+    let cases: Vec<Case> = vec![
         (
             "no method",
             "/forward-auth",
