@@ -550,7 +550,8 @@ async fn bodies_past_the_bound_are_413_and_close_the_connection() {
     .await;
     assert!(again.starts_with("HTTP/1.1 200"), "{again}");
 
-    // Declared too large: answered at once, nothing more read, the connection closed.
+    // Declared past the 4 KiB bound: answered at once, nothing more read, the connection
+    // closed.
     let declared = raw(
         &gate.http,
         format!("POST /forward-auth HTTP/1.1\r\nhost: g\r\n{asked}content-length: 100000\r\n\r\n")
