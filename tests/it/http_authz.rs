@@ -674,3 +674,70 @@ async fn heads_are_bounded_in_size_and_time_and_idle_connections_close() {
         "closed without a word"
     );
 }
+
+#[tokio::test]
+async fn shutdown_answers_the_request_in_flight_and_closes_idle_connections() {
+    let old = TestKey::generate("old");
+    let new = TestKey::generate("new");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&old]))).await;
+    let mut gate = Gate::start(
+        "http-drain",
+        &config(
+            &jwks.url(),
+            "unknown_kid_wait_ms = 5000\nserver = { check_timeout_ms = 8000 }",
+        ),
+        true,
+    )
+    .await;
+    let ask = "GET /envoy/public HTTP/1.1\r\nhost: app.example\r\n\r\n";
+    // A kept-alive connection, idle after one answer.
+    let mut idle = TcpStream::connect(&gate.http).await.expect("connect");
+    assert!(exchange(&mut idle, ask).await.starts_with("HTTP/1.1 200"));
+
+    // A request that waits for a 2 s refetch (its kid is new), under way when the signal comes.
+    jwks.set(Reply::Delayed(
+        std::time::Duration::from_secs(2),
+        Box::new(Reply::json(&jwks_of(&[&old, &new]))),
+    ));
+    let hits = jwks.hits();
+    let token = new.mint(&claims("read:messages"));
+    let mut busy = TcpStream::connect(&gate.http).await.expect("connect");
+    busy.write_all(
+        format!(
+            "GET /envoy/restricted_resource HTTP/1.1\r\nhost: app.example\r\n\
+             authorization: Bearer {token}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    eventually(
+        "the request's refetch",
+        std::time::Duration::from_secs(10),
+        || async { jwks.hits() > hits },
+    )
+    .await;
+
+    gate.binary.sigterm();
+    // The idle connection is closed at once; the one in flight is answered, then closed.
+    assert_eq!(
+        read_until_closed(&mut idle).await,
+        "",
+        "closed without a word"
+    );
+    let answer = read_until_closed(&mut busy).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("x-auth-subject: auth0|user-1"), "{answer}");
+    let exit = gate
+        .binary
+        .exited_within(std::time::Duration::from_secs(20))
+        .await
+        .expect("exits once drained");
+    assert!(exit.success(), "{exit:?}");
+    // Drained, not cut off at the drain deadline.
+    let log = gate.binary.log_text();
+    assert!(
+        !log.contains("connections still open after the drain timeout"),
+        "{log}"
+    );
+}
