@@ -190,8 +190,9 @@ pub fn response(dialect: Dialect, verdict: &Verdict<'_>) -> http::Response<Full<
         Verdict::Allow { set, remove } => {
             let mut answer = http::Response::new(Full::default());
             for (name, value) in set {
-                // Identity values are checked when verified (sub) and configured (scopes);
-                // one a header cannot carry fails closed rather than leave a client's copy.
+                // `verify` keeps control characters out of every identity value, so each is
+                // a header value (non-ASCII as obs-text); were one not, the answer fails
+                // closed rather than allow without it.
                 let (Ok(name), Ok(value)) = (
                     HeaderName::from_bytes(name.as_bytes()),
                     HeaderValue::from_bytes(value.as_bytes()),
@@ -222,7 +223,9 @@ pub fn response(dialect: Dialect, verdict: &Verdict<'_>) -> http::Response<Full<
             *answer.status_mut() = status;
             let headers = answer.headers_mut();
             for (name, value) in &denied.headers {
-                if let Ok(value) = HeaderValue::from_str(value) {
+                // Challenges are quoted with control characters replaced (`decide`), so
+                // every one is a header value.
+                if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
                     headers.insert(*name, value);
                 }
             }
@@ -447,6 +450,62 @@ mod tests {
             let back: serde_json::Value = serde_json::from_str(&escaped).expect("still JSON");
             let want: serde_json::Value = serde_json::from_str(body).expect("JSON");
             assert_eq!(back, want);
+        }
+    }
+
+    /// Each dialect's wire form of a denial: Envoy and forward-auth keep the real status; nginx
+    /// gets 401 for a 401 and 403 for everything else, with the real status and body in headers.
+    #[test]
+    fn denials_keep_their_status_but_for_nginx_which_gets_401_or_403() {
+        for real in [400u16, 401, 403, 503] {
+            let denied = decide::Denied {
+                status: real,
+                error: "e",
+                message: "m".into(),
+                body: r#"{"error":"e","message":"é"}"#.into(),
+                headers: vec![
+                    ("content-type", "application/json".into()),
+                    ("www-authenticate", "Bearer realm=\"r\"".into()),
+                ],
+            };
+            let verdict = Verdict::Deny(denied);
+            for dialect in [Dialect::Envoy, Dialect::ForwardAuth, Dialect::Nginx] {
+                let answer = response(dialect, &verdict);
+                let headers = answer.headers();
+                let wire = match (dialect, real) {
+                    (Dialect::Nginx, 401) => 401,
+                    (Dialect::Nginx, _) => 403,
+                    _ => real,
+                };
+                assert_eq!(answer.status().as_u16(), wire, "{dialect:?} {real}");
+                assert_eq!(headers["www-authenticate"], "Bearer realm=\"r\"");
+                assert_eq!(headers["content-type"], "application/json");
+                if dialect == Dialect::Nginx {
+                    assert_eq!(headers[STATUS_HEADER], real.to_string().as_str());
+                    assert_eq!(headers[BODY_HEADER], r#"{"error":"e","message":"\u00e9"}"#);
+                } else {
+                    assert!(headers.get(STATUS_HEADER).is_none());
+                    assert!(headers.get(BODY_HEADER).is_none());
+                }
+            }
+        }
+        let allow = Verdict::Allow {
+            set: vec![("x-auth-subject", "zoë".into())],
+            remove: vec!["x-auth-scopes", "x-auth-email"],
+        };
+        for dialect in [Dialect::Envoy, Dialect::ForwardAuth, Dialect::Nginx] {
+            let answer = response(dialect, &allow);
+            assert_eq!(answer.status(), StatusCode::OK);
+            assert_eq!(
+                answer.headers()["x-auth-subject"].as_bytes(),
+                "zoë".as_bytes()
+            );
+            let removed = answer.headers().get(ENVOY_REMOVE_HEADER);
+            if dialect == Dialect::Envoy {
+                assert_eq!(removed.expect("listed"), "x-auth-scopes,x-auth-email");
+            } else {
+                assert!(removed.is_none(), "{dialect:?}");
+            }
         }
     }
 
