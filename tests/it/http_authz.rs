@@ -728,13 +728,14 @@ async fn shutdown_answers_the_request_in_flight_and_closes_idle_connections() {
     let answer = read_until_closed(&mut busy).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("x-auth-subject: auth0|user-1"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
     let exit = gate
         .binary
         .exited_within(std::time::Duration::from_secs(20))
         .await
         .expect("exits once drained");
     assert!(exit.success(), "{exit:?}");
-    // Drained, not cut off at the drain deadline.
+    // Drained, not cut off at the 10 s drain deadline.
     let log = gate.binary.log_text();
     assert!(
         !log.contains("connections still open after the drain timeout"),
