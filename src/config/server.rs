@@ -228,7 +228,8 @@ pub struct HttpServerLimits {
     /// answered 431 and the connection closed.
     pub max_header_bytes: usize,
     /// A request head not complete this long after its first byte (after the connection
-    /// opened, for the first request) closes the connection.
+    /// opened, for the first request) closes the connection; a body not complete this long
+    /// after its head is answered 408.
     pub header_timeout: Duration,
     /// A kept-alive connection with no request for this long after its last answer is closed.
     pub idle_timeout: Duration,

@@ -24,7 +24,8 @@
 //!
 //! Request bodies are never decided on: one declared or found larger than [`MAX_BODY_BYTES`] is
 //! answered 413 and the connection closed, without reading further; a smaller one is read and
-//! dropped (so the connection can carry the next request).
+//! dropped (so the connection can carry the next request), and one not whole within the head
+//! deadline (`header_timeout_seconds`) after its head is answered 408 and the connection closed.
 //!
 //! Trust: whoever reaches this listener can claim any original request, so `http_listen` must be
 //! reachable only by the proxy.
@@ -32,7 +33,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -298,12 +299,19 @@ fn too_large() -> http::Response<Full<Bytes>> {
 pub struct HttpAuthorization {
     live: Arc<ArcSwap<Generation>>,
     metrics: Metrics,
+    /// How long a request's body may take to arrive whole, after its head.
+    body_timeout: Duration,
 }
 
 impl HttpAuthorization {
-    /// A service deciding with the generation in `live` (which reloads replace).
-    pub fn new(live: Arc<ArcSwap<Generation>>, metrics: Metrics) -> Self {
-        HttpAuthorization { live, metrics }
+    /// A service deciding with the generation in `live` (which reloads replace); a request
+    /// body must arrive whole within `body_timeout` of its head.
+    pub fn new(live: Arc<ArcSwap<Generation>>, metrics: Metrics, body_timeout: Duration) -> Self {
+        HttpAuthorization {
+            live,
+            metrics,
+            body_timeout,
+        }
     }
 
     /// Answers one request.
@@ -328,10 +336,30 @@ impl HttpAuthorization {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64)
-            || Limited::new(body, MAX_BODY_BYTES).collect().await.is_err()
-        {
+        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
             return too_large();
+        }
+        // The connection is busy while the body arrives, so no head or idle deadline runs:
+        // this one keeps a body sent a byte at a time from holding it.
+        match tokio::time::timeout(
+            self.body_timeout,
+            Limited::new(body, MAX_BODY_BYTES).collect(),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return too_large(),
+            Err(_) => {
+                let mut answer = own_answer(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request",
+                    "the request body did not arrive in time",
+                );
+                answer
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return answer;
+            }
         }
         let request = http::Request::from_parts(parts, ());
         // The generation in force now decides this request, whatever a reload does meanwhile.
@@ -404,20 +432,14 @@ pub async fn serve(
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |a: SocketAddr| a.to_string());
     tracing::info!(listen = %addr, "http authorization serving");
+    let service = HttpAuthorization::new(live, metrics, limits.header_timeout);
     let limits = http1::Limits {
         max_connections: limits.max_connections,
         max_header_bytes: limits.max_header_bytes,
         header_timeout: limits.header_timeout,
         idle_timeout: limits.idle_timeout,
     };
-    http1::serve(
-        listener,
-        limits,
-        None,
-        HttpAuthorization::new(live, metrics),
-        shutdown,
-    )
-    .await;
+    http1::serve(listener, limits, None, service, shutdown).await;
 }
 
 /// [`serve`] when there is a listener (`http_listen` is set), else nothing.

@@ -659,6 +659,15 @@ async fn heads_are_bounded_in_size_and_time_and_idle_connections_close() {
     let slow = raw(&gate.http, b"GET /envoy/public HTTP/1.1\r\nhost: a\r\n").await;
     assert_eq!(slow, "", "closed without an answer");
 
+    // A body that stops coming: 408 once header_timeout_seconds pass after its head, closed.
+    let stalled = raw(
+        &gate.http,
+        b"POST /forward-auth HTTP/1.1\r\nhost: a\r\nx-forwarded-method: GET\r\n\
+          x-forwarded-uri: /public\r\ncontent-length: 10\r\n\r\nabc",
+    )
+    .await;
+    assert!(stalled.starts_with("HTTP/1.1 408"), "{stalled}");
+
     // Between requests a kept-alive connection waits idle_timeout_seconds, not the head
     // deadline: a second request 2.5 s after the first answer (past the 1 s head deadline) is
     // still answered on the same connection.
