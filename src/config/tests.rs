@@ -74,6 +74,14 @@ fn the_http_listener_and_its_limits_compile() {
     assert_eq!(l.max_header_bytes, 1024);
     assert_eq!(l.header_timeout, Duration::from_secs(2));
     assert_eq!(l.idle_timeout, Duration::from_secs(30));
+    // check-config prints it with its limits.
+    assert!(
+        c.to_string().contains(
+            "http_listen       127.0.0.1:9193: 8 connections, request heads up to 1024 bytes, \
+             head 2s, idle 30s"
+        ),
+        "{c}"
+    );
     // Port 0 (the OS picks one) never clashes.
     compile("listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"").expect("port 0 twice");
 }
