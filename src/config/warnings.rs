@@ -31,6 +31,7 @@ impl Config {
         warnings.extend(insecure_http_warnings(&self.issuers));
         warnings.extend(self.unknown_kid_wait_warning());
         warnings.extend(self.open_to_forged_preflights());
+        warnings.extend(self.http_listen_warning());
         // Refusing these at start-up would stop configurations that started before the format
         // suffix and compatibility readings existed; the requests they concern are refused.
         for conflict in self.policy.conflicts_refused_at_request_time() {
@@ -62,6 +63,23 @@ impl Config {
                  401 or 200; keep the wait below the Check deadline",
                 wait.as_millis(),
                 deadline.as_millis()
+            ),
+        })
+    }
+
+    /// The HTTP authorization listener takes the original request from whoever calls it (the
+    /// target, `X-Forwarded-*`, `X-Original-*`): on an address other than loopback, anyone who
+    /// reaches it can ask about any request, and learn the identity headers of any token they
+    /// hold. Not refused: a proxy in another container needs such an address, on a network
+    /// only it reaches.
+    fn http_listen_warning(&self) -> Option<ConfigWarning> {
+        let addr = self.http_listen?;
+        (!addr.ip().is_loopback()).then(|| ConfigWarning {
+            key: "http_listen".into(),
+            message: format!(
+                "{addr} is not a loopback address: whoever reaches it can claim any original \
+                 request; bind it where only the proxy reaches it (loopback, or a network only \
+                 the proxy is on)"
             ),
         })
     }
@@ -225,6 +243,31 @@ mod tests {
                         warnings[0]
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn an_http_listener_beyond_loopback_is_warned_about() {
+        for (extra, warned) in [
+            ("", false),
+            ("http_listen = \"127.0.0.1:9193\"", false),
+            ("http_listen = \"[::1]:9193\"", false),
+            ("http_listen = \"0.0.0.0:9193\"", true),
+            ("http_listen = \"10.0.0.5:9193\"", true),
+        ] {
+            let c = compile(extra).expect("a warning never refuses the file");
+            let found: Vec<&ConfigWarning> = c
+                .warnings()
+                .iter()
+                .filter(|w| w.key == "http_listen")
+                .collect();
+            assert_eq!(found.len(), usize::from(warned), "{extra}: {found:?}");
+            if warned {
+                assert!(
+                    found[0].message.contains("not a loopback address"),
+                    "{extra}"
+                );
             }
         }
     }
