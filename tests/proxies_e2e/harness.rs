@@ -623,6 +623,11 @@ impl ProxyStack {
         }
     }
 
+    /// Stops scopegate (SIGTERM, and waits for it): the proxy stays, with nothing to ask.
+    pub async fn stop_scopegate(&mut self) {
+        self.backend.gate.terminate().await;
+    }
+
     /// scopegate's log so far.
     pub fn gate_log(&self) -> String {
         self.backend.gate.log_text()
@@ -663,4 +668,141 @@ impl Drop for ProxyStack {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The headers a client sends to claim an identity of its own choosing.
+pub const SPOOFED: [(&str, &str); 2] = [
+    ("x-auth-subject", "mallory"),
+    ("x-auth-scopes", "admin:everything"),
+];
+
+/// What every proxy passes on, whatever its configuration language: 401 without a token, with
+/// the challenge; 403 for a missing scope, with the JSON body and the `insufficient_scope`
+/// challenge; 400 for a refused reading of the path (an encoded dot) and for malformed
+/// credentials; 200 with the identity headers at the upstream; and a request body that never
+/// reaches scopegate (the POST is allowed, not refused as an oversized authorization request).
+pub async fn assert_decisions_reach_the_client(stack: &ProxyStack) {
+    let weak = format!("Bearer {}", stack.token("openid"));
+    let good = format!("Bearer {}", stack.token("read:messages"));
+
+    let answer = stack.get("/restricted_resource", &[]).await;
+    answer.assert_denial(401, "unauthorized", Some("realm="));
+    assert!(
+        !answer
+            .header("www-authenticate")
+            .unwrap_or_default()
+            .contains("error="),
+        "no error code without credentials (RFC 6750 §3.1): {answer:?}"
+    );
+
+    let answer = stack
+        .get("/restricted_resource", &[("authorization", &weak)])
+        .await;
+    answer.assert_denial(
+        403,
+        "insufficient_scope",
+        Some("error=\"insufficient_scope\""),
+    );
+    assert!(
+        answer
+            .header("www-authenticate")
+            .unwrap_or_default()
+            .contains("read:messages"),
+        "the challenge names the scope wanted: {answer:?}"
+    );
+
+    // A refused reading: `/restricted_resource.` could be served as /restricted_resource.
+    let answer = stack
+        .get("/restricted_resource%2e", &[("authorization", &good)])
+        .await;
+    answer.assert_denial(400, "invalid_request", None);
+
+    let answer = stack
+        .get("/restricted_resource", &[("authorization", "Bearer a b")])
+        .await;
+    answer.assert_denial(400, "invalid_request", Some("error=\"invalid_request\""));
+
+    let answer = stack
+        .get("/restricted_resource", &[("authorization", &good)])
+        .await;
+    let (subject, scopes, _) = answer.upstream_saw();
+    assert_eq!(
+        (subject.as_deref(), scopes.as_deref()),
+        (Some("e2e-user"), Some("read:messages")),
+        "{answer:?}"
+    );
+
+    // 256 KiB of body: the proxy reads it for the upstream, scopegate never gets it.
+    let body = "x".repeat(256 << 10);
+    let answer = stack
+        .send(
+            reqwest::Method::POST,
+            "/anything",
+            &[
+                ("authorization", &good),
+                ("content-type", "application/json"),
+            ],
+            &body,
+        )
+        .await;
+    let (subject, _, _) = answer.upstream_saw();
+    assert_eq!(subject.as_deref(), Some("e2e-user"), "{answer:?}");
+}
+
+/// A client's own identity headers never reach the upstream: overwritten by a token that has
+/// the claims, removed for a token that lacks them (no `sub`, no `scope`) and on the public
+/// route without a token.
+pub async fn assert_spoofed_identity_never_reaches_the_upstream(stack: &ProxyStack) {
+    let with_claims = format!("Bearer {}", stack.token("read:messages"));
+    let without_claims = format!(
+        "Bearer {}",
+        stack.token_with(
+            "",
+            serde_json::Map::from_iter([("sub".into(), Value::Null)])
+        )
+    );
+    // (case, path, Authorization, the subject and scopes the upstream must see)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let cases: [Case; 3] = [
+        (
+            "a token with the claims",
+            "/restricted_resource",
+            Some(&with_claims),
+            Some("e2e-user"),
+            Some("read:messages"),
+        ),
+        (
+            "a token without sub or scope",
+            "/anything",
+            Some(&without_claims),
+            None,
+            None,
+        ),
+        ("the public route, no token", "/public", None, None, None),
+    ];
+    for (case, path, authorization, subject, scopes) in cases {
+        let mut headers = SPOOFED.to_vec();
+        if let Some(authorization) = authorization {
+            headers.push(("authorization", authorization));
+        }
+        let answer = stack.get(path, &headers).await;
+        let (seen_subject, seen_scopes, all) = answer.upstream_saw();
+        assert_eq!(
+            (seen_subject.as_deref(), seen_scopes.as_deref()),
+            (subject, scopes),
+            "{case}: {answer:?}"
+        );
+        for (_, spoofed) in SPOOFED {
+            assert!(
+                !all.to_string().contains(spoofed),
+                "{case}: a spoofed value reached the upstream: {answer:?}"
+            );
+        }
+    }
 }
