@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::common::stack::{envoy_addresses, envoy_binary, substitute};
 use crate::harness::{
     Keys, ProxyKind, ProxyStack, Targets, assert_decisions_reach_the_client,
+    assert_keeps_connections_to_scopegate_alive,
     assert_spoofed_identity_never_reaches_the_upstream,
 };
 
@@ -132,4 +133,15 @@ async fn envoy_http_service_fails_closed_with_503_when_scopegate_is_unreachable(
 async fn spoofed_identity_headers_never_reach_the_upstream_through_envoy_http_service() {
     let stack = ProxyStack::start(&EnvoyHttp, Keys::Served).await;
     assert_spoofed_identity_never_reaches_the_upstream(&stack).await;
+}
+
+/// Envoy pools its HTTP/1.1 connections to scopegate's listener and reuses them, not one per
+/// authorization request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_http_service_keeps_its_connections_to_scopegate_alive() {
+    let stack = ProxyStack::start(&EnvoyHttp, Keys::Served).await;
+    // A pool per worker thread, one worker per CPU: the machines that run this have two, and
+    // more would only raise the count by the same few.
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    assert_keeps_connections_to_scopegate_alive(&stack, workers).await;
 }

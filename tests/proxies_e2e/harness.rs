@@ -628,6 +628,34 @@ impl ProxyStack {
         self.backend.gate.terminate().await;
     }
 
+    /// How many TCP connections to scopegate's HTTP listener the machine knows of, open or
+    /// just closed (TIME_WAIT): each one counted once, by its client-side port, from
+    /// `/proc/net/tcp`.
+    pub fn connections_to_scopegate(&self) -> usize {
+        let gate = port_of(&self.backend.gate_http);
+        let mut clients = std::collections::HashSet::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let port = |i: usize| {
+                    fields
+                        .get(i)
+                        .and_then(|a| a.rsplit(':').next())
+                        .and_then(|p| u16::from_str_radix(p, 16).ok())
+                };
+                match (port(1), port(2)) {
+                    (Some(local), Some(remote)) if remote == gate => clients.insert(local),
+                    (Some(local), Some(remote)) if local == gate && remote != 0 => {
+                        clients.insert(remote)
+                    }
+                    _ => false,
+                };
+            }
+        }
+        clients.len()
+    }
+
     /// scopegate's log so far.
     pub fn gate_log(&self) -> String {
         self.backend.gate.log_text()
@@ -807,4 +835,23 @@ pub async fn assert_spoofed_identity_never_reaches_the_upstream(stack: &ProxySta
             );
         }
     }
+}
+
+/// The proxy keeps its connections to scopegate open between authorization requests: twenty
+/// requests one after another use at most `most` connections (the proxy's worker threads),
+/// where a proxy opening one per request would leave twenty.
+pub async fn assert_keeps_connections_to_scopegate_alive(stack: &ProxyStack, most: usize) {
+    let good = format!("Bearer {}", stack.token("read:messages"));
+    for _ in 0..20 {
+        let answer = stack
+            .get("/restricted_resource", &[("authorization", &good)])
+            .await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    let connections = stack.connections_to_scopegate();
+    assert!(
+        (1..=most).contains(&connections),
+        "{connections} connections to scopegate for 20 requests and the start's, at most {most} \
+         expected"
+    );
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::common::stack::substitute;
 use crate::harness::{
     Keys, ProxyKind, ProxyStack, SHIPPED_LISTEN_PORT, SHIPPED_SCOPEGATE, SHIPPED_UPSTREAM, Targets,
-    assert_decisions_reach_the_client, assert_spoofed_identity_never_reaches_the_upstream,
-    proxy_binary,
+    assert_decisions_reach_the_client, assert_keeps_connections_to_scopegate_alive,
+    assert_spoofed_identity_never_reaches_the_upstream, proxy_binary,
 };
 
 /// The shipped server configuration.
@@ -233,4 +233,13 @@ async fn a_client_cannot_choose_the_request_nginx_asks_scopegate_about() {
         ("x-original-method", "GET"),
     ];
     assert_eq!(stack.get("/public", &headers).await.status, 200);
+}
+
+/// nginx keeps one connection to scopegate for its authorization requests (`keepalive` in the
+/// upstream block, HTTP/1.1, no `Connection: close`), not one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_keeps_its_connection_to_scopegate_alive() {
+    let stack = ProxyStack::start(&Nginx, Keys::Served).await;
+    // One nginx process (master_process off) with one connection at a time.
+    assert_keeps_connections_to_scopegate_alive(&stack, 1).await;
 }
