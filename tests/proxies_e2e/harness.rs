@@ -706,7 +706,8 @@ pub const SPOOFED: [(&str, &str); 2] = [
 
 /// What every proxy passes on, whatever its configuration language: 401 without a token, with
 /// the challenge; 403 for a missing scope, with the JSON body and the `insufficient_scope`
-/// challenge; 400 for a refused reading of the path (an encoded dot) and for malformed
+/// challenge; 400 for a refused reading of the path (an encoded dot) or of the method (a method
+/// override or a form POST that could run another rule's handler) and for malformed
 /// credentials; 200 with the identity headers at the upstream; and a request body that never
 /// reaches scopegate (the POST is allowed, not refused as an oversized authorization request).
 pub async fn assert_decisions_reach_the_client(stack: &ProxyStack) {
@@ -744,6 +745,26 @@ pub async fn assert_decisions_reach_the_client(stack: &ProxyStack) {
         .get("/restricted_resource%2e", &[("authorization", &good)])
         .await;
     answer.assert_denial(400, "invalid_request", None);
+
+    // Refused readings of the method: a POST (any token will do) naming GET (which needs
+    // read:messages) in each override header, and a form POST, whose body could name one. The
+    // proxy must pass those headers for scopegate to see them.
+    for (name, value) in [
+        ("x-http-method-override", "GET"),
+        ("x-http-method", "GET"),
+        ("x-method-override", "GET"),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ] {
+        let answer = stack
+            .send(
+                reqwest::Method::POST,
+                "/restricted_resource",
+                &[("authorization", &weak), (name, value)],
+                "a=b",
+            )
+            .await;
+        answer.assert_denial(400, "invalid_request", None);
+    }
 
     let answer = stack
         .get("/restricted_resource", &[("authorization", "Bearer a b")])
