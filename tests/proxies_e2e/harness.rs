@@ -766,6 +766,25 @@ pub async fn assert_decisions_reach_the_client(stack: &ProxyStack) {
         answer.assert_denial(400, "invalid_request", None);
     }
 
+    // The absolute form of a request target (what clients send to a forward proxy): decided on
+    // its path like any other, never passed unchecked.
+    for authorization in ["", &weak] {
+        let mut request = "GET http://api.test/restricted_resource HTTP/1.1\r\nHost: api.test\r\n\
+                           Connection: close\r\n"
+            .to_string();
+        if !authorization.is_empty() {
+            request.push_str(&format!("Authorization: {authorization}\r\n"));
+        }
+        request.push_str("\r\n");
+        let answer = stack.raw(&request).await;
+        let (status, error) = if authorization.is_empty() {
+            (401, "unauthorized")
+        } else {
+            (403, "insufficient_scope")
+        };
+        answer.assert_denial(status, error, Some("realm="));
+    }
+
     let answer = stack
         .get("/restricted_resource", &[("authorization", "Bearer a b")])
         .await;
