@@ -746,6 +746,37 @@ pub async fn assert_decisions_reach_the_client(stack: &ProxyStack) {
         .await;
     answer.assert_denial(400, "invalid_request", None);
 
+    // A HEAD is decided as the GET it stands for: no body, so the status and the challenge say
+    // whose answer it is.
+    for (authorization, status, challenge) in [
+        (None, 401, "realm="),
+        (Some(&weak), 403, "insufficient_scope"),
+    ] {
+        let mut headers = Vec::new();
+        if let Some(authorization) = authorization {
+            headers.push(("authorization", authorization.as_str()));
+        }
+        let answer = stack
+            .send(reqwest::Method::HEAD, "/restricted_resource", &headers, "")
+            .await;
+        assert_eq!(answer.status, status, "{answer:?}");
+        assert!(
+            answer
+                .header("www-authenticate")
+                .is_some_and(|c| c.contains(challenge)),
+            "{answer:?}"
+        );
+    }
+    let answer = stack
+        .send(
+            reqwest::Method::HEAD,
+            "/restricted_resource",
+            &[("authorization", &good)],
+            "",
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+
     // Refused readings of the method: a POST (any token will do) naming GET (which needs
     // read:messages) in each override header, and a form POST, whose body could name one. The
     // proxy must pass those headers for scopegate to see them.
