@@ -319,6 +319,11 @@ impl Backend {
     /// Starts the issuers, the upstream and scopegate (with `extra` top-level TOML keys before
     /// the demo configuration), keys in `dir`.
     pub async fn start(dir: &Path, keys: Keys, extra: &str) -> Backend {
+        Backend::start_with(dir, keys, extra, "").await
+    }
+
+    /// [`Backend::start`] with `rules` (`[[rules]]` tables) after the demo's own.
+    pub async fn start_with(dir: &Path, keys: Keys, extra: &str, rules: &str) -> Backend {
         watchdog::arm();
         let (issuer, issuer_url) = stack::dev_issuer(dir, DevAlgorithm::Rs256).await;
         let (_, eddsa_url) = stack::dev_issuer(dir, DevAlgorithm::EdDsa).await;
@@ -344,7 +349,7 @@ impl Backend {
             "metrics_listen = \"127.0.0.1:0\"",
             1,
         );
-        let config = format!("http_listen = \"127.0.0.1:0\"\n{extra}\n{config}");
+        let config = format!("http_listen = \"127.0.0.1:0\"\n{extra}\n{config}\n{rules}");
 
         let upstream = TcpListener::bind("127.0.0.1:0")
             .await
@@ -469,9 +474,19 @@ impl ProxyStack {
 
     /// [`ProxyStack::start`] with `extra` top-level TOML keys for scopegate.
     pub async fn start_with(kind: &impl ProxyKind, keys: Keys, extra: &str) -> ProxyStack {
+        ProxyStack::launch(kind, keys, extra, "").await
+    }
+
+    /// [`ProxyStack::start`] with `rules` (`[[rules]]` tables) after the demo configuration's
+    /// own.
+    pub async fn start_with_rules(kind: &impl ProxyKind, keys: Keys, rules: &str) -> ProxyStack {
+        ProxyStack::launch(kind, keys, "", rules).await
+    }
+
+    async fn launch(kind: &impl ProxyKind, keys: Keys, extra: &str, rules: &str) -> ProxyStack {
         watchdog::arm();
         let dir = stack::scratch_dir();
-        let backend = Backend::start(dir.path(), keys, extra).await;
+        let backend = Backend::start_with(dir.path(), keys, extra, rules).await;
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))

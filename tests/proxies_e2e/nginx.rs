@@ -243,3 +243,25 @@ async fn nginx_keeps_its_connection_to_scopegate_alive() {
     // One nginx process (master_process off) with one connection at a time.
     assert_keeps_connections_to_scopegate_alive(&stack, 1).await;
 }
+
+/// A denial whose challenge is long (a rule naming many scopes: 6 KiB of them, past nginx's
+/// default 4 KiB for a response's headers, and carried twice, in the challenge and in the
+/// body's header) still reaches the client as scopegate's 403, not as a failed subrequest's 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_passes_a_denial_with_a_long_challenge() {
+    let scopes: Vec<String> = (0..150)
+        .map(|i| format!("\"scope:{i:03}-{}\"", "s".repeat(32)))
+        .collect();
+    let rules = format!(
+        "[[rules]]\npath = \"/many_scopes\"\nscopes = [{}]\n",
+        scopes.join(", ")
+    );
+    let stack = ProxyStack::start_with_rules(&Nginx, Keys::Served, &rules).await;
+    let weak = format!("Bearer {}", stack.token("openid"));
+    let answer = stack.get("/many_scopes", &[("authorization", &weak)]).await;
+    answer.assert_denial(403, "insufficient_scope", Some("scope:149-"));
+    assert!(
+        answer.header("www-authenticate").unwrap_or_default().len() > 6 << 10,
+        "{answer:?}"
+    );
+}
