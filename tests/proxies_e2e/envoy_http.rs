@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::common::stack::{envoy_addresses, envoy_binary, substitute};
 use crate::harness::{
-    Keys, ProxyKind, ProxyStack, Targets, assert_decisions_reach_the_client,
-    assert_keeps_connections_to_scopegate_alive,
+    Keys, ProxyKind, ProxyStack, Targets, assert_a_long_challenge_reaches_the_client,
+    assert_decisions_reach_the_client, assert_keeps_connections_to_scopegate_alive,
     assert_spoofed_identity_never_reaches_the_upstream,
 };
 
@@ -172,4 +172,10 @@ async fn forwarded_claim_headers_reach_the_upstream_only_as_scopegate_set_them_t
         let (_, _, all) = answer.upstream_saw();
         assert_eq!(all["x-auth-client"].as_str(), want, "{answer:?}");
     }
+}
+
+/// A 403 with a long challenge (150 scopes) reaches the client through Envoy whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_http_service_passes_a_denial_with_a_long_challenge() {
+    assert_a_long_challenge_reaches_the_client(&EnvoyHttp).await;
 }

@@ -946,3 +946,24 @@ pub async fn assert_keeps_connections_to_scopegate_alive(stack: &ProxyStack, mos
         "{new} new connections to scopegate for 20 requests, at most {most} expected"
     );
 }
+
+/// A 403 whose challenge names 150 scopes (over 6 KiB) reaches the client whole, as scopegate's
+/// denial: a proxy whose buffer for the authorization answer's headers is too small turns it
+/// into a failure (503).
+pub async fn assert_a_long_challenge_reaches_the_client(kind: &impl ProxyKind) {
+    let scopes: Vec<String> = (0..150)
+        .map(|i| format!("\"scope:{i:03}-{}\"", "s".repeat(32)))
+        .collect();
+    let rules = format!(
+        "[[rules]]\npath = \"/many_scopes\"\nscopes = [{}]\n",
+        scopes.join(", ")
+    );
+    let stack = ProxyStack::start_with_rules(kind, Keys::Served, &rules).await;
+    let weak = format!("Bearer {}", stack.token("openid"));
+    let answer = stack.get("/many_scopes", &[("authorization", &weak)]).await;
+    answer.assert_denial(403, "insufficient_scope", Some("scope:149-"));
+    assert!(
+        answer.header("www-authenticate").unwrap_or_default().len() > 6 << 10,
+        "{answer:?}"
+    );
+}
