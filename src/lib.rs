@@ -8,7 +8,9 @@
 //!
 //! - [`net`]: what scopegate accepts and asks of other servers, knowing nothing of tokens:
 //!   [`net::listener`] (accept loop, connection limits, each connection served over HTTP/2 and
-//!   closed with GOAWAY), [`net::tls`] (the `[tls]` server configuration), [`net::outbound`]
+//!   closed with GOAWAY), [`net::http1`] (the HTTP/1.1 listener: the same accept side, head size
+//!   and head and idle deadlines, keep-alive, generic over its service), [`net::tls`] (the
+//!   `[tls]` server configuration), [`net::outbound`]
 //!   (every fetch from another server: https unless loopback or allowed, trusted roots).
 //! - [`telemetry`]: [`telemetry::metrics`], the Prometheus registry and `GET /metrics`; every
 //!   layer above counts in it.
@@ -24,14 +26,16 @@
 //! - [`config`]: TOML and environment input (`RawConfig`) compiled into a validated
 //!   [`config::Config`] before any port is bound. Every error names the offending key and value.
 //!   `config/mod.rs` holds the top level and the compile; its parts are `server` (`listen`,
-//!   `[server]`), `issuers` (issuers, their token rules and key-set settings), `rules`
+//!   `[server]`, `[http_server]`), `issuers` (issuers, their token rules and key-set settings), `rules`
 //!   (`[[rules]]`, claim and header checks) and `warnings`, with tests in `config/tests.rs`.
 //! - [`decide`]: the transport-neutral decision core: a [`decide::Request`] view decided with the
 //!   [`decide::Generation`] in force (extract → verify → decide → respond) into a
 //!   [`decide::Verdict`] and its [`decide::Labels`], then counted and logged in one step every
 //!   transport shares.
 //! - [`serve`]: the running process: [`serve::service`] (the gRPC `Check`, a thin adapter from
-//!   Envoy's types to the decision core and back), [`serve::server`] (listeners, refreshers, health,
+//!   Envoy's types to the decision core and back), [`serve::http`] (the HTTP authorization
+//!   listener's adapter: three proxies' dialects to the decision core and back),
+//!   [`serve::server`] (listeners, refreshers, health,
 //!   reload, graceful shutdown; the shutdown signal is passed in as a future) and
 //!   [`serve::reload`] (SIGHUP and the file watch).
 //! - [`tools`]: commands beside the server, never on the request path: [`tools::explain`],

@@ -2,7 +2,7 @@
 //! connection by hyper's HTTP/1 server with keep-alive, generic over the service it serves.
 //!
 //! - At most `max_connections` are open at once, with the accept side of the gRPC listener
-//!   ([`listener::Admission`]): a permit per connection, counted in a gauge while held; beyond
+//!   (`net::listener`'s `Admission`): a permit per connection, counted in a gauge while held; beyond
 //!   the cap a new connection is closed at once; `accept` failing for lack of resources backs
 //!   off instead of spinning.
 //! - A request head (request line and headers) larger than `max_header_bytes` is answered

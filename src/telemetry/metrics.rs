@@ -89,7 +89,8 @@ pub enum Decision {
 pub enum Transport {
     /// Envoy's ext_authz gRPC `Check`.
     grpc,
-    /// An HTTP authorization request (no listener serves it yet).
+    /// An HTTP authorization request (`http_listen`: nginx, Caddy, Traefik, Envoy's
+    /// `http_service`).
     http,
 }
 
