@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::common::binary::{Binary, listen_address};
+use crate::common::binary::Binary;
 use crate::common::stack::{self, DEMO_AUDIENCE, DEMO_EDDSA_ISSUER, substitute};
 use crate::common::{eventually, watchdog};
 
@@ -362,11 +362,7 @@ impl Backend {
 
         // Decision lines too, for the log printed when a test fails.
         let gate = Binary::start("proxies", &config, "info", None).await;
-        let serving = gate
-            .wait_for_log("http authorization serving", Duration::from_secs(20))
-            .await;
-        let gate_http =
-            listen_address(&serving).unwrap_or_else(|| panic!("no listen address in {serving:?}"));
+        let gate_http = gate.http_addr().await;
         Backend {
             gate,
             gate_http,
