@@ -3,8 +3,8 @@
 //! URLs, durations, matchers, scope sets). Compilation happens before any port is bound, and every
 //! error names the key and the value at fault.
 //!
-//! Each part of the file is compiled in a module of its own: `server` (`listen` and the
-//! `[server]` table), `issuers` (the issuers, their token rules and the shared key-set settings),
+//! Each part of the file is compiled in a module of its own: `server` (`listen`, the
+//! `[server]` table and the HTTP listener's `[http_server]` table), `issuers` (the issuers, their token rules and the shared key-set settings),
 //! `rules` (`[[rules]]`, and the checks of claim names, forwarded headers and algorithms) and
 //! `warnings` ([`ConfigWarning`]). Those modules are private; what they make public is
 //! re-exported here, so every public path is `config::X`.
@@ -28,13 +28,16 @@ pub use issuers::{Issuer, RawIssuer, RawTokenRules};
 use issuers::{RawFetch, RawJwks, TokenRules};
 use rules::compile_rule;
 pub use rules::{RESERVED_HEADER_PREFIXES, RESERVED_HEADERS, RawRule};
-pub use server::{ListenAddr, MAX_UNIX_SOCKET_PATH, RawServer, ServerLimits};
+pub use server::{
+    HttpServerLimits, ListenAddr, MAX_UNIX_SOCKET_PATH, RawHttpServer, RawServer, ServerLimits,
+};
 pub use warnings::ConfigWarning;
 
 /// Environment variables that override keys of the file, and the key each one sets.
-pub const ENV_OVERRIDES: [(&str, &str); 5] = [
+pub const ENV_OVERRIDES: [(&str, &str); 6] = [
     ("SCOPEGATE_LISTEN", "listen"),
     ("SCOPEGATE_METRICS_LISTEN", "metrics_listen"),
+    ("SCOPEGATE_HTTP_LISTEN", "http_listen"),
     ("SCOPEGATE_ISSUER", "issuer"),
     ("SCOPEGATE_AUDIENCE", "audience"),
     ("SCOPEGATE_JWKS_URI", "jwks_uri"),
@@ -116,6 +119,12 @@ pub struct RawConfig {
     /// Limits of the gRPC server.
     #[serde(default)]
     pub server: RawServer,
+    /// Address of the HTTP authorization listener (proxies' `auth_request`, `forward_auth`,
+    /// Envoy's `http_service`); absent: none.
+    pub http_listen: Option<String>,
+    /// Limits of the HTTP authorization listener.
+    #[serde(default)]
+    pub http_server: RawHttpServer,
     /// Route rules, first match wins.
     #[serde(default)]
     pub rules: Vec<RawRule>,
@@ -207,6 +216,7 @@ pub struct Config {
     cors_preflight: CorsPreflight,
     reload_on_change: bool,
     health_listen: Option<SocketAddr>,
+    http_listen: Option<SocketAddr>,
     tls: Option<TlsFiles>,
     token_cache_size: usize,
     token_cache_max_bytes: u64,
@@ -214,6 +224,7 @@ pub struct Config {
     policy: Policy,
     realm: String,
     server: ServerLimits,
+    http_server: HttpServerLimits,
     warnings: Vec<ConfigWarning>,
 }
 
@@ -318,6 +329,9 @@ impl RawConfig {
         if let Some(v) = get("SCOPEGATE_METRICS_LISTEN") {
             self.metrics_listen = Some(v);
         }
+        if let Some(v) = get("SCOPEGATE_HTTP_LISTEN") {
+            self.http_listen = Some(v);
+        }
         if let Some(v) = get("SCOPEGATE_ISSUER") {
             self.issuer = Some(v);
         }
@@ -365,6 +379,22 @@ impl RawConfig {
                 "the health listener needs an address of its own",
             ));
         }
+        let http_listen = self
+            .http_listen
+            .map(|text| socket_addr("http_listen", &text, "127.0.0.1:9193"))
+            .transpose()?;
+        let taken = [tcp_listen, metrics_listen, health_listen];
+        if let Some(http) = http_listen
+            && http.port() != 0
+            && taken.contains(&Some(http))
+        {
+            return Err(invalid(
+                "http_listen",
+                http.to_string(),
+                "the HTTP authorization listener needs an address of its own",
+            ));
+        }
+        let http_server = self.http_server.compile()?;
         let token_cache_size = self.token_cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_SIZE);
         if token_cache_size > MAX_TOKEN_CACHE_SIZE {
             return Err(invalid(
@@ -547,6 +577,7 @@ impl RawConfig {
             cors_preflight,
             reload_on_change,
             health_listen,
+            http_listen,
             tls,
             token_cache_size: token_cache_size as usize,
             token_cache_max_bytes,
@@ -554,6 +585,7 @@ impl RawConfig {
             policy,
             realm,
             server,
+            http_server,
             warnings: Vec::new(),
         }
         .with_warnings())
@@ -595,6 +627,16 @@ impl Config {
     /// Address of the plaintext health-only listener, if any.
     pub fn health_listen(&self) -> Option<SocketAddr> {
         self.health_listen
+    }
+
+    /// Address of the HTTP authorization listener, if any.
+    pub fn http_listen(&self) -> Option<SocketAddr> {
+        self.http_listen
+    }
+
+    /// Limits of the HTTP authorization listener.
+    pub fn http_server(&self) -> &HttpServerLimits {
+        &self.http_server
     }
 
     /// Most verified tokens remembered; 0: the cache is off.
@@ -694,6 +736,18 @@ impl fmt::Display for Config {
         }
         if let Some(health) = self.health_listen {
             writeln!(f, "health_listen     {health}")?;
+        }
+        if let Some(http) = self.http_listen {
+            let l = &self.http_server;
+            writeln!(
+                f,
+                "http_listen       {http}: {} connections, request heads up to {} bytes, \
+                 head {}s, idle {}s",
+                l.max_connections,
+                l.max_header_bytes,
+                l.header_timeout.as_secs(),
+                l.idle_timeout.as_secs()
+            )?;
         }
         if let Some(tls) = &self.tls {
             writeln!(

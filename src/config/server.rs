@@ -201,3 +201,85 @@ impl RawServer {
         Ok(limits)
     }
 }
+
+/// The `[http_server]` table as written: limits of the HTTP authorization listener
+/// (`http_listen`; all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpServer {
+    /// Connections open at once.
+    pub max_connections: Option<u64>,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: Option<u64>,
+    /// Time a request head has to arrive whole, from its first byte (from the connection's
+    /// opening for the first request).
+    pub header_timeout_seconds: Option<u64>,
+    /// Time a kept-alive connection may wait for its next request.
+    pub idle_timeout_seconds: Option<u64>,
+}
+
+/// Limits of the HTTP authorization listener, compiled from `[http_server]`. The README's
+/// Limits table lists them with their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpServerLimits {
+    /// Connections open at once; beyond it, a new connection is closed at once.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) read, in bytes; a larger one is
+    /// answered 431 and the connection closed.
+    pub max_header_bytes: usize,
+    /// A request head not complete this long after its first byte (after the connection
+    /// opened, for the first request) closes the connection.
+    pub header_timeout: Duration,
+    /// A kept-alive connection with no request for this long after its last answer is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for HttpServerLimits {
+    fn default() -> Self {
+        RawHttpServer::default()
+            .compile()
+            .unwrap_or_else(|_| unreachable!("the defaults are valid"))
+    }
+}
+
+impl RawHttpServer {
+    /// The limits, each checked against its range; an error names `http_server.KEY` and the
+    /// value.
+    pub(super) fn compile(self) -> Result<HttpServerLimits, ConfigError> {
+        let number = |key: &str, value: Option<u64>, default: u64, range: (u64, u64)| {
+            let v = value.unwrap_or(default);
+            if v < range.0 || v > range.1 {
+                return Err(invalid(
+                    format!("http_server.{key}"),
+                    v,
+                    format!("must be between {} and {}", range.0, range.1),
+                ));
+            }
+            Ok(v)
+        };
+        Ok(HttpServerLimits {
+            max_connections: number("max_connections", self.max_connections, 1024, (1, 65_536))?
+                as usize,
+            // nginx and Envoy send the client's headers on (Envoy's own limit is 60 KiB by
+            // default), plus a few of their own: 64 KiB fits them, and a flood does not.
+            max_header_bytes: number(
+                "max_header_bytes",
+                self.max_header_bytes,
+                64 * 1024,
+                (1024, 1024 * 1024),
+            )? as usize,
+            header_timeout: Duration::from_secs(number(
+                "header_timeout_seconds",
+                self.header_timeout_seconds,
+                10,
+                (1, 300),
+            )?),
+            idle_timeout: Duration::from_secs(number(
+                "idle_timeout_seconds",
+                self.idle_timeout_seconds,
+                300,
+                (1, 86_400),
+            )?),
+        })
+    }
+}

@@ -47,6 +47,35 @@ fn defaults() {
     assert_eq!(c.server.handshake_timeout, Duration::from_secs(10));
     assert_eq!(c.server.idle_timeout, Duration::from_secs(300));
     assert_eq!(c.server.check_timeout, Duration::from_millis(400));
+    assert_eq!(
+        c.http_listen, None,
+        "the HTTP listener is off unless asked for"
+    );
+    assert_eq!(c.http_server, HttpServerLimits::default());
+    assert_eq!(c.http_server.max_connections, 1024);
+    assert_eq!(c.http_server.max_header_bytes, 64 * 1024);
+    assert_eq!(c.http_server.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.http_server.idle_timeout, Duration::from_secs(300));
+}
+
+#[test]
+fn the_http_listener_and_its_limits_compile() {
+    let c = compile(
+        "http_listen = \"127.0.0.1:9193\"\n[http_server]\nmax_connections = 8\n\
+         max_header_bytes = 1024\nheader_timeout_seconds = 2\nidle_timeout_seconds = 30",
+    )
+    .expect("compiles");
+    assert_eq!(
+        c.http_listen(),
+        Some("127.0.0.1:9193".parse().expect("addr"))
+    );
+    let l = c.http_server();
+    assert_eq!(l.max_connections, 8);
+    assert_eq!(l.max_header_bytes, 1024);
+    assert_eq!(l.header_timeout, Duration::from_secs(2));
+    assert_eq!(l.idle_timeout, Duration::from_secs(30));
+    // Port 0 (the OS picks one) never clashes.
+    compile("listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"").expect("port 0 twice");
 }
 
 #[test]
@@ -82,6 +111,41 @@ fn errors_name_the_key() {
         ("leeway_seconds = 601", "leeway_seconds"),
         ("listen = \"nope\"", "listen"),
         ("metrics_listen = \"nope\"", "metrics_listen"),
+        ("http_listen = \"nope\"", "http_listen"),
+        ("http_listen = \"unix:/run/s.sock\"", "http_listen"),
+        (
+            "listen = \"127.0.0.1:9193\"\nhttp_listen = \"127.0.0.1:9193\"",
+            "http_listen",
+        ),
+        (
+            "metrics_listen = \"127.0.0.1:9193\"\nhttp_listen = \"127.0.0.1:9193\"",
+            "http_listen",
+        ),
+        (
+            "health_listen = \"127.0.0.1:9193\"\nhttp_listen = \"127.0.0.1:9193\"",
+            "http_listen",
+        ),
+        (
+            "[http_server]\nmax_connections = 0",
+            "http_server.max_connections",
+        ),
+        (
+            "[http_server]\nmax_header_bytes = 1023",
+            "http_server.max_header_bytes",
+        ),
+        (
+            "[http_server]\nmax_header_bytes = 1048577",
+            "http_server.max_header_bytes",
+        ),
+        (
+            "[http_server]\nheader_timeout_seconds = 0",
+            "http_server.header_timeout_seconds",
+        ),
+        (
+            "[http_server]\nidle_timeout_seconds = 86401",
+            "http_server.idle_timeout_seconds",
+        ),
+        ("[http_server]\nbogus = 1", "bogus"),
         ("listen = \"unix:\"", "listen"),
         (
             "listen = \"unix:/run/s.sock\"\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"",
@@ -378,6 +442,7 @@ fn the_readme_reference_lists_every_key_with_its_compiled_default() {
     for (table, probe) in [
         ("", "bogus_key = 1"),
         ("server.", "[server]\nbogus_key = 1"),
+        ("http_server.", "[http_server]\nbogus_key = 1"),
         ("rules[].", "[[rules]]\npath = \"/a\"\nbogus_key = 1"),
     ] {
         let error = RawConfig::from_toml(&format!("{BASE}{probe}"), "<test>")
@@ -421,6 +486,7 @@ fn the_readme_reference_lists_every_key_with_its_compiled_default() {
         "jwks_* settings"
     );
     assert_eq!(shown.server, defaults.server, "[server]");
+    assert_eq!(shown.http_server, defaults.http_server, "[http_server]");
     assert_eq!(shown.realm, defaults.realm, "realm");
     assert_eq!(shown.decision_log, defaults.decision_log, "decision_log");
     assert_eq!(
@@ -469,6 +535,7 @@ fn environment_overrides_the_file() {
         "SCOPEGATE_AUDIENCE" => Some("a, b".into()),
         "SCOPEGATE_JWKS_URI" => Some("http://127.0.0.1:1/keys".into()),
         "SCOPEGATE_LISTEN" => Some("127.0.0.1:0".into()),
+        "SCOPEGATE_HTTP_LISTEN" => Some("127.0.0.1:9193".into()),
         _ => None,
     });
     let c = raw.compile().expect("compiles");
@@ -476,4 +543,5 @@ fn environment_overrides_the_file() {
     assert_eq!(c.issuers[0].expectations.audiences, ["a", "b"]);
     assert_eq!(c.issuers[0].jwks.uri.as_str(), "http://127.0.0.1:1/keys");
     assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+    assert_eq!(c.http_listen, Some("127.0.0.1:9193".parse().expect("addr")));
 }

@@ -17,6 +17,7 @@
 //! | ambiguous request path, or a method override or form POST that could run another rule's handler | 400 | `invalid_request` |
 //! | no key set loaded yet | 503 | `temporarily_unavailable` |
 //! | the Check ran past `check_timeout_ms` | 503 | `temporarily_unavailable` |
+//! | a request the transport could not read ([`refuse_unreadable`]) | 400 | `invalid_request` |
 
 mod decision_log;
 mod generation;
@@ -31,7 +32,9 @@ pub use request::Request;
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::VerifiedClaims;
 use crate::config::{Config, CorsPreflight};
-use crate::policy::{AuthError, AuthOutcome, Authentication, Decision, Denial, Resolved, Rule};
+use crate::policy::{
+    AuthError, AuthOutcome, Authentication, Decision, Denial, PathError, Resolved, Rule,
+};
 use crate::telemetry::metrics::{self, Metrics, Reason, Transport};
 
 /// Header carrying the token's `sub` to the upstream.
@@ -230,6 +233,54 @@ pub async fn check<'g>(
     decided
 }
 
+/// A request the transport could not read into a full [`Request`] view (an HTTP front door's
+/// forwarded method or URI missing, repeated, not UTF-8, or not a path): refused 400
+/// `invalid_request` (`why` is the message) before any rule is looked at, and counted and
+/// logged by [`record`] like every other denial. `view` holds what the transport did read (the
+/// request it was sent), for the decision log.
+pub fn refuse_unreadable<'g>(
+    generation: &'g Generation,
+    view: &Request<'_>,
+    why: &'static str,
+    transport: Transport,
+    metrics: &Metrics,
+    started: Instant,
+) -> Decided<'g> {
+    let config = generation.config();
+    let denial = Denial::Unreadable(why);
+    let verdict = Verdict::Deny(deny(&denial, config.realm()));
+    let (decision, status, reason) = outcome_of(&Decision::Deny(denial.clone()), false);
+    let decided = Decided {
+        verdict,
+        labels: Labels {
+            decision,
+            status,
+            reason,
+            rule: &NO_RULE,
+            issuer: None,
+        },
+        decision: Decision::Deny(denial),
+        // No path was read, so none was resolved and no rule (shadow or not) matched.
+        resolved: Resolved {
+            path: Err(PathError::NotAbsolute),
+            route: Err(PathError::NotAbsolute),
+            shadows: Vec::new(),
+        },
+        preflight: false,
+        shadows: Vec::new(),
+        denied_identity: None,
+    };
+    record(
+        config,
+        view,
+        &decided,
+        transport,
+        metrics,
+        started.elapsed(),
+    );
+    decided
+}
+
 /// Counts the answer (and what each shadow rule would have decided) in `metrics` and writes
 /// the decision log lines `config.decision_log` asks for: the one step after the decision, the
 /// same for every transport.
@@ -332,6 +383,7 @@ pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
         Denial::RouteDenied => (403, Reason::route_denied, "insufficient_scope"),
         Denial::BadPath(_) => (400, Reason::bad_path, "invalid_request"),
         Denial::TimedOut => (503, Reason::timed_out, "temporarily_unavailable"),
+        Denial::Unreadable(_) => (400, Reason::invalid_request, "invalid_request"),
     }
 }
 
@@ -379,7 +431,7 @@ fn deny(denial: &Denial, realm: &str) -> Denied {
         Denial::Unauthenticated(AuthError::KeysUnavailable)
         | Denial::TimedOut
         | Denial::BadPath(_) => None,
-        Denial::Unauthenticated(_) | Denial::RouteDenied => {
+        Denial::Unauthenticated(_) | Denial::RouteDenied | Denial::Unreadable(_) => {
             Some(challenge(realm, error, &message, None))
         }
     };

@@ -280,7 +280,7 @@ fn incoming(
 /// One connection's place under the cap: its semaphore permit, counted in the gauge of open
 /// connections from when it is taken until it is dropped with the connection (or with a
 /// handshake that failed).
-struct Slot {
+pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     open: Option<Gauge>,
 }
@@ -312,55 +312,16 @@ async fn accept_loop(
     open: Option<Gauge>,
     tx: mpsc::Sender<Connection>,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let mut backoff: Option<Duration> = None;
-    let mut refused: u64 = 0;
-    let mut last_refusal_log: Option<Instant> = None;
+    let mut admission = Admission::new(limits.max_connections, open);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             // `serve` dropped the stream: the server is shutting down.
             () = tx.closed() => return,
         };
-        let (transport, remote) = match accepted {
-            Ok(accepted) => {
-                backoff = None;
-                accepted
-            }
-            Err(error) if out_of_resources(&error) => {
-                let delay = backoff.map_or(ACCEPT_BACKOFF.0, |d| (d * 2).min(ACCEPT_BACKOFF.1));
-                if backoff.is_none() {
-                    tracing::warn!(
-                        %error,
-                        "cannot accept connections (out of file descriptors or memory); \
-                         backing off until it clears"
-                    );
-                }
-                backoff = Some(delay);
-                tokio::time::sleep(delay).await;
-                continue;
-            }
-            // A connection that failed before it was accepted (reset, aborted): the next one.
-            Err(error) => {
-                tracing::debug!(%error, "accept failed");
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            refused += 1;
-            if last_refusal_log.is_none_or(|at| at.elapsed() >= CAPACITY_LOG_INTERVAL) {
-                tracing::warn!(
-                    max_connections = limits.max_connections,
-                    refused,
-                    "connection limit reached; closing new connections"
-                );
-                last_refusal_log = Some(Instant::now());
-                refused = 0;
-            }
-            drop(transport);
+        let Some(((transport, remote), permit)) = admission.admit(accepted).await else {
             continue;
         };
-        let permit = Slot::new(permit, open.clone());
         let (tx, limits) = (tx.clone(), limits.clone());
         let tls = tls.as_ref().map(|slot| slot.load_full());
         tokio::spawn(async move {
@@ -368,6 +329,80 @@ async fn accept_loop(
                 let _ = tx.send(connection).await;
             }
         });
+    }
+}
+
+/// What every accept loop does with the result of `accept`: backs off while the process is out
+/// of resources, and gives an accepted connection its place under the cap, or closes it at once
+/// (logging at most once per [`CAPACITY_LOG_INTERVAL`]) when there is none.
+pub(crate) struct Admission {
+    permits: Arc<Semaphore>,
+    max_connections: usize,
+    open: Option<Gauge>,
+    backoff: Option<Duration>,
+    refused: u64,
+    last_refusal_log: Option<Instant>,
+}
+
+impl Admission {
+    /// At most `max_connections` at once, counted in `open` when given.
+    pub(crate) fn new(max_connections: usize, open: Option<Gauge>) -> Admission {
+        Admission {
+            permits: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+            open,
+            backoff: None,
+            refused: 0,
+            last_refusal_log: None,
+        }
+    }
+
+    /// The accepted connection with its place under the cap, or `None` (after the backoff's
+    /// pause, when `accept` failed for lack of resources): accept the next one.
+    pub(crate) async fn admit<T>(&mut self, accepted: io::Result<T>) -> Option<(T, Slot)> {
+        let connection = match accepted {
+            Ok(connection) => {
+                self.backoff = None;
+                connection
+            }
+            Err(error) if out_of_resources(&error) => {
+                let delay = self
+                    .backoff
+                    .map_or(ACCEPT_BACKOFF.0, |d| (d * 2).min(ACCEPT_BACKOFF.1));
+                if self.backoff.is_none() {
+                    tracing::warn!(
+                        %error,
+                        "cannot accept connections (out of file descriptors or memory); \
+                         backing off until it clears"
+                    );
+                }
+                self.backoff = Some(delay);
+                tokio::time::sleep(delay).await;
+                return None;
+            }
+            // A connection that failed before it was accepted (reset, aborted): the next one.
+            Err(error) => {
+                tracing::debug!(%error, "accept failed");
+                return None;
+            }
+        };
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            self.refused += 1;
+            if self
+                .last_refusal_log
+                .is_none_or(|at| at.elapsed() >= CAPACITY_LOG_INTERVAL)
+            {
+                tracing::warn!(
+                    max_connections = self.max_connections,
+                    refused = self.refused,
+                    "connection limit reached; closing new connections"
+                );
+                self.last_refusal_log = Some(Instant::now());
+                self.refused = 0;
+            }
+            return None;
+        };
+        Some((connection, Slot::new(permit, self.open.clone())))
     }
 }
 

@@ -124,6 +124,11 @@ pub enum Denial {
     /// in-band so that Envoy never has to decide (or, failing open, allow) on a timeout.
     #[error("authorization check timed out")]
     TimedOut,
+    /// The transport could not read the request it was asked about (an HTTP front door's
+    /// forwarded method or URI missing, repeated, not UTF-8 or not a path): refused before any
+    /// rule is looked at. The policy never makes one; `decide::refuse_unreadable` does.
+    #[error("{0}")]
+    Unreadable(&'static str),
 }
 
 /// What a request may do.

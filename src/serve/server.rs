@@ -207,6 +207,10 @@ pub async fn serve_with(
         Some(addr) => Some(bind_tcp(addr).await?),
         None => None,
     };
+    let http_listener = match config.http_listen() {
+        Some(addr) => Some(bind_tcp(addr).await?),
+        None => None,
+    };
     // One key set per issuer, all waking the same health observer.
     let fetched = Arc::new(tokio::sync::Notify::new());
     let fetched_for_reload = Arc::clone(&fetched);
@@ -327,12 +331,23 @@ pub async fn serve_with(
         tokio::spawn(listener::serve(listener, limits, None, None, routes, stop))
     });
     let connections = metrics.connections();
+    let (closing_tx, closing_rx) = watch::channel(false);
+    // The HTTP authorization listener decides with the same live generation and metrics, and
+    // stops and drains with the gRPC listener (under the same drain deadline).
+    let http = super::http::serve_if(
+        http_listener,
+        config.http_server(),
+        Arc::clone(&live),
+        metrics.clone(),
+        stopped(closing_rx),
+    );
     let service = AuthorizationService::with_live(Arc::clone(&live), metrics);
     // Once shutdown starts, connections get GOAWAY and in-flight calls may finish; a client that
     // keeps its connection open anyway must not hold the process forever.
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
+        let _ = closing_tx.send(true);
         let _ = draining_tx.send(());
     };
     let routes = tonic::service::Routes::new(health_service)
@@ -369,7 +384,7 @@ pub async fn serve_with(
         }
     };
     tokio::select! {
-        () = server => {}
+        _ = async { tokio::join!(server, http) } => {}
         () = drain_deadline => {
             tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after the drain timeout; closing");
         }
@@ -744,6 +759,11 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
     }
     if old.health_listen() != new.health_listen() {
         tracing::warn!(old = ?old.health_listen(), new = ?new.health_listen(), "`health_listen` changed: it takes effect only after a restart");
+    }
+    if old.http_listen() != new.http_listen() || old.http_server() != new.http_server() {
+        tracing::warn!(
+            "`http_listen` or `[http_server]` changed: it takes effect only after a restart"
+        );
     }
     if old.reload_on_change() != new.reload_on_change() {
         tracing::warn!("`reload_on_change` changed: it takes effect only after a restart");

@@ -100,6 +100,15 @@ impl Binary {
             .expect("connect")
     }
 
+    /// The address the HTTP authorization listener (`http_listen`) reports in its start-up
+    /// line, `IP:PORT`.
+    pub async fn http_addr(&self) -> String {
+        let line = self
+            .wait_for_log("http authorization serving", Duration::from_secs(20))
+            .await;
+        listen_address(&line).expect("listen address in the http listener's line")
+    }
+
     /// The address the metrics listener reports in its start-up line.
     pub async fn metrics_addr(&self) -> String {
         let line = self

@@ -15,6 +15,7 @@ mod dockerfile;
 mod explain;
 mod grpc_surface;
 mod hostile_tokens;
+mod http_authz;
 mod isolation;
 mod issuers;
 mod jwks_lifecycle;
