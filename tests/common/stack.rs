@@ -47,7 +47,7 @@ pub fn envoy_binary() -> PathBuf {
 
 /// A fresh directory for one stack's configuration, keys and logs; removed when the stack is
 /// dropped, unless a test failed (then the path is printed and the logs stay).
-fn scratch_dir() -> tempfile::TempDir {
+pub fn scratch_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("scopegate-e2e-")
         .tempdir()
@@ -66,12 +66,12 @@ enum Hop {
 }
 
 /// Where `demo/scopegate.toml` expects the development issuers.
-const DEMO_RS256_ISSUER: &str = "http://127.0.0.1:8081/";
-const DEMO_RS256_JWKS: &str = "http://127.0.0.1:8081/.well-known/jwks.json";
-const DEMO_EDDSA_ISSUER: &str = "http://127.0.0.1:8082/";
+pub const DEMO_RS256_ISSUER: &str = "http://127.0.0.1:8081/";
+pub const DEMO_RS256_JWKS: &str = "http://127.0.0.1:8081/.well-known/jwks.json";
+pub const DEMO_EDDSA_ISSUER: &str = "http://127.0.0.1:8082/";
 
 /// A development issuer serving on loopback, and a copy of it for minting.
-async fn dev_issuer(dir: &Path, alg: DevAlgorithm) -> (DevIssuer, String) {
+pub async fn dev_issuer(dir: &Path, alg: DevAlgorithm) -> (DevIssuer, String) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind issuer");
     let url = format!("http://{}/", listener.local_addr().expect("addr"));
     let key_file = dir.join(format!("{}-key.der", alg.name()));
@@ -87,7 +87,7 @@ const FULL: &str = "# whole configuration\n";
 /// Replaces `from` with `to`, insisting that `from` occurs exactly `count` times, so that a
 /// change to envoy/envoy.yaml or demo/scopegate.toml that the tests would silently stop
 /// exercising fails loudly.
-fn substitute(text: &str, from: &str, to: &str, count: usize) -> String {
+pub fn substitute(text: &str, from: &str, to: &str, count: usize) -> String {
     let found = text.matches(from).count();
     assert_eq!(
         found, count,
@@ -563,7 +563,7 @@ impl Drop for Stack {
 
 /// Envoy's admin URL and its HTTP listener's URL, once it has bound both: the admin address from
 /// the file `--admin-address-path` names, the listener's from the admin's `/listeners`.
-async fn envoy_addresses(
+pub async fn envoy_addresses(
     http: &reqwest::Client,
     admin_address_path: &Path,
     envoy_log: &Path,
@@ -614,7 +614,7 @@ async fn envoy_addresses(
 
 /// `demo/scopegate.toml` with its RS256 issuer at `issuer` (keys at `jwks_uri`); the EdDSA
 /// issuer is substituted at launch.
-fn demo_config(issuer: &str, jwks_uri: &str) -> String {
+pub fn demo_config(issuer: &str, jwks_uri: &str) -> String {
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/scopegate.toml"))
             .expect("read demo/scopegate.toml");

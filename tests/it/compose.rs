@@ -335,7 +335,8 @@ fn envoy_configs_are_valid_for_the_pinned_envoy() {
         "{version}"
     );
     // envoy.yaml is what users run; envoy-tls.yaml the same over mTLS (validated with a
-    // throw-away certificate set where it expects one); jwt_authn.yaml is the comparison
+    // throw-away certificate set where it expects one); envoy-http.yaml the same through the
+    // HTTP authorization listener; jwt_authn.yaml is the comparison
     // scripts/load measures.
     let certs = tempfile::tempdir().expect("dir");
     scopegate::dev::certs::generate(certs.path(), &["scopegate".to_string()]).expect("certs");
@@ -351,6 +352,7 @@ fn envoy_configs_are_valid_for_the_pinned_envoy() {
     for config in [
         format!("{ROOT}/envoy/envoy.yaml"),
         format!("{ROOT}/envoy/envoy-uds.yaml"),
+        format!("{ROOT}/envoy/envoy-http.yaml"),
         tls_yaml.display().to_string(),
         format!("{ROOT}/envoy/jwt_authn.yaml"),
     ] {
