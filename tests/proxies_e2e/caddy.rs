@@ -122,6 +122,27 @@ async fn caddy_passes_scopegates_503_with_body_and_retry_after() {
 async fn spoofed_identity_headers_never_reach_the_upstream_through_caddy() {
     let stack = ProxyStack::start(&Caddy, Keys::Served).await;
     forward_auth::assert_spoofed_identity_never_reaches_the_upstream(&stack).await;
+    // Caddy cannot refuse them as Envoy and Traefik do: the shipped file deletes them.
+    let good = format!("Bearer {}", stack.token("read:messages"));
+    for alias in [
+        "x_auth_subject",
+        "x.auth.subject",
+        "X-Auth_Subject",
+        "x_auth-scopes",
+    ] {
+        let answer = stack
+            .get(
+                "/restricted_resource",
+                &[("authorization", &good), (alias, "spoofed-admin")],
+            )
+            .await;
+        let (subject, _, all) = answer.upstream_saw();
+        assert_eq!(subject.as_deref(), Some("e2e-user"), "{alias}: {answer:?}");
+        assert!(
+            !all.to_string().contains("spoofed-admin"),
+            "{alias} reached the upstream: {answer:?}"
+        );
+    }
 }
 
 /// A client's own X-Forwarded-Method, -Uri, -Host and -Proto cannot change what scopegate
