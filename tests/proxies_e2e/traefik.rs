@@ -17,7 +17,17 @@ const SHIPPED_DYNAMIC: &str = "proxies/traefik/dynamic.yml";
 
 /// Traefik running the shipped static and dynamic files, their addresses substituted, from the
 /// directory holding them (the static file names the dynamic one relative to it).
-pub struct Traefik;
+pub struct Traefik {
+    /// Whether the entry point also trusts the `X-Forwarded-*` headers its (loopback) clients
+    /// send, as one behind a load balancer is configured to: then only the middleware's
+    /// `trustForwardHeader: false` keeps a client from describing the request scopegate decides.
+    pub behind_a_balancer: bool,
+}
+
+/// The shipped files as they stand.
+const SHIPPED_TRAEFIK: Traefik = Traefik {
+    behind_a_balancer: false,
+};
 
 impl ProxyKind for Traefik {
     fn name(&self) -> &'static str {
@@ -33,10 +43,14 @@ impl ProxyKind for Traefik {
     }
 
     fn files(&self, _dir: &Path, to: &Targets) -> Vec<(String, String)> {
+        let mut listen = format!("address: \"127.0.0.1:{}\"", to.listen_port);
+        if self.behind_a_balancer {
+            listen.push_str("\n    forwardedHeaders:\n      trustedIPs: [\"127.0.0.1/32\"]");
+        }
         let static_config = substitute(
             &read(SHIPPED_STATIC),
             &format!("address: \":{SHIPPED_LISTEN_PORT}\""),
-            &format!("address: \"127.0.0.1:{}\"", to.listen_port),
+            &listen,
             1,
         );
         let dynamic = substitute(
@@ -58,7 +72,10 @@ impl ProxyKind for Traefik {
     }
 
     fn args(&self, dir: &Path) -> Vec<String> {
-        vec![format!("--configFile={}", dir.join("traefik.yml").display())]
+        vec![format!(
+            "--configFile={}",
+            dir.join("traefik.yml").display()
+        )]
     }
 }
 
@@ -73,7 +90,7 @@ fn read(path: &str) -> String {
 /// the upstream see the same cleaned path; it refuses encoded delimiters itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traefik_passes_scopegates_decisions_with_status_body_and_challenge() {
-    let stack = ProxyStack::start(&Traefik, Keys::Served).await;
+    let stack = ProxyStack::start(&SHIPPED_TRAEFIK, Keys::Served).await;
     forward_auth::assert_decisions_reach_the_client(&stack).await;
     let good = format!("Bearer {}", stack.token("read:messages"));
     let weak = format!("Bearer {}", stack.token("openid"));
@@ -92,7 +109,7 @@ async fn traefik_passes_scopegates_decisions_with_status_body_and_challenge() {
 /// Retry-After.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traefik_passes_scopegates_503_with_body_and_retry_after() {
-    let stack = ProxyStack::start(&Traefik, Keys::Unreachable).await;
+    let stack = ProxyStack::start(&SHIPPED_TRAEFIK, Keys::Unreachable).await;
     forward_auth::assert_503_reaches_the_client(&stack).await;
 }
 
@@ -101,7 +118,7 @@ async fn traefik_passes_scopegates_503_with_body_and_retry_after() {
 /// public. A spelling a CGI-style upstream reads as one of them is refused with 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_identity_headers_never_reach_the_upstream_through_traefik() {
-    let stack = ProxyStack::start(&Traefik, Keys::Served).await;
+    let stack = ProxyStack::start(&SHIPPED_TRAEFIK, Keys::Served).await;
     forward_auth::assert_spoofed_identity_never_reaches_the_upstream(&stack).await;
     let good = format!("Bearer {}", stack.token("read:messages"));
     for alias in ["x_auth_subject", "x.auth.subject", "X-Auth_Subject"] {
@@ -112,7 +129,10 @@ async fn spoofed_identity_headers_never_reach_the_upstream_through_traefik() {
             )
             .await;
         assert_eq!(answer.status, 400, "{alias}: {answer:?}");
-        assert!(!answer.body.contains("spoofed-admin"), "{alias}: {answer:?}");
+        assert!(
+            !answer.body.contains("spoofed-admin"),
+            "{alias}: {answer:?}"
+        );
     }
 }
 
@@ -120,6 +140,19 @@ async fn spoofed_identity_headers_never_reach_the_upstream_through_traefik() {
 /// decides through Traefik.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cannot_choose_the_request_traefik_asks_scopegate_about() {
-    let stack = ProxyStack::start(&Traefik, Keys::Served).await;
+    let stack = ProxyStack::start(&SHIPPED_TRAEFIK, Keys::Served).await;
+    forward_auth::assert_a_client_cannot_choose_the_request_decided(&stack).await;
+}
+
+/// Behind a load balancer, Traefik's entry point is told to trust the X-Forwarded-* headers it
+/// receives; the middleware's `trustForwardHeader: false` still describes the original request
+/// to scopegate from the request itself, so a client's X-Forwarded-Uri and -Method decide
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_forward_header_false_holds_behind_a_balancer_that_traefik_trusts() {
+    let behind = Traefik {
+        behind_a_balancer: true,
+    };
+    let stack = ProxyStack::start(&behind, Keys::Served).await;
     forward_auth::assert_a_client_cannot_choose_the_request_decided(&stack).await;
 }
