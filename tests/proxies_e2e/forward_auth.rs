@@ -108,6 +108,17 @@ pub async fn assert_503_reaches_the_client(stack: &ProxyStack) {
     assert_eq!(stack.get("/public", &[]).await.status, 200);
 }
 
+/// A request carrying [`SPOOFED`], and the identity the upstream must see instead.
+struct SpoofCase<'a> {
+    case: &'a str,
+    path: &'a str,
+    authorization: Option<&'a str>,
+    /// `x-auth-subject` as the upstream must see it; `None`: absent.
+    subject: Option<&'a str>,
+    /// `x-auth-scopes` as the upstream must see it; `None`: absent.
+    scopes: Option<&'a str>,
+}
+
 /// The client's identity headers never reach the upstream: with a token holding the claims
 /// they arrive as scopegate set them (overwritten), with a token lacking them, or on the public
 /// route, not at all (removed).
@@ -120,24 +131,37 @@ pub async fn assert_spoofed_identity_never_reaches_the_upstream(stack: &ProxySta
             serde_json::Map::from_iter([("sub".into(), Value::Null)])
         )
     );
-    let cases: [(&str, &str, Option<&str>, Option<&str>, Option<&str>); 3] = [
-        (
-            "a token with the claims",
-            "/restricted_resource",
-            Some(&with_claims),
-            Some("e2e-user"),
-            Some("read:messages"),
-        ),
-        (
-            "a token without sub or scope",
-            "/anything",
-            Some(&without_claims),
-            None,
-            None,
-        ),
-        ("the public route, no token", "/public", None, None, None),
+    let cases = [
+        SpoofCase {
+            case: "a token with the claims",
+            path: "/restricted_resource",
+            authorization: Some(&with_claims),
+            subject: Some("e2e-user"),
+            scopes: Some("read:messages"),
+        },
+        SpoofCase {
+            case: "a token without sub or scope",
+            path: "/anything",
+            authorization: Some(&without_claims),
+            subject: None,
+            scopes: None,
+        },
+        SpoofCase {
+            case: "the public route, no token",
+            path: "/public",
+            authorization: None,
+            subject: None,
+            scopes: None,
+        },
     ];
-    for (case, path, authorization, subject, scopes) in cases {
+    for SpoofCase {
+        case,
+        path,
+        authorization,
+        subject,
+        scopes,
+    } in cases
+    {
         let mut headers = SPOOFED.to_vec();
         if let Some(authorization) = authorization {
             headers.push(("authorization", authorization));
