@@ -12,6 +12,9 @@ fn sources(module: &str) -> Vec<String> {
     let candidates = [
         format!("tests/it/{module}.rs"),
         format!("tests/{module}.rs"),
+        // A module of a test target in a directory: `proxies_e2e::nginx::x` in
+        // `tests/proxies_e2e/nginx.rs`.
+        format!("tests/{}.rs", module.replace("::", "/")),
         format!("src/{module}.rs"),
         format!("src/{module}/mod.rs"),
         format!("src/{}.rs", module.replace("::", "/")),
@@ -40,7 +43,7 @@ fn every_test_the_readme_cites_exists() {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_…*".contains(c))
             && module
                 .chars()
-                .all(|c| c.is_ascii_lowercase() || c == '_' || c == ':');
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == ':');
         if !looks_like_test {
             continue;
         }

@@ -4,7 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::common::stack::{envoy_addresses, envoy_binary, substitute};
-use crate::harness::{Keys, ProxyKind, ProxyStack, Targets};
+use crate::harness::{
+    Keys, ProxyKind, ProxyStack, Targets, assert_decisions_reach_the_client,
+    assert_keeps_connections_to_scopegate_alive,
+    assert_spoofed_identity_never_reaches_the_upstream,
+};
 
 /// The shipped configuration.
 const SHIPPED: &str = "envoy/envoy-http.yaml";
@@ -70,9 +74,74 @@ impl ProxyKind for EnvoyHttp {
     }
 }
 
+/// 401, 403 and 400 reach the client through Envoy's `http_service` with scopegate's status,
+/// JSON body and challenge; an allow reaches the upstream with the identity; a request body
+/// never goes to scopegate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envoy_http_smoke() {
+async fn envoy_http_service_passes_scopegates_decisions() {
     let stack = ProxyStack::start(&EnvoyHttp, Keys::Served).await;
-    let answer = stack.get("/restricted_resource", &[]).await;
-    assert_eq!(answer.status, 401, "{answer:?}");
+    assert_decisions_reach_the_client(&stack).await;
+}
+
+/// Without keys scopegate answers 503, which Envoy treats as an error of the authorization
+/// server: the client gets Envoy's own `status_on_error`, 503, without scopegate's body or
+/// Retry-After (what README says of this path); never an allow. A request without a token is
+/// still 401 and the public route still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_http_service_answers_scopegates_503_with_its_status_on_error() {
+    let stack = ProxyStack::start(&EnvoyHttp, Keys::Unreachable).await;
+    let good = format!("Bearer {}", stack.token("read:messages"));
+    let answer = stack
+        .get("/restricted_resource", &[("authorization", &good)])
+        .await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(
+        !answer.body.contains("temporarily_unavailable"),
+        "Envoy's own answer, not scopegate's body: {answer:?}"
+    );
+    assert_eq!(answer.header("retry-after"), None, "{answer:?}");
+    stack
+        .get("/restricted_resource", &[])
+        .await
+        .assert_denial(401, "unauthorized", Some("realm="));
+    assert_eq!(stack.get("/public", &[]).await.status, 200);
+}
+
+/// With scopegate gone, Envoy refuses every request with its `status_on_error`, 503
+/// (`failure_mode_allow: false`), never lets one through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_http_service_fails_closed_with_503_when_scopegate_is_unreachable() {
+    let mut stack = ProxyStack::start(&EnvoyHttp, Keys::Served).await;
+    let good = format!("Bearer {}", stack.token("read:messages"));
+    stack.stop_scopegate().await;
+    for (path, headers) in [
+        (
+            "/restricted_resource",
+            vec![("authorization", good.as_str())],
+        ),
+        ("/public", vec![]),
+    ] {
+        let answer = stack.get(path, &headers).await;
+        assert_eq!(answer.status, 503, "{path}: {answer:?}");
+    }
+}
+
+/// Identity headers a client sends never reach the upstream through Envoy's `http_service`:
+/// `allowed_upstream_headers` overwrites them with scopegate's, and
+/// `x-envoy-auth-headers-to-remove` removes those the token has no claim for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_identity_headers_never_reach_the_upstream_through_envoy_http_service() {
+    let stack = ProxyStack::start(&EnvoyHttp, Keys::Served).await;
+    assert_spoofed_identity_never_reaches_the_upstream(&stack).await;
+}
+
+/// Envoy pools its HTTP/1.1 connections to scopegate's listener and reuses them, not one per
+/// authorization request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_http_service_keeps_its_connections_to_scopegate_alive() {
+    let stack = ProxyStack::start(&EnvoyHttp, Keys::Served).await;
+    // A pool per worker thread, one worker per CPU: the machines that run this have two, and
+    // more would only raise the count by the same few.
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    assert_keeps_connections_to_scopegate_alive(&stack, workers).await;
 }

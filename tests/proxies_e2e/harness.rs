@@ -623,6 +623,39 @@ impl ProxyStack {
         }
     }
 
+    /// Stops scopegate (SIGTERM, and waits for it): the proxy stays, with nothing to ask.
+    pub async fn stop_scopegate(&mut self) {
+        self.backend.gate.terminate().await;
+    }
+
+    /// How many TCP connections to scopegate's HTTP listener the machine knows of, open or
+    /// just closed (TIME_WAIT): each one counted once, by its client-side port, from
+    /// `/proc/net/tcp`.
+    pub fn connections_to_scopegate(&self) -> usize {
+        let gate = port_of(&self.backend.gate_http);
+        let mut clients = std::collections::HashSet::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let port = |i: usize| {
+                    fields
+                        .get(i)
+                        .and_then(|a| a.rsplit(':').next())
+                        .and_then(|p| u16::from_str_radix(p, 16).ok())
+                };
+                match (port(1), port(2)) {
+                    (Some(local), Some(remote)) if remote == gate => clients.insert(local),
+                    (Some(local), Some(remote)) if local == gate && remote != 0 => {
+                        clients.insert(remote)
+                    }
+                    _ => false,
+                };
+            }
+        }
+        clients.len()
+    }
+
     /// scopegate's log so far.
     pub fn gate_log(&self) -> String {
         self.backend.gate.log_text()
@@ -663,4 +696,202 @@ impl Drop for ProxyStack {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The headers a client sends to claim an identity of its own choosing.
+pub const SPOOFED: [(&str, &str); 2] = [
+    ("x-auth-subject", "mallory"),
+    ("x-auth-scopes", "admin:everything"),
+];
+
+/// What every proxy passes on, whatever its configuration language: 401 without a token, with
+/// the challenge; 403 for a missing scope, with the JSON body and the `insufficient_scope`
+/// challenge; 400 for a refused reading of the path (an encoded dot) or of the method (a method
+/// override or a form POST that could run another rule's handler) and for malformed
+/// credentials; 200 with the identity headers at the upstream; and a request body that never
+/// reaches scopegate (the POST is allowed, not refused as an oversized authorization request).
+pub async fn assert_decisions_reach_the_client(stack: &ProxyStack) {
+    let weak = format!("Bearer {}", stack.token("openid"));
+    let good = format!("Bearer {}", stack.token("read:messages"));
+
+    let answer = stack.get("/restricted_resource", &[]).await;
+    answer.assert_denial(401, "unauthorized", Some("realm="));
+    assert!(
+        !answer
+            .header("www-authenticate")
+            .unwrap_or_default()
+            .contains("error="),
+        "no error code without credentials (RFC 6750 §3.1): {answer:?}"
+    );
+
+    let answer = stack
+        .get("/restricted_resource", &[("authorization", &weak)])
+        .await;
+    answer.assert_denial(
+        403,
+        "insufficient_scope",
+        Some("error=\"insufficient_scope\""),
+    );
+    assert!(
+        answer
+            .header("www-authenticate")
+            .unwrap_or_default()
+            .contains("read:messages"),
+        "the challenge names the scope wanted: {answer:?}"
+    );
+
+    // A refused reading: `/restricted_resource.` could be served as /restricted_resource.
+    let answer = stack
+        .get("/restricted_resource%2e", &[("authorization", &good)])
+        .await;
+    answer.assert_denial(400, "invalid_request", None);
+
+    // Refused readings of the method: a POST (any token will do) naming GET (which needs
+    // read:messages) in each override header, and a form POST, whose body could name one. The
+    // proxy must pass those headers for scopegate to see them.
+    for (name, value) in [
+        ("x-http-method-override", "GET"),
+        ("x-http-method", "GET"),
+        ("x-method-override", "GET"),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ] {
+        let answer = stack
+            .send(
+                reqwest::Method::POST,
+                "/restricted_resource",
+                &[("authorization", &weak), (name, value)],
+                "a=b",
+            )
+            .await;
+        answer.assert_denial(400, "invalid_request", None);
+    }
+
+    // The absolute form of a request target (what clients send to a forward proxy): decided on
+    // its path like any other, never passed unchecked.
+    for authorization in ["", &weak] {
+        let mut request = "GET http://api.test/restricted_resource HTTP/1.1\r\nHost: api.test\r\n\
+                           Connection: close\r\n"
+            .to_string();
+        if !authorization.is_empty() {
+            request.push_str(&format!("Authorization: {authorization}\r\n"));
+        }
+        request.push_str("\r\n");
+        let answer = stack.raw(&request).await;
+        let (status, error) = if authorization.is_empty() {
+            (401, "unauthorized")
+        } else {
+            (403, "insufficient_scope")
+        };
+        answer.assert_denial(status, error, Some("realm="));
+    }
+
+    let answer = stack
+        .get("/restricted_resource", &[("authorization", "Bearer a b")])
+        .await;
+    answer.assert_denial(400, "invalid_request", Some("error=\"invalid_request\""));
+
+    let answer = stack
+        .get("/restricted_resource", &[("authorization", &good)])
+        .await;
+    let (subject, scopes, _) = answer.upstream_saw();
+    assert_eq!(
+        (subject.as_deref(), scopes.as_deref()),
+        (Some("e2e-user"), Some("read:messages")),
+        "{answer:?}"
+    );
+
+    // A body four times what scopegate would take on an authorization request (413): the
+    // proxy passes it to the upstream, never to scopegate. (Small enough for the demo upstream,
+    // which answers without reading it, to take whole into its socket's buffer.)
+    let body = "x".repeat(4 * scopegate::serve::http::MAX_BODY_BYTES);
+    let answer = stack
+        .send(
+            reqwest::Method::POST,
+            "/anything",
+            &[
+                ("authorization", &good),
+                ("content-type", "application/json"),
+            ],
+            &body,
+        )
+        .await;
+    let (subject, _, _) = answer.upstream_saw();
+    assert_eq!(subject.as_deref(), Some("e2e-user"), "{answer:?}");
+}
+
+/// A client's own identity headers never reach the upstream: overwritten by a token that has
+/// the claims, removed for a token that lacks them (no `sub`, no `scope`) and on the public
+/// route without a token.
+pub async fn assert_spoofed_identity_never_reaches_the_upstream(stack: &ProxyStack) {
+    let with_claims = format!("Bearer {}", stack.token("read:messages"));
+    let without_claims = format!(
+        "Bearer {}",
+        stack.token_with(
+            "",
+            serde_json::Map::from_iter([("sub".into(), Value::Null)])
+        )
+    );
+    // (case, path, Authorization, the subject and scopes the upstream must see)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let cases: [Case; 3] = [
+        (
+            "a token with the claims",
+            "/restricted_resource",
+            Some(&with_claims),
+            Some("e2e-user"),
+            Some("read:messages"),
+        ),
+        (
+            "a token without sub or scope",
+            "/anything",
+            Some(&without_claims),
+            None,
+            None,
+        ),
+        ("the public route, no token", "/public", None, None, None),
+    ];
+    for (case, path, authorization, subject, scopes) in cases {
+        let mut headers = SPOOFED.to_vec();
+        if let Some(authorization) = authorization {
+            headers.push(("authorization", authorization));
+        }
+        let answer = stack.get(path, &headers).await;
+        let (seen_subject, seen_scopes, all) = answer.upstream_saw();
+        assert_eq!(
+            (seen_subject.as_deref(), seen_scopes.as_deref()),
+            (subject, scopes),
+            "{case}: {answer:?}"
+        );
+        for (_, spoofed) in SPOOFED {
+            assert!(
+                !all.to_string().contains(spoofed),
+                "{case}: a spoofed value reached the upstream: {answer:?}"
+            );
+        }
+    }
+}
+
+/// The proxy keeps its connections to scopegate open between authorization requests: twenty
+/// requests one after another use at most `most` connections (the proxy's worker threads),
+/// where a proxy opening one per request would leave twenty.
+pub async fn assert_keeps_connections_to_scopegate_alive(stack: &ProxyStack, most: usize) {
+    let good = format!("Bearer {}", stack.token("read:messages"));
+    for _ in 0..20 {
+        let answer = stack
+            .get("/restricted_resource", &[("authorization", &good)])
+            .await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    let connections = stack.connections_to_scopegate();
+    assert!(
+        (1..=most).contains(&connections),
+        "{connections} connections to scopegate for 20 requests and the start's, at most {most} \
+         expected"
+    );
 }

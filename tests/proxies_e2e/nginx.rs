@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::common::stack::substitute;
 use crate::harness::{
     Keys, ProxyKind, ProxyStack, SHIPPED_LISTEN_PORT, SHIPPED_SCOPEGATE, SHIPPED_UPSTREAM, Targets,
-    proxy_binary,
+    assert_decisions_reach_the_client, assert_keeps_connections_to_scopegate_alive,
+    assert_spoofed_identity_never_reaches_the_upstream, proxy_binary,
 };
 
 /// The shipped server configuration.
@@ -123,9 +124,122 @@ fn the_shipped_nginx_configuration_passes_nginx_t() {
     assert!(text.contains("test is successful"), "{text}");
 }
 
+/// 401, 403 and 400 reach the client through nginx with scopegate's real status, JSON body and
+/// challenge (nginx itself only takes 401 or 403 from the subrequest), and once only; the
+/// X-Scopegate-* carrier headers stay between scopegate and nginx; an allow reaches the upstream
+/// with the identity; a request body never goes to scopegate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nginx_smoke() {
+async fn nginx_passes_scopegates_decisions_with_real_status_body_and_challenge() {
     let stack = ProxyStack::start(&Nginx, Keys::Served).await;
-    let answer = stack.get("/restricted_resource", &[]).await;
-    assert_eq!(answer.status, 401, "{answer:?}");
+    assert_decisions_reach_the_client(&stack).await;
+    let weak = format!("Bearer {}", stack.token("openid"));
+    for (path, authorization) in [
+        ("/restricted_resource", None),
+        ("/restricted_resource", Some(weak.as_str())),
+        ("/restricted_resource%2e", Some(weak.as_str())),
+    ] {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|a| vec![("authorization", a)])
+            .unwrap_or_default();
+        let answer = stack.get(path, &headers).await;
+        for carrier in ["x-scopegate-status", "x-scopegate-body"] {
+            assert_eq!(answer.header(carrier), None, "{path}: {answer:?}");
+        }
+        // A file-like path does not turn the JSON denial into another type.
+        let answer = stack.get(&format!("{path}.html"), &headers).await;
+        assert!(
+            answer
+                .header("content-type")
+                .is_some_and(|t| t.starts_with("application/json")),
+            "{path}.html: {answer:?}"
+        );
+    }
+}
+
+/// Without keys, scopegate's 503 reaches the client as it is, JSON body and Retry-After
+/// included; a request without a token is still 401, and the public route still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_passes_scopegates_503_with_body_and_retry_after() {
+    let stack = ProxyStack::start(&Nginx, Keys::Unreachable).await;
+    let good = format!("Bearer {}", stack.token("read:messages"));
+    let answer = stack
+        .get("/restricted_resource", &[("authorization", &good)])
+        .await;
+    answer.assert_denial(503, "temporarily_unavailable", None);
+    assert_eq!(
+        answer.header("retry-after").as_deref(),
+        Some("5"),
+        "{answer:?}"
+    );
+    stack
+        .get("/restricted_resource", &[])
+        .await
+        .assert_denial(401, "unauthorized", Some("realm="));
+    assert_eq!(stack.get("/public", &[]).await.status, 200);
+}
+
+/// With scopegate gone, nginx refuses every request that needs a decision with 503 and a JSON
+/// body (the shipped configuration's answer to its own 500), never lets one through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_fails_closed_with_503_when_scopegate_is_unreachable() {
+    let mut stack = ProxyStack::start(&Nginx, Keys::Served).await;
+    let good = format!("Bearer {}", stack.token("read:messages"));
+    stack.stop_scopegate().await;
+    for (path, headers) in [
+        (
+            "/restricted_resource",
+            vec![("authorization", good.as_str())],
+        ),
+        ("/public", vec![]),
+    ] {
+        let answer = stack.get(path, &headers).await;
+        answer.assert_denial(503, "temporarily_unavailable", None);
+    }
+}
+
+/// Identity headers a client sends never reach the upstream through nginx: proxy_set_header
+/// replaces them with scopegate's, and an empty value (a claim the token lacks) sends none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_identity_headers_never_reach_the_upstream_through_nginx() {
+    let stack = ProxyStack::start(&Nginx, Keys::Served).await;
+    assert_spoofed_identity_never_reaches_the_upstream(&stack).await;
+}
+
+/// The original request reaches scopegate in X-Original-Method and X-Original-URI, which nginx
+/// sets itself: a client sending its own cannot change what is decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_choose_the_request_nginx_asks_scopegate_about() {
+    let stack = ProxyStack::start(&Nginx, Keys::Served).await;
+    let weak = format!("Bearer {}", stack.token("openid"));
+    let claims = [
+        ("x-original-uri", "/public"),
+        ("x-original-method", "OPTIONS"),
+        ("x-forwarded-uri", "/public"),
+        ("x-forwarded-method", "OPTIONS"),
+    ];
+    let mut headers = claims.to_vec();
+    stack
+        .get("/restricted_resource", &headers)
+        .await
+        .assert_denial(401, "unauthorized", Some("realm="));
+    headers.push(("authorization", &weak));
+    stack
+        .get("/restricted_resource", &headers)
+        .await
+        .assert_denial(403, "insufficient_scope", Some("insufficient_scope"));
+    // And the other way round: a public request claiming a protected one is still public.
+    let headers = [
+        ("x-original-uri", "/restricted_resource"),
+        ("x-original-method", "GET"),
+    ];
+    assert_eq!(stack.get("/public", &headers).await.status, 200);
+}
+
+/// nginx keeps one connection to scopegate for its authorization requests (`keepalive` in the
+/// upstream block, HTTP/1.1, no `Connection: close`), not one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_keeps_its_connection_to_scopegate_alive() {
+    let stack = ProxyStack::start(&Nginx, Keys::Served).await;
+    // One nginx process (master_process off) with one connection at a time.
+    assert_keeps_connections_to_scopegate_alive(&stack, 1).await;
 }
