@@ -80,7 +80,10 @@ async fn public(headers: HeaderMap) -> axum::Json<Value> {
     with_identity(json!({"message": "Public: no token needed"}), &headers)
 }
 
-async fn other(uri: Uri, headers: HeaderMap) -> axum::Json<Value> {
+/// The body is read, never used: a server that answers and closes a connection with request
+/// bytes still unread makes the kernel reset it, and a proxy still sending them may then lose
+/// the answer and report 502.
+async fn other(uri: Uri, headers: HeaderMap, _body: axum::body::Bytes) -> axum::Json<Value> {
     with_identity(
         json!({"message": "Hello from the demo upstream", "path": uri.path()}),
         &headers,
