@@ -7,7 +7,8 @@ use crate::common::stack::substitute;
 use crate::forward_auth;
 use crate::harness::{
     Keys, ProxyKind, ProxyStack, SHIPPED_LISTEN_PORT, SHIPPED_SCOPEGATE, SHIPPED_UPSTREAM, Targets,
-    proxy_binary,
+    assert_decisions_reach_the_client, assert_keeps_connections_to_scopegate_alive,
+    assert_spoofed_identity_never_reaches_the_upstream, proxy_binary,
 };
 
 /// The shipped configuration.
@@ -95,7 +96,7 @@ fn the_shipped_caddyfile_passes_caddy_validate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy_passes_scopegates_decisions_with_status_body_and_challenge() {
     let stack = ProxyStack::start(&Caddy, Keys::Served).await;
-    forward_auth::assert_decisions_reach_the_client(&stack).await;
+    assert_decisions_reach_the_client(&stack).await;
     let good = format!("Bearer {}", stack.token("read:messages"));
     for path in [
         "/public/%2e%2e/restricted_resource",
@@ -121,7 +122,8 @@ async fn caddy_passes_scopegates_503_with_body_and_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_identity_headers_never_reach_the_upstream_through_caddy() {
     let stack = ProxyStack::start(&Caddy, Keys::Served).await;
-    forward_auth::assert_spoofed_identity_never_reaches_the_upstream(&stack).await;
+    assert_spoofed_identity_never_reaches_the_upstream(&stack).await;
+    forward_auth::assert_spoofed_claim_headers_never_reach_the_upstream(&stack).await;
     // Caddy cannot refuse them as Envoy and Traefik do: the shipped file deletes them.
     let good = format!("Bearer {}", stack.token("read:messages"));
     for alias in [
@@ -151,4 +153,15 @@ async fn spoofed_identity_headers_never_reach_the_upstream_through_caddy() {
 async fn a_client_cannot_choose_the_request_caddy_asks_scopegate_about() {
     let stack = ProxyStack::start(&Caddy, Keys::Served).await;
     forward_auth::assert_a_client_cannot_choose_the_request_decided(&stack).await;
+}
+
+/// Caddy keeps its connections to scopegate open between authorization requests (its default
+/// proxy transport pools them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_keeps_its_connections_to_scopegate_alive() {
+    let stack = ProxyStack::start(&Caddy, Keys::Served).await;
+    // Requests one after another, yet Go's HTTP client puts a connection back in its pool
+    // from another goroutine once the answer is read, and a request that comes first dials a
+    // new one: a few connections under load, where one per request would be over twenty.
+    assert_keeps_connections_to_scopegate_alive(&stack, 5).await;
 }

@@ -7,7 +7,8 @@ use crate::common::stack::substitute;
 use crate::forward_auth;
 use crate::harness::{
     Keys, ProxyKind, ProxyStack, SHIPPED_LISTEN_PORT, SHIPPED_SCOPEGATE, SHIPPED_UPSTREAM, Targets,
-    proxy_binary,
+    assert_decisions_reach_the_client, assert_keeps_connections_to_scopegate_alive,
+    assert_spoofed_identity_never_reaches_the_upstream, proxy_binary,
 };
 
 /// The shipped static configuration.
@@ -91,7 +92,7 @@ fn read(path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traefik_passes_scopegates_decisions_with_status_body_and_challenge() {
     let stack = ProxyStack::start(&SHIPPED_TRAEFIK, Keys::Served).await;
-    forward_auth::assert_decisions_reach_the_client(&stack).await;
+    assert_decisions_reach_the_client(&stack).await;
     let good = format!("Bearer {}", stack.token("read:messages"));
     let weak = format!("Bearer {}", stack.token("openid"));
     let answer = forward_auth::raw_get(&stack, "/public/%2e%2e/restricted_resource", &weak).await;
@@ -119,7 +120,8 @@ async fn traefik_passes_scopegates_503_with_body_and_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_identity_headers_never_reach_the_upstream_through_traefik() {
     let stack = ProxyStack::start(&SHIPPED_TRAEFIK, Keys::Served).await;
-    forward_auth::assert_spoofed_identity_never_reaches_the_upstream(&stack).await;
+    assert_spoofed_identity_never_reaches_the_upstream(&stack).await;
+    forward_auth::assert_spoofed_claim_headers_never_reach_the_upstream(&stack).await;
     let good = format!("Bearer {}", stack.token("read:messages"));
     for alias in ["x_auth_subject", "x.auth.subject", "X-Auth_Subject"] {
         let answer = stack
@@ -155,4 +157,15 @@ async fn trust_forward_header_false_holds_behind_a_balancer_that_traefik_trusts(
     };
     let stack = ProxyStack::start(&behind, Keys::Served).await;
     forward_auth::assert_a_client_cannot_choose_the_request_decided(&stack).await;
+}
+
+/// Traefik keeps its connections to scopegate open between authorization requests (its
+/// forward-auth client pools them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_keeps_its_connections_to_scopegate_alive() {
+    let stack = ProxyStack::start(&SHIPPED_TRAEFIK, Keys::Served).await;
+    // Requests one after another, yet Go's HTTP client puts a connection back in its pool
+    // from another goroutine once the answer is read, and a request that comes first dials a
+    // new one: a few connections under load, where one per request would be over twenty.
+    assert_keeps_connections_to_scopegate_alive(&stack, 5).await;
 }
