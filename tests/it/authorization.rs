@@ -159,47 +159,71 @@ async fn head_is_decided_as_the_get_it_stands_for() {
     env.gate.stop().await;
 }
 
+/// Spellings of a protected path that an upstream could read as it, each refused (400) with a
+/// message naming the reading: (method, path, what the message names). Shared with
+/// `it::explain`'s equivalence test, which runs them through every transport.
+pub(crate) const REFUSED_SPELLINGS: &[(&str, &str, &str)] = &[
+    (
+        "GET",
+        "/restricted_resource/",
+        "a trailing slash, dot or space",
+    ),
+    (
+        "HEAD",
+        "/restricted_resource/",
+        "a trailing slash, dot or space",
+    ),
+    (
+        "GET",
+        "/restricted_resource.",
+        "a trailing slash, dot or space",
+    ),
+    (
+        "GET",
+        "/restricted_resource%2e",
+        "a trailing slash, dot or space",
+    ),
+    (
+        "GET",
+        "/restricted_resource%20",
+        "a trailing slash, dot or space",
+    ),
+    (
+        "GET",
+        "/restricted_resource%20./",
+        "a trailing slash, dot or space",
+    ),
+    ("GET", "/adm%C4%B1n/users", "letter case"),
+    ("GET", "/ADMIN/users", "letter case"),
+    ("GET", "/%E2%84%AAitchen", "letter case"),
+    ("GET", "/KITCHEN", "letter case"),
+    ("get", "/restricted_resource", "request method differs"),
+];
+
+/// Ambiguous paths refused outright (400), with or without a token. Shared with `it::explain`'s
+/// equivalence test, which runs them through every transport.
+pub(crate) const AMBIGUOUS_PATHS: &[&str] = &[
+    "/public/../admin/users",
+    "/public/%2e%2e/admin/users",
+    "/public%2F..%2Fadmin/users",
+    "//admin/users",
+    "/admin/users;x=1",
+    "/public\\..\\admin",
+    "/restricted_resource%23",
+    "/restricted_resource%3Fx",
+    "/RESTRICTED_RESOURCE",
+    "/%52estricted_resource",
+    "/Admin/users",
+    "/a%zz",
+    "relative",
+    "",
+];
+
 #[tokio::test]
 async fn spellings_an_upstream_reads_as_a_protected_path_are_refused() {
     let env = Env::start(README_RULE).await;
     let weak = bearer(&env.key.mint(&claims("openid")));
-    for (method, path, message) in [
-        (
-            "GET",
-            "/restricted_resource/",
-            "a trailing slash, dot or space",
-        ),
-        (
-            "HEAD",
-            "/restricted_resource/",
-            "a trailing slash, dot or space",
-        ),
-        (
-            "GET",
-            "/restricted_resource.",
-            "a trailing slash, dot or space",
-        ),
-        (
-            "GET",
-            "/restricted_resource%2e",
-            "a trailing slash, dot or space",
-        ),
-        (
-            "GET",
-            "/restricted_resource%20",
-            "a trailing slash, dot or space",
-        ),
-        (
-            "GET",
-            "/restricted_resource%20./",
-            "a trailing slash, dot or space",
-        ),
-        ("GET", "/adm%C4%B1n/users", "letter case"),
-        ("GET", "/ADMIN/users", "letter case"),
-        ("GET", "/%E2%84%AAitchen", "letter case"),
-        ("GET", "/KITCHEN", "letter case"),
-        ("get", "/restricted_resource", "request method differs"),
-    ] {
+    for (method, path, message) in REFUSED_SPELLINGS {
         for authorization in [None, Some(weak.as_str())] {
             let answer = env.ask(method, path, authorization).await;
             answer.assert_denied(400, "invalid_request");
@@ -375,22 +399,7 @@ async fn paths_are_matched_in_canonical_form_or_refused() {
             .assert_denied(403, "insufficient_scope");
     }
     // Ambiguous spellings are refused outright, with or without a token.
-    for path in [
-        "/public/../admin/users",
-        "/public/%2e%2e/admin/users",
-        "/public%2F..%2Fadmin/users",
-        "//admin/users",
-        "/admin/users;x=1",
-        "/public\\..\\admin",
-        "/restricted_resource%23",
-        "/restricted_resource%3Fx",
-        "/RESTRICTED_RESOURCE",
-        "/%52estricted_resource",
-        "/Admin/users",
-        "/a%zz",
-        "relative",
-        "",
-    ] {
+    for path in AMBIGUOUS_PATHS {
         for authorization in [None, Some("Bearer x")] {
             let answer = env.ask("GET", path, authorization).await;
             answer.assert_denied(400, "invalid_request");

@@ -373,19 +373,58 @@ fn equivalence_config(jwks_uri: &str) -> String {
          [[rules]]\ntemplate = \"/items/{{id}}\"\nmethods = [\"DELETE\"]\nscopes = [\"delete:items\"]\n\
          [[rules]]\npath = \"/audit\"\nall_scopes = [\"read:messages\", \"audit\"]\n\
          [[rules]]\nname = \"trial\"\npath = \"/trial\"\nscopes = [\"t\"]\nshadow = true\n\
-         [[rules]]\nprefix = \"/public/\"\npublic = true\n"
+         [[rules]]\nprefix = \"/public/\"\npublic = true\n\
+         [[rules]]\nprefix = \"/admin/\"\nscopes = [\"admin\"]\n\
+         [[rules]]\npath = \"/kitchen\"\nscopes = [\"k\"]\n"
     )
 }
 
-/// gRPC Checks and `explain` give the same verdict for the same request: every case runs
-/// through the gRPC adapter into the decision core, through `explain`'s own keys into the same
-/// core, and through the real gRPC service; the two core verdicts (status, body, headers to set
-/// and remove, labels) must be equal, and the service's `CheckResponse` must be the gRPC wire
-/// mapping of that verdict.
+/// The HTTP request `dialect`'s proxy sends to ask about `method path` with `headers`: `None`
+/// when the path cannot be a request target there (Envoy puts it in the target itself, which
+/// is never empty or relative, and which the `http` crate refuses for some bytes, as hyper
+/// does on the wire).
+fn proxied(
+    dialect: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<http::Request<()>> {
+    let request = match dialect {
+        // Envoy's target is `/envoy` and the original path, which always starts with `/`.
+        "envoy" if !path.starts_with('/') => return None,
+        "envoy" => http::Request::builder()
+            .method(method)
+            .uri(format!("/envoy{path}"))
+            .header("host", "app.example"),
+        "forward-auth" => http::Request::builder()
+            .uri("/forward-auth")
+            .header("x-forwarded-method", method)
+            .header("x-forwarded-uri", path)
+            .header("x-forwarded-host", "app.example")
+            .header("x-forwarded-proto", "https"),
+        _ => http::Request::builder()
+            .uri("/nginx-auth")
+            .header("x-original-method", method)
+            .header("x-original-uri", path)
+            .header("host", "app.example"),
+    };
+    let request = headers.iter().fold(request, |request, (name, value)| {
+        request.header(*name, *value)
+    });
+    request.body(()).ok()
+}
+
+/// gRPC Checks, HTTP decisions and `explain` give the same verdict for the same request: every
+/// case (this table, and the hostile-path tables of `it::authorization`) runs through the gRPC
+/// adapter into the decision core, through the HTTP adapter in each of its three dialects (the
+/// request the proxy would send, read by `serve::http::request_view`) into the same core,
+/// through `explain`'s own keys into the same core, and through the real gRPC service; the core
+/// verdicts (status, body, headers to set and remove, labels) must be equal, and the service's
+/// `CheckResponse` must be the gRPC wire mapping of that verdict.
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
     use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization as _;
-    use scopegate::decide::{self, Generation};
+    use scopegate::decide::{self, Generation, Verdict};
     use scopegate::serve::service::{self, AuthorizationService};
     use scopegate::telemetry::metrics::Metrics;
 
@@ -576,8 +615,19 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
         ));
         cases.push(("GET", "/audit", vec![("authorization", bearer)]));
     }
+    // The hostile paths, with and without a token that passes.
+    let admin = format!("Bearer {}", key.mint(&claims("admin k read:messages")));
+    for (method, path, _) in crate::authorization::REFUSED_SPELLINGS {
+        cases.push((method, path, vec![]));
+        cases.push((method, path, vec![("authorization", &admin)]));
+    }
+    for path in crate::authorization::AMBIGUOUS_PATHS {
+        cases.push(("GET", path, vec![]));
+        cases.push(("GET", path, vec![("authorization", &admin)]));
+    }
 
     let mut compared = std::collections::BTreeSet::new();
+    let mut http_compared = 0;
     for (method, path, headers) in &cases {
         let check = request(method, path, headers);
         let http = check
@@ -616,7 +666,39 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
             "{method} {path}: the service answers the core's verdict"
         );
         compared.insert(format!("{:?}", core.labels.reason));
+
+        // The same request through the HTTP adapter, as each proxy would send it.
+        for dialect in ["envoy", "forward-auth", "nginx"] {
+            let Some(proxied) = proxied(dialect, method, path, headers) else {
+                continue;
+            };
+            match scopegate::serve::http::request_view(&proxied) {
+                Ok((_, view)) => {
+                    let decided = decide::decide(&*generation, &view, now, &Metrics::new()).await;
+                    assert_eq!(
+                        (&decided.verdict, &decided.labels),
+                        (&core.verdict, &core.labels),
+                        "{dialect}: {method} {path} {headers:?}"
+                    );
+                    http_compared += 1;
+                }
+                // A URI that is not a path never reaches the core over HTTP; the gRPC Check
+                // refuses it there, with the same status and error.
+                Err(scopegate::serve::http::Unread::Unreadable(..)) if !path.starts_with('/') => {
+                    let Verdict::Deny(denied) = &core.verdict else {
+                        panic!("{method} {path:?}: {:?}", core.verdict);
+                    };
+                    assert_eq!((denied.status, denied.error), (400, "invalid_request"));
+                }
+                Err(other) => panic!("{dialect}: {method} {path} {headers:?}: {other:?}"),
+            }
+        }
     }
+    assert!(
+        http_compared >= cases.len() * 2,
+        "most cases ran through HTTP: {http_compared} of {}",
+        cases.len() * 3
+    );
     // The table reaches every reason a request can be given without a fault.
     for reason in [
         "authorized",
