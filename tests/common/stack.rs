@@ -66,8 +66,8 @@ enum Hop {
 }
 
 /// Where `demo/scopegate.toml` expects the development issuers.
-pub const DEMO_RS256_ISSUER: &str = "http://127.0.0.1:8081/";
-pub const DEMO_RS256_JWKS: &str = "http://127.0.0.1:8081/.well-known/jwks.json";
+const DEMO_RS256_ISSUER: &str = "http://127.0.0.1:8081/";
+const DEMO_RS256_JWKS: &str = "http://127.0.0.1:8081/.well-known/jwks.json";
 pub const DEMO_EDDSA_ISSUER: &str = "http://127.0.0.1:8082/";
 
 /// A development issuer serving on loopback, and a copy of it for minting.

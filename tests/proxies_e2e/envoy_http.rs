@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::common::stack::{envoy_addresses, envoy_binary, substitute};
 use crate::harness::{
-    Keys, ProxyKind, ProxyStack, Targets, assert_decisions_reach_the_client,
-    assert_keeps_connections_to_scopegate_alive,
+    Keys, ProxyKind, ProxyStack, Targets, assert_a_long_challenge_reaches_the_client,
+    assert_decisions_reach_the_client, assert_keeps_connections_to_scopegate_alive,
     assert_spoofed_identity_never_reaches_the_upstream,
 };
 
@@ -144,4 +144,38 @@ async fn envoy_http_service_keeps_its_connections_to_scopegate_alive() {
     // more would only raise the count by the same few.
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
     assert_keeps_connections_to_scopegate_alive(&stack, workers).await;
+}
+
+/// A `forward_claims` header (the demo's `x-auth-client`, from `azp`) reaches the upstream only
+/// as scopegate set it: `allowed_upstream_headers` takes every `x-auth-*` header of its answer,
+/// overwriting a client's copy, and a token without the claim has the client's copy removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_claim_headers_reach_the_upstream_only_as_scopegate_set_them_through_envoy_http_service()
+ {
+    let stack = ProxyStack::start(&EnvoyHttp, Keys::Served).await;
+    let spoof = ("x-auth-client", "spoofed-client");
+    let with_azp = format!(
+        "Bearer {}",
+        stack.token_with(
+            "read:messages",
+            serde_json::Map::from_iter([("azp".into(), "e2e-client".into())])
+        )
+    );
+    let without_azp = format!("Bearer {}", stack.token("read:messages"));
+    for (authorization, want) in [(&with_azp, Some("e2e-client")), (&without_azp, None)] {
+        let answer = stack
+            .get(
+                "/restricted_resource",
+                &[spoof, ("authorization", authorization)],
+            )
+            .await;
+        let (_, _, all) = answer.upstream_saw();
+        assert_eq!(all["x-auth-client"].as_str(), want, "{answer:?}");
+    }
+}
+
+/// A 403 with a long challenge (150 scopes) reaches the client through Envoy whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_http_service_passes_a_denial_with_a_long_challenge() {
+    assert_a_long_challenge_reaches_the_client(&EnvoyHttp).await;
 }

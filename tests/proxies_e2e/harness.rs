@@ -319,6 +319,11 @@ impl Backend {
     /// Starts the issuers, the upstream and scopegate (with `extra` top-level TOML keys before
     /// the demo configuration), keys in `dir`.
     pub async fn start(dir: &Path, keys: Keys, extra: &str) -> Backend {
+        Backend::start_with(dir, keys, extra, "").await
+    }
+
+    /// [`Backend::start`] with `rules` (`[[rules]]` tables) after the demo's own.
+    pub async fn start_with(dir: &Path, keys: Keys, extra: &str, rules: &str) -> Backend {
         watchdog::arm();
         let (issuer, issuer_url) = stack::dev_issuer(dir, DevAlgorithm::Rs256).await;
         let (_, eddsa_url) = stack::dev_issuer(dir, DevAlgorithm::EdDsa).await;
@@ -344,7 +349,7 @@ impl Backend {
             "metrics_listen = \"127.0.0.1:0\"",
             1,
         );
-        let config = format!("http_listen = \"127.0.0.1:0\"\n{extra}\n{config}");
+        let config = format!("http_listen = \"127.0.0.1:0\"\n{extra}\n{config}\n{rules}");
 
         let upstream = TcpListener::bind("127.0.0.1:0")
             .await
@@ -469,9 +474,19 @@ impl ProxyStack {
 
     /// [`ProxyStack::start`] with `extra` top-level TOML keys for scopegate.
     pub async fn start_with(kind: &impl ProxyKind, keys: Keys, extra: &str) -> ProxyStack {
+        ProxyStack::launch(kind, keys, extra, "").await
+    }
+
+    /// [`ProxyStack::start`] with `rules` (`[[rules]]` tables) after the demo configuration's
+    /// own.
+    pub async fn start_with_rules(kind: &impl ProxyKind, keys: Keys, rules: &str) -> ProxyStack {
+        ProxyStack::launch(kind, keys, "", rules).await
+    }
+
+    async fn launch(kind: &impl ProxyKind, keys: Keys, extra: &str, rules: &str) -> ProxyStack {
         watchdog::arm();
         let dir = stack::scratch_dir();
-        let backend = Backend::start(dir.path(), keys, extra).await;
+        let backend = Backend::start_with(dir.path(), keys, extra, rules).await;
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
@@ -628,10 +643,9 @@ impl ProxyStack {
         self.backend.gate.terminate().await;
     }
 
-    /// How many TCP connections to scopegate's HTTP listener the machine knows of, open or
-    /// just closed (TIME_WAIT): each one counted once, by its client-side port, from
-    /// `/proc/net/tcp`.
-    pub fn connections_to_scopegate(&self) -> usize {
+    /// The TCP connections to scopegate's HTTP listener the machine knows of, open or just
+    /// closed (TIME_WAIT): each one by its client-side port, from `/proc/net/tcp`.
+    pub fn connections_to_scopegate(&self) -> std::collections::HashSet<u16> {
         let gate = port_of(&self.backend.gate_http);
         let mut clients = std::collections::HashSet::new();
         for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
@@ -653,7 +667,7 @@ impl ProxyStack {
                 };
             }
         }
-        clients.len()
+        clients
     }
 
     /// scopegate's log so far.
@@ -745,6 +759,37 @@ pub async fn assert_decisions_reach_the_client(stack: &ProxyStack) {
         .get("/restricted_resource%2e", &[("authorization", &good)])
         .await;
     answer.assert_denial(400, "invalid_request", None);
+
+    // A HEAD is decided as the GET it stands for: no body, so the status and the challenge say
+    // whose answer it is.
+    for (authorization, status, challenge) in [
+        (None, 401, "realm="),
+        (Some(&weak), 403, "insufficient_scope"),
+    ] {
+        let mut headers = Vec::new();
+        if let Some(authorization) = authorization {
+            headers.push(("authorization", authorization.as_str()));
+        }
+        let answer = stack
+            .send(reqwest::Method::HEAD, "/restricted_resource", &headers, "")
+            .await;
+        assert_eq!(answer.status, status, "{answer:?}");
+        assert!(
+            answer
+                .header("www-authenticate")
+                .is_some_and(|c| c.contains(challenge)),
+            "{answer:?}"
+        );
+    }
+    let answer = stack
+        .send(
+            reqwest::Method::HEAD,
+            "/restricted_resource",
+            &[("authorization", &good)],
+            "",
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
 
     // Refused readings of the method: a POST (any token will do) naming GET (which needs
     // read:messages) in each override header, and a form POST, whose body could name one. The
@@ -878,20 +923,47 @@ pub async fn assert_spoofed_identity_never_reaches_the_upstream(stack: &ProxySta
 }
 
 /// The proxy keeps its connections to scopegate open between authorization requests: twenty
-/// requests one after another use at most `most` connections (the proxy's worker threads),
-/// where a proxy opening one per request would leave twenty.
+/// requests one after another open at most `most` connections besides those the stack's start
+/// opened (the proxy's worker threads may each open one), where a proxy opening one per request
+/// would leave twenty. Counting only new ones keeps out connections of an earlier process that
+/// had the same port, still in TIME_WAIT.
 pub async fn assert_keeps_connections_to_scopegate_alive(stack: &ProxyStack, most: usize) {
     let good = format!("Bearer {}", stack.token("read:messages"));
+    let before = stack.connections_to_scopegate();
+    assert!(
+        !before.is_empty(),
+        "the start's requests went through scopegate"
+    );
     for _ in 0..20 {
         let answer = stack
             .get("/restricted_resource", &[("authorization", &good)])
             .await;
         assert_eq!(answer.status, 200, "{answer:?}");
     }
-    let connections = stack.connections_to_scopegate();
+    let new = stack.connections_to_scopegate().difference(&before).count();
     assert!(
-        (1..=most).contains(&connections),
-        "{connections} connections to scopegate for 20 requests and the start's, at most {most} \
-         expected"
+        new <= most,
+        "{new} new connections to scopegate for 20 requests, at most {most} expected"
+    );
+}
+
+/// A 403 whose challenge names 150 scopes (over 6 KiB) reaches the client whole, as scopegate's
+/// denial: a proxy whose buffer for the authorization answer's headers is too small turns it
+/// into a failure (503).
+pub async fn assert_a_long_challenge_reaches_the_client(kind: &impl ProxyKind) {
+    let scopes: Vec<String> = (0..150)
+        .map(|i| format!("\"scope:{i:03}-{}\"", "s".repeat(32)))
+        .collect();
+    let rules = format!(
+        "[[rules]]\npath = \"/many_scopes\"\nscopes = [{}]\n",
+        scopes.join(", ")
+    );
+    let stack = ProxyStack::start_with_rules(kind, Keys::Served, &rules).await;
+    let weak = format!("Bearer {}", stack.token("openid"));
+    let answer = stack.get("/many_scopes", &[("authorization", &weak)]).await;
+    answer.assert_denial(403, "insufficient_scope", Some("scope:149-"));
+    assert!(
+        answer.header("www-authenticate").unwrap_or_default().len() > 6 << 10,
+        "{answer:?}"
     );
 }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::common::stack::substitute;
 use crate::harness::{
     Keys, ProxyKind, ProxyStack, SHIPPED_LISTEN_PORT, SHIPPED_SCOPEGATE, SHIPPED_UPSTREAM, Targets,
-    assert_decisions_reach_the_client, assert_keeps_connections_to_scopegate_alive,
+    assert_a_long_challenge_reaches_the_client, assert_decisions_reach_the_client,
+    assert_keeps_connections_to_scopegate_alive,
     assert_spoofed_identity_never_reaches_the_upstream, proxy_binary,
 };
 
@@ -242,4 +243,12 @@ async fn nginx_keeps_its_connection_to_scopegate_alive() {
     let stack = ProxyStack::start(&Nginx, Keys::Served).await;
     // One nginx process (master_process off) with one connection at a time.
     assert_keeps_connections_to_scopegate_alive(&stack, 1).await;
+}
+
+/// A denial whose challenge is long (a rule naming many scopes: 6 KiB of them, past nginx's
+/// default 4 KiB for a response's headers, and carried twice, in the challenge and in the
+/// body's header) still reaches the client as scopegate's 403, not as a failed subrequest's 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_passes_a_denial_with_a_long_challenge() {
+    assert_a_long_challenge_reaches_the_client(&Nginx).await;
 }
