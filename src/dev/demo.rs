@@ -8,7 +8,8 @@
 //! - anything else → an echo of the path.
 //!
 //! Every answer also carries `"subject"` and `"scopes_header"`: the `x-auth-subject` and
-//! `x-auth-scopes` values as the upstream saw them (`null` when absent).
+//! `x-auth-scopes` values as the upstream saw them (`null` when absent), and `"auth_headers"`:
+//! every header that arrived whose name reads as `x-auth-*` once `_` and `.` are read as `-`.
 
 use axum::Router;
 use axum::http::{HeaderMap, Uri};
@@ -44,10 +45,16 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 fn with_identity(mut body: Value, headers: &HeaderMap) -> axum::Json<Value> {
     body["subject"] = json!(header(headers, SUBJECT_HEADER));
     body["scopes_header"] = json!(header(headers, SCOPES_HEADER));
-    // Every x-auth-* header that arrived, so the demo shows forwarded claims as well.
+    // Every x-auth-* header that arrived, so the demo shows forwarded claims as well; also the
+    // spellings CGI, WSGI, Rack and PHP read as one (`x_auth_subject`, `x.auth.subject`), so
+    // that a test sees when a proxy lets such a spoof through.
     let auth_headers: serde_json::Map<String, Value> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with("x-auth-"))
+        .filter(|name| {
+            name.as_str()
+                .replace(['_', '.'], "-")
+                .starts_with("x-auth-")
+        })
         .filter_map(|name| Some((name.to_string(), json!(header(headers, name.as_str())?))))
         .collect();
     body["auth_headers"] = Value::Object(auth_headers);
@@ -73,7 +80,10 @@ async fn public(headers: HeaderMap) -> axum::Json<Value> {
     with_identity(json!({"message": "Public: no token needed"}), &headers)
 }
 
-async fn other(uri: Uri, headers: HeaderMap) -> axum::Json<Value> {
+/// The body is read, never used: a server that answers and closes a connection with request
+/// bytes still unread makes the kernel reset it, and a proxy still sending them may then lose
+/// the answer and report 502.
+async fn other(uri: Uri, headers: HeaderMap, _body: axum::body::Bytes) -> axum::Json<Value> {
     with_identity(
         json!({"message": "Hello from the demo upstream", "path": uri.path()}),
         &headers,

@@ -9,5 +9,8 @@ mod common;
 
 mod harness;
 
+mod caddy;
 mod envoy_http;
+mod forward_auth;
 mod nginx;
+mod traefik;
