@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::common::stack::{envoy_addresses, envoy_binary, substitute};
 use crate::harness::{
-    Keys, ProxyKind, ProxyStack, Targets, assert_a_long_challenge_reaches_the_client,
-    assert_decisions_reach_the_client, assert_keeps_connections_to_scopegate_alive,
+    Keys, ProxyKind, ProxyStack, SPOOFED_WITH_FORWARDED_CLAIM, Targets,
+    assert_a_long_challenge_reaches_the_client, assert_decisions_reach_the_client,
+    assert_keeps_connections_to_scopegate_alive,
     assert_spoofed_identity_never_reaches_the_upstream,
 };
 
@@ -132,7 +133,7 @@ async fn envoy_http_service_fails_closed_with_503_when_scopegate_is_unreachable(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_identity_headers_never_reach_the_upstream_through_envoy_http_service() {
     let stack = ProxyStack::start(&EnvoyHttp, Keys::Served).await;
-    assert_spoofed_identity_never_reaches_the_upstream(&stack).await;
+    assert_spoofed_identity_never_reaches_the_upstream(&stack, &SPOOFED_WITH_FORWARDED_CLAIM).await;
 }
 
 /// Envoy pools its HTTP/1.1 connections to scopegate's listener and reuses them, not one per

@@ -714,6 +714,12 @@ pub const SPOOFED: [(&str, &str); 2] = [
     ("x-auth-scopes", "admin:everything"),
 ];
 
+/// [`SPOOFED`] and `x-auth-client`, the demo configuration's `forward_claims` header (`azp`),
+/// for the proxies whose shipped files pass every `x-auth-*` header of scopegate's answer and
+/// none of the client's (Envoy, Caddy, Traefik; nginx names each header it passes).
+pub const SPOOFED_WITH_FORWARDED_CLAIM: [(&str, &str); 3] =
+    [SPOOFED[0], SPOOFED[1], ("x-auth-client", "spoofed-client")];
+
 /// What every proxy passes on, whatever its configuration language: 401 without a token, with
 /// the challenge; 403 for a missing scope, with the JSON body and the `insufficient_scope`
 /// challenge; 400 for a refused reading of the path (an encoded dot) or of the method (a method
@@ -860,10 +866,14 @@ pub async fn assert_decisions_reach_the_client(stack: &ProxyStack) {
     assert_eq!(subject.as_deref(), Some("e2e-user"), "{answer:?}");
 }
 
-/// A client's own identity headers never reach the upstream: overwritten by a token that has
-/// the claims, removed for a token that lacks them (no `sub`, no `scope`) and on the public
-/// route without a token.
-pub async fn assert_spoofed_identity_never_reaches_the_upstream(stack: &ProxyStack) {
+/// A client's own identity headers (`spoofed`: name, value) never reach the upstream:
+/// overwritten by a token that has the claims, removed for a token that lacks them (no `sub`, no
+/// `scope`) and on the public route without a token. `x-auth-subject` and
+/// `x-auth-scopes` are checked for scopegate's own values too.
+pub async fn assert_spoofed_identity_never_reaches_the_upstream(
+    stack: &ProxyStack,
+    spoofed: &[(&str, &str)],
+) {
     let with_claims = format!("Bearer {}", stack.token("read:messages"));
     let without_claims = format!(
         "Bearer {}",
@@ -898,7 +908,7 @@ pub async fn assert_spoofed_identity_never_reaches_the_upstream(stack: &ProxySta
         ("the public route, no token", "/public", None, None, None),
     ];
     for (case, path, authorization, subject, scopes) in cases {
-        let mut headers = SPOOFED.to_vec();
+        let mut headers = spoofed.to_vec();
         if let Some(authorization) = authorization {
             headers.push(("authorization", authorization));
         }
@@ -909,13 +919,33 @@ pub async fn assert_spoofed_identity_never_reaches_the_upstream(stack: &ProxySta
             (subject, scopes),
             "{case}: {answer:?}"
         );
-        for (_, spoofed) in SPOOFED {
+        for (_, value) in spoofed {
             assert!(
-                !all.to_string().contains(spoofed),
+                !all.to_string().contains(value),
                 "{case}: a spoofed value reached the upstream: {answer:?}"
             );
         }
     }
+}
+
+/// Without keys, a request with a token gets scopegate's 503 as scopegate made it, with its JSON body and
+/// `Retry-After`; one without a token is still 401, and the public route still served.
+pub async fn assert_503_reaches_the_client(stack: &ProxyStack) {
+    let good = format!("Bearer {}", stack.token("read:messages"));
+    let answer = stack
+        .get("/restricted_resource", &[("authorization", &good)])
+        .await;
+    answer.assert_denial(503, "temporarily_unavailable", None);
+    assert_eq!(
+        answer.header("retry-after").as_deref(),
+        Some("5"),
+        "{answer:?}"
+    );
+    stack
+        .get("/restricted_resource", &[])
+        .await
+        .assert_denial(401, "unauthorized", Some("realm="));
+    assert_eq!(stack.get("/public", &[]).await.status, 200);
 }
 
 /// The proxy keeps its connections to scopegate open between authorization requests: twenty
