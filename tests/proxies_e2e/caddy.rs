@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::checks;
 use crate::common::stack::substitute;
-use crate::forward_auth;
 use crate::harness::{
     Keys, ProxyKind, ProxyStack, SHIPPED_LISTEN_PORT, SHIPPED_SCOPEGATE, SHIPPED_UPSTREAM,
     SPOOFED_WITH_FORWARDED_CLAIM, Targets, assert_503_reaches_the_client,
@@ -103,7 +103,7 @@ async fn caddy_passes_scopegates_decisions_with_status_body_and_challenge() {
         "/public/%2e%2e/restricted_resource",
         "/public/%2E%2E/restricted_resource",
     ] {
-        forward_auth::raw_get(&stack, path, &good)
+        checks::raw_get(&stack, path, &good)
             .await
             .assert_denial(400, "invalid_request", None);
     }
@@ -152,7 +152,7 @@ async fn spoofed_identity_headers_never_reach_the_upstream_through_caddy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cannot_choose_the_request_caddy_asks_scopegate_about() {
     let stack = ProxyStack::start(&Caddy, Keys::Served).await;
-    forward_auth::assert_a_client_cannot_choose_the_request_decided(&stack).await;
+    checks::assert_a_client_cannot_choose_the_request_decided(&stack).await;
 }
 
 /// Caddy keeps its connections to scopegate open between authorization requests (its default

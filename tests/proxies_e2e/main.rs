@@ -10,7 +10,7 @@ mod common;
 mod harness;
 
 mod caddy;
+mod checks;
 mod envoy_http;
-mod forward_auth;
 mod nginx;
 mod traefik;

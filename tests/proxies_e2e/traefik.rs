@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::checks;
 use crate::common::stack::substitute;
-use crate::forward_auth;
 use crate::harness::{
     Keys, ProxyKind, ProxyStack, SHIPPED_LISTEN_PORT, SHIPPED_SCOPEGATE, SHIPPED_UPSTREAM,
     SPOOFED_WITH_FORWARDED_CLAIM, Targets, assert_503_reaches_the_client,
@@ -96,13 +96,13 @@ async fn traefik_passes_scopegates_decisions_with_status_body_and_challenge() {
     assert_decisions_reach_the_client(&stack).await;
     let good = format!("Bearer {}", stack.token("read:messages"));
     let weak = format!("Bearer {}", stack.token("openid"));
-    let answer = forward_auth::raw_get(&stack, "/public/%2e%2e/restricted_resource", &weak).await;
+    let answer = checks::raw_get(&stack, "/public/%2e%2e/restricted_resource", &weak).await;
     answer.assert_denial(403, "insufficient_scope", Some("insufficient_scope"));
-    let answer = forward_auth::raw_get(&stack, "/public/%2e%2e/restricted_resource", &good).await;
+    let answer = checks::raw_get(&stack, "/public/%2e%2e/restricted_resource", &good).await;
     let (subject, _, _) = answer.upstream_saw();
     assert_eq!(subject.as_deref(), Some("e2e-user"), "{answer:?}");
     for path in ["/restricted_resource%2Fx", "/restricted_resource%5Cx"] {
-        let answer = forward_auth::raw_get(&stack, path, &good).await;
+        let answer = checks::raw_get(&stack, path, &good).await;
         assert_eq!(answer.status, 400, "{path}: {answer:?}");
     }
 }
@@ -143,7 +143,7 @@ async fn spoofed_identity_headers_never_reach_the_upstream_through_traefik() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cannot_choose_the_request_traefik_asks_scopegate_about() {
     let stack = ProxyStack::start(&SHIPPED_TRAEFIK, Keys::Served).await;
-    forward_auth::assert_a_client_cannot_choose_the_request_decided(&stack).await;
+    checks::assert_a_client_cannot_choose_the_request_decided(&stack).await;
 }
 
 /// Behind a load balancer, Traefik's entry point is told to trust the X-Forwarded-* headers it
@@ -156,7 +156,7 @@ async fn trust_forward_header_false_holds_behind_a_balancer_that_traefik_trusts(
         behind_a_balancer: true,
     };
     let stack = ProxyStack::start(&behind, Keys::Served).await;
-    forward_auth::assert_a_client_cannot_choose_the_request_decided(&stack).await;
+    checks::assert_a_client_cannot_choose_the_request_decided(&stack).await;
 }
 
 /// Traefik keeps its connections to scopegate open between authorization requests (its
