@@ -3,13 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::checks;
+use crate::checks::{
+    self, SPOOFED_WITH_FORWARDED_CLAIM, assert_503_reaches_the_client,
+    assert_decisions_reach_the_client, assert_keeps_connections_to_scopegate_alive,
+    assert_spoofed_identity_never_reaches_the_upstream,
+};
 use crate::common::stack::substitute;
 use crate::harness::{
-    Keys, ProxyKind, ProxyStack, SHIPPED_LISTEN_PORT, SHIPPED_SCOPEGATE, SHIPPED_UPSTREAM,
-    SPOOFED_WITH_FORWARDED_CLAIM, Targets, assert_503_reaches_the_client,
-    assert_decisions_reach_the_client, assert_keeps_connections_to_scopegate_alive,
-    assert_spoofed_identity_never_reaches_the_upstream, proxy_binary,
+    Keys, ProxyKind, ProxyStack, SHIPPED_LISTEN_PORT, SHIPPED_SCOPEGATE, SHIPPED_UPSTREAM, Targets,
+    proxy_binary,
 };
 
 /// The shipped configuration.

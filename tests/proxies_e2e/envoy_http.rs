@@ -3,13 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::stack::{envoy_addresses, envoy_binary, substitute};
-use crate::harness::{
-    Keys, ProxyKind, ProxyStack, SPOOFED_WITH_FORWARDED_CLAIM, Targets,
-    assert_a_long_challenge_reaches_the_client, assert_decisions_reach_the_client,
-    assert_keeps_connections_to_scopegate_alive,
+use crate::checks::{
+    SPOOFED_WITH_FORWARDED_CLAIM, assert_a_long_challenge_reaches_the_client,
+    assert_decisions_reach_the_client, assert_keeps_connections_to_scopegate_alive,
     assert_spoofed_identity_never_reaches_the_upstream,
 };
+use crate::common::stack::{envoy_addresses, envoy_binary, substitute};
+use crate::harness::{Keys, ProxyKind, ProxyStack, Targets};
 
 /// The shipped configuration.
 const SHIPPED: &str = "envoy/envoy-http.yaml";

@@ -2,7 +2,7 @@
 //! scopegate's HTTP authorization listener (`envoy/envoy-http.yaml`, `proxies/nginx/`, ...), in
 //! front of the demo upstream, with tokens from the development issuer. Each proxy must be
 //! installed (`scripts/install-envoy`, `scripts/install-nginx`, ...); these tests fail, never
-//! skip, without it. The stack they share is in `harness`.
+//! skip, without it. The stack they share is in `harness`, the checks every proxy is held to in `checks`.
 
 #[path = "../common/mod.rs"]
 mod common;
