@@ -22,6 +22,25 @@ pub fn demo_claims(scope: &str) -> serde_json::Value {
     c
 }
 
+/// A token from `issuer` for the demo audience, subject `e2e-user`, valid for ten minutes, with
+/// `scope` and the claims of `extra` (which override the usual ones; `"sub": null` for a token
+/// without a subject).
+pub fn demo_token(
+    issuer: &DevIssuer,
+    scope: &str,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> String {
+    issuer
+        .mint(&Mint {
+            subject: "e2e-user".into(),
+            audience: DEMO_AUDIENCE.into(),
+            scope: scope.into(),
+            expires_in: 600,
+            extra,
+        })
+        .expect("mint")
+}
+
 /// Where the Envoy binary is: `SCOPEGATE_ENVOY_BIN`, else `.venv/bin/envoy` (what
 /// `scripts/install-envoy` installs), else `envoy` on `PATH`. Missing Envoy fails the test.
 pub fn envoy_binary() -> PathBuf {
@@ -477,17 +496,13 @@ impl Stack {
         scope: &str,
         extra: serde_json::Map<String, serde_json::Value>,
     ) -> String {
-        self.issuer
-            .as_ref()
-            .expect("stack started with the development issuer")
-            .mint(&Mint {
-                subject: "e2e-user".into(),
-                audience: DEMO_AUDIENCE.into(),
-                scope: scope.into(),
-                expires_in: 600,
-                extra,
-            })
-            .expect("mint")
+        demo_token(
+            self.issuer
+                .as_ref()
+                .expect("stack started with the development issuer"),
+            scope,
+            extra,
+        )
     }
 
     /// A token from the demo's second issuer (EdDSA) for the demo audience.

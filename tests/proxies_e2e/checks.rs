@@ -8,9 +8,10 @@ use serde_json::Value;
 
 use crate::harness::{Answer, Keys, ProxyKind, ProxyStack};
 
-/// The original request reaches scopegate in `X-Forwarded-Method`, `-Uri`, `-Host` and
-/// `-Proto`, which the proxy sets itself: a client sending its own cannot make a protected
-/// request read as a public one, nor a public one as a protected one.
+/// The original request reaches scopegate in headers the proxy sets itself (`X-Forwarded-Method`,
+/// `-Uri`, `-Host`, `-Proto` for `/forward-auth`; `X-Original-Method`, `-URI` for
+/// `/nginx-auth`): a client sending its own cannot make a protected request read as a public
+/// one, nor a public one as a protected one.
 pub async fn assert_a_client_cannot_choose_the_request_decided(stack: &ProxyStack) {
     let weak = format!("Bearer {}", stack.token("openid"));
     let claims = [
@@ -35,6 +36,8 @@ pub async fn assert_a_client_cannot_choose_the_request_decided(stack: &ProxyStac
     let headers = [
         ("x-forwarded-uri", "/restricted_resource"),
         ("x-forwarded-method", "GET"),
+        ("x-original-uri", "/restricted_resource"),
+        ("x-original-method", "GET"),
     ];
     let answer = stack.get("/public", &headers).await;
     assert_eq!(answer.status, 200, "{answer:?}");

@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use scopegate::dev::issuer::{DevAlgorithm, DevIssuer, Mint};
+use scopegate::dev::issuer::{DevAlgorithm, DevIssuer};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::common::binary::Binary;
-use crate::common::stack::{self, DEMO_AUDIENCE, DEMO_EDDSA_ISSUER, substitute};
+use crate::common::stack::{self, DEMO_EDDSA_ISSUER, substitute};
 use crate::common::{eventually, watchdog};
 
 /// scopegate's HTTP authorization listener in every shipped proxy configuration.
@@ -544,16 +544,7 @@ impl ProxyStack {
     /// [`ProxyStack::token`] with claims that override or add to the usual ones
     /// (`"sub": null` for a token without a subject).
     pub fn token_with(&self, scope: &str, extra: serde_json::Map<String, Value>) -> String {
-        self.backend
-            .issuer
-            .mint(&Mint {
-                subject: "e2e-user".into(),
-                audience: DEMO_AUDIENCE.into(),
-                scope: scope.into(),
-                expires_in: 600,
-                extra,
-            })
-            .expect("mint")
+        stack::demo_token(&self.backend.issuer, scope, extra)
     }
 
     /// GET `path` through the proxy with extra headers.

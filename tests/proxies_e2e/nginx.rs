@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::checks::{
-    SPOOFED, assert_503_reaches_the_client, assert_a_long_challenge_reaches_the_client,
+    self, SPOOFED, assert_503_reaches_the_client, assert_a_long_challenge_reaches_the_client,
     assert_decisions_reach_the_client, assert_keeps_connections_to_scopegate_alive,
     assert_spoofed_identity_never_reaches_the_upstream,
 };
@@ -200,29 +200,7 @@ async fn spoofed_identity_headers_never_reach_the_upstream_through_nginx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cannot_choose_the_request_nginx_asks_scopegate_about() {
     let stack = ProxyStack::start(&Nginx, Keys::Served).await;
-    let weak = format!("Bearer {}", stack.token("openid"));
-    let claims = [
-        ("x-original-uri", "/public"),
-        ("x-original-method", "OPTIONS"),
-        ("x-forwarded-uri", "/public"),
-        ("x-forwarded-method", "OPTIONS"),
-    ];
-    let mut headers = claims.to_vec();
-    stack
-        .get("/restricted_resource", &headers)
-        .await
-        .assert_denial(401, "unauthorized", Some("realm="));
-    headers.push(("authorization", &weak));
-    stack
-        .get("/restricted_resource", &headers)
-        .await
-        .assert_denial(403, "insufficient_scope", Some("insufficient_scope"));
-    // And the other way round: a public request claiming a protected one is still public.
-    let headers = [
-        ("x-original-uri", "/restricted_resource"),
-        ("x-original-method", "GET"),
-    ];
-    assert_eq!(stack.get("/public", &headers).await.status, 200);
+    checks::assert_a_client_cannot_choose_the_request_decided(&stack).await;
 }
 
 /// nginx keeps one connection to scopegate for its authorization requests (`keepalive` in the
