@@ -167,3 +167,10 @@ async fn caddy_keeps_its_connections_to_scopegate_alive() {
     // new one: a few connections under load, where one per request would be over twenty.
     assert_keeps_connections_to_scopegate_alive(&stack, 5).await;
 }
+
+/// With scopegate gone, Caddy lets nothing through: every request gets its own 5xx, never the
+/// upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_fails_closed_when_scopegate_is_unreachable() {
+    checks::assert_fails_closed_without_scopegate(&Caddy).await;
+}

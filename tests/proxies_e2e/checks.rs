@@ -339,3 +339,29 @@ pub async fn assert_a_long_challenge_reaches_the_client(kind: &impl ProxyKind) {
         "{answer:?}"
     );
 }
+
+/// With scopegate gone (stopped once the stack is up), the proxy lets nothing through: neither a
+/// protected request with a good token nor a public one reaches the upstream; each gets the
+/// proxy's own failure, a 5xx (Caddy 502, Traefik 500; nginx and Envoy as their files say).
+/// Returns the answers, for what each proxy says on top.
+pub async fn assert_fails_closed_without_scopegate(kind: &impl ProxyKind) -> Vec<Answer> {
+    let mut stack = ProxyStack::start(kind, Keys::Served).await;
+    let good = format!("Bearer {}", stack.token("read:messages"));
+    stack.stop_scopegate().await;
+    let mut answers = Vec::new();
+    for (path, headers) in [
+        (
+            "/restricted_resource",
+            vec![("authorization", good.as_str())],
+        ),
+        ("/public", vec![]),
+    ] {
+        let answer = stack.get(path, &headers).await;
+        assert!(
+            (500..600).contains(&answer.status),
+            "{path} without scopegate: {answer:?}"
+        );
+        answers.push(answer);
+    }
+    answers
+}

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::checks::{
-    SPOOFED_WITH_FORWARDED_CLAIM, assert_a_long_challenge_reaches_the_client,
+    self, SPOOFED_WITH_FORWARDED_CLAIM, assert_a_long_challenge_reaches_the_client,
     assert_decisions_reach_the_client, assert_keeps_connections_to_scopegate_alive,
     assert_spoofed_identity_never_reaches_the_upstream,
 };
@@ -112,18 +112,8 @@ async fn envoy_http_service_answers_scopegates_503_with_its_status_on_error() {
 /// (`failure_mode_allow: false`), never lets one through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_http_service_fails_closed_with_503_when_scopegate_is_unreachable() {
-    let mut stack = ProxyStack::start(&EnvoyHttp, Keys::Served).await;
-    let good = format!("Bearer {}", stack.token("read:messages"));
-    stack.stop_scopegate().await;
-    for (path, headers) in [
-        (
-            "/restricted_resource",
-            vec![("authorization", good.as_str())],
-        ),
-        ("/public", vec![]),
-    ] {
-        let answer = stack.get(path, &headers).await;
-        assert_eq!(answer.status, 503, "{path}: {answer:?}");
+    for answer in checks::assert_fails_closed_without_scopegate(&EnvoyHttp).await {
+        assert_eq!(answer.status, 503, "{answer:?}");
     }
 }
 

@@ -172,17 +172,7 @@ async fn nginx_passes_scopegates_503_with_body_and_retry_after() {
 /// body (the shipped configuration's answer to its own 500), never lets one through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_fails_closed_with_503_when_scopegate_is_unreachable() {
-    let mut stack = ProxyStack::start(&Nginx, Keys::Served).await;
-    let good = format!("Bearer {}", stack.token("read:messages"));
-    stack.stop_scopegate().await;
-    for (path, headers) in [
-        (
-            "/restricted_resource",
-            vec![("authorization", good.as_str())],
-        ),
-        ("/public", vec![]),
-    ] {
-        let answer = stack.get(path, &headers).await;
+    for answer in checks::assert_fails_closed_without_scopegate(&Nginx).await {
         answer.assert_denial(503, "temporarily_unavailable", None);
     }
 }
