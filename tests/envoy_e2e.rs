@@ -193,7 +193,8 @@ async fn hostile_credentials_through_envoy() {
     let good = stack.token("read:messages");
 
     // Two Authorization headers: Envoy joins them into one comma-separated value, which is not a
-    // single Bearer credential.
+    // single Bearer credential. (This configuration sends `headers`; the `header_map` form, which
+    // keeps both values, is refused too: `it::authentication::header_map_input_…`.)
     let response = stack
         .http
         .get(format!("{}/restricted_resource", stack.url))

@@ -89,7 +89,7 @@ fn citation(cited: &str) -> Option<(&str, &str)> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_…*".contains(c))
         && module
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c == '_' || c == ':');
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == ':');
     looks_like_test.then_some((module, name))
 }
 
