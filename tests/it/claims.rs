@@ -123,6 +123,10 @@ async fn a_tenant_check_binds_the_path_variable_to_the_claim_exactly() {
     env.ask("GET", "/ORGS/globex/items/1", Some(&bearer(&acme)))
         .await
         .assert_denied(400, "invalid_request");
+    // Even where the rule asks no more than the default (any valid token) but for its claims.
+    env.ask("GET", "/TEAMS/green/files/a/b", Some(&bearer(&teams)))
+        .await
+        .assert_denied(400, "invalid_request");
     env.gate.stop().await;
 }
 
