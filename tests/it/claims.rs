@@ -288,3 +288,48 @@ fn malformed_claim_conditions_stop_start_up_naming_their_key() {
         .compile()
         .expect("compiles");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_names_the_condition_that_failed() {
+    // Nothing listens here: --claims never fetches keys.
+    let config = format!(
+        "issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+         jwks_uri = \"http://127.0.0.1:9/jwks.json\"\n{RULES}"
+    );
+    let claims = tenant(json!({ "org_id": "acme" })).to_string();
+    let run = |path: &'static str| {
+        let config = config.clone();
+        let claims = claims.clone();
+        async move {
+            crate::explain::explain(
+                &config,
+                &["--method", "GET", "--path", path, "--claims", &claims],
+                "",
+            )
+            .await
+        }
+    };
+    let own = run("/orgs/acme/items/1").await;
+    let text = String::from_utf8_lossy(&own.stdout).into_owned();
+    assert_eq!(own.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("requires     any of scopes [read], claims org_id in [\"{org}\"]"),
+        "{text}"
+    );
+    assert!(!text.contains("claims       failed"), "{text}");
+
+    let other = run("/orgs/globex/items/1").await;
+    let text = String::from_utf8_lossy(&other.stdout).into_owned();
+    assert_eq!(other.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains(
+            "claims       failed: claim \"org_id\" must be one of [\"globex\"] \
+             (the token has \"acme\")"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("decision     deny 403 (claims): insufficient_claims"),
+        "{text}"
+    );
+}

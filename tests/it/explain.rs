@@ -21,7 +21,7 @@ fn config(jwks_uri: &str) -> String {
 }
 
 /// Runs `scopegate explain` with `args` after `--config FILE`, feeding `stdin`.
-async fn explain(config: &str, args: &[&str], stdin: &str) -> Output {
+pub(crate) async fn explain(config: &str, args: &[&str], stdin: &str) -> Output {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("scopegate.toml");
     std::fs::write(&path, config).expect("write config");
