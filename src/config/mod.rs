@@ -884,6 +884,15 @@ impl fmt::Display for Config {
                     ""
                 }
             )?;
+            for condition in rule.claims() {
+                writeln!(
+                    f,
+                    "  {:<9} claim {} in {:?}",
+                    "",
+                    condition.key(),
+                    condition.values()
+                )?;
+            }
         }
         write!(
             f,
