@@ -8,7 +8,7 @@
 //! Literal segments must already be in canonical form, as [`super::normalize`] produces it, or
 //! they could never match a request.
 //!
-//! A variable's name is what a rule's claim conditions refer to it by: [`Template::captures`]
+//! A variable's name is what a rule's claim conditions refer to it by: `Template::captures`
 //! gives each named variable's text in a matched path, so one name may appear only once.
 
 use std::fmt;
