@@ -318,6 +318,78 @@ mod tests {
     }
 
     #[test]
+    fn enforced_and_shadow_rules_check_their_conditions_on_the_path() {
+        use crate::policy::{
+            AuthOutcome, Decision, Denial, PathMatch, Policy, Requirement, Rule, Template,
+        };
+        let tenant = |index: usize, shadow: bool| {
+            let template = Template::parse("/orgs/{org}/{rest=**}").expect("valid");
+            Rule::new(
+                index,
+                Some(format!("tenant {index}")),
+                PathMatch::Template(template),
+                None,
+                Requirement::Authenticated,
+            )
+            .expect("valid")
+            .with_claims(vec![condition("org_id", &["{org}"])])
+            .expect("binds {org}")
+            .shadowed(shadow)
+        };
+        let policy = Policy::new(
+            vec![tenant(0, true), tenant(1, false)],
+            Requirement::Authenticated,
+        )
+        .expect("valid");
+        assert_eq!(
+            policy
+                .claim_specs()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["org_id"]
+        );
+        let claims =
+            VerifiedClaims::for_tests(Some("u"), &[]).with_claim_for_tests("org_id", json!("acme"));
+        for (path, allowed) in [("/orgs/acme/x", true), ("/orgs/globex/x", false)] {
+            let resolved = policy.resolve("GET", path);
+            assert_eq!(resolved.shadows.len(), 1, "{path}");
+            let (decision, shadows) = resolved.decide(false, AuthOutcome::Done(Ok(claims.clone())));
+            for decision in [decision, shadows[0].clone()] {
+                match (allowed, decision) {
+                    (true, Decision::Allow(Some(_))) => {}
+                    (false, Decision::Deny(Denial::InsufficientClaims(mismatch))) => {
+                        assert_eq!(mismatch.expected, ["globex"]);
+                        assert_eq!(mismatch.found, Some(json!("acme")));
+                    }
+                    (_, other) => panic!("{path}: {other:?}"),
+                }
+            }
+        }
+        // Refused when built: a variable the template lacks, a public rule with conditions.
+        let rule = |path: PathMatch, requirement| {
+            Rule::new(0, None, path, None, requirement).expect("valid")
+        };
+        let template = || PathMatch::Template(Template::parse("/orgs/{org}").expect("valid"));
+        for (rule, values) in [
+            (rule(template(), Requirement::Authenticated), ["{tenant}"]),
+            (
+                rule(
+                    PathMatch::Prefix("/orgs/".into()),
+                    Requirement::Authenticated,
+                ),
+                ["{org}"],
+            ),
+            (rule(template(), Requirement::Public), ["acme"]),
+        ] {
+            let error = rule
+                .with_claims(vec![condition("org_id", &values)])
+                .expect_err("refused");
+            assert_eq!(error.key(), "rules[0].claims.\"org_id\"");
+        }
+    }
+
+    #[test]
     fn conditions_are_refused_when_malformed() {
         let refused = |key: &str, values: &[&str]| {
             let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();

@@ -619,7 +619,12 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
     }
     // A tenant check: the tenant's own path, another's, and a spelling of its own.
     let tenant = format!("Bearer {}", with("org_id", json!("acme")));
-    for path in ["/orgs/acme/x", "/orgs/globex/x", "/orgs/ACME/x", "/ORGS/acme/x"] {
+    for path in [
+        "/orgs/acme/x",
+        "/orgs/globex/x",
+        "/orgs/ACME/x",
+        "/ORGS/acme/x",
+    ] {
         cases.push(("GET", path, vec![("authorization", &tenant)]));
     }
     // The hostile paths, with and without a token that passes.
