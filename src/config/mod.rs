@@ -20,12 +20,17 @@ use crate::net::tls::TlsFiles;
 use crate::policy::{Policy, PolicyError, Requirement};
 
 mod issuers;
+mod metadata;
 mod rules;
 mod server;
 mod warnings;
 
 pub use issuers::{Issuer, RawIssuer, RawTokenRules};
 use issuers::{RawFetch, RawJwks, TokenRules};
+pub use metadata::{
+    METADATA_CLIENT_ID, METADATA_ISSUER, METADATA_RULE, METADATA_SCOPES, METADATA_SUBJECT,
+    RESERVED_METADATA_KEYS,
+};
 use rules::compile_rule;
 pub use rules::{RESERVED_HEADER_PREFIXES, RESERVED_HEADERS, RawRule};
 pub use server::{
