@@ -178,6 +178,7 @@ pub fn verified(
         token_types: None,
         scope_claims: vec!["scope".into(), "scp".into()],
         forward_claims: Vec::new(),
+        retain_claims: Vec::new(),
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -49,24 +49,38 @@ pub struct Expectations {
     pub scope_claims: Vec<String>,
     /// Claims forwarded to the upstream, each in a header of its own.
     pub forward_claims: Vec<ForwardClaim>,
+    /// Claims kept in [`VerifiedClaims`] as JSON values, readable by [`VerifiedClaims::claim`]:
+    /// the ones some configuration names (rules' claim conditions and whatever else registers
+    /// them with [`Expectations::retain`]). Nothing else of the payload is kept, so a cached
+    /// token holds only what is read again.
+    pub retain_claims: Vec<ClaimSpec>,
 }
 
-/// A claim forwarded to the upstream in a header, when the token carries it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForwardClaim {
-    /// The header's name, lower-case.
-    pub header: String,
-    /// The top-level claim that holds the value.
-    pub claim: String,
-    /// An RFC 6901 JSON Pointer into that claim (`""` for the claim itself).
-    pub pointer: String,
+impl Expectations {
+    /// Keeps `spec`'s value in every [`VerifiedClaims`] these expectations produce (once, however
+    /// often it is named).
+    pub fn retain(&mut self, spec: ClaimSpec) {
+        if !self.retain_claims.contains(&spec) {
+            self.retain_claims.push(spec);
+        }
+    }
 }
 
-impl ForwardClaim {
-    /// Reads a `forward_claims` value: a claim name, or a JSON Pointer (RFC 6901) when it starts
-    /// with `/`, whose first token names the claim. `None` for an empty name or a malformed
-    /// pointer (a `~` not followed by `0` or `1`).
-    pub fn new(header: &str, spec: &str) -> Option<ForwardClaim> {
+/// A claim named by configuration: a top-level claim name, or an RFC 6901 JSON Pointer that
+/// starts with `/` and whose first reference token names the claim (`/realm_access/roles`).
+/// Two spellings of the same claim (`org_id`, `/org_id`) are the same spec.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClaimSpec {
+    /// The top-level claim, unescaped.
+    claim: String,
+    /// The rest of the pointer, still escaped (`""` for the claim itself).
+    pointer: String,
+}
+
+impl ClaimSpec {
+    /// Reads a claim name, or a JSON Pointer when `spec` starts with `/`. `None` for an empty
+    /// name or a malformed pointer (a `~` not followed by `0` or `1`).
+    pub fn parse(spec: &str) -> Option<ClaimSpec> {
         let (claim, pointer) = match spec.strip_prefix('/') {
             None => (spec.to_string(), String::new()),
             Some(rest) => {
@@ -89,7 +103,55 @@ impl ForwardClaim {
                 (first.replace("~1", "/").replace("~0", "~"), pointer)
             }
         };
-        (!claim.is_empty()).then(|| ForwardClaim {
+        (!claim.is_empty()).then_some(ClaimSpec { claim, pointer })
+    }
+
+    /// The top-level claim that holds the value.
+    pub fn claim(&self) -> &str {
+        &self.claim
+    }
+
+    /// The RFC 6901 pointer into that claim (`""` for the claim itself).
+    pub fn pointer(&self) -> &str {
+        &self.pointer
+    }
+
+    /// The value this spec names in `claim_value` (the top-level claim's value).
+    fn select<'v>(&self, claim_value: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
+        claim_value.pointer(&self.pointer)
+    }
+}
+
+impl fmt::Display for ClaimSpec {
+    /// The claim name when that is the whole spec, else the JSON Pointer.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.pointer.is_empty() && !self.claim.starts_with('/') && !self.claim.contains('~') {
+            f.write_str(&self.claim)
+        } else {
+            let escaped = self.claim.replace('~', "~0").replace('/', "~1");
+            write!(f, "/{escaped}{}", self.pointer)
+        }
+    }
+}
+
+/// A claim forwarded to the upstream in a header, when the token carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardClaim {
+    /// The header's name, lower-case.
+    pub header: String,
+    /// The top-level claim that holds the value.
+    pub claim: String,
+    /// An RFC 6901 JSON Pointer into that claim (`""` for the claim itself).
+    pub pointer: String,
+}
+
+impl ForwardClaim {
+    /// Reads a `forward_claims` value: a claim name, or a JSON Pointer (RFC 6901) when it starts
+    /// with `/`, whose first token names the claim. `None` for an empty name or a malformed
+    /// pointer (a `~` not followed by `0` or `1`).
+    pub fn new(header: &str, spec: &str) -> Option<ForwardClaim> {
+        let ClaimSpec { claim, pointer } = ClaimSpec::parse(spec)?;
+        Some(ForwardClaim {
             header: header.to_ascii_lowercase(),
             claim,
             pointer,
@@ -252,6 +314,8 @@ pub struct VerifiedClaims {
     scopes: BTreeSet<String>,
     expires_at: u64,
     forwarded: Vec<(String, String)>,
+    /// The [`Expectations::retain_claims`] the token carries, with their values.
+    retained: Vec<(ClaimSpec, serde_json::Value)>,
     kid: Option<String>,
     azp: Option<String>,
     client_id: Option<String>,
@@ -311,6 +375,21 @@ impl VerifiedClaims {
         &self.forwarded
     }
 
+    /// The value of a claim named in [`Expectations::retain_claims`], if the token carries it
+    /// (`null` included: a claim present as `null` is `Some(Null)`). `None` for a claim the token
+    /// lacks, and for any spec that was not retained.
+    pub fn claim(&self, spec: &ClaimSpec) -> Option<&serde_json::Value> {
+        self.retained
+            .iter()
+            .find(|(kept, _)| kept == spec)
+            .map(|(_, value)| value)
+    }
+
+    /// Every retained claim the token carries, in the order of [`Expectations::retain_claims`].
+    pub fn retained(&self) -> &[(ClaimSpec, serde_json::Value)] {
+        &self.retained
+    }
+
     /// The `kid` of the key that verified the token, if the token named one.
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
@@ -346,6 +425,37 @@ impl VerifiedClaims {
                 .iter()
                 .map(|(header, value)| string(header) + string(value))
                 .sum::<usize>()
+            + allocation_bytes(
+                self.retained.capacity() * size_of::<(ClaimSpec, serde_json::Value)>(),
+            )
+            + self
+                .retained
+                .iter()
+                .map(|(spec, value)| {
+                    string(&spec.claim) + string(&spec.pointer) + json_heap_bytes(value)
+                })
+                .sum::<usize>()
+    }
+}
+
+/// An estimate, from above, of the heap a JSON value holds (the value itself not included):
+/// string buffers, array buffers, and the object's B-tree nodes with their keys.
+fn json_heap_bytes(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(text) => allocation_bytes(text.capacity()),
+        Value::Array(items) => {
+            allocation_bytes(items.capacity() * size_of::<Value>())
+                + items.iter().map(json_heap_bytes).sum::<usize>()
+        }
+        Value::Object(members) => {
+            btree_set_nodes_bytes::<(String, Value)>(members.len())
+                + members
+                    .iter()
+                    .map(|(name, value)| allocation_bytes(name.capacity()) + json_heap_bytes(value))
+                    .sum::<usize>()
+        }
     }
 }
 
@@ -384,6 +494,7 @@ impl VerifiedClaims {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             expires_at: 0,
             forwarded: Vec::new(),
+            retained: Vec::new(),
             kid: None,
             azp: None,
             client_id: None,
@@ -391,6 +502,13 @@ impl VerifiedClaims {
             nbf: None,
             key: [0; 32],
         }
+    }
+
+    /// These claims with `spec` retained as `value`, for unit tests.
+    pub(crate) fn with_claim_for_tests(mut self, spec: &str, value: serde_json::Value) -> Self {
+        let spec = ClaimSpec::parse(spec).expect("a valid claim spec");
+        self.retained.push((spec, value));
+        self
     }
 }
 
@@ -448,7 +566,7 @@ struct Claims {
     nbf: Option<f64>,
     /// The values of the configured scope claims that the token carries, in payload order.
     scopes: Vec<OneOrMany>,
-    /// The claims to forward that the token carries: (name, value).
+    /// The claims to forward or retain that the token carries: (name, value).
     forward: Vec<(String, serde_json::Value)>,
     /// `azp` and `client_id` when strings: who the token was issued to, for the decision log.
     azp: Option<String>,
@@ -467,6 +585,8 @@ struct ClaimsSeed<'a> {
     scope_claims: &'a [String],
     /// Top-level claims whose raw value is kept for forwarding (never a registered claim).
     forward: &'a [ForwardClaim],
+    /// Top-level claims whose raw value is kept for [`VerifiedClaims::claim`].
+    retain: &'a [ClaimSpec],
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for ClaimsSeed<'_> {
@@ -504,7 +624,11 @@ impl<'de> serde::de::Visitor<'de> for ClaimsSeed<'_> {
         };
         while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
             let scope = self.scope_claims.iter().position(|c| *c == name);
-            let forwarded = self.forward.iter().any(|f| f.claim == name);
+            // Kept as a raw value: forwarded or retained (a registered claim is read into its
+            // own field instead, and retained from there).
+            let forwarded = !REGISTERED_CLAIMS.contains(&name.as_ref())
+                && (self.forward.iter().any(|f| f.claim == name)
+                    || self.retain.iter().any(|r| r.claim == name));
             let seen = if let Some(i) = REGISTERED_CLAIMS.iter().position(|r| *r == name) {
                 &mut seen_registered[i]
             } else if let Some(i) = scope {
@@ -632,8 +756,13 @@ pub fn verify(
         .map_err(|_| VerifyError::BadSignature)?;
 
     let payload = decode_segment(payload_b64, "payload")?;
-    let claims = parse_claims(&payload, &expect.scope_claims, &expect.forward_claims)
-        .ok_or(VerifyError::BadClaims)?;
+    let claims = parse_claims(
+        &payload,
+        &expect.scope_claims,
+        &expect.forward_claims,
+        &expect.retain_claims,
+    )
+    .ok_or(VerifyError::BadClaims)?;
     let mut verified = check_claims(claims, expect, now)?;
     verified.kid = kid.map(str::to_owned);
     verified.key = *key.fingerprint();
@@ -735,10 +864,45 @@ fn check_claims(
         }
     }
 
+    // Retained claims: registered ones from the fields they were read into (only the string
+    // claims `iss`, `sub` and `aud`; the times are not compared with anything), the others from
+    // their raw values. Only the value the spec points at is kept, not the whole claim.
+    let registered = |name: &str| -> Option<serde_json::Value> {
+        use serde_json::Value;
+        match name {
+            "iss" => claims.iss.clone().map(Value::String),
+            "sub" => claims.sub.clone().map(Value::String),
+            "aud" => claims.aud.as_ref().map(|aud| match aud {
+                OneOrMany::One(one) => Value::String(one.clone()),
+                OneOrMany::Many(many) => {
+                    Value::Array(many.iter().cloned().map(Value::String).collect())
+                }
+            }),
+            _ => None,
+        }
+    };
+    let mut retained = Vec::new();
+    for spec in &expect.retain_claims {
+        let value = if REGISTERED_CLAIMS.contains(&spec.claim.as_str()) {
+            registered(&spec.claim).and_then(|whole| spec.select(&whole).cloned())
+        } else {
+            claims
+                .forward
+                .iter()
+                .find(|(name, _)| *name == spec.claim)
+                .and_then(|(_, whole)| spec.select(whole).cloned())
+        };
+        if let Some(value) = value {
+            retained.push((spec.clone(), value));
+        }
+    }
+    retained.shrink_to_fit();
+
     Ok(VerifiedClaims {
         subject: claims.sub,
         scopes,
         forwarded,
+        retained,
         exp: exp.to_bits(),
         nbf: claims.nbf.map(f64::to_bits),
         key: [0; 32],
@@ -808,7 +972,12 @@ fn decode_segment(segment: &str, what: &'static str) -> Result<Vec<u8>, VerifyEr
 }
 
 /// Parses a payload as a JSON object of claims, reading `scope_claims` as the scope claims.
-fn parse_claims(json: &[u8], scope_claims: &[String], forward: &[ForwardClaim]) -> Option<Claims> {
+fn parse_claims(
+    json: &[u8],
+    scope_claims: &[String],
+    forward: &[ForwardClaim],
+    retain: &[ClaimSpec],
+) -> Option<Claims> {
     use serde::de::DeserializeSeed as _;
     if !is_json_object(json) {
         return None;
@@ -817,6 +986,7 @@ fn parse_claims(json: &[u8], scope_claims: &[String], forward: &[ForwardClaim]) 
     let claims = ClaimsSeed {
         scope_claims,
         forward,
+        retain,
     }
     .deserialize(&mut deserializer)
     .ok()?;

@@ -182,6 +182,8 @@ impl Issuer {
                 token_types: rules.token_types,
                 scope_claims: rules.scope_claims,
                 forward_claims: rules.forward_claims,
+                // Filled once the rules are compiled: `Config::retain_claims`.
+                retain_claims: Vec::new(),
             },
         })
     }

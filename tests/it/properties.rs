@@ -64,6 +64,7 @@ fn fixture() -> &'static Fixture {
                 token_types: None,
                 scope_claims: vec!["scope".into(), "scp".into()],
                 forward_claims: Vec::new(),
+                retain_claims: Vec::new(),
             },
             token,
             refused,

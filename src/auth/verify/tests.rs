@@ -9,11 +9,12 @@ fn expect() -> Expectations {
         token_types: None,
         scope_claims: vec!["scope".into(), "scp".into()],
         forward_claims: Vec::new(),
+        retain_claims: Vec::new(),
     }
 }
 
 fn claims(json: &str) -> Claims {
-    parse_claims(json.as_bytes(), &expect().scope_claims, &[]).expect("test claims parse")
+    parse_claims(json.as_bytes(), &expect().scope_claims, &[], &[]).expect("test claims parse")
 }
 
 #[test]
@@ -167,7 +168,7 @@ fn wrongly_typed_or_duplicated_claims_do_not_parse() {
         r#""string""#,
     ] {
         assert!(
-            parse_claims(json.as_bytes(), &scope_claims, &[]).is_none(),
+            parse_claims(json.as_bytes(), &scope_claims, &[], &[]).is_none(),
             "{json}"
         );
     }
@@ -179,7 +180,7 @@ fn wrongly_typed_or_duplicated_claims_do_not_parse() {
         r#"{"\u0073cope":"escaped name"}"#,
     ] {
         assert!(
-            parse_claims(json.as_bytes(), &scope_claims, &[]).is_some(),
+            parse_claims(json.as_bytes(), &scope_claims, &[], &[]).is_some(),
             "{json}"
         );
     }
@@ -214,6 +215,7 @@ fn forwarded_claims_become_header_text() {
         json.as_bytes(),
         &forwarding.scope_claims,
         &forwarding.forward_claims,
+        &[],
     )
     .expect("parses");
     let verified = check_claims(parsed, &forwarding, 1_000_000).expect("valid");
@@ -263,6 +265,7 @@ fn forwarded_claims_become_header_text() {
             json.as_bytes(),
             &forwarding.scope_claims,
             &forwarding.forward_claims,
+            &[],
         )
         .expect("parses");
         assert_eq!(
@@ -273,7 +276,7 @@ fn forwarded_claims_become_header_text() {
     }
     // A forwarded claim may not appear twice either.
     let twice = r#"{"email":"a","email":"b"}"#;
-    assert!(parse_claims(twice.as_bytes(), &[], &forwarding.forward_claims).is_none());
+    assert!(parse_claims(twice.as_bytes(), &[], &forwarding.forward_claims, &[]).is_none());
     for (spec_text, valid) in [
         ("email", true),
         ("/org/id", true),
@@ -288,6 +291,81 @@ fn forwarded_claims_become_header_text() {
             "{spec_text:?}"
         );
     }
+}
+
+#[test]
+fn only_the_claims_named_are_retained_as_values() {
+    let spec = |text: &str| ClaimSpec::parse(text).expect(text);
+    let mut retaining = Expectations {
+        forward_claims: vec![ForwardClaim::new("x-org", "org_id").expect("valid")],
+        ..expect()
+    };
+    for text in [
+        "org_id",
+        "/realm_access/roles",
+        "/org_id",
+        "sub",
+        "/aud/1",
+        "scope",
+        "tags",
+        "absent",
+        "/realm_access/missing",
+        "/a~1b",
+    ] {
+        retaining.retain(spec(text));
+    }
+    // Two spellings of one claim are one spec, kept once.
+    assert_eq!(retaining.retain_claims.len(), 9);
+    let json = r#"{"iss":"https://issuer.example/","aud":["api","orders"],"exp":1000100,
+        "sub":"alice","org_id":"acme","realm_access":{"roles":["admin","reader"],"n":1},
+        "scope":"read write","tags":null,"a/b":"slashed","other":"not kept"}"#;
+    let parsed = parse_claims(
+        json.as_bytes(),
+        &retaining.scope_claims,
+        &retaining.forward_claims,
+        &retaining.retain_claims,
+    )
+    .expect("parses");
+    let verified = check_claims(parsed, &retaining, 1_000_000).expect("valid");
+    let got: Vec<(String, String)> = verified
+        .retained()
+        .iter()
+        .map(|(spec, value)| (spec.to_string(), value.to_string()))
+        .collect();
+    let want = [
+        ("org_id", r#""acme""#),
+        ("/realm_access/roles", r#"["admin","reader"]"#),
+        ("sub", r#""alice""#),
+        ("/aud/1", r#""orders""#),
+        ("scope", r#""read write""#),
+        ("tags", "null"),
+        ("a/b", r#""slashed""#),
+    ];
+    assert_eq!(
+        got,
+        want.map(|(s, v)| (s.to_string(), v.to_string())).to_vec()
+    );
+    assert_eq!(
+        verified.claim(&spec("/org_id")),
+        Some(&serde_json::json!("acme"))
+    );
+    assert_eq!(verified.claim(&spec("absent")), None);
+    let made = VerifiedClaims::for_tests(None, &[]).with_claim_for_tests("org_id", "x".into());
+    assert_eq!(made.claim(&spec("/org_id")), Some(&serde_json::json!("x")));
+    assert_eq!(
+        verified.claim(&spec("other")),
+        None,
+        "never named, never kept"
+    );
+    // A retained scope claim still grants its scopes; the forwarded claim is still forwarded.
+    assert!(verified.has_scope("write"));
+    assert_eq!(verified.forwarded(), [("x-org".into(), "acme".into())]);
+    // What is kept is weighed: the same token without retention holds less.
+    let plain = check_claims(claims(json), &expect(), 1_000_000).expect("valid");
+    assert!(verified.heap_bytes() > plain.heap_bytes() + 7 * 16);
+    // A retained claim may not appear twice, like any claim that is read.
+    let twice = r#"{"org_id":"a","org_id":"b"}"#;
+    assert!(parse_claims(twice.as_bytes(), &[], &[], &retaining.retain_claims).is_none());
 }
 
 #[test]
@@ -319,14 +397,14 @@ fn scopes_come_from_the_configured_claims() {
     ] {
         let json = format!("{{{base},{members}}}");
         let parsed =
-            parse_claims(json.as_bytes(), &expectations.scope_claims, &[]).expect("parses");
+            parse_claims(json.as_bytes(), &expectations.scope_claims, &[], &[]).expect("parses");
         let verified = check_claims(parsed, expectations, 1_000_000).expect("valid");
         let scopes: Vec<&str> = verified.scopes().iter().map(String::as_str).collect();
         assert_eq!(scopes, want, "{json}");
     }
     // The scope-token rule holds for every configured claim.
     let json = format!(r#"{{{base},"permissions":["read:messages","x admin"]}}"#);
-    let parsed = parse_claims(json.as_bytes(), &rbac.scope_claims, &[]).expect("parses");
+    let parsed = parse_claims(json.as_bytes(), &rbac.scope_claims, &[], &[]).expect("parses");
     assert_eq!(
         check_claims(parsed, &rbac, 1_000_000).map(|_| ()),
         Err(VerifyError::InvalidScope)
