@@ -25,11 +25,12 @@ mod rules;
 mod server;
 mod warnings;
 
+pub(crate) use issuers::forward_spec;
 pub use issuers::{Issuer, RawIssuer, RawTokenRules};
 use issuers::{RawFetch, RawJwks, TokenRules};
 pub use metadata::{
     METADATA_CLIENT_ID, METADATA_ISSUER, METADATA_RULE, METADATA_SCOPES, METADATA_SUBJECT,
-    RESERVED_METADATA_KEYS,
+    MetadataClaim, RESERVED_METADATA_KEYS,
 };
 use rules::compile_rule;
 pub use rules::{RESERVED_HEADER_PREFIXES, RESERVED_HEADERS, RawRule};
@@ -102,6 +103,8 @@ pub struct RawConfig {
     pub scope_claims: Option<Vec<String>>,
     /// Header name -> claim name or JSON Pointer, forwarded to the upstream on allow.
     pub forward_claims: Option<std::collections::BTreeMap<String, String>>,
+    /// Claims (names or JSON Pointers) added to an allow's dynamic metadata; default none.
+    pub metadata_claims: Option<Vec<String>>,
     /// Several trusted issuers, instead of the top-level `issuer`, `audience` and `jwks_uri`.
     pub issuers: Option<Vec<RawIssuer>>,
     /// Address of the plain-HTTP `/metrics` listener; absent: no metrics listener.
@@ -503,6 +506,7 @@ impl RawConfig {
                 scope_claims: self.scope_claims,
                 token_types: self.token_types,
                 forward_claims: self.forward_claims,
+                metadata_claims: self.metadata_claims,
             },
             None,
         )?;
@@ -796,6 +800,10 @@ impl fmt::Display for Config {
                     "forward           {} <- {}{}",
                     forward.header, forward.claim, forward.pointer
                 )?;
+            }
+            if !issuer.metadata_claims.is_empty() {
+                let keys: Vec<&str> = issuer.metadata_claims.iter().map(|m| m.key()).collect();
+                writeln!(f, "metadata claims   {}", keys.join(", "))?;
             }
             if let Some(types) = &e.token_types {
                 let types: Vec<&str> = types.iter().map(TokenType::as_str).collect();

@@ -193,7 +193,7 @@ pub async fn decide<'g, A: Authenticate>(
         .route
         .as_ref()
         .map_or(&*NO_RULE, |route| route.name);
-    let issuer = issuer.map(|i| config.issuers()[i].expectations.issuer.as_str());
+    let issuer = issuer.map(|i| &config.issuers()[i]);
     let verdict = match &decision {
         Decision::Allow(claims) => allow(
             claims.as_ref(),
@@ -208,7 +208,7 @@ pub async fn decide<'g, A: Authenticate>(
         status,
         reason,
         rule,
-        issuer,
+        issuer: issuer.map(|i| i.expectations.issuer.as_str()),
     };
     Decided {
         verdict,
