@@ -286,11 +286,36 @@ impl Stack {
         Stack::launch(dir, Some(issuer), format!("{FULL}{text}"), Hop::Tcp).await
     }
 
+    /// [`Stack::start_with_config`], with Envoy running the repository's `envoy/envoy.yaml` as
+    /// `envoy` changes it (after the addresses are substituted): for tests that need what the
+    /// shipped file leaves out, such as an access log of their own.
+    pub async fn start_with_config_and_envoy(
+        config: impl FnOnce(&str, &str) -> String,
+        envoy: impl FnOnce(String) -> String,
+    ) -> Stack {
+        let dir = scratch_dir();
+        let (issuer, issuer_url) = dev_issuer(dir.path(), DevAlgorithm::Rs256).await;
+        let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
+        let text = config(&issuer_url, &jwks_uri);
+        let config = format!("{FULL}{text}");
+        Stack::launch_with(dir, Some(issuer), config, Hop::Tcp, envoy).await
+    }
+
     async fn launch(
         dir: tempfile::TempDir,
         issuer: Option<DevIssuer>,
         gate_config: String,
         hop: Hop,
+    ) -> Stack {
+        Stack::launch_with(dir, issuer, gate_config, hop, |yaml| yaml).await
+    }
+
+    async fn launch_with(
+        dir: tempfile::TempDir,
+        issuer: Option<DevIssuer>,
+        gate_config: String,
+        hop: Hop,
+        envoy_edit: impl FnOnce(String) -> String,
     ) -> Stack {
         watchdog::arm();
         // The demo's second issuer (EdDSA, found by discovery) runs in every stack.
@@ -374,6 +399,7 @@ impl Stack {
             &format!("port_value: {upstream_port}\n"),
             1,
         );
+        let yaml = envoy_edit(yaml);
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, yaml).expect("write envoy config");
         let envoy_log = dir.path().join("envoy.log");
