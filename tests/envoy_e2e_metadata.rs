@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::eventually;
-use common::stack::{DEMO_AUDIENCE, Stack};
+use common::stack::{DEMO_AUDIENCE, Stack, with_access_log};
 
 /// The keys the access log writes, in order.
 const KEYS: [&str; 7] = [
@@ -22,29 +21,17 @@ const KEYS: [&str; 7] = [
     "tenant",
 ];
 
-/// An access log writing each of [`KEYS`] from the ext_authz filter's metadata to `path`,
-/// after the shipped one (Envoy's default format on standard output).
-fn with_metadata_access_log(yaml: String, path: &Path) -> String {
+/// The access-log format writing the request's path, the status and each of [`KEYS`] from the
+/// ext_authz filter's metadata.
+fn metadata_format() -> String {
     let fields: Vec<String> = KEYS
         .iter()
         .map(|key| format!("{key}=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:{key})%"))
         .collect();
-    let format = format!(
-        "path=%REQ(:PATH)% code=%RESPONSE_CODE% {}\\n",
+    format!(
+        "path=%REQ(:PATH)% code=%RESPONSE_CODE% {}",
         fields.join(" ")
-    );
-    let shipped = "                      \"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog\n";
-    let added = format!(
-        "{shipped}                  - name: envoy.access_loggers.file\n\
-         \x20                   typed_config:\n\
-         \x20                     \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n\
-         \x20                     path: {}\n\
-         \x20                     log_format:\n\
-         \x20                       text_format_source:\n\
-         \x20                         inline_string: \"{format}\"\n",
-        path.display()
-    );
-    common::stack::substitute(&yaml, shipped, &added, 1)
+    )
 }
 
 /// Through Envoy, an allow's metadata reaches Envoy's access log: `client_id`, `sub`, `iss`,
@@ -75,7 +62,7 @@ public = true
 "#
             )
         },
-        |yaml| with_metadata_access_log(yaml, &access_log),
+        |yaml| with_access_log(&yaml, &access_log, &metadata_format()),
     )
     .await;
     let mut extra = serde_json::Map::new();

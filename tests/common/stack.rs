@@ -115,6 +115,27 @@ pub fn substitute(text: &str, from: &str, to: &str, count: usize) -> String {
     text.replace(from, to)
 }
 
+/// `yaml` (the shipped `envoy/envoy.yaml` or `envoy-http.yaml`) with a second access log
+/// after the shipped one: a file at `path`, one line per request in Envoy's text `format` (a
+/// command such as `%RESPONSE_CODE%` and text; the line's end is added).
+pub fn with_access_log(yaml: &str, path: &Path, format: &str) -> String {
+    let shipped = "                      \"@type\": \
+                   type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog\n";
+    let format = format.replace('\\', "\\\\").replace('"', "\\\"");
+    let added = format!(
+        "{shipped}                  - name: envoy.access_loggers.file\n\
+         \x20                   typed_config:\n\
+         \x20                     \"@type\": \
+         type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n\
+         \x20                     path: {}\n\
+         \x20                     log_format:\n\
+         \x20                       text_format_source:\n\
+         \x20                         inline_string: \"{format}\\n\"\n",
+        path.display()
+    );
+    substitute(yaml, shipped, &added, 1)
+}
+
 /// The scopegate binary as users run it (`serve --config FILE`), on a fixed loopback address so
 /// that it can be killed and started again where Envoy expects it. Killed on drop.
 struct Gate {
