@@ -90,6 +90,8 @@ pub struct Explanation {
     pub grants: Option<Grants>,
     /// The answer.
     pub answer: Answer,
+    /// What an allow tells the proxy (Envoy's dynamic metadata); `None` for a denial.
+    pub metadata: Option<decide::Metadata>,
 }
 
 /// A rule as `explain` shows it.
@@ -274,9 +276,9 @@ async fn explain_view(
         .as_ref()
         .ok()
         .map(|route| view(route.rule, route.requirement, route.name));
-    let (error, message) = match &decided.verdict {
-        Verdict::Allow { .. } => (None, None),
-        Verdict::Deny(denied) => (Some(denied.error), Some(denied.message.clone())),
+    let (error, message, metadata) = match &decided.verdict {
+        Verdict::Allow { metadata, .. } => (None, None, Some(metadata.clone())),
+        Verdict::Deny(denied) => (Some(denied.error), Some(denied.message.clone()), None),
     };
     Ok(Explanation {
         method: request.method().to_owned(),
@@ -299,6 +301,7 @@ async fn explain_view(
             error,
             message,
         },
+        metadata,
     })
 }
 
@@ -622,7 +625,15 @@ impl std::fmt::Display for Explanation {
         if let (Some(error), Some(message)) = (answer.error, &answer.message) {
             write!(f, ": {error}: {message}")?;
         }
-        writeln!(f)
+        writeln!(f)?;
+        if let Some(metadata) = &self.metadata {
+            writeln!(
+                f,
+                "metadata     {}",
+                serde_json::Value::Object(metadata.clone())
+            )?;
+        }
+        Ok(())
     }
 }
 
