@@ -9,7 +9,7 @@
 //!
 //! | path | original request read from | allow | deny |
 //! |---|---|---|---|
-//! | `/envoy/<path>` | the request itself: its method, its target without `/envoy`, `Host`, `X-Forwarded-Proto` | 200, identity headers, `x-envoy-auth-headers-to-remove` listing the headers to remove | the real status (400, 401, 403, 503), JSON body, `WWW-Authenticate`, `Retry-After` |
+//! | `/envoy/<path>` | the request itself: its method, its target without `/envoy`, `Host`, `X-Forwarded-Proto` | 200, identity headers, `x-envoy-auth-headers-to-remove` listing the headers to remove, the metadata in `x-scopegate-meta-*` headers ([`metadata_headers`]) | the real status (400, 401, 403, 503), JSON body, `WWW-Authenticate`, `Retry-After` |
 //! | `/forward-auth` (query ignored) | `X-Forwarded-Method`, `-Uri` (both required), `-Proto`, `-Host` | 200, identity headers | as `/envoy/` |
 //! | `/nginx-auth` | `X-Original-Method`, `X-Original-URI` (both required), `Host`, `X-Forwarded-Proto` | 200, identity headers | 401 when the real status is 401, else 403; the real status in `X-Scopegate-Status`, the JSON body in `X-Scopegate-Body` (non-ASCII escaped), `WWW-Authenticate`, `Retry-After`, and the body |
 //! | anything else | — | never | 404 `not_found`, not decided |
