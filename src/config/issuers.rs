@@ -33,6 +33,9 @@ pub struct Issuer {
     /// The claims an allow's dynamic metadata carries besides the fixed keys and the forwarded
     /// claims (`metadata_claims`); each is retained by `expectations`.
     pub metadata_claims: Vec<MetadataClaim>,
+    /// Each `forward_claims` header as a metadata key, with the claim it reads (retained by
+    /// `expectations`, so the metadata has the claim's JSON value: an array as a list).
+    pub forwarded_metadata: Vec<MetadataClaim>,
     /// Where it is written: `""` for the top-level shorthand, `issuers[i].` for an entry (so
     /// that warnings name its keys).
     pub(super) prefix: String,
@@ -190,20 +193,23 @@ impl Issuer {
                 retain_claims: Vec::new(),
             },
             metadata_claims: rules.metadata_claims,
+            forwarded_metadata: Vec::new(),
         };
         // What the metadata reads again from cached claims: the metadata claims, and the
         // forwarded claims as JSON values (so that an array is a list there).
+        issuer.forwarded_metadata = issuer
+            .expectations
+            .forward_claims
+            .iter()
+            .filter_map(|f| {
+                ClaimSpec::parse(&forward_spec(f)).map(|spec| MetadataClaim::new(&f.header, spec))
+            })
+            .collect();
         let kept: Vec<ClaimSpec> = issuer
             .metadata_claims
             .iter()
+            .chain(&issuer.forwarded_metadata)
             .map(|m| m.spec().clone())
-            .chain(
-                issuer
-                    .expectations
-                    .forward_claims
-                    .iter()
-                    .filter_map(|f| ClaimSpec::parse(&forward_spec(f))),
-            )
             .collect();
         for spec in kept {
             issuer.expectations.retain(spec);
@@ -354,7 +360,7 @@ impl TokenRules {
 
 /// The claim spec a forwarded claim reads, written as `forward_claims` takes it: a JSON
 /// Pointer to the claim (escaped) and on into it.
-pub(crate) fn forward_spec(forward: &ForwardClaim) -> String {
+fn forward_spec(forward: &ForwardClaim) -> String {
     let claim = forward.claim.replace('~', "~0").replace('/', "~1");
     format!("/{claim}{}", forward.pointer)
 }

@@ -34,6 +34,14 @@ pub struct MetadataClaim {
 }
 
 impl MetadataClaim {
+    /// `spec` under `key` (a `forward_claims` header's name, checked where it is compiled).
+    pub(super) fn new(key: &str, spec: ClaimSpec) -> MetadataClaim {
+        MetadataClaim {
+            key: key.to_owned(),
+            spec,
+        }
+    }
+
     /// The metadata key: the claim name or JSON Pointer as written.
     pub fn key(&self) -> &str {
         &self.key

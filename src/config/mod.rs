@@ -26,7 +26,6 @@ mod rules;
 mod server;
 mod warnings;
 
-pub(crate) use issuers::forward_spec;
 pub use issuers::{Issuer, RawIssuer, RawTokenRules};
 use issuers::{RawFetch, RawJwks, TokenRules};
 pub use metadata::{

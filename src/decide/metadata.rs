@@ -9,10 +9,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::auth::verify::{ClaimSpec, VerifiedClaims};
+use crate::auth::verify::VerifiedClaims;
 use crate::config::{
     Issuer, METADATA_CLIENT_ID, METADATA_ISSUER, METADATA_RULE, METADATA_SCOPES, METADATA_SUBJECT,
-    RESERVED_METADATA_KEYS, forward_spec,
+    RESERVED_METADATA_KEYS,
 };
 
 /// An allow's metadata: key → JSON value (strings, lists of them, and what claims hold).
@@ -36,12 +36,8 @@ pub(super) fn of(claims: Option<&VerifiedClaims>, issuer: Option<&Issuer>, rule:
                 continue;
             }
             let value = issuer
-                .and_then(|i| {
-                    let forward = i.expectations.forward_claims.iter();
-                    forward.into_iter().find(|f| f.header == *header)
-                })
-                .and_then(|forward| ClaimSpec::parse(&forward_spec(forward)))
-                .and_then(|spec| claims.claim(&spec).cloned())
+                .and_then(|i| i.forwarded_metadata.iter().find(|m| m.key() == header))
+                .and_then(|forwarded| claims.claim(forwarded.spec()).cloned())
                 .unwrap_or_else(|| Value::String(text.clone()));
             out.insert(header.clone(), value);
         }
