@@ -106,6 +106,32 @@ pub(super) fn compile_metadata_claims(
     Ok(out)
 }
 
+impl super::Config {
+    /// A `forward_claims` header named as a fixed metadata key (`sub`, `iss`, `scopes`, `rule`)
+    /// is still set, but the metadata keeps the fixed key's value: said, not refused, so that
+    /// configurations that started before the metadata existed keep starting.
+    pub(super) fn metadata_key_warnings(&self) -> Vec<super::ConfigWarning> {
+        self.issuers
+            .iter()
+            .flat_map(|issuer| {
+                issuer
+                    .forwarded_metadata
+                    .iter()
+                    .filter(|m| RESERVED_METADATA_KEYS.contains(&m.key()))
+                    .map(|m| super::ConfigWarning {
+                        key: format!("{}forward_claims.{:?}", issuer.prefix, m.key()),
+                        message: format!(
+                            "the header is set, but an allow's dynamic metadata keeps its own \
+                             {:?} key, not this claim; name the header otherwise to see the \
+                             claim there",
+                            m.key()
+                        ),
+                    })
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::compile;
@@ -155,6 +181,19 @@ mod tests {
         let raw = crate::config::RawConfig::from_toml(&own, "<test>").expect("toml");
         let error = raw.compile().expect_err("twice").to_string();
         assert!(error.contains("issuers[0].metadata_claims[1]"), "{error}");
+    }
+
+    /// A forwarded header named as a fixed metadata key is accepted, with a warning naming it.
+    #[test]
+    fn a_forwarded_header_named_as_a_fixed_key_is_a_warning() {
+        let config = compile("[forward_claims]\n\"rule\" = \"role\"\n\"x-auth-email\" = \"email\"")
+            .expect("accepted");
+        let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("forward_claims.\"rule\": "),
+            "{warnings:?}"
+        );
     }
 
     /// The claims are kept per issuer (an entry's list replaces the top level's), retained
