@@ -579,6 +579,15 @@ impl RawConfig {
             }
         };
 
+        // Verification keeps, of every token, the claims configuration reads back (rules' claim
+        // conditions), whichever issuer signed it: a rule does not choose the issuer.
+        let mut issuers = issuers;
+        for issuer in &mut issuers {
+            for spec in policy.claim_specs() {
+                issuer.expectations.retain(spec.clone());
+            }
+        }
+
         Ok(Config {
             listen,
             metrics_listen,
@@ -888,6 +897,15 @@ impl fmt::Display for Config {
                     ""
                 }
             )?;
+            for condition in rule.claims() {
+                writeln!(
+                    f,
+                    "  {:<9} claim {} in {:?}",
+                    "",
+                    condition.key(),
+                    condition.values()
+                )?;
+            }
         }
         write!(
             f,

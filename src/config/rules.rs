@@ -3,10 +3,10 @@
 
 use serde::Deserialize;
 
-use super::{ConfigError, invalid};
+use super::{ConfigError, StringOrList, invalid};
 use crate::auth::token::is_http_token;
 use crate::auth::verify::{Algorithm, ForwardClaim, REGISTERED_CLAIMS, is_scope_token};
-use crate::policy::{PathMatch, Requirement, Rule, Template, normalize};
+use crate::policy::{ClaimCondition, PathMatch, Requirement, Rule, Template, normalize};
 
 /// One `[[rules]]` entry as written.
 #[derive(Debug, Default, Deserialize)]
@@ -32,6 +32,9 @@ pub struct RawRule {
     pub deny: Option<bool>,
     /// Evaluated, logged and counted, but never enforced.
     pub shadow: Option<bool>,
+    /// Claim conditions: claim name or JSON Pointer -> value or any-of list, `{name}` being the
+    /// template's path variable.
+    pub claims: Option<std::collections::BTreeMap<String, StringOrList>>,
 }
 
 /// `{prefix}scope_claims`: the claims whose union is the granted scopes; default `scope`, `scp`.
@@ -238,6 +241,7 @@ pub(super) fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigErr
             ("public", raw.public == Some(true)),
             ("scopes", raw.scopes.is_some()),
             ("all_scopes", raw.all_scopes.is_some()),
+            ("claims", raw.claims.is_some()),
         ];
         if let Some((field, _)) = beside.iter().find(|(_, set)| *set) {
             return Err(invalid(
@@ -278,6 +282,43 @@ pub(super) fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigErr
         (false, None, None) => Requirement::Authenticated,
     };
     let rule = Rule::new(index, raw.name, path, methods, requirement)?;
+    let rule = match raw.claims {
+        None => rule,
+        Some(table) => {
+            if table.is_empty() {
+                return Err(invalid(
+                    key("claims"),
+                    "{}",
+                    "an empty table checks nothing; leave the key out",
+                ));
+            }
+            let mut conditions = Vec::with_capacity(table.len());
+            for (claim, values) in table {
+                let values = match values {
+                    StringOrList::One(one) => vec![one],
+                    StringOrList::Many(many) => many,
+                };
+                let condition = ClaimCondition::new(&claim, &values).map_err(|reason| {
+                    invalid(format!("{name}.claims.{claim:?}"), &values, reason)
+                })?;
+                if let Some(same) = conditions
+                    .iter()
+                    .find(|c: &&ClaimCondition| c.spec() == condition.spec())
+                {
+                    return Err(invalid(
+                        format!("{name}.claims.{claim:?}"),
+                        &values,
+                        format!(
+                            "{:?} names the same claim; give one key its list of values",
+                            same.key()
+                        ),
+                    ));
+                }
+                conditions.push(condition);
+            }
+            rule.with_claims(conditions)?
+        }
+    };
     Ok(rule.shadowed(raw.shadow.unwrap_or(false)))
 }
 

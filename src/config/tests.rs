@@ -87,6 +87,30 @@ fn the_http_listener_and_its_limits_compile() {
 }
 
 #[test]
+fn claim_conditions_are_retained_by_every_issuer_and_printed() {
+    let c = compile(
+        "[[rules]]\ntemplate = \"/orgs/{org}/{**}\"\n\
+         claims = { org_id = \"{org}\", \"/realm_access/roles\" = [\"admin\", \"owner\"] }\n\
+         [[rules]]\ntemplate = \"/teams/{org}\"\nclaims = { \"/org_id\" = \"{org}\" }\nshadow = true",
+    )
+    .expect("compiles");
+    let retained: Vec<String> = c.issuers[0]
+        .expectations
+        .retain_claims
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    // Sorted by key within a rule (a TOML table), each claim once however it is spelt.
+    assert_eq!(retained, ["/realm_access/roles", "org_id"]);
+    assert!(
+        c.to_string()
+            .contains("claim /realm_access/roles in [\"admin\", \"owner\"]"),
+        "{c}"
+    );
+    assert!(c.to_string().contains("claim org_id in [\"{org}\"]"), "{c}");
+}
+
+#[test]
 fn stale_bound_accepts_its_floor_and_token_types_compile() {
     let c = compile(
         "jwks_refresh_seconds = 2\njwks_min_refresh_seconds = 1\njwks_max_refresh_seconds = 20\n\

@@ -14,6 +14,7 @@
 //! | malformed Bearer credentials | 400 | `invalid_request` |
 //! | token fails verification | 401 | `invalid_token` |
 //! | scopes missing, or route denied to all | 403 | `insufficient_scope` |
+//! | a rule's claim conditions not met | 403 | `insufficient_claims` |
 //! | ambiguous request path, or a method override or form POST that could run another rule's handler | 400 | `invalid_request` |
 //! | no key set loaded yet | 503 | `temporarily_unavailable` |
 //! | the Check ran past `check_timeout_ms` | 503 | `temporarily_unavailable` |
@@ -390,6 +391,7 @@ pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
             (503, Reason::keys_unavailable, "temporarily_unavailable")
         }
         Denial::InsufficientScope { .. } => (403, Reason::insufficient_scope, "insufficient_scope"),
+        Denial::InsufficientClaims(_) => (403, Reason::claims, "insufficient_claims"),
         Denial::RouteDenied => (403, Reason::route_denied, "insufficient_scope"),
         Denial::BadPath(_) => (400, Reason::bad_path, "invalid_request"),
         Denial::TimedOut => (503, Reason::timed_out, "temporarily_unavailable"),
@@ -450,9 +452,10 @@ fn deny(denial: &Denial, realm: &str) -> Denied {
         Denial::Unauthenticated(AuthError::KeysUnavailable)
         | Denial::TimedOut
         | Denial::BadPath(_) => None,
-        Denial::Unauthenticated(_) | Denial::RouteDenied | Denial::Unreadable(_) => {
-            Some(challenge(realm, error, &message, None))
-        }
+        Denial::Unauthenticated(_)
+        | Denial::InsufficientClaims(_)
+        | Denial::RouteDenied
+        | Denial::Unreadable(_) => Some(challenge(realm, error, &message, None)),
     };
     let body = serde_json::json!({ "error": error, "message": message }).to_string();
     let mut headers = vec![("content-type", "application/json".to_owned())];

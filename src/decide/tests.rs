@@ -73,6 +73,18 @@ fn every_denial_has_its_status_body_and_headers() {
             None,
         ),
         (
+            Denial::InsufficientClaims(Box::new(crate::policy::ClaimMismatch {
+                key: "org_id".into(),
+                expected: vec!["acme".into()],
+                found: Some("other".into()),
+            })),
+            403,
+            "insufficient_claims",
+            Reason::claims,
+            Some(r#"Bearer realm="scopegate", error="insufficient_claims""#),
+            None,
+        ),
+        (
             Denial::RouteDenied,
             403,
             "insufficient_scope",
@@ -133,6 +145,19 @@ fn every_denial_has_its_status_body_and_headers() {
         scope.headers[1].1.ends_with(r#", scope="a b""#),
         "{scope:?}"
     );
+    // A claims denial names neither the claim nor either value, to the client.
+    let claims = deny(
+        &Denial::InsufficientClaims(Box::new(crate::policy::ClaimMismatch {
+            key: "org_id".into(),
+            expected: vec!["acme".into()],
+            found: Some("other".into()),
+        })),
+        realm,
+    );
+    for secret in ["org_id", "acme", "other"] {
+        assert!(!claims.body.contains(secret), "{claims:?}");
+        assert!(!claims.headers[1].1.contains(secret), "{claims:?}");
+    }
 }
 
 /// An allow sets the identity it has and removes what it lacks, so a client's own copy of an

@@ -4,7 +4,7 @@
 
 #[cfg(doc)]
 use super::Policy;
-use super::{PathError, RequestPath, Requirement, Route, Rule};
+use super::{ClaimMismatch, PathError, RequestPath, Requirement, Route, Rule};
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::{VerifiedClaims, VerifyError};
 
@@ -64,21 +64,34 @@ impl Resolved<'_> {
             }
             _ => decide(requirement, None),
         };
+        // A rule's claim conditions, read from the (possibly cached) claims on every request,
+        // once the requirement holds: they bind the path, so no outcome of them is ever kept.
+        let path = self.path.as_ref().map(RequestPath::as_str).unwrap_or("");
+        let with_claims = |rule: Option<&Rule>, decision: Decision| match (rule, decision) {
+            (Some(rule), Decision::Allow(Some(claims))) => match rule.check_claims(path, &claims) {
+                Ok(()) => Decision::Allow(Some(claims)),
+                Err(mismatch) => Decision::Deny(Denial::InsufficientClaims(Box::new(mismatch))),
+            },
+            (_, decision) => decision,
+        };
         let shadows = self
             .shadows
             .iter()
-            .map(|rule| under(rule.requirement(), &auth))
+            .map(|rule| with_claims(Some(rule), under(rule.requirement(), &auth)))
             .collect();
         let decision = match &self.route {
             Err(e) => Decision::Deny(Denial::BadPath(*e)),
             Ok(_) if preflight => Decision::Allow(None),
             // The one authentication outcome moves into the decision: no copy on this path.
-            Ok(route) => match auth {
-                AuthOutcome::Done(auth) if route.requirement.needs_token() => {
-                    decide(route.requirement, Some(auth))
-                }
-                auth => under(route.requirement, &auth),
-            },
+            Ok(route) => with_claims(
+                route.rule,
+                match auth {
+                    AuthOutcome::Done(auth) if route.requirement.needs_token() => {
+                        decide(route.requirement, Some(auth))
+                    }
+                    auth => under(route.requirement, &auth),
+                },
+            ),
         };
         (decision, shadows)
     }
@@ -117,6 +130,11 @@ pub enum Denial {
         /// The scopes the route asks for (any-of or all-of, as configured).
         required: Vec<String>,
     },
+    /// The token lacks a claim the route's claim conditions ask for, or holds another value
+    /// (`claims = { org_id = "{org}" }` on another tenant's path). The answer names no claim;
+    /// the mismatch is for `explain`.
+    #[error("Token claims do not permit this request")]
+    InsufficientClaims(Box<ClaimMismatch>),
     /// The route is denied to everyone (`default = "deny"`).
     #[error("Route is not permitted")]
     RouteDenied,

@@ -16,6 +16,7 @@
 //! of `rule`, `route` and `decide` are re-exported here, so their paths are `policy::X`; the
 //! tables that build a [`Policy`] are in `tests.rs` (`policy::tests`).
 
+pub mod claims;
 pub mod path;
 pub mod request;
 pub mod template;
@@ -28,6 +29,7 @@ mod tests;
 
 use std::sync::Arc;
 
+pub use claims::{ClaimCondition, ClaimMismatch};
 pub use decide::{AuthError, AuthOutcome, Authentication, Decision, Denial, Resolved, decide};
 pub use path::{PathError, RequestPath, normalize};
 pub use request::is_cors_preflight;
@@ -68,6 +70,18 @@ impl Policy {
     /// The rules, in the order they are tried.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Every claim the rules' claim conditions read (shadow rules' included), each once: what
+    /// verification must keep of a token ([`crate::auth::verify::Expectations::retain`]).
+    pub fn claim_specs(&self) -> Vec<&crate::auth::verify::ClaimSpec> {
+        let mut specs: Vec<&crate::auth::verify::ClaimSpec> = Vec::new();
+        for condition in self.rules.iter().flat_map(|rule| rule.claims.iter()) {
+            if !specs.contains(&condition.spec()) {
+                specs.push(condition.spec());
+            }
+        }
+        specs
     }
 
     /// The requirement for requests no rule matches.

@@ -122,7 +122,7 @@ impl Policy {
             .any(|b| b.is_ascii_lowercase())
             .then(|| method.to_ascii_uppercase());
         if let Some(upper) = &upper
-            && self.requirement(self.lookup(upper, path, Case::Sensitive)) != self.requirement(own)
+            && self.demand(self.lookup(upper, path, Case::Sensitive)) != self.demand(own)
         {
             return Err(PathError::MethodCaseVariant);
         }
@@ -179,14 +179,14 @@ impl Policy {
         readings: Readings,
         counts: impl Fn(Option<&'a Rule>) -> bool,
     ) -> Option<Reading<'a>> {
-        let own_requirement = self.requirement(own);
+        let own_demand = self.demand(own);
         // Each spelling is also read with letter case ignored, ASCII and Unicode-folded.
         for (error, spelling) in spellings(path, readings) {
             let folded = fold_case_to_ascii(&spelling);
             for candidate in std::iter::once(&spelling).chain(folded.as_ref()) {
                 for case in [Case::Sensitive, Case::Ignored] {
                     let rule = self.lookup(method, candidate, case);
-                    if self.requirement(rule) != own_requirement && counts(rule) {
+                    if self.demand(rule) != own_demand && counts(rule) {
                         return Some(Reading {
                             error,
                             path: candidate.clone(),
@@ -221,6 +221,19 @@ impl Policy {
 
     fn requirement<'a>(&'a self, rule: Option<&'a Rule>) -> &'a Requirement {
         rule.map_or(&self.default, |rule| &rule.requirement)
+    }
+
+    /// What deciding by `rule` (or the default) demands, as the readings compare it: the
+    /// requirement and, for a rule with claim conditions, the rule itself. Its conditions bind
+    /// its own template's variables, so no other rule demands the same, and a reading that
+    /// leaves such a rule (`/ORGS/other/...` beside `/orgs/{org}/...` with `org_id = "{org}"`)
+    /// is refused rather than decided without its conditions.
+    fn demand<'a>(&'a self, rule: Option<&'a Rule>) -> (&'a Requirement, Option<&'a str>) {
+        (
+            self.requirement(rule),
+            rule.filter(|rule| !rule.claims.is_empty())
+                .map(|rule| rule.key.as_str()),
+        )
     }
 
     /// The deciding rule under `case`, with `HEAD` read as `GET` (see [`Policy::route`]).

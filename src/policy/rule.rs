@@ -8,7 +8,9 @@ use std::sync::Arc;
 #[cfg(doc)]
 use super::Policy;
 use super::Template;
+use super::claims::{ClaimCondition, ClaimMismatch, check_all};
 use crate::auth::token::is_http_token;
+use crate::auth::verify::VerifiedClaims;
 
 /// What a matched route demands of the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +149,8 @@ pub struct Rule {
     pub(super) requirement: Requirement,
     /// Evaluated and reported, never enforced: see [`Policy::shadow_rules`].
     pub(super) shadow: bool,
+    /// Claim conditions (all-of), on top of the requirement: see [`Rule::with_claims`].
+    pub(super) claims: Vec<ClaimCondition>,
 }
 
 impl Rule {
@@ -204,7 +208,73 @@ impl Rule {
             methods,
             requirement,
             shadow: false,
+            claims: Vec::new(),
         })
+    }
+
+    /// This rule with claim `conditions` (all-of) on top of its requirement, checked against the
+    /// token's claims with the rule's template variables bound to the request's canonical path.
+    /// Refused: conditions on a rule that needs no token, and a value naming a variable the
+    /// rule's template does not bind (or any variable, for a rule without a template).
+    pub fn with_claims(self, conditions: Vec<ClaimCondition>) -> Result<Rule, PolicyError> {
+        let refuse = |condition: &ClaimCondition, reason: String| PolicyError::BadClaims {
+            key: format!("{}.claims.{:?}", self.key, condition.key()),
+            value: condition.values().join(", "),
+            reason,
+        };
+        for condition in &conditions {
+            if !self.requirement.needs_token() {
+                return Err(refuse(
+                    condition,
+                    "a public rule reads no token, so it cannot check claims".into(),
+                ));
+            }
+            for variable in condition.variables() {
+                let bound = match &self.path {
+                    PathMatch::Template(template) => template.variables().any(|v| v == variable),
+                    _ => false,
+                };
+                if !bound {
+                    let reason = match &self.path {
+                        PathMatch::Template(template) => format!(
+                            "{{{variable}}} is not a variable of template {:?}",
+                            template.pattern()
+                        ),
+                        other => format!(
+                            "{{{variable}}} names a path variable, but this rule matches a {}                              ({:?}), which has none; use `template`",
+                            other.key_name(),
+                            other.pattern()
+                        ),
+                    };
+                    return Err(refuse(condition, reason));
+                }
+            }
+        }
+        Ok(Rule {
+            claims: conditions,
+            ..self
+        })
+    }
+
+    /// Its claim conditions (none for most rules).
+    pub fn claims(&self) -> &[ClaimCondition] {
+        &self.claims
+    }
+
+    /// Whether verified `claims` meet this rule's claim conditions on canonical `path` (which
+    /// the rule matches): the first condition that fails, if one does. A path the rule's
+    /// template does not match binds nothing, so a condition with a variable fails closed.
+    pub fn check_claims(&self, path: &str, claims: &VerifiedClaims) -> Result<(), ClaimMismatch> {
+        if self.claims.is_empty() {
+            return Ok(());
+        }
+        let captures = match &self.path {
+            PathMatch::Template(template) => {
+                template.captures(path, Case::Sensitive).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        check_all(&self.claims, claims, &captures)
     }
 
     /// This rule in shadow mode when `shadow` is true: evaluated for every request it matches
@@ -336,6 +406,17 @@ pub enum PolicyError {
     /// started before they were read keep starting.)
     #[error("{0}")]
     ConflictingReading(Box<Conflict>),
+    /// A claim condition that cannot be checked: malformed, on a public rule, or naming a path
+    /// variable the rule does not bind.
+    #[error("{reason}")]
+    BadClaims {
+        /// `rules[N].claims."name"`.
+        key: String,
+        /// The values as written.
+        value: String,
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 /// The details of [`PolicyError::ConflictingReading`].
@@ -391,6 +472,7 @@ impl PolicyError {
             | PolicyError::LowerCaseMethod { rule, .. } => format!("{rule}.methods"),
             PolicyError::Unreachable { key, .. } => key.clone(),
             PolicyError::ConflictingReading(conflict) => conflict.key.clone(),
+            PolicyError::BadClaims { key, .. } => key.clone(),
         }
     }
 
@@ -403,6 +485,7 @@ impl PolicyError {
             | PolicyError::LowerCaseMethod { method, .. } => method,
             PolicyError::Unreachable { pattern, .. } => pattern,
             PolicyError::ConflictingReading(conflict) => &conflict.pattern,
+            PolicyError::BadClaims { value, .. } => value,
         }
     }
 }

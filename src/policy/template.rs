@@ -7,6 +7,9 @@
 //! segment matches depends on greedy or lazy matching, which upstream routers disagree on.
 //! Literal segments must already be in canonical form, as [`super::normalize`] produces it, or
 //! they could never match a request.
+//!
+//! A variable's name is what a rule's claim conditions refer to it by: `Template::captures`
+//! gives each named variable's text in a matched path, so one name may appear only once.
 
 use std::fmt;
 
@@ -18,10 +21,10 @@ use super::path::normalize;
 enum Segment {
     /// Text matched exactly (or without ASCII case, for [`Case::Ignored`]).
     Literal(String),
-    /// `{name}` or `{*}`: one non-empty segment.
-    One,
-    /// `{**}` or `{name=**}`: the rest of the path, at least one non-empty segment.
-    Rest,
+    /// `{name}` or `{*}` (no name): one non-empty segment.
+    One(Option<String>),
+    /// `{**}` (no name) or `{name=**}`: the rest of the path, at least one non-empty segment.
+    Rest(Option<String>),
 }
 
 /// A parsed path template. Built only by [`Template::parse`], which guarantees at least one
@@ -61,6 +64,9 @@ pub enum TemplateError {
     /// `{**}` before the last segment.
     #[error("`{{**}}` matches the rest of the path, so it must be the last segment")]
     RestNotLast,
+    /// The same variable name twice: a claim condition naming it could not say which it means.
+    #[error("variable name {0:?} appears twice; each names one part of the path")]
+    DuplicateName(String),
     /// A `*` outside braces.
     #[error("`*` matches only itself outside braces; write `{{*}}` for one segment")]
     BareStar,
@@ -94,8 +100,15 @@ impl Template {
                 // The last segment may be empty: a trailing slash, as in an exact path.
                 Segment::Literal((*part).to_owned())
             };
-            if segment == Segment::Rest && index != last {
+            if matches!(segment, Segment::Rest(_)) && index != last {
                 return Err(TemplateError::RestNotLast);
+            }
+            if let Segment::One(Some(name)) | Segment::Rest(Some(name)) = &segment
+                && segments
+                    .iter()
+                    .any(|earlier: &Segment| earlier.name() == Some(name))
+            {
+                return Err(TemplateError::DuplicateName(name.clone()));
             }
             segments.push(segment);
         }
@@ -145,7 +158,7 @@ impl Template {
             out.push('/');
             match segment {
                 Segment::Literal(text) => out.push_str(text),
-                Segment::One | Segment::Rest => out.push('x'),
+                Segment::One(_) | Segment::Rest(_) => out.push('x'),
             }
         }
         out
@@ -158,7 +171,7 @@ impl Template {
         };
         let last = self.segments.len() - 1;
         for (index, segment) in self.segments.iter().enumerate() {
-            if let Segment::Rest = segment {
+            if let Segment::Rest(_) = segment {
                 // One or more segments: a canonical path has no `//`, so any text is that.
                 return !rest.is_empty();
             }
@@ -195,7 +208,7 @@ impl Template {
         let mut out = String::with_capacity(path.len());
         for segment in &self.segments {
             match segment {
-                Segment::Rest => {
+                Segment::Rest(_) => {
                     let rest: Vec<&str> = parts.by_ref().collect();
                     out.push('/');
                     out.push_str(&rest.join("/"));
@@ -205,7 +218,7 @@ impl Template {
                     out.push('/');
                     out.push_str(text);
                 }
-                Segment::One => {
+                Segment::One(_) => {
                     out.push('/');
                     out.push_str(parts.next()?);
                 }
@@ -222,10 +235,10 @@ impl Template {
             };
             let covered = match (ours, theirs) {
                 // The rest of ours is one or more segments whatever they are.
-                (_, Segment::Rest) => return true,
+                (_, Segment::Rest(_)) => return true,
                 (Segment::Literal(a), Segment::Literal(b)) => a == b,
-                (Segment::Literal(a), Segment::One) => !a.is_empty(),
-                (Segment::One, Segment::One) => true,
+                (Segment::Literal(a), Segment::One(_)) => !a.is_empty(),
+                (Segment::One(_), Segment::One(_)) => true,
                 _ => false,
             };
             if !covered {
@@ -233,6 +246,46 @@ impl Template {
             }
         }
         self.segments.len() == other.segments.len()
+    }
+
+    /// The names of its named variables, in order (`{*}` and `{**}` have none).
+    pub fn variables(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(Segment::name)
+    }
+
+    /// Each named variable's text in `path` (canonical, so already percent-decoded once), when
+    /// the template matches it: one segment for `{name}`, the rest of the path for
+    /// `{name=**}` (its segments joined by `/`). Literal segments are compared under `case`.
+    pub(crate) fn captures<'p>(&self, path: &'p str, case: Case) -> Option<Vec<(&str, &'p str)>> {
+        if !self.matches(path, case) {
+            return None;
+        }
+        let mut rest = path.strip_prefix('/')?;
+        let mut out = Vec::new();
+        for segment in &self.segments {
+            if let Segment::Rest(name) = segment {
+                if let Some(name) = name {
+                    out.push((name.as_str(), rest));
+                }
+                break;
+            }
+            let (part, after) = rest.split_once('/').unwrap_or((rest, ""));
+            if let Segment::One(Some(name)) = segment {
+                out.push((name.as_str(), part));
+            }
+            rest = after;
+        }
+        Some(out)
+    }
+}
+
+impl Segment {
+    /// A variable's name, if it has one.
+    fn name(&self) -> Option<&str> {
+        match self {
+            Segment::One(name) | Segment::Rest(name) => name.as_deref(),
+            Segment::Literal(_) => None,
+        }
     }
 }
 
@@ -245,11 +298,11 @@ fn variable(inner: &str) -> Option<Segment> {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
     };
     match inner.split_once('=') {
-        None if inner == "*" => Some(Segment::One),
-        None if inner == "**" => Some(Segment::Rest),
-        None if is_name(inner) => Some(Segment::One),
-        Some((name, "*")) if is_name(name) => Some(Segment::One),
-        Some((name, "**")) if is_name(name) => Some(Segment::Rest),
+        None if inner == "*" => Some(Segment::One(None)),
+        None if inner == "**" => Some(Segment::Rest(None)),
+        None if is_name(inner) => Some(Segment::One(Some(inner.to_owned()))),
+        Some((name, "*")) if is_name(name) => Some(Segment::One(Some(name.to_owned()))),
+        Some((name, "**")) if is_name(name) => Some(Segment::Rest(Some(name.to_owned()))),
         _ => None,
     }
 }
@@ -294,6 +347,9 @@ mod tests {
             ("/a/{**}/b", Err(RestNotLast)),
             ("/a/{rest=**}/{id}", Err(RestNotLast)),
             ("/a/*/{id}", Err(BareStar)),
+            ("/a/{id}/b/{id}", Err(DuplicateName("id".into()))),
+            ("/a/{id}/{id=**}", Err(DuplicateName("id".into()))),
+            ("/a/{*}/{*}/{**}", Ok(())),
         ];
         for (pattern, want) in cases {
             assert_eq!(Template::parse(pattern).map(|_| ()), *want, "{pattern:?}");
@@ -347,6 +403,62 @@ mod tests {
         let items = Template::parse("/items/{id}").expect("valid");
         assert!(items.matches("/ITEMS/1", Case::Ignored));
         assert!(!items.matches("/ITEMS/1", Case::Sensitive));
+    }
+
+    #[test]
+    fn captures_table() {
+        /// Pattern, path, the captures wanted.
+        type Case3<'a> = (&'a str, &'a str, Option<&'a [(&'a str, &'a str)]>);
+        let cases: &[Case3] = &[
+            (
+                "/orgs/{org}/items",
+                "/orgs/acme/items",
+                Some(&[("org", "acme")]),
+            ),
+            (
+                "/orgs/{org}/items",
+                "/orgs/ACME/items",
+                Some(&[("org", "ACME")]),
+            ),
+            ("/orgs/{org}/items", "/orgs/acme/other", None),
+            (
+                "/orgs/{org}/items/{id=*}",
+                "/orgs/a/items/7",
+                Some(&[("org", "a"), ("id", "7")]),
+            ),
+            (
+                "/orgs/{*}/items/{id}",
+                "/orgs/a/items/7",
+                Some(&[("id", "7")]),
+            ),
+            (
+                "/files/{path=**}",
+                "/files/a/b/c.txt",
+                Some(&[("path", "a/b/c.txt")]),
+            ),
+            ("/files/{path=**}", "/files/a/", Some(&[("path", "a/")])),
+            ("/files/{**}", "/files/a/b", Some(&[])),
+            (
+                "/{t}/x/{rest=**}",
+                "/é/x/y/z",
+                Some(&[("t", "é"), ("rest", "y/z")]),
+            ),
+        ];
+        for (pattern, path, want) in cases {
+            let template = Template::parse(pattern).expect(pattern);
+            assert_eq!(
+                template.captures(path, Case::Sensitive).as_deref(),
+                *want,
+                "{pattern} on {path}"
+            );
+        }
+        let t = Template::parse("/orgs/{org}/{*}/{rest=**}").expect("valid");
+        assert_eq!(t.variables().collect::<Vec<_>>(), ["org", "rest"]);
+        // Literal segments under `case`, variables as written.
+        assert_eq!(
+            t.captures("/ORGS/Acme/x/y", Case::Ignored),
+            Some(vec![("org", "Acme"), ("rest", "y")])
+        );
     }
 
     #[test]

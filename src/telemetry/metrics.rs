@@ -62,6 +62,8 @@ pub enum Reason {
     invalid_token,
     /// 403: the token lacks the route's scopes (RFC 6750 `insufficient_scope`).
     insufficient_scope,
+    /// 403: the token's claims do not meet the route's claim conditions (`insufficient_claims`).
+    claims,
     /// 403: the route is denied to everyone (`default = "deny"`).
     route_denied,
     /// 400: an ambiguous or refused request path or method (method overrides included).

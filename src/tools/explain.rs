@@ -28,7 +28,7 @@ use crate::auth::token::{self, CredentialsError};
 use crate::auth::verify::{self, VerifiedClaims, VerifyError};
 use crate::config::Config;
 use crate::decide::{self, Authenticate, Labels, Verdict};
-use crate::policy::{AuthError, Authentication, Decision, Requirement, Rule};
+use crate::policy::{AuthError, Authentication, Decision, Denial, Requirement, Rule};
 use crate::telemetry::metrics::Metrics;
 
 /// What the request carries.
@@ -88,6 +88,10 @@ pub struct Explanation {
     pub credentials: String,
     /// What the verified credentials grant, when they verified.
     pub grants: Option<Grants>,
+    /// The deciding rule's claim condition that failed: the claim, the values it was to hold
+    /// and what the token had (a claim value, never the token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_mismatch: Option<String>,
     /// The answer.
     pub answer: Answer,
     /// What an allow tells the proxy (Envoy's dynamic metadata); `None` for a denial.
@@ -280,6 +284,10 @@ async fn explain_view(
         Verdict::Allow { metadata, .. } => (None, None, Some(metadata.clone())),
         Verdict::Deny(denied) => (Some(denied.error), Some(denied.message.clone()), None),
     };
+    let claim_mismatch = match &decided.decision {
+        Decision::Deny(Denial::InsufficientClaims(mismatch)) => Some(mismatch.to_string()),
+        _ => None,
+    };
     Ok(Explanation {
         method: request.method().to_owned(),
         path: request
@@ -294,6 +302,7 @@ async fn explain_view(
         shadow_rules,
         credentials,
         grants,
+        claim_mismatch,
         answer: Answer {
             decision: label(decided.labels.decision),
             status: decided.labels.status,
@@ -531,7 +540,16 @@ fn view(rule: Option<&Rule>, requirement: &Requirement, name: &std::sync::Arc<st
             methods: rule
                 .methods()
                 .map_or_else(|| "any".to_string(), |m| m.join(",")),
-            requires: requirement.to_string(),
+            requires: match rule.claims() {
+                [] => requirement.to_string(),
+                conditions => {
+                    let conditions: Vec<String> = conditions
+                        .iter()
+                        .map(|c| format!("{} in {:?}", c.key(), c.values()))
+                        .collect();
+                    format!("{requirement}, claims {}", conditions.join(" and "))
+                }
+            },
         },
         None => RuleView {
             name: name.to_string(),
@@ -615,6 +633,9 @@ impl std::fmt::Display for Explanation {
                     .map(|kid| format!(", key {kid}"))
                     .unwrap_or_default()
             )?;
+        }
+        if let Some(mismatch) = &self.claim_mismatch {
+            writeln!(f, "claims       failed: {mismatch}")?;
         }
         let answer = &self.answer;
         write!(

@@ -21,7 +21,7 @@ fn config(jwks_uri: &str) -> String {
 }
 
 /// Runs `scopegate explain` with `args` after `--config FILE`, feeding `stdin`.
-async fn explain(config: &str, args: &[&str], stdin: &str) -> Output {
+pub(crate) async fn explain(config: &str, args: &[&str], stdin: &str) -> Output {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("scopegate.toml");
     std::fs::write(&path, config).expect("write config");
@@ -402,7 +402,9 @@ fn equivalence_config(jwks_uri: &str) -> String {
          [[rules]]\nname = \"trial\"\npath = \"/trial\"\nscopes = [\"t\"]\nshadow = true\n\
          [[rules]]\nprefix = \"/public/\"\npublic = true\n\
          [[rules]]\nprefix = \"/admin/\"\nscopes = [\"admin\"]\n\
-         [[rules]]\npath = \"/kitchen\"\nscopes = [\"k\"]\n"
+         [[rules]]\npath = \"/kitchen\"\nscopes = [\"k\"]\n\
+         [[rules]]\nname = \"tenant\"\ntemplate = \"/orgs/{{org}}/{{**}}\"\n\
+         claims = {{ org_id = \"{{org}}\" }}\n"
     )
 }
 
@@ -642,6 +644,16 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
         ));
         cases.push(("GET", "/audit", vec![("authorization", bearer)]));
     }
+    // A tenant check: the tenant's own path, another's, and a spelling of its own.
+    let tenant = format!("Bearer {}", with("org_id", json!("acme")));
+    for path in [
+        "/orgs/acme/x",
+        "/orgs/globex/x",
+        "/orgs/ACME/x",
+        "/ORGS/acme/x",
+    ] {
+        cases.push(("GET", path, vec![("authorization", &tenant)]));
+    }
     // The hostile paths, with and without a token that passes.
     let admin = format!("Bearer {}", key.mint(&claims("admin k read:messages")));
     for (method, path, _) in crate::authorization::REFUSED_SPELLINGS {
@@ -735,6 +747,7 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
         "invalid_request",
         "invalid_token",
         "insufficient_scope",
+        "claims",
         "route_denied",
         "bad_path",
     ] {

@@ -8,6 +8,7 @@ mod common;
 
 mod authentication;
 mod authorization;
+mod claims;
 mod cli;
 mod compose;
 mod dev_issuer;

@@ -533,10 +533,13 @@ fn rule_path(
                 operation: operation.to_owned(),
                 segment: segment.to_owned(),
             })?;
+        // A name repeated in one path (which OpenAPI forbids) is kept the first time only:
+        // template variable names are unique, since claim conditions refer to them.
         let keep = !name.is_empty()
             && name
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            && !written.contains(&format!("{{{name}}}"));
         written.push(if keep {
             format!("{{{name}}}")
         } else {

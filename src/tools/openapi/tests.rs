@@ -170,13 +170,14 @@ fn security_maps_to_the_rule_that_says_the_same() {
         (
             "path templates keep names of template syntax, else {*}",
             "paths:\n  /items/{id}/notes/{note.id-2_x}: {get: {}}\n  /users/{user id}: {get: {}}\n  \
-                 /tags/{}: {get: {}}\n  /: {get: {}}\n  /dir/: {get: {}}",
+                 /tags/{}: {get: {}}\n  /: {get: {}}\n  /dir/: {get: {}}\n  /a/{id}/b/{id}: {get: {}}",
             &[
                 "GET T/items/{id}/notes/{note.id-2_x} token",
                 "GET T/users/{*} token",
                 "GET T/tags/{*} token",
                 "GET / token",
                 "GET /dir/ token",
+                "GET T/a/{id}/b/{*} token",
             ],
         ),
         (
