@@ -514,6 +514,26 @@ impl VerifiedClaims {
     }
 }
 
+#[cfg(test)]
+impl VerifiedClaims {
+    /// These claims with `client_id`, `azp` and forwarded `(header, value)` pairs, for unit
+    /// tests of what is made of them downstream.
+    pub(crate) fn with_client_for_tests(
+        mut self,
+        client_id: Option<&str>,
+        azp: Option<&str>,
+        forwarded: &[(&str, &str)],
+    ) -> Self {
+        self.client_id = client_id.map(str::to_owned);
+        self.azp = azp.map(str::to_owned);
+        self.forwarded = forwarded
+            .iter()
+            .map(|(header, value)| (header.to_string(), value.to_string()))
+            .collect();
+        self
+    }
+}
+
 /// The protected header members scopegate reads. Unknown members are ignored; duplicate members
 /// are a parse error (serde refuses them for known fields).
 #[derive(Deserialize)]

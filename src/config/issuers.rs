@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::metadata::{MetadataClaim, compile_metadata_claims};
 use super::rules::{compile_algorithms, compile_forward_claims, compile_scope_claims};
 use super::{ConfigError, StringOrList, invalid};
 use crate::auth::jwks::JwksSettings;
-use crate::auth::verify::{Algorithm, Expectations, ForwardClaim, TokenType};
+use crate::auth::verify::{Algorithm, ClaimSpec, Expectations, ForwardClaim, TokenType};
 use crate::net::outbound::{CaBundle, FetchPolicy, Trust};
 
 /// Slack between the longest possible refresh cycle and `jwks_max_stale_seconds`.
@@ -29,6 +30,12 @@ pub struct Issuer {
     pub expectations: Expectations,
     /// Its JWKS and how it is fetched and cached.
     pub jwks: JwksSettings,
+    /// The claims an allow's dynamic metadata carries besides the fixed keys and the forwarded
+    /// claims (`metadata_claims`); each is retained by `expectations`.
+    pub metadata_claims: Vec<MetadataClaim>,
+    /// Each `forward_claims` header as a metadata key, with the claim it reads (retained by
+    /// `expectations`, so the metadata has the claim's JSON value: an array as a list).
+    pub forwarded_metadata: Vec<MetadataClaim>,
     /// Where it is written: `""` for the top-level shorthand, `issuers[i].` for an entry (so
     /// that warnings name its keys).
     pub(super) prefix: String,
@@ -164,7 +171,7 @@ impl Issuer {
                 (discovery, Some(issuer.clone()), fallback)
             }
         };
-        Ok(Issuer {
+        let mut issuer = Issuer {
             prefix: prefix.to_string(),
             jwks: JwksSettings {
                 uri: jwks_uri,
@@ -185,7 +192,29 @@ impl Issuer {
                 // Filled once the rules are compiled: `Config::retain_claims`.
                 retain_claims: Vec::new(),
             },
-        })
+            metadata_claims: rules.metadata_claims,
+            forwarded_metadata: Vec::new(),
+        };
+        // What the metadata reads again from cached claims: the metadata claims, and the
+        // forwarded claims as JSON values (so that an array is a list there).
+        issuer.forwarded_metadata = issuer
+            .expectations
+            .forward_claims
+            .iter()
+            .filter_map(|f| {
+                ClaimSpec::parse(&forward_spec(f)).map(|spec| MetadataClaim::new(&f.header, spec))
+            })
+            .collect();
+        let kept: Vec<ClaimSpec> = issuer
+            .metadata_claims
+            .iter()
+            .chain(&issuer.forwarded_metadata)
+            .map(|m| m.spec().clone())
+            .collect();
+        for spec in kept {
+            issuer.expectations.retain(spec);
+        }
+        Ok(issuer)
     }
 }
 
@@ -204,6 +233,8 @@ pub struct RawTokenRules {
     pub token_types: Option<Vec<String>>,
     /// Header name -> claim name or JSON Pointer, forwarded to the upstream on allow.
     pub forward_claims: Option<std::collections::BTreeMap<String, String>>,
+    /// Claims (names or JSON Pointers) added to an allow's dynamic metadata.
+    pub metadata_claims: Option<Vec<String>>,
 }
 
 /// One `[[issuers]]` entry as written.
@@ -237,6 +268,9 @@ pub(super) struct TokenRules {
     scope_claims: Vec<String>,
     token_types: Option<Vec<TokenType>>,
     forward_claims: Vec<ForwardClaim>,
+    /// As written (checked against `forward_claims` once both are known).
+    metadata_claims_written: Option<(String, Vec<String>)>,
+    metadata_claims: Vec<MetadataClaim>,
 }
 
 impl TokenRules {
@@ -298,14 +332,37 @@ impl TokenRules {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
+        // An entry's own list, else the top level's, checked against this entry's forwarded
+        // headers (an entry may override either).
+        let metadata_claims_written = match (raw.metadata_claims, defaults) {
+            (Some(list), _) => Some((format!("{prefix}metadata_claims"), list)),
+            (None, Some(d)) => d.metadata_claims_written.clone(),
+            (None, None) => None,
+        };
+        let metadata_claims = match &metadata_claims_written {
+            None => Vec::new(),
+            Some((key, list)) => {
+                let headers: Vec<&str> = forward_claims.iter().map(|f| f.header.as_str()).collect();
+                compile_metadata_claims(key, list, &headers)?
+            }
+        };
         Ok(TokenRules {
             leeway_seconds,
             algorithms,
             scope_claims,
             token_types,
             forward_claims,
+            metadata_claims_written,
+            metadata_claims,
         })
     }
+}
+
+/// The claim spec a forwarded claim reads, written as `forward_claims` takes it: a JSON
+/// Pointer to the claim (escaped) and on into it.
+fn forward_spec(forward: &ForwardClaim) -> String {
+    let claim = forward.claim.replace('~', "~0").replace('/', "~1");
+    format!("/{claim}{}", forward.pointer)
 }
 
 const DEFAULT_LEEWAY: u64 = 60;

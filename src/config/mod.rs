@@ -5,7 +5,8 @@
 //!
 //! Each part of the file is compiled in a module of its own: `server` (`listen`, the
 //! `[server]` table and the HTTP listener's `[http_server]` table), `issuers` (the issuers, their token rules and the shared key-set settings),
-//! `rules` (`[[rules]]`, and the checks of claim names, forwarded headers and algorithms) and
+//! `rules` (`[[rules]]`, and the checks of claim names, forwarded headers and algorithms),
+//! `metadata` (the dynamic metadata's keys and `metadata_claims`) and
 //! `warnings` ([`ConfigWarning`]). Those modules are private; what they make public is
 //! re-exported here, so every public path is `config::X`.
 
@@ -20,12 +21,17 @@ use crate::net::tls::TlsFiles;
 use crate::policy::{Policy, PolicyError, Requirement};
 
 mod issuers;
+mod metadata;
 mod rules;
 mod server;
 mod warnings;
 
 pub use issuers::{Issuer, RawIssuer, RawTokenRules};
 use issuers::{RawFetch, RawJwks, TokenRules};
+pub use metadata::{
+    METADATA_CLIENT_ID, METADATA_ISSUER, METADATA_RULE, METADATA_SCOPES, METADATA_SUBJECT,
+    MetadataClaim, RESERVED_METADATA_KEYS,
+};
 use rules::compile_rule;
 pub use rules::{RESERVED_HEADER_PREFIXES, RESERVED_HEADERS, RawRule};
 pub use server::{
@@ -97,6 +103,8 @@ pub struct RawConfig {
     pub scope_claims: Option<Vec<String>>,
     /// Header name -> claim name or JSON Pointer, forwarded to the upstream on allow.
     pub forward_claims: Option<std::collections::BTreeMap<String, String>>,
+    /// Claims (names or JSON Pointers) added to an allow's dynamic metadata; default none.
+    pub metadata_claims: Option<Vec<String>>,
     /// Several trusted issuers, instead of the top-level `issuer`, `audience` and `jwks_uri`.
     pub issuers: Option<Vec<RawIssuer>>,
     /// Address of the plain-HTTP `/metrics` listener; absent: no metrics listener.
@@ -498,6 +506,7 @@ impl RawConfig {
                 scope_claims: self.scope_claims,
                 token_types: self.token_types,
                 forward_claims: self.forward_claims,
+                metadata_claims: self.metadata_claims,
             },
             None,
         )?;
@@ -800,6 +809,10 @@ impl fmt::Display for Config {
                     "forward           {} <- {}{}",
                     forward.header, forward.claim, forward.pointer
                 )?;
+            }
+            if !issuer.metadata_claims.is_empty() {
+                let keys: Vec<&str> = issuer.metadata_claims.iter().map(|m| m.key()).collect();
+                writeln!(f, "metadata claims   {}", keys.join(", "))?;
             }
             if let Some(types) = &e.token_types {
                 let types: Vec<&str> = types.iter().map(TokenType::as_str).collect();

@@ -32,6 +32,7 @@ impl Config {
         warnings.extend(self.unknown_kid_wait_warning());
         warnings.extend(self.open_to_forged_preflights());
         warnings.extend(self.http_listen_warning());
+        warnings.extend(self.metadata_key_warnings());
         // Refusing these at start-up would stop configurations that started before the format
         // suffix and compatibility readings existed; the requests they concern are refused.
         for conflict in self.policy.conflicts_refused_at_request_time() {

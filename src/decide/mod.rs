@@ -22,12 +22,14 @@
 
 mod decision_log;
 mod generation;
+mod metadata;
 mod request;
 
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 pub use generation::Generation;
+pub use metadata::Metadata;
 pub use request::Request;
 
 use crate::auth::token::CredentialsError;
@@ -82,6 +84,9 @@ pub enum Verdict<'g> {
         set: Vec<(&'g str, String)>,
         /// Headers to remove before the request goes upstream.
         remove: Vec<&'g str>,
+        /// What the proxy may record of the allow: who, by which rule (Envoy's dynamic
+        /// metadata).
+        metadata: Metadata,
     },
     /// Answered here.
     Deny(Denied),
@@ -185,21 +190,26 @@ pub async fn decide<'g, A: Authenticate>(
     // decide
     let (decision, shadows) = resolved.decide(preflight, auth);
     // respond
-    let verdict = match &decision {
-        Decision::Allow(claims) => allow(claims.as_ref(), with.forwarded_headers()),
-        Decision::Deny(denial) => Verdict::Deny(deny(denial, config.realm())),
-    };
-    let (decision_label, status, reason) = outcome_of(&decision, preflight);
     let rule = resolved
         .route
         .as_ref()
         .map_or(&*NO_RULE, |route| route.name);
+    let issuer = issuer.map(|i| &config.issuers()[i]);
+    let verdict = match &decision {
+        Decision::Allow(claims) => allow(
+            claims.as_ref(),
+            with.forwarded_headers(),
+            metadata::of(claims.as_ref(), issuer, rule),
+        ),
+        Decision::Deny(denial) => Verdict::Deny(deny(denial, config.realm())),
+    };
+    let (decision_label, status, reason) = outcome_of(&decision, preflight);
     let labels = Labels {
         decision: decision_label,
         status,
         reason,
         rule,
-        issuer: issuer.map(|i| config.issuers()[i].expectations.issuer.as_str()),
+        issuer: issuer.map(|i| i.expectations.issuer.as_str()),
     };
     Decided {
         verdict,
@@ -394,7 +404,12 @@ pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
 ///
 /// Every configured forwarded header is set from the token's claim, or removed when the token
 /// lacks it (or the route is public), so a client's own copy never reaches the upstream.
-fn allow<'g>(claims: Option<&VerifiedClaims>, forwarded_headers: &'g [String]) -> Verdict<'g> {
+/// `metadata` goes with the allow as it is.
+fn allow<'g>(
+    claims: Option<&VerifiedClaims>,
+    forwarded_headers: &'g [String],
+    metadata: Metadata,
+) -> Verdict<'g> {
     let mut set = Vec::new();
     let mut remove = Vec::new();
     match claims.and_then(VerifiedClaims::subject) {
@@ -415,7 +430,11 @@ fn allow<'g>(claims: Option<&VerifiedClaims>, forwarded_headers: &'g [String]) -
             None => remove.push(name.as_str()),
         }
     }
-    Verdict::Allow { set, remove }
+    Verdict::Allow {
+        set,
+        remove,
+        metadata,
+    }
 }
 
 /// The denial's answer: status, JSON body, challenge and `Retry-After`.

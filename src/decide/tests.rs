@@ -167,22 +167,24 @@ fn an_allow_sets_what_the_token_says_and_removes_the_rest() {
     let forwarded = vec!["x-auth-email".to_owned()];
     let claims = VerifiedClaims::for_tests(Some("user-1"), &["read", "write"]);
     assert_eq!(
-        allow(Some(&claims), &forwarded),
+        allow(Some(&claims), &forwarded, Metadata::new()),
         Verdict::Allow {
             set: vec![
                 (SUBJECT_HEADER, "user-1".to_owned()),
                 (SCOPES_HEADER, "read write".to_owned()),
             ],
             remove: vec!["x-auth-email"],
+            metadata: Metadata::new(),
         }
     );
     let bare = VerifiedClaims::for_tests(None, &[]);
     for claims in [Some(&bare), None] {
         assert_eq!(
-            allow(claims, &forwarded),
+            allow(claims, &forwarded, Metadata::new()),
             Verdict::Allow {
                 set: vec![],
                 remove: vec![SUBJECT_HEADER, SCOPES_HEADER, "x-auth-email"],
+                metadata: Metadata::new(),
             }
         );
     }

@@ -9,7 +9,7 @@
 //!
 //! | path | original request read from | allow | deny |
 //! |---|---|---|---|
-//! | `/envoy/<path>` | the request itself: its method, its target without `/envoy`, `Host`, `X-Forwarded-Proto` | 200, identity headers, `x-envoy-auth-headers-to-remove` listing the headers to remove | the real status (400, 401, 403, 503), JSON body, `WWW-Authenticate`, `Retry-After` |
+//! | `/envoy/<path>` | the request itself: its method, its target without `/envoy`, `Host`, `X-Forwarded-Proto` | 200, identity headers, `x-envoy-auth-headers-to-remove` listing the headers to remove, the metadata in `x-scopegate-meta-*` headers ([`metadata_headers`]) | the real status (400, 401, 403, 503), JSON body, `WWW-Authenticate`, `Retry-After` |
 //! | `/forward-auth` (query ignored) | `X-Forwarded-Method`, `-Uri` (both required), `-Proto`, `-Host` | 200, identity headers | as `/envoy/` |
 //! | `/nginx-auth` | `X-Original-Method`, `X-Original-URI` (both required), `Host`, `X-Forwarded-Proto` | 200, identity headers | 401 when the real status is 401, else 403; the real status in `X-Scopegate-Status`, the JSON body in `X-Scopegate-Body` (non-ASCII escaped), `WWW-Authenticate`, `Retry-After`, and the body |
 //! | anything else | — | never | 404 `not_found`, not decided |
@@ -58,6 +58,10 @@ pub const BODY_HEADER: &str = "x-scopegate-body";
 /// The header an `/envoy/` allow lists the headers to remove upstream in (comma-separated), for
 /// Envoy's `x-envoy-auth-headers-to-remove`.
 pub const ENVOY_REMOVE_HEADER: &str = "x-envoy-auth-headers-to-remove";
+
+/// The prefix of the `/envoy/` allow's headers that carry its metadata
+/// ([`metadata_headers`]); `x-scopegate-` is never a forwarded claim's header.
+pub const METADATA_HEADER_PREFIX: &str = "x-scopegate-meta-";
 
 /// Which proxy's protocol a request speaks, by the path it was sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +192,11 @@ fn origin_form(uri: &str) -> Option<&str> {
 /// documentation). Pure.
 pub fn response(dialect: Dialect, verdict: &Verdict<'_>) -> http::Response<Full<Bytes>> {
     match verdict {
-        Verdict::Allow { set, remove } => {
+        Verdict::Allow {
+            set,
+            remove,
+            metadata,
+        } => {
             let mut answer = http::Response::new(Full::default());
             for (name, value) in set {
                 // `verify` keeps control characters out of every identity value, so each is
@@ -209,6 +217,16 @@ pub fn response(dialect: Dialect, verdict: &Verdict<'_>) -> http::Response<Full<
                 answer
                     .headers_mut()
                     .insert(HeaderName::from_static(ENVOY_REMOVE_HEADER), list);
+            }
+            if dialect == Dialect::Envoy {
+                for (name, value) in metadata_headers(metadata) {
+                    // A value no header can carry (a control character in a claim) fails
+                    // closed, as an identity header does: never an allow without it.
+                    let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) else {
+                        return fail_closed();
+                    };
+                    answer.headers_mut().insert(name, value);
+                }
             }
             answer
         }
@@ -239,6 +257,30 @@ pub fn response(dialect: Dialect, verdict: &Verdict<'_>) -> http::Response<Full<
             answer
         }
     }
+}
+
+/// The answer headers of an `/envoy/` allow that carry its metadata, for Envoy's
+/// `dynamic_metadata_from_headers` (which makes each matched header a metadata entry named as
+/// the header, with its value as a string): `x-scopegate-meta-<key>` for each key that is a
+/// header name as written (a lower-case RFC 9110 token; Envoy lower-cases names, so a key with
+/// upper-case letters or a JSON Pointer's `/` has no header), with strings as they are and
+/// every other value (the `scopes` list, numbers, objects) as compact JSON text.
+pub fn metadata_headers(metadata: &decide::Metadata) -> Vec<(HeaderName, String)> {
+    metadata
+        .iter()
+        .filter_map(|(key, value)| {
+            let name = format!("{METADATA_HEADER_PREFIX}{key}");
+            let lower_case = !key.bytes().any(|b| b.is_ascii_uppercase());
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .ok()
+                .filter(|_| lower_case && !key.is_empty())?;
+            let text = match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            Some((name, text))
+        })
+        .collect()
 }
 
 /// `json` with every non-ASCII character written as a `\uXXXX` escape (UTF-16, so characters
@@ -514,6 +556,7 @@ mod tests {
         let allow = Verdict::Allow {
             set: vec![("x-auth-subject", "zoë".into())],
             remove: vec!["x-auth-scopes", "x-auth-email"],
+            metadata: Default::default(),
         };
         for dialect in [Dialect::Envoy, Dialect::ForwardAuth, Dialect::Nginx] {
             let answer = response(dialect, &allow);
@@ -529,6 +572,60 @@ mod tests {
                 assert!(removed.is_none(), "{dialect:?}");
             }
         }
+    }
+
+    /// The `/envoy/` allow carries its metadata in `x-scopegate-meta-<key>` headers (strings
+    /// as they are, anything else as JSON text); keys no lower-case header name can spell are
+    /// left out; the other dialects send none; a value no header can carry fails closed.
+    #[test]
+    fn envoy_allows_carry_metadata_headers_and_fail_closed_on_unwritable_values() {
+        let serde_json::Value::Object(metadata) = serde_json::json!({
+            "client_id": "client-a",
+            "scopes": ["read", "write"],
+            "x-auth-email": "u@example.com",
+            "level": 3,
+            "orgId": "acme",
+            "/org/id": "acme",
+        }) else {
+            unreachable!("an object")
+        };
+        let allow = |metadata| Verdict::Allow {
+            set: vec![],
+            remove: vec![],
+            metadata,
+        };
+        let answer = response(Dialect::Envoy, &allow(metadata.clone()));
+        assert_eq!(answer.status(), StatusCode::OK);
+        let meta: Vec<(&str, &[u8])> = answer
+            .headers()
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with(METADATA_HEADER_PREFIX))
+            .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            .collect();
+        let mut want: Vec<(&str, &[u8])> = vec![
+            ("x-scopegate-meta-client_id", b"client-a"),
+            ("x-scopegate-meta-scopes", br#"["read","write"]"#),
+            ("x-scopegate-meta-x-auth-email", b"u@example.com"),
+            ("x-scopegate-meta-level", b"3"),
+        ];
+        let mut meta_sorted = meta.clone();
+        meta_sorted.sort();
+        want.sort();
+        assert_eq!(meta_sorted, want);
+        for dialect in [Dialect::ForwardAuth, Dialect::Nginx] {
+            let answer = response(dialect, &allow(metadata.clone()));
+            assert!(
+                !answer
+                    .headers()
+                    .keys()
+                    .any(|name| name.as_str().starts_with(METADATA_HEADER_PREFIX)),
+                "{dialect:?}: {answer:?}"
+            );
+        }
+        let mut unwritable = decide::Metadata::new();
+        unwritable.insert("client_id".into(), "a\nb".into());
+        let answer = response(Dialect::Envoy, &allow(unwritable));
+        assert_eq!(answer.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

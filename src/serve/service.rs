@@ -30,11 +30,12 @@ use envoy_types::ext_authz::v3::{
     CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
 };
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
+use envoy_types::pb::google::protobuf::{self, ListValue, Struct, value::Kind};
 use tonic::{Response, Status};
 
 use crate::auth::jwks::Jwks;
 use crate::config::Config;
-use crate::decide::{self, Generation, Labels, Verdict};
+use crate::decide::{self, Generation, Labels, Metadata, Verdict};
 use crate::telemetry::metrics::{Metrics, Reason, Transport};
 
 /// The Authorization service. Cheap to clone.
@@ -148,7 +149,11 @@ pub fn request_view<'a>(
 pub fn response(verdict: Verdict<'_>, labels: &Labels<'_>) -> CheckResponse {
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
     match verdict {
-        Verdict::Allow { set, remove } => {
+        Verdict::Allow {
+            set,
+            remove,
+            metadata,
+        } => {
             let mut ok = OkHttpResponseBuilder::new();
             for (name, value) in set {
                 ok.add_header(name, value, overwrite, false);
@@ -158,6 +163,9 @@ pub fn response(verdict: Verdict<'_>, labels: &Labels<'_>) -> CheckResponse {
             }
             let mut response = CheckResponse::with_status(Status::ok(""));
             response.set_http_response(ok);
+            // Envoy keeps it under the ext_authz filter's namespace for the access log,
+            // rate limits and later filters.
+            response.set_dynamic_metadata(Some(metadata_struct(metadata)));
             response
         }
         Verdict::Deny(denied) => {
@@ -185,5 +193,123 @@ pub fn response(verdict: Verdict<'_>, labels: &Labels<'_>) -> CheckResponse {
             response.set_http_response(answer);
             response
         }
+    }
+}
+
+/// An allow's metadata as the protobuf `Struct` of `CheckResponse.dynamic_metadata`: JSON
+/// values as their protobuf kinds (arrays as lists, objects as structs).
+pub fn metadata_struct(metadata: Metadata) -> Struct {
+    Struct {
+        fields: metadata
+            .into_iter()
+            .map(|(key, value)| (key, protobuf_value(value)))
+            .collect(),
+    }
+}
+
+/// A JSON value as a protobuf `Value`. Numbers become doubles, as protobuf's JSON mapping has
+/// them (an integer beyond 2^53 loses precision there, as in any JSON reader that uses doubles).
+fn protobuf_value(value: serde_json::Value) -> protobuf::Value {
+    use serde_json::Value;
+    let kind = match value {
+        Value::Null => Kind::NullValue(protobuf::NullValue::NullValue as i32),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(items) => Kind::ListValue(ListValue {
+            values: items.into_iter().map(protobuf_value).collect(),
+        }),
+        Value::Object(map) => Kind::StructValue(metadata_struct(map)),
+    };
+    protobuf::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn string(s: &str) -> protobuf::Value {
+        protobuf::Value {
+            kind: Some(Kind::StringValue(s.to_owned())),
+        }
+    }
+
+    /// Each JSON value becomes the protobuf kind Envoy reads back as the same value: strings,
+    /// lists (the scopes), numbers as doubles, booleans, null and nested structs.
+    #[test]
+    fn metadata_becomes_a_struct_of_the_same_values() {
+        let serde_json::Value::Object(metadata) = json!({
+            "sub": "user-1",
+            "scopes": ["read", "write"],
+            "level": 3,
+            "admin": true,
+            "gone": null,
+            "org": { "id": "acme" },
+        }) else {
+            unreachable!("an object")
+        };
+        let fields = metadata_struct(metadata).fields;
+        assert_eq!(fields.len(), 6, "{fields:?}");
+        assert_eq!(fields["sub"], string("user-1"));
+        assert_eq!(
+            fields["scopes"].kind,
+            Some(Kind::ListValue(ListValue {
+                values: vec![string("read"), string("write")],
+            }))
+        );
+        assert_eq!(fields["level"].kind, Some(Kind::NumberValue(3.0)));
+        assert_eq!(fields["admin"].kind, Some(Kind::BoolValue(true)));
+        assert_eq!(fields["gone"].kind, Some(Kind::NullValue(0)));
+        let Some(Kind::StructValue(org)) = &fields["org"].kind else {
+            panic!("a struct: {:?}", fields["org"]);
+        };
+        assert_eq!(org.fields["id"], string("acme"));
+    }
+
+    /// An allow carries its metadata in `CheckResponse.dynamic_metadata` (not in the
+    /// deprecated `OkHttpResponse` field); a denial carries none.
+    #[test]
+    fn an_allow_carries_its_metadata_and_a_denial_none() {
+        let rule: Arc<str> = "orders".into();
+        let labels = |decision, status, reason| Labels {
+            decision,
+            status,
+            reason,
+            rule: &rule,
+            issuer: None,
+        };
+        let mut metadata = Metadata::new();
+        metadata.insert("rule".into(), "orders".into());
+        let allowed = response(
+            Verdict::Allow {
+                set: vec![],
+                remove: vec![],
+                metadata,
+            },
+            &labels(
+                crate::telemetry::metrics::Decision::allow,
+                200,
+                Reason::authorized,
+            ),
+        );
+        let fields = allowed.dynamic_metadata.expect("metadata").fields;
+        assert_eq!(fields["rule"], string("orders"));
+        let denied = response(
+            Verdict::Deny(decide::Denied {
+                status: 403,
+                error: "insufficient_scope",
+                message: "Insufficient scope".into(),
+                body: "{}".into(),
+                headers: vec![],
+            }),
+            &labels(
+                crate::telemetry::metrics::Decision::deny,
+                403,
+                Reason::insufficient_scope,
+            ),
+        );
+        assert_eq!(denied.dynamic_metadata, None);
     }
 }

@@ -94,6 +94,8 @@ pub struct Explanation {
     pub claim_mismatch: Option<String>,
     /// The answer.
     pub answer: Answer,
+    /// What an allow tells the proxy (Envoy's dynamic metadata); `None` for a denial.
+    pub metadata: Option<decide::Metadata>,
 }
 
 /// A rule as `explain` shows it.
@@ -278,9 +280,9 @@ async fn explain_view(
         .as_ref()
         .ok()
         .map(|route| view(route.rule, route.requirement, route.name));
-    let (error, message) = match &decided.verdict {
-        Verdict::Allow { .. } => (None, None),
-        Verdict::Deny(denied) => (Some(denied.error), Some(denied.message.clone())),
+    let (error, message, metadata) = match &decided.verdict {
+        Verdict::Allow { metadata, .. } => (None, None, Some(metadata.clone())),
+        Verdict::Deny(denied) => (Some(denied.error), Some(denied.message.clone()), None),
     };
     let claim_mismatch = match &decided.decision {
         Decision::Deny(Denial::InsufficientClaims(mismatch)) => Some(mismatch.to_string()),
@@ -308,6 +310,7 @@ async fn explain_view(
             error,
             message,
         },
+        metadata,
     })
 }
 
@@ -643,7 +646,15 @@ impl std::fmt::Display for Explanation {
         if let (Some(error), Some(message)) = (answer.error, &answer.message) {
             write!(f, ": {error}: {message}")?;
         }
-        writeln!(f)
+        writeln!(f)?;
+        if let Some(metadata) = &self.metadata {
+            writeln!(
+                f,
+                "metadata     {}",
+                serde_json::Value::Object(metadata.clone())
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -115,6 +115,27 @@ pub fn substitute(text: &str, from: &str, to: &str, count: usize) -> String {
     text.replace(from, to)
 }
 
+/// `yaml` (the shipped `envoy/envoy.yaml` or `envoy-http.yaml`) with a second access log
+/// after the shipped one: a file at `path`, one line per request in Envoy's text `format` (a
+/// command such as `%RESPONSE_CODE%` and text; the line's end is added).
+pub fn with_access_log(yaml: &str, path: &Path, format: &str) -> String {
+    let shipped = "                      \"@type\": \
+                   type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog\n";
+    let format = format.replace('\\', "\\\\").replace('"', "\\\"");
+    let added = format!(
+        "{shipped}                  - name: envoy.access_loggers.file\n\
+         \x20                   typed_config:\n\
+         \x20                     \"@type\": \
+         type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n\
+         \x20                     path: {}\n\
+         \x20                     log_format:\n\
+         \x20                       text_format_source:\n\
+         \x20                         inline_string: \"{format}\\n\"\n",
+        path.display()
+    );
+    substitute(yaml, shipped, &added, 1)
+}
+
 /// The scopegate binary as users run it (`serve --config FILE`), on a fixed loopback address so
 /// that it can be killed and started again where Envoy expects it. Killed on drop.
 struct Gate {
@@ -286,11 +307,36 @@ impl Stack {
         Stack::launch(dir, Some(issuer), format!("{FULL}{text}"), Hop::Tcp).await
     }
 
+    /// [`Stack::start_with_config`], with Envoy running the repository's `envoy/envoy.yaml` as
+    /// `envoy` changes it (after the addresses are substituted): for tests that need what the
+    /// shipped file leaves out, such as an access log of their own.
+    pub async fn start_with_config_and_envoy(
+        config: impl FnOnce(&str, &str) -> String,
+        envoy: impl FnOnce(String) -> String,
+    ) -> Stack {
+        let dir = scratch_dir();
+        let (issuer, issuer_url) = dev_issuer(dir.path(), DevAlgorithm::Rs256).await;
+        let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
+        let text = config(&issuer_url, &jwks_uri);
+        let config = format!("{FULL}{text}");
+        Stack::launch_with(dir, Some(issuer), config, Hop::Tcp, envoy).await
+    }
+
     async fn launch(
         dir: tempfile::TempDir,
         issuer: Option<DevIssuer>,
         gate_config: String,
         hop: Hop,
+    ) -> Stack {
+        Stack::launch_with(dir, issuer, gate_config, hop, |yaml| yaml).await
+    }
+
+    async fn launch_with(
+        dir: tempfile::TempDir,
+        issuer: Option<DevIssuer>,
+        gate_config: String,
+        hop: Hop,
+        envoy_edit: impl FnOnce(String) -> String,
     ) -> Stack {
         watchdog::arm();
         // The demo's second issuer (EdDSA, found by discovery) runs in every stack.
@@ -374,6 +420,7 @@ impl Stack {
             &format!("port_value: {upstream_port}\n"),
             1,
         );
+        let yaml = envoy_edit(yaml);
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, yaml).expect("write envoy config");
         let envoy_log = dir.path().join("envoy.log");

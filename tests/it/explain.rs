@@ -188,7 +188,34 @@ async fn explain_with_claims_checks_everything_but_the_signature() {
             output.status.code(),
             Some(if status == 200 { 0 } else { 3 })
         );
+        // What the allow tells the proxy (Envoy's dynamic metadata); a denial tells nothing.
+        if status == 200 {
+            assert_eq!(
+                explained["metadata"]["sub"], "auth0|user-1",
+                "{explained:#}"
+            );
+            assert_eq!(
+                explained["metadata"]["scopes"],
+                json!(["audit", "read:items"]),
+                "{explained:#}"
+            );
+        } else {
+            assert!(explained["metadata"].is_null(), "{explained:#}");
+        }
     }
+    let output = explain(
+        &config,
+        &["--method", "GET", "--path", "/items/7", "--claims", &ok],
+        "",
+    )
+    .await;
+    let out = text(&output);
+    assert!(
+        out.lines()
+            .any(|line| line.starts_with("metadata     {")
+                && line.contains(r#""sub":"auth0|user-1""#)),
+        "{out}"
+    );
     // The shadow rule, which needs `audit` too, would allow here.
     let output = explain(&config, &[&get[..], &["--claims", &ok]].concat(), "").await;
     let explained: Value = serde_json::from_slice(&output.stdout).expect("JSON");
@@ -366,7 +393,7 @@ async fn explain_decides_method_overrides_and_forged_preflights_as_serve_does() 
 fn equivalence_config(jwks_uri: &str) -> String {
     format!(
         "issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_uri = \"{jwks_uri}\"\n\
-         default = \"deny\"\ncors_preflight = \"allow\"\n\
+         default = \"deny\"\ncors_preflight = \"allow\"\nmetadata_claims = [\"aud\"]\n\
          [forward_claims]\n\"x-auth-email\" = \"email\"\n\
          [[rules]]\nname = \"messages read\"\npath = \"/restricted_resource\"\nscopes = [\"read:messages\", \"admin\"]\n\
          [[rules]]\ntemplate = \"/items/{{id}}\"\nmethods = [\"POST\", \"PUT\"]\nscopes = [\"write:items\"]\n\

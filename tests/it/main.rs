@@ -22,6 +22,7 @@ mod issuers;
 mod jwks_lifecycle;
 mod kubernetes;
 mod logging;
+mod metadata;
 mod observability;
 mod openapi;
 mod properties;

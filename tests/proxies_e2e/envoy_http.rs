@@ -8,7 +8,8 @@ use crate::checks::{
     assert_decisions_reach_the_client, assert_keeps_connections_to_scopegate_alive,
     assert_spoofed_identity_never_reaches_the_upstream,
 };
-use crate::common::stack::{envoy_addresses, envoy_binary, substitute};
+use crate::common::eventually;
+use crate::common::stack::{envoy_addresses, envoy_binary, substitute, with_access_log};
 use crate::harness::{Keys, ProxyKind, ProxyStack, Targets};
 
 /// The shipped configuration.
@@ -169,4 +170,134 @@ async fn forwarded_claim_headers_reach_the_upstream_only_as_scopegate_set_them_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_http_service_passes_a_denial_with_a_long_challenge() {
     assert_a_long_challenge_reaches_the_client(&EnvoyHttp).await;
+}
+
+/// The file [`EnvoyHttpWithMetadataLog`] writes its access log to, in the proxy's directory.
+const METADATA_LOG: &str = "metadata-access.log";
+
+/// [`EnvoyHttp`] with a second access log, of the test's own: each request's path, status and
+/// the `x-scopegate-meta-*` metadata the shipped `dynamic_metadata_from_headers` took from
+/// scopegate's answer.
+struct EnvoyHttpWithMetadataLog;
+
+/// The metadata keys the access log writes, in order (Envoy names them as the headers).
+const LOGGED_KEYS: [&str; 5] = ["client_id", "sub", "scopes", "rule", "tenant"];
+
+impl ProxyKind for EnvoyHttpWithMetadataLog {
+    fn name(&self) -> &'static str {
+        EnvoyHttp.name()
+    }
+
+    fn binary(&self) -> PathBuf {
+        EnvoyHttp.binary()
+    }
+
+    fn files(&self, dir: &Path, to: &Targets) -> Vec<(String, String)> {
+        let fields: Vec<String> = LOGGED_KEYS
+            .iter()
+            .map(|key| {
+                format!(
+                    "{key}=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:x-scopegate-meta-{key})%"
+                )
+            })
+            .collect();
+        let format = format!(
+            "path=%REQ(:PATH)% code=%RESPONSE_CODE% {}",
+            fields.join(" ")
+        );
+        EnvoyHttp
+            .files(dir, to)
+            .into_iter()
+            .map(|(name, yaml)| {
+                let yaml = with_access_log(&yaml, &dir.join(METADATA_LOG), &format);
+                (name, yaml)
+            })
+            .collect()
+    }
+
+    fn args(&self, dir: &Path) -> Vec<String> {
+        EnvoyHttp.args(dir)
+    }
+
+    fn reports_its_port(&self) -> bool {
+        true
+    }
+
+    async fn bound_url(&self, dir: &Path, log: &Path, http: &reqwest::Client) -> String {
+        EnvoyHttp.bound_url(dir, log, http).await
+    }
+}
+
+/// Through Envoy's `http_service`, the shipped `dynamic_metadata_from_headers` turns the
+/// `/envoy/` allow's `x-scopegate-meta-*` headers into the ext_authz filter's metadata, which
+/// the access log reads (strings as they are, the scopes as JSON text); a public route's allow
+/// has only its rule, a denial none; and the client never sees the headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_http_service_puts_scopegates_metadata_headers_in_the_access_log() {
+    let stack = ProxyStack::start_with(
+        &EnvoyHttpWithMetadataLog,
+        Keys::Served,
+        "metadata_claims = [\"tenant\"]",
+    )
+    .await;
+    let full = format!(
+        "Bearer {}",
+        stack.token_with(
+            "read:messages openid",
+            serde_json::Map::from_iter([
+                ("client_id".into(), "e2e-client".into()),
+                ("tenant".into(), "acme".into()),
+            ])
+        )
+    );
+    let weak = format!("Bearer {}", stack.token("openid"));
+    let cases = [
+        (
+            "/restricted_resource?who=full",
+            Some(&full),
+            200,
+            "client_id=e2e-client sub=e2e-user scopes=[\"openid\",\"read:messages\"] \
+             rule=rules[0] tenant=acme",
+        ),
+        (
+            "/public?who=anyone",
+            None,
+            200,
+            "client_id=- sub=- scopes=- rule=rules[2] tenant=-",
+        ),
+        (
+            "/restricted_resource?who=weak",
+            Some(&weak),
+            403,
+            "client_id=- sub=- scopes=- rule=- tenant=-",
+        ),
+    ];
+    for (path, authorization, status, _) in &cases {
+        let headers: Vec<(&str, &str)> = authorization
+            .iter()
+            .map(|a| ("authorization", a.as_str()))
+            .collect();
+        let answer = stack.get(path, &headers).await;
+        assert_eq!(answer.status, *status, "{path}: {answer:?}");
+        assert!(
+            answer.header("x-scopegate-meta-rule").is_none(),
+            "{path}: the client never sees them: {answer:?}"
+        );
+    }
+    let path = stack.dir().join(EnvoyHttp.name()).join(METADATA_LOG);
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    eventually(
+        "Envoy's access log lines for every request",
+        std::time::Duration::from_secs(20),
+        || std::future::ready(read().lines().count() >= cases.len()),
+    )
+    .await;
+    let log = read();
+    for (path, _, status, fields) in &cases {
+        let want = format!("path={path} code={status} {fields}");
+        assert!(
+            log.lines().any(|line| line == want),
+            "no line {want:?} in Envoy's access log:\n{log}"
+        );
+    }
 }
