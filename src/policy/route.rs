@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
-use super::rule::Case;
-use super::{PathError, PathMatch, Policy, RequestPath, Requirement, Resolved, Rule, normalize};
+use super::rule::{ACCEPTS_ANY, Case};
+use super::{
+    Accepts, PathError, PathMatch, Policy, RequestPath, Requirement, Resolved, Rule, normalize,
+};
 use crate::auth::token::is_http_token;
 
 /// The rule (or default) that applies to one request.
@@ -122,7 +124,7 @@ impl Policy {
             .any(|b| b.is_ascii_lowercase())
             .then(|| method.to_ascii_uppercase());
         if let Some(upper) = &upper
-            && self.requirement(self.lookup(upper, path, Case::Sensitive)) != self.requirement(own)
+            && self.demands(self.lookup(upper, path, Case::Sensitive)) != self.demands(own)
         {
             return Err(PathError::MethodCaseVariant);
         }
@@ -179,14 +181,14 @@ impl Policy {
         readings: Readings,
         counts: impl Fn(Option<&'a Rule>) -> bool,
     ) -> Option<Reading<'a>> {
-        let own_requirement = self.requirement(own);
+        let own_demands = self.demands(own);
         // Each spelling is also read with letter case ignored, ASCII and Unicode-folded.
         for (error, spelling) in spellings(path, readings) {
             let folded = fold_case_to_ascii(&spelling);
             for candidate in std::iter::once(&spelling).chain(folded.as_ref()) {
                 for case in [Case::Sensitive, Case::Ignored] {
                     let rule = self.lookup(method, candidate, case);
-                    if self.requirement(rule) != own_requirement && counts(rule) {
+                    if self.demands(rule) != own_demands && counts(rule) {
                         return Some(Reading {
                             error,
                             path: candidate.clone(),
@@ -219,8 +221,14 @@ impl Policy {
         }
     }
 
-    fn requirement<'a>(&'a self, rule: Option<&'a Rule>) -> &'a Requirement {
-        rule.map_or(&self.default, |rule| &rule.requirement)
+    /// What `rule` (`None`: the default) demands of a request: its requirement and the issuers
+    /// and audiences it takes tokens from. Two readings of a request that reach different
+    /// demands conflict, even with the same scopes: a route that takes only the staff issuer's
+    /// tokens must not be reachable, respelt, through one that takes any issuer's.
+    fn demands<'a>(&'a self, rule: Option<&'a Rule>) -> (&'a Requirement, &'a Accepts) {
+        rule.map_or((&self.default, &ACCEPTS_ANY), |rule| {
+            (&rule.requirement, &rule.accepts)
+        })
     }
 
     /// The deciding rule under `case`, with `HEAD` read as `GET` (see [`Policy::route`]).
