@@ -26,8 +26,8 @@ mod warnings;
 
 pub use issuers::{Issuer, RawIssuer, RawTokenRules};
 use issuers::{RawFetch, RawJwks, TokenRules};
-use rules::compile_rule;
 pub use rules::{RESERVED_HEADER_PREFIXES, RESERVED_HEADERS, RawRule};
+use rules::{check_rule_issuers, compile_rule};
 pub use server::{
     HttpServerLimits, ListenAddr, MAX_UNIX_SOCKET_PATH, RawHttpServer, RawServer, ServerLimits,
 };
@@ -569,6 +569,7 @@ impl RawConfig {
                 issuers
             }
         };
+        check_rule_issuers(&policy, &issuers)?;
 
         Ok(Config {
             listen,
@@ -866,9 +867,10 @@ impl fmt::Display for Config {
                 .map_or_else(|| "any method".to_string(), |m| m.join(","));
             writeln!(
                 f,
-                "  {:<9} {path:<30} {methods:<12} -> {}{}",
+                "  {:<9} {path:<30} {methods:<12} -> {}{}{}",
                 rule.name(),
                 rule.requirement(),
+                rule.accepts(),
                 if rule.is_shadow() {
                     "  [shadow: reported, never enforced]"
                 } else {

@@ -90,6 +90,10 @@ pub struct Explanation {
     pub grants: Option<Grants>,
     /// The answer.
     pub answer: Answer,
+    /// Whether the deciding rule or a shadow rule names `issuers` or `audiences`, so the token's
+    /// issuer and audiences are shown beside its grants.
+    #[serde(skip)]
+    origin_checked: bool,
 }
 
 /// A rule as `explain` shows it.
@@ -127,6 +131,8 @@ pub struct Grants {
     pub scopes: Vec<String>,
     /// `kid` of the key that verified it (none for `--claims`).
     pub kid: Option<String>,
+    /// `aud`, every value (what a rule's `audiences` are checked against).
+    pub audiences: Vec<String>,
 }
 
 /// An answer, as Envoy's client would see it.
@@ -257,6 +263,7 @@ async fn explain_view(
             subject: claims.subject().map(str::to_owned),
             scopes: claims.scopes().iter().cloned().collect(),
             kid: claims.kid().filter(|_| signed).map(str::to_owned),
+            audiences: claims.audiences().to_vec(),
         }),
         _ => None,
     };
@@ -269,6 +276,14 @@ async fn explain_view(
             would: answer_of(would, false),
         })
         .collect();
+    let origin_checked = resolved
+        .route
+        .as_ref()
+        .ok()
+        .and_then(|route| route.rule)
+        .into_iter()
+        .chain(resolved.shadows.iter().copied())
+        .any(|rule| !rule.accepts().is_any());
     let rule = resolved
         .route
         .as_ref()
@@ -292,6 +307,7 @@ async fn explain_view(
         shadow_rules,
         credentials,
         grants,
+        origin_checked,
         answer: Answer {
             decision: label(decided.labels.decision),
             status: decided.labels.status,
@@ -528,7 +544,7 @@ fn view(rule: Option<&Rule>, requirement: &Requirement, name: &std::sync::Arc<st
             methods: rule
                 .methods()
                 .map_or_else(|| "any".to_string(), |m| m.join(",")),
-            requires: requirement.to_string(),
+            requires: format!("{requirement}{}", rule.accepts()),
         },
         None => RuleView {
             name: name.to_string(),
@@ -612,6 +628,14 @@ impl std::fmt::Display for Explanation {
                     .map(|kid| format!(", key {kid}"))
                     .unwrap_or_default()
             )?;
+            if self.origin_checked {
+                writeln!(
+                    f,
+                    "token        from {}, aud [{}]",
+                    grants.issuer,
+                    grants.audiences.join(", ")
+                )?;
+            }
         }
         let answer = &self.answer;
         write!(
