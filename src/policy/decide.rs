@@ -141,6 +141,9 @@ pub enum Denial {
 }
 
 /// What a request may do.
+// As `AuthOutcome`: one per Check, moved (not copied) from the authentication into the verdict;
+// boxing the claims would cost an allocation per allowed Check to save stack bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Let it through, anonymously (public route) or as the token's subject.
