@@ -21,6 +21,13 @@ pub struct Route<'a> {
     pub requirement: &'a Requirement,
 }
 
+impl<'a> Route<'a> {
+    /// The issuers and audiences the route takes tokens from (any, for the default).
+    pub fn accepts(&self) -> &'a Accepts {
+        self.rule.map_or(&ACCEPTS_ANY, Rule::accepts)
+    }
+}
+
 /// A spelling of a request that scopegate reached under another reading than the one it decides
 /// by, and the rule (or default, `None`) that reading reaches: see [`Policy::route`].
 #[derive(Debug, Clone, PartialEq, Eq)]
