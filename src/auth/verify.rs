@@ -325,6 +325,11 @@ pub struct VerifiedClaims {
     nbf: Option<u64>,
     /// The fingerprint of the key that verified the signature.
     key: [u8; 32],
+    /// `iss`, equal to the issuer whose expectations verified the token.
+    issuer: String,
+    /// Every `aud` value (a string `aud` as one element), so that a rule's `audiences` are
+    /// checked on every use of cached claims.
+    audiences: Vec<String>,
 }
 
 impl VerifiedClaims {
@@ -405,6 +410,17 @@ impl VerifiedClaims {
         self.client_id.as_deref()
     }
 
+    /// The `iss` claim: exactly the configured issuer that verified the token.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The `aud` values, in token order (a string `aud` is one value). At least one of them is
+    /// among the verifying issuer's audiences.
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
+
     /// An estimate, from above, of the heap these claims hold (the struct itself not included):
     /// every string's buffer, the scope set's B-tree nodes and the forwarded pairs' vector, each
     /// allocation rounded as a general-purpose allocator rounds it ([`allocation_bytes`]). What a
@@ -417,6 +433,9 @@ impl VerifiedClaims {
             + optional(&self.kid)
             + optional(&self.azp)
             + optional(&self.client_id)
+            + string(&self.issuer)
+            + allocation_bytes(self.audiences.capacity() * size_of::<String>())
+            + self.audiences.iter().map(string).sum::<usize>()
             + self.scopes.iter().map(string).sum::<usize>()
             + btree_set_nodes_bytes::<String>(self.scopes.len())
             + allocation_bytes(self.forwarded.capacity() * size_of::<(String, String)>())
@@ -503,6 +522,17 @@ impl VerifiedClaims {
             exp: 0,
             nbf: None,
             key: [0; 32],
+            issuer: String::new(),
+            audiences: Vec::new(),
+        }
+    }
+
+    /// These claims as if issued by `issuer` for `audiences`.
+    pub(crate) fn issued_by(self, issuer: &str, audiences: &[&str]) -> Self {
+        VerifiedClaims {
+            issuer: issuer.to_owned(),
+            audiences: audiences.iter().map(|a| a.to_string()).collect(),
+            ..self
         }
     }
 
@@ -815,15 +845,17 @@ fn check_claims(
         return Err(VerifyError::BadClaims);
     }
     in_time(exp, claims.nbf, now, expect.leeway_seconds)?;
-    if claims.iss.as_deref() != Some(expect.issuer.as_str()) {
-        return Err(VerifyError::WrongIssuer);
-    }
-    let audience_ok = match &claims.aud {
-        Some(OneOrMany::One(aud)) => expect.audiences.iter().any(|a| a == aud),
-        Some(OneOrMany::Many(auds)) => auds.iter().any(|aud| expect.audiences.contains(aud)),
-        None => false,
+    // Borrowed, not moved: the retained claims below read `iss` and `aud` as they were written.
+    let issuer = match &claims.iss {
+        Some(iss) if *iss == expect.issuer => iss.clone(),
+        _ => return Err(VerifyError::WrongIssuer),
     };
-    if !audience_ok {
+    let audiences = match &claims.aud {
+        Some(OneOrMany::One(aud)) => vec![aud.clone()],
+        Some(OneOrMany::Many(auds)) => auds.clone(),
+        None => Vec::new(),
+    };
+    if !audiences.iter().any(|aud| expect.audiences.contains(aud)) {
         return Err(VerifyError::WrongAudience);
     }
 
@@ -911,6 +943,8 @@ fn check_claims(
         kid: None,
         azp: claims.azp,
         client_id: claims.client_id,
+        issuer,
+        audiences,
         // exp is finite and, having passed the check above, not far below `now`; negative or
         // fractional values truncate toward zero.
         expires_at: exp.max(0.0) as u64,

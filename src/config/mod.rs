@@ -32,8 +32,8 @@ pub use metadata::{
     METADATA_CLIENT_ID, METADATA_ISSUER, METADATA_RULE, METADATA_SCOPES, METADATA_SUBJECT,
     MetadataClaim, RESERVED_METADATA_KEYS,
 };
-use rules::compile_rule;
 pub use rules::{RESERVED_HEADER_PREFIXES, RESERVED_HEADERS, RawRule};
+use rules::{check_rule_issuers, compile_rule};
 pub use server::{
     HttpServerLimits, ListenAddr, MAX_UNIX_SOCKET_PATH, RawHttpServer, RawServer, ServerLimits,
 };
@@ -578,6 +578,7 @@ impl RawConfig {
                 issuers
             }
         };
+        check_rule_issuers(&policy, &issuers)?;
 
         // Verification keeps, of every token, the claims configuration reads back (rules' claim
         // conditions), whichever issuer signed it: a rule does not choose the issuer.
@@ -888,9 +889,10 @@ impl fmt::Display for Config {
                 .map_or_else(|| "any method".to_string(), |m| m.join(","));
             writeln!(
                 f,
-                "  {:<9} {path:<30} {methods:<12} -> {}{}",
+                "  {:<9} {path:<30} {methods:<12} -> {}{}{}",
                 rule.name(),
                 rule.requirement(),
+                rule.accepts(),
                 if rule.is_shadow() {
                     "  [shadow: reported, never enforced]"
                 } else {

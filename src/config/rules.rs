@@ -3,10 +3,10 @@
 
 use serde::Deserialize;
 
-use super::{ConfigError, StringOrList, invalid};
+use super::{ConfigError, Issuer, StringOrList, invalid};
 use crate::auth::token::is_http_token;
 use crate::auth::verify::{Algorithm, ForwardClaim, REGISTERED_CLAIMS, is_scope_token};
-use crate::policy::{ClaimCondition, PathMatch, Requirement, Rule, Template, normalize};
+use crate::policy::{ClaimCondition, PathMatch, Policy, Requirement, Rule, Template, normalize};
 
 /// One `[[rules]]` entry as written.
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +35,11 @@ pub struct RawRule {
     /// Claim conditions: claim name or JSON Pointer -> value or any-of list, `{name}` being the
     /// template's path variable.
     pub claims: Option<std::collections::BTreeMap<String, StringOrList>>,
+    /// The configured issuers whose tokens the rule takes (default: every one).
+    pub issuers: Option<Vec<String>>,
+    /// The rule takes only tokens whose `aud` contains one of these, besides the issuer's own
+    /// audience check (default: that check alone).
+    pub audiences: Option<Vec<String>>,
 }
 
 /// `{prefix}scope_claims`: the claims whose union is the granted scopes; default `scope`, `scp`.
@@ -252,6 +257,7 @@ pub(super) fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigErr
             ));
         }
         let rule = Rule::new(index, raw.name, path, methods, Requirement::Deny)?;
+        let rule = accepting(rule, raw.issuers, raw.audiences)?;
         return Ok(rule.shadowed(raw.shadow.unwrap_or(false)));
     }
     let requirement = match (public, raw.scopes, raw.all_scopes) {
@@ -319,7 +325,58 @@ pub(super) fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigErr
             rule.with_claims(conditions)?
         }
     };
+    let rule = accepting(rule, raw.issuers, raw.audiences)?;
     Ok(rule.shadowed(raw.shadow.unwrap_or(false)))
+}
+
+/// `rule` with its `issuers` and `audiences`, when given ([`Rule::accepting_issuers`]).
+fn accepting(
+    rule: Rule,
+    issuers: Option<Vec<String>>,
+    audiences: Option<Vec<String>>,
+) -> Result<Rule, ConfigError> {
+    let rule = match issuers {
+        Some(list) => rule.accepting_issuers(list)?,
+        None => rule,
+    };
+    Ok(match audiences {
+        Some(list) => rule.accepting_audiences(list)?,
+        None => rule,
+    })
+}
+
+/// Refuses a rule's `issuers` entry that names no configured issuer (compared exactly, as a
+/// token's `iss` is): it could never match, and a typo there would refuse every token the rule
+/// was written for.
+pub(super) fn check_rule_issuers(
+    policy: &Policy,
+    configured: &[Issuer],
+) -> Result<(), ConfigError> {
+    for rule in policy.rules() {
+        for (i, name) in rule
+            .accepts()
+            .issuers()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            if !configured.iter().any(|c| c.expectations.issuer == *name) {
+                let known: Vec<&str> = configured
+                    .iter()
+                    .map(|c| c.expectations.issuer.as_str())
+                    .collect();
+                return Err(invalid(
+                    format!("{}.issuers[{i}]", rule.key()),
+                    name,
+                    format!(
+                        "not a configured issuer (compared exactly); configured: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A rule path must already be canonical, or it could never match a (canonicalised) request; and
@@ -447,5 +504,123 @@ mod tests {
             "#,
         )
         .expect("compiles");
+    }
+
+    /// Two issuers; `staff` takes only the staff issuer's tokens, `orders` only tokens for the
+    /// orders API.
+    const TWO_ISSUERS: &str = r#"
+        [[issuers]]
+        issuer = "https://staff.example.com/"
+        audience = "api"
+        jwks_uri = "https://staff.example.com/keys"
+        [[issuers]]
+        issuer = "https://customers.example.com/"
+        audience = "api"
+        jwks_uri = "https://customers.example.com/keys"
+        "#;
+
+    fn compile_issuers(rules: &str) -> Result<Config, ConfigError> {
+        RawConfig::from_toml(&format!("{TWO_ISSUERS}{rules}"), "<test>")?.compile()
+    }
+
+    #[test]
+    fn rule_issuers_and_audiences_compile_and_are_printed() {
+        let c = compile_issuers(
+            r#"
+            [[rules]]
+            name = "staff"
+            prefix = "/staff/"
+            issuers = ["https://staff.example.com/"]
+            [[rules]]
+            name = "orders"
+            prefix = "/orders/"
+            scopes = ["read"]
+            audiences = ["https://orders.api"]
+            [[rules]]
+            name = "watch"
+            prefix = "/"
+            issuers = ["https://customers.example.com/", "https://staff.example.com/"]
+            audiences = ["a", "b"]
+            shadow = true
+            "#,
+        )
+        .expect("compiles");
+        let r = c.policy().rules();
+        assert_eq!(
+            r[0].accepts().issuers(),
+            Some(&["https://staff.example.com/".to_string()][..])
+        );
+        assert_eq!(r[0].accepts().audiences(), None);
+        assert_eq!(r[1].accepts().issuers(), None);
+        assert_eq!(
+            r[1].accepts().audiences(),
+            Some(&["https://orders.api".to_string()][..])
+        );
+        let shown = c.to_string();
+        for line in [
+            "-> any valid token from issuers [https://staff.example.com/]",
+            "-> any of scopes [read] for audiences [https://orders.api]",
+            "-> any valid token from issuers [https://customers.example.com/, \
+             https://staff.example.com/] for audiences [a, b]  [shadow",
+        ] {
+            assert!(shown.contains(line), "{line:?} in\n{shown}");
+        }
+    }
+
+    #[test]
+    fn rule_issuers_must_be_configured_and_both_lists_checkable() {
+        let cases = [
+            // Compared exactly, as the token's `iss` is: no trailing-slash or case leniency.
+            (
+                "path = \"/a\"\nissuers = [\"https://staff.example.com\"]",
+                "`rules[0].issuers[0]` = \"https://staff.example.com\"",
+            ),
+            (
+                "path = \"/a\"\nissuers = [\"https://staff.example.com/\", \"HTTPS://customers.example.com/\"]",
+                "`rules[0].issuers[1]` = \"HTTPS://customers.example.com/\"",
+            ),
+            ("path = \"/a\"\nissuers = []", "`rules[0].issuers` = \"[]\""),
+            (
+                "path = \"/a\"\naudiences = []",
+                "`rules[0].audiences` = \"[]\"",
+            ),
+            (
+                "path = \"/a\"\naudiences = [\"\"]",
+                "`rules[0].audiences[0]`",
+            ),
+            (
+                "path = \"/a\"\naudiences = [\"x\", \"x\"]",
+                "`rules[0].audiences[1]` = \"x\"",
+            ),
+            (
+                "path = \"/a\"\npublic = true\nissuers = [\"https://staff.example.com/\"]",
+                "`rules[0].issuers` = \"with public = true\"",
+            ),
+            (
+                "path = \"/a\"\npublic = true\naudiences = [\"api\"]",
+                "`rules[0].audiences` = \"with public = true\"",
+            ),
+            (
+                "path = \"/a\"\ndeny = true\nissuers = [\"https://staff.example.com/\"]",
+                "`rules[0].issuers` = \"with deny = true\"",
+            ),
+            (
+                "path = \"/a\"\nissuers = \"https://staff.example.com/\"",
+                "issuers",
+            ),
+        ];
+        for (rule, want) in cases {
+            let error = compile_issuers(&format!("[[rules]]\n{rule}\n"))
+                .expect_err(rule)
+                .to_string();
+            assert!(error.contains(want), "{rule}: {error}");
+        }
+        // The one-issuer shorthand is a configured issuer like any other.
+        compile("[[rules]]\npath = \"/a\"\nissuers = [\"https://tenant.example/\"]")
+            .expect("the shorthand's issuer");
+        let error = compile("[[rules]]\npath = \"/a\"\nissuers = [\"https://other.example/\"]")
+            .expect_err("not configured")
+            .to_string();
+        assert!(error.contains("`rules[0].issuers[0]`"), "{error}");
     }
 }

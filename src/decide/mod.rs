@@ -13,6 +13,7 @@
 //! | no `Authorization`, or another scheme | 401 | `unauthorized` (no code in the challenge) |
 //! | malformed Bearer credentials | 400 | `invalid_request` |
 //! | token fails verification | 401 | `invalid_token` |
+//! | token from an issuer, or for no audience, the rule's `issuers` / `audiences` take | 401 | `invalid_token` |
 //! | scopes missing, or route denied to all | 403 | `insufficient_scope` |
 //! | a rule's claim conditions not met | 403 | `insufficient_claims` |
 //! | ambiguous request path, or a method override or form POST that could run another rule's handler | 400 | `invalid_request` |
@@ -390,6 +391,8 @@ pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
         Denial::Unauthenticated(AuthError::KeysUnavailable) => {
             (503, Reason::keys_unavailable, "temporarily_unavailable")
         }
+        Denial::IssuerNotAccepted => (401, Reason::issuer_not_accepted, "invalid_token"),
+        Denial::AudienceNotAccepted => (401, Reason::audience_not_accepted, "invalid_token"),
         Denial::InsufficientScope { .. } => (403, Reason::insufficient_scope, "insufficient_scope"),
         Denial::InsufficientClaims(_) => (403, Reason::claims, "insufficient_claims"),
         Denial::RouteDenied => (403, Reason::route_denied, "insufficient_scope"),
@@ -454,6 +457,8 @@ fn deny(denial: &Denial, realm: &str) -> Denied {
         | Denial::BadPath(_) => None,
         Denial::Unauthenticated(_)
         | Denial::InsufficientClaims(_)
+        | Denial::IssuerNotAccepted
+        | Denial::AudienceNotAccepted
         | Denial::RouteDenied
         | Denial::Unreadable(_) => Some(challenge(realm, error, &message, None)),
     };

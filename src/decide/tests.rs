@@ -55,6 +55,22 @@ fn every_denial_has_its_status_body_and_headers() {
             None,
         ),
         (
+            Denial::IssuerNotAccepted,
+            401,
+            "invalid_token",
+            Reason::issuer_not_accepted,
+            Some(r#"Bearer realm="scopegate", error="invalid_token""#),
+            None,
+        ),
+        (
+            Denial::AudienceNotAccepted,
+            401,
+            "invalid_token",
+            Reason::audience_not_accepted,
+            Some(r#"Bearer realm="scopegate", error="invalid_token""#),
+            None,
+        ),
+        (
             Denial::Unauthenticated(AuthError::KeysUnavailable),
             503,
             "temporarily_unavailable",

@@ -3,7 +3,7 @@
 //! ([`Denial`]). Pure: no I/O, no clocks, no gRPC types.
 
 #[cfg(doc)]
-use super::Policy;
+use super::{Accepts, Policy};
 use super::{ClaimMismatch, PathError, RequestPath, Requirement, Route, Rule};
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::{VerifiedClaims, VerifyError};
@@ -57,10 +57,11 @@ impl Resolved<'_> {
     /// needs no token is decided without `auth`, so nothing done for a shadow rule (a token
     /// that fails, a verification that times out) can change the answer.
     pub fn decide(&self, preflight: bool, auth: AuthOutcome) -> (Decision, Vec<Decision>) {
-        let under = |requirement: &Requirement, auth: &AuthOutcome| match auth {
+        let under = |rule: Option<&Rule>, requirement: &Requirement, auth: &AuthOutcome| match auth
+        {
             AuthOutcome::TimedOut if requirement.needs_token() => Decision::Deny(Denial::TimedOut),
             AuthOutcome::Done(auth) if requirement.needs_token() => {
-                decide(requirement, Some(auth.clone()))
+                decide_for(rule, requirement, auth.clone())
             }
             _ => decide(requirement, None),
         };
@@ -77,7 +78,7 @@ impl Resolved<'_> {
         let shadows = self
             .shadows
             .iter()
-            .map(|rule| with_claims(Some(rule), under(rule.requirement(), &auth)))
+            .map(|rule| with_claims(Some(rule), under(Some(rule), rule.requirement(), &auth)))
             .collect();
         let decision = match &self.route {
             Err(e) => Decision::Deny(Denial::BadPath(*e)),
@@ -87,9 +88,9 @@ impl Resolved<'_> {
                 route.rule,
                 match auth {
                     AuthOutcome::Done(auth) if route.requirement.needs_token() => {
-                        decide(route.requirement, Some(auth))
+                        decide_for(route.rule, route.requirement, auth)
                     }
-                    auth => under(route.requirement, &auth),
+                    auth => under(route.rule, route.requirement, &auth),
                 },
             ),
         };
@@ -124,6 +125,14 @@ pub enum Denial {
     /// Authentication failed.
     #[error(transparent)]
     Unauthenticated(#[from] AuthError),
+    /// The token verified, but its issuer is not among the route's `issuers` (401
+    /// `invalid_token`). The message never names the issuers the route takes.
+    #[error("token issuer is not accepted on this route")]
+    IssuerNotAccepted,
+    /// The token verified, but its `aud` holds none of the route's `audiences` (401
+    /// `invalid_token`, as RFC 9068 §4 prescribes for an audience the resource does not take).
+    #[error("token audience is not accepted on this route")]
+    AudienceNotAccepted,
     /// The token lacks the scopes the route needs.
     #[error("Insufficient scope")]
     InsufficientScope {
@@ -150,12 +159,32 @@ pub enum Denial {
 }
 
 /// What a request may do.
+// As `AuthOutcome`: one per Check, moved (not copied) from the authentication into the verdict;
+// boxing the claims would cost an allocation per allowed Check to save stack bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Let it through, anonymously (public route) or as the token's subject.
     Allow(Option<VerifiedClaims>),
     /// Refuse it.
     Deny(Denial),
+}
+
+/// Decides a request for `rule` (`None`: the default) from its `requirement` and the outcome of
+/// authentication: a verified token is first held to the rule's issuers and audiences
+/// ([`Accepts::check`]), then [`decide`] as for any route. Authentication errors come first,
+/// then the issuer and audience, then scopes.
+pub fn decide_for(
+    rule: Option<&Rule>,
+    requirement: &Requirement,
+    auth: Authentication,
+) -> Decision {
+    if let (Some(rule), Ok(claims)) = (rule, &auth)
+        && let Err(denial) = rule.accepts().check(claims)
+    {
+        return Decision::Deny(denial);
+    }
+    decide(requirement, Some(auth))
 }
 
 /// Decides a request from its route's requirement and the authentication outcome.

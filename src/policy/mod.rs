@@ -30,11 +30,13 @@ mod tests;
 use std::sync::Arc;
 
 pub use claims::{ClaimCondition, ClaimMismatch};
-pub use decide::{AuthError, AuthOutcome, Authentication, Decision, Denial, Resolved, decide};
+pub use decide::{
+    AuthError, AuthOutcome, Authentication, Decision, Denial, Resolved, decide, decide_for,
+};
 pub use path::{PathError, RequestPath, normalize};
 pub use request::is_cors_preflight;
 pub use route::{Reading, Route};
-pub use rule::{Conflict, MAX_RULE_NAME_BYTES, PathMatch, PolicyError, Requirement, Rule};
+pub use rule::{Accepts, Conflict, MAX_RULE_NAME_BYTES, PathMatch, PolicyError, Requirement, Rule};
 pub use template::{Template, TemplateError};
 
 use route::Readings;
@@ -237,10 +239,10 @@ impl Policy {
             method: method.to_owned(),
             other: other.key.clone(),
             other_pattern: other.path.pattern().to_owned(),
-            other_requirement: other.requirement.to_string(),
+            other_requirement: format!("{}{}", other.requirement, other.accepts),
             own: own.map_or_else(
                 || "the default".to_string(),
-                |r| format!("{} ({})", r.key, r.requirement),
+                |r| format!("{} ({}{})", r.key, r.requirement, r.accepts),
             ),
         })
     }

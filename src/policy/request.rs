@@ -106,8 +106,8 @@ impl Policy {
     /// (lower-case) the request has.
     ///
     /// A request naming another method ([`method_override`]) is also resolved under that method,
-    /// and refused ([`PathError::MethodOverride`]) when that reaches a different requirement or
-    /// is refused. A `POST` whose `content-type` is a form's ([`is_form`]) may carry a `_method`
+    /// and refused ([`PathError::MethodOverride`]) when that reaches a different requirement
+    /// (other issuers or audiences included) or is refused. A `POST` whose `content-type` is a form's ([`is_form`]) may carry a `_method`
     /// field in its body, which scopegate never sees: it is refused
     /// ([`PathError::FormMethodOverride`]) on a path whose rules differ by method.
     ///
@@ -125,11 +125,12 @@ impl Policy {
     ) -> (Resolved<'_>, bool) {
         let mut resolved = self.resolve(method, raw_path);
         if let (Ok(path), Ok(route)) = (&resolved.path, &resolved.route) {
-            let own = route.requirement;
-            // Ok when `method` reaches the same requirement as the request's own.
+            let own = (route.requirement, route.accepts());
+            // Ok when `method` reaches the same requirement as the request's own, taking tokens
+            // from the same issuers for the same audiences.
             let agrees = |method: &str| {
                 self.route(method, path)
-                    .is_ok_and(|route| route.requirement == own)
+                    .is_ok_and(|route| (route.requirement, route.accepts()) == own)
                     .then_some(())
                     .ok_or(PathError::MethodOverride)
             };
@@ -522,5 +523,41 @@ mod tests {
             );
             assert_eq!(preflight, *want, "{path} {announced:?} {allowed}");
         }
+    }
+
+    /// An override reaching a rule with the same scopes but other issuers or audiences runs a
+    /// handler the token was not checked for: refused like one reaching other scopes.
+    #[test]
+    fn method_overrides_reaching_other_issuers_or_audiences_are_refused() {
+        let staff = vec!["https://staff.example.com/".to_string()];
+        let p = Policy::new(
+            vec![
+                rule(0, template("/items/{id}"), &["DELETE"], scope("items"))
+                    .accepting_issuers(staff.clone())
+                    .expect("valid"),
+                rule(1, template("/items/{id}"), &["PUT"], scope("items"))
+                    .accepting_audiences(vec!["orders".into()])
+                    .expect("valid"),
+                rule(2, template("/items/{id}"), &["PATCH"], scope("items"))
+                    .accepting_issuers(staff)
+                    .expect("valid"),
+                rule(3, template("/items/{id}"), &[], scope("items")),
+            ],
+            Requirement::Deny,
+        )
+        .expect("a valid policy");
+        for (header, want) in [
+            ("DELETE", Err(PathError::MethodOverride)),
+            ("PUT", Err(PathError::MethodOverride)),
+            ("GET", Ok("rules[3]")),
+        ] {
+            let headers = [("x-http-method-override", header)];
+            let (resolved, _) = p.resolve_request("POST", "/items/1", false, lookup(&headers));
+            assert_eq!(resolved.route.map(|r| &**r.name), want, "POST as {header}");
+        }
+        // The same issuers: nothing changes.
+        let headers = [("x-http-method-override", "DELETE")];
+        let (resolved, _) = p.resolve_request("PATCH", "/items/1", false, lookup(&headers));
+        assert_eq!(resolved.route.map(|r| &**r.name), Ok("rules[2]"));
     }
 }

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
-use super::rule::Case;
-use super::{PathError, PathMatch, Policy, RequestPath, Requirement, Resolved, Rule, normalize};
+use super::rule::{ACCEPTS_ANY, Case};
+use super::{
+    Accepts, PathError, PathMatch, Policy, RequestPath, Requirement, Resolved, Rule, normalize,
+};
 use crate::auth::token::is_http_token;
 
 /// The rule (or default) that applies to one request.
@@ -17,6 +19,13 @@ pub struct Route<'a> {
     pub name: &'a Arc<str>,
     /// What the request needs.
     pub requirement: &'a Requirement,
+}
+
+impl<'a> Route<'a> {
+    /// The issuers and audiences the route takes tokens from (any, for the default).
+    pub fn accepts(&self) -> &'a Accepts {
+        self.rule.map_or(&ACCEPTS_ANY, Rule::accepts)
+    }
 }
 
 /// A spelling of a request that scopegate reached under another reading than the one it decides
@@ -219,21 +228,26 @@ impl Policy {
         }
     }
 
-    fn requirement<'a>(&'a self, rule: Option<&'a Rule>) -> &'a Requirement {
-        rule.map_or(&self.default, |rule| &rule.requirement)
-    }
-
-    /// What deciding by `rule` (or the default) demands, as the readings compare it: the
-    /// requirement and, for a rule with claim conditions, the rule itself. Its conditions bind
-    /// its own template's variables, so no other rule demands the same, and a reading that
-    /// leaves such a rule (`/ORGS/other/...` beside `/orgs/{org}/...` with `org_id = "{org}"`)
-    /// is refused rather than decided without its conditions.
-    fn demand<'a>(&'a self, rule: Option<&'a Rule>) -> (&'a Requirement, Option<&'a str>) {
-        (
-            self.requirement(rule),
-            rule.filter(|rule| !rule.claims.is_empty())
-                .map(|rule| rule.key.as_str()),
-        )
+    /// What deciding by `rule` (or the default) demands, as the readings compare it: its
+    /// requirement, the issuers and audiences it takes tokens from, and, for a rule with claim
+    /// conditions, the rule itself. Two readings of a request that reach different demands
+    /// conflict, even with the same scopes: a route that takes only the staff issuer's tokens must
+    /// not be reachable, respelt, through one that takes any issuer's. A rule's conditions bind
+    /// its own template's variables, so no other rule demands the same, and a reading that leaves
+    /// such a rule (`/ORGS/other/...` beside `/orgs/{org}/...` with `org_id = "{org}"`) is
+    /// refused rather than decided without its conditions.
+    fn demand<'a>(
+        &'a self,
+        rule: Option<&'a Rule>,
+    ) -> (&'a Requirement, &'a Accepts, Option<&'a str>) {
+        match rule {
+            None => (&self.default, &ACCEPTS_ANY, None),
+            Some(rule) => (
+                &rule.requirement,
+                &rule.accepts,
+                (!rule.claims.is_empty()).then_some(rule.key.as_str()),
+            ),
+        }
     }
 
     /// The deciding rule under `case`, with `HEAD` read as `GET` (see [`Policy::route`]).

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 #[cfg(doc)]
 use super::Policy;
-use super::Template;
 use super::claims::{ClaimCondition, ClaimMismatch, check_all};
+use super::{Denial, Template};
 use crate::auth::token::is_http_token;
 use crate::auth::verify::VerifiedClaims;
 
@@ -132,6 +132,70 @@ pub(crate) enum Case {
     Ignored,
 }
 
+/// Which verified tokens a rule takes, beyond what their issuer's own checks demand: the rule's
+/// `issuers` and `audiences`. Checked against the claims of every request (cached claims
+/// included), after verification and before scopes. The default accepts every verified token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepts {
+    /// The token's `iss` must be one of these (exact); `None`: any configured issuer.
+    issuers: Option<Vec<String>>,
+    /// The token's `aud` must contain one of these (exact); `None`: the issuer's check alone.
+    audiences: Option<Vec<String>>,
+}
+
+/// What every route without `issuers` and `audiences` accepts (the default among them).
+pub(super) static ACCEPTS_ANY: Accepts = Accepts {
+    issuers: None,
+    audiences: None,
+};
+
+impl Accepts {
+    /// The issuers a token must come from, when the rule names them.
+    pub fn issuers(&self) -> Option<&[String]> {
+        self.issuers.as_deref()
+    }
+
+    /// The audiences a token's `aud` must contain one of, when the rule names them.
+    pub fn audiences(&self) -> Option<&[String]> {
+        self.audiences.as_deref()
+    }
+
+    /// Whether neither is set, so every verified token is accepted.
+    pub fn is_any(&self) -> bool {
+        self.issuers.is_none() && self.audiences.is_none()
+    }
+
+    /// Whether `claims` may be taken: the issuer first, then the audience, so that a token of an
+    /// issuer the route refuses is told so whatever its `aud`.
+    pub fn check(&self, claims: &VerifiedClaims) -> Result<(), Denial> {
+        if let Some(issuers) = &self.issuers
+            && !issuers.iter().any(|i| i == claims.issuer())
+        {
+            return Err(Denial::IssuerNotAccepted);
+        }
+        if let Some(audiences) = &self.audiences
+            && !claims.audiences().iter().any(|a| audiences.contains(a))
+        {
+            return Err(Denial::AudienceNotAccepted);
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Accepts {
+    /// ` from issuers [..] for audiences [..]`, each part only when set: what `check-config`
+    /// and conflict messages append to the requirement.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(issuers) = &self.issuers {
+            write!(f, " from issuers [{}]", issuers.join(", "))?;
+        }
+        if let Some(audiences) = &self.audiences {
+            write!(f, " for audiences [{}]", audiences.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
 /// Longest rule `name`, in bytes: it becomes a metric label and a log field.
 pub const MAX_RULE_NAME_BYTES: usize = 64;
 
@@ -151,6 +215,9 @@ pub struct Rule {
     pub(super) shadow: bool,
     /// Claim conditions (all-of), on top of the requirement: see [`Rule::with_claims`].
     pub(super) claims: Vec<ClaimCondition>,
+    /// The issuers and audiences the rule takes tokens from ([`Rule::accepting_issuers`],
+    /// [`Rule::accepting_audiences`]).
+    pub(super) accepts: Accepts,
 }
 
 impl Rule {
@@ -209,6 +276,7 @@ impl Rule {
             requirement,
             shadow: false,
             claims: Vec::new(),
+            accepts: Accepts::default(),
         })
     }
 
@@ -275,6 +343,73 @@ impl Rule {
             _ => Vec::new(),
         };
         check_all(&self.claims, claims, &captures)
+    }
+
+    /// This rule taking tokens only from `issuers` (each compared exactly with the token's
+    /// `iss`). Refused when the list is empty, holds an empty or repeated value, or the rule
+    /// reads no token to check (public) or refuses every token (deny). That each names a
+    /// configured issuer is the configuration's check.
+    pub fn accepting_issuers(mut self, issuers: Vec<String>) -> Result<Rule, PolicyError> {
+        self.check_acceptance("issuers", &issuers)?;
+        self.accepts.issuers = Some(issuers);
+        Ok(self)
+    }
+
+    /// This rule taking only tokens whose `aud` contains one of `audiences`, besides the
+    /// issuer's own audience check. Refused as [`Rule::accepting_issuers`] refuses.
+    pub fn accepting_audiences(mut self, audiences: Vec<String>) -> Result<Rule, PolicyError> {
+        self.check_acceptance("audiences", &audiences)?;
+        self.accepts.audiences = Some(audiences);
+        Ok(self)
+    }
+
+    fn check_acceptance(&self, field: &'static str, list: &[String]) -> Result<(), PolicyError> {
+        let key = format!("{}.{field}", self.key);
+        let refuse = |key: String, value: String, why: &'static str| {
+            Err(PolicyError::BadAcceptance { key, value, why })
+        };
+        match self.requirement {
+            Requirement::Public => {
+                return refuse(
+                    key,
+                    "with public = true".into(),
+                    "a public rule reads no token, so there is no issuer or audience to check",
+                );
+            }
+            Requirement::Deny => {
+                return refuse(
+                    key,
+                    "with deny = true".into(),
+                    "a deny rule refuses every token, so no issuer or audience can be accepted",
+                );
+            }
+            _ => {}
+        }
+        if list.is_empty() {
+            return refuse(
+                key,
+                "[]".into(),
+                "an empty list would accept no token; leave the key out to accept any",
+            );
+        }
+        for (i, value) in list.iter().enumerate() {
+            if value.is_empty() {
+                return refuse(
+                    format!("{key}[{i}]"),
+                    value.clone(),
+                    "a value is non-empty text",
+                );
+            }
+            if list[..i].contains(value) {
+                return refuse(format!("{key}[{i}]"), value.clone(), "listed twice");
+            }
+        }
+        Ok(())
+    }
+
+    /// The issuers and audiences the rule takes tokens from.
+    pub fn accepts(&self) -> &Accepts {
+        &self.accepts
     }
 
     /// This rule in shadow mode when `shadow` is true: evaluated for every request it matches
@@ -417,6 +552,17 @@ pub enum PolicyError {
         /// Why, in words.
         reason: String,
     },
+    /// `issuers` or `audiences` that cannot be checked as written: an empty list, an empty or
+    /// repeated value, or on a rule that reads no token (public) or takes none (deny).
+    #[error("{why}")]
+    BadAcceptance {
+        /// The key, `rules[N].issuers` or `rules[N].audiences`.
+        key: String,
+        /// The refused value, as written.
+        value: String,
+        /// Why.
+        why: &'static str,
+    },
 }
 
 /// The details of [`PolicyError::ConflictingReading`].
@@ -473,6 +619,7 @@ impl PolicyError {
             PolicyError::Unreachable { key, .. } => key.clone(),
             PolicyError::ConflictingReading(conflict) => conflict.key.clone(),
             PolicyError::BadClaims { key, .. } => key.clone(),
+            PolicyError::BadAcceptance { key, .. } => key.clone(),
         }
     }
 
@@ -486,6 +633,7 @@ impl PolicyError {
             PolicyError::Unreachable { pattern, .. } => pattern,
             PolicyError::ConflictingReading(conflict) => &conflict.pattern,
             PolicyError::BadClaims { value, .. } => value,
+            PolicyError::BadAcceptance { value, .. } => value,
         }
     }
 }

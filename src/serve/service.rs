@@ -13,6 +13,7 @@
 //! | no `Authorization`, or another scheme | 401 | `unauthorized` (no code in the challenge) | UNAUTHENTICATED |
 //! | malformed Bearer credentials | 400 | `invalid_request` | UNAUTHENTICATED |
 //! | token fails verification | 401 | `invalid_token` | UNAUTHENTICATED |
+//! | token from an issuer, or for no audience, the rule's `issuers` / `audiences` take | 401 | `invalid_token` | UNAUTHENTICATED |
 //! | scopes missing, or route denied to all | 403 | `insufficient_scope` | PERMISSION_DENIED |
 //! | ambiguous request path, or a method override or form POST that could run another rule's handler | 400 | `invalid_request` | PERMISSION_DENIED |
 //! | no key set loaded yet | 503 | `temporarily_unavailable` | UNAVAILABLE |
@@ -173,9 +174,11 @@ pub fn response(verdict: Verdict<'_>, labels: &Labels<'_>) -> CheckResponse {
                 Reason::keys_unavailable | Reason::timed_out => {
                     Status::unavailable(&denied.message)
                 }
-                Reason::missing_token | Reason::invalid_request | Reason::invalid_token => {
-                    Status::unauthenticated(&denied.message)
-                }
+                Reason::missing_token
+                | Reason::invalid_request
+                | Reason::invalid_token
+                | Reason::issuer_not_accepted
+                | Reason::audience_not_accepted => Status::unauthenticated(&denied.message),
                 _ => Status::permission_denied(&denied.message),
             };
             let http = match denied.status {

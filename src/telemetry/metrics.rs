@@ -60,6 +60,10 @@ pub enum Reason {
     invalid_request,
     /// 401: the token failed verification (RFC 6750 `invalid_token`).
     invalid_token,
+    /// 401: the token verified, but the rule's `issuers` do not include its issuer.
+    issuer_not_accepted,
+    /// 401: the token verified, but its `aud` holds none of the rule's `audiences`.
+    audience_not_accepted,
     /// 403: the token lacks the route's scopes (RFC 6750 `insufficient_scope`).
     insufficient_scope,
     /// 403: the token's claims do not meet the route's claim conditions (`insufficient_claims`).

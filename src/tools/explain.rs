@@ -96,6 +96,10 @@ pub struct Explanation {
     pub answer: Answer,
     /// What an allow tells the proxy (Envoy's dynamic metadata); `None` for a denial.
     pub metadata: Option<decide::Metadata>,
+    /// Whether the deciding rule or a shadow rule names `issuers` or `audiences`, so the token's
+    /// issuer and audiences are shown beside its grants.
+    #[serde(skip)]
+    origin_checked: bool,
 }
 
 /// A rule as `explain` shows it.
@@ -133,6 +137,8 @@ pub struct Grants {
     pub scopes: Vec<String>,
     /// `kid` of the key that verified it (none for `--claims`).
     pub kid: Option<String>,
+    /// `aud`, every value (what a rule's `audiences` are checked against).
+    pub audiences: Vec<String>,
 }
 
 /// An answer, as Envoy's client would see it.
@@ -263,6 +269,7 @@ async fn explain_view(
             subject: claims.subject().map(str::to_owned),
             scopes: claims.scopes().iter().cloned().collect(),
             kid: claims.kid().filter(|_| signed).map(str::to_owned),
+            audiences: claims.audiences().to_vec(),
         }),
         _ => None,
     };
@@ -275,6 +282,14 @@ async fn explain_view(
             would: answer_of(would, false),
         })
         .collect();
+    let origin_checked = resolved
+        .route
+        .as_ref()
+        .ok()
+        .and_then(|route| route.rule)
+        .into_iter()
+        .chain(resolved.shadows.iter().copied())
+        .any(|rule| !rule.accepts().is_any());
     let rule = resolved
         .route
         .as_ref()
@@ -303,6 +318,7 @@ async fn explain_view(
         credentials,
         grants,
         claim_mismatch,
+        origin_checked,
         answer: Answer {
             decision: label(decided.labels.decision),
             status: decided.labels.status,
@@ -540,14 +556,17 @@ fn view(rule: Option<&Rule>, requirement: &Requirement, name: &std::sync::Arc<st
             methods: rule
                 .methods()
                 .map_or_else(|| "any".to_string(), |m| m.join(",")),
-            requires: match rule.claims() {
-                [] => requirement.to_string(),
-                conditions => {
-                    let conditions: Vec<String> = conditions
-                        .iter()
-                        .map(|c| format!("{} in {:?}", c.key(), c.values()))
-                        .collect();
-                    format!("{requirement}, claims {}", conditions.join(" and "))
+            requires: {
+                let requires = format!("{requirement}{}", rule.accepts());
+                match rule.claims() {
+                    [] => requires,
+                    conditions => {
+                        let conditions: Vec<String> = conditions
+                            .iter()
+                            .map(|c| format!("{} in {:?}", c.key(), c.values()))
+                            .collect();
+                        format!("{requires}, claims {}", conditions.join(" and "))
+                    }
                 }
             },
         },
@@ -633,6 +652,14 @@ impl std::fmt::Display for Explanation {
                     .map(|kid| format!(", key {kid}"))
                     .unwrap_or_default()
             )?;
+            if self.origin_checked {
+                writeln!(
+                    f,
+                    "token        from {}, aud [{}]",
+                    grants.issuer,
+                    grants.audiences.join(", ")
+                )?;
+            }
         }
         if let Some(mismatch) = &self.claim_mismatch {
             writeln!(f, "claims       failed: {mismatch}")?;

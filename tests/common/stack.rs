@@ -249,6 +249,21 @@ impl Stack {
         Stack::launch(dir, Some(issuer), config, Hop::Tcp).await
     }
 
+    /// [`Stack::start`] with `rules` (`[[rules]]` entries, given the RS256 issuer's URL)
+    /// appended to the demo configuration, after its own rules.
+    pub async fn start_with_rules(rules: impl FnOnce(&str) -> String) -> Stack {
+        let dir = scratch_dir();
+        let (issuer, issuer_url) = dev_issuer(dir.path(), DevAlgorithm::Rs256).await;
+        let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
+        let config = format!(
+            "{}
+{}",
+            demo_config(&issuer_url, &jwks_uri),
+            rules(&issuer_url)
+        );
+        Stack::launch(dir, Some(issuer), config, Hop::Tcp).await
+    }
+
     /// [`Stack::start`] with Envoy reaching scopegate through a Unix socket:
     /// `envoy/envoy-uds.yaml`, and scopegate listening on `unix:PATH`.
     pub async fn start_uds() -> Stack {

@@ -404,7 +404,9 @@ fn equivalence_config(jwks_uri: &str) -> String {
          [[rules]]\nprefix = \"/admin/\"\nscopes = [\"admin\"]\n\
          [[rules]]\npath = \"/kitchen\"\nscopes = [\"k\"]\n\
          [[rules]]\nname = \"tenant\"\ntemplate = \"/orgs/{{org}}/{{**}}\"\n\
-         claims = {{ org_id = \"{{org}}\" }}\n"
+         claims = {{ org_id = \"{{org}}\" }}\n\
+         [[rules]]\nname = \"orders\"\nprefix = \"/orders/\"\nissuers = [\"{ISSUER}\"]\n\
+         audiences = [\"https://orders.api\"]\n"
     )
 }
 
@@ -497,6 +499,10 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
         ("weak", key.mint(&claims("openid"))),
         ("write", key.mint(&claims("write:items"))),
         ("with email", with("email", json!("zoë@example.com"))),
+        (
+            "for orders",
+            with("aud", json!([AUDIENCE, "https://orders.api"])),
+        ),
         ("no sub", {
             let mut c = claims("");
             c.as_object_mut().expect("object").remove("sub");
@@ -643,6 +649,7 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
             vec![("authorization", bearer)],
         ));
         cases.push(("GET", "/audit", vec![("authorization", bearer)]));
+        cases.push(("GET", "/orders/1", vec![("authorization", bearer)]));
     }
     // A tenant check: the tenant's own path, another's, and a spelling of its own.
     let tenant = format!("Bearer {}", with("org_id", json!("acme")));
@@ -750,10 +757,66 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
         "claims",
         "route_denied",
         "bad_path",
+        "audience_not_accepted",
     ] {
         assert!(
             compared.contains(reason),
             "no case gives {reason}: {compared:?}"
         );
+    }
+}
+
+/// `explain` shows a rule's issuers and audiences under `requires`, the token's issuer and
+/// `aud`, and which of the two refused it (`issuer_not_accepted`, `audience_not_accepted`).
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_shows_which_of_a_rules_issuers_and_audiences_refused_the_token() {
+    let other = "https://other.issuer.test/";
+    let config = format!(
+        "[[issuers]]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+         jwks_uri = \"http://127.0.0.1:9/keys\"\n\
+         [[issuers]]\nissuer = \"{other}\"\naudience = \"{AUDIENCE}\"\n\
+         jwks_uri = \"http://127.0.0.1:9/keys\"\n\
+         [[rules]]\nname = \"staff\"\nprefix = \"/staff/\"\nissuers = [\"{ISSUER}\"]\n\
+         audiences = [\"https://orders.api\"]\n"
+    );
+    let with = |iss: &str, aud: &[&str]| {
+        let mut c = claims("read");
+        c["iss"] = json!(iss);
+        c["aud"] = json!(aud);
+        c.to_string()
+    };
+    let get = ["--method", "GET", "--path", "/staff/x", "--claims"];
+    // (claims, exit status, lines the output must hold)
+    let cases = [
+        (
+            with(other, &[AUDIENCE, "https://orders.api"]),
+            3,
+            vec![
+                format!("requires     any valid token from issuers [{ISSUER}] for audiences [https://orders.api]"),
+                format!("token        from {other}, aud [{AUDIENCE}, https://orders.api]"),
+                "decision     deny 401 (issuer_not_accepted): invalid_token: token issuer is not accepted on this route".to_string(),
+            ],
+        ),
+        (
+            with(ISSUER, &[AUDIENCE]),
+            3,
+            vec![
+                format!("token        from {ISSUER}, aud [{AUDIENCE}]"),
+                "decision     deny 401 (audience_not_accepted): invalid_token: token audience is not accepted on this route".to_string(),
+            ],
+        ),
+        (
+            with(ISSUER, &[AUDIENCE, "https://orders.api"]),
+            0,
+            vec!["decision     allow 200 (authorized)".to_string()],
+        ),
+    ];
+    for (claims, status, lines) in cases {
+        let out = explain(&config, &[&get[..], &[claims.as_str()]].concat(), "").await;
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(status), "{claims}: {shown}");
+        for line in lines {
+            assert!(shown.contains(&line), "{line:?} in {shown}");
+        }
     }
 }

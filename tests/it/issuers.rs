@@ -1,12 +1,16 @@
 //! Several trusted issuers side by side (`[[issuers]]`): each token is verified with the keys of
 //! the issuer its `iss` names, and no other; one issuer's outage leaves the others' tokens alone.
+//! Rules may take tokens only from some of them (`issuers`) or for some audiences
+//! (`audiences`), held to them on every request, cached tokens included.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tonic_health::pb::health_check_response::ServingStatus;
 
+use crate::common::binary::Binary;
 use crate::common::*;
+use crate::observability::{sample, scrape};
 
 const A: &str = "https://a.issuer.test/";
 const B: &str = "https://b.issuer.test/realms/staff";
@@ -416,4 +420,286 @@ async fn the_shorthands_fallback_is_logged_once() {
         binary.log_text()
     );
     assert!(plain.hits_on("/.well-known/openid-configuration") >= 3);
+}
+
+const ORDERS: &str = "https://orders.api";
+
+/// `rules[0]` (`staff`) takes only B's tokens, `rules[1]` (`orders`) only tokens whose `aud`
+/// holds the orders API, and the shadow rule `watch` would take only A's; everything else
+/// takes any valid token.
+fn accepting_config(a_jwks: &JwksServer, b_jwks: &JwksServer) -> String {
+    format!(
+        r#"
+        listen = "127.0.0.1:0"
+        metrics_listen = "127.0.0.1:0"
+
+        [[issuers]]
+        issuer = "{A}"
+        audience = "{AUDIENCE}"
+        jwks_uri = "{}"
+
+        [[issuers]]
+        issuer = "{B}"
+        audience = ["account", "{AUDIENCE}"]
+        jwks_uri = "{}"
+
+        [[rules]]
+        name = "staff"
+        prefix = "/staff/"
+        scopes = ["read:messages"]
+        issuers = ["{B}"]
+
+        [[rules]]
+        name = "orders"
+        prefix = "/orders/"
+        audiences = ["{ORDERS}"]
+
+        [[rules]]
+        name = "watch"
+        prefix = "/"
+        issuers = ["{A}"]
+        shadow = true
+        "#,
+        a_jwks.url(),
+        b_jwks.url()
+    )
+}
+
+fn issued(issuer: &str, audiences: &[&str], scope: &str) -> Value {
+    let mut c = from(issuer, scope);
+    c["aud"] = json!(audiences);
+    c
+}
+
+/// The reply to GET `path` with `token`: status and the denial's `error` and message.
+async fn ask_binary(binary: &Binary, path: &str, token: &str) -> Answer {
+    Answer::of(
+        &binary
+            .client()
+            .await
+            .check(request("GET", path, &[("authorization", &bearer(token))]))
+            .await
+            .expect("in-band answer")
+            .into_inner(),
+    )
+}
+
+async fn two_issuers(name: &str) -> (Binary, String, TestKey, TestKey) {
+    let a_key = TestKey::generate("a-1");
+    let b_key = TestKey::generate("b-1");
+    let a_jwks = JwksServer::start(Reply::json(&jwks_of(&[&a_key]))).await;
+    let b_jwks = JwksServer::start(Reply::json(&jwks_of(&[&b_key]))).await;
+    let binary = Binary::start(name, &accepting_config(&a_jwks, &b_jwks), "info", None).await;
+    binary.keys_loaded().await;
+    let metrics = binary.metrics_addr().await;
+    // Both key sets in force (health turns SERVING with the first).
+    eventually("B's keys loaded", Duration::from_secs(10), || async {
+        ask_binary(&binary, "/r", &b_key.mint(&from(B, "")))
+            .await
+            .code
+            == OK
+    })
+    .await;
+    // The JWKS servers answer for the binary's whole life.
+    std::mem::forget((a_jwks, b_jwks));
+    (binary, metrics, a_key, b_key)
+}
+
+/// A rule's `issuers` take the named issuer's tokens and refuse another configured issuer's
+/// with 401 `invalid_token`, without naming the issuers it takes; its `audiences` take a token
+/// whose `aud` holds one of them and refuse others 401, on top of the issuer's own audience
+/// check. Each refusal has its reason label, and the shadow rule's would-be decision counts
+/// its issuers too.
+#[tokio::test]
+async fn rules_take_tokens_only_from_their_issuers_and_for_their_audiences() {
+    let (binary, metrics, a_key, b_key) = two_issuers("rule-issuers").await;
+    let read = "read:messages";
+    let issuer_refused = "token issuer is not accepted on this route";
+    let audience_refused = "token audience is not accepted on this route";
+    // (path, token, status, error, message): A's tokens are marked, for the shadow rule.
+    let cases = [
+        ("/staff/x", b_key.mint(&from(B, read)), 200, "", ""),
+        (
+            "/staff/x",
+            a_key.mint(&from(A, read)),
+            401,
+            "invalid_token",
+            issuer_refused,
+        ),
+        // The issuer is checked before scopes: the token is told what is wrong with it first.
+        (
+            "/staff/x",
+            a_key.mint(&from(A, "")),
+            401,
+            "invalid_token",
+            issuer_refused,
+        ),
+        (
+            "/staff/x",
+            b_key.mint(&from(B, "")),
+            403,
+            "insufficient_scope",
+            "Insufficient scope",
+        ),
+        (
+            "/orders/1",
+            a_key.mint(&issued(A, &[AUDIENCE, ORDERS], "")),
+            200,
+            "",
+            "",
+        ),
+        (
+            "/orders/1",
+            b_key.mint(&issued(B, &["account", ORDERS], "")),
+            200,
+            "",
+            "",
+        ),
+        (
+            "/orders/1",
+            a_key.mint(&issued(A, &[AUDIENCE], "")),
+            401,
+            "invalid_token",
+            audience_refused,
+        ),
+        (
+            "/orders/1",
+            a_key.mint(&issued(A, &[AUDIENCE, "https://orders.api/"], "")),
+            401,
+            "invalid_token",
+            audience_refused,
+        ),
+        // The issuer's own audience check still holds: the orders API alone is not A's audience.
+        (
+            "/orders/1",
+            a_key.mint(&issued(A, &[ORDERS], "")),
+            401,
+            "invalid_token",
+            "token audience is not accepted",
+        ),
+    ];
+    for (path, token, status, error, message) in &cases {
+        let answer = ask_binary(&binary, path, token).await;
+        assert_eq!(
+            (answer.status(), answer.error(), answer.message()),
+            (*status, *error, *message),
+            "{path}"
+        );
+        if *status == 401 {
+            assert!(
+                answer.challenge().contains("error=\"invalid_token\""),
+                "{path}"
+            );
+            for name in [A, B, "issuer.test"] {
+                assert!(!answer.message().contains(name) && !answer.challenge().contains(name));
+            }
+        }
+    }
+    let scrape = scrape(&metrics).await;
+    let checks = |rule: &str, reason: &str| {
+        sample(
+            &scrape,
+            "scopegate_checks_total",
+            &[("rule", rule), ("reason", reason), ("status", "401")],
+        )
+    };
+    assert_eq!(checks("staff", "issuer_not_accepted"), 2.0);
+    assert_eq!(checks("orders", "audience_not_accepted"), 2.0);
+    assert_eq!(checks("orders", "invalid_token"), 1.0);
+    // The shadow rule (A only) would deny B's tokens and the token that fails verification, and
+    // take A's valid ones: the two Checks made while waiting for B's keys count as B's.
+    let shadow = |decision: &str| {
+        sample(
+            &scrape,
+            "scopegate_shadow_decisions_total",
+            &[("rule", "watch"), ("decision", decision)],
+        )
+    };
+    let waiting: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "scopegate_checks_total" && s.labels.get("rule") == Some("default"))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    let b_checks = 3.0 + waiting;
+    assert_eq!((shadow("allow"), shadow("deny")), (5.0, b_checks + 1.0));
+}
+
+/// The token cache keeps these checks honest: the same token, verified once, is allowed where
+/// its issuer and audience are taken and refused where they are not, a cache hit every time
+/// after the first.
+#[tokio::test]
+async fn a_cached_token_is_held_to_each_routes_issuers_and_audiences() {
+    let (binary, metrics, a_key, _) = two_issuers("rule-issuers-cache").await;
+    let lookups = || async {
+        let scrape = scrape(&metrics).await;
+        let count = |result| {
+            sample(
+                &scrape,
+                "scopegate_token_cache_requests_total",
+                &[("result", result)],
+            )
+        };
+        (count("hit"), count("miss"))
+    };
+    let token = a_key.mint(&issued(A, &[AUDIENCE], "read:messages"));
+    let before = lookups().await;
+    assert_eq!(ask_binary(&binary, "/r", &token).await.status(), 200);
+    assert_eq!(lookups().await, (before.0, before.1 + 1.0), "verified once");
+    for (path, status, reason) in [
+        ("/r", 200, ""),
+        (
+            "/staff/x",
+            401,
+            "token issuer is not accepted on this route",
+        ),
+        (
+            "/orders/1",
+            401,
+            "token audience is not accepted on this route",
+        ),
+        ("/r", 200, ""),
+    ] {
+        let hits = lookups().await.0;
+        let answer = ask_binary(&binary, path, &token).await;
+        assert_eq!(
+            (answer.status(), answer.message()),
+            (status, reason),
+            "{path}"
+        );
+        assert_eq!(
+            lookups().await,
+            (hits + 1.0, before.1 + 1.0),
+            "{path}: a cache hit"
+        );
+    }
+}
+
+/// An `issuers` entry naming no configured issuer (compared exactly) stops start-up with the
+/// key and the value, before any port is bound.
+#[test]
+fn an_unconfigured_rule_issuer_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let path = dir.path().join("scopegate.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\n[[issuers]]\nissuer = \"{A}\"\naudience = \"{AUDIENCE}\"\n\
+         jwks_uri = \"http://127.0.0.1:9/keys\"\n[[rules]]\nprefix = \"/staff/\"\n\
+         issuers = [\"{A}\", \"https://a.issuer.test\"]\n"
+    );
+    std::fs::write(&path, text).expect("write config");
+    for command in ["check-config", "serve"] {
+        let out = scopegate_command()
+            .args([command, "--config", path.to_str().expect("utf8")])
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command}: {stderr}");
+        assert!(
+            stderr.contains("`rules[0].issuers[1]` = \"https://a.issuer.test\""),
+            "{command}: {stderr}"
+        );
+    }
 }

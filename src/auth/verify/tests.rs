@@ -586,3 +586,31 @@ fn scopes_merge_scope_and_scp() {
     assert!(!verified.has_scope("read"));
     assert!(!verified.has_scope("READ:MESSAGES"));
 }
+
+/// The issuer and every `aud` value are kept, so that a rule's `issuers` and `audiences` can be
+/// checked on every use of cached claims, and weighed, so that a token with thousands of
+/// audiences cannot hold more of the cache than its byte budget allows.
+#[test]
+fn issuer_and_audiences_are_kept_and_weighed() {
+    let checked = |json: &str| check_claims(claims(json), &expect(), 1_000_000).expect("valid");
+    let one = checked(r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100}"#);
+    assert_eq!(one.issuer(), "https://issuer.example/");
+    assert_eq!(one.audiences(), ["api"]);
+    let many = checked(
+        r#"{"iss":"https://issuer.example/","aud":["x","api","https://orders.api"],"exp":1000100}"#,
+    );
+    assert_eq!(many.audiences(), ["x", "api", "https://orders.api"]);
+    assert!(many.heap_bytes() > one.heap_bytes());
+    let audiences: Vec<String> = (0..1000).map(|i| format!("\"aud-{i:06}\"")).collect();
+    let huge = checked(&format!(
+        r#"{{"iss":"https://issuer.example/","aud":["api",{}],"exp":1000100}}"#,
+        audiences.join(",")
+    ));
+    assert_eq!(huge.audiences().len(), 1001);
+    // Each value's buffer (10 bytes, 32 as allocated) and its `String` in the vector.
+    assert!(
+        huge.heap_bytes() >= 1001 * (32 + size_of::<String>()),
+        "{}",
+        huge.heap_bytes()
+    );
+}
