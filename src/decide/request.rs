@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+use crate::auth::sources::CredentialsView;
 use crate::auth::token::CredentialsError;
 
 /// One request header: its name in lower case and its value, read as text.
@@ -148,6 +149,19 @@ impl<'a> Request<'a> {
         name: &'n str,
     ) -> impl Iterator<Item = &'s Header<'a>> + use<'s, 'n, 'a> {
         self.headers.iter().filter(move |h| h.name == name)
+    }
+}
+
+/// What token extraction reads: header values with whether each was UTF-8, and the path.
+impl<'s, 'a> CredentialsView<'s> for &'s Request<'a> {
+    fn header(&self, name: &str) -> Vec<(&'s str, bool)> {
+        self.named(name)
+            .map(|h| (h.value.as_ref(), h.utf8))
+            .collect()
+    }
+
+    fn path(&self) -> &'s str {
+        self.path
     }
 }
 

@@ -1,5 +1,6 @@
 use super::*;
 
+use crate::auth::sources::TokenSource;
 use crate::auth::verify::VerifyError;
 use crate::policy::PathError;
 
@@ -98,8 +99,23 @@ fn every_denial_has_its_status_body_and_headers() {
         ),
     ];
     for (denial, status, error, reason, challenge, retry) in cases {
-        let denied = deny(&denial, realm);
+        let denied = deny(&denial, realm, true);
         assert_eq!((denied.status, denied.error), (status, error), "{denial:?}");
+        // A credential from a cookie, another header or a query parameter: the same answer
+        // without the challenge.
+        let unchallenged = deny(&denial, realm, false);
+        assert_eq!(
+            unchallenged
+                .headers
+                .iter()
+                .find(|(n, _)| *n == "www-authenticate"),
+            None,
+            "{denial:?}"
+        );
+        assert_eq!(
+            (unchallenged.status, &unchallenged.body),
+            (denied.status, &denied.body)
+        );
         assert_eq!(denial_answer(&denial).1, reason, "{denial:?}");
         let body: serde_json::Value = serde_json::from_str(&denied.body).expect("JSON body");
         assert_eq!(body["error"], error, "{denial:?}");
@@ -128,6 +144,7 @@ fn every_denial_has_its_status_body_and_headers() {
             required: vec!["a".into(), "b".into()],
         },
         realm,
+        true,
     );
     assert!(
         scope.headers[1].1.ends_with(r#", scope="a b""#),
@@ -140,26 +157,41 @@ fn every_denial_has_its_status_body_and_headers() {
 #[test]
 fn an_allow_sets_what_the_token_says_and_removes_the_rest() {
     let forwarded = vec!["x-auth-email".to_owned()];
+    let sources = TokenSources::default();
     let claims = VerifiedClaims::for_tests(Some("user-1"), &["read", "write"]);
     assert_eq!(
-        allow(Some(&claims), &forwarded),
+        allow(Some(&claims), &forwarded, &sources),
         Verdict::Allow {
             set: vec![
                 (SUBJECT_HEADER, "user-1".to_owned()),
                 (SCOPES_HEADER, "read write".to_owned()),
             ],
             remove: vec!["x-auth-email"],
+            remove_query: vec![],
         }
     );
     let bare = VerifiedClaims::for_tests(None, &[]);
     for claims in [Some(&bare), None] {
         assert_eq!(
-            allow(claims, &forwarded),
+            allow(claims, &forwarded, &sources),
             Verdict::Allow {
                 set: vec![],
                 remove: vec![SUBJECT_HEADER, SCOPES_HEADER, "x-auth-email"],
+                remove_query: vec![],
             }
         );
+    }
+    // A query token source's parameter is removed on every allow, public routes' too.
+    let query = TokenSources::new(vec![
+        TokenSource::authorization(),
+        TokenSource::query("access_token").expect("a parameter name"),
+    ])
+    .expect("two sources");
+    for claims in [Some(&claims), None] {
+        let Verdict::Allow { remove_query, .. } = allow(claims, &forwarded, &query) else {
+            panic!("an allow");
+        };
+        assert_eq!(remove_query, ["access_token"]);
     }
 }
 

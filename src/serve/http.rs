@@ -188,7 +188,17 @@ fn origin_form(uri: &str) -> Option<&str> {
 /// documentation). Pure.
 pub fn response(dialect: Dialect, verdict: &Verdict<'_>) -> http::Response<Full<Bytes>> {
     match verdict {
-        Verdict::Allow { set, remove } => {
+        Verdict::Allow {
+            set,
+            remove,
+            remove_query,
+        } => {
+            // No dialect can make its proxy remove a query parameter, and the configuration
+            // refuses query token sources beside http_listen; were one to reach here, the
+            // token would go upstream, so the answer fails closed.
+            if !remove_query.is_empty() {
+                return fail_closed();
+            }
             let mut answer = http::Response::new(Full::default());
             for (name, value) in set {
                 // `verify` keeps control characters out of every identity value, so each is
@@ -514,6 +524,7 @@ mod tests {
         let allow = Verdict::Allow {
             set: vec![("x-auth-subject", "zoë".into())],
             remove: vec!["x-auth-scopes", "x-auth-email"],
+            remove_query: vec![],
         };
         for dialect in [Dialect::Envoy, Dialect::ForwardAuth, Dialect::Nginx] {
             let answer = response(dialect, &allow);

@@ -148,13 +148,20 @@ pub fn request_view<'a>(
 pub fn response(verdict: Verdict<'_>, labels: &Labels<'_>) -> CheckResponse {
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
     match verdict {
-        Verdict::Allow { set, remove } => {
+        Verdict::Allow {
+            set,
+            remove,
+            remove_query,
+        } => {
             let mut ok = OkHttpResponseBuilder::new();
             for (name, value) in set {
                 ok.add_header(name, value, overwrite, false);
             }
             for name in remove {
                 ok.remove_header(name);
+            }
+            for name in remove_query {
+                ok.remove_query_parameter(name);
             }
             let mut response = CheckResponse::with_status(Status::ok(""));
             response.set_http_response(ok);
