@@ -286,11 +286,35 @@ impl Stack {
         Stack::launch(dir, Some(issuer), format!("{FULL}{text}"), Hop::Tcp).await
     }
 
+    /// [`Stack::start_with_gate_config`], with Envoy's configuration (the repository's, its
+    /// addresses already substituted) changed by `envoy` before Envoy starts: for tests of
+    /// what a user adds to it (`allowed_headers` lines).
+    pub async fn start_with_gate_config_and_envoy(
+        extra: &str,
+        envoy: impl FnOnce(String) -> String,
+    ) -> Stack {
+        let dir = scratch_dir();
+        let (issuer, issuer_url) = dev_issuer(dir.path(), DevAlgorithm::Rs256).await;
+        let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
+        let config = format!("{extra}\n{}", demo_config(&issuer_url, &jwks_uri));
+        Stack::launch_edited(dir, Some(issuer), config, Hop::Tcp, envoy).await
+    }
+
     async fn launch(
         dir: tempfile::TempDir,
         issuer: Option<DevIssuer>,
         gate_config: String,
         hop: Hop,
+    ) -> Stack {
+        Stack::launch_edited(dir, issuer, gate_config, hop, |yaml| yaml).await
+    }
+
+    async fn launch_edited(
+        dir: tempfile::TempDir,
+        issuer: Option<DevIssuer>,
+        gate_config: String,
+        hop: Hop,
+        envoy_edit: impl FnOnce(String) -> String,
     ) -> Stack {
         watchdog::arm();
         // The demo's second issuer (EdDSA, found by discovery) runs in every stack.
@@ -374,6 +398,7 @@ impl Stack {
             &format!("port_value: {upstream_port}\n"),
             1,
         );
+        let yaml = envoy_edit(yaml);
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, yaml).expect("write envoy config");
         let envoy_log = dir.path().join("envoy.log");
