@@ -25,6 +25,9 @@ path = "/public"
 public = true
 "#;
 
+/// A request's target and headers.
+type Sent<'a> = (&'a str, Vec<(&'a str, &'a str)>);
+
 /// Checks `path` with `headers` against `env`, each header value as one entry of Envoy's
 /// `header_map` (`encode_raw_headers`), so a repeated header arrives repeated.
 async fn ask(env: &Env, path: &str, headers: &[(&str, &str)]) -> Answer {
@@ -43,18 +46,17 @@ async fn each_token_source_is_read_and_only_authorization_is_challenged() {
         let cookie = format!("at={token}");
         let authorization = bearer(token);
         let query = with_query(token);
-        let cases: [(&str, &str, Vec<(&str, &str)>, bool); 4] = [
+        let cases: [(&str, Sent<'_>, bool); 4] = [
             (
                 "authorization",
-                path,
-                vec![("authorization", &authorization)],
+                (path, vec![("authorization", &authorization)]),
                 true,
             ),
-            ("header", path, vec![("x-api-token", token)], false),
-            ("cookie", path, vec![("cookie", &cookie)], false),
-            ("query", &query, vec![], false),
+            ("header", (path, vec![("x-api-token", token)]), false),
+            ("cookie", (path, vec![("cookie", &cookie)]), false),
+            ("query", (&query, vec![]), false),
         ];
-        for (source, path, headers, challenged) in cases {
+        for (source, (path, headers), challenged) in cases {
             let answer = ask(&env, path, &headers).await;
             if token == &good {
                 answer.assert_allowed();
@@ -131,37 +133,38 @@ async fn credentials_in_two_places_are_400() {
     let (cookie_b, cookies_ab) = (format!("at={b}"), format!("at={a}; at={b}"));
     let query_a = format!("{path}?access_token={a}");
     let query_aa = format!("{path}?access_token={a}&access_token={a}");
-    let cases: [(&str, &str, Vec<(&str, &str)>); 8] = [
+    let cases: [(&str, Sent<'_>); 8] = [
         (
             "authorization and header",
-            path,
-            vec![("authorization", &bearer_a), ("x-api-token", &a)],
+            (
+                path,
+                vec![("authorization", &bearer_a), ("x-api-token", &a)],
+            ),
         ),
         (
             "authorization and cookie",
-            path,
-            vec![("authorization", &bearer_a), ("cookie", &cookie_a)],
+            (
+                path,
+                vec![("authorization", &bearer_a), ("cookie", &cookie_a)],
+            ),
         ),
-        ("header and query", &query_a, vec![("x-api-token", &a)]),
-        ("cookie and query", &query_a, vec![("cookie", &cookie_a)]),
+        ("header and query", (&query_a, vec![("x-api-token", &a)])),
+        ("cookie and query", (&query_a, vec![("cookie", &cookie_a)])),
         (
             "one header twice",
-            path,
-            vec![("x-api-token", &a), ("x-api-token", &a)],
+            (path, vec![("x-api-token", &a), ("x-api-token", &a)]),
         ),
-        ("one parameter twice", &query_aa, vec![]),
+        ("one parameter twice", (&query_aa, vec![])),
         (
             "two values of one cookie",
-            path,
-            vec![("cookie", &cookies_ab)],
+            (path, vec![("cookie", &cookies_ab)]),
         ),
         (
             "two values of one cookie, two headers",
-            path,
-            vec![("cookie", &cookie_a), ("cookie", &cookie_b)],
+            (path, vec![("cookie", &cookie_a), ("cookie", &cookie_b)]),
         ),
     ];
-    for (what, path, headers) in cases {
+    for (what, (path, headers)) in cases {
         let answer = ask(&env, path, &headers).await;
         answer.assert_denied(400, "invalid_request");
         assert_eq!(
