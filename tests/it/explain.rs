@@ -156,6 +156,52 @@ async fn explain_decides_like_serve_and_says_why() {
     }
 }
 
+/// With `[[token_sources]]`, `--token` and `--claims` go where the first source reads them (a
+/// cookie, another header, a query parameter), so `explain` decides as `serve` would; the
+/// path it prints never holds the query, nor so a query token.
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_places_the_token_in_the_first_token_source() {
+    let key = TestKey::generate("explain-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let good = key.mint(&claims("read:items"));
+    let weak = key.mint(&claims("openid"));
+    // After the rules (tables), so each is a top-level `[[token_sources]]` entry.
+    let sources = [
+        "[[token_sources]]\ncookie = \"at\"\n",
+        "[[token_sources]]\nheader = \"x-api-token\"\n",
+        "[[token_sources]]\nquery = \"access_token\"\n",
+        "[[token_sources]]\nheader = \"authorization\"\nscheme = [\"DPoP\", \"Bearer\"]\n",
+    ];
+    let get = ["--method", "GET", "--path", "/items/42"];
+    for source in sources {
+        let config = format!("allow_query_tokens = true\n{}{source}", config(&jwks.url()));
+        for (token, status, want) in [
+            (&good, 0, "decision     allow 200 (authorized)"),
+            (&weak, 3, "decision     deny 403 (insufficient_scope)"),
+        ] {
+            let with_scheme = format!("Bearer {token}");
+            for given in [token.as_str(), with_scheme.as_str()] {
+                let output = explain(&config, &[&get[..], &["--token", given]].concat(), "").await;
+                let out = text(&output);
+                assert_eq!(output.status.code(), Some(status), "{source}\n{out}");
+                assert!(out.contains(want), "{source}: no {want:?} in\n{out}");
+                let signature = token.rsplit('.').next().expect("a JWS");
+                assert!(
+                    !out.contains(signature),
+                    "{source}: printed a token:\n{out}"
+                );
+            }
+        }
+        let claims = claims("read:items").to_string();
+        let output = explain(&config, &[&get[..], &["--claims", &claims]].concat(), "").await;
+        let out = text(&output);
+        assert!(
+            out.contains("decision     allow 200 (authorized)"),
+            "{source}\n{out}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn explain_with_claims_checks_everything_but_the_signature() {
     // Nothing listens here: --claims never fetches keys.
