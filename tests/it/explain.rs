@@ -408,7 +408,8 @@ async fn explain_decides_method_overrides_and_forged_preflights_as_serve_does() 
 
 /// The rules the equivalence test decides under: those of `authorization`'s and
 /// `hostile_tokens`'s cases (any-of and all-of scopes, methods, a public path, a route denied to
-/// all, templates with method overrides, forwarded claims, a shadow rule, CORS preflights).
+/// all, templates with method overrides, forwarded claims, a shadow rule, CORS preflights,
+/// token sources besides `Authorization`).
 fn equivalence_config(jwks_uri: &str) -> String {
     format!(
         "issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_uri = \"{jwks_uri}\"\n\
@@ -421,7 +422,10 @@ fn equivalence_config(jwks_uri: &str) -> String {
          [[rules]]\nname = \"trial\"\npath = \"/trial\"\nscopes = [\"t\"]\nshadow = true\n\
          [[rules]]\nprefix = \"/public/\"\npublic = true\n\
          [[rules]]\nprefix = \"/admin/\"\nscopes = [\"admin\"]\n\
-         [[rules]]\npath = \"/kitchen\"\nscopes = [\"k\"]\n"
+         [[rules]]\npath = \"/kitchen\"\nscopes = [\"k\"]\n\
+         [[token_sources]]\nheader = \"authorization\"\nscheme = \"Bearer\"\n\
+         [[token_sources]]\nheader = \"x-api-token\"\n\
+         [[token_sources]]\ncookie = \"at\"\n"
     )
 }
 
@@ -653,6 +657,43 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
             vec![("origin", "https://app.example")],
         ),
     ];
+    // Token sources: a header and a cookie (denials without a challenge), two places at once.
+    let (raw_good, raw_weak) = (tokens[0].1.as_str(), tokens[2].1.as_str());
+    let cookie_good = format!("theme=dark; at={raw_good}");
+    let cookie_weak = format!("at={raw_weak}");
+    let cookies_two = format!("at={raw_good}; at={raw_weak}");
+    cases.extend([
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("x-api-token", raw_good)],
+        ),
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("x-api-token", raw_weak)],
+        ),
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("cookie", cookie_good.as_str())],
+        ),
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("cookie", cookie_weak.as_str())],
+        ),
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("cookie", cookies_two.as_str())],
+        ),
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("authorization", good), ("cookie", cookie_good.as_str())],
+        ),
+    ]);
     for (_, bearer) in &bearers {
         cases.push((
             "GET",
