@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `header` with `scheme` | every value of the header | the token68 after one of the auth-schemes (case-insensitive), as [`token::scheme_token`] |
 //! | `header` without `scheme` | every value of the header | the whole value, OWS trimmed |
-//! | `cookie` | every `Cookie` header value, `; `-separated pairs (RFC 6265 §5.4) | the cookie's value, DQUOTEs around it removed |
+//! | `cookie` | every `Cookie` header value, `; `-separated pairs (RFC 6265 §5.4; `,` separates too, as Envoy joins repeated headers with it) | the cookie's value, DQUOTEs around it removed |
 //! | `query` | the query string, read as the policy reads it (split at `&`, `;`, `#`; percent-decoded) | the parameter's value |
 //!
 //! A token must be token68 (the characters of a compact JWS) and at most
@@ -183,7 +183,10 @@ impl TokenSource {
             Place::Cookie(name) => {
                 let mut seen: Vec<&'a str> = Vec::new();
                 for header in request.header("cookie") {
-                    for pair in header.0.split(';') {
+                    // `;` separates cookies (RFC 6265 §5.4); `,` too, since Envoy joins a
+                    // repeated Cookie header with it in a CheckRequest's `headers`, and no
+                    // cookie-value may hold one (§4.1.1).
+                    for pair in header.0.split([';', ',']) {
                         let Some((key, value)) = pair.split_once('=') else {
                             continue;
                         };
@@ -518,6 +521,9 @@ mod tests {
                 Some(2),
             ),
             ("/", &[("cookie", "x=1;at=a.b.c")], Ok("a.b.c"), Some(2)),
+            // Two Cookie headers as Envoy's `headers` map joins them.
+            ("/", &[("cookie", "x=1,at=a.b.c")], Ok("a.b.c"), Some(2)),
+            ("/", &[("cookie", "at=a,at=b")], Err(Several), Some(2)),
             ("/", &[("cookie", "at=\"a.b.c\"")], Ok("a.b.c"), Some(2)),
             (
                 "/",

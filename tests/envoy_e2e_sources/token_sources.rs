@@ -47,9 +47,15 @@ async fn token_sources_through_envoy() {
     // A header source and a cookie source (among other cookies) each let the request through,
     // with the identity the token carries.
     let cookie = format!("theme=dark; at={good}");
+    let only = format!("at={good}");
     for (what, headers) in [
         ("x-api-token", vec![("x-api-token", good.as_str())]),
         ("cookie", vec![("cookie", cookie.as_str())]),
+        // Two Cookie headers, which Envoy joins into one value before asking.
+        (
+            "second cookie header",
+            vec![("cookie", "theme=dark"), ("cookie", only.as_str())],
+        ),
     ] {
         let (status, echoed) = body(stack.get("/restricted_resource", &headers).await).await;
         assert_eq!(status, 200, "{what}: {echoed}");

@@ -184,7 +184,9 @@ async fn cookies_are_read_from_every_cookie_header_and_identical_copies_count_on
     let among = format!("theme=dark; at={good}; lang=en");
     let once = format!("at={good}");
     let twice = format!("at={good}; at={good}");
-    let cases: [(&str, Vec<(&str, &str)>); 4] = [
+    // Two Cookie headers as Envoy's `headers` map joins them.
+    let joined = format!("theme=dark,{once}");
+    let cases: [(&str, Vec<(&str, &str)>); 5] = [
         ("among other cookies", vec![("cookie", &among)]),
         (
             "in the second Cookie header",
@@ -197,6 +199,10 @@ async fn cookies_are_read_from_every_cookie_header_and_identical_copies_count_on
         (
             "the same value in two headers",
             vec![("cookie", &once), ("cookie", &once)],
+        ),
+        (
+            "two Cookie headers joined with a comma",
+            vec![("cookie", &joined)],
         ),
     ];
     for (what, headers) in cases {
