@@ -371,13 +371,17 @@ impl TokenSources {
 
     /// The one credential `request` carries. Pure.
     pub fn extract<'a>(&self, request: &impl CredentialsView<'a>) -> Extracted<'a> {
-        let mut absent = CredentialsError::Missing;
+        // With `Authorization` alone, the 401 says what it always said.
+        let mut absent = match self.sources.as_slice() {
+            [only] if only.is_authorization() => CredentialsError::Missing,
+            _ => CredentialsError::NoneFound,
+        };
         let mut present: Option<(usize, Result<Cow<'a, str>, CredentialsError>)> = None;
         for (i, source) in self.sources.iter().enumerate() {
             let outcome = match source.find(request) {
                 Found::Absent(why) => {
-                    // "another scheme" says more than "missing" in the 401's message.
-                    if why != CredentialsError::Missing && absent == CredentialsError::Missing {
+                    // "another scheme" says more than "none" in the 401's message.
+                    if why == CredentialsError::OtherScheme {
                         absent = why;
                     }
                     continue;
@@ -458,7 +462,7 @@ mod tests {
             Option<usize>,
         );
         let cases: &[Case<'_>] = &[
-            ("/", &[], Err(Missing), None),
+            ("/", &[], Err(NoneFound), None),
             (
                 "/",
                 &[("authorization", "Bearer a.b.c")],
@@ -498,7 +502,7 @@ mod tests {
             ),
             ("/", &[("x-api-token", "a.b.c")], Ok("a.b.c"), Some(1)),
             ("/", &[("x-api-token", "  a.b.c\t")], Ok("a.b.c"), Some(1)),
-            ("/", &[("x-api-token", "")], Err(Missing), None),
+            ("/", &[("x-api-token", "")], Err(NoneFound), None),
             (
                 "/",
                 &[("x-api-token", "Bearer a.b.c")],
@@ -547,14 +551,14 @@ mod tests {
                 Some(2),
             ),
             // Names are case-sensitive and whole; an empty cookie carries nothing.
-            ("/", &[("cookie", "AT=a; xat=b; at")], Err(Missing), None),
-            ("/", &[("cookie", "at=")], Err(Missing), None),
+            ("/", &[("cookie", "AT=a; xat=b; at")], Err(NoneFound), None),
+            ("/", &[("cookie", "at=")], Err(NoneFound), None),
             ("/", &[("cookie", "at=; at=a")], Ok("a"), Some(2)),
             ("/", &[("cookie", "at=a\"b")], Err(Malformed), Some(2)),
             ("/?access_token=a.b.c", &[], Ok("a.b.c"), Some(3)),
             ("/?x=1&access_token=a.b.c&y", &[], Ok("a.b.c"), Some(3)),
             ("/?access_token=a%2Eb.c", &[], Ok("a.b.c"), Some(3)),
-            ("/?access_token=", &[], Err(Missing), None),
+            ("/?access_token=", &[], Err(NoneFound), None),
             (
                 "/?access_token=a&access_token=a",
                 &[],
@@ -570,7 +574,12 @@ mod tests {
             ("/?access_token=a+b", &[], Err(Malformed), Some(3)),
             // Spelled otherwise: a proxy removing `access_token` might leave it upstream.
             ("/?%61ccess_token=a", &[], Err(Malformed), Some(3)),
-            ("/?access_tokens=a&xaccess_token=b", &[], Err(Missing), None),
+            (
+                "/?access_tokens=a&xaccess_token=b",
+                &[],
+                Err(NoneFound),
+                None,
+            ),
             // Two places at once: 400, whichever they are.
             (
                 "/?access_token=a",
@@ -615,6 +624,23 @@ mod tests {
             path: "/",
         };
         assert_eq!(sources.extract(&other_cookie).token.as_deref(), Ok("a.b.c"));
+    }
+
+    /// With `Authorization` alone (the default), no credentials is `Missing`, as always.
+    #[test]
+    fn the_default_source_keeps_its_messages() {
+        let default = TokenSources::default();
+        assert_eq!(default.extract(&view("/", &[])).token, Err(Missing));
+        assert_eq!(
+            default
+                .extract(&view("/", &[("authorization", "Basic dTpw")]))
+                .token,
+            Err(OtherScheme)
+        );
+        assert_eq!(
+            default.extract(&view("/", &[("cookie", "at=a")])).token,
+            Err(Missing)
+        );
     }
 
     #[test]

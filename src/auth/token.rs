@@ -41,6 +41,10 @@ pub enum CredentialsError {
     /// Longer than [`MAX_CREDENTIALS_BYTES`].
     #[error("Authorization header is too long")]
     TooLong,
+    /// No credentials in any of several token sources (with only `Authorization` configured:
+    /// [`CredentialsError::Missing`]).
+    #[error("no credentials in any token source")]
+    NoneFound,
     /// Credentials in more than one place: two token sources, one header or query parameter
     /// twice, or one cookie with two different values (RFC 6750 §2: one method per request).
     #[error("credentials in more than one place")]
@@ -53,7 +57,7 @@ impl CredentialsError {
     pub fn is_absent(self) -> bool {
         matches!(
             self,
-            CredentialsError::Missing | CredentialsError::OtherScheme
+            CredentialsError::Missing | CredentialsError::OtherScheme | CredentialsError::NoneFound
         )
     }
 }
@@ -170,6 +174,7 @@ mod tests {
     fn absent_versus_malformed() {
         assert!(Missing.is_absent());
         assert!(OtherScheme.is_absent());
+        assert!(NoneFound.is_absent());
         for e in [Multiple, Empty, Malformed, TooLong, Several] {
             assert!(!e.is_absent(), "{e:?}");
         }

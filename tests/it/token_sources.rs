@@ -116,6 +116,7 @@ async fn a_cookie_only_configuration_challenges_nobody() {
     .await;
     answer.assert_denied(401, "unauthorized");
     assert_eq!(answer.challenge(), "", "{answer:?}");
+    assert_eq!(answer.message(), "no credentials in any token source");
     let cookie = format!("at={good}");
     ask(&env, "/restricted_resource", &[("cookie", &cookie)])
         .await
