@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 
 use crate::auth::sources::CredentialsView;
-use crate::auth::token::CredentialsError;
 
 /// One request header: its name in lower case and its value, read as text.
 #[derive(Debug, Clone)]
@@ -115,17 +114,6 @@ impl<'a> Request<'a> {
     /// The first value of the header `name` (lower case) that was valid UTF-8.
     pub fn first_value(&self, name: &str) -> Option<&str> {
         self.named(name).find(|h| h.utf8).map(|h| h.value.as_ref())
-    }
-
-    /// Every `Authorization` value; one that is not UTF-8 makes the credentials malformed.
-    pub fn authorization(&self) -> Result<Vec<&str>, CredentialsError> {
-        self.named("authorization")
-            .map(|h| {
-                h.utf8
-                    .then_some(h.value.as_ref())
-                    .ok_or(CredentialsError::Malformed)
-            })
-            .collect()
     }
 
     /// Whether every value of `name` equals, in order, the values `others` gives.
