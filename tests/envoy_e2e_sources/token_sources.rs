@@ -115,6 +115,26 @@ async fn token_sources_through_envoy() {
     );
     assert_eq!(challenge, None, "no challenge for a cookie token");
 
+    // Envoy's own access log (the shipped default format) records the path as the request
+    // left the filter chain: without the token once allowed, with it when denied (the README
+    // says so).
+    common::eventually(
+        "Envoy's access log line for the denied request",
+        std::time::Duration::from_secs(10),
+        || std::future::ready(stack.envoy_log().contains("\" 400 UAEX")),
+    )
+    .await;
+    let access_log = stack.envoy_log();
+    assert!(
+        access_log.contains("\"GET /echo?x=1&y=2 HTTP/1.1\" 200"),
+        "the allowed request is logged without its token:\n{access_log}"
+    );
+    for line in access_log.lines().filter(|l| l.contains(&good)) {
+        assert!(
+            line.contains("\" 400 UAEX"),
+            "a token in an allowed request's line: {line}"
+        );
+    }
     // No decision log line holds the query token.
     let log = stack.scopegate_log();
     for segment in good.split('.') {
