@@ -14,7 +14,8 @@
 //!   (every fetch from another server: https unless loopback or allowed, trusted roots).
 //! - [`telemetry`]: [`telemetry::metrics`], the Prometheus registry and `GET /metrics`; every
 //!   layer above counts in it.
-//! - [`auth`]: from credentials to verified claims: [`auth::token`] (the Bearer credential),
+//! - [`auth`]: from credentials to verified claims: [`auth::sources`] (the one credential out of
+//!   the configured token sources), [`auth::token`] (the Bearer credential),
 //!   [`auth::keys`] (JWKS documents parsed once), [`auth::jwks`] (an issuer's key set over time),
 //!   [`auth::verify`] (pure; the only place that builds [`auth::verify::VerifiedClaims`]) and
 //!   [`auth::token_cache`].

@@ -1,6 +1,8 @@
 //! Authentication: from a request's credentials to verified claims, pure where it decides.
 //!
 //! - [`token`]: the Bearer credential out of the `Authorization` header(s) (RFC 6750/7235).
+//! - [`sources`]: the one credential out of the configured token sources (headers, cookies,
+//!   query parameters), or why there is none.
 //! - [`keys`] (a leaf): signature algorithms, and JWKS documents parsed once into verifying keys.
 //! - [`jwks`]: an issuer's key set over time: the snapshot readers take, the refresher, the
 //!   unknown-`kid` refetch gate.
@@ -11,6 +13,7 @@
 
 pub mod jwks;
 pub mod keys;
+pub mod sources;
 pub mod token;
 pub mod token_cache;
 pub mod verify;

@@ -41,6 +41,14 @@ pub enum CredentialsError {
     /// Longer than [`MAX_CREDENTIALS_BYTES`].
     #[error("Authorization header is too long")]
     TooLong,
+    /// No credentials in any of several token sources (with only `Authorization` configured:
+    /// [`CredentialsError::Missing`]).
+    #[error("no credentials in any token source")]
+    NoneFound,
+    /// Credentials in more than one place: two token sources, one header or query parameter
+    /// twice, or one cookie with two different values (RFC 6750 §2: one method per request).
+    #[error("credentials in more than one place")]
+    Several,
 }
 
 impl CredentialsError {
@@ -49,13 +57,23 @@ impl CredentialsError {
     pub fn is_absent(self) -> bool {
         matches!(
             self,
-            CredentialsError::Missing | CredentialsError::OtherScheme
+            CredentialsError::Missing | CredentialsError::OtherScheme | CredentialsError::NoneFound
         )
     }
 }
 
 /// Returns the token from the request's `Authorization` header values (all of them, as received).
 pub fn bearer_token<'a>(values: &[&'a str]) -> Result<&'a str, CredentialsError> {
+    scheme_token(values, &["Bearer"])
+}
+
+/// Returns the token from the values of a header whose credentials start with one of
+/// `schemes` (compared case-insensitively, as RFC 9110 §11.1 says auth-schemes are); the
+/// grammar and outcomes are [`bearer_token`]'s.
+pub fn scheme_token<'a>(
+    values: &[&'a str],
+    schemes: &[impl AsRef<str>],
+) -> Result<&'a str, CredentialsError> {
     let value = match values {
         [] => return Err(CredentialsError::Missing),
         [one] => *one,
@@ -73,7 +91,10 @@ pub fn bearer_token<'a>(values: &[&'a str]) -> Result<&'a str, CredentialsError>
         Some(at) => (&value[..at], &value[at..]),
         None => (value, ""),
     };
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    if !schemes
+        .iter()
+        .any(|accepted| scheme.eq_ignore_ascii_case(accepted.as_ref()))
+    {
         return Err(CredentialsError::OtherScheme);
     }
     if rest.is_empty() {
@@ -93,7 +114,8 @@ pub fn bearer_token<'a>(values: &[&'a str]) -> Result<&'a str, CredentialsError>
     Ok(token)
 }
 
-fn is_token68(s: &str) -> bool {
+/// Whether `s` is an RFC 9110 token68: the characters of a compact JWS, and more.
+pub(crate) fn is_token68(s: &str) -> bool {
     let body = s.trim_end_matches('=');
     !body.is_empty()
         && body.bytes().all(|b| {
@@ -138,11 +160,22 @@ mod tests {
         }
     }
 
+    /// A list of schemes accepts any of them, in any letter case, and nothing else.
+    #[test]
+    fn scheme_lists() {
+        let schemes = ["Bearer", "DPoP"];
+        assert_eq!(scheme_token(&["dpop a.b"], &schemes), Ok("a.b"));
+        assert_eq!(scheme_token(&["BEARER a.b"], &schemes), Ok("a.b"));
+        assert_eq!(scheme_token(&["Basic a"], &schemes), Err(OtherScheme));
+        assert_eq!(scheme_token(&["Token a"], &["token"]), Ok("a"));
+    }
+
     #[test]
     fn absent_versus_malformed() {
         assert!(Missing.is_absent());
         assert!(OtherScheme.is_absent());
-        for e in [Multiple, Empty, Malformed, TooLong] {
+        assert!(NoneFound.is_absent());
+        for e in [Multiple, Empty, Malformed, TooLong, Several] {
             assert!(!e.is_absent(), "{e:?}");
         }
     }

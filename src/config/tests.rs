@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::auth::sources::TokenSources;
 use crate::auth::verify::Algorithm;
 use crate::net::outbound::FetchPolicy;
 
@@ -576,4 +577,94 @@ fn environment_overrides_the_file() {
     assert_eq!(c.issuers[0].jwks.uri.as_str(), "http://127.0.0.1:1/keys");
     assert_eq!(c.listen.to_string(), "127.0.0.1:0");
     assert_eq!(c.http_listen, Some("127.0.0.1:9193".parse().expect("addr")));
+}
+
+/// `[[token_sources]]`: the default, what each entry compiles to (and `check-config` prints),
+/// and each refusal naming its key and value.
+#[test]
+fn token_sources_compile_and_errors_name_the_key() {
+    let c = compile("").expect("the default");
+    assert_eq!(*c.token_sources(), TokenSources::default());
+    let c = compile(
+        "allow_query_tokens = true\n\
+         [[token_sources]]\nheader = \"Authorization\"\nscheme = [\"Bearer\", \"DPoP\"]\n\
+         [[token_sources]]\nheader = \"X-Api-Token\"\n\
+         [[token_sources]]\ncookie = \"at\"\n\
+         [[token_sources]]\nquery = \"access_token\"\n",
+    )
+    .expect("four sources");
+    let printed = c.to_string();
+    for line in [
+        "token source      header authorization (scheme Bearer, DPoP)",
+        "token source      header x-api-token (the whole value)",
+        "token source      cookie at",
+        "token source      query access_token",
+    ] {
+        assert!(printed.contains(line), "{line}\n{printed}");
+    }
+    let cases: &[(&str, &str)] = &[
+        ("[[token_sources]]\nquery = \"t\"", "token_sources[0].query"),
+        (
+            "[[token_sources]]\nquery = \"t\"",
+            "allow_query_tokens = true",
+        ),
+        (
+            "allow_query_tokens = true\nhttp_listen = \"127.0.0.1:0\"\n[[token_sources]]\nquery = \"t\"",
+            "http_listen",
+        ),
+        (
+            "allow_query_tokens = true\n[[token_sources]]\nquery = \"a%62\"",
+            "token_sources[0].query",
+        ),
+        (
+            "[[token_sources]]\nheader = \"x_api\"",
+            "token_sources[0].header",
+        ),
+        (
+            "[[token_sources]]\nheader = \"authorization\"\nscheme = \"Bearer x\"",
+            "token_sources[0].scheme",
+        ),
+        (
+            "[[token_sources]]\nheader = \"authorization\"\nscheme = []",
+            "token_sources[0].scheme",
+        ),
+        (
+            "[[token_sources]]\ncookie = \"at\"\nscheme = \"Bearer\"",
+            "token_sources[0].scheme",
+        ),
+        (
+            "[[token_sources]]\ncookie = \"a b\"",
+            "token_sources[0].cookie",
+        ),
+        (
+            "[[token_sources]]\ncookie = \"at\"\nheader = \"x-t\"",
+            "exactly one of header, cookie or query",
+        ),
+        (
+            "[[token_sources]]\n",
+            "exactly one of header, cookie or query",
+        ),
+        ("token_sources = []", "at least one token source"),
+        (
+            "[[token_sources]]\ncookie = \"at\"\n[[token_sources]]\ncookie = \"at\"",
+            "token_sources[1]",
+        ),
+        (
+            "[[token_sources]]\nheader = \"X-T\"\n[[token_sources]]\nheader = \"x-t\"",
+            "the same place as token_sources[0]",
+        ),
+        ("[[token_sources]]\nbogus = \"at\"", "bogus"),
+        // A claim may not be forwarded in the header the token is read from.
+        (
+            "[forward_claims]\n\"x-api-token\" = \"email\"\n[[token_sources]]\nheader = \"x-api-token\"",
+            "forward_claims.\"x-api-token\"",
+        ),
+    ];
+    for (extra, key) in cases {
+        let err = compile(extra).expect_err(extra).to_string();
+        assert!(
+            err.contains(key),
+            "error for {extra:?} should name {key:?}: {err}"
+        );
+    }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::jwks::{Jwks, Refetch};
-use crate::auth::token::{self, CredentialsError};
+use crate::auth::token::CredentialsError;
 use crate::auth::token_cache::TokenCache;
 use crate::auth::verify::{self, VerifyError};
 use crate::config::Config;
@@ -79,18 +79,17 @@ impl Authenticate for Generation {
         Some(self.config.server().check_timeout)
     }
 
-    /// Extracts and verifies the Bearer token. An unknown `kid` asks the JWKS refresher for one
+    /// Verifies the extracted token. An unknown `kid` asks the JWKS refresher for one
     /// (single-flight, rate-limited) refetch, waits for it at most `unknown_kid_wait_ms`, and
     /// tries once more with the new snapshot.
     async fn authenticate(
         &self,
-        authorization: Result<Vec<&str>, CredentialsError>,
+        token: Result<&str, CredentialsError>,
         now: u64,
         issuer: &mut Option<usize>,
         metrics: &Metrics,
     ) -> Authentication {
-        let values = authorization.map_err(AuthError::Credentials)?;
-        let token = token::bearer_token(&values)?;
+        let token = token.map_err(AuthError::Credentials)?;
         // A token verified before: used only while its time claims hold and its key is still
         // in the issuer's fresh key set; anything else is verified in full, which also gives
         // the right error.

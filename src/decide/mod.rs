@@ -10,8 +10,8 @@
 //!
 //! | denial | HTTP | `error` |
 //! |---|---|---|
-//! | no `Authorization`, or another scheme | 401 | `unauthorized` (no code in the challenge) |
-//! | malformed Bearer credentials | 400 | `invalid_request` |
+//! | no credentials in any token source (`Authorization` of another scheme counts as none) | 401 | `unauthorized` (no code in the challenge) |
+//! | malformed credentials, or credentials in more than one place | 400 | `invalid_request` |
 //! | token fails verification | 401 | `invalid_token` |
 //! | token from an issuer, or for no audience, the rule's `issuers` / `audiences` take | 401 | `invalid_token` |
 //! | scopes missing, or route denied to all | 403 | `insufficient_scope` |
@@ -20,6 +20,11 @@
 //! | no key set loaded yet | 503 | `temporarily_unavailable` |
 //! | the Check ran past `check_timeout_ms` | 503 | `temporarily_unavailable` |
 //! | a request the transport could not read ([`refuse_unreadable`]) | 400 | `invalid_request` |
+//!
+//! The token is read from the configured token sources ([`crate::auth::sources`]); a denial
+//! carries an RFC 6750 challenge (`WWW-Authenticate`) only when the credential came (or, when
+//! none or several did, would come) from the `Authorization` source: a client of a cookie,
+//! another header or a query parameter gets the JSON body alone.
 
 mod decision_log;
 mod generation;
@@ -33,6 +38,7 @@ pub use generation::Generation;
 pub use metadata::Metadata;
 pub use request::Request;
 
+use crate::auth::sources::TokenSources;
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::VerifiedClaims;
 use crate::config::{Config, CorsPreflight};
@@ -63,12 +69,12 @@ pub trait Authenticate {
     /// `None`: as long as it takes.
     fn deadline(&self) -> Option<Duration>;
 
-    /// Verifies the Bearer token among `authorization` (every `Authorization` value the request
-    /// carried, or why they are malformed), counting in `metrics` what it counts. Sets `issuer`
-    /// to the index of the issuer whose keys were tried.
+    /// Verifies `token`, the one credential the token sources found (or why there is none),
+    /// counting in `metrics` what it counts. Sets `issuer` to the index of the issuer whose
+    /// keys were tried.
     fn authenticate(
         &self,
-        authorization: Result<Vec<&str>, CredentialsError>,
+        token: Result<&str, CredentialsError>,
         now: u64,
         issuer: &mut Option<usize>,
         metrics: &Metrics,
@@ -88,6 +94,9 @@ pub enum Verdict<'g> {
         /// What the proxy may record of the allow: who, by which rule (Envoy's dynamic
         /// metadata).
         metadata: Metadata,
+        /// Query parameters to remove before the request goes upstream: every `query` token
+        /// source's, on every allow, so a token in the URL never reaches the upstream.
+        remove_query: Vec<&'g str>,
     },
     /// Answered here.
     Deny(Denied),
@@ -163,12 +172,19 @@ pub async fn decide<'g, A: Authenticate>(
         |name| request.text_values(name),
     );
     let mut issuer = None;
+    let sources = config.token_sources();
+    // extract: only where a token is needed (a public route never reads one).
+    let extracted = resolved
+        .needs_token(preflight)
+        .then(|| sources.extract(&request));
+    // Whether a denial challenges: only for the Authorization source (or where none was read).
+    let challenges = sources.challenges(extracted.as_ref().and_then(|e| e.source));
     // verify (only where the route, or a shadow rule, needs a token), within the deadline:
     // authentication is the only step that can wait (on an unknown-kid refetch), and past the
     // deadline Envoy would answer (or, failing open, allow) without us.
-    let auth = if resolved.needs_token(preflight) {
-        // extract: only where a token is needed (a public route never reads one).
-        let authentication = with.authenticate(request.authorization(), now, &mut issuer, metrics);
+    let auth = if let Some(extracted) = &extracted {
+        let token = extracted.token.as_deref().map_err(|e| *e);
+        let authentication = with.authenticate(token, now, &mut issuer, metrics);
         match with.deadline() {
             Some(deadline) => tokio::time::timeout(deadline, authentication)
                 .await
@@ -200,9 +216,10 @@ pub async fn decide<'g, A: Authenticate>(
         Decision::Allow(claims) => allow(
             claims.as_ref(),
             with.forwarded_headers(),
+            sources,
             metadata::of(claims.as_ref(), issuer, rule),
         ),
-        Decision::Deny(denial) => Verdict::Deny(deny(denial, config.realm())),
+        Decision::Deny(denial) => Verdict::Deny(deny(denial, config.realm(), challenges)),
     };
     let (decision_label, status, reason) = outcome_of(&decision, preflight);
     let labels = Labels {
@@ -260,7 +277,8 @@ pub fn refuse_unreadable<'g>(
 ) -> Decided<'g> {
     let config = generation.config();
     let denial = Denial::Unreadable(why);
-    let verdict = Verdict::Deny(deny(&denial, config.realm()));
+    let challenges = config.token_sources().challenges(None);
+    let verdict = Verdict::Deny(deny(&denial, config.realm(), challenges));
     let (decision, status, reason) = outcome_of(&Decision::Deny(denial.clone()), false);
     let decided = Decided {
         verdict,
@@ -407,10 +425,12 @@ pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
 ///
 /// Every configured forwarded header is set from the token's claim, or removed when the token
 /// lacks it (or the route is public), so a client's own copy never reaches the upstream.
-/// `metadata` goes with the allow as it is.
+/// `metadata` goes with the allow as it is. Every `query` token source's parameter is removed,
+/// whatever the route: a token in the URL never reaches the upstream (nor its logs).
 fn allow<'g>(
     claims: Option<&VerifiedClaims>,
     forwarded_headers: &'g [String],
+    sources: &'g TokenSources,
     metadata: Metadata,
 ) -> Verdict<'g> {
     let mut set = Vec::new();
@@ -433,15 +453,18 @@ fn allow<'g>(
             None => remove.push(name.as_str()),
         }
     }
+    let remove_query = sources.query_names().collect();
     Verdict::Allow {
         set,
         remove,
+        remove_query,
         metadata,
     }
 }
 
-/// The denial's answer: status, JSON body, challenge and `Retry-After`.
-fn deny(denial: &Denial, realm: &str) -> Denied {
+/// The denial's answer: status, JSON body, challenge (only when `challenges`: the credential
+/// came, or would come, from the `Authorization` source) and `Retry-After`.
+fn deny(denial: &Denial, realm: &str, challenges: bool) -> Denied {
     let message = denial.to_string();
     let (status, _, error) = denial_answer(denial);
     let challenge = match denial {
@@ -464,7 +487,7 @@ fn deny(denial: &Denial, realm: &str) -> Denied {
     };
     let body = serde_json::json!({ "error": error, "message": message }).to_string();
     let mut headers = vec![("content-type", "application/json".to_owned())];
-    if let Some(challenge) = challenge {
+    if let Some(challenge) = challenge.filter(|_| challenges) {
         headers.push(("www-authenticate", challenge));
     }
     match denial {

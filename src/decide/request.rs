@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use crate::auth::token::CredentialsError;
+use crate::auth::sources::CredentialsView;
 
 /// One request header: its name in lower case and its value, read as text.
 #[derive(Debug, Clone)]
@@ -116,17 +116,6 @@ impl<'a> Request<'a> {
         self.named(name).find(|h| h.utf8).map(|h| h.value.as_ref())
     }
 
-    /// Every `Authorization` value; one that is not UTF-8 makes the credentials malformed.
-    pub fn authorization(&self) -> Result<Vec<&str>, CredentialsError> {
-        self.named("authorization")
-            .map(|h| {
-                h.utf8
-                    .then_some(h.value.as_ref())
-                    .ok_or(CredentialsError::Malformed)
-            })
-            .collect()
-    }
-
     /// Whether every value of `name` equals, in order, the values `others` gives.
     pub(crate) fn same_values<'o>(
         &self,
@@ -148,6 +137,19 @@ impl<'a> Request<'a> {
         name: &'n str,
     ) -> impl Iterator<Item = &'s Header<'a>> + use<'s, 'n, 'a> {
         self.headers.iter().filter(move |h| h.name == name)
+    }
+}
+
+/// What token extraction reads: header values with whether each was UTF-8, and the path.
+impl<'s, 'a> CredentialsView<'s> for &'s Request<'a> {
+    fn header(&self, name: &str) -> Vec<(&'s str, bool)> {
+        self.named(name)
+            .map(|h| (h.value.as_ref(), h.utf8))
+            .collect()
+    }
+
+    fn path(&self) -> &'s str {
+        self.path
     }
 }
 

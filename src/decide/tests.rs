@@ -1,5 +1,6 @@
 use super::*;
 
+use crate::auth::sources::TokenSource;
 use crate::auth::verify::VerifyError;
 use crate::policy::PathError;
 
@@ -126,8 +127,23 @@ fn every_denial_has_its_status_body_and_headers() {
         ),
     ];
     for (denial, status, error, reason, challenge, retry) in cases {
-        let denied = deny(&denial, realm);
+        let denied = deny(&denial, realm, true);
         assert_eq!((denied.status, denied.error), (status, error), "{denial:?}");
+        // A credential from a cookie, another header or a query parameter: the same answer
+        // without the challenge.
+        let unchallenged = deny(&denial, realm, false);
+        assert_eq!(
+            unchallenged
+                .headers
+                .iter()
+                .find(|(n, _)| *n == "www-authenticate"),
+            None,
+            "{denial:?}"
+        );
+        assert_eq!(
+            (unchallenged.status, &unchallenged.body),
+            (denied.status, &denied.body)
+        );
         assert_eq!(denial_answer(&denial).1, reason, "{denial:?}");
         let body: serde_json::Value = serde_json::from_str(&denied.body).expect("JSON body");
         assert_eq!(body["error"], error, "{denial:?}");
@@ -156,6 +172,7 @@ fn every_denial_has_its_status_body_and_headers() {
             required: vec!["a".into(), "b".into()],
         },
         realm,
+        true,
     );
     assert!(
         scope.headers[1].1.ends_with(r#", scope="a b""#),
@@ -169,6 +186,7 @@ fn every_denial_has_its_status_body_and_headers() {
             found: Some("other".into()),
         })),
         realm,
+        true,
     );
     for secret in ["org_id", "acme", "other"] {
         assert!(!claims.body.contains(secret), "{claims:?}");
@@ -181,9 +199,10 @@ fn every_denial_has_its_status_body_and_headers() {
 #[test]
 fn an_allow_sets_what_the_token_says_and_removes_the_rest() {
     let forwarded = vec!["x-auth-email".to_owned()];
+    let sources = TokenSources::default();
     let claims = VerifiedClaims::for_tests(Some("user-1"), &["read", "write"]);
     assert_eq!(
-        allow(Some(&claims), &forwarded, Metadata::new()),
+        allow(Some(&claims), &forwarded, &sources, Metadata::new()),
         Verdict::Allow {
             set: vec![
                 (SUBJECT_HEADER, "user-1".to_owned()),
@@ -191,18 +210,34 @@ fn an_allow_sets_what_the_token_says_and_removes_the_rest() {
             ],
             remove: vec!["x-auth-email"],
             metadata: Metadata::new(),
+            remove_query: vec![],
         }
     );
     let bare = VerifiedClaims::for_tests(None, &[]);
     for claims in [Some(&bare), None] {
         assert_eq!(
-            allow(claims, &forwarded, Metadata::new()),
+            allow(claims, &forwarded, &sources, Metadata::new()),
             Verdict::Allow {
                 set: vec![],
                 remove: vec![SUBJECT_HEADER, SCOPES_HEADER, "x-auth-email"],
+                remove_query: vec![],
                 metadata: Metadata::new(),
             }
         );
+    }
+    // A query token source's parameter is removed on every allow, public routes' too.
+    let query = TokenSources::new(vec![
+        TokenSource::authorization(),
+        TokenSource::query("access_token").expect("a parameter name"),
+    ])
+    .expect("two sources");
+    for claims in [Some(&claims), None] {
+        let Verdict::Allow { remove_query, .. } =
+            allow(claims, &forwarded, &query, Metadata::new())
+        else {
+            panic!("an allow");
+        };
+        assert_eq!(remove_query, ["access_token"]);
     }
 }
 
@@ -220,7 +255,8 @@ fn the_request_view_keeps_every_value_by_lower_case_name() {
     view.push_header("Authorization", "Bearer t");
     assert_eq!(view.text_values("x-forwarded-for"), ["a", "b"]);
     assert_eq!(view.text_values("X-Forwarded-For"), Vec::<&str>::new());
-    assert_eq!(view.authorization(), Ok(vec!["Bearer t"]));
+    let sources = TokenSources::default();
+    assert_eq!(sources.extract(&&view).token.as_deref(), Ok("t"));
     assert_eq!(
         (view.method(), view.path(), view.scheme(), view.host()),
         ("GET", "/x?y=1", "https", "api.example")
@@ -234,7 +270,12 @@ fn the_request_view_keeps_every_value_by_lower_case_name() {
     assert!(!view.same_values("x-forwarded-for", [("a", true)].into_iter()));
 
     view.push_header_bytes("authorization", b"Bearer \xff");
-    assert_eq!(view.authorization(), Err(CredentialsError::Malformed));
+    let only_bad = {
+        let mut only = Request::new("GET", "/x");
+        only.push_header_bytes("authorization", b"Bearer \xff");
+        sources.extract(&&only).token.map(|t| t.into_owned())
+    };
+    assert_eq!(only_bad, Err(CredentialsError::Malformed));
     assert_eq!(view.text_values("authorization")[1], "Bearer \u{fffd}");
     view.push_header_bytes("x-request-id", b"\xff");
     view.push_header("x-request-id", "id-2");

@@ -5,7 +5,7 @@
 //! - `GET /restricted_resource` → `{"message": "Access Granted", "allowed_scopes": [...]}` built
 //!   from `x-auth-scopes` (the sample's answer);
 //! - `GET /public` → a public greeting;
-//! - anything else → an echo of the path.
+//! - anything else → an echo of the path and the query (`null` when there is none).
 //!
 //! Every answer also carries `"subject"` and `"scopes_header"`: the `x-auth-subject` and
 //! `x-auth-scopes` values as the upstream saw them (`null` when absent), and `"auth_headers"`:
@@ -85,7 +85,7 @@ async fn public(headers: HeaderMap) -> axum::Json<Value> {
 /// the answer and report 502.
 async fn other(uri: Uri, headers: HeaderMap, _body: axum::body::Bytes) -> axum::Json<Value> {
     with_identity(
-        json!({"message": "Hello from the demo upstream", "path": uri.path()}),
+        json!({"message": "Hello from the demo upstream", "path": uri.path(), "query": uri.query()}),
         &headers,
     )
 }

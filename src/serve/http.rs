@@ -196,7 +196,14 @@ pub fn response(dialect: Dialect, verdict: &Verdict<'_>) -> http::Response<Full<
             set,
             remove,
             metadata,
+            remove_query,
         } => {
+            // No dialect can make its proxy remove a query parameter, and the configuration
+            // refuses query token sources beside http_listen; were one to reach here, the
+            // token would go upstream, so the answer fails closed.
+            if !remove_query.is_empty() {
+                return fail_closed();
+            }
             let mut answer = http::Response::new(Full::default());
             for (name, value) in set {
                 // `verify` keeps control characters out of every identity value, so each is
@@ -557,6 +564,7 @@ mod tests {
             set: vec![("x-auth-subject", "zoë".into())],
             remove: vec!["x-auth-scopes", "x-auth-email"],
             metadata: Default::default(),
+            remove_query: vec![],
         };
         for dialect in [Dialect::Envoy, Dialect::ForwardAuth, Dialect::Nginx] {
             let answer = response(dialect, &allow);
@@ -592,6 +600,7 @@ mod tests {
         let allow = |metadata| Verdict::Allow {
             set: vec![],
             remove: vec![],
+            remove_query: vec![],
             metadata,
         };
         let answer = response(Dialect::Envoy, &allow(metadata.clone()));

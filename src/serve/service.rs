@@ -154,6 +154,7 @@ pub fn response(verdict: Verdict<'_>, labels: &Labels<'_>) -> CheckResponse {
             set,
             remove,
             metadata,
+            remove_query,
         } => {
             let mut ok = OkHttpResponseBuilder::new();
             for (name, value) in set {
@@ -161,6 +162,9 @@ pub fn response(verdict: Verdict<'_>, labels: &Labels<'_>) -> CheckResponse {
             }
             for name in remove {
                 ok.remove_header(name);
+            }
+            for name in remove_query {
+                ok.remove_query_parameter(name);
             }
             let mut response = CheckResponse::with_status(Status::ok(""));
             response.set_http_response(ok);
@@ -289,6 +293,7 @@ mod tests {
             Verdict::Allow {
                 set: vec![],
                 remove: vec![],
+                remove_query: vec![],
                 metadata,
             },
             &labels(

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use crate::auth::jwks;
 use crate::auth::keys::{Algorithm, KeySet};
-use crate::auth::token::{self, CredentialsError};
+use crate::auth::token::CredentialsError;
 use crate::auth::verify::{self, VerifiedClaims, VerifyError};
 use crate::config::Config;
 use crate::decide::{self, Authenticate, Labels, Verdict};
@@ -34,9 +34,9 @@ use crate::telemetry::metrics::Metrics;
 /// What the request carries.
 #[derive(Debug, Clone)]
 pub enum Credentials {
-    /// No `Authorization` header.
+    /// No credentials.
     None,
-    /// `Authorization: Bearer <token>`.
+    /// A token, in the first token source's place (`Authorization: Bearer <token>` by default).
     Token(String),
     /// A token with these claims (a JSON object), its signature taken as valid.
     Claims(String),
@@ -182,8 +182,21 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         .map_err(|_| ExplainError::Clock)?
         .as_secs();
     let offline = Offline::new(config, &request.credentials);
-    let authorization = authorization_header(&request.credentials);
-    let view = view_of(request, authorization.as_deref());
+    let placed = placed(config, &request.credentials);
+    let path = match &placed {
+        Some(Placed::Query(name, token)) => {
+            let joiner = if request.path.contains('?') { '&' } else { '?' };
+            format!("{}{joiner}{name}={token}", request.path)
+        }
+        _ => request.path.clone(),
+    };
+    let mut view = decide::Request::new(&request.method, &path);
+    for (name, value) in &request.headers {
+        view.push_header(name, value);
+    }
+    if let Some(Placed::Header(name, value)) = &placed {
+        view.push_header(name, value);
+    }
     explain_view(&offline, &view, now).await
 }
 
@@ -206,35 +219,50 @@ pub async fn decide_view<T>(
     Ok(then(&decided.verdict, &decided.labels))
 }
 
-/// The `Authorization` value `credentials` stand for: a token as copied from a request (with or
-/// without its `Bearer `), or, for `--claims`, the scheme alone (what makes the request one that
-/// carries credentials; the claims themselves go to [`Offline`]).
-fn authorization_header(credentials: &Credentials) -> Option<String> {
-    match credentials {
-        Credentials::None => None,
-        Credentials::Claims(_) => Some("Bearer".to_owned()),
-        Credentials::Token(token) => Some(
-            match token
-                .get(..7)
-                .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
-            {
-                Some(_) => token.to_owned(),
-                None => format!("Bearer {token}"),
-            },
-        ),
-    }
+/// Where a request carries `credentials`: in the first token source's place, so `explain`
+/// reads them as `serve` would.
+enum Placed {
+    /// A header, `(name, value)`.
+    Header(String, String),
+    /// A query parameter, `(name, token)`.
+    Query(String, String),
 }
 
-/// The request view of `request` with its `authorization` value: what the decision core reads.
-fn view_of<'a>(request: &'a Request, authorization: Option<&'a str>) -> decide::Request<'a> {
-    let mut view = decide::Request::new(&request.method, &request.path);
-    for (name, value) in &request.headers {
-        view.push_header(name, value);
-    }
-    if let Some(authorization) = authorization {
-        view.push_header("authorization", authorization);
-    }
-    view
+/// `credentials` placed in the first token source: a token as copied from a request (with or
+/// without its scheme), or, for `--claims`, a stand-in (what makes the request one that
+/// carries credentials; the claims themselves go to [`Offline`]).
+fn placed(config: &Config, credentials: &Credentials) -> Option<Placed> {
+    let token = match credentials {
+        Credentials::None => return None,
+        Credentials::Claims(_) => "claims",
+        Credentials::Token(token) => token.as_str(),
+    };
+    let source = config.token_sources().iter().next()?;
+    // A token copied with its scheme (`Bearer ...`) is the token after it.
+    let bare = match token.split_once(' ') {
+        Some((scheme, rest))
+            if source
+                .schemes()
+                .unwrap_or(&["Bearer".to_owned()])
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(scheme)) =>
+        {
+            rest.trim_start()
+        }
+        _ => token,
+    };
+    Some(match (source.kind(), source.schemes()) {
+        ("header", Some(schemes)) => Placed::Header(
+            source.name().to_owned(),
+            format!(
+                "{} {bare}",
+                schemes.first().map_or("Bearer", String::as_str)
+            ),
+        ),
+        ("header", None) => Placed::Header(source.name().to_owned(), bare.to_owned()),
+        ("cookie", _) => Placed::Header("cookie".to_owned(), format!("{}={bare}", source.name())),
+        _ => Placed::Query(source.name().to_owned(), bare.to_owned()),
+    })
 }
 
 /// `explain` of a request view under `offline`'s configuration and credentials.
@@ -392,7 +420,7 @@ impl Authenticate for Offline<'_> {
 
     async fn authenticate(
         &self,
-        authorization: Result<Vec<&str>, CredentialsError>,
+        token: Result<&str, CredentialsError>,
         now: u64,
         issuer: &mut Option<usize>,
         _: &Metrics,
@@ -418,11 +446,7 @@ impl Authenticate for Offline<'_> {
                 ),
             };
         }
-        let values = match authorization {
-            Ok(values) => values,
-            Err(e) => return self.record(Err(e.into()), described("malformed token", None)),
-        };
-        let token = match token::bearer_token(&values) {
+        let token = match token {
             Ok(token) => token,
             Err(e) => {
                 let text = if e.is_absent() {

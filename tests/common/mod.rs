@@ -573,6 +573,8 @@ pub struct Answer {
     pub headers: HashMap<String, String>,
     /// Headers removed before the upstream (OK only).
     pub removed: Vec<String>,
+    /// Query parameters removed before the upstream (OK only).
+    pub removed_query: Vec<String>,
     /// Parsed JSON body (denials).
     pub body: Value,
 }
@@ -585,6 +587,7 @@ impl Answer {
             http: 0,
             headers: HashMap::new(),
             removed: Vec::new(),
+            removed_query: Vec::new(),
             body: Value::Null,
         };
         let header_pairs =
@@ -603,6 +606,7 @@ impl Answer {
             Some(HttpResponse::OkResponse(ok)) => {
                 answer.headers = header_pairs(&ok.headers);
                 answer.removed = ok.headers_to_remove.clone();
+                answer.removed_query = ok.query_parameters_to_remove.clone();
             }
             Some(HttpResponse::ErrorResponse(e)) => {
                 panic!("scopegate never sends ErrorResponse: {e:?}")

@@ -334,7 +334,21 @@ impl Stack {
         let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
         let text = config(&issuer_url, &jwks_uri);
         let config = format!("{FULL}{text}");
-        Stack::launch_with(dir, Some(issuer), config, Hop::Tcp, envoy).await
+        Stack::launch_edited(dir, Some(issuer), config, Hop::Tcp, envoy).await
+    }
+
+    /// [`Stack::start_with_gate_config`], with Envoy's configuration (the repository's, its
+    /// addresses already substituted) changed by `envoy` before Envoy starts: for tests of
+    /// what a user adds to it (`allowed_headers` lines).
+    pub async fn start_with_gate_config_and_envoy(
+        extra: &str,
+        envoy: impl FnOnce(String) -> String,
+    ) -> Stack {
+        let dir = scratch_dir();
+        let (issuer, issuer_url) = dev_issuer(dir.path(), DevAlgorithm::Rs256).await;
+        let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
+        let config = format!("{extra}\n{}", demo_config(&issuer_url, &jwks_uri));
+        Stack::launch_edited(dir, Some(issuer), config, Hop::Tcp, envoy).await
     }
 
     async fn launch(
@@ -343,10 +357,10 @@ impl Stack {
         gate_config: String,
         hop: Hop,
     ) -> Stack {
-        Stack::launch_with(dir, issuer, gate_config, hop, |yaml| yaml).await
+        Stack::launch_edited(dir, issuer, gate_config, hop, |yaml| yaml).await
     }
 
-    async fn launch_with(
+    async fn launch_edited(
         dir: tempfile::TempDir,
         issuer: Option<DevIssuer>,
         gate_config: String,

@@ -156,6 +156,52 @@ async fn explain_decides_like_serve_and_says_why() {
     }
 }
 
+/// With `[[token_sources]]`, `--token` and `--claims` go where the first source reads them (a
+/// cookie, another header, a query parameter), so `explain` decides as `serve` would; the
+/// path it prints never holds the query, nor so a query token.
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_places_the_token_in_the_first_token_source() {
+    let key = TestKey::generate("explain-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let good = key.mint(&claims("read:items"));
+    let weak = key.mint(&claims("openid"));
+    // After the rules (tables), so each is a top-level `[[token_sources]]` entry.
+    let sources = [
+        "[[token_sources]]\ncookie = \"at\"\n",
+        "[[token_sources]]\nheader = \"x-api-token\"\n",
+        "[[token_sources]]\nquery = \"access_token\"\n",
+        "[[token_sources]]\nheader = \"authorization\"\nscheme = [\"DPoP\", \"Bearer\"]\n",
+    ];
+    let get = ["--method", "GET", "--path", "/items/42"];
+    for source in sources {
+        let config = format!("allow_query_tokens = true\n{}{source}", config(&jwks.url()));
+        for (token, status, want) in [
+            (&good, 0, "decision     allow 200 (authorized)"),
+            (&weak, 3, "decision     deny 403 (insufficient_scope)"),
+        ] {
+            let with_scheme = format!("Bearer {token}");
+            for given in [token.as_str(), with_scheme.as_str()] {
+                let output = explain(&config, &[&get[..], &["--token", given]].concat(), "").await;
+                let out = text(&output);
+                assert_eq!(output.status.code(), Some(status), "{source}\n{out}");
+                assert!(out.contains(want), "{source}: no {want:?} in\n{out}");
+                let signature = token.rsplit('.').next().expect("a JWS");
+                assert!(
+                    !out.contains(signature),
+                    "{source}: printed a token:\n{out}"
+                );
+            }
+        }
+        let claims = claims("read:items").to_string();
+        let output = explain(&config, &[&get[..], &["--claims", &claims]].concat(), "").await;
+        let out = text(&output);
+        assert!(
+            out.contains("decision     allow 200 (authorized)"),
+            "{source}\n{out}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn explain_with_claims_checks_everything_but_the_signature() {
     // Nothing listens here: --claims never fetches keys.
@@ -389,7 +435,8 @@ async fn explain_decides_method_overrides_and_forged_preflights_as_serve_does() 
 
 /// The rules the equivalence test decides under: those of `authorization`'s and
 /// `hostile_tokens`'s cases (any-of and all-of scopes, methods, a public path, a route denied to
-/// all, templates with method overrides, forwarded claims, a shadow rule, CORS preflights).
+/// all, templates with method overrides, forwarded claims, a shadow rule, CORS preflights,
+/// token sources besides `Authorization`).
 fn equivalence_config(jwks_uri: &str) -> String {
     format!(
         "issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_uri = \"{jwks_uri}\"\n\
@@ -406,7 +453,10 @@ fn equivalence_config(jwks_uri: &str) -> String {
          [[rules]]\nname = \"tenant\"\ntemplate = \"/orgs/{{org}}/{{**}}\"\n\
          claims = {{ org_id = \"{{org}}\" }}\n\
          [[rules]]\nname = \"orders\"\nprefix = \"/orders/\"\nissuers = [\"{ISSUER}\"]\n\
-         audiences = [\"https://orders.api\"]\n"
+         audiences = [\"https://orders.api\"]\n\
+         [[token_sources]]\nheader = \"authorization\"\nscheme = \"Bearer\"\n\
+         [[token_sources]]\nheader = \"x-api-token\"\n\
+         [[token_sources]]\ncookie = \"at\"\n"
     )
 }
 
@@ -642,6 +692,43 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
             vec![("origin", "https://app.example")],
         ),
     ];
+    // Token sources: a header and a cookie (denials without a challenge), two places at once.
+    let (raw_good, raw_weak) = (tokens[0].1.as_str(), tokens[2].1.as_str());
+    let cookie_good = format!("theme=dark; at={raw_good}");
+    let cookie_weak = format!("at={raw_weak}");
+    let cookies_two = format!("at={raw_good}; at={raw_weak}");
+    cases.extend([
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("x-api-token", raw_good)],
+        ),
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("x-api-token", raw_weak)],
+        ),
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("cookie", cookie_good.as_str())],
+        ),
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("cookie", cookie_weak.as_str())],
+        ),
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("cookie", cookies_two.as_str())],
+        ),
+        (
+            "GET",
+            "/restricted_resource",
+            vec![("authorization", good), ("cookie", cookie_good.as_str())],
+        ),
+    ]);
     for (_, bearer) in &bearers {
         cases.push((
             "GET",

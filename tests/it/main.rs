@@ -33,5 +33,6 @@ mod rule_features;
 mod server_limits;
 mod tls;
 mod token_cache;
+mod token_sources;
 mod unix_socket;
 mod watchdog;

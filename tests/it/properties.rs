@@ -1,5 +1,6 @@
 //! Property-based tests over the parsers that see attacker-controlled input first: the Bearer
-//! header parser, the path canonicaliser, the token verifier and the method-override reading.
+//! header parser, token extraction from the token sources, the path canonicaliser, the token
+//! verifier and the method-override reading.
 //! None may panic, no input that lacks a valid token may ever be allowed onto a protected route,
 //! and no request is decided under another method than the one it asks the upstream to run.
 //! The strategies are built so that most cases reach what a property claims about (canonical
@@ -540,4 +541,124 @@ proptest! {
             (Err(_), _) => {}
         }
     }
+}
+
+/// A request as token extraction reads it, for
+/// [`extraction_never_panics_and_takes_only_what_one_place_sent`].
+#[derive(Debug, Clone)]
+struct Sent {
+    headers: Vec<(&'static str, String)>,
+    path: String,
+}
+
+impl<'a> scopegate::auth::sources::CredentialsView<'a> for &'a Sent {
+    fn header(&self, name: &str) -> Vec<(&'a str, bool)> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| (v.as_str(), true))
+            .collect()
+    }
+
+    fn path(&self) -> &'a str {
+        &self.path
+    }
+}
+
+/// Requests carrying tokens from a small pool (so the same one often turns up twice) in any of
+/// the four sources, among other cookies and parameters and hostile characters.
+fn sent() -> impl Strategy<Value = Sent> {
+    let token = prop_oneof![
+        Just("a.b.c".to_owned()),
+        Just("x.y.z".to_owned()),
+        "[A-Za-z0-9._~+/=\\-]{1,12}",
+        "[ -~]{0,12}",
+    ];
+    let cookie = (
+        prop_oneof![Just("at"), Just("AT"), Just("other"), Just(" at")],
+        token.clone(),
+    )
+        .prop_map(|(name, value)| format!("{name}={value}"));
+    let cookie_header = proptest::collection::vec(cookie, 1..4).prop_map(|pairs| pairs.join("; "));
+    let header = prop_oneof![
+        token
+            .clone()
+            .prop_map(|t| ("authorization", format!("Bearer {t}"))),
+        token
+            .clone()
+            .prop_map(|t| ("authorization", format!("Basic {t}"))),
+        token.clone().prop_map(|t| ("x-api-token", t)),
+        cookie_header.prop_map(|c| ("cookie", c)),
+    ];
+    let parameter = (
+        prop_oneof![Just("access_token"), Just("x"), Just("%61ccess_token")],
+        token,
+    )
+        .prop_map(|(name, value)| format!("{name}={value}"));
+    (
+        proptest::collection::vec(header, 0..4),
+        proptest::collection::vec(parameter, 0..3),
+    )
+        .prop_map(|(headers, parameters)| Sent {
+            headers,
+            path: format!("/r?{}", parameters.join("&")),
+        })
+}
+
+/// Token extraction never panics; what it takes is token68 of at most 16 KiB and was sent in
+/// the one place it names; and a request whose two sources each carry a token it would take
+/// alone is refused as credentials in more than one place. Both outcomes are reached often.
+#[test]
+fn extraction_never_panics_and_takes_only_what_one_place_sent() {
+    use scopegate::auth::sources::{TokenSource, TokenSources};
+    use scopegate::auth::token::{CredentialsError, MAX_CREDENTIALS_BYTES};
+    let sources = TokenSources::new(vec![
+        TokenSource::authorization(),
+        TokenSource::header("x-api-token", None).expect("a header name"),
+        TokenSource::cookie("at").expect("a cookie name"),
+        TokenSource::query("access_token").expect("a parameter name"),
+    ])
+    .expect("four sources");
+    let alone =
+        |i: usize| TokenSources::new(vec![sources.iter().nth(i).cloned().expect("a source")]);
+    let reached = Reached::default();
+    runner(2048)
+        .run(&sent(), |sent| {
+            reached.case();
+            let got = sources.extract(&&sent);
+            if let Ok(token) = &got.token {
+                reached.hit(0);
+                let body = token.trim_end_matches('=');
+                prop_assert!(!body.is_empty() && token.len() <= MAX_CREDENTIALS_BYTES);
+                prop_assert!(
+                    body.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+                );
+                let source = got.source.expect("a token names its source");
+                let place = sources.iter().nth(source).expect("a source");
+                let sent_there = match place.kind() {
+                    "query" => sent.path.contains(token.as_ref()),
+                    _ => sent.headers.iter().any(|(n, v)| {
+                        (*n == place.name() || (place.kind() == "cookie" && *n == "cookie"))
+                            && v.contains(token.as_ref())
+                    }),
+                };
+                prop_assert!(sent_there, "{token:?} from {place} was not sent there");
+            }
+            // Each source alone: two that would each take a token make the request malformed.
+            let takers = (0..4)
+                .filter(|&i| alone(i).expect("one source").extract(&&sent).token.is_ok())
+                .count();
+            if takers >= 2 {
+                reached.hit(1);
+                prop_assert_eq!(
+                    got.token.clone().map(|t| t.into_owned()),
+                    Err(CredentialsError::Several)
+                );
+            }
+            Ok(())
+        })
+        .expect("the properties hold");
+    reached.at_least(0, 0.1, "took a token");
+    reached.at_least(1, 0.05, "carried tokens in two places");
 }
