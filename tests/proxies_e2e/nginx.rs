@@ -202,6 +202,42 @@ async fn nginx_keeps_its_connection_to_scopegate_alive() {
     assert_keeps_connections_to_scopegate_alive(&stack, 1).await;
 }
 
+/// Under 32 clients at once, round after round, nginx reuses its connections to scopegate: the
+/// upstream block's `keepalive` holds at least as many idle connections as authorization
+/// requests in flight, so none is closed after its answer and dialled again for the next round
+/// (with `keepalive 16`, half of them were).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_reuses_its_connections_to_scopegate_under_concurrent_clients() {
+    const CLIENTS: usize = 32;
+    const ROUNDS: usize = 5;
+    let stack = ProxyStack::start(&Nginx, Keys::Served).await;
+    let good = format!("Bearer {}", stack.token("read:messages"));
+    let before = stack.connections_to_scopegate();
+    for _ in 0..ROUNDS {
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..CLIENTS {
+            let request = stack
+                .http
+                .get(format!("{}/restricted_resource", stack.url))
+                .header("authorization", &good);
+            requests.spawn(async move { request.send().await.map(|answer| answer.status()) });
+        }
+        while let Some(done) = requests.join_next().await {
+            let status = done.expect("request task").expect("request through nginx");
+            assert_eq!(status, 200);
+        }
+    }
+    // Connections opened during the rounds, those closed since (TIME_WAIT) included.
+    let new = stack.connections_to_scopegate().difference(&before).count();
+    assert!(
+        new <= CLIENTS,
+        "{new} new connections to scopegate for {} requests from {CLIENTS} clients at once, at \
+         most {CLIENTS} expected:\n{}",
+        ROUNDS * CLIENTS,
+        stack.proxy_log()
+    );
+}
+
 /// A denial whose challenge is long (a rule naming many scopes: 6 KiB of them, past nginx's
 /// default 4 KiB for a response's headers, and carried twice, in the challenge and in the
 /// body's header) still reaches the client as scopegate's 403, not as a failed subrequest's 503.
