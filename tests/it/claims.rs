@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::common::binary::Binary;
 use crate::common::*;
-use crate::observability::{sample, scrape};
+use crate::observability::{sample, scrape, token_cache_lookups};
 
 const RULES: &str = r#"
 [[rules]]
@@ -159,17 +159,7 @@ async fn a_cached_token_is_checked_against_each_paths_tenant() {
             )
         }
     };
-    let lookups = || async {
-        let scrape = scrape(&metrics).await;
-        let count = |result| {
-            sample(
-                &scrape,
-                "scopegate_token_cache_requests_total",
-                &[("result", result)],
-            )
-        };
-        (count("hit"), count("miss"))
-    };
+    let lookups = || token_cache_lookups(&metrics);
 
     ask("/orgs/acme/items/1").await.assert_allowed();
     assert_eq!(lookups().await, (0.0, 1.0), "verified once");

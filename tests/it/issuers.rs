@@ -10,7 +10,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::common::binary::Binary;
 use crate::common::*;
-use crate::observability::{sample, scrape};
+use crate::observability::{sample, scrape, token_cache_lookups};
 
 const A: &str = "https://a.issuer.test/";
 const B: &str = "https://b.issuer.test/realms/staff";
@@ -634,17 +634,7 @@ async fn rules_take_tokens_only_from_their_issuers_and_for_their_audiences() {
 #[tokio::test]
 async fn a_cached_token_is_held_to_each_routes_issuers_and_audiences() {
     let (binary, metrics, a_key, _) = two_issuers("rule-issuers-cache").await;
-    let lookups = || async {
-        let scrape = scrape(&metrics).await;
-        let count = |result| {
-            sample(
-                &scrape,
-                "scopegate_token_cache_requests_total",
-                &[("result", result)],
-            )
-        };
-        (count("hit"), count("miss"))
-    };
+    let lookups = || token_cache_lookups(&metrics);
     let token = a_key.mint(&issued(A, &[AUDIENCE], "read:messages"));
     let before = lookups().await;
     assert_eq!(ask_binary(&binary, "/r", &token).await.status(), 200);

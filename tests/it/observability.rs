@@ -33,6 +33,19 @@ pub async fn scrape(addr: &str) -> prometheus_parse::Scrape {
         .expect("Prometheus text")
 }
 
+/// The token cache's (hits, misses) so far, from `/metrics` at `addr`.
+pub async fn token_cache_lookups(addr: &str) -> (f64, f64) {
+    let scrape = scrape(addr).await;
+    let count = |result| {
+        sample(
+            &scrape,
+            "scopegate_token_cache_requests_total",
+            &[("result", result)],
+        )
+    };
+    (count("hit"), count("miss"))
+}
+
 /// The value of the sample named `metric` whose labels include every pair of `labels`.
 pub fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
     let found: Vec<f64> = scrape

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::common::binary::Binary;
 use crate::common::*;
-use crate::observability::{sample, scrape};
+use crate::observability::{sample, scrape, token_cache_lookups};
 use serde_json::json;
 
 fn config(jwks_uri: &str, audience: &str, extra: &str) -> String {
@@ -17,19 +17,6 @@ fn config(jwks_uri: &str, audience: &str, extra: &str) -> String {
          audience = \"{audience}\"\njwks_uri = \"{jwks_uri}\"\njwks_refetch_cooldown_seconds = 1\n\
          {extra}\n[[rules]]\npath = \"/r\"\nscopes = [\"read\"]\n"
     )
-}
-
-/// (hits, misses) so far.
-async fn lookups(metrics: &str) -> (f64, f64) {
-    let scrape = scrape(metrics).await;
-    let count = |result| {
-        sample(
-            &scrape,
-            "scopegate_token_cache_requests_total",
-            &[("result", result)],
-        )
-    };
-    (count("hit"), count("miss"))
 }
 
 /// The HTTP status for GET /r with `token` (200 for an allow) and the denial's message.
@@ -72,7 +59,11 @@ async fn a_cached_token_stops_at_exp_and_a_changed_signature_never_hits() {
     let token = key.mint(&short);
     assert_eq!(ask(&binary, &token).await.0, 200);
     assert_eq!(ask(&binary, &token).await.0, 200);
-    assert_eq!(lookups(&metrics).await, (1.0, 1.0), "the second Check hit");
+    assert_eq!(
+        token_cache_lookups(&metrics).await,
+        (1.0, 1.0),
+        "the second Check hit"
+    );
 
     // One bit of the signature changed: its own digest, never the cached entry.
     let mut bytes = token.clone().into_bytes();
@@ -83,7 +74,7 @@ async fn a_cached_token_stops_at_exp_and_a_changed_signature_never_hits() {
         ask(&binary, &forged).await,
         (401, "token signature is invalid".to_string())
     );
-    assert_eq!(lookups(&metrics).await, (1.0, 2.0));
+    assert_eq!(token_cache_lookups(&metrics).await, (1.0, 2.0));
 
     // At exp (no leeway), the cached entry no longer serves: the token is refused as expired.
     eventually("the token to expire", Duration::from_secs(10), || async {
@@ -101,14 +92,18 @@ async fn a_cached_token_stops_when_its_key_leaves_the_jwks() {
     let token = old.mint(&claims("read"));
     assert_eq!(ask(&binary, &token).await.0, 200);
     assert_eq!(ask(&binary, &token).await.0, 200);
-    assert_eq!(lookups(&metrics).await.0, 1.0);
+    assert_eq!(token_cache_lookups(&metrics).await.0, 1.0);
 
     // The issuer rotates `old` out; a token under the new kid makes scopegate refetch.
     jwks.set(Reply::json(&jwks_of(&[&new])));
     assert_eq!(ask(&binary, &new.mint(&claims("read"))).await.0, 200);
     let (status, message) = ask(&binary, &token).await;
     assert_eq!(status, 401, "{message}");
-    assert_eq!(lookups(&metrics).await.0, 1.0, "no hit for a key that left");
+    assert_eq!(
+        token_cache_lookups(&metrics).await.0,
+        1.0,
+        "no hit for a key that left"
+    );
 }
 
 #[tokio::test]
@@ -119,7 +114,7 @@ async fn a_reload_empties_the_cache() {
     let token = key.mint(&claims("read"));
     assert_eq!(ask(&binary, &token).await.0, 200);
     assert_eq!(ask(&binary, &token).await.0, 200);
-    assert_eq!(lookups(&metrics).await.0, 1.0);
+    assert_eq!(token_cache_lookups(&metrics).await.0, 1.0);
 
     // The audience changes: the token no longer matches, whatever was cached.
     std::fs::write(
@@ -135,7 +130,11 @@ async fn a_reload_empties_the_cache() {
         ask(&binary, &token).await,
         (401, "token audience is not accepted".to_string())
     );
-    assert_eq!(lookups(&metrics).await.0, 1.0, "no hit after the reload");
+    assert_eq!(
+        token_cache_lookups(&metrics).await.0,
+        1.0,
+        "no hit after the reload"
+    );
 }
 
 #[tokio::test]
@@ -151,7 +150,11 @@ async fn a_cache_of_size_zero_caches_nothing() {
     for _ in 0..3 {
         assert_eq!(ask(&binary, &token).await.0, 200);
     }
-    assert_eq!(lookups(&metrics).await, (0.0, 0.0), "no lookups at all");
+    assert_eq!(
+        token_cache_lookups(&metrics).await,
+        (0.0, 0.0),
+        "no lookups at all"
+    );
 }
 
 /// The cache never extends the life of a key set: several distinct tokens, each cached (a hit
@@ -176,7 +179,11 @@ async fn cached_tokens_get_503_once_the_keys_are_stale_and_none_is_served_from_t
         assert_eq!(ask(&binary, token).await.0, 200);
         assert_eq!(ask(&binary, token).await.0, 200);
     }
-    assert_eq!(lookups(&metrics).await, (5.0, 5.0), "each token cached");
+    assert_eq!(
+        token_cache_lookups(&metrics).await,
+        (5.0, 5.0),
+        "each token cached"
+    );
 
     // The issuer fails from now on. A token never seen before shows when the set is stale.
     jwks.set(Reply::Respond(500, vec![], vec![]));
@@ -190,7 +197,7 @@ async fn cached_tokens_get_503_once_the_keys_are_stale_and_none_is_served_from_t
         async move { ask(binary, &probe).await.0 == 503 }
     })
     .await;
-    let (hits, _) = lookups(&metrics).await;
+    let (hits, _) = token_cache_lookups(&metrics).await;
     for token in &tokens {
         for _ in 0..2 {
             assert_eq!(
@@ -200,7 +207,7 @@ async fn cached_tokens_get_503_once_the_keys_are_stale_and_none_is_served_from_t
         }
     }
     assert_eq!(
-        lookups(&metrics).await.0,
+        token_cache_lookups(&metrics).await.0,
         hits,
         "no Check past staleness is answered from the cache"
     );
@@ -330,14 +337,14 @@ async fn an_ecdsa_high_s_twin_verifies_and_is_an_entry_of_its_own() {
         "the twin verifies"
     );
     assert_eq!(
-        lookups(&metrics).await,
+        token_cache_lookups(&metrics).await,
         (0.0, 2.0),
         "two entries, no shared one"
     );
     assert_eq!(ask(&binary, &token).await.0, 200);
     assert_eq!(ask(&binary, &twin).await.0, 200);
     assert_eq!(
-        lookups(&metrics).await,
+        token_cache_lookups(&metrics).await,
         (2.0, 2.0),
         "each hits its own entry"
     );
