@@ -2,6 +2,7 @@
 //! upstream, with tokens from the development issuer. Envoy must be installed
 //! (`scripts/install-envoy`); these tests fail, never skip, without it.
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::time::Duration;
