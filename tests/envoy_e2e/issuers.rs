@@ -1,13 +1,14 @@
 //! Issuers and keys through Envoy: several issuers, EC and EdDSA keys, colliding `kid`s, a
-//! discovery document naming another issuer, Auth0 `permissions` as scopes.
+//! discovery document naming another issuer, Auth0 `permissions` as scopes, and the issuers and
+//! audiences a rule takes.
 
 use std::time::Duration;
 
 use crate::common;
 use crate::common::eventually;
-use crate::common::stack::Stack;
+use crate::common::stack::{DEMO_AUDIENCE, Stack};
 use crate::support::json;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Two issuers behind Envoy: the development issuer (RS256, by jwks_uri) and one found by OIDC
 /// discovery under a path, publishing an EC P-256 key (ES256). Each issuer's tokens pass; a
@@ -387,4 +388,75 @@ async fn kid_collisions_discovery_mismatch_permissions_and_eddsa_through_envoy()
         200,
         "the dev issuer is unaffected"
     );
+}
+
+/// The status and JSON body of GET `path` through Envoy with `token`.
+async fn get(stack: &Stack, path: &str, token: &str) -> (u16, Value) {
+    let response = stack
+        .get(path, &[("authorization", &format!("Bearer {token}"))])
+        .await;
+    let status = response.status().as_u16();
+    let body = response.text().await.expect("body");
+    let value = serde_json::from_str(&body)
+        .unwrap_or_else(|_| panic!("JSON body expected, got {status}: {body:?}"));
+    (status, value)
+}
+
+/// A rule taking only the RS256 issuer's tokens lets them through to the upstream and answers
+/// the EdDSA issuer's (valid elsewhere) 401 `invalid_token`; a rule taking only tokens for the
+/// orders API answers a token for the demo audience alone 401, and lets one for both through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_take_only_their_issuers_and_audiences_through_envoy() {
+    let stack = Stack::start_with_rules(|rs256| {
+        format!(
+            "[[rules]]\nprefix = \"/staff/\"\nissuers = [\"{rs256}\"]\n\
+             [[rules]]\nprefix = \"/orders/\"\naudiences = [\"https://orders.api\"]\n"
+        )
+    })
+    .await;
+    let rs256 = stack.token("read:messages");
+    let eddsa = stack.eddsa_token("read:messages");
+    let for_orders = stack.token_with(
+        "",
+        [(
+            "aud".to_string(),
+            json!([DEMO_AUDIENCE, "https://orders.api"]),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    // Both issuers' tokens are good where any issuer is taken.
+    for token in [&rs256, &eddsa] {
+        let (status, body) = get(&stack, "/restricted_resource", token).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = get(&stack, "/staff/list", &rs256).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["path"], "/staff/list", "the upstream answered: {body}");
+    assert_eq!(body["auth_headers"]["x-auth-subject"], "e2e-user", "{body}");
+    let (status, body) = get(&stack, "/staff/list", &eddsa).await;
+    assert_eq!(
+        (status, body["error"].as_str(), body["message"].as_str()),
+        (
+            401,
+            Some("invalid_token"),
+            Some("token issuer is not accepted on this route")
+        ),
+        "{body}"
+    );
+    let (status, body) = get(&stack, "/orders/7", &for_orders).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["path"], "/orders/7", "the upstream answered: {body}");
+    for token in [&rs256, &eddsa] {
+        let (status, body) = get(&stack, "/orders/7", token).await;
+        assert_eq!(
+            (status, body["error"].as_str(), body["message"].as_str()),
+            (
+                401,
+                Some("invalid_token"),
+                Some("token audience is not accepted on this route")
+            ),
+            "{body}"
+        );
+    }
 }

@@ -6,10 +6,13 @@
 mod common;
 mod support;
 
+mod claims;
 mod credentials;
 mod decisions;
 mod faults;
 mod issuers;
+mod metadata;
 mod openapi;
 mod requests;
+mod token_sources;
 mod transport;
