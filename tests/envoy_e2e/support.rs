@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+/// The status, headers and JSON body of a response; panics naming the body when it is not JSON.
 pub(crate) async fn json(response: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
@@ -72,6 +73,7 @@ pub(crate) fn error_for(status: u16, with_token: bool) -> &'static str {
     }
 }
 
+/// A response header's value, or `""` when it is missing or not visible ASCII.
 pub(crate) fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
     headers
         .get(name)
