@@ -1,4 +1,4 @@
-//! Every integration test but the Envoy end-to-end tests (`tests/envoy_e2e.rs`) and the soak
+//! Every integration test but the Envoy end-to-end tests (`tests/envoy_e2e/`) and the soak
 //! (`tests/soak.rs`), as modules of one test binary: one link instead of thirteen. Each module is
 //! a capability; the fixtures they share (real keys, a JWKS server, scopegate in-process or as a
 //! process, Envoy) are in `common`.

@@ -3,9 +3,7 @@
 //! its own tenant's path and answers 403 `insufficient_claims` on another's. Envoy must be
 //! installed (`scripts/install-envoy`); this test fails, never skips, without it.
 
-mod common;
-
-use common::stack::{DEMO_AUDIENCE, Stack};
+use crate::common::stack::{DEMO_AUDIENCE, Stack};
 use serde_json::{Value, json};
 
 fn tenant_rules(issuer: &str, jwks_uri: &str) -> String {

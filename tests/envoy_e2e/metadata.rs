@@ -3,12 +3,10 @@
 //! filter's metadata (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz:KEY)%`). Envoy must be
 //! installed (`scripts/install-envoy`); these tests fail, never skip, without it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::eventually;
-use common::stack::{DEMO_AUDIENCE, Stack, with_access_log};
+use crate::common::eventually;
+use crate::common::stack::{DEMO_AUDIENCE, Stack, with_access_log};
 
 /// The keys the access log writes, in order.
 const KEYS: [&str; 7] = [
