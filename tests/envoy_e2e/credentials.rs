@@ -104,8 +104,8 @@ async fn hostile_credentials_through_envoy() {
     }
 }
 
-/// One token of each hostile class from tests/hostile_tokens.rs, through Envoy: Envoy passes the
-/// header through untouched, and every one must come back as scopegate's JSON denial.
+/// One token of each hostile class from `tests/it/hostile_tokens.rs`, through Envoy: Envoy passes
+/// the header through untouched, and every one must come back as scopegate's JSON denial.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_tokens_through_envoy() {
     use base64::Engine as _;
