@@ -17,6 +17,10 @@
 //!    `scope`/`scp` an RFC 6749 §3.3 scope-token; `sub` and forwarded claims free of control
 //!    characters, surrounding whitespace and invisible characters ([`reads_as_written`]).
 //!
+//! Step 1 and the reading of the header and claims into typed values (each claim at most once)
+//! are in the private `parse` module; every decision about them is taken here, and only this file
+//! builds a [`VerifiedClaims`].
+//!
 //! Headers such as `jku`, `x5u`, `jwk` and `x5c` are ignored: keys come only from the configured
 //! JWKS, so a token can never point verification at a key of its own choosing.
 

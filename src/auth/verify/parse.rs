@@ -60,7 +60,8 @@ struct ClaimsSeed<'a> {
     scope_claims: &'a [String],
     /// Top-level claims whose raw value is kept for forwarding (never a registered claim).
     forward: &'a [ForwardClaim],
-    /// Top-level claims whose raw value is kept for [`VerifiedClaims::claim`].
+    /// Top-level claims whose raw value is kept for
+    /// [`VerifiedClaims::claim`](super::VerifiedClaims::claim).
     retain: &'a [ClaimSpec],
 }
 
