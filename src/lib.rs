@@ -29,8 +29,8 @@
 //!   [`config::Config`] before any port is bound. Every error names the offending key and value.
 //!   `config/mod.rs` holds the top level and the compile; its parts are `server` (`listen`,
 //!   `[server]`, `[http_server]`), `issuers` (issuers, their token rules and key-set settings), `rules`
-//!   (`[[rules]]`, claim and header checks), `metadata`, `warnings` and `print` (what
-//!   `check-config` prints), with tests in `config/tests.rs`.
+//!   (`[[rules]]`, claim and header checks), `metadata`, `sources` (`[[token_sources]]`),
+//!   `warnings` and `print` (what `check-config` prints), with tests in `config/tests.rs`.
 //! - [`decide`]: the transport-neutral decision core: a [`decide::Request`] view decided with the
 //!   [`decide::Generation`] in force (extract → verify → decide → respond) into a
 //!   [`decide::Verdict`] and its [`decide::Labels`], then counted and logged in one step every

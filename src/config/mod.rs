@@ -6,10 +6,10 @@
 //! Each part of the file is compiled in a module of its own: `server` (`listen`, the
 //! `[server]` table and the HTTP listener's `[http_server]` table), `issuers` (the issuers, their token rules and the shared key-set settings),
 //! `rules` (`[[rules]]`, and the checks of claim names, forwarded headers and algorithms),
-//! `metadata` (the dynamic metadata's keys and `metadata_claims`),
-//! `warnings` ([`ConfigWarning`]) and `print` (the compiled configuration as `check-config` prints
-//! it, [`Config`]'s `Display`). Those modules are private; what they make public is
-//! re-exported here, so every public path is `config::X`.
+//! `metadata` (the dynamic metadata's keys and `metadata_claims`), `sources`
+//! (`[[token_sources]]`), `warnings` ([`ConfigWarning`]) and `print` (the compiled
+//! configuration as `check-config` prints it, [`Config`]'s `Display`). Those modules are
+//! private; what they make public is re-exported here, so every public path is `config::X`.
 
 use std::fmt;
 use std::net::SocketAddr;
