@@ -89,6 +89,7 @@ fn rules_and_policies_that_cannot_mean_what_they_say_are_refused() {
         "{conflicting}"
     );
 }
+
 /// What the enforced rule and each shadow rule decide, for every authentication outcome:
 /// nothing done for a shadow rule (a failed token, a timeout) reaches the enforced answer.
 #[test]
