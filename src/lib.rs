@@ -17,18 +17,20 @@
 //! - [`auth`]: from credentials to verified claims: [`auth::sources`] (the one credential out of
 //!   the configured token sources), [`auth::token`] (the Bearer credential),
 //!   [`auth::keys`] (JWKS documents parsed once), [`auth::jwks`] (an issuer's key set over time),
-//!   [`auth::verify`] (pure; the only place that builds [`auth::verify::VerifiedClaims`]) and
+//!   [`auth::verify`] (pure; the only place that builds [`auth::verify::VerifiedClaims`]; the
+//!   token's bytes read into a header and claims in its private `verify/parse.rs`) and
 //!   [`auth::token_cache`].
 //! - [`policy`]: pure: the rules and the [`policy::Policy`] built from them with its start-up
 //!   checks, route lookup and the readings an upstream might apply, [`policy::decide`] (files
 //!   `rule`, `route` and `decide`, re-exported as `policy::X`), path canonicalisation
 //!   ([`policy::path`]), templates ([`policy::template`]), method overrides and preflights
-//!   ([`policy::request`]).
+//!   ([`policy::request`]); its tables are in `policy/tests/`, one file per concept.
 //! - [`config`]: TOML and environment input (`RawConfig`) compiled into a validated
 //!   [`config::Config`] before any port is bound. Every error names the offending key and value.
 //!   `config/mod.rs` holds the top level and the compile; its parts are `server` (`listen`,
 //!   `[server]`, `[http_server]`), `issuers` (issuers, their token rules and key-set settings), `rules`
-//!   (`[[rules]]`, claim and header checks) and `warnings`, with tests in `config/tests.rs`.
+//!   (`[[rules]]`, claim and header checks), `metadata`, `sources` (`[[token_sources]]`),
+//!   `warnings` and `print` (what `check-config` prints), with tests in `config/tests.rs`.
 //! - [`decide`]: the transport-neutral decision core: a [`decide::Request`] view decided with the
 //!   [`decide::Generation`] in force (extract → verify → decide → respond) into a
 //!   [`decide::Verdict`] and its [`decide::Labels`], then counted and logged in one step every

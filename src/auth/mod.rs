@@ -7,7 +7,8 @@
 //! - [`jwks`]: an issuer's key set over time: the snapshot readers take, the refresher, the
 //!   unknown-`kid` refetch gate.
 //! - [`verify`]: a compact JWS checked against a key-set snapshot; the only place that builds
-//!   [`verify::VerifiedClaims`].
+//!   [`verify::VerifiedClaims`]. Its private `parse` module turns the token's bytes into a
+//!   header and claims, deciding nothing.
 //! - [`token_cache`]: verified tokens remembered by digest, bounded in entries and bytes,
 //!   re-checked on each use.
 

@@ -6,9 +6,10 @@
 //! Each part of the file is compiled in a module of its own: `server` (`listen`, the
 //! `[server]` table and the HTTP listener's `[http_server]` table), `issuers` (the issuers, their token rules and the shared key-set settings),
 //! `rules` (`[[rules]]`, and the checks of claim names, forwarded headers and algorithms),
-//! `metadata` (the dynamic metadata's keys and `metadata_claims`) and
-//! `warnings` ([`ConfigWarning`]). Those modules are private; what they make public is
-//! re-exported here, so every public path is `config::X`.
+//! `metadata` (the dynamic metadata's keys and `metadata_claims`), `sources`
+//! (`[[token_sources]]`), `warnings` ([`ConfigWarning`]) and `print` (the compiled
+//! configuration as `check-config` prints it, [`Config`]'s `Display`). Those modules are
+//! private; what they make public is re-exported here, so every public path is `config::X`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,15 +17,16 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::auth::sources::{TokenSource, TokenSources};
-use crate::auth::verify::TokenType;
+use crate::auth::sources::TokenSources;
 use crate::net::tls::TlsFiles;
 use crate::policy::{Policy, PolicyError, Requirement};
 
 mod issuers;
 mod metadata;
+mod print;
 mod rules;
 mod server;
+mod sources;
 mod warnings;
 
 pub use issuers::{Issuer, RawIssuer, RawTokenRules};
@@ -38,6 +40,8 @@ use rules::{check_rule_issuers, compile_rule};
 pub use server::{
     HttpServerLimits, ListenAddr, MAX_UNIX_SOCKET_PATH, RawHttpServer, RawServer, ServerLimits,
 };
+pub use sources::RawTokenSource;
+use sources::compile_token_sources;
 pub use warnings::ConfigWarning;
 
 /// Environment variables that override keys of the file, and the key each one sets.
@@ -141,21 +145,6 @@ pub struct RawConfig {
     pub token_sources: Option<Vec<RawTokenSource>>,
     /// Allow `query` token sources (tokens in URLs leak into logs and `Referer`); default false.
     pub allow_query_tokens: Option<bool>,
-}
-
-/// One `[[token_sources]]` entry as written: exactly one of `header`, `cookie` or `query`, and
-/// `scheme` only beside `header`.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTokenSource {
-    /// A header name: the token is its whole value, or follows one of `scheme`.
-    pub header: Option<String>,
-    /// The auth-scheme(s) a `header` value starts with (case-insensitive); absent: none.
-    pub scheme: Option<StringOrList>,
-    /// A cookie name (case-sensitive).
-    pub cookie: Option<String>,
-    /// A query parameter name (needs `allow_query_tokens = true`).
-    pub query: Option<String>,
 }
 
 /// The `[tls]` table as written.
@@ -790,273 +779,10 @@ impl Config {
     }
 }
 
-/// `[[token_sources]]` (absent: `Authorization: Bearer`), each entry exactly one place;
-/// `query` ones only with `allow_query_tokens`, and never beside `http_listen`, whose proxies
-/// cannot be told to remove the parameter before the upstream.
-fn compile_token_sources(
-    raw: Option<Vec<RawTokenSource>>,
-    allow_query_tokens: bool,
-    http_listen: bool,
-) -> Result<TokenSources, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(TokenSources::default());
-    };
-    let mut sources = Vec::with_capacity(raw.len());
-    for (i, entry) in raw.into_iter().enumerate() {
-        let key = |name: &str| format!("token_sources[{i}].{name}");
-        let scheme = entry.scheme.map(|scheme| match scheme {
-            StringOrList::One(one) => vec![one],
-            StringOrList::Many(many) => many,
-        });
-        let given: Vec<&str> = [
-            ("header", entry.header.is_some()),
-            ("cookie", entry.cookie.is_some()),
-            ("query", entry.query.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, set)| set.then_some(name))
-        .collect();
-        let source = match (entry.header, entry.cookie, entry.query) {
-            (Some(header), None, None) => {
-                TokenSource::header(&header, scheme.clone()).map_err(|e| match e {
-                    crate::auth::sources::SourceError::Scheme => {
-                        invalid(key("scheme"), scheme.unwrap_or_default(), e.to_string())
-                    }
-                    e => invalid(key("header"), &header, e.to_string()),
-                })?
-            }
-            (None, cookie, query) if scheme.is_some() => {
-                return Err(invalid(
-                    key("scheme"),
-                    scheme.unwrap_or_default(),
-                    format!(
-                        "only a header source has an auth-scheme (this one is {})",
-                        if cookie.is_some() {
-                            "a cookie"
-                        } else if query.is_some() {
-                            "a query parameter"
-                        } else {
-                            "empty"
-                        }
-                    ),
-                ));
-            }
-            (None, Some(cookie), None) => TokenSource::cookie(&cookie)
-                .map_err(|e| invalid(key("cookie"), &cookie, e.to_string()))?,
-            (None, None, Some(query)) => {
-                if !allow_query_tokens {
-                    return Err(invalid(
-                        key("query"),
-                        &query,
-                        "tokens in URLs leak into access logs, browser history and Referer; \
-                         set allow_query_tokens = true to accept them anyway",
-                    ));
-                }
-                if http_listen {
-                    return Err(invalid(
-                        key("query"),
-                        &query,
-                        "the HTTP authorization listener (http_listen) cannot make nginx, Caddy, \
-                         Traefik or Envoy's http_service remove the parameter, so the token would \
-                         reach the upstream; use the gRPC service (Envoy removes it) or another \
-                         source",
-                    ));
-                }
-                TokenSource::query(&query)
-                    .map_err(|e| invalid(key("query"), &query, e.to_string()))?
-            }
-            _ => {
-                return Err(invalid(
-                    format!("token_sources[{i}]"),
-                    given,
-                    "exactly one of header, cookie or query",
-                ));
-            }
-        };
-        sources.push(source);
-    }
-    TokenSources::new(sources)
-        .map_err(|(i, e)| invalid(format!("token_sources[{i}]"), i, e.to_string()))
-}
-
 /// `text` as `IP:PORT`, or an error for `key` that shows `example`.
 fn socket_addr(key: &str, text: &str, example: &str) -> Result<SocketAddr, ConfigError> {
     text.parse()
         .map_err(|_| invalid(key, text, format!("expected IP:PORT, e.g. {example:?}")))
-}
-
-impl fmt::Display for Config {
-    /// The compiled configuration as `check-config` prints it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "listen            {}", self.listen)?;
-        if let Some(metrics) = self.metrics_listen {
-            writeln!(f, "metrics_listen    {metrics}")?;
-        }
-        if let Some(health) = self.health_listen {
-            writeln!(f, "health_listen     {health}")?;
-        }
-        if let Some(http) = self.http_listen {
-            let l = &self.http_server;
-            writeln!(
-                f,
-                "http_listen       {http}: {} connections, request heads up to {} bytes, \
-                 head {}s, idle {}s",
-                l.max_connections,
-                l.max_header_bytes,
-                l.header_timeout.as_secs(),
-                l.idle_timeout.as_secs()
-            )?;
-        }
-        if let Some(tls) = &self.tls {
-            writeln!(
-                f,
-                "tls               cert {}, key {}, client certificates {}",
-                tls.cert_file.display(),
-                tls.key_file.display(),
-                tls.client_ca_file.as_ref().map_or_else(
-                    || "not asked for".to_string(),
-                    |ca| format!("required (CA {})", ca.display())
-                )
-            )?;
-        }
-        writeln!(
-            f,
-            "token_cache_size  {} (at most {} bytes: token_cache_max_bytes)",
-            self.token_cache_size, self.token_cache_max_bytes
-        )?;
-        let decision_log = match self.decision_log {
-            DecisionLog::Deny => "deny",
-            DecisionLog::All => "all",
-            DecisionLog::Off => "off",
-        };
-        writeln!(f, "decision_log      {decision_log}")?;
-        let cors_preflight = match self.cors_preflight {
-            CorsPreflight::Authenticate => "authenticate",
-            CorsPreflight::Allow => "allow",
-        };
-        writeln!(f, "cors_preflight    {cors_preflight}")?;
-        for source in self.token_sources.iter() {
-            writeln!(f, "token source      {source}")?;
-        }
-        for issuer in &self.issuers {
-            let e = &issuer.expectations;
-            writeln!(f, "issuer            {}", e.issuer)?;
-            writeln!(f, "audience          {}", e.audiences.join(", "))?;
-            let algs: Vec<&str> = e.algorithms.iter().map(|a| a.as_str()).collect();
-            writeln!(f, "algorithms        {}", algs.join(", "))?;
-            writeln!(f, "leeway            {}s", e.leeway_seconds)?;
-            writeln!(f, "scope claims      {}", e.scope_claims.join(", "))?;
-            for forward in &e.forward_claims {
-                writeln!(
-                    f,
-                    "forward           {} <- {}{}",
-                    forward.header, forward.claim, forward.pointer
-                )?;
-            }
-            if !issuer.metadata_claims.is_empty() {
-                let keys: Vec<&str> = issuer.metadata_claims.iter().map(|m| m.key()).collect();
-                writeln!(f, "metadata claims   {}", keys.join(", "))?;
-            }
-            if let Some(types) = &e.token_types {
-                let types: Vec<&str> = types.iter().map(TokenType::as_str).collect();
-                writeln!(f, "token types       {}", types.join(", "))?;
-            }
-            let j = &issuer.jwks;
-            match (&j.discovery_issuer, &j.fallback_uri) {
-                (None, _) => writeln!(f, "jwks_uri          {}", j.uri)?,
-                (Some(_), None) => writeln!(f, "jwks_uri          by OIDC discovery, {}", j.uri)?,
-                (Some(_), Some(fallback)) => writeln!(
-                    f,
-                    "jwks_uri          by OIDC discovery, {} (if it answers 404: {fallback})",
-                    j.uri
-                )?,
-            }
-            writeln!(
-                f,
-                "fetched           {}, trusting {}",
-                if j.fetch_policy.allow_insecure_http {
-                    "over https or plain http (allow_insecure_http)"
-                } else {
-                    "over https (plain http to loopback only)"
-                },
-                j.fetch_policy.trust
-            )?;
-        }
-        // The fetch settings are the same for every issuer.
-        let j = &self.issuers[0].jwks;
-        writeln!(
-            f,
-            "jwks refresh      {}s (max-age honoured within {}s..{}s), timeout {}s, max {} bytes and {} keys, stale after {}s",
-            j.refresh.as_secs(),
-            j.min_refresh.as_secs(),
-            j.max_refresh.as_secs(),
-            j.fetch_timeout.as_secs(),
-            j.max_bytes,
-            j.max_keys,
-            j.max_stale.as_secs()
-        )?;
-        writeln!(
-            f,
-            "unknown kid       one refetch per {}s, a Check waits at most {}ms for it",
-            j.refetch_cooldown.as_secs(),
-            j.unknown_kid_wait.as_millis()
-        )?;
-        writeln!(f, "realm             {}", self.realm)?;
-        let l = &self.server;
-        writeln!(
-            f,
-            "server            {} connections, {} streams each, requests up to {} bytes, \
-             handshake {}s, idle {}s, age {}s, keepalive {}s/{}s, Check deadline {}ms, \
-             worker threads {}",
-            l.max_connections,
-            l.max_concurrent_streams,
-            l.max_request_bytes,
-            l.handshake_timeout.as_secs(),
-            l.idle_timeout.as_secs(),
-            l.max_connection_age.as_secs(),
-            l.keepalive_interval.as_secs(),
-            l.keepalive_timeout.as_secs(),
-            l.check_timeout.as_millis(),
-            if l.worker_threads == 0 {
-                "one per CPU".to_string()
-            } else {
-                l.worker_threads.to_string()
-            }
-        )?;
-        writeln!(f, "rules (first match wins):")?;
-        for rule in self.policy.rules() {
-            let path = format!("{:<6} {}", rule.path().key_name(), rule.path().pattern());
-            let methods = rule
-                .methods()
-                .map_or_else(|| "any method".to_string(), |m| m.join(","));
-            writeln!(
-                f,
-                "  {:<9} {path:<30} {methods:<12} -> {}{}{}",
-                rule.name(),
-                rule.requirement(),
-                rule.accepts(),
-                if rule.is_shadow() {
-                    "  [shadow: reported, never enforced]"
-                } else {
-                    ""
-                }
-            )?;
-            for condition in rule.claims() {
-                writeln!(
-                    f,
-                    "  {:<9} claim {} in {:?}",
-                    "",
-                    condition.key(),
-                    condition.values()
-                )?;
-            }
-        }
-        write!(
-            f,
-            "  default   everything else                             -> {}",
-            self.policy.default_requirement()
-        )
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::auth::sources::TokenSources;
-use crate::auth::verify::Algorithm;
+use crate::auth::verify::{Algorithm, TokenType};
 use crate::net::outbound::FetchPolicy;
 
 pub(super) const BASE: &str =

@@ -14,7 +14,8 @@
 //! `decide` [`Resolved::decide`], [`decide`] and the denials; [`path`] canonicalisation;
 //! [`template`] whole-segment templates; [`request`] method overrides and preflights. The items
 //! of `rule`, `route` and `decide` are re-exported here, so their paths are `policy::X`; the
-//! tables that build a [`Policy`] are in `tests.rs` (`policy::tests`).
+//! tables that build a [`Policy`] are in `tests/`, one file per concept
+//! (`policy::tests::routes`, `templates`, `readings`, `issuers`).
 
 pub mod claims;
 pub mod path;
