@@ -127,12 +127,20 @@ async fn envoy_fails_closed_while_scopegate_is_killed_under_load_and_recovers() 
             // Envoy's status_on_error, with no answer of scopegate's.
             let its_own = seen.status == *expected && (*expected == 200 || seen.scopegates);
             let envoys = seen.status == 503 && !seen.scopegates;
+            // A restarted scopegate answers before its first key set has loaded: its own 503
+            // (fail closed, in-band) until the keys are in.
+            let keys_loading = seen.status == 503
+                && seen.scopegates
+                && seen.body.contains("temporarily_unavailable");
             let ok = match (seen.sent, seen.answered) {
                 // Sent and answered once scopegate was dead: the configured status, always.
                 (KILLED, KILLED) => envoys,
                 // Entirely while it ran: its own answer.
                 (UP, UP) | (SERVING_AGAIN, SERVING_AGAIN) => its_own,
-                // Around the kill or the restart: either, never anything else.
+                // Around the restart: either, or the restarted scopegate's 503 while its keys
+                // load; never anything else.
+                (RESTARTING, _) | (_, RESTARTING) => its_own || envoys || keys_loading,
+                // Around the kill: either, never anything else.
                 _ => its_own || envoys,
             };
             if !ok {
