@@ -15,6 +15,7 @@
 //!   re-checked on each use.
 
 pub mod binding;
+pub mod dpop;
 pub mod jwks;
 pub mod keys;
 pub mod sources;
