@@ -38,7 +38,9 @@ pub use generation::Generation;
 pub use metadata::Metadata;
 pub use request::Request;
 
-use crate::auth::binding::{self, BindingError};
+use crate::auth::binding::{self, Binding, BindingError};
+use crate::auth::dpop::{self, KeyCache};
+use crate::auth::replay::{MemoryReplayCache, ReplayError, ReplayStore as _};
 use crate::auth::sources::{Extracted, TokenSources};
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::VerifiedClaims;
@@ -69,6 +71,13 @@ pub trait Authenticate {
     /// How long authentication may take before the request is answered 503 `timed_out`;
     /// `None`: as long as it takes.
     fn deadline(&self) -> Option<Duration>;
+
+    /// The cache of parsed DPoP proof keys.
+    fn proof_keys(&self) -> &KeyCache;
+
+    /// Where DPoP proofs are remembered against replay; `None`: replay is not checked (only
+    /// offline, where no request is let through).
+    fn replay(&self) -> Option<&MemoryReplayCache>;
 
     /// Verifies `token`, the one credential the token sources found (or why there is none),
     /// counting in `metrics` what it counts. Sets `issuer` to the index of the issuer whose
@@ -199,7 +208,8 @@ pub async fn decide<'g, A: Authenticate>(
     // not, since a proof or a certificate belongs to the request and not to the token.
     let auth = match (auth, &extracted) {
         (AuthOutcome::Done(Ok(claims)), Some(extracted)) => {
-            AuthOutcome::Done(prove_binding(claims, request, sources, extracted))
+            let leeway = issuer.map_or(0, |i| config.issuers()[i].expectations.leeway_seconds);
+            AuthOutcome::Done(prove_binding(with, claims, request, extracted, leeway, now).await)
         }
         (auth, _) => auth,
     };
@@ -250,23 +260,68 @@ pub async fn decide<'g, A: Authenticate>(
 }
 
 /// The verified `claims`, if `request` proves what their token is bound to
-/// ([`binding::check`]): the scheme it came under, the DPoP proof, the client certificate.
-fn prove_binding(
+/// ([`binding::check`]): the scheme it came under, the DPoP proof (not seen before), the
+/// client certificate.
+async fn prove_binding<A: Authenticate>(
+    with: &A,
     claims: VerifiedClaims,
     request: &Request<'_>,
-    sources: &TokenSources,
     extracted: &Extracted<'_>,
+    leeway_seconds: u64,
+    now: u64,
 ) -> Authentication {
+    let config = with.config();
     let dpop = request.text_values("dpop");
     let presented = binding::Presented {
-        scheme: scheme_of(request, sources, extracted),
+        scheme: scheme_of(request, config.token_sources(), extracted),
         dpop: &dpop,
         certificate: request.peer_certificate(),
     };
-    match binding::check(claims.binding(), &presented, false)? {
-        false => Ok(claims),
-        // The proof is checked by the DPoP verifier; until it is wired, refuse (fail closed).
-        true => Err(BindingError::DpopProof("not checked").into()),
+    if !binding::check(claims.binding(), &presented, false)? {
+        return Ok(claims);
+    }
+    let (Binding::Dpop { jkt }, Ok(token)) = (claims.binding(), extracted.token.as_deref()) else {
+        // check asks for a proof only of a DPoP-bound token that was extracted.
+        return Err(BindingError::DpopProof("no DPoP-bound token").into());
+    };
+    let settings = config.dpop();
+    let url = request_url(request, settings.public_base_url());
+    let expected = dpop::Expected {
+        method: request.method(),
+        url: &url,
+        token,
+        jkt,
+    };
+    let limits = dpop::ProofLimits {
+        max_bytes: settings.max_proof_bytes(),
+        window_seconds: settings.window_seconds(),
+        leeway_seconds,
+    };
+    let proof = dpop::verify(&dpop, &expected, &limits, with.proof_keys(), now)
+        .map_err(BindingError::DpopProof)?;
+    if let Some(replay) = with.replay() {
+        replay
+            .remember(proof.replay_key, proof.expires_at, now)
+            .await
+            .map_err(|e| match e {
+                ReplayError::Replayed => BindingError::DpopReplay,
+                ReplayError::Unavailable => BindingError::ReplayCacheFull,
+            })?;
+    }
+    Ok(claims)
+}
+
+/// The URL a DPoP proof's `htu` must name: the request's scheme and host (or
+/// `dpop_public_base_url`'s) and the path as the client sent it, which is
+/// `x-envoy-original-path` when an Envoy route rewrote it. Query and fragment are dropped when
+/// compared.
+fn request_url(request: &Request<'_>, public_base_url: Option<&str>) -> String {
+    let path = request
+        .first_value("x-envoy-original-path")
+        .unwrap_or(request.path());
+    match public_base_url {
+        Some(base) => format!("{base}{path}"),
+        None => format!("{}://{}{path}", request.scheme(), request.host()),
     }
 }
 

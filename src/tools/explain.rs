@@ -22,8 +22,10 @@ use serde::Serialize;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::auth::dpop::KeyCache;
 use crate::auth::jwks;
 use crate::auth::keys::{Algorithm, KeySet};
+use crate::auth::replay::MemoryReplayCache;
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::{self, VerifiedClaims, VerifyError};
 use crate::config::Config;
@@ -365,6 +367,7 @@ struct Offline<'c> {
     credentials: &'c Credentials,
     forwarded_headers: Vec<String>,
     taken: Mutex<Taken>,
+    proof_keys: KeyCache,
 }
 
 /// How the credentials were taken, once authentication ran.
@@ -389,6 +392,7 @@ impl<'c> Offline<'c> {
             credentials,
             forwarded_headers: config.forwarded_headers(),
             taken: Mutex::default(),
+            proof_keys: KeyCache::default(),
         }
     }
 
@@ -408,6 +412,15 @@ impl<'c> Offline<'c> {
 impl Authenticate for Offline<'_> {
     fn config(&self) -> &Config {
         self.config
+    }
+
+    fn proof_keys(&self) -> &KeyCache {
+        &self.proof_keys
+    }
+
+    /// Offline: nothing is let through, so replay is not checked.
+    fn replay(&self) -> Option<&MemoryReplayCache> {
+        None
     }
 
     fn forwarded_headers(&self) -> &[String] {
