@@ -160,10 +160,15 @@ impl fmt::Display for Config {
                 .map_or_else(|| "any method".to_string(), |m| m.join(","));
             writeln!(
                 f,
-                "  {:<9} {path:<30} {methods:<12} -> {}{}{}",
+                "  {:<9} {path:<30} {methods:<12} -> {}{}{}{}",
                 rule.name(),
                 rule.requirement(),
                 rule.accepts(),
+                if rule.is_sender_constrained() {
+                    ", sender-constrained tokens only"
+                } else {
+                    ""
+                },
                 if rule.is_shadow() {
                     "  [shadow: reported, never enforced]"
                 } else {

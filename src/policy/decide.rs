@@ -189,6 +189,14 @@ pub fn decide_for(
     {
         return Decision::Deny(denial);
     }
+    if let (Some(rule), Ok(claims)) = (rule, &auth)
+        && rule.is_sender_constrained()
+        && !claims.binding().is_bound()
+    {
+        return Decision::Deny(Denial::Unauthenticated(AuthError::Binding(
+            BindingError::NotBound,
+        )));
+    }
     decide(requirement, Some(auth))
 }
 
