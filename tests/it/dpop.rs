@@ -274,3 +274,45 @@ async fn a_malformed_cnf_makes_the_token_invalid() {
         .assert_denied(401, "invalid_token");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_checks_a_dpop_proof_and_says_which_binding_check_failed() {
+    let key = TestKey::generate("key-1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let config = format!(
+        "issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_uri = \"{}\"\n{RULES}",
+        jwks.url()
+    );
+    let client = ProofKey::es256();
+    let token = key.mint(&bound("read", &client.jkt()));
+    let url = format!("https://{HOST}/orders");
+    let run = |proof: Option<String>| {
+        let (config, token) = (config.clone(), token.clone());
+        async move {
+            let mut args = ["--method", "GET", "--path", "/orders", "--token"]
+                .map(str::to_owned)
+                .to_vec();
+            args.push(token);
+            if let Some(proof) = proof {
+                args.extend(["--dpop-proof".to_owned(), proof]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let output = crate::explain::explain(&config, &args, "").await;
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+            )
+        }
+    };
+    let (code, out) = run(Some(client.proof("GET", &url, &token))).await;
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(Some(client.proof("POST", &url, &token))).await;
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("htm is not the request method"), "{out}");
+    let (code, out) = run(None).await;
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("DPoP-bound token sent as a Bearer token"),
+        "{out}"
+    );
+}
