@@ -309,9 +309,15 @@ fn placed(config: &Config, credentials: &Credentials) -> Option<Placed> {
     Some(match (source.kind(), source.schemes()) {
         ("header", Some(schemes)) => Placed::Header(
             source.name().to_owned(),
+            // Under Bearer where the source takes it (a token without a DPoP proof is sent so),
+            // else under its first scheme; `--dpop-proof` moves it to DPoP.
             format!(
                 "{} {bare}",
-                schemes.first().map_or("Bearer", String::as_str)
+                schemes
+                    .iter()
+                    .find(|s| s.eq_ignore_ascii_case("bearer"))
+                    .or(schemes.first())
+                    .map_or("Bearer", String::as_str)
             ),
         ),
         ("header", None) => Placed::Header(source.name().to_owned(), bare.to_owned()),
