@@ -136,6 +136,7 @@ mod tests {
 
     #[test]
     fn a_proof_is_accepted_once_until_it_expires_and_a_full_cache_refuses() {
+        // A dpop_replay_cache_bytes of two proofs.
         let cache = MemoryReplayCache::new(2 * ENTRY_BYTES);
         let (a, b, c) = ([1; 32], [2; 32], [3; 32]);
         let steps: &[([u8; 32], u64, u64, Result<(), ReplayError>)] = &[

@@ -249,6 +249,7 @@ fn every_proof_mistake_is_refused_and_a_good_proof_passes() {
             ),
             ("not a JWS", "a.b".to_owned(), "not a compact JWS"),
             (
+                // Past dpop_max_proof_bytes (its default here): refused before parsing.
                 "oversized",
                 format!("{good}{}", "A".repeat(DEFAULT_MAX_PROOF_BYTES)),
                 "proof is too large",
