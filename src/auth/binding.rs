@@ -273,7 +273,14 @@ mod tests {
             scheme,
             ..Presented::default()
         };
-        let cases: &[(&Binding, Option<&str>, bool, Result<bool, BindingError>)] = &[
+        // (binding, scheme, sender_constrained, what check says)
+        type Case<'a> = (
+            &'a Binding,
+            Option<&'static str>,
+            bool,
+            Result<bool, BindingError>,
+        );
+        let cases: &[Case] = &[
             (&Binding::None, Some("Bearer"), false, Ok(false)),
             (&Binding::None, None, false, Ok(false)),
             (

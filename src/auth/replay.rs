@@ -139,7 +139,9 @@ mod tests {
         // A dpop_replay_cache_bytes of two proofs.
         let cache = MemoryReplayCache::new(2 * ENTRY_BYTES);
         let (a, b, c) = ([1; 32], [2; 32], [3; 32]);
-        let steps: &[([u8; 32], u64, u64, Result<(), ReplayError>)] = &[
+        // (proof, expires_at, now, what remember says)
+        type Step = ([u8; 32], u64, u64, Result<(), ReplayError>);
+        let steps: &[Step] = &[
             (a, 100, 10, Ok(())),
             (a, 100, 11, Err(ReplayError::Replayed)),
             (a, 100, 99, Err(ReplayError::Replayed)),
