@@ -316,3 +316,47 @@ async fn explain_checks_a_dpop_proof_and_says_which_binding_check_failed() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_proofs_seen_so_none_can_be_replayed_across_it() {
+    let key = TestKey::generate("reload-kid");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let config = |scope: &str| {
+        format!(
+            "listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+             jwks_uri = \"{}\"\n[[rules]]\npath = \"/orders\"\nscopes = [\"{scope}\"]\n",
+            jwks.url()
+        )
+    };
+    let binary =
+        crate::common::binary::Binary::start("dpop-reload", &config("read"), "info", None).await;
+    binary.keys_loaded().await;
+    let mut client = binary.client().await;
+    let proof_key = ProofKey::es256();
+    let token = key.mint(&bound("read write", &proof_key.jkt()));
+    let authorization = format!("DPoP {token}");
+    let proof = proof_key.proof("GET", &format!("https://{HOST}/orders"), &token);
+    let headers = [("authorization", authorization.as_str()), ("dpop", &proof)];
+    let mut ask = async || {
+        let response = client
+            .check(check_request("GET", "/orders", &headers))
+            .await
+            .expect("in-band answer")
+            .into_inner();
+        Answer::of(&response)
+    };
+    ask().await.assert_allowed();
+
+    // Another rule set (the token would pass it too): the proof seen before is still refused.
+    let path = binary.config_path();
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, config("write")).expect("write");
+    std::fs::rename(&staged, &path).expect("rename");
+    binary.sighup();
+    binary
+        .wait_for_log("configuration reloaded", std::time::Duration::from_secs(10))
+        .await;
+    let replayed = ask().await;
+    replayed.assert_denied(401, "invalid_token");
+    assert!(replayed.message().contains("already used"), "{replayed:?}");
+}
