@@ -156,6 +156,10 @@ enum Command {
         /// A token's claims as a JSON object: every check but the signature applies.
         #[arg(long, group = "credentials")]
         claims: Option<String>,
+        /// A DPoP proof sent with the token (RFC 9449): the token goes under the DPoP scheme
+        /// and the answer says which binding check failed, if one does.
+        #[arg(long, requires = "credentials", conflicts_with = "claims")]
+        dpop_proof: Option<String>,
         /// Another request header, `NAME: VALUE` (repeatable): `Origin` and
         /// `Access-Control-Request-Method` make an OPTIONS request a CORS preflight.
         #[arg(long = "header", value_parser = parse_header)]
@@ -193,10 +197,12 @@ fn main() -> ExitCode {
             token,
             token_file,
             claims,
+            dpop_proof,
             headers,
             json,
         } => {
             let credentials = (token, token_file, claims);
+            let headers = (headers, dpop_proof);
             return explain(config, method, path, credentials, headers, json).unwrap_or_else(|e| {
                 eprintln!("scopegate: {e:#}");
                 ExitCode::FAILURE
@@ -293,7 +299,7 @@ fn explain(
     method: String,
     path: String,
     (token, token_file, claims): (Option<String>, Option<PathBuf>, Option<String>),
-    headers: Vec<(String, String)>,
+    (headers, dpop_proof): (Vec<(String, String)>, Option<String>),
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     use scopegate::tools::explain::{Credentials, Request};
@@ -318,6 +324,7 @@ fn explain(
         path,
         credentials,
         headers,
+        dpop_proof,
     };
     let explanation = runtime()?.block_on(scopegate::tools::explain::explain(&config, &request))?;
     if json {

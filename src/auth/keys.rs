@@ -4,7 +4,8 @@
 //! Both `jwks` (which fetches and refreshes key sets) and `verify` (which uses one) depend on
 //! this module, and it on neither: keys are parsed once, here, when a document is loaded, into
 //! aws-lc-rs `ParsedPublicKey`s (one per allowed algorithm), so verifying a token never parses
-//! key material.
+//! key material. The one exception is a DPoP proof's own `jwk` ([`parse_jwk`]), which comes with
+//! the request; `dpop` keeps those parsed in a small cache by thumbprint.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -436,6 +437,13 @@ struct JwkFields {
     e: Option<String>,
     x: Option<String>,
     y: Option<String>,
+}
+
+/// One JWK parsed into a key for those of `algorithms` its kind serves (its own `alg`, when it
+/// names one, must be among them), with the checks a key set's entries get: what a DPoP proof's
+/// `jwk` header is parsed with.
+pub fn parse_jwk(entry: &serde_json::Value, algorithms: &[Algorithm]) -> Result<Key, SkipReason> {
+    parse_key(entry, algorithms)
 }
 
 /// Smallest RSA modulus accepted, in bits (RFC 7518 §3.3 requires at least 2048).

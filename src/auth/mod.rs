@@ -9,11 +9,19 @@
 //! - [`verify`]: a compact JWS checked against a key-set snapshot; the only place that builds
 //!   [`verify::VerifiedClaims`]. Its private `parse` module turns the token's bytes into a
 //!   header and claims, deciding nothing.
+//! - [`binding`]: what a verified token is bound to (`cnf`: a DPoP key or a client
+//!   certificate), and why a request fails to prove it.
+//! - [`dpop`]: DPoP proofs (RFC 9449) checked against the request and the bound token, pure;
+//!   the parsed proof keys' cache.
+//! - [`replay`]: proofs remembered until they expire, so none is accepted twice.
 //! - [`token_cache`]: verified tokens remembered by digest, bounded in entries and bytes,
 //!   re-checked on each use.
 
+pub mod binding;
+pub mod dpop;
 pub mod jwks;
 pub mod keys;
+pub mod replay;
 pub mod sources;
 pub mod token;
 pub mod token_cache;

@@ -116,12 +116,15 @@ impl TokenSource {
         })
     }
 
-    /// `Authorization: Bearer <token>`, the default source.
+    /// `Authorization: Bearer <token>` or `Authorization: DPoP <token>` (RFC 9449 §7.1), the
+    /// default source. Which scheme a token may come under is the binding's to decide
+    /// ([`crate::auth::binding::check`]): a DPoP-bound token only under `DPoP`, any other only
+    /// under `Bearer`.
     pub fn authorization() -> TokenSource {
         TokenSource {
             place: Place::Header {
                 name: AUTHORIZATION.to_owned(),
-                schemes: Some(vec!["Bearer".to_owned()]),
+                schemes: Some(vec!["Bearer".to_owned(), "DPoP".to_owned()]),
             },
         }
     }
@@ -707,7 +710,7 @@ mod tests {
         assert_eq!(
             printed,
             [
-                "header authorization (scheme Bearer)",
+                "header authorization (scheme Bearer, DPoP)",
                 "header x-api-token (the whole value)",
                 "cookie at",
                 "query access_token",

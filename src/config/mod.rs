@@ -129,6 +129,15 @@ pub struct RawConfig {
     pub token_cache_size: Option<u64>,
     /// The verified-token cache's byte budget; default 32 MiB.
     pub token_cache_max_bytes: Option<u64>,
+    /// Largest DPoP proof accepted, in bytes; default 8 KiB.
+    pub dpop_max_proof_bytes: Option<u64>,
+    /// How old a DPoP proof's `iat` may be, in seconds (plus the issuer's leeway); default 60.
+    pub dpop_proof_window_seconds: Option<u64>,
+    /// The DPoP replay cache's byte budget; default 16 MiB.
+    pub dpop_replay_cache_bytes: Option<u64>,
+    /// The scheme and host clients use (`https://api.example`), for a DPoP proof's `htu` where
+    /// TLS ends before Envoy; absent: the scheme and host of the request as received.
+    pub dpop_public_base_url: Option<String>,
     /// Limits of the gRPC server.
     #[serde(default)]
     pub server: RawServer,
@@ -237,6 +246,7 @@ pub struct Config {
     tls: Option<TlsFiles>,
     token_cache_size: usize,
     token_cache_max_bytes: u64,
+    dpop: DpopSettings,
     issuers: Vec<Issuer>,
     policy: Policy,
     token_sources: TokenSources,
@@ -294,6 +304,123 @@ impl From<PolicyError> for ConfigError {
             reason: e.to_string(),
         }
     }
+}
+
+/// Smallest and largest `dpop_max_proof_bytes`: a proof with an ES256 key is about 500 bytes,
+/// one with an RSA-4096 key under 2 KiB.
+const DPOP_PROOF_BYTES: std::ops::RangeInclusive<u64> = 1024..=65536;
+/// Smallest and largest `dpop_proof_window_seconds`.
+const DPOP_WINDOW_SECONDS: std::ops::RangeInclusive<u64> = 1..=600;
+/// Smallest and largest `dpop_replay_cache_bytes` (1 MiB to 4 GiB).
+const DPOP_REPLAY_CACHE_BYTES: std::ops::RangeInclusive<u64> = (1 << 20)..=(4 << 30);
+
+/// How DPoP proofs are checked (the `dpop_*` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopSettings {
+    max_proof_bytes: usize,
+    window_seconds: u64,
+    replay_cache_bytes: u64,
+    public_base_url: Option<String>,
+}
+
+impl Default for DpopSettings {
+    fn default() -> Self {
+        DpopSettings {
+            max_proof_bytes: crate::auth::dpop::DEFAULT_MAX_PROOF_BYTES,
+            window_seconds: crate::auth::dpop::DEFAULT_PROOF_WINDOW_SECONDS,
+            replay_cache_bytes: crate::auth::replay::DEFAULT_REPLAY_CACHE_BYTES,
+            public_base_url: None,
+        }
+    }
+}
+
+impl DpopSettings {
+    /// Largest proof accepted, in bytes (`dpop_max_proof_bytes`).
+    pub fn max_proof_bytes(&self) -> usize {
+        self.max_proof_bytes
+    }
+
+    /// How old a proof's `iat` may be, in seconds (`dpop_proof_window_seconds`).
+    pub fn window_seconds(&self) -> u64 {
+        self.window_seconds
+    }
+
+    /// The replay cache's byte budget (`dpop_replay_cache_bytes`).
+    pub fn replay_cache_bytes(&self) -> u64 {
+        self.replay_cache_bytes
+    }
+
+    /// `scheme://host[:port]` clients use, without a trailing `/`, when configured
+    /// (`dpop_public_base_url`).
+    pub fn public_base_url(&self) -> Option<&str> {
+        self.public_base_url.as_deref()
+    }
+}
+
+/// The `dpop_*` keys, checked.
+fn compile_dpop(
+    max_proof_bytes: Option<u64>,
+    window_seconds: Option<u64>,
+    replay_cache_bytes: Option<u64>,
+    public_base_url: Option<String>,
+) -> Result<DpopSettings, ConfigError> {
+    let defaults = DpopSettings::default();
+    let in_range =
+        |key: &str, value: Option<u64>, default: u64, range: std::ops::RangeInclusive<u64>| {
+            let value = value.unwrap_or(default);
+            if range.contains(&value) {
+                Ok(value)
+            } else {
+                Err(invalid(
+                    key,
+                    value,
+                    format!("must be between {} and {}", range.start(), range.end()),
+                ))
+            }
+        };
+    let max_proof_bytes = in_range(
+        "dpop_max_proof_bytes",
+        max_proof_bytes,
+        defaults.max_proof_bytes as u64,
+        DPOP_PROOF_BYTES,
+    )?;
+    let window_seconds = in_range(
+        "dpop_proof_window_seconds",
+        window_seconds,
+        defaults.window_seconds,
+        DPOP_WINDOW_SECONDS,
+    )?;
+    let replay_cache_bytes = in_range(
+        "dpop_replay_cache_bytes",
+        replay_cache_bytes,
+        defaults.replay_cache_bytes,
+        DPOP_REPLAY_CACHE_BYTES,
+    )?;
+    let public_base_url = match public_base_url {
+        None => None,
+        Some(text) => {
+            let base = text.strip_suffix('/').unwrap_or(&text);
+            // Only scheme and authority: the path is the one the client sent.
+            let fits = crate::auth::dpop::normalise_url(base)
+                .is_some_and(|url| url.splitn(4, '/').nth(3).is_some_and(str::is_empty))
+                && !base.contains(['?', '#']);
+            if !fits {
+                return Err(invalid(
+                    "dpop_public_base_url",
+                    &text,
+                    "must be an http or https URL with a host and no path, query or fragment \
+                     (e.g. \"https://api.example\")",
+                ));
+            }
+            Some(base.to_owned())
+        }
+    };
+    Ok(DpopSettings {
+        max_proof_bytes: usize::try_from(max_proof_bytes).unwrap_or(usize::MAX),
+        window_seconds,
+        replay_cache_bytes,
+        public_base_url,
+    })
 }
 
 fn invalid(
@@ -435,6 +562,12 @@ impl RawConfig {
                 ),
             ));
         }
+        let dpop = compile_dpop(
+            self.dpop_max_proof_bytes,
+            self.dpop_proof_window_seconds,
+            self.dpop_replay_cache_bytes,
+            self.dpop_public_base_url,
+        )?;
         let tls = match self.tls {
             None => None,
             Some(_) if matches!(listen, ListenAddr::Unix(_)) => {
@@ -633,6 +766,7 @@ impl RawConfig {
             tls,
             token_cache_size: token_cache_size as usize,
             token_cache_max_bytes,
+            dpop,
             issuers,
             policy,
             token_sources,
@@ -701,6 +835,11 @@ impl Config {
     /// estimated heap size, at least this over [`Config::token_cache_size`]).
     pub fn token_cache_max_bytes(&self) -> u64 {
         self.token_cache_max_bytes
+    }
+
+    /// How DPoP proofs are checked.
+    pub fn dpop(&self) -> &DpopSettings {
+        &self.dpop
     }
 
     /// The gRPC listener's TLS files, if it speaks TLS.

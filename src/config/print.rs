@@ -45,6 +45,14 @@ impl fmt::Display for Config {
             "token_cache_size  {} (at most {} bytes: token_cache_max_bytes)",
             self.token_cache_size, self.token_cache_max_bytes
         )?;
+        writeln!(
+            f,
+            "dpop              proofs up to {} bytes, iat within {} s, replay cache {} bytes, htu base {}",
+            self.dpop.max_proof_bytes(),
+            self.dpop.window_seconds(),
+            self.dpop.replay_cache_bytes(),
+            self.dpop.public_base_url().unwrap_or("from the request"),
+        )?;
         let decision_log = match self.decision_log {
             DecisionLog::Deny => "deny",
             DecisionLog::All => "all",
@@ -152,10 +160,15 @@ impl fmt::Display for Config {
                 .map_or_else(|| "any method".to_string(), |m| m.join(","));
             writeln!(
                 f,
-                "  {:<9} {path:<30} {methods:<12} -> {}{}{}",
+                "  {:<9} {path:<30} {methods:<12} -> {}{}{}{}",
                 rule.name(),
                 rule.requirement(),
                 rule.accepts(),
+                if rule.is_sender_constrained() {
+                    ", sender-constrained tokens only"
+                } else {
+                    ""
+                },
                 if rule.is_shadow() {
                     "  [shadow: reported, never enforced]"
                 } else {

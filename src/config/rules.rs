@@ -40,6 +40,9 @@ pub struct RawRule {
     /// The rule takes only tokens whose `aud` contains one of these, besides the issuer's own
     /// audience check (default: that check alone).
     pub audiences: Option<Vec<String>>,
+    /// The rule takes only sender-constrained (DPoP- or certificate-bound) tokens; default
+    /// false.
+    pub sender_constrained: Option<bool>,
 }
 
 /// `{prefix}scope_claims`: the claims whose union is the granted scopes; default `scope`, `scp`.
@@ -258,6 +261,7 @@ pub(super) fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigErr
         }
         let rule = Rule::new(index, raw.name, path, methods, Requirement::Deny)?;
         let rule = accepting(rule, raw.issuers, raw.audiences)?;
+        let rule = rule.sender_constrained(raw.sender_constrained.unwrap_or(false));
         return Ok(rule.shadowed(raw.shadow.unwrap_or(false)));
     }
     let requirement = match (public, raw.scopes, raw.all_scopes) {
@@ -326,6 +330,14 @@ pub(super) fn compile_rule(index: usize, raw: RawRule) -> Result<Rule, ConfigErr
         }
     };
     let rule = accepting(rule, raw.issuers, raw.audiences)?;
+    if raw.sender_constrained == Some(true) && public {
+        return Err(invalid(
+            key("sender_constrained"),
+            true,
+            "a public rule reads no token, so it cannot require a bound one",
+        ));
+    }
+    let rule = rule.sender_constrained(raw.sender_constrained.unwrap_or(false));
     Ok(rule.shadowed(raw.shadow.unwrap_or(false)))
 }
 

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::dpop::KeyCache;
 use crate::auth::jwks::{Jwks, Refetch};
+use crate::auth::replay::MemoryReplayCache;
 use crate::auth::token::CredentialsError;
 use crate::auth::token_cache::TokenCache;
 use crate::auth::verify::{self, VerifyError};
@@ -25,11 +27,41 @@ pub struct Generation {
     forwarded_headers: Arc<[String]>,
     /// Tokens verified under this configuration (a reload starts afresh).
     cache: TokenCache,
+    /// Parsed DPoP proof keys by thumbprint (a reload starts afresh: nothing depends on them).
+    proof_keys: KeyCache,
+    /// DPoP proofs seen, kept across reloads ([`Generation::succeeding`]): a reload that
+    /// forgot them would let every proof of the last minute be replayed.
+    replay: Arc<MemoryReplayCache>,
 }
 
 impl Generation {
     /// `config` with the keys in `key_sets`, one per issuer of `config`, in the same order.
     pub fn new(config: Arc<Config>, key_sets: Vec<Jwks>) -> Generation {
+        let replay = Arc::new(MemoryReplayCache::new(config.dpop().replay_cache_bytes()));
+        Generation::with_replay(config, key_sets, replay)
+    }
+
+    /// `config` with `key_sets`, as [`Generation::new`], taking over `previous`'s DPoP replay
+    /// cache when its byte budget is unchanged (a changed one starts afresh, which lets the
+    /// proofs of the last window be replayed once: the one cost of changing it).
+    pub fn succeeding(
+        config: Arc<Config>,
+        key_sets: Vec<Jwks>,
+        previous: &Generation,
+    ) -> Generation {
+        if previous.config.dpop().replay_cache_bytes() == config.dpop().replay_cache_bytes() {
+            let replay = Arc::clone(&previous.replay);
+            Generation::with_replay(config, key_sets, replay)
+        } else {
+            Generation::new(config, key_sets)
+        }
+    }
+
+    fn with_replay(
+        config: Arc<Config>,
+        key_sets: Vec<Jwks>,
+        replay: Arc<MemoryReplayCache>,
+    ) -> Generation {
         assert_eq!(
             key_sets.len(),
             config.issuers().len(),
@@ -42,6 +74,8 @@ impl Generation {
             key_sets,
             forwarded_headers,
             cache,
+            proof_keys: KeyCache::default(),
+            replay,
         }
     }
 
@@ -77,6 +111,14 @@ impl Authenticate for Generation {
 
     fn deadline(&self) -> Option<Duration> {
         Some(self.config.server().check_timeout)
+    }
+
+    fn proof_keys(&self) -> &KeyCache {
+        &self.proof_keys
+    }
+
+    fn replay(&self) -> Option<&MemoryReplayCache> {
+        Some(&self.replay)
     }
 
     /// Verifies the extracted token. An unknown `kid` asks the JWKS refresher for one

@@ -38,7 +38,10 @@ pub use generation::Generation;
 pub use metadata::Metadata;
 pub use request::Request;
 
-use crate::auth::sources::TokenSources;
+use crate::auth::binding::{self, Binding, BindingError};
+use crate::auth::dpop::{self, KeyCache};
+use crate::auth::replay::{MemoryReplayCache, ReplayError, ReplayStore as _};
+use crate::auth::sources::{Extracted, TokenSources};
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::VerifiedClaims;
 use crate::config::{Config, CorsPreflight};
@@ -68,6 +71,13 @@ pub trait Authenticate {
     /// How long authentication may take before the request is answered 503 `timed_out`;
     /// `None`: as long as it takes.
     fn deadline(&self) -> Option<Duration>;
+
+    /// The cache of parsed DPoP proof keys.
+    fn proof_keys(&self) -> &KeyCache;
+
+    /// Where DPoP proofs are remembered against replay; `None`: replay is not checked (only
+    /// offline, where no request is let through).
+    fn replay(&self) -> Option<&MemoryReplayCache>;
 
     /// Verifies `token`, the one credential the token sources found (or why there is none),
     /// counting in `metrics` what it counts. Sets `issuer` to the index of the issuer whose
@@ -194,6 +204,15 @@ pub async fn decide<'g, A: Authenticate>(
     } else {
         AuthOutcome::NotAttempted
     };
+    // prove the binding: on every request, whether the claims came from the token cache or
+    // not, since a proof or a certificate belongs to the request and not to the token.
+    let auth = match (auth, &extracted) {
+        (AuthOutcome::Done(Ok(claims)), Some(extracted)) => {
+            let leeway = issuer.map_or(0, |i| config.issuers()[i].expectations.leeway_seconds);
+            AuthOutcome::Done(prove_binding(with, claims, request, extracted, leeway, now).await)
+        }
+        (auth, _) => auth,
+    };
     // Who was denied, for the decision log of a denial after verification (a missing scope);
     // a token verified only for a shadow rule plays no part in the answer, nor here.
     let denied_identity = match &auth {
@@ -238,6 +257,90 @@ pub async fn decide<'g, A: Authenticate>(
         shadows,
         denied_identity,
     }
+}
+
+/// The verified `claims`, if `request` proves what their token is bound to
+/// ([`binding::check`]): the scheme it came under, the DPoP proof (not seen before), the
+/// client certificate.
+async fn prove_binding<A: Authenticate>(
+    with: &A,
+    claims: VerifiedClaims,
+    request: &Request<'_>,
+    extracted: &Extracted<'_>,
+    leeway_seconds: u64,
+    now: u64,
+) -> Authentication {
+    let config = with.config();
+    let dpop = request.text_values("dpop");
+    let presented = binding::Presented {
+        scheme: scheme_of(request, config.token_sources(), extracted),
+        dpop: &dpop,
+        certificate: request.peer_certificate(),
+    };
+    if !binding::check(claims.binding(), &presented, false)? {
+        return Ok(claims);
+    }
+    let (Binding::Dpop { jkt }, Ok(token)) = (claims.binding(), extracted.token.as_deref()) else {
+        // check asks for a proof only of a DPoP-bound token that was extracted.
+        return Err(BindingError::DpopProof("no DPoP-bound token").into());
+    };
+    let settings = config.dpop();
+    let url = request_url(request, settings.public_base_url());
+    let expected = dpop::Expected {
+        method: request.method(),
+        url: &url,
+        token,
+        jkt,
+    };
+    let limits = dpop::ProofLimits {
+        max_bytes: settings.max_proof_bytes(),
+        window_seconds: settings.window_seconds(),
+        leeway_seconds,
+    };
+    let proof = dpop::verify(&dpop, &expected, &limits, with.proof_keys(), now)
+        .map_err(BindingError::DpopProof)?;
+    if let Some(replay) = with.replay() {
+        replay
+            .remember(proof.replay_key, proof.expires_at, now)
+            .await
+            .map_err(|e| match e {
+                ReplayError::Replayed => BindingError::DpopReplay,
+                ReplayError::Unavailable => BindingError::ReplayCacheFull,
+            })?;
+    }
+    Ok(claims)
+}
+
+/// The URL a DPoP proof's `htu` must name: the request's scheme and host (or
+/// `dpop_public_base_url`'s) and the path as the client sent it, which is
+/// `x-envoy-original-path` when an Envoy route rewrote it. Query and fragment are dropped when
+/// compared.
+fn request_url(request: &Request<'_>, public_base_url: Option<&str>) -> String {
+    let path = request
+        .first_value("x-envoy-original-path")
+        .unwrap_or(request.path());
+    match public_base_url {
+        Some(base) => format!("{base}{path}"),
+        None => format!("{}://{}{path}", request.scheme(), request.host()),
+    }
+}
+
+/// The auth-scheme the extracted token was sent under, when it came from a header source with
+/// schemes (the `Authorization` source): the scheme of the one value carrying it.
+fn scheme_of<'s>(
+    request: &'s Request<'_>,
+    sources: &TokenSources,
+    extracted: &Extracted<'_>,
+) -> Option<&'s str> {
+    let source = sources.iter().nth(extracted.source?)?;
+    source.schemes()?;
+    let token = extracted.token.as_deref().ok()?;
+    request
+        .text_values(source.name())
+        .into_iter()
+        .filter_map(|value| value.trim().split_once([' ', '\t']))
+        .find(|(_, rest)| rest.trim() == token)
+        .map(|(scheme, _)| scheme)
 }
 
 /// One request as a live transport takes it: [`decide`] with the generation in force, then
@@ -409,6 +512,13 @@ pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
         Denial::Unauthenticated(AuthError::KeysUnavailable) => {
             (503, Reason::keys_unavailable, "temporarily_unavailable")
         }
+        Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)) => {
+            (503, Reason::dpop_proof, "temporarily_unavailable")
+        }
+        Denial::Unauthenticated(AuthError::Binding(e)) if e.is_proof() => {
+            (401, Reason::dpop_proof, "invalid_token")
+        }
+        Denial::Unauthenticated(AuthError::Binding(_)) => (401, Reason::binding, "invalid_token"),
         Denial::IssuerNotAccepted => (401, Reason::issuer_not_accepted, "invalid_token"),
         Denial::AudienceNotAccepted => (401, Reason::audience_not_accepted, "invalid_token"),
         Denial::InsufficientScope { .. } => (403, Reason::insufficient_scope, "insufficient_scope"),
@@ -475,6 +585,15 @@ fn deny(denial: &Denial, realm: &str, challenges: bool) -> Denied {
         Denial::InsufficientScope { required } => {
             Some(challenge(realm, error, &message, Some(&required.join(" "))))
         }
+        // A bad DPoP proof: the DPoP scheme's own error code and the algorithms a proof may
+        // use (RFC 9449 §7.1); a full replay cache answers 503 without one.
+        Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)) => None,
+        Denial::Unauthenticated(AuthError::Binding(e)) if e.is_proof() => Some(format!(
+            "DPoP realm={}, error=\"invalid_dpop_proof\", error_description={}, algs={}",
+            quoted(realm),
+            quoted(&message),
+            quoted(binding::PROOF_ALGORITHMS)
+        )),
         Denial::Unauthenticated(AuthError::KeysUnavailable)
         | Denial::TimedOut
         | Denial::BadPath(_) => None,
@@ -495,6 +614,9 @@ fn deny(denial: &Denial, realm: &str, challenges: bool) -> Denied {
             headers.push(("retry-after", "5".to_owned()));
         }
         Denial::TimedOut => headers.push(("retry-after", "1".to_owned())),
+        Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)) => {
+            headers.push(("retry-after", "1".to_owned()));
+        }
         _ => {}
     }
     Denied {

@@ -1,5 +1,6 @@
 use super::*;
 
+use crate::auth::binding::BindingError;
 use crate::auth::sources::TokenSource;
 use crate::auth::verify::VerifyError;
 use crate::policy::PathError;
@@ -124,6 +125,50 @@ fn every_denial_has_its_status_body_and_headers() {
             Reason::timed_out,
             None,
             Some("1"),
+        ),
+        (
+            Denial::Unauthenticated(AuthError::Binding(BindingError::DpopProof(
+                "htm is not the request method",
+            ))),
+            401,
+            "invalid_token",
+            Reason::dpop_proof,
+            Some(
+                r#"DPoP realm="scopegate", error="invalid_dpop_proof", error_description="DPoP proof is invalid: htm is not the request method", algs="ES256 ES384 EdDSA RS256 PS256""#,
+            ),
+            None,
+        ),
+        (
+            Denial::Unauthenticated(AuthError::Binding(BindingError::DpopReplay)),
+            401,
+            "invalid_token",
+            Reason::dpop_proof,
+            Some(r#"DPoP realm="scopegate", error="invalid_dpop_proof""#),
+            None,
+        ),
+        (
+            Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)),
+            503,
+            "temporarily_unavailable",
+            Reason::dpop_proof,
+            None,
+            Some("1"),
+        ),
+        (
+            Denial::Unauthenticated(AuthError::Binding(BindingError::Downgrade)),
+            401,
+            "invalid_token",
+            Reason::binding,
+            Some(r#"Bearer realm="scopegate", error="invalid_token""#),
+            None,
+        ),
+        (
+            Denial::Unauthenticated(AuthError::Binding(BindingError::NotBound)),
+            401,
+            "invalid_token",
+            Reason::binding,
+            Some(r#"Bearer realm="scopegate", error="invalid_token""#),
+            None,
         ),
     ];
     for (denial, status, error, reason, challenge, retry) in cases {

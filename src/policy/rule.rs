@@ -218,6 +218,9 @@ pub struct Rule {
     /// The issuers and audiences the rule takes tokens from ([`Rule::accepting_issuers`],
     /// [`Rule::accepting_audiences`]).
     pub(super) accepts: Accepts,
+    /// Takes only sender-constrained tokens (DPoP- or certificate-bound): see
+    /// [`Rule::sender_constrained`].
+    pub(super) sender_constrained: bool,
 }
 
 impl Rule {
@@ -277,6 +280,7 @@ impl Rule {
             shadow: false,
             claims: Vec::new(),
             accepts: Accepts::default(),
+            sender_constrained: false,
         })
     }
 
@@ -410,6 +414,21 @@ impl Rule {
     /// The issuers and audiences the rule takes tokens from.
     pub fn accepts(&self) -> &Accepts {
         &self.accepts
+    }
+
+    /// This rule taking only sender-constrained tokens when `constrained` is true
+    /// (`sender_constrained = true`): a plain bearer token is refused 401 `invalid_token`,
+    /// however good its scopes, since whoever copied it could use it.
+    pub fn sender_constrained(self, constrained: bool) -> Rule {
+        Rule {
+            sender_constrained: constrained,
+            ..self
+        }
+    }
+
+    /// Whether the rule takes only sender-constrained tokens.
+    pub fn is_sender_constrained(&self) -> bool {
+        self.sender_constrained
     }
 
     /// This rule in shadow mode when `shadow` is true: evaluated for every request it matches

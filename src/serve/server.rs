@@ -695,8 +695,9 @@ impl Reloader {
         if let (Some(slot), Some(config)) = (&self.tls, tls_config) {
             slot.store(config);
         }
-        self.live
-            .store(Arc::new(Generation::new(Arc::clone(&new), sets)));
+        // The DPoP replay cache carries over: proofs seen before the reload stay refused.
+        let next = Generation::succeeding(Arc::clone(&new), sets, &self.live.load());
+        self.live.store(Arc::new(next));
         // The new generation's cache starts empty.
         self.metrics.token_cache_bytes(0);
         *in_force = Some(bytes);

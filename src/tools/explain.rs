@@ -22,8 +22,10 @@ use serde::Serialize;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::auth::dpop::KeyCache;
 use crate::auth::jwks;
 use crate::auth::keys::{Algorithm, KeySet};
+use crate::auth::replay::MemoryReplayCache;
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::{self, VerifiedClaims, VerifyError};
 use crate::config::Config;
@@ -53,6 +55,12 @@ pub struct Request {
     pub credentials: Credentials,
     /// Other request headers, `(name, value)`: what decides whether it is a CORS preflight.
     pub headers: Vec<(String, String)>,
+    /// A DPoP proof sent with the token (`--dpop-proof`): the token then travels under the
+    /// `DPoP` scheme, and the proof is checked as a live Check would check it, but for replay
+    /// (offline, nothing is remembered). Its `htu` is compared with `dpop_public_base_url`
+    /// and the path when the configuration sets one, else with the proof's own scheme and host
+    /// and the path: `explain` has no request to read a host from.
+    pub dpop_proof: Option<String>,
 }
 
 /// Why `explain` could not decide at all (as opposed to a request being denied).
@@ -190,14 +198,61 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         }
         _ => request.path.clone(),
     };
-    let mut view = decide::Request::new(&request.method, &path);
+    // A token with a DPoP proof travels under the DPoP scheme, where the source takes it.
+    let placed = match (placed, &request.dpop_proof) {
+        (Some(Placed::Header(name, value)), Some(_)) => {
+            let schemes = config
+                .token_sources()
+                .iter()
+                .next()
+                .and_then(|source| source.schemes());
+            let dpop =
+                schemes.and_then(|list| list.iter().find(|s| s.eq_ignore_ascii_case("dpop")));
+            match (dpop, value.split_once(' ')) {
+                (Some(scheme), Some((_, token))) => {
+                    Some(Placed::Header(name, format!("{scheme} {token}")))
+                }
+                _ => Some(Placed::Header(name, value)),
+            }
+        }
+        (placed, _) => placed,
+    };
+    let (scheme, host) = match &request.dpop_proof {
+        Some(proof) if config.dpop().public_base_url().is_none() => proof_origin(proof),
+        _ => (String::new(), String::new()),
+    };
+    let mut view = decide::Request::new(&request.method, &path)
+        .with_scheme(&scheme)
+        .with_host(&host);
     for (name, value) in &request.headers {
         view.push_header(name, value);
     }
     if let Some(Placed::Header(name, value)) = &placed {
         view.push_header(name, value);
     }
+    if let Some(proof) = &request.dpop_proof {
+        view.push_header("dpop", proof);
+    }
     explain_view(&offline, &view, now).await
+}
+
+/// The scheme and host a DPoP proof's `htu` names, read without verifying anything (the
+/// proof is verified by the decision as in a live Check): empty when it names none.
+fn proof_origin(proof: &str) -> (String, String) {
+    let htu = proof
+        .split('.')
+        .nth(1)
+        .and_then(|claims| URL_SAFE_NO_PAD.decode(claims).ok())
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+        .and_then(|claims| claims.get("htu")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    match htu.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            (scheme.to_owned(), host.to_owned())
+        }
+        None => (String::new(), String::new()),
+    }
 }
 
 /// Decides the request view `request` as `explain` does (its issuer's keys fetched once, no
@@ -254,9 +309,15 @@ fn placed(config: &Config, credentials: &Credentials) -> Option<Placed> {
     Some(match (source.kind(), source.schemes()) {
         ("header", Some(schemes)) => Placed::Header(
             source.name().to_owned(),
+            // Under Bearer where the source takes it (a token without a DPoP proof is sent so),
+            // else under its first scheme; `--dpop-proof` moves it to DPoP.
             format!(
                 "{} {bare}",
-                schemes.first().map_or("Bearer", String::as_str)
+                schemes
+                    .iter()
+                    .find(|s| s.eq_ignore_ascii_case("bearer"))
+                    .or(schemes.first())
+                    .map_or("Bearer", String::as_str)
             ),
         ),
         ("header", None) => Placed::Header(source.name().to_owned(), bare.to_owned()),
@@ -365,6 +426,7 @@ struct Offline<'c> {
     credentials: &'c Credentials,
     forwarded_headers: Vec<String>,
     taken: Mutex<Taken>,
+    proof_keys: KeyCache,
 }
 
 /// How the credentials were taken, once authentication ran.
@@ -389,6 +451,7 @@ impl<'c> Offline<'c> {
             credentials,
             forwarded_headers: config.forwarded_headers(),
             taken: Mutex::default(),
+            proof_keys: KeyCache::default(),
         }
     }
 
@@ -408,6 +471,15 @@ impl<'c> Offline<'c> {
 impl Authenticate for Offline<'_> {
     fn config(&self) -> &Config {
         self.config
+    }
+
+    fn proof_keys(&self) -> &KeyCache {
+        &self.proof_keys
+    }
+
+    /// Offline: nothing is let through, so replay is not checked.
+    fn replay(&self) -> Option<&MemoryReplayCache> {
+        None
     }
 
     fn forwarded_headers(&self) -> &[String] {

@@ -2,9 +2,10 @@
 //! Unix socket variants), addresses rewritten to loopback, in front of the demo upstream and the
 //! scopegate binary, with tokens from the development issuers: what reaches the client and the
 //! upstream for each decision, hostile credentials and requests, faults and recovery, issuers and
-//! keys, the hop to scopegate, generated rules, claim conditions, dynamic metadata and token
-//! sources, a module each. Envoy must be installed (`scripts/install-envoy`, or the binary named
-//! by `SCOPEGATE_ENVOY_BIN`); these tests fail, never skip, without it. The stack they run is in
+//! keys, the hop to scopegate, generated rules, claim conditions, dynamic metadata, token
+//! sources and DPoP proofs, a module each. Envoy must be installed (`scripts/install-envoy`, or
+//! the binary named by `SCOPEGATE_ENVOY_BIN`); these tests fail, never skip, without it. The
+//! stack they run is in
 //! `tests/common/stack.rs`, the helpers the modules share in `support`.
 
 #[path = "../common/mod.rs"]
@@ -14,6 +15,7 @@ mod support;
 mod claims;
 mod credentials;
 mod decisions;
+mod dpop;
 mod faults;
 mod issuers;
 mod metadata;

@@ -13,6 +13,7 @@ mod cli;
 mod compose;
 mod dev_issuer;
 mod dockerfile;
+mod dpop;
 mod explain;
 mod grpc_surface;
 mod hostile_tokens;
