@@ -12,9 +12,12 @@
 //! - [`verify`]: a compact JWS checked against a key-set snapshot; the only place that builds
 //!   [`verify::VerifiedClaims`]. Its private `parse` module turns the token's bytes into a
 //!   header and claims, deciding nothing.
+//! - [`binding`]: what a verified token is bound to (`cnf`: a DPoP key or a client
+//!   certificate), and why a request fails to prove it.
 //! - [`token_cache`]: verified tokens remembered by digest, bounded in entries and bytes,
 //!   re-checked on each use.
 
+pub mod binding;
 pub mod certificate;
 pub mod jwks;
 pub mod keys;

@@ -29,6 +29,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::auth::binding::{Binding, CnfError};
 pub use crate::auth::keys::Algorithm;
 use crate::auth::keys::KeySet;
 
@@ -288,6 +289,10 @@ pub enum VerifyError {
     /// `aud` is missing or contains none of the configured audiences.
     #[error("token audience is not accepted")]
     WrongAudience,
+    /// `cnf` is not an object, a thumbprint in it is malformed, or it binds the token both to a
+    /// DPoP key and to a certificate ([`Binding::from_cnf`]).
+    #[error(transparent)]
+    BadConfirmation(#[from] CnfError),
     /// `sub` would not read upstream as it was checked: a control character (it cannot travel
     /// in the identity headers; Envoy would refuse the whole answer and the client would see a
     /// 503 outage instead), leading or trailing whitespace (HTTP parsers strip it, making
@@ -336,6 +341,8 @@ pub struct VerifiedClaims {
     /// Every `aud` value (a string `aud` as one element), so that a rule's `audiences` are
     /// checked on every use of cached claims.
     audiences: Vec<String>,
+    /// What the token is bound to (its `cnf`), checked on every use by the decision core.
+    binding: Binding,
 }
 
 impl VerifiedClaims {
@@ -427,6 +434,11 @@ impl VerifiedClaims {
         &self.audiences
     }
 
+    /// What the token is bound to (`cnf.jkt` or `cnf["x5t#S256"]`), or [`Binding::None`].
+    pub fn binding(&self) -> &Binding {
+        &self.binding
+    }
+
     /// An estimate, from above, of the heap these claims hold (the struct itself not included):
     /// every string's buffer, the scope set's B-tree nodes and the forwarded pairs' vector, each
     /// allocation rounded as a general-purpose allocator rounds it ([`allocation_bytes`]). What a
@@ -440,6 +452,7 @@ impl VerifiedClaims {
             + optional(&self.azp)
             + optional(&self.client_id)
             + string(&self.issuer)
+            + self.binding.heap_bytes()
             + allocation_bytes(self.audiences.capacity() * size_of::<String>())
             + self.audiences.iter().map(string).sum::<usize>()
             + self.scopes.iter().map(string).sum::<usize>()
@@ -530,6 +543,7 @@ impl VerifiedClaims {
             key: [0; 32],
             issuer: String::new(),
             audiences: Vec::new(),
+            binding: Binding::None,
         }
     }
 
@@ -686,6 +700,7 @@ fn check_claims(
     if !audiences.iter().any(|aud| expect.audiences.contains(aud)) {
         return Err(VerifyError::WrongAudience);
     }
+    let binding = Binding::from_cnf(claims.cnf.as_ref())?;
 
     // Each scope claim is a space-delimited string (empty pieces from repeated spaces are
     // ignored) or an array holding one scope per element. Every scope must be a scope-token, so
@@ -773,6 +788,7 @@ fn check_claims(
         client_id: claims.client_id,
         issuer,
         audiences,
+        binding,
         // exp is finite and, having passed the check above, not far below `now`; negative or
         // fractional values truncate toward zero.
         expires_at: exp.max(0.0) as u64,

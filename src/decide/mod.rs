@@ -38,7 +38,8 @@ pub use generation::Generation;
 pub use metadata::Metadata;
 pub use request::Request;
 
-use crate::auth::sources::TokenSources;
+use crate::auth::binding::{self, BindingError};
+use crate::auth::sources::{Extracted, TokenSources};
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::VerifiedClaims;
 use crate::config::{Config, CorsPreflight};
@@ -194,6 +195,14 @@ pub async fn decide<'g, A: Authenticate>(
     } else {
         AuthOutcome::NotAttempted
     };
+    // prove the binding: on every request, whether the claims came from the token cache or
+    // not, since a proof or a certificate belongs to the request and not to the token.
+    let auth = match (auth, &extracted) {
+        (AuthOutcome::Done(Ok(claims)), Some(extracted)) => {
+            AuthOutcome::Done(prove_binding(claims, request, sources, extracted))
+        }
+        (auth, _) => auth,
+    };
     // Who was denied, for the decision log of a denial after verification (a missing scope);
     // a token verified only for a shadow rule plays no part in the answer, nor here.
     let denied_identity = match &auth {
@@ -238,6 +247,45 @@ pub async fn decide<'g, A: Authenticate>(
         shadows,
         denied_identity,
     }
+}
+
+/// The verified `claims`, if `request` proves what their token is bound to
+/// ([`binding::check`]): the scheme it came under, the DPoP proof, the client certificate.
+fn prove_binding(
+    claims: VerifiedClaims,
+    request: &Request<'_>,
+    sources: &TokenSources,
+    extracted: &Extracted<'_>,
+) -> Authentication {
+    let dpop = request.text_values("dpop");
+    let presented = binding::Presented {
+        scheme: scheme_of(request, sources, extracted),
+        dpop: &dpop,
+        certificate: request.peer_certificate(),
+    };
+    match binding::check(claims.binding(), &presented, false)? {
+        false => Ok(claims),
+        // The proof is checked by the DPoP verifier; until it is wired, refuse (fail closed).
+        true => Err(BindingError::DpopProof("not checked").into()),
+    }
+}
+
+/// The auth-scheme the extracted token was sent under, when it came from a header source with
+/// schemes (the `Authorization` source): the scheme of the one value carrying it.
+fn scheme_of<'s>(
+    request: &'s Request<'_>,
+    sources: &TokenSources,
+    extracted: &Extracted<'_>,
+) -> Option<&'s str> {
+    let source = sources.iter().nth(extracted.source?)?;
+    source.schemes()?;
+    let token = extracted.token.as_deref().ok()?;
+    request
+        .text_values(source.name())
+        .into_iter()
+        .filter_map(|value| value.trim().split_once([' ', '\t']))
+        .find(|(_, rest)| rest.trim() == token)
+        .map(|(scheme, _)| scheme)
 }
 
 /// One request as a live transport takes it: [`decide`] with the generation in force, then
@@ -409,6 +457,13 @@ pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
         Denial::Unauthenticated(AuthError::KeysUnavailable) => {
             (503, Reason::keys_unavailable, "temporarily_unavailable")
         }
+        Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)) => {
+            (503, Reason::dpop_proof, "temporarily_unavailable")
+        }
+        Denial::Unauthenticated(AuthError::Binding(e)) if e.is_proof() => {
+            (401, Reason::dpop_proof, "invalid_token")
+        }
+        Denial::Unauthenticated(AuthError::Binding(_)) => (401, Reason::binding, "invalid_token"),
         Denial::IssuerNotAccepted => (401, Reason::issuer_not_accepted, "invalid_token"),
         Denial::AudienceNotAccepted => (401, Reason::audience_not_accepted, "invalid_token"),
         Denial::InsufficientScope { .. } => (403, Reason::insufficient_scope, "insufficient_scope"),
@@ -475,6 +530,15 @@ fn deny(denial: &Denial, realm: &str, challenges: bool) -> Denied {
         Denial::InsufficientScope { required } => {
             Some(challenge(realm, error, &message, Some(&required.join(" "))))
         }
+        // A bad DPoP proof: the DPoP scheme's own error code and the algorithms a proof may
+        // use (RFC 9449 §7.1); a full replay cache answers 503 without one.
+        Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)) => None,
+        Denial::Unauthenticated(AuthError::Binding(e)) if e.is_proof() => Some(format!(
+            "DPoP realm={}, error=\"invalid_dpop_proof\", error_description={}, algs={}",
+            quoted(realm),
+            quoted(&message),
+            quoted(binding::PROOF_ALGORITHMS)
+        )),
         Denial::Unauthenticated(AuthError::KeysUnavailable)
         | Denial::TimedOut
         | Denial::BadPath(_) => None,
@@ -495,6 +559,9 @@ fn deny(denial: &Denial, realm: &str, challenges: bool) -> Denied {
             headers.push(("retry-after", "5".to_owned()));
         }
         Denial::TimedOut => headers.push(("retry-after", "1".to_owned())),
+        Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)) => {
+            headers.push(("retry-after", "1".to_owned()));
+        }
         _ => {}
     }
     Denied {

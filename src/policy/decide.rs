@@ -5,6 +5,7 @@
 #[cfg(doc)]
 use super::{Accepts, Policy};
 use super::{ClaimMismatch, PathError, RequestPath, Requirement, Route, Rule};
+use crate::auth::binding::BindingError;
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::{VerifiedClaims, VerifyError};
 
@@ -114,6 +115,10 @@ pub enum AuthError {
     /// so nothing can be verified.
     #[error("signing keys are not available")]
     KeysUnavailable,
+    /// The token verified, but the request does not prove what it is bound to (a DPoP proof,
+    /// a client certificate), or sends it under the wrong scheme.
+    #[error(transparent)]
+    Binding(#[from] BindingError),
 }
 
 /// Why a request is denied. One variant per reason; the service maps each to a response.

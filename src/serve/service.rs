@@ -178,7 +178,11 @@ pub fn response(verdict: Verdict<'_>, labels: &Labels<'_>) -> CheckResponse {
                 Reason::keys_unavailable | Reason::timed_out => {
                     Status::unavailable(&denied.message)
                 }
+                // A full replay cache: the proof could not be checked, not refused.
+                Reason::dpop_proof if denied.status == 503 => Status::unavailable(&denied.message),
                 Reason::missing_token
+                | Reason::dpop_proof
+                | Reason::binding
                 | Reason::invalid_request
                 | Reason::invalid_token
                 | Reason::issuer_not_accepted

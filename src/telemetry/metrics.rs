@@ -76,6 +76,13 @@ pub enum Reason {
     keys_unavailable,
     /// 503: the Check ran past `check_timeout_ms`.
     timed_out,
+    /// 401: the DPoP proof is missing, malformed, replayed or does not match the request or
+    /// the token (`invalid_dpop_proof`); 503 when the replay cache is full.
+    dpop_proof,
+    /// 401: the token's binding is not proven: a DPoP-bound token under `Bearer`, an unbound
+    /// one under `DPoP` or on a `sender_constrained` rule, a certificate missing or not the
+    /// bound one.
+    binding,
 }
 
 /// The `decision` label.

@@ -46,6 +46,9 @@ pub(super) struct Claims {
     /// `azp` and `client_id` when strings: who the token was issued to, for the decision log.
     pub(super) azp: Option<String>,
     pub(super) client_id: Option<String>,
+    /// `cnf` (RFC 7800) as written, whatever its type: what the token is bound to, read into a
+    /// [`Binding`](crate::auth::binding::Binding) by the checks.
+    pub(super) cnf: Option<serde_json::Value>,
 }
 
 /// Claims read only to name the client in the decision log; a value that is not a string is
@@ -95,6 +98,7 @@ impl<'de> serde::de::Visitor<'de> for ClaimsSeed<'_> {
             match name {
                 "azp" => claims.azp = text,
                 "client_id" => claims.client_id = text,
+                "cnf" => claims.cnf = Some(value.clone()),
                 _ => {}
             }
         };
@@ -105,6 +109,15 @@ impl<'de> serde::de::Visitor<'de> for ClaimsSeed<'_> {
             let forwarded = !REGISTERED_CLAIMS.contains(&name.as_ref())
                 && (self.forward.iter().any(|f| f.claim == name)
                     || self.retain.iter().any(|r| r.claim == name));
+            if name == "cnf" && !forwarded {
+                // Always read, whatever else the configuration calls it: a binding that went
+                // unread would let a bound token pass as a bearer one.
+                if claims.cnf.is_some() {
+                    return Err(A::Error::custom(format_args!("duplicate claim {name:?}")));
+                }
+                claims.cnf = Some(map.next_value::<serde_json::Value>()?);
+                continue;
+            }
             let seen = if let Some(i) = REGISTERED_CLAIMS.iter().position(|r| *r == name) {
                 &mut seen_registered[i]
             } else if let Some(i) = scope {
@@ -134,6 +147,7 @@ impl<'de> serde::de::Visitor<'de> for ClaimsSeed<'_> {
                     return Err(A::Error::custom(format_args!("duplicate claim {name:?}")));
                 }
                 let value = map.next_value::<serde_json::Value>()?;
+                keep_client(&mut claims, &name, &value);
                 if !value.is_null() {
                     let scopes = OneOrMany::deserialize(&value).map_err(A::Error::custom)?;
                     claims.scopes.push(scopes);
