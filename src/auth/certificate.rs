@@ -497,13 +497,14 @@ mod tests {
         let from_peer = Ok(Thumbprint::of_der(&der));
         let from_xfcc = Ok(Thumbprint::of_der(&forwarded_der));
         let absent = Err(CertificateError::Absent);
-        let cases: Vec<(
-            &str,
-            Option<&str>,
-            Vec<&str>,
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Vec<&'a str>,
             bool,
             Result<Thumbprint, CertificateError>,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             ("peer only", Some(&peer), vec![], false, from_peer),
             (
                 "peer, forwarded untrusted: ignored",

@@ -14,6 +14,7 @@
 //! | malformed credentials, or credentials in more than one place | 400 | `invalid_request` |
 //! | token fails verification | 401 | `invalid_token` |
 //! | token from an issuer, or for no audience, the rule's `issuers` / `audiences` take | 401 | `invalid_token` |
+//! | a certificate-bound token (`cnf["x5t#S256"]`) without the client certificate it names (none, another, unreadable; a forwarded one only with `trust_forwarded_client_cert`) | 401 | `invalid_token` |
 //! | scopes missing, or route denied to all | 403 | `insufficient_scope` |
 //! | a rule's claim conditions not met | 403 | `insufficient_claims` |
 //! | ambiguous request path, or a method override or form POST that could run another rule's handler | 400 | `invalid_request` |
@@ -39,6 +40,7 @@ pub use metadata::Metadata;
 pub use request::Request;
 
 use crate::auth::binding::{self, BindingError};
+use crate::auth::certificate::XFCC_HEADER;
 use crate::auth::sources::{Extracted, TokenSources};
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::VerifiedClaims;
@@ -198,9 +200,13 @@ pub async fn decide<'g, A: Authenticate>(
     // prove the binding: on every request, whether the claims came from the token cache or
     // not, since a proof or a certificate belongs to the request and not to the token.
     let auth = match (auth, &extracted) {
-        (AuthOutcome::Done(Ok(claims)), Some(extracted)) => {
-            AuthOutcome::Done(prove_binding(claims, request, sources, extracted))
-        }
+        (AuthOutcome::Done(Ok(claims)), Some(extracted)) => AuthOutcome::Done(prove_binding(
+            claims,
+            request,
+            sources,
+            extracted,
+            config.trust_forwarded_client_cert(),
+        )),
         (auth, _) => auth,
     };
     // Who was denied, for the decision log of a denial after verification (a missing scope);
@@ -256,12 +262,21 @@ fn prove_binding(
     request: &Request<'_>,
     sources: &TokenSources,
     extracted: &Extracted<'_>,
+    trust_forwarded_client_cert: bool,
 ) -> Authentication {
     let dpop = request.text_values("dpop");
+    // A forwarded certificate is read only where the configuration says a proxy in front
+    // replaces the header; otherwise any client could name any certificate in it.
+    let forwarded = if trust_forwarded_client_cert {
+        request.text_values(XFCC_HEADER)
+    } else {
+        Vec::new()
+    };
     let presented = binding::Presented {
         scheme: scheme_of(request, sources, extracted),
         dpop: &dpop,
         certificate: request.peer_certificate(),
+        forwarded_certificate: &forwarded,
     };
     match binding::check(claims.binding(), &presented, false)? {
         false => Ok(claims),
