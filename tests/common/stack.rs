@@ -303,7 +303,7 @@ impl Stack {
     /// [`Stack::start`] with Envoy requiring a client certificate from every client and passing
     /// it to scopegate: `envoy/envoy-client-mtls.yaml`, with a throw-away CA, Envoy's server
     /// certificate and one client certificate (`certs/client.crt`, which [`Stack::http`]
-    /// presents; [`Stack::client_certificate_der`] reads it), and `extra` top-level keys before
+    /// presents; [`Stack::certificate_der`] reads it), and `extra` top-level keys before
     /// the demo configuration.
     pub async fn start_client_mtls(extra: &str) -> Stack {
         let dir = scratch_dir();
@@ -318,13 +318,13 @@ impl Stack {
         Stack::launch(dir, Some(issuer), config, Hop::ClientMtls).await
     }
 
-    /// The DER of the client certificate [`Stack::http`] presents (a
-    /// [`Stack::start_client_mtls`] stack's).
-    pub fn client_certificate_der(&self) -> Vec<u8> {
+    /// The DER of the certificate in `certs/{file}` of a [`Stack::start_client_mtls`] stack:
+    /// `client.crt` (the one [`Stack::http`] presents), `server.crt` (Envoy's).
+    pub fn certificate_der(&self, file: &str) -> Vec<u8> {
         use rustls::pki_types::{CertificateDer, pem::PemObject};
         let dir = self.dir.as_ref().expect("the stack's directory");
-        CertificateDer::from_pem_file(dir.path().join("certs/client.crt"))
-            .expect("the client certificate")
+        CertificateDer::from_pem_file(dir.path().join("certs").join(file))
+            .expect("a PEM certificate")
             .to_vec()
     }
 
