@@ -160,6 +160,10 @@ enum Command {
         /// `Access-Control-Request-Method` make an OPTIONS request a CORS preflight.
         #[arg(long = "header", value_parser = parse_header)]
         headers: Vec<(String, String)>,
+        /// The client certificate the request came with (a PEM file): a certificate-bound
+        /// token is checked against it, as against the one Envoy passes.
+        #[arg(long = "client-cert")]
+        client_cert: Option<PathBuf>,
         /// Print the explanation as one JSON object.
         #[arg(long)]
         json: bool,
@@ -194,10 +198,12 @@ fn main() -> ExitCode {
             token_file,
             claims,
             headers,
+            client_cert,
             json,
         } => {
             let credentials = (token, token_file, claims);
-            return explain(config, method, path, credentials, headers, json).unwrap_or_else(|e| {
+            let request = (method, path, headers, client_cert);
+            return explain(config, request, credentials, json).unwrap_or_else(|e| {
                 eprintln!("scopegate: {e:#}");
                 ExitCode::FAILURE
             });
@@ -290,10 +296,8 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
 /// `explain`: the exit status says the answer (0 allowed, 3 denied); errors are 1.
 fn explain(
     config: Option<PathBuf>,
-    method: String,
-    path: String,
+    (method, path, headers, client_cert): (String, String, Vec<(String, String)>, Option<PathBuf>),
     (token, token_file, claims): (Option<String>, Option<PathBuf>, Option<String>),
-    headers: Vec<(String, String)>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     use scopegate::tools::explain::{Credentials, Request};
@@ -313,11 +317,18 @@ fn explain(
         (_, _, Some(claims)) => Credentials::Claims(claims),
         (None, None, None) => Credentials::None,
     };
+    let client_certificate = client_cert
+        .map(|file| {
+            std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read the client certificate {}", file.display()))
+        })
+        .transpose()?;
     let request = Request {
         method,
         path,
         credentials,
         headers,
+        client_certificate,
     };
     let explanation = runtime()?.block_on(scopegate::tools::explain::explain(&config, &request))?;
     if json {

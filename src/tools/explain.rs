@@ -53,6 +53,10 @@ pub struct Request {
     pub credentials: Credentials,
     /// Other request headers, `(name, value)`: what decides whether it is a CORS preflight.
     pub headers: Vec<(String, String)>,
+    /// The client certificate the request came with, PEM (`--client-cert`): what a
+    /// certificate-bound token is checked against, as Envoy's `include_peer_certificate` would
+    /// pass it.
+    pub client_certificate: Option<String>,
 }
 
 /// Why `explain` could not decide at all (as opposed to a request being denied).
@@ -190,7 +194,14 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         }
         _ => request.path.clone(),
     };
+    // URL-encoded, as Envoy passes a peer certificate.
+    let certificate = request.client_certificate.as_deref().map(|pem| {
+        percent_encoding::utf8_percent_encode(pem, percent_encoding::NON_ALPHANUMERIC).to_string()
+    });
     let mut view = decide::Request::new(&request.method, &path);
+    if let Some(certificate) = &certificate {
+        view = view.with_peer_certificate(certificate);
+    }
     for (name, value) in &request.headers {
         view.push_header(name, value);
     }

@@ -23,12 +23,16 @@ struct ClientCert {
 
 impl ClientCert {
     fn generate(name: &str) -> ClientCert {
-        use base64::Engine as _;
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
             .expect("params")
             .self_signed(&key)
             .expect("certificate");
+        ClientCert::generate_from(&cert)
+    }
+
+    fn generate_from(cert: &rcgen::Certificate) -> ClientCert {
+        use base64::Engine as _;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.der());
         ClientCert {
             url_encoded: url_encode(&cert.pem()),
@@ -245,4 +249,63 @@ async fn a_cached_bound_token_still_needs_its_certificate() {
         ],
     );
     assert_eq!(refused, 2.0, "counted under reason binding");
+}
+
+/// `scopegate explain --client-cert FILE` checks a certificate-bound token against the PEM
+/// file, as against the certificate Envoy passes, and says which check failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_checks_a_bound_token_against_the_client_certificate_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        let path = dir.path().join(format!("{name}.pem"));
+        std::fs::write(&path, cert.pem()).expect("write");
+        (path.display().to_string(), ClientCert::generate_from(&cert))
+    };
+    let (mine_file, mine) = write("client.test");
+    let (other_file, _) = write("other.test");
+    // Nothing listens here: --claims never fetches keys.
+    let config = format!(
+        "issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+         jwks_uri = \"http://127.0.0.1:9/jwks.json\"\n{RULE}"
+    );
+    let mut bound = claims("read");
+    bound["cnf"] = json!({ "x5t#S256": mine.x5t });
+    let bound = bound.to_string();
+    let get = [
+        "--method", "GET", "--path", "/r", "--json", "--claims", &bound,
+    ];
+    for (case, cert, status, message) in [
+        ("its certificate", Some(mine_file.as_str()), 200, None),
+        (
+            "another certificate",
+            Some(other_file.as_str()),
+            401,
+            Some("client certificate does not match the token"),
+        ),
+        ("no certificate", None, 401, Some("none was presented")),
+    ] {
+        let mut args = get.to_vec();
+        if let Some(cert) = cert {
+            args.extend(["--client-cert", cert]);
+        }
+        let output = crate::explain::explain(&config, &args, "").await;
+        let explained: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{case}: JSON expected ({e}): {output:?}"));
+        let answer = &explained["answer"];
+        assert_eq!(answer["status"], status, "{case}: {explained:#}");
+        if let Some(message) = message {
+            assert_eq!(answer["reason"], "binding", "{case}: {explained:#}");
+            assert!(
+                answer["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(message)),
+                "{case}: {explained:#}"
+            );
+        }
+    }
 }
