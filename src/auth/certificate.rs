@@ -367,6 +367,7 @@ mod tests {
 
     #[test]
     fn forwarded_header_grammar() {
+        // What a trusted header (trust_forwarded_client_cert) must look like to be read.
         let (pem, der) = certificate("a.test");
         let (other_pem, other_der) = certificate("b.test");
         let want = Thumbprint::of_der(&der);

@@ -114,6 +114,7 @@ async fn a_certificate_bound_token_needs_the_certificate_it_names() {
 
 #[tokio::test]
 async fn an_untrusted_forwarded_certificate_is_never_read() {
+    // No trust_forwarded_client_cert: the default.
     let env = Env::start(RULE).await;
     let mine = ClientCert::generate("client.test");
     let other = ClientCert::generate("other.test");
