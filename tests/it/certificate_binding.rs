@@ -310,3 +310,40 @@ async fn explain_checks_a_bound_token_against_the_client_certificate_file() {
         }
     }
 }
+
+/// The HTTP authorization listener has no peer certificate: a certificate-bound token passes
+/// there only with `trust_forwarded_client_cert` and the proxy's `x-forwarded-client-cert`.
+#[tokio::test]
+async fn behind_the_http_listener_only_a_trusted_forwarded_certificate_counts() {
+    let key = TestKey::generate("k1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let mine = ClientCert::generate("client.test");
+    let token = bearer(&bound_token(&key, &mine.x5t));
+    let xfcc = format!("Hash={}", mine.hex);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    for (trust, with_header, want) in [(true, true, 200), (true, false, 401), (false, true, 401)] {
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\n\
+             audience = \"{AUDIENCE}\"\njwks_uri = \"{}\"\n\
+             trust_forwarded_client_cert = {trust}\n{RULE}",
+            jwks.url()
+        );
+        let binary = Binary::start("cert-bound-http", &config, "info", None).await;
+        binary.keys_loaded().await;
+        let mut request = client
+            .get(format!("http://{}/envoy/r", binary.http_addr().await))
+            .header("host", "app.example")
+            .header("authorization", &token);
+        if with_header {
+            request = request.header("x-forwarded-client-cert", &xfcc);
+        }
+        let status = request.send().await.expect("an answer").status().as_u16();
+        assert_eq!(
+            status, want,
+            "trust_forwarded_client_cert = {trust}, header sent: {with_header}"
+        );
+    }
+}
