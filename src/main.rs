@@ -164,6 +164,10 @@ enum Command {
         /// `Access-Control-Request-Method` make an OPTIONS request a CORS preflight.
         #[arg(long = "header", value_parser = parse_header)]
         headers: Vec<(String, String)>,
+        /// The client certificate the request came with (a PEM file): a certificate-bound
+        /// token is checked against it, as against the one Envoy passes.
+        #[arg(long = "client-cert")]
+        client_cert: Option<PathBuf>,
         /// Print the explanation as one JSON object.
         #[arg(long)]
         json: bool,
@@ -199,11 +203,12 @@ fn main() -> ExitCode {
             claims,
             dpop_proof,
             headers,
+            client_cert,
             json,
         } => {
             let credentials = (token, token_file, claims);
-            let headers = (headers, dpop_proof);
-            return explain(config, method, path, credentials, headers, json).unwrap_or_else(|e| {
+            let request = (method, path, headers, client_cert, dpop_proof);
+            return explain(config, request, credentials, json).unwrap_or_else(|e| {
                 eprintln!("scopegate: {e:#}");
                 ExitCode::FAILURE
             });
@@ -293,13 +298,21 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `explain` is asked about: method, path, extra headers, the client certificate file
+/// (`--client-cert`) and the DPoP proof (`--dpop-proof`).
+type ExplainedRequest = (
+    String,
+    String,
+    Vec<(String, String)>,
+    Option<PathBuf>,
+    Option<String>,
+);
+
 /// `explain`: the exit status says the answer (0 allowed, 3 denied); errors are 1.
 fn explain(
     config: Option<PathBuf>,
-    method: String,
-    path: String,
+    (method, path, headers, client_cert, dpop_proof): ExplainedRequest,
     (token, token_file, claims): (Option<String>, Option<PathBuf>, Option<String>),
-    (headers, dpop_proof): (Vec<(String, String)>, Option<String>),
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     use scopegate::tools::explain::{Credentials, Request};
@@ -319,12 +332,19 @@ fn explain(
         (_, _, Some(claims)) => Credentials::Claims(claims),
         (None, None, None) => Credentials::None,
     };
+    let client_certificate = client_cert
+        .map(|file| {
+            std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read the client certificate {}", file.display()))
+        })
+        .transpose()?;
     let request = Request {
         method,
         path,
         credentials,
         headers,
         dpop_proof,
+        client_certificate,
     };
     let explanation = runtime()?.block_on(scopegate::tools::explain::explain(&config, &request))?;
     if json {

@@ -13,6 +13,7 @@
 //! not specified anywhere: accepting it would leave a choice of which binding to enforce to
 //! whoever built the token, so refusing is the safe choice.
 
+use crate::auth::certificate::{CertificateError, Thumbprint};
 use crate::auth::verify::allocation_bytes;
 
 /// The length of an unpadded base64url SHA-256 digest: what `cnf.jkt` and `cnf["x5t#S256"]` are.
@@ -139,6 +140,11 @@ pub enum BindingError {
     /// The client certificate is not the one the token is bound to.
     #[error("client certificate does not match the token")]
     CertificateMismatch,
+    /// A certificate-bound token, and the client certificate cannot be read: not URL-encoded
+    /// PEM, too long, or a trusted `x-forwarded-client-cert` that is not exactly one
+    /// well-formed element.
+    #[error("client certificate cannot be read: {0}")]
+    UnreadableCertificate(CertificateError),
 }
 
 impl BindingError {
@@ -163,6 +169,9 @@ pub struct Presented<'a> {
     pub dpop: &'a [&'a str],
     /// The client certificate (URL-encoded PEM, as Envoy passes it), when there is one.
     pub certificate: Option<&'a str>,
+    /// Every `x-forwarded-client-cert` value, when the configuration trusts that header
+    /// (`trust_forwarded_client_cert`); empty otherwise, so a client's copy is never read.
+    pub forwarded_certificate: &'a [&'a str],
 }
 
 /// Checks what a request presents against the token's `binding`, apart from the DPoP proof
@@ -183,19 +192,24 @@ pub fn check(
         Binding::None => Ok(false),
         Binding::Dpop { .. } if !dpop_scheme => Err(BindingError::Downgrade),
         Binding::Dpop { .. } => Ok(true),
-        Binding::Certificate { x5t_s256 } => {
-            check_certificate(x5t_s256, presented.certificate).map(|()| false)
-        }
+        Binding::Certificate { x5t_s256 } => check_certificate(x5t_s256, presented).map(|()| false),
     }
 }
 
-/// The certificate check of a certificate-bound token. Refuses every request until the
-/// certificate side is built: failing closed, a certificate-bound token is never let through
-/// unchecked.
-fn check_certificate(_x5t_s256: &str, certificate: Option<&str>) -> Result<(), BindingError> {
-    match certificate {
-        None => Err(BindingError::NoCertificate),
-        Some(_) => Err(BindingError::CertificateMismatch),
+/// The certificate check of a certificate-bound token (RFC 8705 §3): the request's client
+/// certificate ([`Thumbprint::of_request`]: a trusted forwarded one when sent, else the
+/// transport's) must be the one `x5t_s256` names, compared in constant time.
+fn check_certificate(x5t_s256: &str, presented: &Presented<'_>) -> Result<(), BindingError> {
+    let trusted = !presented.forwarded_certificate.is_empty();
+    match Thumbprint::of_request(
+        presented.certificate,
+        presented.forwarded_certificate,
+        trusted,
+    ) {
+        Ok(thumbprint) if thumbprint.matches(x5t_s256) => Ok(()),
+        Ok(_) => Err(BindingError::CertificateMismatch),
+        Err(CertificateError::Absent) => Err(BindingError::NoCertificate),
+        Err(e) => Err(BindingError::UnreadableCertificate(e)),
     }
 }
 
@@ -262,6 +276,8 @@ mod tests {
     }
 
     #[test]
+    // The case tuple reads best written out where it is used.
+    #[allow(clippy::type_complexity)]
     fn scheme_and_sender_constraint_are_checked_against_the_binding() {
         let dpop = Binding::Dpop {
             jkt: JKT.to_owned(),

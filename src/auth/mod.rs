@@ -1,5 +1,8 @@
 //! Authentication: from a request's credentials to verified claims, pure where it decides.
 //!
+//! - [`certificate`]: the client certificate a request came with (the transport's peer
+//!   certificate, or a trusted `x-forwarded-client-cert`), as the thumbprint a certificate-bound
+//!   token names.
 //! - [`token`]: the Bearer credential out of the `Authorization` header(s) (RFC 6750/7235).
 //! - [`sources`]: the one credential out of the configured token sources (headers, cookies,
 //!   query parameters), or why there is none.
@@ -18,6 +21,7 @@
 //!   re-checked on each use.
 
 pub mod binding;
+pub mod certificate;
 pub mod dpop;
 pub mod jwks;
 pub mod keys;

@@ -154,6 +154,11 @@ pub struct RawConfig {
     pub token_sources: Option<Vec<RawTokenSource>>,
     /// Allow `query` token sources (tokens in URLs leak into logs and `Referer`); default false.
     pub allow_query_tokens: Option<bool>,
+    /// Read a certificate-bound token's client certificate from `x-forwarded-client-cert` when
+    /// the request has one (a proxy in front ended the client's TLS and vouches for it); default
+    /// false: only the transport's peer certificate counts, since a client can write that header
+    /// wherever no proxy replaces it.
+    pub trust_forwarded_client_cert: Option<bool>,
 }
 
 /// The `[tls]` table as written.
@@ -250,6 +255,7 @@ pub struct Config {
     issuers: Vec<Issuer>,
     policy: Policy,
     token_sources: TokenSources,
+    trust_forwarded_client_cert: bool,
     realm: String,
     server: ServerLimits,
     http_server: HttpServerLimits,
@@ -770,6 +776,7 @@ impl RawConfig {
             issuers,
             policy,
             token_sources,
+            trust_forwarded_client_cert: self.trust_forwarded_client_cert.unwrap_or(false),
             realm,
             server,
             http_server,
@@ -804,6 +811,13 @@ impl Config {
     /// What CORS preflight requests need.
     pub fn cors_preflight(&self) -> CorsPreflight {
         self.cors_preflight
+    }
+
+    /// Whether a certificate-bound token's client certificate is read from a trusted proxy's
+    /// `x-forwarded-client-cert` (when the request has one) rather than only from the
+    /// transport's peer certificate.
+    pub fn trust_forwarded_client_cert(&self) -> bool {
+        self.trust_forwarded_client_cert
     }
 
     /// Whether a change in the configuration file's directory reloads it.

@@ -67,6 +67,12 @@ impl fmt::Display for Config {
         for source in self.token_sources.iter() {
             writeln!(f, "token source      {source}")?;
         }
+        let client_certificate = if self.trust_forwarded_client_cert {
+            "x-forwarded-client-cert when sent, else the peer's (trust_forwarded_client_cert)"
+        } else {
+            "the peer's only"
+        };
+        writeln!(f, "client cert       {client_certificate}")?;
         for issuer in &self.issuers {
             let e = &issuer.expectations;
             writeln!(f, "issuer            {}", e.issuer)?;

@@ -539,6 +539,10 @@ fn the_readme_reference_lists_every_key_with_its_compiled_default() {
         "reload_on_change"
     );
     assert_eq!(
+        shown.trust_forwarded_client_cert, defaults.trust_forwarded_client_cert,
+        "trust_forwarded_client_cert"
+    );
+    assert_eq!(
         shown.policy().default_requirement(),
         defaults.policy().default_requirement(),
         "default"
@@ -577,6 +581,25 @@ fn environment_overrides_the_file() {
     assert_eq!(c.issuers[0].jwks.uri.as_str(), "http://127.0.0.1:1/keys");
     assert_eq!(c.listen.to_string(), "127.0.0.1:0");
     assert_eq!(c.http_listen, Some("127.0.0.1:9193".parse().expect("addr")));
+}
+
+/// `trust_forwarded_client_cert`: off unless said, and `check-config` says where a client
+/// certificate is read from.
+#[test]
+fn trust_forwarded_client_cert_defaults_off_and_is_printed() {
+    let c = compile("").expect("the default");
+    assert!(!c.trust_forwarded_client_cert());
+    assert!(c.to_string().contains("client cert       the peer's only"));
+    let c = compile("trust_forwarded_client_cert = true").expect("trusted");
+    assert!(c.trust_forwarded_client_cert());
+    assert!(
+        c.to_string()
+            .contains("client cert       x-forwarded-client-cert when sent")
+    );
+    let err = compile("trust_forwarded_client_cert = \"yes\"")
+        .expect_err("not a boolean")
+        .to_string();
+    assert!(err.contains("trust_forwarded_client_cert"), "{err}");
 }
 
 /// `[[token_sources]]`: the default, what each entry compiles to (and `check-config` prints),

@@ -14,6 +14,7 @@
 //! | malformed credentials, or credentials in more than one place | 400 | `invalid_request` |
 //! | token fails verification | 401 | `invalid_token` |
 //! | token from an issuer, or for no audience, the rule's `issuers` / `audiences` take | 401 | `invalid_token` |
+//! | a certificate-bound token (`cnf["x5t#S256"]`) without the client certificate it names (none, another, unreadable; a forwarded one only with `trust_forwarded_client_cert`) | 401 | `invalid_token` |
 //! | scopes missing, or route denied to all | 403 | `insufficient_scope` |
 //! | a rule's claim conditions not met | 403 | `insufficient_claims` |
 //! | ambiguous request path, or a method override or form POST that could run another rule's handler | 400 | `invalid_request` |
@@ -39,6 +40,7 @@ pub use metadata::Metadata;
 pub use request::Request;
 
 use crate::auth::binding::{self, Binding, BindingError};
+use crate::auth::certificate::XFCC_HEADER;
 use crate::auth::dpop::{self, KeyCache};
 use crate::auth::replay::{MemoryReplayCache, ReplayError, ReplayStore as _};
 use crate::auth::sources::{Extracted, TokenSources};
@@ -272,10 +274,18 @@ async fn prove_binding<A: Authenticate>(
 ) -> Authentication {
     let config = with.config();
     let dpop = request.text_values("dpop");
+    // A forwarded certificate is read only where the configuration says a proxy in front
+    // replaces the header; otherwise any client could name any certificate in it.
+    let forwarded = if config.trust_forwarded_client_cert() {
+        request.text_values(XFCC_HEADER)
+    } else {
+        Vec::new()
+    };
     let presented = binding::Presented {
         scheme: scheme_of(request, config.token_sources(), extracted),
         dpop: &dpop,
         certificate: request.peer_certificate(),
+        forwarded_certificate: &forwarded,
     };
     if !binding::check(claims.binding(), &presented, false)? {
         return Ok(claims);

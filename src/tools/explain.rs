@@ -61,6 +61,10 @@ pub struct Request {
     /// and the path when the configuration sets one, else with the proof's own scheme and host
     /// and the path: `explain` has no request to read a host from.
     pub dpop_proof: Option<String>,
+    /// The client certificate the request came with, PEM (`--client-cert`): what a
+    /// certificate-bound token is checked against, as Envoy's `include_peer_certificate` would
+    /// pass it.
+    pub client_certificate: Option<String>,
 }
 
 /// Why `explain` could not decide at all (as opposed to a request being denied).
@@ -198,6 +202,10 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
         }
         _ => request.path.clone(),
     };
+    // URL-encoded, as Envoy passes a peer certificate.
+    let certificate = request.client_certificate.as_deref().map(|pem| {
+        percent_encoding::utf8_percent_encode(pem, percent_encoding::NON_ALPHANUMERIC).to_string()
+    });
     // A token with a DPoP proof travels under the DPoP scheme, where the source takes it.
     let placed = match (placed, &request.dpop_proof) {
         (Some(Placed::Header(name, value)), Some(_)) => {
@@ -224,6 +232,9 @@ pub async fn explain(config: &Config, request: &Request) -> Result<Explanation, 
     let mut view = decide::Request::new(&request.method, &path)
         .with_scheme(&scheme)
         .with_host(&host);
+    if let Some(certificate) = &certificate {
+        view = view.with_peer_certificate(certificate);
+    }
     for (name, value) in &request.headers {
         view.push_header(name, value);
     }

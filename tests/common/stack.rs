@@ -82,6 +82,9 @@ enum Hop {
     Mtls,
     /// A Unix socket (`envoy/envoy-uds.yaml`).
     Unix,
+    /// Plaintext TCP to scopegate, and clients that must present a certificate to Envoy, which
+    /// passes it on in each Check (`envoy/envoy-client-mtls.yaml`).
+    ClientMtls,
 }
 
 /// Where `demo/scopegate.toml` expects the development issuers.
@@ -297,6 +300,34 @@ impl Stack {
         Stack::launch(dir, Some(issuer), config, Hop::Mtls).await
     }
 
+    /// [`Stack::start`] with Envoy requiring a client certificate from every client and passing
+    /// it to scopegate: `envoy/envoy-client-mtls.yaml`, with a throw-away CA, Envoy's server
+    /// certificate and one client certificate (`certs/client.crt`, which [`Stack::http`]
+    /// presents; [`Stack::certificate_der`] reads it), and `extra` top-level keys before
+    /// the demo configuration.
+    pub async fn start_client_mtls(extra: &str) -> Stack {
+        let dir = scratch_dir();
+        let (issuer, issuer_url) = dev_issuer(dir.path(), DevAlgorithm::Rs256).await;
+        let jwks_uri = format!("{issuer_url}.well-known/jwks.json");
+        let hosts: Vec<String> = scopegate::dev::certs::DEFAULT_HOSTS
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        scopegate::dev::certs::generate(&dir.path().join("certs"), &hosts).expect("certificates");
+        let config = format!("{extra}\n{}", demo_config(&issuer_url, &jwks_uri));
+        Stack::launch(dir, Some(issuer), config, Hop::ClientMtls).await
+    }
+
+    /// The DER of the certificate in `certs/{file}` of a [`Stack::start_client_mtls`] stack:
+    /// `client.crt` (the one [`Stack::http`] presents), `server.crt` (Envoy's).
+    pub fn certificate_der(&self, file: &str) -> Vec<u8> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let dir = self.dir.as_ref().expect("the stack's directory");
+        CertificateDer::from_pem_file(dir.path().join("certs").join(file))
+            .expect("a PEM certificate")
+            .to_vec()
+    }
+
     /// The stack trusting tokens of `issuer` with keys from `jwks_uri` (for tests that control
     /// the key set themselves) in place of the demo's RS256 issuer; [`Stack::token`] is then
     /// unavailable.
@@ -390,7 +421,7 @@ impl Stack {
         let socket = dir.path().join("authz.sock");
         let gate_listen = match hop {
             Hop::Unix => format!("unix:{}", socket.display()),
-            Hop::Tcp | Hop::Mtls => "127.0.0.1:0".to_string(),
+            Hop::Tcp | Hop::Mtls | Hop::ClientMtls => "127.0.0.1:0".to_string(),
         };
         let gate_log = dir.path().join("scopegate.log");
         let gate_config_path = dir.path().join("scopegate.toml");
@@ -399,7 +430,7 @@ impl Stack {
         let bound = gate.bound_address(&gate_log).await;
         let (gate_listen, gate_port) = match hop {
             Hop::Unix => (gate_listen, 0),
-            Hop::Tcp | Hop::Mtls => {
+            Hop::Tcp | Hop::Mtls | Hop::ClientMtls => {
                 let addr: std::net::SocketAddr = bound.parse().expect("scopegate address");
                 (bound, addr.port())
             }
@@ -412,11 +443,12 @@ impl Stack {
             Hop::Tcp => "envoy/envoy.yaml",
             Hop::Mtls => "envoy/envoy-tls.yaml",
             Hop::Unix => "envoy/envoy-uds.yaml",
+            Hop::ClientMtls => "envoy/envoy-client-mtls.yaml",
         };
         let yaml =
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(envoy_config))
                 .expect("read the Envoy configuration");
-        let yaml = if hop == Hop::Mtls {
+        let yaml = if matches!(hop, Hop::Mtls | Hop::ClientMtls) {
             let certs = format!("filename: {}/", dir.path().join("certs").display());
             substitute(&yaml, "filename: /etc/envoy/certs/", &certs, 3)
         } else {
@@ -429,7 +461,7 @@ impl Stack {
                 &format!("path: {}\n", socket.display()),
                 1,
             ),
-            Hop::Tcp | Hop::Mtls => {
+            Hop::Tcp | Hop::Mtls | Hop::ClientMtls => {
                 let yaml = substitute(&yaml, "address: scopegate\n", "address: 127.0.0.1\n", 1);
                 substitute(
                     &yaml,
@@ -441,7 +473,11 @@ impl Stack {
         };
         let yaml = substitute(&yaml, "address: 0.0.0.0\n", "address: 127.0.0.1\n", 2);
         let yaml = substitute(&yaml, "port_value: 9901\n", "port_value: 0\n", 1);
-        let yaml = substitute(&yaml, "port_value: 8080\n", "port_value: 0\n", 1);
+        let public_port = match hop {
+            Hop::ClientMtls => "port_value: 8443\n",
+            Hop::Tcp | Hop::Mtls | Hop::Unix => "port_value: 8080\n",
+        };
+        let yaml = substitute(&yaml, public_port, "port_value: 0\n", 1);
         let yaml = substitute(&yaml, "address: upstream\n", "address: 127.0.0.1\n", 1);
         let yaml = substitute(
             &yaml,
@@ -469,12 +505,26 @@ impl Stack {
             .spawn()
             .expect("start Envoy");
         watchdog::child_started(envoy.id(), "Envoy");
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("http client");
+            .timeout(Duration::from_secs(5));
+        if hop == Hop::ClientMtls {
+            // Envoy's listener is HTTPS and asks for a certificate: trust the throw-away CA
+            // only, and present the client certificate it signed.
+            let certs = dir.path().join("certs");
+            let read = |name: &str| std::fs::read(certs.join(name)).expect("certificate file");
+            let mut identity = read("client.crt");
+            identity.extend(read("client.key"));
+            http = http
+                .tls_certs_only([reqwest::Certificate::from_pem(&read("ca.crt")).expect("CA")])
+                .identity(reqwest::Identity::from_pem(&identity).expect("client identity"));
+        }
+        let http = http.build().expect("http client");
         let (admin, url) = envoy_addresses(&http, &admin_address_path, &envoy_log).await;
+        let url = match hop {
+            Hop::ClientMtls => url.replacen("http://", "https://", 1),
+            Hop::Tcp | Hop::Mtls | Hop::Unix => url,
+        };
 
         let stack = Stack {
             url,

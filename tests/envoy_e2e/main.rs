@@ -3,9 +3,9 @@
 //! scopegate binary, with tokens from the development issuers: what reaches the client and the
 //! upstream for each decision, hostile credentials and requests, faults and recovery, issuers and
 //! keys, the hop to scopegate, generated rules, claim conditions, dynamic metadata, token
-//! sources and DPoP proofs, a module each. Envoy must be installed (`scripts/install-envoy`, or
-//! the binary named by `SCOPEGATE_ENVOY_BIN`); these tests fail, never skip, without it. The
-//! stack they run is in
+//! sources, DPoP proofs and certificate-bound tokens (behind `envoy/envoy-client-mtls.yaml`), a
+//! module each. Envoy must be installed (`scripts/install-envoy`, or the binary named by
+//! `SCOPEGATE_ENVOY_BIN`); these tests fail, never skip, without it. The stack they run is in
 //! `tests/common/stack.rs`, the helpers the modules share in `support`.
 
 #[path = "../common/mod.rs"]
@@ -19,6 +19,7 @@ mod dpop;
 mod faults;
 mod issuers;
 mod metadata;
+mod mtls_bound;
 mod openapi;
 mod requests;
 mod token_sources;

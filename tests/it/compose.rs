@@ -336,8 +336,8 @@ fn envoy_configs_are_valid_for_the_pinned_envoy() {
     );
     // envoy.yaml is what users run; envoy-tls.yaml the same over mTLS (validated with a
     // throw-away certificate set where it expects one); envoy-http.yaml the same through the
-    // HTTP authorization listener; jwt_authn.yaml is the comparison
-    // scripts/load measures.
+    // HTTP authorization listener; envoy-client-mtls.yaml requires client certificates (with
+    // the same throw-away set); jwt_authn.yaml is the comparison scripts/load measures.
     let certs = tempfile::tempdir().expect("dir");
     scopegate::dev::certs::generate(certs.path(), &["scopegate".to_string()]).expect("certs");
     let tls_yaml = certs.path().join("envoy-tls.yaml");
@@ -349,11 +349,21 @@ fn envoy_configs_are_valid_for_the_pinned_envoy() {
         ),
     )
     .expect("write");
+    let client_mtls_yaml = certs.path().join("envoy-client-mtls.yaml");
+    std::fs::write(
+        &client_mtls_yaml,
+        read("envoy/envoy-client-mtls.yaml").replace(
+            "filename: /etc/envoy/certs/",
+            &format!("filename: {}/", certs.path().display()),
+        ),
+    )
+    .expect("write");
     for config in [
         format!("{ROOT}/envoy/envoy.yaml"),
         format!("{ROOT}/envoy/envoy-uds.yaml"),
         format!("{ROOT}/envoy/envoy-http.yaml"),
         tls_yaml.display().to_string(),
+        client_mtls_yaml.display().to_string(),
         format!("{ROOT}/envoy/jwt_authn.yaml"),
     ] {
         // An external command could hang: bound this test as the fixtures bound theirs.
@@ -394,6 +404,58 @@ fn the_mtls_envoy_config_differs_only_in_its_transport_to_scopegate() {
         "a CA to check scopegate by"
     );
     assert_eq!(plain, tls, "everything else is envoy.yaml");
+}
+
+#[test]
+fn the_client_mtls_envoy_config_differs_only_in_its_listener_and_the_peer_certificate() {
+    let plain = yaml("envoy/envoy.yaml");
+    let mut client_mtls = yaml("envoy/envoy-client-mtls.yaml");
+    let listener = &mut client_mtls["static_resources"]["listeners"][0];
+    assert_eq!(listener["name"], "ingress_http");
+    assert_eq!(
+        listener["address"]["socket_address"]["port_value"], 8443,
+        "HTTPS"
+    );
+    listener["address"]["socket_address"]["port_value"] = serde_json::json!(8080);
+    let chain = &mut listener["filter_chains"][0];
+    let socket = chain
+        .as_object_mut()
+        .expect("filter chain")
+        .remove("transport_socket")
+        .expect("a transport socket");
+    assert_eq!(socket["name"], "envoy.transport_sockets.tls");
+    let context = &socket["typed_config"];
+    assert!(
+        context["@type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(".DownstreamTlsContext")),
+        "{context}"
+    );
+    assert_eq!(
+        context["require_client_certificate"], true,
+        "every client shows a certificate"
+    );
+    let common = &context["common_tls_context"];
+    assert!(
+        common["tls_certificates"][0]["certificate_chain"].is_object(),
+        "Envoy's own certificate"
+    );
+    assert!(
+        common["validation_context"]["trusted_ca"].is_object(),
+        "a CA client certificates chain to"
+    );
+    let ext_authz = chain["filters"][0]["typed_config"]["http_filters"]
+        .as_array_mut()
+        .expect("http filters")
+        .iter_mut()
+        .find(|f| f["name"] == "envoy.filters.http.ext_authz")
+        .expect("ext_authz");
+    assert_eq!(
+        ext_authz["typed_config"]["include_peer_certificate"], true,
+        "each Check carries the client certificate"
+    );
+    ext_authz["typed_config"]["include_peer_certificate"] = serde_json::json!(false);
+    assert_eq!(plain, client_mtls, "everything else is envoy.yaml");
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod common;
 
 mod authentication;
 mod authorization;
+mod certificate_binding;
 mod claims;
 mod cli;
 mod compose;
