@@ -23,12 +23,12 @@ use support::{check, concurrent, runtime, start};
 /// Live heap bytes, as requested.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 /// Live heap bytes, each allocation rounded as the cache's estimate assumes the allocator
-/// rounds it (`verify::allocation_bytes`): what the estimate's counting of allocations is
+/// rounds it (`heap::allocation_bytes`): what the estimate's counting of allocations is
 /// checked against.
 static ROUNDED: AtomicUsize = AtomicUsize::new(0);
 
 fn rounded(size: usize) -> usize {
-    scopegate::auth::verify::allocation_bytes(size)
+    scopegate::auth::heap::allocation_bytes(size)
 }
 
 struct Counting;

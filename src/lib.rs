@@ -18,7 +18,10 @@
 //!   the configured token sources), [`auth::token`] (the Bearer credential),
 //!   [`auth::keys`] (JWKS documents parsed once), [`auth::jwks`] (an issuer's key set over time),
 //!   [`auth::verify`] (pure; the only place that builds [`auth::verify::VerifiedClaims`]; the
-//!   token's bytes read into a header and claims in its private `verify/parse.rs`) and
+//!   token's bytes read into a header and claims in its private `verify/parse.rs`),
+//!   [`auth::binding`] (what a token is bound to, `cnf`), [`auth::dpop`] (DPoP proofs),
+//!   [`auth::replay`] (proofs seen), [`auth::certificate`] (the client certificate's
+//!   thumbprint), [`auth::heap`] (allocation sizes for the byte budgets) and
 //!   [`auth::token_cache`].
 //! - [`policy`]: pure: the rules and the [`policy::Policy`] built from them with its start-up
 //!   checks, route lookup and the readings an upstream might apply, [`policy::decide`] (files

@@ -14,7 +14,7 @@
 //! whoever built the token, so refusing is the safe choice.
 
 use crate::auth::certificate::{CertificateError, Thumbprint};
-use crate::auth::verify::allocation_bytes;
+use crate::auth::heap::allocation_bytes;
 
 /// The length of an unpadded base64url SHA-256 digest: what `cnf.jkt` and `cnf["x5t#S256"]` are.
 pub const THUMBPRINT_B64_LEN: usize = 43;

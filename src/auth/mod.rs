@@ -6,6 +6,7 @@
 //! - [`token`]: the Bearer credential out of the `Authorization` header(s) (RFC 6750/7235).
 //! - [`sources`]: the one credential out of the configured token sources (headers, cookies,
 //!   query parameters), or why there is none.
+//! - [`heap`] (a leaf): what an allocation takes from the allocator, for the byte budgets.
 //! - [`keys`] (a leaf): signature algorithms, and JWKS documents parsed once into verifying keys.
 //! - [`jwks`]: an issuer's key set over time: the snapshot readers take, the refresher, the
 //!   unknown-`kid` refetch gate.
@@ -23,6 +24,7 @@
 pub mod binding;
 pub mod certificate;
 pub mod dpop;
+pub mod heap;
 pub mod jwks;
 pub mod keys;
 pub mod replay;

@@ -26,7 +26,8 @@
 
 use std::sync::Arc;
 
-use crate::auth::verify::{VerifiedClaims, allocation_bytes};
+use crate::auth::heap::allocation_bytes;
+use crate::auth::verify::VerifiedClaims;
 
 /// The SHA-256 of a token's bytes: the cache key. Keeping the digest rather than the token
 /// means the cache holds no credential.

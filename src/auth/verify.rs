@@ -30,6 +30,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::auth::binding::{Binding, CnfError};
+use crate::auth::heap::allocation_bytes;
 pub use crate::auth::keys::Algorithm;
 use crate::auth::keys::KeySet;
 
@@ -496,16 +497,6 @@ fn json_heap_bytes(value: &serde_json::Value) -> usize {
                     .map(|(name, value)| allocation_bytes(name.capacity()) + json_heap_bytes(value))
                     .sum::<usize>()
         }
-    }
-}
-
-/// What an allocation of `requested` bytes takes from a general-purpose allocator: glibc's
-/// malloc adds an 8-byte header, rounds up to 16 bytes and never hands out less than 32; 0 bytes
-/// are no allocation at all.
-pub fn allocation_bytes(requested: usize) -> usize {
-    match requested {
-        0 => 0,
-        n => (n + 8).next_multiple_of(16).max(32),
     }
 }
 
