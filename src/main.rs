@@ -118,6 +118,33 @@ enum Command {
         /// read, through its /oauth/introspect.
         #[arg(long)]
         opaque: bool,
+        /// Bind the token to this DPoP key (`cnf.jkt`): its RFC 7638 thumbprint, as
+        /// `dpop-proof --print-jkt` prints it.
+        #[arg(long, value_parser = scopegate::dev::dpop::parse_thumbprint)]
+        dpop_jkt: Option<String>,
+        /// Bind the token to this client certificate (`cnf["x5t#S256"]`): the base64url
+        /// SHA-256 of its DER.
+        #[arg(long, value_parser = scopegate::dev::dpop::parse_thumbprint, conflicts_with = "dpop_jkt")]
+        cnf_x5t: Option<String>,
+    },
+    /// Print a fresh DPoP proof (RFC 9449) for one request, or the DPoP key's thumbprint. NOT
+    /// FOR PRODUCTION: the key sits unencrypted in a file.
+    DpopProof {
+        /// PKCS#8 DER P-256 key file; created (mode 0600) on first use.
+        #[arg(long, default_value = scopegate::dev::dpop::DEFAULT_KEY_FILE)]
+        key_file: PathBuf,
+        /// Print the key's RFC 7638 thumbprint (for `mint-token --dpop-jkt`) instead of a proof.
+        #[arg(long, conflicts_with_all = ["method", "url", "token"])]
+        print_jkt: bool,
+        /// The request method (`htm`).
+        #[arg(long, required_unless_present = "print_jkt")]
+        method: Option<String>,
+        /// The request URL (`htu`; any query or fragment is left out).
+        #[arg(long, required_unless_present = "print_jkt")]
+        url: Option<String>,
+        /// The access token sent with the proof, for its hash (`ath`); none for a token request.
+        #[arg(long)]
+        token: Option<String>,
     },
     /// The demo upstream API that stands behind Envoy in the demo.
     DemoUpstream {
@@ -260,6 +287,8 @@ fn main() -> ExitCode {
             claims,
             count,
             opaque,
+            dpop_jkt,
+            cnf_x5t,
         } => mint_token(
             &key_file.unwrap_or_else(|| default_key_file(alg)),
             alg,
@@ -269,11 +298,28 @@ fn main() -> ExitCode {
                 audience,
                 scope,
                 expires_in,
-                extra: claims.into_iter().collect(),
+                extra: scopegate::dev::dpop::cnf_claim(dpop_jkt, cnf_x5t)
+                    .into_iter()
+                    .chain(claims)
+                    .collect(),
             },
             count,
             opaque,
         ),
+        Command::DpopProof {
+            key_file,
+            print_jkt,
+            method,
+            url,
+            token,
+        } => scopegate::dev::dpop::command(
+            &key_file,
+            print_jkt,
+            method.as_deref().zip(url.as_deref()),
+            token.as_deref(),
+        )
+        .map(|line| println!("{line}"))
+        .map_err(Into::into),
         Command::DemoUpstream { listen } => demo_upstream(listen),
         Command::Health {
             grpc,

@@ -39,6 +39,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::auth::dpop::{KeyCache, ProofLimits, verify_token_request};
+use crate::auth::replay::MemoryReplayCache;
 use crate::dev::introspection::{self, IntrospectionClient, Revoked};
 
 /// Default lifetime of minted tokens, in seconds (Auth0's default is a day; an hour is plenty for
@@ -66,6 +68,9 @@ const OPAQUE_MAC_LABEL: &[u8] = b"scopegate dev-issuer opaque access tokens v1";
 
 /// Largest request body the issuer reads.
 const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The memory the token endpoint's DPoP replay cache may take.
+const REPLAY_CACHE_BYTES: u64 = 1024 * 1024;
 
 /// Errors of the development issuer.
 #[derive(Debug, thiserror::Error)]
@@ -304,6 +309,10 @@ pub struct DevIssuer {
     client: IntrospectionClient,
     /// Tokens revoked at `/oauth/revoke`, remembered until they expire.
     revoked: Mutex<Revoked>,
+    /// The token endpoint's DPoP proof keys, as the gate keeps them.
+    proof_keys: KeyCache,
+    /// The token endpoint's DPoP proofs seen, so none is used twice.
+    replay: MemoryReplayCache,
 }
 
 impl std::fmt::Debug for DevIssuer {
@@ -347,47 +356,25 @@ impl DevIssuer {
         alg: DevAlgorithm,
     ) -> Result<DevIssuer, DevIssuerError> {
         let path = key_file.display().to_string();
-        let io = |source| DevIssuerError::KeyFile {
-            path: path.clone(),
-            source,
-        };
-        let der = match std::fs::read(key_file) {
-            Ok(der) => der,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let der = SigningKey::generate(alg)?;
-                if let Some(dir) = key_file.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(io)?;
-                }
-                write_private(key_file, &der).map_err(io)?;
-                der
-            }
-            Err(e) => return Err(io(e)),
-        };
+        let der = read_or_create_key(key_file, || SigningKey::generate(alg))?;
         let key = SigningKey::parse(alg, &der).map_err(|reason| DevIssuerError::BadKey {
             path: path.clone(),
             kind: alg.key_kind(),
             reason,
         })?;
         // RFC 7638 thumbprint: a kid that changes exactly when the key does.
-        let members = key.public_members();
-        let canonical = serde_json::Map::from_iter(
-            members
-                .iter()
-                .map(|(name, value)| (name.to_string(), json!(value))),
-        );
-        let digest = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            Value::Object(canonical).to_string().as_bytes(),
-        );
+        let kid = thumbprint(&key.public_members());
         let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &der), OPAQUE_MAC_LABEL);
         Ok(DevIssuer {
-            kid: URL_SAFE_NO_PAD.encode(digest.as_ref()),
+            kid,
             key,
             alg,
             issuer: issuer.to_string(),
             mac_key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
             client: IntrospectionClient::default(),
             revoked: Mutex::new(Revoked::default()),
+            proof_keys: KeyCache::default(),
+            replay: MemoryReplayCache::new(REPLAY_CACHE_BYTES),
         })
     }
 
@@ -608,12 +595,86 @@ impl DevIssuer {
     }
 }
 
+impl DevIssuer {
+    /// The thumbprint a token request's DPoP proof binds the token to; `None` without a `DPoP`
+    /// header. The proof is checked by the gate's own code (`htm` POST, `htu` this token
+    /// endpoint, `iat` within the default window) and used once; a bad one is 400
+    /// `invalid_dpop_proof`.
+    fn dpop_binding(&self, headers: &HeaderMap) -> Result<Option<String>, Box<Response>> {
+        let values: Vec<&str> = headers
+            .get_all("dpop")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+            .collect();
+        if values.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |description: &str| {
+            Box::new(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_dpop_proof",
+                description,
+            ))
+        };
+        let now = now().map_err(|e| invalid(&e.to_string()))?;
+        let url = format!("{}/oauth/token", self.issuer.trim_end_matches('/'));
+        let limits = ProofLimits::default();
+        let (proof, jkt) =
+            verify_token_request(&values, "POST", &url, &limits, &self.proof_keys, now)
+                .map_err(invalid)?;
+        self.replay
+            .remember_now(proof.replay_key, proof.expires_at, now)
+            .map_err(|e| invalid(&e.to_string()))?;
+        Ok(Some(jkt))
+    }
+}
+
 /// The current time in Unix seconds.
 pub(crate) fn now() -> Result<u64, DevIssuerError> {
     Ok(SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|_| DevIssuerError::Crypto)?
         .as_secs())
+}
+
+/// The bytes of `key_file`, which `generate` makes and writes (mode 0600, its directory created)
+/// if the file does not exist.
+pub(crate) fn read_or_create_key(
+    key_file: &Path,
+    generate: impl FnOnce() -> Result<Vec<u8>, DevIssuerError>,
+) -> Result<Vec<u8>, DevIssuerError> {
+    let io = |source| DevIssuerError::KeyFile {
+        path: key_file.display().to_string(),
+        source,
+    };
+    match std::fs::read(key_file) {
+        Ok(der) => Ok(der),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let der = generate()?;
+            if let Some(dir) = key_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            write_private(key_file, &der).map_err(io)?;
+            Ok(der)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// The RFC 7638 SHA-256 thumbprint of a public key's required JWK `members` (a JSON object of
+/// them, members in lexicographic order, no whitespace), base64url.
+pub(crate) fn thumbprint(members: &[(&'static str, String)]) -> String {
+    // serde_json's map keeps its keys sorted, and its compact form has no whitespace.
+    let canonical = serde_json::Map::from_iter(
+        members
+            .iter()
+            .map(|(name, value)| (name.to_string(), json!(value))),
+    );
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        Value::Object(canonical).to_string().as_bytes(),
+    );
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
 #[cfg(unix)]
@@ -654,6 +715,10 @@ async fn discovery(State(issuer): State<Arc<DevIssuer>>) -> axum::Json<Value> {
         "introspection_endpoint_auth_methods_supported": introspection::AUTH_METHODS,
         "revocation_endpoint_auth_methods_supported": introspection::AUTH_METHODS,
         "id_token_signing_alg_values_supported": [issuer.alg.name()],
+        "dpop_signing_alg_values_supported": crate::auth::dpop::ALGORITHMS
+            .iter()
+            .map(|alg| alg.to_string())
+            .collect::<Vec<_>>(),
     }))
 }
 
@@ -724,12 +789,21 @@ async fn token(State(issuer): State<Arc<DevIssuer>>, headers: HeaderMap, body: B
         .unwrap_or(DEFAULT_EXPIRES_IN)
         .clamp(1, 86_400);
     let scope = request.scope.unwrap_or_default();
+    let mut extra = serde_json::Map::from_iter([("azp".to_string(), json!(client_id))]);
+    // RFC 9449 §5: a token requested with a DPoP proof is bound to the proof's key.
+    let dpop = match issuer.dpop_binding(&headers) {
+        Ok(binding) => binding,
+        Err(refusal) => return *refusal,
+    };
+    if let Some(jkt) = &dpop {
+        extra.insert("cnf".into(), json!({ "jkt": jkt }));
+    }
     let mint = Mint {
         subject: format!("{client_id}@clients"),
         audience,
         scope: scope.clone(),
         expires_in,
-        extra: serde_json::Map::from_iter([("azp".to_string(), json!(client_id))]),
+        extra,
     };
     let minted = if opaque {
         issuer.mint_opaque(&mint)
@@ -740,7 +814,7 @@ async fn token(State(issuer): State<Arc<DevIssuer>>, headers: HeaderMap, body: B
         Ok(access_token) => {
             let mut body = json!({
                 "access_token": access_token,
-                "token_type": "Bearer",
+                "token_type": if dpop.is_some() { "DPoP" } else { "Bearer" },
                 "expires_in": expires_in,
             });
             if !scope.is_empty() {

@@ -699,3 +699,258 @@ async fn revoked_tokens_are_inactive_and_revocation_always_answers_200() {
         "revoking one token leaves another of the same second alone"
     );
 }
+
+/// The URL the DPoP tests' Checks name: `https://api.example` and the path.
+const API: &str = "https://api.example";
+
+/// A gRPC Check for `method` on `path` of [`API`] with these headers.
+async fn ask_api(gate: &Scopegate, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut check = request(method, path, headers);
+    let http = check
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .expect("an http request");
+    http.scheme = "https".into();
+    http.host = "api.example".into();
+    Answer::of(&gate.check(check).await)
+}
+
+/// Runs `scopegate dpop-proof --key-file KEY` with `args`; returns its one line.
+fn dpop_proof_cli(key_file: &std::path::Path, args: &[&str]) -> String {
+    let out = crate::common::scopegate_command()
+        .args(["dpop-proof", "--key-file", key_file.to_str().expect("utf8")])
+        .args(args)
+        .output()
+        .expect("run dpop-proof");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
+
+/// The claims of a compact JWS, unverified.
+fn claims_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let b64 = token.split('.').nth(1).expect("claims segment");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(b64)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+#[tokio::test]
+async fn dpop_proof_cli_proofs_pass_the_gate_for_a_token_minted_with_its_thumbprint() {
+    let issuer = start_issuer().await;
+    let gate = scopegate_for(&issuer).await;
+    gate.wait_serving().await;
+    let key_file = issuer._dir.path().join("client/dpop.der");
+    let jkt = dpop_proof_cli(&key_file, &["--print-jkt"]);
+    assert_eq!(jkt.len(), 43, "{jkt}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file)
+            .expect("key file")
+            .permissions();
+        assert_eq!(mode.mode() & 0o777, 0o600, "the key file is private");
+    }
+    assert_eq!(
+        dpop_proof_cli(&key_file, &["--print-jkt"]),
+        jkt,
+        "the key is kept"
+    );
+    let token = mint_cli(
+        &issuer,
+        &[
+            "--audience",
+            "https://api.example.com",
+            "--scope",
+            "read:messages",
+            "--dpop-jkt",
+            &jkt,
+        ],
+    );
+    assert_eq!(claims_of(&token)["cnf"], json!({ "jkt": jkt }));
+    let authorization = format!("DPoP {token}");
+    let url = format!("{API}/r");
+    let proof = dpop_proof_cli(
+        &key_file,
+        &["--method", "GET", "--url", &url, "--token", &token],
+    );
+    ask_api(
+        &gate,
+        "GET",
+        "/r",
+        &[("authorization", &authorization), ("dpop", &proof)],
+    )
+    .await
+    .assert_allowed();
+    // The same proof again, one made for another URL or method, or without the token's hash,
+    // or by another key: refused, each for its own reason.
+    let replayed = ask_api(
+        &gate,
+        "GET",
+        "/r",
+        &[("authorization", &authorization), ("dpop", &proof)],
+    )
+    .await;
+    assert_bad_proof(&replayed, "already used");
+    let other_key = issuer._dir.path().join("client/other.der");
+    let other = format!("{API}/other");
+    for (key, args, reason) in [
+        (&key_file, vec!["GET", &other, &token], "htu"),
+        (&key_file, vec!["POST", &url, &token], "htm"),
+        (&key_file, vec!["GET", &url], "ath"),
+        (
+            &other_key,
+            vec!["GET", &url, &token],
+            "not the key the token is bound to",
+        ),
+    ] {
+        let mut cli = vec!["--method", args[0], "--url", args[1]];
+        if let Some(token) = args.get(2) {
+            cli.extend(["--token", token]);
+        }
+        let proof = dpop_proof_cli(key, &cli);
+        let answer = ask_api(
+            &gate,
+            "GET",
+            "/r",
+            &[("authorization", &authorization), ("dpop", &proof)],
+        )
+        .await;
+        assert_bad_proof(&answer, reason);
+    }
+    gate.stop().await;
+}
+
+/// A 401 with the DPoP challenge's `invalid_dpop_proof`, its message naming `reason`.
+fn assert_bad_proof(answer: &Answer, reason: &str) {
+    answer.assert_denied(401, "invalid_token");
+    assert!(
+        answer.challenge().starts_with("DPoP ")
+            && answer.challenge().contains(r#"error="invalid_dpop_proof""#)
+            && answer.message().contains(reason),
+        "{reason}: {answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn mint_token_binds_to_a_certificate_or_a_dpop_key_but_not_both() {
+    let issuer = start_issuer().await;
+    let gate = scopegate_for(&issuer).await;
+    gate.wait_serving().await;
+    let x5t = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+    let base = [
+        "--audience",
+        "https://api.example.com",
+        "--scope",
+        "read:messages",
+    ];
+    let token = mint_cli(&issuer, &[&base[..], &["--cnf-x5t", x5t]].concat());
+    assert_eq!(claims_of(&token)["cnf"], json!({ "x5t#S256": x5t }));
+    // Without the certificate it names, the gate refuses it.
+    ask_api(&gate, "GET", "/r", &[("authorization", &bearer(&token))])
+        .await
+        .assert_denied(401, "invalid_token");
+    // The opaque form carries the binding too, for introspection to report.
+    let opaque = mint_cli(
+        &issuer,
+        &[&base[..], &["--opaque", "--dpop-jkt", x5t]].concat(),
+    );
+    let answer = introspect(&issuer, &opaque).await;
+    assert_eq!(
+        (&answer["cnf"], &answer["token_type"]),
+        (&json!({ "jkt": x5t }), &json!("DPoP")),
+        "{answer}"
+    );
+    gate.stop().await;
+
+    for (args, complaint) in [
+        (
+            vec!["--dpop-jkt", x5t, "--cnf-x5t", x5t],
+            "cannot be used with",
+        ),
+        (vec!["--dpop-jkt", "d1970e08e45935"], "base64url"),
+        (vec!["--cnf-x5t", &x5t[1..]], "base64url"),
+    ] {
+        let out = crate::common::scopegate_command()
+            .args(["mint-token", "--audience", "a"])
+            .args(["--key-file", issuer.key_file.to_str().expect("utf8")])
+            .args(&args)
+            .output()
+            .expect("run mint-token");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(complaint),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_request_with_a_dpop_proof_gets_a_token_bound_to_its_key() {
+    use scopegate::dev::dpop::ProofKey;
+    let issuer = start_issuer().await;
+    let gate = scopegate_for(&issuer).await;
+    gate.wait_serving().await;
+    let key = ProofKey::generate().expect("client key");
+    let token_url = format!("{}oauth/token", issuer.url);
+    let body = json!({"grant_type": "client_credentials", "audience": "https://api.example.com", "scope": "read:messages"}).to_string();
+    let request = |proof: String| {
+        issuer
+            .http
+            .post(&token_url)
+            .header("content-type", "application/json")
+            .header("dpop", proof)
+            .body(body.clone())
+            .send()
+    };
+    let proof = key.proof("POST", &token_url, None).expect("proof");
+    let response = request(proof.clone()).await.expect("answer");
+    assert_eq!(response.status(), 200);
+    let answer: Value = serde_json::from_str(&response.text().await.expect("body")).expect("JSON");
+    assert_eq!(answer["token_type"], "DPoP", "{answer}");
+    let token = answer["access_token"].as_str().expect("token");
+    assert_eq!(claims_of(token)["cnf"], json!({ "jkt": key.jkt() }));
+    let authorization = format!("DPoP {token}");
+    let url = format!("{API}/r");
+    let resource_proof = key.proof("GET", &url, Some(token)).expect("proof");
+    ask_api(
+        &gate,
+        "GET",
+        "/r",
+        &[("authorization", &authorization), ("dpop", &resource_proof)],
+    )
+    .await
+    .assert_allowed();
+    ask_api(&gate, "GET", "/r", &[("authorization", &bearer(token))])
+        .await
+        .assert_denied(401, "invalid_token");
+
+    // The same proof again, one for another URL or method, and a junk one: 400 invalid_dpop_proof.
+    for (what, proof) in [
+        ("replayed", proof),
+        (
+            "another URL",
+            key.proof("POST", &format!("{}oauth/introspect", issuer.url), None)
+                .expect("proof"),
+        ),
+        ("GET", key.proof("GET", &token_url, None).expect("proof")),
+        ("junk", "a.b.c".to_string()),
+    ] {
+        let response = request(proof).await.expect("answer");
+        assert_eq!(response.status(), 400, "{what}");
+        let answer: Value =
+            serde_json::from_str(&response.text().await.expect("body")).expect("JSON");
+        assert_eq!(answer["error"], "invalid_dpop_proof", "{what}: {answer}");
+    }
+    gate.stop().await;
+}
