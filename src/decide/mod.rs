@@ -19,6 +19,7 @@
 //! | a rule's claim conditions not met | 403 | `insufficient_claims` |
 //! | ambiguous request path, or a method override or form POST that could run another rule's handler | 400 | `invalid_request` |
 //! | no key set loaded yet | 503 | `temporarily_unavailable` |
+//! | a DPoP proof the replay store cannot remember (the in-process cache full, the shared store unreachable, slow or failing) | 503 | `temporarily_unavailable` |
 //! | the Check ran past `check_timeout_ms` | 503 | `temporarily_unavailable` |
 //! | a request the transport could not read ([`refuse_unreadable`]) | 400 | `invalid_request` |
 //!
@@ -42,7 +43,7 @@ pub use request::Request;
 use crate::auth::binding::{self, Binding, BindingError};
 use crate::auth::certificate::XFCC_HEADER;
 use crate::auth::dpop::{self, KeyCache};
-use crate::auth::replay::{MemoryReplayCache, ReplayError, ReplayStore as _};
+use crate::auth::replay::{Replay, ReplayError, ReplayStore as _};
 use crate::auth::sources::{Extracted, TokenSources};
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::VerifiedClaims;
@@ -79,7 +80,7 @@ pub trait Authenticate {
 
     /// Where DPoP proofs are remembered against replay; `None`: replay is not checked (only
     /// offline, where no request is let through).
-    fn replay(&self) -> Option<&MemoryReplayCache>;
+    fn replay(&self) -> Option<&Replay>;
 
     /// Verifies `token`, the one credential the token sources found (or why there is none),
     /// counting in `metrics` what it counts. Sets `issuer` to the index of the issuer whose
@@ -211,7 +212,9 @@ pub async fn decide<'g, A: Authenticate>(
     let auth = match (auth, &extracted) {
         (AuthOutcome::Done(Ok(claims)), Some(extracted)) => {
             let leeway = issuer.map_or(0, |i| config.issuers()[i].expectations.leeway_seconds);
-            AuthOutcome::Done(prove_binding(with, claims, request, extracted, leeway, now).await)
+            AuthOutcome::Done(
+                prove_binding(with, claims, request, extracted, leeway, now, metrics).await,
+            )
         }
         (auth, _) => auth,
     };
@@ -271,6 +274,7 @@ async fn prove_binding<A: Authenticate>(
     extracted: &Extracted<'_>,
     leeway_seconds: u64,
     now: u64,
+    metrics: &Metrics,
 ) -> Authentication {
     let config = with.config();
     let dpop = request.text_values("dpop");
@@ -316,6 +320,11 @@ async fn prove_binding<A: Authenticate>(
             .map_err(|e| match e {
                 ReplayError::Replayed => BindingError::DpopReplay,
                 ReplayError::Unavailable => BindingError::ReplayCacheFull,
+                // Fail closed: a proof the shared store could not check is refused (503).
+                ReplayError::Store(failure) => {
+                    metrics.replay_store_failure(failure);
+                    BindingError::ReplayStoreFailed
+                }
             })?;
     }
     Ok(claims)
@@ -522,9 +531,9 @@ pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
         Denial::Unauthenticated(AuthError::KeysUnavailable) => {
             (503, Reason::keys_unavailable, "temporarily_unavailable")
         }
-        Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)) => {
-            (503, Reason::dpop_proof, "temporarily_unavailable")
-        }
+        Denial::Unauthenticated(AuthError::Binding(
+            BindingError::ReplayCacheFull | BindingError::ReplayStoreFailed,
+        )) => (503, Reason::dpop_proof, "temporarily_unavailable"),
         Denial::Unauthenticated(AuthError::Binding(e)) if e.is_proof() => {
             (401, Reason::dpop_proof, "invalid_token")
         }
@@ -597,7 +606,9 @@ fn deny(denial: &Denial, realm: &str, challenges: bool) -> Denied {
         }
         // A bad DPoP proof: the DPoP scheme's own error code and the algorithms a proof may
         // use (RFC 9449 §7.1); a full replay cache answers 503 without one.
-        Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)) => None,
+        Denial::Unauthenticated(AuthError::Binding(
+            BindingError::ReplayCacheFull | BindingError::ReplayStoreFailed,
+        )) => None,
         Denial::Unauthenticated(AuthError::Binding(e)) if e.is_proof() => Some(format!(
             "DPoP realm={}, error=\"invalid_dpop_proof\", error_description={}, algs={}",
             quoted(realm),
@@ -624,7 +635,9 @@ fn deny(denial: &Denial, realm: &str, challenges: bool) -> Denied {
             headers.push(("retry-after", "5".to_owned()));
         }
         Denial::TimedOut => headers.push(("retry-after", "1".to_owned())),
-        Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)) => {
+        Denial::Unauthenticated(AuthError::Binding(
+            BindingError::ReplayCacheFull | BindingError::ReplayStoreFailed,
+        )) => {
             headers.push(("retry-after", "1".to_owned()));
         }
         _ => {}
