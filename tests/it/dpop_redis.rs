@@ -1,0 +1,272 @@
+//! The shared DPoP replay store (`dpop_replay_store`) against a real `redis-server` (Debian's
+//! package, `scripts/install-redis`), started here on a free loopback port without persistence:
+//! two scopegate processes share it, so a proof used at one is refused at the other; with Redis
+//! gone every DPoP request is refused 503 while Bearer requests pass; with Redis back DPoP
+//! works again; each proof's key lives as long as the proof's window.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::binary::Binary;
+use crate::common::*;
+use crate::dpop::{HOST, ProofKey, bound, check_request};
+
+/// `dpop_proof_window_seconds` here: the longest, so that a key's time to live read back is
+/// far from any other number it could be.
+const WINDOW_SECONDS: u64 = 600;
+
+/// Where the Redis binary is: `SCOPEGATE_REDIS_BIN` (what `scripts/test` exports), else
+/// Debian's path. Never skipped: a missing binary fails the test, naming the script.
+fn redis_binary() -> PathBuf {
+    let path = std::env::var_os("SCOPEGATE_REDIS_BIN")
+        .map_or_else(|| PathBuf::from("/usr/bin/redis-server"), PathBuf::from);
+    assert!(
+        path.is_file(),
+        "no redis-server at {}: run scripts/install-redis (or set SCOPEGATE_REDIS_BIN)",
+        path.display()
+    );
+    path
+}
+
+/// A `redis-server` of this test's own on `127.0.0.1:port`, nothing saved; killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = tempfile::Builder::new()
+            .prefix("scopegate-redis-")
+            .tempdir()
+            .expect("scratch dir");
+        let mut redis = Redis {
+            child: None,
+            port,
+            dir,
+        };
+        redis.run().await;
+        redis
+    }
+
+    /// Starts the server (again, on the same port) and waits until it answers.
+    async fn run(&mut self) {
+        let child = Command::new(redis_binary())
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        watchdog::child_started(child.id(), "redis-server");
+        self.child = Some(child);
+        let url = self.url();
+        eventually("redis-server to answer", Duration::from_secs(20), || {
+            let url = url.clone();
+            async move { ping(&url).await }
+        })
+        .await;
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            watchdog::child_ended(child.id());
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A connection of the test's own, to look at what scopegate stored.
+    async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn ping(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    match client.get_multiplexed_async_connection().await {
+        Ok(mut connection) => redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A scopegate process deciding with the shared store at `redis`.
+async fn replica(name: &str, jwks: &JwksServer, redis: &str) -> Binary {
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\n\
+         audience = \"{AUDIENCE}\"\njwks_uri = \"{}\"\nleeway_seconds = 0\n\
+         dpop_proof_window_seconds = {WINDOW_SECONDS}\ndpop_replay_store = \"{redis}\"\n\
+         [[rules]]\npath = \"/orders\"\nscopes = [\"read\"]\n",
+        jwks.url()
+    );
+    let binary = Binary::start(name, &config, "info", None).await;
+    binary.keys_loaded().await;
+    binary
+}
+
+async fn ask(binary: &Binary, headers: &[(&str, &str)]) -> Answer {
+    let response = binary
+        .client()
+        .await
+        .check(check_request("GET", "/orders", headers))
+        .await
+        .expect("an in-band answer")
+        .into_inner();
+    Answer::of(&response)
+}
+
+/// The `scopegate_dpop_replay_store_failures_total` samples, summed.
+async fn store_failures(binary: &Binary) -> f64 {
+    let url = format!("http://{}/metrics", binary.metrics_addr().await);
+    let text = reqwest::get(url)
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|line| line.starts_with("scopegate_dpop_replay_store_failures_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn replicas_sharing_redis_accept_each_proof_once_and_refuse_dpop_while_it_is_down() {
+    let mut redis = Redis::start().await;
+    let key = TestKey::generate("k1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let (a, b) = (
+        replica("redis-a", &jwks, &redis.url()).await,
+        replica("redis-b", &jwks, &redis.url()).await,
+    );
+    let client = ProofKey::es256();
+    let token = key.mint(&bound("read", &client.jkt()));
+    let authorization = format!("DPoP {token}");
+    let url = format!("https://{HOST}/orders");
+    let bearer_token = bearer(&key.mint(&claims("read")));
+    let bearer_headers = [("authorization", bearer_token.as_str())];
+
+    // One proof: let through by A, a replay at B.
+    let proof = client.proof("GET", &url, &token);
+    let headers = [("authorization", authorization.as_str()), ("dpop", &proof)];
+    ask(&a, &headers).await.assert_allowed();
+    let replayed = ask(&b, &headers).await;
+    replayed.assert_denied(401, "invalid_token");
+    assert!(
+        replayed
+            .challenge()
+            .contains(r#"error="invalid_dpop_proof""#)
+            && replayed.message().contains("already used"),
+        "{replayed:?}"
+    );
+    // And the other way round, with a fresh proof.
+    let proof = client.proof("GET", &url, &token);
+    let headers = [("authorization", authorization.as_str()), ("dpop", &proof)];
+    ask(&b, &headers).await.assert_allowed();
+    ask(&a, &headers)
+        .await
+        .assert_denied(401, "invalid_token");
+
+    // Each proof is one key, kept for the proof's window: iat + window (the leeway is 0),
+    // through its last second, so its time to live is the window and at most a second more.
+    let mut connection = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("scopegate:dpop:*")
+        .query_async(&mut connection)
+        .await
+        .expect("KEYS");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in &keys {
+        let id = key.strip_prefix("scopegate:dpop:").expect("the prefix");
+        assert!(
+            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key}"
+        );
+        let ttl_ms: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .expect("PTTL");
+        let window_ms = i64::try_from(WINDOW_SECONDS * 1000).expect("small");
+        assert!(
+            ttl_ms > window_ms - 30_000 && ttl_ms <= window_ms + 1000,
+            "PTTL {ttl_ms} ms for a {WINDOW_SECONDS} s window"
+        );
+    }
+    drop(connection);
+
+    // Redis gone: every DPoP request is refused 503 (never let through unchecked); Bearer
+    // requests are unaffected.
+    redis.stop();
+    for replica in [&a, &b] {
+        for _ in 0..3 {
+            let proof = client.proof("GET", &url, &token);
+            let headers = [("authorization", authorization.as_str()), ("dpop", &proof)];
+            let answer = ask(replica, &headers).await;
+            answer.assert_denied(503, "temporarily_unavailable");
+            assert_eq!(answer.code, UNAVAILABLE, "{answer:?}");
+            assert_eq!(
+                answer.headers.get("retry-after").map(String::as_str),
+                Some("1"),
+                "{answer:?}"
+            );
+            ask(replica, &bearer_headers).await.assert_allowed();
+        }
+        assert!(store_failures(replica).await >= 3.0);
+        let log = replica.log_text();
+        assert!(log.contains("DPoP replay store failed"), "{log}");
+        assert!(!log.contains("scopegate:dpop:"), "no key in the log: {log}");
+    }
+
+    // Redis back (empty: it saved nothing): DPoP requests pass again, each proof once.
+    redis.run().await;
+    for replica in [&a, &b] {
+        eventually(
+            "a DPoP request let through with Redis back",
+            Duration::from_secs(20),
+            || {
+                let proof = client.proof("GET", &url, &token);
+                let authorization = authorization.clone();
+                async move {
+                    let headers = [("authorization", authorization.as_str()), ("dpop", &proof)];
+                    ask(replica, &headers).await.code == OK
+                }
+            },
+        )
+        .await;
+    }
+    let proof = client.proof("GET", &url, &token);
+    let headers = [("authorization", authorization.as_str()), ("dpop", &proof)];
+    ask(&a, &headers).await.assert_allowed();
+    ask(&b, &headers)
+        .await
+        .assert_denied(401, "invalid_token");
+}
