@@ -34,10 +34,18 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    args: Vec<String>,
+    /// What `--requirepass` asks for, if anything.
+    password: Option<String>,
 }
 
 impl Redis {
     async fn start() -> Redis {
+        Redis::start_with(&[]).await
+    }
+
+    /// [`Redis::start`] with more `redis-server` arguments.
+    async fn start_with(args: &[&str]) -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -50,6 +58,12 @@ impl Redis {
             child: None,
             port,
             dir,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            password: args
+                .iter()
+                .position(|a| *a == "--requirepass")
+                .and_then(|i| args.get(i + 1))
+                .map(|p| (*p).to_owned()),
         };
         redis.run().await;
         redis
@@ -62,6 +76,7 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .stdin(Stdio::null())
@@ -69,7 +84,7 @@ impl Redis {
             .expect("start redis-server");
         watchdog::child_started(child.id(), "redis-server");
         self.child = Some(child);
-        let url = self.url();
+        let url = self.admin_url();
         eventually("redis-server to answer", Duration::from_secs(20), || {
             let url = url.clone();
             async move { ping(&url).await }
@@ -89,9 +104,18 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The URL with the password, for the test's own connections only (scopegate's
+    /// configuration refuses one).
+    fn admin_url(&self) -> String {
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => self.url(),
+        }
+    }
+
     /// A connection of the test's own, to look at what scopegate stored.
     async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
+        redis::Client::open(self.admin_url())
             .expect("client")
             .get_multiplexed_async_connection()
             .await
@@ -118,15 +142,20 @@ async fn ping(url: &str) -> bool {
     }
 }
 
-/// A scopegate process deciding with the shared store at `redis`.
-async fn replica(name: &str, jwks: &JwksServer, redis: &str) -> Binary {
-    let config = format!(
+/// The configuration of a replica deciding with the shared store at `redis` (`extra` after it).
+fn replica_config(jwks: &JwksServer, redis: &str, extra: &str) -> String {
+    format!(
         "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\n\
          audience = \"{AUDIENCE}\"\njwks_uri = \"{}\"\nleeway_seconds = 0\n\
-         dpop_proof_window_seconds = {WINDOW_SECONDS}\ndpop_replay_store = \"{redis}\"\n\
+         dpop_proof_window_seconds = {WINDOW_SECONDS}\ndpop_replay_store = \"{redis}\"\n{extra}\n\
          [[rules]]\npath = \"/orders\"\nscopes = [\"read\"]\n",
         jwks.url()
-    );
+    )
+}
+
+/// A scopegate process deciding with the shared store at `redis`.
+async fn replica(name: &str, jwks: &JwksServer, redis: &str) -> Binary {
+    let config = replica_config(jwks, redis, "");
     let binary = Binary::start(name, &config, "info", None).await;
     binary.keys_loaded().await;
     binary
@@ -191,9 +220,7 @@ async fn replicas_sharing_redis_accept_each_proof_once_and_refuse_dpop_while_it_
     let proof = client.proof("GET", &url, &token);
     let headers = [("authorization", authorization.as_str()), ("dpop", &proof)];
     ask(&b, &headers).await.assert_allowed();
-    ask(&a, &headers)
-        .await
-        .assert_denied(401, "invalid_token");
+    ask(&a, &headers).await.assert_denied(401, "invalid_token");
 
     // Each proof is one key, kept for the proof's window: iat + window (the leeway is 0),
     // through its last second, so its time to live is the window and at most a second more.
@@ -266,7 +293,104 @@ async fn replicas_sharing_redis_accept_each_proof_once_and_refuse_dpop_while_it_
     let proof = client.proof("GET", &url, &token);
     let headers = [("authorization", authorization.as_str()), ("dpop", &proof)];
     ask(&a, &headers).await.assert_allowed();
-    ask(&b, &headers)
+    ask(&b, &headers).await.assert_denied(401, "invalid_token");
+}
+
+/// The ids of the clients connected to `redis` but the test's own.
+async fn scopegate_clients(redis: &Redis) -> Vec<String> {
+    let mut connection = redis.connection().await;
+    let me: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut connection)
         .await
-        .assert_denied(401, "invalid_token");
+        .expect("CLIENT ID");
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut connection)
+        .await
+        .expect("CLIENT LIST");
+    list.lines()
+        .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .filter(|id| *id != me.to_string())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Writes `config` as the replica's configuration, reloads, and waits for the reload.
+async fn reload(binary: &Binary, config: &str) {
+    let reloads = binary.count_in_log("configuration reloaded");
+    let path = binary.config_path();
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, config).expect("write");
+    std::fs::rename(&staged, &path).expect("rename");
+    binary.sighup();
+    eventually("the reload", Duration::from_secs(10), || async {
+        binary.count_in_log("configuration reloaded") > reloads
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reload_keeps_an_unchanged_store_connection_and_rereads_the_password_file() {
+    let first = Redis::start_with(&["--requirepass", "first-redis-password"]).await;
+    let second = Redis::start().await;
+    let key = TestKey::generate("k1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let password_file = scratch.path().join("redis-password");
+    std::fs::write(&password_file, "first-redis-password\n").expect("write");
+    let with_password = format!("dpop_replay_store_password_file = {password_file:?}");
+    let config = replica_config(&jwks, &first.url(), &with_password);
+    let binary = Binary::start("redis-reload", &config, "info", None).await;
+    binary.keys_loaded().await;
+    let client = ProofKey::es256();
+    let token = key.mint(&bound("read", &client.jkt()));
+    let authorization = format!("DPoP {token}");
+    let url = format!("https://{HOST}/orders");
+    let fresh = || client.proof("GET", &url, &token);
+    let ask_fresh = |proof: String| {
+        let (binary, authorization) = (&binary, authorization.clone());
+        async move {
+            ask(
+                binary,
+                &[("authorization", &authorization), ("dpop", &proof)],
+            )
+            .await
+        }
+    };
+
+    ask_fresh(fresh()).await.assert_allowed();
+    let connected = scopegate_clients(&first).await;
+    assert_eq!(connected.len(), 1, "{connected:?}");
+    assert!(!binary.log_text().contains("first-redis-password"));
+
+    // The same configuration: the same connection goes on.
+    reload(&binary, &config).await;
+    ask_fresh(fresh()).await.assert_allowed();
+    assert_eq!(scopegate_clients(&first).await, connected);
+
+    // The password file changed (to a wrong one): read at the reload, so Redis refuses the
+    // new connection and DPoP requests fail closed; the right one again, and they pass.
+    std::fs::write(&password_file, "a-wrong-password\n").expect("write");
+    reload(&binary, &config).await;
+    ask_fresh(fresh())
+        .await
+        .assert_denied(503, "temporarily_unavailable");
+    std::fs::write(&password_file, "first-redis-password\n").expect("write");
+    reload(&binary, &config).await;
+    ask_fresh(fresh()).await.assert_allowed();
+    assert!(!binary.log_text().contains("password\n"));
+
+    // Another store: proofs are remembered there from the next request on.
+    reload(&binary, &replica_config(&jwks, &second.url(), "")).await;
+    let proof = fresh();
+    ask_fresh(proof.clone()).await.assert_allowed();
+    ask_fresh(proof).await.assert_denied(401, "invalid_token");
+    let mut connection = second.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("scopegate:dpop:*")
+        .query_async(&mut connection)
+        .await
+        .expect("KEYS");
+    assert_eq!(keys.len(), 1, "{keys:?}");
 }
