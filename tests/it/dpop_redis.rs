@@ -172,6 +172,23 @@ async fn ask(binary: &Binary, headers: &[(&str, &str)]) -> Answer {
     Answer::of(&response)
 }
 
+/// What `grpc.health.v1` says of `service`.
+async fn health(binary: &Binary, service: &str) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", binary.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status
+}
+
 /// The `scopegate_dpop_replay_store_failures_total` samples, summed.
 async fn store_failures(binary: &Binary) -> f64 {
     let url = format!("http://{}/metrics", binary.metrics_addr().await);
@@ -268,6 +285,12 @@ async fn replicas_sharing_redis_accept_each_proof_once_and_refuse_dpop_while_it_
             ask(replica, &bearer_headers).await.assert_allowed();
         }
         assert!(store_failures(replica).await >= 3.0);
+        // Readiness stays SERVING: Bearer traffic still works, and taking every replica out
+        // of service for a store only DPoP needs would refuse it too.
+        assert_eq!(
+            health(replica, "envoy.service.auth.v3.Authorization").await,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
         let log = replica.log_text();
         assert!(log.contains("DPoP replay store failed"), "{log}");
         assert!(!log.contains("scopegate:dpop:"), "no key in the log: {log}");
