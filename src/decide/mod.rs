@@ -71,7 +71,8 @@ pub trait Authenticate {
     /// Every header any issuer forwards a claim in.
     fn forwarded_headers(&self) -> &[String];
 
-    /// How long authentication may take before the request is answered 503 `timed_out`;
+    /// How long authentication and the proof of the token's binding (a call to the shared
+    /// replay store included) may take before the request is answered 503 `timed_out`;
     /// `None`: as long as it takes.
     fn deadline(&self) -> Option<Duration>;
 
@@ -192,12 +193,21 @@ pub async fn decide<'g, A: Authenticate>(
         .then(|| sources.extract(&request));
     // Whether a denial challenges: only for the Authorization source (or where none was read).
     let challenges = sources.challenges(extracted.as_ref().and_then(|e| e.source));
-    // verify (only where the route, or a shadow rule, needs a token), within the deadline:
-    // authentication is the only step that can wait (on an unknown-kid refetch), and past the
-    // deadline Envoy would answer (or, failing open, allow) without us.
+    // verify (only where the route, or a shadow rule, needs a token), then prove the binding,
+    // together within the deadline: they are the steps that can wait (on an unknown-kid
+    // refetch, on the shared replay store), and past the deadline Envoy would answer (or,
+    // failing open, allow) without us.
     let auth = if let Some(extracted) = &extracted {
         let token = extracted.token.as_deref().map_err(|e| *e);
-        let authentication = with.authenticate(token, now, &mut issuer, metrics);
+        let issuer = &mut issuer;
+        let authentication = async move {
+            let claims = with.authenticate(token, now, issuer, metrics).await?;
+            // The binding is proved on every request, whether the claims came from the token
+            // cache or not, since a proof or a certificate belongs to the request and not to
+            // the token.
+            let leeway = issuer.map_or(0, |i| config.issuers()[i].expectations.leeway_seconds);
+            prove_binding(with, claims, request, extracted, leeway, now, metrics).await
+        };
         match with.deadline() {
             Some(deadline) => tokio::time::timeout(deadline, authentication)
                 .await
@@ -206,17 +216,6 @@ pub async fn decide<'g, A: Authenticate>(
         }
     } else {
         AuthOutcome::NotAttempted
-    };
-    // prove the binding: on every request, whether the claims came from the token cache or
-    // not, since a proof or a certificate belongs to the request and not to the token.
-    let auth = match (auth, &extracted) {
-        (AuthOutcome::Done(Ok(claims)), Some(extracted)) => {
-            let leeway = issuer.map_or(0, |i| config.issuers()[i].expectations.leeway_seconds);
-            AuthOutcome::Done(
-                prove_binding(with, claims, request, extracted, leeway, now, metrics).await,
-            )
-        }
-        (auth, _) => auth,
     };
     // Who was denied, for the decision log of a denial after verification (a missing scope);
     // a token verified only for a shadow rule plays no part in the answer, nor here.
