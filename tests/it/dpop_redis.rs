@@ -100,6 +100,17 @@ impl Redis {
         }
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: frozen, the kernel still accepts its
+    /// connections and takes in what is sent, and nothing answers.
+    fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -191,6 +202,11 @@ async fn health(binary: &Binary, service: &str) -> i32 {
 
 /// The `scopegate_dpop_replay_store_failures_total` samples, summed.
 async fn store_failures(binary: &Binary) -> f64 {
+    store_failures_of(binary, "").await
+}
+
+/// The `scopegate_dpop_replay_store_failures_total` samples whose labels hold `label`, summed.
+async fn store_failures_of(binary: &Binary, label: &str) -> f64 {
     let url = format!("http://{}/metrics", binary.metrics_addr().await);
     let text = reqwest::get(url)
         .await
@@ -200,6 +216,7 @@ async fn store_failures(binary: &Binary) -> f64 {
         .expect("metrics text");
     text.lines()
         .filter(|line| line.starts_with("scopegate_dpop_replay_store_failures_total{"))
+        .filter(|line| line.contains(label))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -267,8 +284,8 @@ async fn replicas_sharing_redis_accept_each_proof_once_and_refuse_dpop_while_it_
     }
     drop(connection);
 
-    // Redis gone: every DPoP request is refused 503 (never let through unchecked); Bearer
-    // requests are unaffected.
+    // Redis gone (both replicas name it in dpop_replay_store): every DPoP request is refused
+    // 503 (never let through unchecked); Bearer requests are unaffected.
     redis.stop();
     for replica in [&a, &b] {
         for _ in 0..3 {
@@ -416,4 +433,80 @@ async fn a_reload_keeps_an_unchanged_store_connection_and_rereads_the_password_f
         .await
         .expect("KEYS");
     assert_eq!(keys.len(), 1, "{keys:?}");
+}
+
+#[tokio::test]
+async fn a_store_that_stops_answering_costs_a_dpop_check_its_timeout_and_calls_in_flight_are_capped()
+ {
+    let redis = Redis::start().await;
+    let key = TestKey::generate("k1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    // One call in flight at a time, each waiting at most 200 ms.
+    let config = replica_config(
+        &jwks,
+        &redis.url(),
+        "dpop_replay_store_timeout_ms = 200\ndpop_replay_store_max_in_flight = 1",
+    );
+    let binary = Binary::start("redis-frozen", &config, "info", None).await;
+    binary.keys_loaded().await;
+    let client = ProofKey::es256();
+    let token = key.mint(&bound("read", &client.jkt()));
+    let authorization = format!("DPoP {token}");
+    let url = format!("https://{HOST}/orders");
+    let bearer_token = bearer(&key.mint(&claims("read")));
+    let ask_fresh = || {
+        let proof = client.proof("GET", &url, &token);
+        let (binary, authorization) = (&binary, authorization.clone());
+        async move {
+            ask(
+                binary,
+                &[("authorization", &authorization), ("dpop", &proof)],
+            )
+            .await
+        }
+    };
+    ask_fresh().await.assert_allowed();
+
+    // Frozen: the connection stays open and nothing answers. Each DPoP Check is answered 503
+    // once dpop_replay_store_timeout_ms has passed; the calls that find the one in flight
+    // already taken (dpop_replay_store_max_in_flight) are refused at once; Bearer passes.
+    redis.signal("STOP");
+    let grpc = binary.client().await;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let proof = client.proof("GET", &url, &token);
+        let request = check_request(
+            "GET",
+            "/orders",
+            &[("authorization", &authorization), ("dpop", &proof)],
+        );
+        let mut grpc = grpc.clone();
+        calls.spawn(async move {
+            Answer::of(&grpc.check(request).await.expect("in-band").into_inner())
+        });
+    }
+    while let Some(answer) = calls.join_next().await {
+        answer
+            .expect("a call")
+            .assert_denied(503, "temporarily_unavailable");
+    }
+    ask(&binary, &[("authorization", &bearer_token)])
+        .await
+        .assert_allowed();
+    let (timeouts, busy) = (
+        store_failures_of(&binary, "failure=\"timeout\"").await,
+        store_failures_of(&binary, "failure=\"busy\"").await,
+    );
+    assert!(timeouts >= 1.0, "timeouts {timeouts}");
+    assert!(busy >= 1.0, "refused for the cap {busy}");
+    assert_eq!(timeouts + busy, 6.0);
+
+    // Thawed: DPoP Checks pass again.
+    redis.signal("CONT");
+    eventually(
+        "a DPoP request let through once Redis answers again",
+        Duration::from_secs(20),
+        || async { ask_fresh().await.code == OK },
+    )
+    .await;
 }
