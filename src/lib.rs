@@ -20,7 +20,8 @@
 //!   [`auth::verify`] (pure; the only place that builds [`auth::verify::VerifiedClaims`]; the
 //!   token's bytes read into a header and claims in its private `verify/parse.rs`),
 //!   [`auth::binding`] (what a token is bound to, `cnf`), [`auth::dpop`] (DPoP proofs),
-//!   [`auth::replay`] (proofs seen), [`auth::certificate`] (the client certificate's
+//!   [`auth::replay`] (proofs seen, in this process or in Redis: its private
+//!   `replay/shared.rs`), [`auth::certificate`] (the client certificate's
 //!   thumbprint), [`auth::heap`] (allocation sizes for the byte budgets) and
 //!   [`auth::token_cache`].
 //! - [`policy`]: pure: the rules and the [`policy::Policy`] built from them with its start-up

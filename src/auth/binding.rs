@@ -112,7 +112,7 @@ fn is_thumbprint(text: &str) -> bool {
 /// Why a request does not prove the binding of its token, or could not be checked. The decision
 /// core answers each: a bad DPoP proof 401 `invalid_token` with a `DPoP` challenge
 /// (`invalid_dpop_proof`), reason `dpop_proof`; a binding mismatch 401 `invalid_token`, reason
-/// `binding`; a full replay cache 503.
+/// `binding`; a full replay cache or a failing replay store 503.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BindingError {
     /// The DPoP proof is missing, malformed, or does not prove what it must.
@@ -124,6 +124,10 @@ pub enum BindingError {
     /// The replay cache is full of unexpired proofs, so a new one cannot be remembered.
     #[error("DPoP proofs cannot be checked for replay now")]
     ReplayCacheFull,
+    /// The shared replay store (`dpop_replay_store`) did not say whether the proof was seen
+    /// (unreachable, too slow, an error, too many calls waiting): refused, never let through.
+    #[error("DPoP proofs cannot be checked for replay now")]
+    ReplayStoreFailed,
     /// A DPoP-bound token sent with the `Bearer` scheme (RFC 9449 §7.2): a downgrade.
     #[error("DPoP-bound token sent as a Bearer token")]
     Downgrade,
@@ -153,7 +157,10 @@ impl BindingError {
     pub fn is_proof(&self) -> bool {
         matches!(
             self,
-            BindingError::DpopProof(_) | BindingError::DpopReplay | BindingError::ReplayCacheFull
+            BindingError::DpopProof(_)
+                | BindingError::DpopReplay
+                | BindingError::ReplayCacheFull
+                | BindingError::ReplayStoreFailed
         )
     }
 }

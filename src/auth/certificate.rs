@@ -354,6 +354,7 @@ mod tests {
                 format!("%zz{}", url_encode(&pem)),
                 Err(CertificateError::NotPem),
             ),
+            // Over MAX_CERTIFICATE_BYTES (16 KiB): refused before anything is decoded.
             (
                 "too long",
                 "A".repeat(MAX_CERTIFICATE_BYTES + 1),
@@ -460,6 +461,7 @@ mod tests {
                 format!("By=a\tb;Hash={hash}"),
                 malformed,
             ),
+            // Over MAX_XFCC_BYTES (32 KiB): refused before it is parsed.
             (
                 "too long",
                 format!("Hash={hash};By={}", "a".repeat(MAX_XFCC_BYTES)),

@@ -2,13 +2,24 @@
 //! remembered until the proof would be refused as too old anyway; a proof seen before within
 //! that time is refused.
 //!
-//! [`ReplayStore`] is what the decision core asks; [`MemoryReplayCache`] is the in-process
-//! store, bounded in bytes. Several replicas behind one proxy each remember only the proofs
-//! they saw, so a proof replayed to another replica is not caught by this store: a store shared
-//! by the replicas is what closes that gap.
+//! [`ReplayStore`] is what the decision core asks; [`Replay`] is the store a generation keeps:
+//! [`MemoryReplayCache`], the in-process store, bounded in bytes, or [`RedisReplayStore`]
+//! (`dpop_replay_store`). Several replicas behind one proxy each remember only the proofs they
+//! saw, so a proof replayed to another replica is not caught by the in-process store: the
+//! Redis store, shared by the replicas, is what closes that gap. Whichever it is, a proof the
+//! store cannot remember (full, unreachable, slow, an error) is refused, never let through.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::telemetry::metrics::StoreFailure;
+
+mod shared;
+
+pub use shared::{
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_PORT, DEFAULT_TIMEOUT, KEY_PREFIX, Password, RedisReplayStore,
+    RedisSettings, RedisTarget,
+};
 
 /// Default `dpop_replay_cache_bytes`: 16 MiB, about 130,000 proofs, two seconds over a minute's
 /// window at 2,000 DPoP requests a second.
@@ -28,6 +39,10 @@ pub enum ReplayError {
     /// remembered, so it is refused rather than let through unchecked or an older one forgotten.
     #[error("replay store is full")]
     Unavailable,
+    /// The shared store did not answer in time, or answered with an error: whether the proof
+    /// was seen is unknown, so it is refused.
+    #[error("replay store failed: {0:?}")]
+    Store(StoreFailure),
 }
 
 /// Where proofs are remembered. `remember` is one atomic check-and-insert per key: of two
@@ -127,6 +142,24 @@ impl ReplayStore for MemoryReplayCache {
         now: u64,
     ) -> impl Future<Output = Result<(), ReplayError>> + Send {
         std::future::ready(self.remember_now(key, expires_at, now))
+    }
+}
+
+/// The replay store a generation keeps: shared by reference, so asking it allocates nothing.
+#[derive(Debug, Clone)]
+pub enum Replay {
+    /// In this process (`dpop_replay_cache_bytes`).
+    Memory(Arc<MemoryReplayCache>),
+    /// In Redis, shared by the replicas (`dpop_replay_store`).
+    Redis(Arc<RedisReplayStore>),
+}
+
+impl ReplayStore for Replay {
+    async fn remember(&self, key: [u8; 32], expires_at: u64, now: u64) -> Result<(), ReplayError> {
+        match self {
+            Replay::Memory(cache) => cache.remember_now(key, expires_at, now),
+            Replay::Redis(store) => store.remember(key, expires_at, now).await,
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 //! Each part of the file is compiled in a module of its own: `server` (`listen`, the
 //! `[server]` table and the HTTP listener's `[http_server]` table), `issuers` (the issuers, their token rules and the shared key-set settings),
 //! `rules` (`[[rules]]`, and the checks of claim names, forwarded headers and algorithms),
-//! `metadata` (the dynamic metadata's keys and `metadata_claims`), `sources`
+//! `metadata` (the dynamic metadata's keys and `metadata_claims`), `replay_store` (the
+//! `dpop_replay_store*` keys), `sources`
 //! (`[[token_sources]]`), `warnings` ([`ConfigWarning`]) and `print` (the compiled
 //! configuration as `check-config` prints it, [`Config`]'s `Display`). Those modules are
 //! private; what they make public is re-exported here, so every public path is `config::X`.
@@ -24,6 +25,7 @@ use crate::policy::{Policy, PolicyError, Requirement};
 mod issuers;
 mod metadata;
 mod print;
+mod replay_store;
 mod rules;
 mod server;
 mod sources;
@@ -138,6 +140,16 @@ pub struct RawConfig {
     /// The scheme and host clients use (`https://api.example`), for a DPoP proof's `htu` where
     /// TLS ends before Envoy; absent: the scheme and host of the request as received.
     pub dpop_public_base_url: Option<String>,
+    /// Where DPoP proofs are remembered when replicas share one store: `redis://host:port[/db]`;
+    /// absent: in this process (`dpop_replay_cache_bytes`).
+    pub dpop_replay_store: Option<String>,
+    /// A file holding the Redis password (`AUTH`); absent: none sent.
+    pub dpop_replay_store_password_file: Option<String>,
+    /// The longest a call to the replay store may wait, connecting included; default 100 ms
+    /// (at most half of `server.check_timeout_ms`).
+    pub dpop_replay_store_timeout_ms: Option<u64>,
+    /// The most calls to the replay store in flight at once; default 256.
+    pub dpop_replay_store_max_in_flight: Option<u64>,
     /// Limits of the gRPC server.
     #[serde(default)]
     pub server: RawServer,
@@ -327,6 +339,7 @@ pub struct DpopSettings {
     window_seconds: u64,
     replay_cache_bytes: u64,
     public_base_url: Option<String>,
+    replay_store: Option<crate::auth::replay::RedisSettings>,
 }
 
 impl Default for DpopSettings {
@@ -336,6 +349,7 @@ impl Default for DpopSettings {
             window_seconds: crate::auth::dpop::DEFAULT_PROOF_WINDOW_SECONDS,
             replay_cache_bytes: crate::auth::replay::DEFAULT_REPLAY_CACHE_BYTES,
             public_base_url: None,
+            replay_store: None,
         }
     }
 }
@@ -360,6 +374,11 @@ impl DpopSettings {
     /// (`dpop_public_base_url`).
     pub fn public_base_url(&self) -> Option<&str> {
         self.public_base_url.as_deref()
+    }
+
+    /// The Redis store the replicas share (`dpop_replay_store`); `None`: the in-process cache.
+    pub fn replay_store(&self) -> Option<&crate::auth::replay::RedisSettings> {
+        self.replay_store.as_ref()
     }
 }
 
@@ -426,6 +445,7 @@ fn compile_dpop(
         window_seconds,
         replay_cache_bytes,
         public_base_url,
+        replay_store: None,
     })
 }
 
@@ -568,12 +588,18 @@ impl RawConfig {
                 ),
             ));
         }
-        let dpop = compile_dpop(
+        let mut dpop = compile_dpop(
             self.dpop_max_proof_bytes,
             self.dpop_proof_window_seconds,
             self.dpop_replay_cache_bytes,
             self.dpop_public_base_url,
         )?;
+        let replay_store = replay_store::RawReplayStore {
+            url: self.dpop_replay_store,
+            password_file: self.dpop_replay_store_password_file,
+            timeout_ms: self.dpop_replay_store_timeout_ms,
+            max_in_flight: self.dpop_replay_store_max_in_flight,
+        };
         let tls = match self.tls {
             None => None,
             Some(_) if matches!(listen, ListenAddr::Unix(_)) => {
@@ -644,6 +670,7 @@ impl RawConfig {
         };
         let policy = Policy::new(rules, default)?;
         let server = self.server.compile()?;
+        dpop.replay_store = replay_store.compile(server.check_timeout)?;
 
         let allow_insecure_http = self.allow_insecure_http.unwrap_or(false);
         // Top-level token rules: the shorthand issuer's, and the defaults of every [[issuers]].

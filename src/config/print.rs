@@ -53,6 +53,25 @@ impl fmt::Display for Config {
             self.dpop.replay_cache_bytes(),
             self.dpop.public_base_url().unwrap_or("from the request"),
         )?;
+        match self.dpop.replay_store() {
+            None => writeln!(
+                f,
+                "dpop replay store in this process (each replica remembers only its own proofs)"
+            )?,
+            // The password is never printed: only whether one is sent.
+            Some(store) => writeln!(
+                f,
+                "dpop replay store {} ({}), calls within {} ms, at most {} in flight",
+                store.target(),
+                if store.has_password() {
+                    "password from dpop_replay_store_password_file"
+                } else {
+                    "no password"
+                },
+                store.timeout().as_millis(),
+                store.max_in_flight(),
+            )?,
+        }
         let decision_log = match self.decision_log {
             DecisionLog::Deny => "deny",
             DecisionLog::All => "all",

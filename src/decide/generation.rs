@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::auth::dpop::KeyCache;
 use crate::auth::jwks::{Jwks, Refetch};
-use crate::auth::replay::MemoryReplayCache;
+use crate::auth::replay::{MemoryReplayCache, RedisReplayStore, Replay};
 use crate::auth::token::CredentialsError;
 use crate::auth::token_cache::TokenCache;
 use crate::auth::verify::{self, VerifyError};
@@ -30,38 +30,43 @@ pub struct Generation {
     /// Parsed DPoP proof keys by thumbprint (a reload starts afresh: nothing depends on them).
     proof_keys: KeyCache,
     /// DPoP proofs seen, kept across reloads ([`Generation::succeeding`]): a reload that
-    /// forgot them would let every proof of the last minute be replayed.
-    replay: Arc<MemoryReplayCache>,
+    /// forgot them would let every proof of the last minute be replayed. In this process, or
+    /// in the Redis store the replicas share (`dpop_replay_store`).
+    replay: Replay,
 }
 
 impl Generation {
     /// `config` with the keys in `key_sets`, one per issuer of `config`, in the same order.
     pub fn new(config: Arc<Config>, key_sets: Vec<Jwks>) -> Generation {
-        let replay = Arc::new(MemoryReplayCache::new(config.dpop().replay_cache_bytes()));
+        let replay = replay_for(&config);
         Generation::with_replay(config, key_sets, replay)
     }
 
     /// `config` with `key_sets`, as [`Generation::new`], taking over `previous`'s DPoP replay
-    /// cache when its byte budget is unchanged (a changed one starts afresh, which lets the
-    /// proofs of the last window be replayed once: the one cost of changing it).
+    /// store when it is configured the same: the in-process cache with an unchanged byte budget
+    /// (a changed one starts afresh, which lets the proofs of the last window be replayed once:
+    /// the one cost of changing it), or the Redis store with unchanged settings, whose
+    /// connection is kept (changed ones connect anew; the proofs stay in Redis).
     pub fn succeeding(
         config: Arc<Config>,
         key_sets: Vec<Jwks>,
         previous: &Generation,
     ) -> Generation {
-        if previous.config.dpop().replay_cache_bytes() == config.dpop().replay_cache_bytes() {
-            let replay = Arc::clone(&previous.replay);
-            Generation::with_replay(config, key_sets, replay)
+        let (old, new) = (previous.config.dpop(), config.dpop());
+        let same = match (&previous.replay, new.replay_store()) {
+            (Replay::Memory(_), None) => old.replay_cache_bytes() == new.replay_cache_bytes(),
+            (Replay::Redis(store), Some(settings)) => store.settings() == settings,
+            _ => false,
+        };
+        let replay = if same {
+            previous.replay.clone()
         } else {
-            Generation::new(config, key_sets)
-        }
+            replay_for(&config)
+        };
+        Generation::with_replay(config, key_sets, replay)
     }
 
-    fn with_replay(
-        config: Arc<Config>,
-        key_sets: Vec<Jwks>,
-        replay: Arc<MemoryReplayCache>,
-    ) -> Generation {
+    fn with_replay(config: Arc<Config>, key_sets: Vec<Jwks>, replay: Replay) -> Generation {
         assert_eq!(
             key_sets.len(),
             config.issuers().len(),
@@ -100,6 +105,16 @@ impl Generation {
     }
 }
 
+/// The replay store `config` asks for, new.
+fn replay_for(config: &Config) -> Replay {
+    match config.dpop().replay_store() {
+        Some(settings) => Replay::Redis(Arc::new(RedisReplayStore::new(settings.clone()))),
+        None => Replay::Memory(Arc::new(MemoryReplayCache::new(
+            config.dpop().replay_cache_bytes(),
+        ))),
+    }
+}
+
 impl Authenticate for Generation {
     fn config(&self) -> &Config {
         &self.config
@@ -117,7 +132,7 @@ impl Authenticate for Generation {
         &self.proof_keys
     }
 
-    fn replay(&self) -> Option<&MemoryReplayCache> {
+    fn replay(&self) -> Option<&Replay> {
         Some(&self.replay)
     }
 

@@ -19,6 +19,7 @@
 //! | a rule's claim conditions not met | 403 | `insufficient_claims` |
 //! | ambiguous request path, or a method override or form POST that could run another rule's handler | 400 | `invalid_request` |
 //! | no key set loaded yet | 503 | `temporarily_unavailable` |
+//! | a DPoP proof the replay store cannot remember (the in-process cache full, the shared store unreachable, slow or failing) | 503 | `temporarily_unavailable` |
 //! | the Check ran past `check_timeout_ms` | 503 | `temporarily_unavailable` |
 //! | a request the transport could not read ([`refuse_unreadable`]) | 400 | `invalid_request` |
 //!
@@ -42,7 +43,7 @@ pub use request::Request;
 use crate::auth::binding::{self, Binding, BindingError};
 use crate::auth::certificate::XFCC_HEADER;
 use crate::auth::dpop::{self, KeyCache};
-use crate::auth::replay::{MemoryReplayCache, ReplayError, ReplayStore as _};
+use crate::auth::replay::{Replay, ReplayError, ReplayStore as _};
 use crate::auth::sources::{Extracted, TokenSources};
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::VerifiedClaims;
@@ -70,7 +71,8 @@ pub trait Authenticate {
     /// Every header any issuer forwards a claim in.
     fn forwarded_headers(&self) -> &[String];
 
-    /// How long authentication may take before the request is answered 503 `timed_out`;
+    /// How long authentication and the proof of the token's binding (a call to the shared
+    /// replay store included) may take before the request is answered 503 `timed_out`;
     /// `None`: as long as it takes.
     fn deadline(&self) -> Option<Duration>;
 
@@ -79,7 +81,7 @@ pub trait Authenticate {
 
     /// Where DPoP proofs are remembered against replay; `None`: replay is not checked (only
     /// offline, where no request is let through).
-    fn replay(&self) -> Option<&MemoryReplayCache>;
+    fn replay(&self) -> Option<&Replay>;
 
     /// Verifies `token`, the one credential the token sources found (or why there is none),
     /// counting in `metrics` what it counts. Sets `issuer` to the index of the issuer whose
@@ -191,12 +193,21 @@ pub async fn decide<'g, A: Authenticate>(
         .then(|| sources.extract(&request));
     // Whether a denial challenges: only for the Authorization source (or where none was read).
     let challenges = sources.challenges(extracted.as_ref().and_then(|e| e.source));
-    // verify (only where the route, or a shadow rule, needs a token), within the deadline:
-    // authentication is the only step that can wait (on an unknown-kid refetch), and past the
-    // deadline Envoy would answer (or, failing open, allow) without us.
+    // verify (only where the route, or a shadow rule, needs a token), then prove the binding,
+    // together within the deadline: they are the steps that can wait (on an unknown-kid
+    // refetch, on the shared replay store), and past the deadline Envoy would answer (or,
+    // failing open, allow) without us.
     let auth = if let Some(extracted) = &extracted {
         let token = extracted.token.as_deref().map_err(|e| *e);
-        let authentication = with.authenticate(token, now, &mut issuer, metrics);
+        let issuer = &mut issuer;
+        let authentication = async move {
+            let claims = with.authenticate(token, now, issuer, metrics).await?;
+            // The binding is proved on every request, whether the claims came from the token
+            // cache or not, since a proof or a certificate belongs to the request and not to
+            // the token.
+            let leeway = issuer.map_or(0, |i| config.issuers()[i].expectations.leeway_seconds);
+            prove_binding(with, claims, request, extracted, leeway, now, metrics).await
+        };
         match with.deadline() {
             Some(deadline) => tokio::time::timeout(deadline, authentication)
                 .await
@@ -205,15 +216,6 @@ pub async fn decide<'g, A: Authenticate>(
         }
     } else {
         AuthOutcome::NotAttempted
-    };
-    // prove the binding: on every request, whether the claims came from the token cache or
-    // not, since a proof or a certificate belongs to the request and not to the token.
-    let auth = match (auth, &extracted) {
-        (AuthOutcome::Done(Ok(claims)), Some(extracted)) => {
-            let leeway = issuer.map_or(0, |i| config.issuers()[i].expectations.leeway_seconds);
-            AuthOutcome::Done(prove_binding(with, claims, request, extracted, leeway, now).await)
-        }
-        (auth, _) => auth,
     };
     // Who was denied, for the decision log of a denial after verification (a missing scope);
     // a token verified only for a shadow rule plays no part in the answer, nor here.
@@ -271,6 +273,7 @@ async fn prove_binding<A: Authenticate>(
     extracted: &Extracted<'_>,
     leeway_seconds: u64,
     now: u64,
+    metrics: &Metrics,
 ) -> Authentication {
     let config = with.config();
     let dpop = request.text_values("dpop");
@@ -316,6 +319,11 @@ async fn prove_binding<A: Authenticate>(
             .map_err(|e| match e {
                 ReplayError::Replayed => BindingError::DpopReplay,
                 ReplayError::Unavailable => BindingError::ReplayCacheFull,
+                // Fail closed: a proof the shared store could not check is refused (503).
+                ReplayError::Store(failure) => {
+                    metrics.replay_store_failure(failure);
+                    BindingError::ReplayStoreFailed
+                }
             })?;
     }
     Ok(claims)
@@ -526,9 +534,9 @@ pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
         Denial::Unauthenticated(AuthError::KeysUnavailable) => {
             (503, Reason::keys_unavailable, "temporarily_unavailable")
         }
-        Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)) => {
-            (503, Reason::dpop_proof, "temporarily_unavailable")
-        }
+        Denial::Unauthenticated(AuthError::Binding(
+            BindingError::ReplayCacheFull | BindingError::ReplayStoreFailed,
+        )) => (503, Reason::dpop_proof, "temporarily_unavailable"),
         Denial::Unauthenticated(AuthError::Binding(e)) if e.is_proof() => {
             (401, Reason::dpop_proof, "invalid_token")
         }
@@ -601,7 +609,9 @@ fn deny(denial: &Denial, realm: &str, challenges: bool) -> Denied {
         }
         // A bad DPoP proof: the DPoP scheme's own error code and the algorithms a proof may
         // use (RFC 9449 §7.1); a full replay cache answers 503 without one.
-        Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)) => None,
+        Denial::Unauthenticated(AuthError::Binding(
+            BindingError::ReplayCacheFull | BindingError::ReplayStoreFailed,
+        )) => None,
         Denial::Unauthenticated(AuthError::Binding(e)) if e.is_proof() => Some(format!(
             "DPoP realm={}, error=\"invalid_dpop_proof\", error_description={}, algs={}",
             quoted(realm),
@@ -628,7 +638,9 @@ fn deny(denial: &Denial, realm: &str, challenges: bool) -> Denied {
             headers.push(("retry-after", "5".to_owned()));
         }
         Denial::TimedOut => headers.push(("retry-after", "1".to_owned())),
-        Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)) => {
+        Denial::Unauthenticated(AuthError::Binding(
+            BindingError::ReplayCacheFull | BindingError::ReplayStoreFailed,
+        )) => {
             headers.push(("retry-after", "1".to_owned()));
         }
         _ => {}

@@ -154,6 +154,15 @@ fn every_denial_has_its_status_body_and_headers() {
             None,
             Some("1"),
         ),
+        // The shared replay store could not say whether the proof was seen: refused alike.
+        (
+            Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayStoreFailed)),
+            503,
+            "temporarily_unavailable",
+            Reason::dpop_proof,
+            None,
+            Some("1"),
+        ),
         (
             Denial::Unauthenticated(AuthError::Binding(BindingError::Downgrade)),
             401,

@@ -21,6 +21,7 @@
 //! | `scopegate_token_cache_bytes` | none |
 //! | `scopegate_shadow_decisions_total` | `rule` (a shadow rule), `decision` (what it would have decided) |
 //! | `scopegate_connections` (gauge) | none: open connections on the gRPC listener |
+//! | `scopegate_dpop_replay_store_failures_total` | `failure` ([`StoreFailure`]) |
 //! | `scopegate_build_info` | `version` |
 //!
 //! A counter (or histogram) whose label values are all known in advance is exported at zero
@@ -172,6 +173,36 @@ impl FetchResult {
     ];
 }
 
+/// The `failure` label of the DPoP replay store's failures (`dpop_replay_store`): each one
+/// refused a DPoP request 503.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum StoreFailure {
+    /// The store could not be reached (refused, reset, closed).
+    unreachable,
+    /// No answer within `dpop_replay_store_timeout_ms` (connecting included).
+    timeout,
+    /// The store answered with an error (or an answer `SET` never gives).
+    error,
+    /// `dpop_replay_store_max_in_flight` calls were already waiting for it.
+    busy,
+}
+
+impl StoreFailure {
+    /// Every value, for exporting at zero.
+    pub const ALL: [StoreFailure; 4] = [
+        StoreFailure::unreachable,
+        StoreFailure::timeout,
+        StoreFailure::error,
+        StoreFailure::busy,
+    ];
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreFailureLabels {
+    failure: StoreFailure,
+}
+
 /// The `result` label of verified-token cache lookups.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -278,6 +309,7 @@ pub struct Metrics {
     token_cache_bytes: Gauge,
     shadow_decisions: Family<ShadowLabels, Counter>,
     connections: Gauge,
+    replay_store_failures: Family<StoreFailureLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -367,6 +399,13 @@ impl Metrics {
              (each holds one of server.max_connections)",
             connections.clone(),
         );
+        let replay_store_failures = Family::<StoreFailureLabels, Counter>::default();
+        registry.register(
+            "dpop_replay_store_failures",
+            "Calls to the shared DPoP replay store (dpop_replay_store) that failed, by failure; \
+             each refused a DPoP request 503",
+            replay_store_failures.clone(),
+        );
         registry.register(
             "build",
             "The running scopegate's version",
@@ -389,6 +428,9 @@ impl Metrics {
         for result in [ReloadResult::success, ReloadResult::failure] {
             start_at_zero(&config_reloads, &ReloadLabels { result });
         }
+        for failure in StoreFailure::ALL {
+            start_at_zero(&replay_store_failures, &StoreFailureLabels { failure });
+        }
         Metrics {
             registry: Arc::new(registry),
             checks,
@@ -402,6 +444,7 @@ impl Metrics {
             token_cache_bytes,
             shadow_decisions,
             connections,
+            replay_store_failures,
         }
     }
 
@@ -445,6 +488,13 @@ impl Metrics {
                 rule: Arc::clone(rule),
                 decision,
             })
+            .inc();
+    }
+
+    /// Counts one failed call to the shared DPoP replay store.
+    pub fn replay_store_failure(&self, failure: StoreFailure) {
+        self.replay_store_failures
+            .get_or_create(&StoreFailureLabels { failure })
             .inc();
     }
 

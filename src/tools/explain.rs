@@ -25,7 +25,7 @@ use std::time::Duration;
 use crate::auth::dpop::KeyCache;
 use crate::auth::jwks;
 use crate::auth::keys::{Algorithm, KeySet};
-use crate::auth::replay::MemoryReplayCache;
+use crate::auth::replay::Replay;
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::{self, VerifiedClaims, VerifyError};
 use crate::config::Config;
@@ -489,7 +489,7 @@ impl Authenticate for Offline<'_> {
     }
 
     /// Offline: nothing is let through, so replay is not checked.
-    fn replay(&self) -> Option<&MemoryReplayCache> {
+    fn replay(&self) -> Option<&Replay> {
         None
     }
 

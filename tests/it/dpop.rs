@@ -15,16 +15,16 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-const HOST: &str = "api.example";
+pub(crate) const HOST: &str = "api.example";
 
 /// A client's DPoP key.
-enum ProofKey {
+pub(crate) enum ProofKey {
     Es256(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
 }
 
 impl ProofKey {
-    fn es256() -> ProofKey {
+    pub(crate) fn es256() -> ProofKey {
         ProofKey::Es256(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("P-256"))
     }
 
@@ -47,7 +47,7 @@ impl ProofKey {
 
     /// The RFC 7638 thumbprint, written out here as the RFC says (required members in
     /// lexicographic order, no whitespace).
-    fn jkt(&self) -> String {
+    pub(crate) fn jkt(&self) -> String {
         let jwk = self.jwk();
         let text = match self {
             ProofKey::Es256(_) => format!(
@@ -64,7 +64,7 @@ impl ProofKey {
     }
 
     /// A proof for `method` on `url` with `token`, a fresh `jti` each time.
-    fn proof(&self, method: &str, url: &str, token: &str) -> String {
+    pub(crate) fn proof(&self, method: &str, url: &str, token: &str) -> String {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let jti = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.sign(&json!({
@@ -100,7 +100,7 @@ impl ProofKey {
 }
 
 /// Claims bound to `jkt`.
-fn bound(scope: &str, jkt: &str) -> Value {
+pub(crate) fn bound(scope: &str, jkt: &str) -> Value {
     let mut claims = claims(scope);
     claims["cnf"] = json!({ "jkt": jkt });
     claims
@@ -108,7 +108,7 @@ fn bound(scope: &str, jkt: &str) -> Value {
 
 /// A Check for `method` on `path` of https://api.example, with these header values (a name
 /// may repeat: they travel as Envoy's raw header map).
-fn check_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+pub(crate) fn check_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
     let raw: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
     let mut request = raw_request(method, path, &raw);
     let http = request

@@ -15,6 +15,7 @@ mod compose;
 mod dev_issuer;
 mod dockerfile;
 mod dpop;
+mod dpop_redis;
 mod explain;
 mod grpc_surface;
 mod hostile_tokens;
