@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::dpop::KeyCache;
+use crate::auth::introspect;
+use crate::auth::introspect_cache::{IntrospectError, Introspector};
 use crate::auth::jwks::{Jwks, Refetch};
 use crate::auth::replay::MemoryReplayCache;
 use crate::auth::token::CredentialsError;
@@ -32,35 +34,44 @@ pub struct Generation {
     /// DPoP proofs seen, kept across reloads ([`Generation::succeeding`]): a reload that
     /// forgot them would let every proof of the last minute be replayed.
     replay: Arc<MemoryReplayCache>,
+    /// One per issuer that introspects (`None` for the others), in the order of
+    /// `config.issuers`; kept across a reload that changes nothing it depends on.
+    introspectors: Vec<Option<Arc<Introspector>>>,
+    /// The issuer that introspects opaque tokens, if any (at most one, by the configuration).
+    opaque_issuer: Option<usize>,
 }
 
 impl Generation {
     /// `config` with the keys in `key_sets`, one per issuer of `config`, in the same order.
     pub fn new(config: Arc<Config>, key_sets: Vec<Jwks>) -> Generation {
         let replay = Arc::new(MemoryReplayCache::new(config.dpop().replay_cache_bytes()));
-        Generation::with_replay(config, key_sets, replay)
+        Generation::with_replay(config, key_sets, replay, None)
     }
 
     /// `config` with `key_sets`, as [`Generation::new`], taking over `previous`'s DPoP replay
     /// cache when its byte budget is unchanged (a changed one starts afresh, which lets the
-    /// proofs of the last window be replayed once: the one cost of changing it).
+    /// proofs of the last window be replayed once: the one cost of changing it), and each of
+    /// its introspectors (caches included) whose issuer, endpoint, client, secret, expectations
+    /// and cache budgets are unchanged (any change starts that issuer's caches afresh).
     pub fn succeeding(
         config: Arc<Config>,
         key_sets: Vec<Jwks>,
         previous: &Generation,
     ) -> Generation {
-        if previous.config.dpop().replay_cache_bytes() == config.dpop().replay_cache_bytes() {
-            let replay = Arc::clone(&previous.replay);
-            Generation::with_replay(config, key_sets, replay)
-        } else {
-            Generation::new(config, key_sets)
-        }
+        let replay =
+            if previous.config.dpop().replay_cache_bytes() == config.dpop().replay_cache_bytes() {
+                Arc::clone(&previous.replay)
+            } else {
+                Arc::new(MemoryReplayCache::new(config.dpop().replay_cache_bytes()))
+            };
+        Generation::with_replay(config, key_sets, replay, Some(previous))
     }
 
     fn with_replay(
         config: Arc<Config>,
         key_sets: Vec<Jwks>,
         replay: Arc<MemoryReplayCache>,
+        previous: Option<&Generation>,
     ) -> Generation {
         assert_eq!(
             key_sets.len(),
@@ -69,6 +80,33 @@ impl Generation {
         );
         let forwarded_headers = config.forwarded_headers().into();
         let cache = TokenCache::new(config.token_cache_size(), config.token_cache_max_bytes());
+        let budgets = (config.token_cache_size(), config.token_cache_max_bytes());
+        let introspectors = config
+            .issuers()
+            .iter()
+            .map(|issuer| {
+                let settings = issuer.introspection.as_ref()?;
+                let name = &issuer.expectations.issuer;
+                let kept = previous.into_iter().flat_map(|p| p.introspectors.iter());
+                let kept = kept
+                    .flatten()
+                    .find(|old| old.serves(name, settings, &issuer.expectations, budgets));
+                Some(match kept {
+                    Some(old) => Arc::clone(old),
+                    None => Arc::new(Introspector::new(
+                        name,
+                        settings.clone(),
+                        issuer.expectations.clone(),
+                        budgets.0,
+                        budgets.1,
+                    )),
+                })
+            })
+            .collect();
+        let opaque_issuer = config
+            .issuers()
+            .iter()
+            .position(|issuer| issuer.takes_opaque_tokens());
         Generation {
             config,
             key_sets,
@@ -76,7 +114,46 @@ impl Generation {
             cache,
             proof_keys: KeyCache::default(),
             replay,
+            introspectors,
+            opaque_issuer,
         }
+    }
+
+    /// Whether any issuer's tokens can be decided now (what health reports): its key set is
+    /// usable, or it introspects and its recent calls did not all fail.
+    pub fn is_usable(&self) -> bool {
+        self.config
+            .issuers()
+            .iter()
+            .zip(&self.key_sets)
+            .zip(&self.introspectors)
+            .any(|((issuer, jwks), introspector)| {
+                (!issuer.introspects_jwts() && jwks.is_usable())
+                    || introspector.as_ref().is_some_and(|i| i.is_usable())
+            })
+    }
+
+    /// Asks issuer `index`'s introspection endpoint about `token` (through its caches).
+    async fn introspect(
+        &self,
+        index: usize,
+        token: &str,
+        now: u64,
+        metrics: &Metrics,
+    ) -> Authentication {
+        let Some(introspector) = &self.introspectors[index] else {
+            // The configuration routes here only issuers that introspect.
+            return Err(AuthError::IntrospectionUnavailable(
+                crate::auth::introspect_cache::Unavailable::Failed,
+            ));
+        };
+        introspector
+            .introspect(token, now, metrics)
+            .await
+            .map_err(|e| match e {
+                IntrospectError::Refused(e) => AuthError::Token(e),
+                IntrospectError::Unavailable(e) => AuthError::IntrospectionUnavailable(e),
+            })
     }
 
     /// The configuration.
@@ -132,6 +209,14 @@ impl Authenticate for Generation {
         metrics: &Metrics,
     ) -> Authentication {
         let token = token.map_err(AuthError::Credentials)?;
+        // An opaque token (only looked for when an issuer introspects, so that nothing else
+        // pays for reading the header) goes to the issuer that introspects them.
+        if let Some(index) = self.opaque_issuer
+            && !introspect::is_jwt(token)
+        {
+            *issuer = Some(index);
+            return self.introspect(index, token, now, metrics).await;
+        }
         // A token verified before: used only while its time claims hold and its key is still
         // in the issuer's fresh key set; anything else is verified in full, which also gives
         // the right error.
@@ -157,6 +242,11 @@ impl Authenticate for Generation {
         }
         let index = self.issuer_of(token)?;
         *issuer = Some(index);
+        // An issuer whose JWTs are introspected too (`introspection = "always"`): its keys are
+        // never fetched. Such claims never enter the token cache above.
+        if self.config.issuers()[index].introspects_jwts() {
+            return self.introspect(index, token, now, metrics).await;
+        }
         let (expect, jwks) = (
             &self.config.issuers()[index].expectations,
             &self.key_sets[index],

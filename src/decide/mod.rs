@@ -19,6 +19,8 @@
 //! | a rule's claim conditions not met | 403 | `insufficient_claims` |
 //! | ambiguous request path, or a method override or form POST that could run another rule's handler | 400 | `invalid_request` |
 //! | no key set loaded yet | 503 | `temporarily_unavailable` |
+//! | a token to introspect, and the endpoint failed or its caps are reached | 503 | `temporarily_unavailable` |
+//! | an introspected token the endpoint says is not active | 401 | `invalid_token` |
 //! | the Check ran past `check_timeout_ms` | 503 | `temporarily_unavailable` |
 //! | a request the transport could not read ([`refuse_unreadable`]) | 400 | `invalid_request` |
 //!
@@ -525,6 +527,11 @@ pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
         Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)) => {
             (503, Reason::dpop_proof, "temporarily_unavailable")
         }
+        Denial::Unauthenticated(AuthError::IntrospectionUnavailable(_)) => (
+            503,
+            Reason::introspection_unavailable,
+            "temporarily_unavailable",
+        ),
         Denial::Unauthenticated(AuthError::Binding(e)) if e.is_proof() => {
             (401, Reason::dpop_proof, "invalid_token")
         }
@@ -605,6 +612,7 @@ fn deny(denial: &Denial, realm: &str, challenges: bool) -> Denied {
             quoted(binding::PROOF_ALGORITHMS)
         )),
         Denial::Unauthenticated(AuthError::KeysUnavailable)
+        | Denial::Unauthenticated(AuthError::IntrospectionUnavailable(_))
         | Denial::TimedOut
         | Denial::BadPath(_) => None,
         Denial::Unauthenticated(_)
@@ -624,6 +632,11 @@ fn deny(denial: &Denial, realm: &str, challenges: bool) -> Denied {
             headers.push(("retry-after", "5".to_owned()));
         }
         Denial::TimedOut => headers.push(("retry-after", "1".to_owned())),
+        // At capacity: the bucket refills within the second; a failed endpoint is tried again
+        // by the next Check, so a short wait is as good as a long one.
+        Denial::Unauthenticated(AuthError::IntrospectionUnavailable(_)) => {
+            headers.push(("retry-after", "1".to_owned()));
+        }
         Denial::Unauthenticated(AuthError::Binding(BindingError::ReplayCacheFull)) => {
             headers.push(("retry-after", "1".to_owned()));
         }
