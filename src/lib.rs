@@ -50,7 +50,8 @@
 //!
 //! Apart from the layers, for demos and tests (never on the request path):
 //! - [`dev`]: development-only code: [`dev::issuer`], a token issuer (JWKS, discovery,
-//!   client-credentials tokens), [`dev::demo`], the upstream API that stands behind Envoy in the
+//!   client-credentials tokens, opaque tokens), [`dev::introspection`], its RFC 7662
+//!   introspection and RFC 7009 revocation endpoints, [`dev::demo`], the upstream API that stands behind Envoy in the
 //!   demo, and [`dev::certs`], throw-away TLS certificates.
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into [`serve::server`],

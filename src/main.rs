@@ -52,7 +52,8 @@ enum Command {
         #[arg(long)]
         shadow: bool,
     },
-    /// Development token issuer (JWKS, discovery, POST /oauth/token). NOT FOR PRODUCTION.
+    /// Development token issuer (JWKS, discovery, POST /oauth/token, /oauth/introspect,
+    /// /oauth/revoke). NOT FOR PRODUCTION.
     DevIssuer {
         /// Listen address; loopback only unless --allow-non-loopback.
         #[arg(long, default_value = "127.0.0.1:8081")]
@@ -70,6 +71,13 @@ enum Command {
         /// Allow a non-loopback listen address (inside an isolated network only).
         #[arg(long)]
         allow_non_loopback: bool,
+        /// The client id allowed to call /oauth/introspect and /oauth/revoke.
+        #[arg(long, default_value = scopegate::dev::introspection::DEFAULT_CLIENT_ID)]
+        introspection_client_id: String,
+        /// A file holding that client's secret. Default: the built-in demo secret
+        /// `demo-introspection-secret`, for demos only.
+        #[arg(long)]
+        introspection_client_secret_file: Option<PathBuf>,
     },
     /// Mint a token with the development issuer's key and print it (for scripts).
     MintToken {
@@ -106,6 +114,10 @@ enum Command {
         /// with many distinct tokens).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         count: u32,
+        /// Mint an opaque token (`sgo_…`) that only the dev issuer with the same key file can
+        /// read, through its /oauth/introspect.
+        #[arg(long)]
+        opaque: bool,
     },
     /// The demo upstream API that stands behind Envoy in the demo.
     DemoUpstream {
@@ -227,12 +239,15 @@ fn main() -> ExitCode {
             alg,
             key_file,
             allow_non_loopback,
+            introspection_client_id,
+            introspection_client_secret_file,
         } => dev_issuer(
             listen,
             &issuer,
             alg,
             &key_file.unwrap_or_else(|| default_key_file(alg)),
             allow_non_loopback,
+            (introspection_client_id, introspection_client_secret_file),
         ),
         Command::MintToken {
             alg,
@@ -244,6 +259,7 @@ fn main() -> ExitCode {
             expires_in,
             claims,
             count,
+            opaque,
         } => mint_token(
             &key_file.unwrap_or_else(|| default_key_file(alg)),
             alg,
@@ -256,6 +272,7 @@ fn main() -> ExitCode {
                 extra: claims.into_iter().collect(),
             },
             count,
+            opaque,
         ),
         Command::DemoUpstream { listen } => demo_upstream(listen),
         Command::Health {
@@ -431,9 +448,22 @@ fn dev_issuer(
     alg: DevAlgorithm,
     key_file: &std::path::Path,
     allow_non_loopback: bool,
+    (client_id, secret_file): (String, Option<PathBuf>),
 ) -> anyhow::Result<()> {
+    use scopegate::dev::introspection::{DEMO_CLIENT_SECRET, IntrospectionClient};
     init_logging(LogFormat::Text);
-    let dev = scopegate::dev::issuer::DevIssuer::load_or_create_for(key_file, issuer, alg)?;
+    let client = match secret_file {
+        Some(file) => IntrospectionClient::from_secret_file(&client_id, &file)?,
+        None => {
+            tracing::warn!(
+                client_id,
+                "the introspection client uses the built-in demo secret; for demos only"
+            );
+            IntrospectionClient::new(&client_id, DEMO_CLIENT_SECRET)?
+        }
+    };
+    let dev = scopegate::dev::issuer::DevIssuer::load_or_create_for(key_file, issuer, alg)?
+        .with_introspection_client(client);
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -454,11 +484,19 @@ fn mint_token(
     issuer: &str,
     mint: &scopegate::dev::issuer::Mint,
     count: u32,
+    opaque: bool,
 ) -> anyhow::Result<()> {
     use std::io::Write as _;
     let dev = scopegate::dev::issuer::DevIssuer::load_or_create_for(key_file, issuer, alg)?;
+    let mint_one = |mint: &scopegate::dev::issuer::Mint| {
+        if opaque {
+            dev.mint_opaque(mint)
+        } else {
+            dev.mint(mint)
+        }
+    };
     if count == 1 {
-        println!("{}", dev.mint(mint)?);
+        println!("{}", mint_one(mint)?);
         return Ok(());
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -466,7 +504,7 @@ fn mint_token(
     for i in 0..count {
         mint.extra
             .insert("jti".into(), serde_json::Value::String(format!("load-{i}")));
-        writeln!(out, "{}", dev.mint(&mint)?)?;
+        writeln!(out, "{}", mint_one(&mint)?)?;
     }
     Ok(())
 }

@@ -4,4 +4,5 @@
 
 pub mod certs;
 pub mod demo;
+pub mod introspection;
 pub mod issuer;
