@@ -621,3 +621,80 @@ async fn the_secret_is_never_logged_nor_in_metrics() {
         assert!(!place.contains("good-opaque"), "a token leaked");
     }
 }
+
+/// The whole round trip against the real development issuer: its endpoint found by discovery,
+/// an opaque token from its token endpoint allowed with its scopes, an unknown one refused, and
+/// one revoked at its RFC 7009 endpoint refused once the positive cache has expired.
+#[tokio::test]
+async fn the_dev_issuers_opaque_tokens_round_trip() {
+    use scopegate::dev::introspection::{DEFAULT_CLIENT_ID, DEMO_CLIENT_SECRET};
+    use scopegate::dev::issuer::DevIssuer;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    let dir = tempfile::tempdir().expect("dir");
+    let issuer = DevIssuer::load_or_create(&dir.path().join("key.der"), &url).expect("key");
+    tokio::spawn(issuer.serve(listener, false, std::future::pending()));
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, DEMO_CLIENT_SECRET).expect("write");
+    let text = format!(
+        "issuer = \"{url}\"\naudience = \"https://api.example.com\"\n\
+         introspection = \"opaque\"\nclient_id = \"{DEFAULT_CLIENT_ID}\"\n\
+         client_secret_file = \"{}\"\nintrospection_cache_seconds = 1\n\
+         [[rules]]\npath = \"/r\"\nscopes = [\"read\"]\n",
+        secret.display()
+    );
+    let config = scopegate::config::RawConfig::from_toml(&text, "<test>")
+        .and_then(scopegate::config::RawConfig::compile)
+        .expect("compiles");
+    let gate = Scopegate::start_with(config).await;
+    gate.wait_serving().await;
+
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let request = json!({
+        "grant_type": "client_credentials",
+        "client_id": "shop",
+        "audience": "https://api.example.com",
+        "scope": "read write",
+        "token_format": "opaque",
+    });
+    let answer = http
+        .post(format!("{url}oauth/token"))
+        .header("content-type", "application/json")
+        .body(request.to_string())
+        .send()
+        .await
+        .expect("token endpoint")
+        .text()
+        .await
+        .expect("body");
+    let answer: Value = serde_json::from_str(&answer).expect("JSON");
+    let token = answer["access_token"].as_str().expect("a token").to_owned();
+    let allowed = ask(&gate, &token).await;
+    allowed.assert_allowed();
+    assert_eq!(allowed.headers["x-auth-scopes"], "read write");
+    assert_eq!(allowed.headers["x-auth-subject"], "shop@clients");
+    ask(&gate, "sgo_forged_token")
+        .await
+        .assert_denied(401, "invalid_token");
+
+    let revoked = http
+        .post(format!("{url}oauth/revoke"))
+        .basic_auth(DEFAULT_CLIENT_ID, Some(DEMO_CLIENT_SECRET))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .expect("revocation endpoint");
+    assert_eq!(revoked.status(), 200);
+    eventually(
+        "the revoked token refused",
+        Duration::from_secs(10),
+        || async { ask(&gate, &token).await.status() == 401 },
+    )
+    .await;
+}
