@@ -328,7 +328,7 @@ mod tests {
         let missing = dir.path().join("missing").display().to_string();
         let (secret, empty) = (secret.display().to_string(), empty.display().to_string());
         let base = "issuer = \"https://idp.example/\"\naudience = \"api\"\n";
-        let on = format!("introspection = \"opaque\"\nclient_id = \"gate\"\n");
+        let on = "introspection = \"opaque\"\nclient_id = \"gate\"\n";
         let entry = |extra: &str| {
             format!(
                 "[[issuers]]\nissuer = \"https://a/\"\naudience = \"api\"\nclient_id = \"g\"\n\

@@ -46,11 +46,12 @@ pub struct Issuer {
 }
 
 /// How one issuer's keys are fetched, as written: `allow_insecure_http` already resolved
-/// against the top level.
+/// against the top level; and its token introspection, fetched under the same policy.
 pub(super) struct RawFetch {
     pub(super) allow_insecure_http: bool,
     pub(super) ca_file: Option<String>,
     pub(super) ca_file_only: Option<bool>,
+    pub(super) introspection: RawIntrospection,
 }
 
 impl RawFetch {
@@ -96,10 +97,9 @@ impl Issuer {
         issuer: Option<String>,
         audience: Option<StringOrList>,
         jwks_uri: Option<String>,
-        fetch: RawFetch,
+        mut fetch: RawFetch,
         rules: TokenRules,
         jwks_template: &JwksSettings,
-        introspection: RawIntrospection,
     ) -> Result<Issuer, ConfigError> {
         let env_hint = |var: &str| {
             if prefix.is_empty() {
@@ -147,6 +147,7 @@ impl Issuer {
                     )
                 })
         };
+        let introspection = std::mem::take(&mut fetch.introspection);
         let fetch_policy = fetch.compile(prefix)?;
         let introspection = introspection.compile(
             prefix,

@@ -4,7 +4,7 @@
 //! error names the key and the value at fault.
 //!
 //! Each part of the file is compiled in a module of its own: `server` (`listen`, the
-//! `[server]` table and the HTTP listener's `[http_server]` table), `issuers` (the issuers, their token rules and the shared key-set settings),
+//! `[server]` table and the HTTP listener's `[http_server]` table), `issuers` (the issuers, their token rules and the shared key-set settings), `introspection` (an issuer's token introspection keys),
 //! `rules` (`[[rules]]`, and the checks of claim names, forwarded headers and algorithms),
 //! `metadata` (the dynamic metadata's keys and `metadata_claims`), `sources`
 //! (`[[token_sources]]`), `warnings` ([`ConfigWarning`]) and `print` (the compiled
@@ -703,10 +703,10 @@ impl RawConfig {
                     allow_insecure_http,
                     ca_file: self.ca_file,
                     ca_file_only: self.ca_file_only,
+                    introspection,
                 },
                 defaults,
                 &jwks_template,
-                introspection,
             )?],
             Some(list) => {
                 // allow_insecure_http is every entry's default; a CA belongs to one issuer.
@@ -749,10 +749,10 @@ impl RawConfig {
                                 .unwrap_or(allow_insecure_http),
                             ca_file: raw.ca_file,
                             ca_file_only: raw.ca_file_only,
+                            introspection: raw.introspection,
                         },
                         rules,
                         &jwks_template,
-                        raw.introspection,
                     )?;
                     if let Some(earlier) = issuers
                         .iter()

@@ -455,6 +455,7 @@ async fn endpoint_failures_are_503_and_let_nothing_through() {
         Behaviour::Status(502),
         Behaviour::Status(401),
         Behaviour::Html,
+        // Past the 64 KiB bound on answers.
         Behaviour::Huge(200_000),
         Behaviour::Slow(Duration::from_secs(3)),
     ] {
