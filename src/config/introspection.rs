@@ -315,6 +315,9 @@ mod tests {
             (5, 0, 2, 3)
         );
         assert!(c.issuers()[1].introspection.is_none());
+        // Accepting answers without aud is allowed, and said to be weaker.
+        let keys: Vec<&str> = c.warnings().iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["issuers[0].introspection_require_audience"]);
     }
 
     /// Each refusal names the key (and the value or file), never the secret.

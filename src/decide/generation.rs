@@ -281,3 +281,79 @@ impl Authenticate for Generation {
         Ok(verified)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generation for `text` (keys never fetched: nothing here asks for them).
+    fn generation(text: &str, previous: Option<&Generation>) -> Generation {
+        let config = Arc::new(
+            crate::config::RawConfig::from_toml(text, "<test>")
+                .and_then(crate::config::RawConfig::compile)
+                .expect("compiles"),
+        );
+        let key_sets = config
+            .issuers()
+            .iter()
+            .map(|issuer| Jwks::new(issuer.jwks.clone()))
+            .collect();
+        match previous {
+            Some(previous) => Generation::succeeding(config, key_sets, previous),
+            None => Generation::new(config, key_sets),
+        }
+    }
+
+    /// A reload keeps an issuer's introspector, caches and all, unless the endpoint, client,
+    /// secret file content, expectations or cache settings change.
+    #[test]
+    fn a_reload_keeps_the_introspection_caches_only_when_nothing_they_depend_on_changed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "first").expect("write");
+        let text = |extra: &str| {
+            let audience = if extra.starts_with("audience") {
+                ""
+            } else {
+                "audience = \"api\"\n"
+            };
+            format!(
+                "issuer = \"https://idp.example/\"\n{audience}\
+                 jwks_uri = \"https://idp.example/keys\"\nintrospection = \"opaque\"\n\
+                 introspection_endpoint = \"https://idp.example/introspect\"\n\
+                 client_id = \"gate\"\nclient_secret_file = {:?}\n{extra}\n",
+                secret.display().to_string()
+            )
+        };
+        let first = generation(&text(""), None);
+        let introspector = |g: &Generation| Arc::clone(g.introspectors[0].as_ref().expect("one"));
+        let kept = generation(
+            &text("[[rules]]\npath = \"/new\"\npublic = true"),
+            Some(&first),
+        );
+        assert!(Arc::ptr_eq(&introspector(&first), &introspector(&kept)));
+        for changed in [
+            "introspection_cache_seconds = 5",
+            "client_auth = \"client_secret_post\"",
+            "leeway_seconds = 5",
+            "audience = \"other\"",
+        ] {
+            let next = generation(&text(changed), Some(&first));
+            assert!(
+                !Arc::ptr_eq(&introspector(&first), &introspector(&next)),
+                "{changed}"
+            );
+        }
+        std::fs::write(&secret, "second").expect("rewrite");
+        let next = generation(&text(""), Some(&first));
+        assert!(
+            !Arc::ptr_eq(&introspector(&first), &introspector(&next)),
+            "a new secret"
+        );
+        assert_eq!(next.opaque_issuer, Some(0));
+        assert!(
+            next.is_usable(),
+            "an introspecting issuer is usable before any call"
+        );
+    }
+}
