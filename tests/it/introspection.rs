@@ -699,3 +699,28 @@ async fn the_dev_issuers_opaque_tokens_round_trip() {
     )
     .await;
 }
+
+/// Forwarded claims and claim conditions read an introspection answer as they read a JWT: the
+/// tenant check passes for the token's own tenant and refuses another's, and the forwarded
+/// claim reaches the upstream's headers.
+#[tokio::test]
+async fn claim_conditions_and_forwarded_claims_read_the_answer() {
+    let s = setup(
+        "[forward_claims]\n\"x-auth-tenant\" = \"org_id\"\n\
+         [[rules]]\ntemplate = \"/orgs/{org}/{**}\"\nclaims = { org_id = \"{org}\" }\n",
+    )
+    .await;
+    let mut answer = active(&["read"]);
+    answer["org_id"] = json!("acme");
+    s.endpoint.issue("tenant-token", answer);
+    let allowed = s
+        .gate
+        .ask("GET", "/orgs/acme/items", Some(&bearer("tenant-token")))
+        .await;
+    allowed.assert_allowed();
+    assert_eq!(allowed.headers["x-auth-tenant"], "acme");
+    s.gate
+        .ask("GET", "/orgs/globex/items", Some(&bearer("tenant-token")))
+        .await
+        .assert_denied(403, "insufficient_claims");
+}
