@@ -22,8 +22,10 @@
 //!   [`auth::binding`] (what a token is bound to, `cnf`), [`auth::dpop`] (DPoP proofs),
 //!   [`auth::replay`] (proofs seen, in this process or in Redis: its private
 //!   `replay/shared.rs`), [`auth::certificate`] (the client certificate's
-//!   thumbprint), [`auth::heap`] (allocation sizes for the byte budgets) and
-//!   [`auth::token_cache`].
+//!   thumbprint), [`auth::heap`] (allocation sizes for the byte budgets),
+//!   [`auth::token_cache`], and opaque tokens by introspection: [`auth::introspect`] (which
+//!   tokens are JWTs, the call to an issuer's endpoint) and [`auth::introspect_cache`] (caches,
+//!   single-flight and caps around it).
 //! - [`policy`]: pure: the rules and the [`policy::Policy`] built from them with its start-up
 //!   checks, route lookup and the readings an upstream might apply, [`policy::decide`] (files
 //!   `rule`, `route` and `decide`, re-exported as `policy::X`), path canonicalisation
@@ -32,7 +34,8 @@
 //! - [`config`]: TOML and environment input (`RawConfig`) compiled into a validated
 //!   [`config::Config`] before any port is bound. Every error names the offending key and value.
 //!   `config/mod.rs` holds the top level and the compile; its parts are `server` (`listen`,
-//!   `[server]`, `[http_server]`), `issuers` (issuers, their token rules and key-set settings), `rules`
+//!   `[server]`, `[http_server]`), `issuers` (issuers, their token rules and key-set settings),
+//!   `introspection` (an issuer's introspection keys), `rules`
 //!   (`[[rules]]`, claim and header checks), `metadata`, `sources` (`[[token_sources]]`),
 //!   `warnings` and `print` (what `check-config` prints), with tests in `config/tests.rs`.
 //! - [`decide`]: the transport-neutral decision core: a [`decide::Request`] view decided with the

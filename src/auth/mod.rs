@@ -20,11 +20,17 @@
 //! - [`replay`]: proofs remembered until they expire, so none is accepted twice.
 //! - [`token_cache`]: verified tokens remembered by digest, bounded in entries and bytes,
 //!   re-checked on each use.
+//! - [`introspect`]: opaque tokens (RFC 7662): which tokens are JWTs, an issuer's introspection
+//!   settings, the call to its endpoint (the answer is read by [`verify::introspected`]).
+//! - [`introspect_cache`]: the introspections' caches (positive and negative, bounded in
+//!   bytes), single-flight per token, the in-flight cap and the calls-per-second bucket.
 
 pub mod binding;
 pub mod certificate;
 pub mod dpop;
 pub mod heap;
+pub mod introspect;
+pub mod introspect_cache;
 pub mod jwks;
 pub mod keys;
 pub mod replay;

@@ -315,6 +315,23 @@ pub enum VerifyError {
     /// `["eng", "admin"]`).
     #[error("token claims to forward cannot be forwarded as written")]
     UnforwardableClaim,
+    /// The issuer's introspection endpoint says the token is not active (RFC 7662 §2.2:
+    /// revoked, expired, unknown, or never issued).
+    #[error("token is not active")]
+    Inactive,
+}
+
+/// How an introspection answer (RFC 7662 §2.2) failed to become [`VerifiedClaims`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// Not a JSON object, or `active` given twice: the server's fault, so the token may be
+    /// fine (503).
+    #[error("introspection answer is not a JSON object")]
+    Malformed,
+    /// The token is refused (401): inactive, or an active answer that does not meet the
+    /// issuer's expectations.
+    #[error(transparent)]
+    Refused(#[from] VerifyError),
 }
 
 /// Claims of a token whose signature, algorithm, issuer, audience and validity window have all been
@@ -643,10 +660,63 @@ pub fn verify(
         &expect.retain_claims,
     )
     .ok_or(VerifyError::BadClaims)?;
-    let mut verified = check_claims(claims, expect, now)?;
+    let mut verified = check_claims(claims, expect, now, Source::Signature)?;
     verified.kid = kid.map(str::to_owned);
     verified.key = *key.fingerprint();
     Ok(verified)
+}
+
+/// The claims of an introspected token, from its issuer's introspection answer (RFC 7662
+/// §2.2, the bytes its endpoint sent): used only when `active` is `true` and the answer carries
+/// `exp`; then `exp`/`nbf` with leeway as for a JWT, `iss` (when present) exactly the issuer,
+/// `aud` holding one of the issuer's audiences (an answer without `aud` is refused unless
+/// `require_audience` is false), scopes from `scope` (space-delimited) as scope-tokens, `sub`,
+/// `client_id`, `cnf`, the forwarded and retained claims read as from a JWT's payload (each
+/// member at most once). The claims name no key: [`VerifiedClaims::still_valid`] never holds
+/// for them, so they are never taken for a verified JWT's.
+pub fn introspected(
+    answer: &[u8],
+    expect: &Expectations,
+    require_audience: bool,
+    now: u64,
+) -> Result<VerifiedClaims, AnswerError> {
+    #[derive(Deserialize)]
+    struct Active {
+        active: Option<serde_json::Value>,
+    }
+    // serde refuses a duplicate `active` for this struct; it would read an array as one, so
+    // the answer must open an object.
+    if answer.trim_ascii_start().first() != Some(&b'{') {
+        return Err(AnswerError::Malformed);
+    }
+    let active: Active = serde_json::from_slice(answer).map_err(|_| AnswerError::Malformed)?;
+    if active.active != Some(serde_json::Value::Bool(true)) {
+        return Err(VerifyError::Inactive.into());
+    }
+    let claims = parse_claims(
+        answer,
+        &INTROSPECTION_SCOPE_CLAIMS[..],
+        &expect.forward_claims,
+        &expect.retain_claims,
+    )
+    .ok_or(VerifyError::BadClaims)?;
+    Ok(check_claims(
+        claims,
+        expect,
+        now,
+        Source::Introspection { require_audience },
+    )?)
+}
+
+/// Where an introspection answer's scopes are (RFC 7662 §2.2).
+static INTROSPECTION_SCOPE_CLAIMS: std::sync::LazyLock<[String; 1]> =
+    std::sync::LazyLock::new(|| ["scope".to_owned()]);
+
+/// Where claims come from: a signed JWT's payload, or an introspection answer.
+#[derive(Clone, Copy)]
+enum Source {
+    Signature,
+    Introspection { require_audience: bool },
 }
 
 /// The `iss` a token names, read before anything is verified, only to choose whose keys to
@@ -672,6 +742,7 @@ fn check_claims(
     claims: Claims,
     expect: &Expectations,
     now: u64,
+    source: Source,
 ) -> Result<VerifiedClaims, VerifyError> {
     let exp = claims.exp.ok_or(VerifyError::MissingExpiry)?;
     if !exp.is_finite() || claims.nbf.is_some_and(|nbf| !nbf.is_finite()) {
@@ -679,8 +750,10 @@ fn check_claims(
     }
     in_time(exp, claims.nbf, now, expect.leeway_seconds)?;
     // Borrowed, not moved: the retained claims below read `iss` and `aud` as they were written.
-    let issuer = match &claims.iss {
-        Some(iss) if *iss == expect.issuer => iss.clone(),
+    let issuer = match (&claims.iss, source) {
+        (Some(iss), _) if *iss == expect.issuer => iss.clone(),
+        // RFC 7662 makes `iss` optional: the endpoint that answered is the issuer's own.
+        (None, Source::Introspection { .. }) => expect.issuer.clone(),
         _ => return Err(VerifyError::WrongIssuer),
     };
     let audiences = match &claims.aud {
@@ -688,7 +761,16 @@ fn check_claims(
         Some(OneOrMany::Many(auds)) => auds.clone(),
         None => Vec::new(),
     };
-    if !audiences.iter().any(|aud| expect.audiences.contains(aud)) {
+    let audience_optional = matches!(
+        (source, &claims.aud),
+        (
+            Source::Introspection {
+                require_audience: false
+            },
+            None
+        )
+    );
+    if !audience_optional && !audiences.iter().any(|aud| expect.audiences.contains(aud)) {
         return Err(VerifyError::WrongAudience);
     }
     let binding = Binding::from_cnf(claims.cnf.as_ref())?;

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::introspection::RawIntrospection;
 use super::metadata::{MetadataClaim, compile_metadata_claims};
 use super::rules::{compile_algorithms, compile_forward_claims, compile_scope_claims};
 use super::{ConfigError, StringOrList, invalid};
+use crate::auth::introspect::{IntrospectionSettings, Mode};
 use crate::auth::jwks::JwksSettings;
 use crate::auth::verify::{Algorithm, ClaimSpec, Expectations, ForwardClaim, TokenType};
 use crate::net::outbound::{CaBundle, FetchPolicy, Trust};
@@ -36,17 +38,20 @@ pub struct Issuer {
     /// Each `forward_claims` header as a metadata key, with the claim it reads (retained by
     /// `expectations`, so the metadata has the claim's JSON value: an array as a list).
     pub forwarded_metadata: Vec<MetadataClaim>,
+    /// Its token introspection (RFC 7662), when `introspection` is set.
+    pub introspection: Option<IntrospectionSettings>,
     /// Where it is written: `""` for the top-level shorthand, `issuers[i].` for an entry (so
     /// that warnings name its keys).
     pub(super) prefix: String,
 }
 
 /// How one issuer's keys are fetched, as written: `allow_insecure_http` already resolved
-/// against the top level.
+/// against the top level; and its token introspection, fetched under the same policy.
 pub(super) struct RawFetch {
     pub(super) allow_insecure_http: bool,
     pub(super) ca_file: Option<String>,
     pub(super) ca_file_only: Option<bool>,
+    pub(super) introspection: RawIntrospection,
 }
 
 impl RawFetch {
@@ -92,7 +97,7 @@ impl Issuer {
         issuer: Option<String>,
         audience: Option<StringOrList>,
         jwks_uri: Option<String>,
-        fetch: RawFetch,
+        mut fetch: RawFetch,
         rules: TokenRules,
         jwks_template: &JwksSettings,
     ) -> Result<Issuer, ConfigError> {
@@ -142,7 +147,15 @@ impl Issuer {
                     )
                 })
         };
+        let introspection = std::mem::take(&mut fetch.introspection);
         let fetch_policy = fetch.compile(prefix)?;
+        let introspection = introspection.compile(
+            prefix,
+            &issuer,
+            derive("/.well-known/openid-configuration")?,
+            &fetch_policy,
+            jwks_template.fetch_timeout,
+        )?;
         let (jwks_uri, discovery_issuer, fallback_uri) = match jwks_uri {
             Some(uri) => {
                 let key = format!("{prefix}jwks_uri");
@@ -194,6 +207,7 @@ impl Issuer {
             },
             metadata_claims: rules.metadata_claims,
             forwarded_metadata: Vec::new(),
+            introspection,
         };
         // What the metadata reads again from cached claims: the metadata claims, and the
         // forwarded claims as JSON values (so that an array is a list there).
@@ -258,6 +272,24 @@ pub struct RawIssuer {
     /// Overrides of the top-level token rules.
     #[serde(flatten)]
     pub rules: RawTokenRules,
+    /// Its token introspection.
+    #[serde(flatten)]
+    pub introspection: RawIntrospection,
+}
+
+impl Issuer {
+    /// Whether its opaque tokens are introspected (`introspection` set, in either mode).
+    pub fn takes_opaque_tokens(&self) -> bool {
+        self.introspection.is_some()
+    }
+
+    /// Whether its JWTs are introspected too, so its keys are never fetched
+    /// (`introspection = "always"`).
+    pub fn introspects_jwts(&self) -> bool {
+        self.introspection
+            .as_ref()
+            .is_some_and(|i| i.mode == Mode::Always)
+    }
 }
 
 /// Compiled token rules.

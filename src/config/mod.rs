@@ -4,7 +4,7 @@
 //! error names the key and the value at fault.
 //!
 //! Each part of the file is compiled in a module of its own: `server` (`listen`, the
-//! `[server]` table and the HTTP listener's `[http_server]` table), `issuers` (the issuers, their token rules and the shared key-set settings),
+//! `[server]` table and the HTTP listener's `[http_server]` table), `issuers` (the issuers, their token rules and the shared key-set settings), `introspection` (an issuer's token introspection keys),
 //! `rules` (`[[rules]]`, and the checks of claim names, forwarded headers and algorithms),
 //! `metadata` (the dynamic metadata's keys and `metadata_claims`), `replay_store` (the
 //! `dpop_replay_store*` keys), `sources`
@@ -22,6 +22,7 @@ use crate::auth::sources::TokenSources;
 use crate::net::tls::TlsFiles;
 use crate::policy::{Policy, PolicyError, Requirement};
 
+mod introspection;
 mod issuers;
 mod metadata;
 mod print;
@@ -31,6 +32,7 @@ mod server;
 mod sources;
 mod warnings;
 
+pub use introspection::RawIntrospection;
 pub use issuers::{Issuer, RawIssuer, RawTokenRules};
 use issuers::{RawFetch, RawJwks, TokenRules};
 pub use metadata::{
@@ -171,6 +173,26 @@ pub struct RawConfig {
     /// false: only the transport's peer certificate counts, since a client can write that header
     /// wherever no proxy replaces it.
     pub trust_forwarded_client_cert: Option<bool>,
+    /// The one-issuer shorthand's token introspection: `"opaque"` or `"always"`.
+    pub introspection: Option<String>,
+    /// The shorthand's introspection endpoint; absent: found by discovery.
+    pub introspection_endpoint: Option<String>,
+    /// The client id the shorthand's introspection authenticates with.
+    pub client_id: Option<String>,
+    /// A file holding that client's secret.
+    pub client_secret_file: Option<String>,
+    /// `"client_secret_basic"` (default) or `"client_secret_post"`.
+    pub client_auth: Option<String>,
+    /// Refuse active introspection answers without `aud`; default true.
+    pub introspection_require_audience: Option<bool>,
+    /// How long an active introspection answer is remembered at most; default 60.
+    pub introspection_cache_seconds: Option<u64>,
+    /// How long an inactive introspection answer is remembered; default 10.
+    pub introspection_negative_cache_seconds: Option<u64>,
+    /// Most introspection calls in flight at once; default 64.
+    pub introspection_max_in_flight: Option<u64>,
+    /// Most introspection calls started per second; default 100.
+    pub introspection_max_calls_per_second: Option<u64>,
 }
 
 /// The `[tls]` table as written.
@@ -673,6 +695,18 @@ impl RawConfig {
         dpop.replay_store = replay_store.compile(server.check_timeout)?;
 
         let allow_insecure_http = self.allow_insecure_http.unwrap_or(false);
+        let introspection = RawIntrospection {
+            introspection: self.introspection,
+            introspection_endpoint: self.introspection_endpoint,
+            client_id: self.client_id,
+            client_secret_file: self.client_secret_file,
+            client_auth: self.client_auth,
+            introspection_require_audience: self.introspection_require_audience,
+            introspection_cache_seconds: self.introspection_cache_seconds,
+            introspection_negative_cache_seconds: self.introspection_negative_cache_seconds,
+            introspection_max_in_flight: self.introspection_max_in_flight,
+            introspection_max_calls_per_second: self.introspection_max_calls_per_second,
+        };
         // Top-level token rules: the shorthand issuer's, and the defaults of every [[issuers]].
         let defaults = TokenRules::compile(
             "",
@@ -696,6 +730,7 @@ impl RawConfig {
                     allow_insecure_http,
                     ca_file: self.ca_file,
                     ca_file_only: self.ca_file_only,
+                    introspection,
                 },
                 defaults,
                 &jwks_template,
@@ -709,9 +744,15 @@ impl RawConfig {
                     ("ca_file", self.ca_file.is_some()),
                     ("ca_file_only", self.ca_file_only.is_some()),
                 ];
-                if let Some((key, _)) = shorthand.iter().find(|(_, set)| *set) {
+                let introspecting = introspection.given();
+                if let Some(key) = shorthand
+                    .iter()
+                    .find(|(_, set)| *set)
+                    .map(|(key, _)| *key)
+                    .or(introspecting.first().copied())
+                {
                     return Err(invalid(
-                        *key,
+                        key,
                         "with [[issuers]]",
                         "the top-level issuer keys (and SCOPEGATE_ISSUER, _AUDIENCE, _JWKS_URI) \
                          describe one issuer; with [[issuers]], describe every issuer there",
@@ -735,6 +776,7 @@ impl RawConfig {
                                 .unwrap_or(allow_insecure_http),
                             ca_file: raw.ca_file,
                             ca_file_only: raw.ca_file_only,
+                            introspection: raw.introspection,
                         },
                         rules,
                         &jwks_template,
@@ -755,6 +797,25 @@ impl RawConfig {
             }
         };
         check_rule_issuers(&policy, &issuers)?;
+        // An opaque token names no issuer, so only one issuer can be the one to ask.
+        let mut opaque = issuers
+            .iter()
+            .enumerate()
+            .filter(|(_, issuer)| issuer.takes_opaque_tokens());
+        if let (Some((first, _)), Some((second, issuer))) = (opaque.next(), opaque.next()) {
+            return Err(invalid(
+                format!("issuers[{second}].introspection"),
+                issuer
+                    .introspection
+                    .as_ref()
+                    .map(|i| i.mode.to_string())
+                    .unwrap_or_default(),
+                format!(
+                    "issuers[{first}].introspection is set too, and opaque tokens name no \
+                     issuer: at most one issuer may introspect"
+                ),
+            ));
+        }
 
         // Verification keeps, of every token, the claims configuration reads back (rules' claim
         // conditions), whichever issuer signed it: a rule does not choose the issuer.

@@ -135,6 +135,31 @@ impl fmt::Display for Config {
                 },
                 j.fetch_policy.trust
             )?;
+            if let Some(i) = &issuer.introspection {
+                // The secret's file is named; its content never is.
+                writeln!(
+                    f,
+                    "introspection     {} tokens at {}, client {:?} ({}, secret in {}), aud {}",
+                    i.mode,
+                    i.endpoint,
+                    i.client_id,
+                    i.client_auth,
+                    i.client_secret_file.display(),
+                    if i.require_audience {
+                        "required"
+                    } else {
+                        "optional"
+                    }
+                )?;
+                writeln!(
+                    f,
+                    "introspection     cached {}s (inactive {}s), at most {} in flight and {} calls/s",
+                    i.cache_seconds,
+                    i.negative_cache_seconds,
+                    i.max_in_flight,
+                    i.max_calls_per_second
+                )?;
+            }
         }
         // The fetch settings are the same for every issuer.
         let j = &self.issuers[0].jwks;

@@ -33,6 +33,7 @@ impl Config {
         warnings.extend(self.open_to_forged_preflights());
         warnings.extend(self.http_listen_warning());
         warnings.extend(self.metadata_key_warnings());
+        warnings.extend(self.introspection_audience_warnings());
         // Refusing these at start-up would stop configurations that started before the format
         // suffix and compatibility readings existed; the requests they concern are refused.
         for conflict in self.policy.conflicts_refused_at_request_time() {
@@ -46,6 +47,29 @@ impl Config {
         }
         self.warnings = warnings;
         self
+    }
+
+    /// `introspection_require_audience = false` accepts active answers without `aud`: a token
+    /// the same provider issued for another API passes. Allowed (some providers leave `aud` out
+    /// of their answers), but weaker, so said.
+    fn introspection_audience_warnings(&self) -> Vec<ConfigWarning> {
+        self.issuers
+            .iter()
+            .filter(|issuer| {
+                issuer
+                    .introspection
+                    .as_ref()
+                    .is_some_and(|i| !i.require_audience)
+            })
+            .map(|issuer| ConfigWarning {
+                key: format!("{}introspection_require_audience", issuer.prefix),
+                message: format!(
+                    "introspection answers of {} without aud are accepted: a token it issued \
+                     for another API passes too; keep it true unless the provider never sends aud",
+                    issuer.expectations.issuer
+                ),
+            })
+            .collect()
     }
 
     /// A Check that waits for a refetch asked for by an unknown `kid` is still under its

@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::dpop::KeyCache;
+use crate::auth::introspect;
+use crate::auth::introspect_cache::{IntrospectError, Introspector};
 use crate::auth::jwks::{Jwks, Refetch};
 use crate::auth::replay::{MemoryReplayCache, RedisReplayStore, Replay};
 use crate::auth::token::CredentialsError;
@@ -33,20 +35,27 @@ pub struct Generation {
     /// forgot them would let every proof of the last minute be replayed. In this process, or
     /// in the Redis store the replicas share (`dpop_replay_store`).
     replay: Replay,
+    /// One per issuer that introspects (`None` for the others), in the order of
+    /// `config.issuers`; kept across a reload that changes nothing it depends on.
+    introspectors: Vec<Option<Arc<Introspector>>>,
+    /// The issuer that introspects opaque tokens, if any (at most one, by the configuration).
+    opaque_issuer: Option<usize>,
 }
 
 impl Generation {
     /// `config` with the keys in `key_sets`, one per issuer of `config`, in the same order.
     pub fn new(config: Arc<Config>, key_sets: Vec<Jwks>) -> Generation {
         let replay = replay_for(&config);
-        Generation::with_replay(config, key_sets, replay)
+        Generation::with_replay(config, key_sets, replay, None)
     }
 
     /// `config` with `key_sets`, as [`Generation::new`], taking over `previous`'s DPoP replay
     /// store when it is configured the same: the in-process cache with an unchanged byte budget
     /// (a changed one starts afresh, which lets the proofs of the last window be replayed once:
     /// the one cost of changing it), or the Redis store with unchanged settings, whose
-    /// connection is kept (changed ones connect anew; the proofs stay in Redis).
+    /// connection is kept (changed ones connect anew; the proofs stay in Redis); and each of its
+    /// introspectors (caches included) whose issuer, endpoint, client, secret, expectations and
+    /// cache budgets are unchanged (any change starts that issuer's caches afresh).
     pub fn succeeding(
         config: Arc<Config>,
         key_sets: Vec<Jwks>,
@@ -63,10 +72,15 @@ impl Generation {
         } else {
             replay_for(&config)
         };
-        Generation::with_replay(config, key_sets, replay)
+        Generation::with_replay(config, key_sets, replay, Some(previous))
     }
 
-    fn with_replay(config: Arc<Config>, key_sets: Vec<Jwks>, replay: Replay) -> Generation {
+    fn with_replay(
+        config: Arc<Config>,
+        key_sets: Vec<Jwks>,
+        replay: Replay,
+        previous: Option<&Generation>,
+    ) -> Generation {
         assert_eq!(
             key_sets.len(),
             config.issuers().len(),
@@ -74,6 +88,33 @@ impl Generation {
         );
         let forwarded_headers = config.forwarded_headers().into();
         let cache = TokenCache::new(config.token_cache_size(), config.token_cache_max_bytes());
+        let budgets = (config.token_cache_size(), config.token_cache_max_bytes());
+        let introspectors = config
+            .issuers()
+            .iter()
+            .map(|issuer| {
+                let settings = issuer.introspection.as_ref()?;
+                let name = &issuer.expectations.issuer;
+                let kept = previous.into_iter().flat_map(|p| p.introspectors.iter());
+                let kept = kept
+                    .flatten()
+                    .find(|old| old.serves(name, settings, &issuer.expectations, budgets));
+                Some(match kept {
+                    Some(old) => Arc::clone(old),
+                    None => Arc::new(Introspector::new(
+                        name,
+                        settings.clone(),
+                        issuer.expectations.clone(),
+                        budgets.0,
+                        budgets.1,
+                    )),
+                })
+            })
+            .collect();
+        let opaque_issuer = config
+            .issuers()
+            .iter()
+            .position(|issuer| issuer.takes_opaque_tokens());
         Generation {
             config,
             key_sets,
@@ -81,7 +122,46 @@ impl Generation {
             cache,
             proof_keys: KeyCache::default(),
             replay,
+            introspectors,
+            opaque_issuer,
         }
+    }
+
+    /// Whether any issuer's tokens can be decided now (what health reports): its key set is
+    /// usable, or it introspects and its recent calls did not all fail.
+    pub fn is_usable(&self) -> bool {
+        self.config
+            .issuers()
+            .iter()
+            .zip(&self.key_sets)
+            .zip(&self.introspectors)
+            .any(|((issuer, jwks), introspector)| {
+                (!issuer.introspects_jwts() && jwks.is_usable())
+                    || introspector.as_ref().is_some_and(|i| i.is_usable())
+            })
+    }
+
+    /// Asks issuer `index`'s introspection endpoint about `token` (through its caches).
+    async fn introspect(
+        &self,
+        index: usize,
+        token: &str,
+        now: u64,
+        metrics: &Metrics,
+    ) -> Authentication {
+        let Some(introspector) = &self.introspectors[index] else {
+            // The configuration routes here only issuers that introspect.
+            return Err(AuthError::IntrospectionUnavailable(
+                crate::auth::introspect_cache::Unavailable::Failed,
+            ));
+        };
+        introspector
+            .introspect(token, now, metrics)
+            .await
+            .map_err(|e| match e {
+                IntrospectError::Refused(e) => AuthError::Token(e),
+                IntrospectError::Unavailable(e) => AuthError::IntrospectionUnavailable(e),
+            })
     }
 
     /// The configuration.
@@ -147,6 +227,14 @@ impl Authenticate for Generation {
         metrics: &Metrics,
     ) -> Authentication {
         let token = token.map_err(AuthError::Credentials)?;
+        // An opaque token (only looked for when an issuer introspects, so that nothing else
+        // pays for reading the header) goes to the issuer that introspects them.
+        if let Some(index) = self.opaque_issuer
+            && !introspect::is_jwt(token)
+        {
+            *issuer = Some(index);
+            return self.introspect(index, token, now, metrics).await;
+        }
         // A token verified before: used only while its time claims hold and its key is still
         // in the issuer's fresh key set; anything else is verified in full, which also gives
         // the right error.
@@ -172,6 +260,11 @@ impl Authenticate for Generation {
         }
         let index = self.issuer_of(token)?;
         *issuer = Some(index);
+        // An issuer whose JWTs are introspected too (`introspection = "always"`): its keys are
+        // never fetched. Such claims never enter the token cache above.
+        if self.config.issuers()[index].introspects_jwts() {
+            return self.introspect(index, token, now, metrics).await;
+        }
         let (expect, jwks) = (
             &self.config.issuers()[index].expectations,
             &self.key_sets[index],
@@ -204,5 +297,81 @@ impl Authenticate for Generation {
             metrics.token_cache_bytes(self.cache.bytes());
         }
         Ok(verified)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generation for `text` (keys never fetched: nothing here asks for them).
+    fn generation(text: &str, previous: Option<&Generation>) -> Generation {
+        let config = Arc::new(
+            crate::config::RawConfig::from_toml(text, "<test>")
+                .and_then(crate::config::RawConfig::compile)
+                .expect("compiles"),
+        );
+        let key_sets = config
+            .issuers()
+            .iter()
+            .map(|issuer| Jwks::new(issuer.jwks.clone()))
+            .collect();
+        match previous {
+            Some(previous) => Generation::succeeding(config, key_sets, previous),
+            None => Generation::new(config, key_sets),
+        }
+    }
+
+    /// A reload keeps an issuer's introspector, caches and all, unless the endpoint, client,
+    /// secret file content, expectations or cache settings change.
+    #[test]
+    fn a_reload_keeps_the_introspection_caches_only_when_nothing_they_depend_on_changed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "first").expect("write");
+        let text = |extra: &str| {
+            let audience = if extra.starts_with("audience") {
+                ""
+            } else {
+                "audience = \"api\"\n"
+            };
+            format!(
+                "issuer = \"https://idp.example/\"\n{audience}\
+                 jwks_uri = \"https://idp.example/keys\"\nintrospection = \"opaque\"\n\
+                 introspection_endpoint = \"https://idp.example/introspect\"\n\
+                 client_id = \"gate\"\nclient_secret_file = {:?}\n{extra}\n",
+                secret.display().to_string()
+            )
+        };
+        let first = generation(&text(""), None);
+        let introspector = |g: &Generation| Arc::clone(g.introspectors[0].as_ref().expect("one"));
+        let kept = generation(
+            &text("[[rules]]\npath = \"/new\"\npublic = true"),
+            Some(&first),
+        );
+        assert!(Arc::ptr_eq(&introspector(&first), &introspector(&kept)));
+        for changed in [
+            "introspection_cache_seconds = 5",
+            "client_auth = \"client_secret_post\"",
+            "leeway_seconds = 5",
+            "audience = \"other\"",
+        ] {
+            let next = generation(&text(changed), Some(&first));
+            assert!(
+                !Arc::ptr_eq(&introspector(&first), &introspector(&next)),
+                "{changed}"
+            );
+        }
+        std::fs::write(&secret, "second").expect("rewrite");
+        let next = generation(&text(""), Some(&first));
+        assert!(
+            !Arc::ptr_eq(&introspector(&first), &introspector(&next)),
+            "a new secret"
+        );
+        assert_eq!(next.opaque_issuer, Some(0));
+        assert!(
+            next.is_usable(),
+            "an introspecting issuer is usable before any call"
+        );
     }
 }

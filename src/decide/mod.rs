@@ -20,6 +20,8 @@
 //! | ambiguous request path, or a method override or form POST that could run another rule's handler | 400 | `invalid_request` |
 //! | no key set loaded yet | 503 | `temporarily_unavailable` |
 //! | a DPoP proof the replay store cannot remember (the in-process cache full, the shared store unreachable, slow or failing) | 503 | `temporarily_unavailable` |
+//! | a token to introspect, and the endpoint failed or its caps are reached | 503 | `temporarily_unavailable` |
+//! | an introspected token the endpoint says is not active | 401 | `invalid_token` |
 //! | the Check ran past `check_timeout_ms` | 503 | `temporarily_unavailable` |
 //! | a request the transport could not read ([`refuse_unreadable`]) | 400 | `invalid_request` |
 //!
@@ -537,6 +539,11 @@ pub fn denial_answer(denial: &Denial) -> (u16, Reason, &'static str) {
         Denial::Unauthenticated(AuthError::Binding(
             BindingError::ReplayCacheFull | BindingError::ReplayStoreFailed,
         )) => (503, Reason::dpop_proof, "temporarily_unavailable"),
+        Denial::Unauthenticated(AuthError::IntrospectionUnavailable(_)) => (
+            503,
+            Reason::introspection_unavailable,
+            "temporarily_unavailable",
+        ),
         Denial::Unauthenticated(AuthError::Binding(e)) if e.is_proof() => {
             (401, Reason::dpop_proof, "invalid_token")
         }
@@ -619,6 +626,7 @@ fn deny(denial: &Denial, realm: &str, challenges: bool) -> Denied {
             quoted(binding::PROOF_ALGORITHMS)
         )),
         Denial::Unauthenticated(AuthError::KeysUnavailable)
+        | Denial::Unauthenticated(AuthError::IntrospectionUnavailable(_))
         | Denial::TimedOut
         | Denial::BadPath(_) => None,
         Denial::Unauthenticated(_)
@@ -638,6 +646,11 @@ fn deny(denial: &Denial, realm: &str, challenges: bool) -> Denied {
             headers.push(("retry-after", "5".to_owned()));
         }
         Denial::TimedOut => headers.push(("retry-after", "1".to_owned())),
+        // At capacity: the bucket refills within the second; a failed endpoint is tried again
+        // by the next Check, so a short wait is as good as a long one.
+        Denial::Unauthenticated(AuthError::IntrospectionUnavailable(_)) => {
+            headers.push(("retry-after", "1".to_owned()));
+        }
         Denial::Unauthenticated(AuthError::Binding(
             BindingError::ReplayCacheFull | BindingError::ReplayStoreFailed,
         )) => {

@@ -119,6 +119,34 @@ fn every_denial_has_its_status_body_and_headers() {
             None,
         ),
         (
+            Denial::Unauthenticated(AuthError::IntrospectionUnavailable(
+                crate::auth::introspect_cache::Unavailable::Busy,
+            )),
+            503,
+            "temporarily_unavailable",
+            Reason::introspection_unavailable,
+            None,
+            Some("1"),
+        ),
+        (
+            Denial::Unauthenticated(AuthError::IntrospectionUnavailable(
+                crate::auth::introspect_cache::Unavailable::Failed,
+            )),
+            503,
+            "temporarily_unavailable",
+            Reason::introspection_unavailable,
+            None,
+            Some("1"),
+        ),
+        (
+            Denial::Unauthenticated(AuthError::Token(crate::auth::verify::VerifyError::Inactive)),
+            401,
+            "invalid_token",
+            Reason::invalid_token,
+            Some(r#"Bearer realm="scopegate", error="invalid_token""#),
+            None,
+        ),
+        (
             Denial::TimedOut,
             503,
             "temporarily_unavailable",

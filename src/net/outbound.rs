@@ -1,5 +1,5 @@
-//! Every request scopegate makes to another server (OIDC discovery, JWKS, `scopegate explain`'s
-//! one-off fetch) goes through a [`Client`] built here, so one rule decides what may be fetched
+//! Every request scopegate makes to another server (OIDC discovery, JWKS, token introspection,
+//! `scopegate explain`'s one-off fetch) goes through a [`Client`] built here, so one rule decides what may be fetched
 //! and which certificate authorities are trusted for it.
 //!
 //! Invariants:
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::{ACCEPT, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 
@@ -252,6 +252,34 @@ impl Client {
             .header(ACCEPT, HeaderValue::from_static("application/json"))
             .send()
             .await?)
+    }
+
+    /// POSTs `body` (already `application/x-www-form-urlencoded`) to `url` asking for JSON, if
+    /// the policy permits it, with `authorization` as the `Authorization` header when given
+    /// (marked sensitive, so no HTTP layer logs it). The response is returned whatever its
+    /// status; redirects come back as responses, never followed.
+    pub async fn post_form(
+        &self,
+        url: &Url,
+        body: String,
+        authorization: Option<String>,
+    ) -> Result<reqwest::Response, GetError> {
+        self.policy.permits(url)?;
+        let mut request = self
+            .http
+            .post(url.clone())
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            );
+        if let Some(value) = authorization
+            && let Ok(mut value) = HeaderValue::from_str(&value)
+        {
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        Ok(request.body(body).send().await?)
     }
 }
 

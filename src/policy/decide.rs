@@ -6,6 +6,7 @@
 use super::{Accepts, Policy};
 use super::{ClaimMismatch, PathError, RequestPath, Requirement, Route, Rule};
 use crate::auth::binding::BindingError;
+use crate::auth::introspect_cache::Unavailable;
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::{VerifiedClaims, VerifyError};
 
@@ -119,6 +120,10 @@ pub enum AuthError {
     /// a client certificate), or sends it under the wrong scheme.
     #[error(transparent)]
     Binding(#[from] BindingError),
+    /// The token must be introspected, and no usable answer came (the endpoint failed, or its
+    /// caps were reached): the token may be fine, so never a 401.
+    #[error(transparent)]
+    IntrospectionUnavailable(#[from] Unavailable),
 }
 
 /// Why a request is denied. One variant per reason; the service maps each to a response.

@@ -420,6 +420,9 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 struct IssuerKeys {
     issuer: String,
     settings: jwks::JwksSettings,
+    /// An issuer whose every token is introspected (`introspection = "always"`): its key set
+    /// stays empty and no refresher runs for it.
+    keyless: bool,
     jwks: Jwks,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -454,7 +457,9 @@ impl KeySets {
     /// the key sets in force (and their refreshers) as they were.
     fn update(&mut self, config: &Config) -> Result<(Vec<Jwks>, Vec<Jwks>), ServerError> {
         let unchanged = |issuer: &crate::config::Issuer, e: &IssuerKeys| {
-            e.issuer == issuer.expectations.issuer && e.settings == issuer.jwks
+            e.issuer == issuer.expectations.issuer
+                && e.settings == issuer.jwks
+                && e.keyless == issuer.introspects_jwts()
         };
         let mut clients = config
             .issuers()
@@ -487,8 +492,10 @@ impl KeySets {
                         Some(client) => client,
                         None => jwks::http_client(&issuer.jwks)?,
                     };
-                    let entry = self.start(name, &issuer.jwks, client);
-                    started.push(entry.jwks.clone());
+                    let entry = self.start(name, &issuer.jwks, client, issuer.introspects_jwts());
+                    if !entry.keyless {
+                        started.push(entry.jwks.clone());
+                    }
                     entry
                 }
             };
@@ -507,7 +514,20 @@ impl KeySets {
         issuer: &str,
         settings: &jwks::JwksSettings,
         client: crate::net::outbound::Client,
+        keyless: bool,
     ) -> IssuerKeys {
+        if keyless {
+            // Its tokens are all introspected: its keys are never fetched, nor counted.
+            let (stop, _) = watch::channel(false);
+            return IssuerKeys {
+                issuer: issuer.to_string(),
+                settings: settings.clone(),
+                keyless,
+                jwks: Jwks::new(settings.clone()),
+                stop,
+                task: tokio::spawn(async {}),
+            };
+        }
         let jwks = Jwks::with_observer(
             settings.clone(),
             Arc::clone(&self.fetched),
@@ -534,6 +554,7 @@ impl KeySets {
         IssuerKeys {
             issuer: issuer.to_string(),
             settings: settings.clone(),
+            keyless,
             jwks,
             stop,
             task,
@@ -726,6 +747,11 @@ fn export_known_series(metrics: &Metrics, config: &Config) {
         shadow_rules.map(|rule| rule.name()),
         config.token_cache_size() > 0,
     );
+    for issuer in config.issuers() {
+        if issuer.takes_opaque_tokens() {
+            metrics.introspection_issuer(&issuer.expectations.issuer);
+        }
+    }
 }
 
 /// Logs each of the configuration's [`Config::warnings`], at start-up and for every configuration
@@ -866,7 +892,8 @@ const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Keeps health in step with the key sets of the generation in force: SERVING while any
 /// issuer's tokens can be verified (one issuer's outage must not take the others' traffic away:
 /// its own tokens get 503 in-band), NOT_SERVING before the first load and once every set has
-/// gone stale.
+/// gone stale. An issuer that introspects counts as usable unless its recent calls all failed
+/// ([`Generation::is_usable`]), so an introspection-only configuration is SERVING at once.
 async fn track_health(
     live: Arc<ArcSwap<Generation>>,
     fetched: Arc<tokio::sync::Notify>,
@@ -879,7 +906,7 @@ async fn track_health(
     // instance that already verifies tokens must not tell Envoy's health check NOT_SERVING and
     // be taken out of service. The timer is for the other change, a key set going stale.
     loop {
-        let usable = live.load().key_sets().iter().any(Jwks::is_usable);
+        let usable = live.load().is_usable();
         if usable != serving {
             serving = usable;
             let status = if usable {

@@ -175,9 +175,9 @@ pub fn response(verdict: Verdict<'_>, labels: &Labels<'_>) -> CheckResponse {
         }
         Verdict::Deny(denied) => {
             let grpc = match labels.reason {
-                Reason::keys_unavailable | Reason::timed_out => {
-                    Status::unavailable(&denied.message)
-                }
+                Reason::keys_unavailable
+                | Reason::timed_out
+                | Reason::introspection_unavailable => Status::unavailable(&denied.message),
                 // A full replay cache: the proof could not be checked, not refused.
                 Reason::dpop_proof if denied.status == 503 => Status::unavailable(&denied.message),
                 Reason::missing_token

@@ -80,6 +80,9 @@ pub enum Reason {
     /// 401: the DPoP proof is missing, malformed, replayed or does not match the request or
     /// the token (`invalid_dpop_proof`); 503 when the replay cache is full.
     dpop_proof,
+    /// 503: the token must be introspected, and the introspection endpoint failed (down,
+    /// timeout, 5xx, malformed or oversized answer) or its caps were reached.
+    introspection_unavailable,
     /// 401: the token's binding is not proven: a DPoP-bound token under `Bearer`, an unbound
     /// one under `DPoP` or on a `sender_constrained` rule, a certificate missing or not the
     /// bound one.
@@ -203,6 +206,68 @@ struct StoreFailureLabels {
     failure: StoreFailure,
 }
 
+/// How one introspection ended (RFC 7662), or why none was made: the `result` label of
+/// `scopegate_introspection_requests_total`. A fixed set; the README lists every value.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum IntrospectionResult {
+    /// The server said `active: true` and the answer met the issuer's expectations.
+    active,
+    /// The server said `active: false` (or anything but `true`).
+    inactive,
+    /// `active: true`, but the answer was refused (no `exp`, expired, another `iss`, no
+    /// accepted `aud`, a scope that is not a scope-token...).
+    refused,
+    /// Connection or TLS failure, or a refused redirect.
+    network_error,
+    /// No answer within `jwks_fetch_timeout_seconds`.
+    timeout,
+    /// The server answered with a non-2xx status.
+    http_error,
+    /// The answer was not a JSON object.
+    malformed,
+    /// The answer was larger than the bound on introspection answers.
+    too_large,
+    /// The endpoint could not be found by OIDC discovery.
+    discovery_error,
+    /// No call was made: `introspection_max_in_flight` or `introspection_max_calls_per_second`
+    /// was reached, and the Check was answered 503.
+    throttled,
+}
+
+impl IntrospectionResult {
+    /// Every value, for exporting their series at zero.
+    pub const ALL: [IntrospectionResult; 10] = [
+        IntrospectionResult::active,
+        IntrospectionResult::inactive,
+        IntrospectionResult::refused,
+        IntrospectionResult::network_error,
+        IntrospectionResult::timeout,
+        IntrospectionResult::http_error,
+        IntrospectionResult::malformed,
+        IntrospectionResult::too_large,
+        IntrospectionResult::discovery_error,
+        IntrospectionResult::throttled,
+    ];
+
+    /// Whether the endpoint failed to give a usable answer (what health counts).
+    pub fn is_failure(self) -> bool {
+        !matches!(
+            self,
+            IntrospectionResult::active
+                | IntrospectionResult::inactive
+                | IntrospectionResult::refused
+                | IntrospectionResult::throttled
+        )
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IntrospectionLabels {
+    issuer: Arc<str>,
+    result: IntrospectionResult,
+}
+
 /// The `result` label of verified-token cache lookups.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -308,6 +373,7 @@ pub struct Metrics {
     token_cache: Family<CacheLabels, Counter>,
     token_cache_bytes: Gauge,
     shadow_decisions: Family<ShadowLabels, Counter>,
+    introspections: Family<IntrospectionLabels, Counter>,
     connections: Gauge,
     replay_store_failures: Family<StoreFailureLabels, Counter>,
 }
@@ -392,6 +458,13 @@ impl Metrics {
             "What each shadow rule would have decided for the requests it matched (not enforced)",
             shadow_decisions.clone(),
         );
+        let introspections = Family::<IntrospectionLabels, Counter>::default();
+        registry.register(
+            "introspection_requests",
+            "Token introspections (RFC 7662) per issuer, by how they ended; throttled counts \
+             Checks refused by the caps without a call",
+            introspections.clone(),
+        );
         let connections = Gauge::default();
         registry.register(
             "connections",
@@ -443,9 +516,35 @@ impl Metrics {
             token_cache,
             token_cache_bytes,
             shadow_decisions,
+            introspections,
             connections,
             replay_store_failures,
         }
+    }
+
+    /// Exports at zero every `result` of `issuer`'s introspections (an issuer that
+    /// introspects); existing series keep their counts.
+    pub fn introspection_issuer(&self, issuer: &str) {
+        let issuer: Arc<str> = issuer.into();
+        for result in IntrospectionResult::ALL {
+            start_at_zero(
+                &self.introspections,
+                &IntrospectionLabels {
+                    issuer: Arc::clone(&issuer),
+                    result,
+                },
+            );
+        }
+    }
+
+    /// Counts one introspection of `issuer`'s (or one Check refused by its caps).
+    pub fn introspection(&self, issuer: &Arc<str>, result: IntrospectionResult) {
+        self.introspections
+            .get_or_create(&IntrospectionLabels {
+                issuer: Arc::clone(issuer),
+                result,
+            })
+            .inc();
     }
 
     /// Exports at zero the series a configuration makes known: both decisions of each of its

@@ -631,6 +631,22 @@ impl Stack {
         )
     }
 
+    /// An opaque token from the development issuer for the demo audience (subject `e2e-user`,
+    /// ten minutes), which only its introspection endpoint can read.
+    pub fn opaque_token(&self, scope: &str) -> String {
+        self.issuer
+            .as_ref()
+            .expect("stack started with the development issuer")
+            .mint_opaque(&Mint {
+                subject: "e2e-user".into(),
+                audience: DEMO_AUDIENCE.into(),
+                scope: scope.into(),
+                expires_in: 600,
+                extra: serde_json::Map::new(),
+            })
+            .expect("mint")
+    }
+
     /// A token from the demo's second issuer (EdDSA) for the demo audience.
     pub fn eddsa_token(&self, scope: &str) -> String {
         self.eddsa_issuer

@@ -3,7 +3,7 @@
 //! scopegate binary, with tokens from the development issuers: what reaches the client and the
 //! upstream for each decision, hostile credentials and requests, faults and recovery, issuers and
 //! keys, the hop to scopegate, generated rules, claim conditions, dynamic metadata, token
-//! sources, DPoP proofs and certificate-bound tokens (behind `envoy/envoy-client-mtls.yaml`), a
+//! sources, DPoP proofs, opaque tokens by introspection and certificate-bound tokens (behind `envoy/envoy-client-mtls.yaml`), a
 //! module each. Envoy must be installed (`scripts/install-envoy`, or the binary named by
 //! `SCOPEGATE_ENVOY_BIN`); these tests fail, never skip, without it. The stack they run is in
 //! `tests/common/stack.rs`, the helpers the modules share in `support`.
@@ -17,6 +17,7 @@ mod credentials;
 mod decisions;
 mod dpop;
 mod faults;
+mod introspection;
 mod issuers;
 mod metadata;
 mod mtls_bound;

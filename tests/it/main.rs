@@ -20,6 +20,7 @@ mod explain;
 mod grpc_surface;
 mod hostile_tokens;
 mod http_authz;
+mod introspection;
 mod isolation;
 mod issuers;
 mod jwks_lifecycle;

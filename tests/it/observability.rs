@@ -611,14 +611,23 @@ const SHADOW_RULE: &str =
 /// The README's metrics table lists exactly the families a running server declares, both
 /// ways, so that neither can change without the other. A family is declared once it has a
 /// series (the encoder leaves empty ones out), so the server has loaded keys, has a shadow
-/// rule and has answered a Check.
+/// rule, introspects (its introspection series exported at zero) and has answered a Check.
 #[tokio::test]
 async fn the_readme_metrics_table_lists_exactly_the_exposed_families() {
     let key = TestKey::generate("table-kid");
     let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let secrets = tempfile::tempdir().expect("dir");
+    let secret = secrets.path().join("secret");
+    std::fs::write(&secret, "table-secret").expect("write");
+    let introspecting = format!(
+        "introspection = \"opaque\"\nintrospection_endpoint = \"{}\"\n\
+         client_id = \"scopegate\"\nclient_secret_file = \"{}\"\n",
+        jwks.url_of("/introspect"),
+        secret.display()
+    );
     let binary = Binary::start(
         "metrics-table",
-        &config(&jwks.url(), SHADOW_RULE),
+        &config(&jwks.url(), &format!("{introspecting}{SHADOW_RULE}")),
         "info",
         None,
     )

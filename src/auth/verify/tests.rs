@@ -131,13 +131,13 @@ fn claim_checks_table() {
         })
         .to_string();
         assert_eq!(
-            check_claims(claims(&json), &expect(), now).map(|_| ()),
+            check_claims(claims(&json), &expect(), now, Source::Signature).map(|_| ()),
             Err(VerifyError::ControlCharacterInClaim),
             "{sub:?}"
         );
     }
     for (json, want) in cases {
-        let got = check_claims(claims(json), &expect(), now).map(|_| ());
+        let got = check_claims(claims(json), &expect(), now, Source::Signature).map(|_| ());
         assert_eq!(&got, want, "{json}");
     }
 }
@@ -221,7 +221,7 @@ fn forwarded_claims_become_header_text() {
         &[],
     )
     .expect("parses");
-    let verified = check_claims(parsed, &forwarding, 1_000_000).expect("valid");
+    let verified = check_claims(parsed, &forwarding, 1_000_000, Source::Signature).expect("valid");
     let got: Vec<(&str, &str)> = verified
         .forwarded()
         .iter()
@@ -272,7 +272,7 @@ fn forwarded_claims_become_header_text() {
         )
         .expect("parses");
         assert_eq!(
-            check_claims(parsed, &forwarding, 1_000_000).map(|_| ()),
+            check_claims(parsed, &forwarding, 1_000_000, Source::Signature).map(|_| ()),
             Err(VerifyError::UnforwardableClaim),
             "{bad}"
         );
@@ -329,7 +329,7 @@ fn only_the_claims_named_are_retained_as_values() {
         &retaining.retain_claims,
     )
     .expect("parses");
-    let verified = check_claims(parsed, &retaining, 1_000_000).expect("valid");
+    let verified = check_claims(parsed, &retaining, 1_000_000, Source::Signature).expect("valid");
     let got: Vec<(String, String)> = verified
         .retained()
         .iter()
@@ -364,7 +364,7 @@ fn only_the_claims_named_are_retained_as_values() {
     assert!(verified.has_scope("write"));
     assert_eq!(verified.forwarded(), [("x-org".into(), "acme".into())]);
     // What is kept is weighed: the same token without retention holds less.
-    let plain = check_claims(claims(json), &expect(), 1_000_000).expect("valid");
+    let plain = check_claims(claims(json), &expect(), 1_000_000, Source::Signature).expect("valid");
     assert!(verified.heap_bytes() > plain.heap_bytes() + 7 * 16);
     // A retained claim may not appear twice, like any claim that is read.
     let twice = r#"{"org_id":"a","org_id":"b"}"#;
@@ -401,7 +401,8 @@ fn scopes_come_from_the_configured_claims() {
         let json = format!("{{{base},{members}}}");
         let parsed =
             parse_claims(json.as_bytes(), &expectations.scope_claims, &[], &[]).expect("parses");
-        let verified = check_claims(parsed, expectations, 1_000_000).expect("valid");
+        let verified =
+            check_claims(parsed, expectations, 1_000_000, Source::Signature).expect("valid");
         let scopes: Vec<&str> = verified.scopes().iter().map(String::as_str).collect();
         assert_eq!(scopes, want, "{json}");
     }
@@ -409,7 +410,7 @@ fn scopes_come_from_the_configured_claims() {
     let json = format!(r#"{{{base},"permissions":["read:messages","x admin"]}}"#);
     let parsed = parse_claims(json.as_bytes(), &rbac.scope_claims, &[], &[]).expect("parses");
     assert_eq!(
-        check_claims(parsed, &rbac, 1_000_000).map(|_| ()),
+        check_claims(parsed, &rbac, 1_000_000, Source::Signature).map(|_| ()),
         Err(VerifyError::InvalidScope)
     );
 }
@@ -468,7 +469,7 @@ fn scopes_must_be_scope_tokens() {
     ];
     for (members, want) in cases {
         let json = format!("{{{base},{members}}}");
-        let got = check_claims(claims(&json), &expect(), 1_000_000);
+        let got = check_claims(claims(&json), &expect(), 1_000_000, Source::Signature);
         match (got, want) {
             (Ok(verified), Ok(want)) => {
                 let scopes: Vec<&str> = verified.scopes().iter().map(String::as_str).collect();
@@ -583,7 +584,7 @@ fn scopes_merge_scope_and_scp() {
         r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100,
                 "scope":"read:messages  write:messages","scp":["admin","read:messages"]}"#,
     );
-    let verified = check_claims(c, &expect(), 1_000_000).expect("valid");
+    let verified = check_claims(c, &expect(), 1_000_000, Source::Signature).expect("valid");
     let scopes: Vec<_> = verified.scopes().iter().map(String::as_str).collect();
     assert_eq!(scopes, ["admin", "read:messages", "write:messages"]);
     assert!(!verified.has_scope("read"));
@@ -595,7 +596,9 @@ fn scopes_merge_scope_and_scp() {
 /// audiences cannot hold more of the cache than its byte budget allows.
 #[test]
 fn issuer_and_audiences_are_kept_and_weighed() {
-    let checked = |json: &str| check_claims(claims(json), &expect(), 1_000_000).expect("valid");
+    let checked = |json: &str| {
+        check_claims(claims(json), &expect(), 1_000_000, Source::Signature).expect("valid")
+    };
     let one = checked(r#"{"iss":"https://issuer.example/","aud":"api","exp":1000100}"#);
     assert_eq!(one.issuer(), "https://issuer.example/");
     assert_eq!(one.audiences(), ["api"]);
@@ -616,4 +619,155 @@ fn issuer_and_audiences_are_kept_and_weighed() {
         "{}",
         huge.heap_bytes()
     );
+}
+
+/// An introspection answer becomes claims only when `active` is `true` and it carries `exp`;
+/// `iss` (when present) and `aud` are held to the issuer's, the scopes come from `scope` under
+/// the same scope-token rule, and an answer that is not a JSON object is the server's fault.
+#[test]
+fn introspection_answers_table() {
+    let now = 1_000_000;
+    let check = |json: &str, require_audience: bool| {
+        introspected(json.as_bytes(), &expect(), require_audience, now).map(|c| {
+            let scopes: Vec<&str> = c.scopes().iter().map(String::as_str).collect();
+            (
+                c.subject().map(str::to_owned),
+                scopes.join(" "),
+                c.issuer().to_owned(),
+            )
+        })
+    };
+    let iss = r#""iss":"https://issuer.example/""#;
+    let ok = |sub: &str, scopes: &str| {
+        Ok((
+            Some(sub.to_owned()),
+            scopes.to_owned(),
+            "https://issuer.example/".to_owned(),
+        ))
+    };
+    type Row = (
+        String,
+        bool,
+        Result<(Option<String>, String, String), AnswerError>,
+    );
+    let cases: Vec<Row> = vec![
+        (
+            format!(r#"{{"active":true,{iss},"aud":"api","exp":1000100,"sub":"u","scope":"b a"}}"#),
+            true,
+            ok("u", "a b"),
+        ),
+        // No iss: the issuer's own endpoint answered.
+        (
+            r#"{"active":true,"aud":["x","api"],"exp":1000100,"sub":"u","scope":"a"}"#.into(),
+            true,
+            ok("u", "a"),
+        ),
+        // Inactive, in every spelling but `true`.
+        (
+            r#"{"active":false}"#.into(),
+            true,
+            Err(VerifyError::Inactive.into()),
+        ),
+        (
+            r#"{"active":"true","exp":1000100}"#.into(),
+            true,
+            Err(VerifyError::Inactive.into()),
+        ),
+        (
+            r#"{"exp":1000100}"#.into(),
+            true,
+            Err(VerifyError::Inactive.into()),
+        ),
+        // Active without exp, expired, not yet valid.
+        (
+            format!(r#"{{"active":true,{iss},"aud":"api"}}"#),
+            true,
+            Err(VerifyError::MissingExpiry.into()),
+        ),
+        (
+            format!(r#"{{"active":true,{iss},"aud":"api","exp":999000}}"#),
+            true,
+            Err(VerifyError::Expired.into()),
+        ),
+        (
+            format!(r#"{{"active":true,{iss},"aud":"api","exp":1000100,"nbf":1000500}}"#),
+            true,
+            Err(VerifyError::NotYetValid.into()),
+        ),
+        // Another issuer, another audience, no audience.
+        (
+            r#"{"active":true,"iss":"https://evil.example/","aud":"api","exp":1000100}"#.into(),
+            true,
+            Err(VerifyError::WrongIssuer.into()),
+        ),
+        (
+            format!(r#"{{"active":true,{iss},"aud":"else","exp":1000100}}"#),
+            true,
+            Err(VerifyError::WrongAudience.into()),
+        ),
+        (
+            format!(r#"{{"active":true,{iss},"exp":1000100,"sub":"u"}}"#),
+            true,
+            Err(VerifyError::WrongAudience.into()),
+        ),
+        // ...which introspection_require_audience = false lets through; a wrong one never.
+        (
+            format!(r#"{{"active":true,{iss},"exp":1000100,"sub":"u"}}"#),
+            false,
+            ok("u", ""),
+        ),
+        (
+            format!(r#"{{"active":true,{iss},"aud":"else","exp":1000100}}"#),
+            false,
+            Err(VerifyError::WrongAudience.into()),
+        ),
+        // Scopes as for a JWT; `scp` is not an introspection member.
+        (
+            format!(r#"{{"active":true,{iss},"aud":"api","exp":1000100,"scope":"a\"b"}}"#),
+            true,
+            Err(VerifyError::InvalidScope.into()),
+        ),
+        (
+            format!(r#"{{"active":true,{iss},"aud":"api","exp":1000100,"sub":"u","scp":["x"]}}"#),
+            true,
+            ok("u", ""),
+        ),
+        (
+            format!(r#"{{"active":true,{iss},"aud":"api","exp":1000100,"sub":" u"}}"#),
+            true,
+            Err(VerifyError::ControlCharacterInClaim.into()),
+        ),
+        // Wrong types, duplicates, not an object.
+        (
+            format!(r#"{{"active":true,{iss},"aud":"api","exp":"soon"}}"#),
+            true,
+            Err(VerifyError::BadClaims.into()),
+        ),
+        (
+            format!(r#"{{"active":true,{iss},"aud":"api","exp":1000100,"exp":1000200}}"#),
+            true,
+            Err(VerifyError::BadClaims.into()),
+        ),
+        (
+            r#"{"active":true,"active":true}"#.into(),
+            true,
+            Err(AnswerError::Malformed),
+        ),
+        ("<html>".into(), true, Err(AnswerError::Malformed)),
+        ("[true]".into(), true, Err(AnswerError::Malformed)),
+        ("".into(), true, Err(AnswerError::Malformed)),
+    ];
+    for (json, require_audience, want) in cases {
+        assert_eq!(check(&json, require_audience), want, "{json}");
+    }
+    // Introspected claims name no key, so no key set ever revalidates them as a JWT's.
+    let claims = introspected(
+        format!(r#"{{"active":true,{iss},"aud":"api","exp":1000100,"client_id":"c"}}"#).as_bytes(),
+        &expect(),
+        true,
+        now,
+    )
+    .expect("active");
+    assert_eq!(claims.client_id(), Some("c"));
+    assert_eq!(claims.kid(), None);
 }
