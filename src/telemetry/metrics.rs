@@ -278,6 +278,7 @@ pub struct Metrics {
     token_cache_bytes: Gauge,
     shadow_decisions: Family<ShadowLabels, Counter>,
     connections: Gauge,
+    trace_spans_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -367,6 +368,13 @@ impl Metrics {
              (each holds one of server.max_connections)",
             connections.clone(),
         );
+        let trace_spans_dropped = Counter::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Finished spans not exported: the export queue was full, or the collector refused \
+             or did not answer their batch (always 0 without [tracing])",
+            trace_spans_dropped.clone(),
+        );
         registry.register(
             "build",
             "The running scopegate's version",
@@ -402,7 +410,13 @@ impl Metrics {
             token_cache_bytes,
             shadow_decisions,
             connections,
+            trace_spans_dropped,
         }
+    }
+
+    /// The counter of spans dropped instead of exported, for the trace exporter to keep.
+    pub fn trace_spans_dropped(&self) -> Counter {
+        self.trace_spans_dropped.clone()
     }
 
     /// Exports at zero the series a configuration makes known: both decisions of each of its
