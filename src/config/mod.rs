@@ -27,6 +27,7 @@ mod print;
 mod rules;
 mod server;
 mod sources;
+mod tracing;
 mod warnings;
 
 pub use issuers::{Issuer, RawIssuer, RawTokenRules};
@@ -42,6 +43,8 @@ pub use server::{
 };
 pub use sources::RawTokenSource;
 use sources::compile_token_sources;
+pub use tracing::{RawHeaderFile, RawHeaderValue, RawTracing, TracingSettings};
+use tracing::compile_tracing;
 pub use warnings::ConfigWarning;
 
 /// Environment variables that override keys of the file, and the key each one sets.
@@ -159,6 +162,8 @@ pub struct RawConfig {
     /// false: only the transport's peer certificate counts, since a client can write that header
     /// wherever no proxy replaces it.
     pub trust_forwarded_client_cert: Option<bool>,
+    /// Tracing: the decision spans' export; absent: off.
+    pub tracing: Option<RawTracing>,
 }
 
 /// The `[tls]` table as written.
@@ -256,6 +261,7 @@ pub struct Config {
     policy: Policy,
     token_sources: TokenSources,
     trust_forwarded_client_cert: bool,
+    tracing: Option<TracingSettings>,
     realm: String,
     server: ServerLimits,
     http_server: HttpServerLimits,
@@ -777,6 +783,7 @@ impl RawConfig {
             policy,
             token_sources,
             trust_forwarded_client_cert: self.trust_forwarded_client_cert.unwrap_or(false),
+            tracing: compile_tracing(self.tracing)?,
             realm,
             server,
             http_server,
@@ -818,6 +825,11 @@ impl Config {
     /// transport's peer certificate.
     pub fn trust_forwarded_client_cert(&self) -> bool {
         self.trust_forwarded_client_cert
+    }
+
+    /// The `[tracing]` settings; `None`: tracing is off.
+    pub fn tracing(&self) -> Option<&TracingSettings> {
+        self.tracing.as_ref()
     }
 
     /// Whether a change in the configuration file's directory reloads it.

@@ -665,6 +665,15 @@ impl Reloader {
             Err(e) => return refused(bytes, &e),
         };
         let old = self.live.load_full();
+        // The exporter, its sampler and whose trace context is trusted are set up once: a
+        // reload that changes them would silently not apply, so it is refused instead.
+        if old.config().tracing() != new.tracing() {
+            return refused(
+                bytes,
+                &"`[tracing]` changed: tracing settings take effect only after a restart; \
+                  restart scopegate to apply them (the old configuration stays in force)",
+            );
+        }
         warn_about_restart_only_changes(old.config(), &new);
         log_config_warnings(&new);
         // The TLS files are read again too (renewed certificates); unusable ones refuse the
