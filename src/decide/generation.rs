@@ -12,6 +12,7 @@ use crate::auth::verify::{self, VerifyError};
 use crate::config::Config;
 use crate::policy::{AuthError, Authentication};
 use crate::telemetry::metrics::{CacheResult, Metrics};
+use crate::telemetry::traces::{self, Tracer};
 
 use super::Authenticate;
 
@@ -32,6 +33,9 @@ pub struct Generation {
     /// DPoP proofs seen, kept across reloads ([`Generation::succeeding`]): a reload that
     /// forgot them would let every proof of the last minute be replayed.
     replay: Arc<MemoryReplayCache>,
+    /// Where decisions' spans go (`[tracing]`); `None`: no spans are made. Set once per
+    /// process and carried across reloads, which cannot change `[tracing]`.
+    tracer: Option<Tracer>,
 }
 
 impl Generation {
@@ -49,12 +53,26 @@ impl Generation {
         key_sets: Vec<Jwks>,
         previous: &Generation,
     ) -> Generation {
-        if previous.config.dpop().replay_cache_bytes() == config.dpop().replay_cache_bytes() {
+        let next = if previous.config.dpop().replay_cache_bytes()
+            == config.dpop().replay_cache_bytes()
+        {
             let replay = Arc::clone(&previous.replay);
             Generation::with_replay(config, key_sets, replay)
         } else {
             Generation::new(config, key_sets)
-        }
+        };
+        next.traced(previous.tracer.clone())
+    }
+
+    /// This generation, making its decisions' spans with `tracer` (none: no spans).
+    pub fn traced(mut self, tracer: Option<Tracer>) -> Generation {
+        self.tracer = tracer;
+        self
+    }
+
+    /// Where decisions' spans go, when tracing is on.
+    pub fn tracer(&self) -> Option<&Tracer> {
+        self.tracer.as_ref()
     }
 
     fn with_replay(
@@ -76,6 +94,7 @@ impl Generation {
             cache,
             proof_keys: KeyCache::default(),
             replay,
+            tracer: None,
         }
     }
 
@@ -148,12 +167,14 @@ impl Authenticate for Generation {
                 let leeway = self.config.issuers()[index].expectations.leeway_seconds;
                 if entry.claims.still_valid(&keys, leeway, now).is_ok() {
                     metrics.token_cache(CacheResult::hit);
+                    traces::annotate_current(|| vec![cache_hit(true)]);
                     return Ok(entry.claims.clone());
                 }
                 self.cache.remove(digest);
                 metrics.token_cache_bytes(self.cache.bytes());
             }
             metrics.token_cache(CacheResult::miss);
+            traces::annotate_current(|| vec![cache_hit(false)]);
         }
         let index = self.issuer_of(token)?;
         *issuer = Some(index);
@@ -190,4 +211,9 @@ impl Authenticate for Generation {
         }
         Ok(verified)
     }
+}
+
+/// The span attribute saying whether the token cache answered.
+fn cache_hit(hit: bool) -> opentelemetry::KeyValue {
+    opentelemetry::KeyValue::new("scopegate.token_cache.hit", hit)
 }
