@@ -600,7 +600,10 @@ fn end_fetch(span: Option<&Context>, trigger: Trigger, result: FetchResult) {
             KeyValue::new("scopegate.jwks.trigger", format!("{trigger:?}")),
             KeyValue::new("scopegate.jwks.result", format!("{result:?}")),
         ]);
-        traces::end(cx, (result != FetchResult::success).then_some("fetch failed"));
+        traces::end(
+            cx,
+            (result != FetchResult::success).then_some("fetch failed"),
+        );
     }
 }
 

@@ -43,8 +43,8 @@ pub use server::{
 };
 pub use sources::RawTokenSource;
 use sources::compile_token_sources;
-pub use tracing::{RawHeaderFile, RawHeaderValue, RawTracing, TracingSettings};
 use tracing::compile_tracing;
+pub use tracing::{RawHeaderFile, RawHeaderValue, RawTracing, TracingSettings};
 pub use warnings::ConfigWarning;
 
 /// Environment variables that override keys of the file, and the key each one sets.

@@ -201,7 +201,9 @@ pub(super) fn compile_tracing(
         };
         // Never echo the value: it is a secret.
         if value.is_empty()
-            || !value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+            || !value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
         {
             return Err(invalid(
                 key,
@@ -210,7 +212,11 @@ pub(super) fn compile_tracing(
             ));
         }
         if headers.iter().any(|(n, _): &(String, String)| *n == lower) {
-            return Err(invalid(key, &name, "named twice (names are case-insensitive)"));
+            return Err(invalid(
+                key,
+                &name,
+                "named twice (names are case-insensitive)",
+            ));
         }
         headers.push((lower, value));
     }
@@ -255,9 +261,18 @@ mod tests {
     fn refused_values_name_their_key() {
         let cases = [
             ("[tracing]", "tracing.otlp_endpoint"),
-            ("[tracing]\notlp_endpoint = \"collector:4317\"", "tracing.otlp_endpoint"),
-            ("[tracing]\notlp_endpoint = \"https://c:4317\"", "tracing.otlp_endpoint"),
-            ("[tracing]\notlp_endpoint = \"http://u:p@c:4317\"", "tracing.otlp_endpoint"),
+            (
+                "[tracing]\notlp_endpoint = \"collector:4317\"",
+                "tracing.otlp_endpoint",
+            ),
+            (
+                "[tracing]\notlp_endpoint = \"https://c:4317\"",
+                "tracing.otlp_endpoint",
+            ),
+            (
+                "[tracing]\notlp_endpoint = \"http://u:p@c:4317\"",
+                "tracing.otlp_endpoint",
+            ),
             (
                 "[tracing]\notlp_endpoint = \"http://c:4317\"\nsample_ratio = 1.5",
                 "tracing.sample_ratio",
@@ -326,7 +341,10 @@ mod tests {
             ]
         );
         for shown in [t.to_string(), format!("{t:?}")] {
-            assert!(!shown.contains("secret") && !shown.contains("from-a-file"), "{shown}");
+            assert!(
+                !shown.contains("secret") && !shown.contains("from-a-file"),
+                "{shown}"
+            );
             assert!(shown.contains("x-api-key"), "{shown}");
         }
     }

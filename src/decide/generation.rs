@@ -53,14 +53,13 @@ impl Generation {
         key_sets: Vec<Jwks>,
         previous: &Generation,
     ) -> Generation {
-        let next = if previous.config.dpop().replay_cache_bytes()
-            == config.dpop().replay_cache_bytes()
-        {
-            let replay = Arc::clone(&previous.replay);
-            Generation::with_replay(config, key_sets, replay)
-        } else {
-            Generation::new(config, key_sets)
-        };
+        let next =
+            if previous.config.dpop().replay_cache_bytes() == config.dpop().replay_cache_bytes() {
+                let replay = Arc::clone(&previous.replay);
+                Generation::with_replay(config, key_sets, replay)
+            } else {
+                Generation::new(config, key_sets)
+            };
         next.traced(previous.tracer.clone())
     }
 

@@ -70,7 +70,11 @@ impl<'a> Request<'a> {
     /// metadata when it traces): its `traceparent` and `tracestate` values. The parent of the
     /// decision's span when tracing is on; the client's own headers count only where
     /// `trust_client_trace_context` says so.
-    pub fn with_trace_context(mut self, traceparent: Vec<&'a str>, tracestate: Vec<&'a str>) -> Self {
+    pub fn with_trace_context(
+        mut self,
+        traceparent: Vec<&'a str>,
+        tracestate: Vec<&'a str>,
+    ) -> Self {
         self.trace_context = Some((traceparent, tracestate)).filter(|(p, _)| !p.is_empty());
         self
     }

@@ -459,11 +459,7 @@ struct KeySets {
 }
 
 impl KeySets {
-    fn new(
-        fetched: Arc<tokio::sync::Notify>,
-        metrics: Metrics,
-        tracer: Option<Tracer>,
-    ) -> KeySets {
+    fn new(fetched: Arc<tokio::sync::Notify>, metrics: Metrics, tracer: Option<Tracer>) -> KeySets {
         KeySets {
             entries: Vec::new(),
             fetched,

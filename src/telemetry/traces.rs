@@ -26,13 +26,13 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData,
     SpanExporter, SpanProcessor,
 };
-use opentelemetry_sdk::Resource;
 use prometheus_client::metrics::counter::Counter;
 
 /// The span of one decision.
@@ -185,12 +185,13 @@ impl Tracer {
     }
 
     /// A JWKS fetch's span: a child of `asked_by` (the wait of the Check that asked for it),
-    /// or a root sampled at `sample_ratio`. `None` when not sampled.
-    pub fn start_fetch(&self, asked_by: Option<&Context>, issuer: &str) -> Option<Context> {
+    /// or a root sampled at `sample_ratio`. `None` when not sampled. `uri` is the configured
+    /// key set URL (configuration, not a request value).
+    pub fn start_fetch(&self, asked_by: Option<&Context>, uri: &str) -> Option<Context> {
         self.start_span(FETCH_SPAN, SpanKind::Client, asked_by)
             .map(|cx| {
                 cx.span()
-                    .set_attribute(KeyValue::new("scopegate.issuer", issuer.to_owned()));
+                    .set_attribute(KeyValue::new("url.full", uri.to_owned()));
                 cx
             })
     }
@@ -413,10 +414,22 @@ mod tests {
             (&[], false),
             (&[good, good], false),
             (&["garbage"], false),
-            (&["00-00000000000000000000000000000000-00f067aa0ba902b7-01"], false),
-            (&["00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"], false),
-            (&["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"], false),
-            (&["ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"], false),
+            (
+                &["00-00000000000000000000000000000000-00f067aa0ba902b7-01"],
+                false,
+            ),
+            (
+                &["00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"],
+                false,
+            ),
+            (
+                &["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"],
+                false,
+            ),
+            (
+                &["ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+                false,
+            ),
         ];
         for (traceparent, valid) in cases {
             assert_eq!(
