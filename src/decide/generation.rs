@@ -69,6 +69,14 @@ impl Generation {
         self
     }
 
+    /// Sets the token cache's answer on the decision's span, when tracing is on (without it,
+    /// not even the current context is looked at).
+    fn note_cache(&self, hit: bool) {
+        if self.tracer.is_some() {
+            traces::annotate_current(|| vec![cache_hit(hit)]);
+        }
+    }
+
     /// Where decisions' spans go, when tracing is on.
     pub fn tracer(&self) -> Option<&Tracer> {
         self.tracer.as_ref()
@@ -166,14 +174,14 @@ impl Authenticate for Generation {
                 let leeway = self.config.issuers()[index].expectations.leeway_seconds;
                 if entry.claims.still_valid(&keys, leeway, now).is_ok() {
                     metrics.token_cache(CacheResult::hit);
-                    traces::annotate_current(|| vec![cache_hit(true)]);
+                    self.note_cache(true);
                     return Ok(entry.claims.clone());
                 }
                 self.cache.remove(digest);
                 metrics.token_cache_bytes(self.cache.bytes());
             }
             metrics.token_cache(CacheResult::miss);
-            traces::annotate_current(|| vec![cache_hit(false)]);
+            self.note_cache(false);
         }
         let index = self.issuer_of(token)?;
         *issuer = Some(index);

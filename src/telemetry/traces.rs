@@ -177,10 +177,9 @@ impl Tracer {
     /// the ratio's draw): nothing is made then.
     pub fn start_check(&self, parent: Option<&Context>, method: &str) -> Option<Context> {
         self.start_span(CHECK_SPAN, SpanKind::Server, parent)
-            .map(|cx| {
+            .inspect(|cx| {
                 cx.span()
                     .set_attribute(KeyValue::new("http.request.method", known_method(method)));
-                cx
             })
     }
 
@@ -189,10 +188,9 @@ impl Tracer {
     /// key set URL (configuration, not a request value).
     pub fn start_fetch(&self, asked_by: Option<&Context>, uri: &str) -> Option<Context> {
         self.start_span(FETCH_SPAN, SpanKind::Client, asked_by)
-            .map(|cx| {
+            .inspect(|cx| {
                 cx.span()
                     .set_attribute(KeyValue::new("url.full", uri.to_owned()));
-                cx
             })
     }
 
