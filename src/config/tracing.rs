@@ -50,7 +50,7 @@ pub struct RawHeaderFile {
     pub file: String,
 }
 
-/// The compiled `[tracing]` table. Only [`compile_tracing`] builds one: the endpoint is an
+/// The compiled `[tracing]` table. Only the configuration's compile builds one: the endpoint is an
 /// `http://` URL with a host, the ratio lies in [0, 1], header names and values are ones gRPC
 /// metadata can carry.
 #[derive(Clone, PartialEq)]

@@ -2,11 +2,11 @@
 //!
 //! [`Tracer`] holds the OpenTelemetry SDK's tracer provider: a parent-based sampler (a caller's
 //! sampled parent is followed, an unsampled one too; a request without a parent is a root
-//! sampled at `sample_ratio`), a batch processor on a bounded queue behind [`Bounded`], which
-//! drops a span rather than queue it past [`QUEUE_SPANS`] and counts every span that is not
-//! exported in `scopegate_trace_spans_dropped_total`, and the OTLP tonic exporter. Exports run
-//! on the SDK's own thread, so a slow or unreachable collector never delays a Check: it only
-//! fills the queue, and what does not fit is dropped and counted.
+//! sampled at `sample_ratio`), a batch processor on a bounded queue behind a span processor of
+//! its own, which drops a span rather than queue it past [`QUEUE_SPANS`] and counts every span
+//! that is not exported in `scopegate_trace_spans_dropped_total`, and the OTLP tonic exporter.
+//! Exports run on the SDK's own thread, so a slow or unreachable collector never delays a
+//! Check: it only fills the queue, and what does not fit is dropped and counted.
 //!
 //! Spans are made with the SDK directly, one per decision, rather than through a `tracing`
 //! layer, so a log line costs nothing more with tracing on. A span that would not be sampled
