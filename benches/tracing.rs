@@ -9,6 +9,9 @@
 //! on the Check's, and is reported apart: that thread's CPU time (from `/proc`) per span
 //! exported.
 //!
+//! Also, alone, what an unsampled Check adds: the `traceparent` read and the decision not to
+//! sample.
+//!
 //! Run: `cargo bench --bench tracing`
 
 use std::hint::black_box;
@@ -121,9 +124,12 @@ fn generation(
 
 /// CPU ticks (user + system) of this process's thread named `name`, from `/proc`.
 fn thread_ticks(name: &str) -> Option<u64> {
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let dir = task.ok()?.path();
-        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+    // A thread may end while the list is read: skip what cannot be read.
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let dir = task.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
         if comm.trim_end() != name {
             continue;
         }
@@ -175,6 +181,26 @@ fn bench(c: &mut Criterion) {
         .expect("runtime");
     let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
     let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    // What an unsampled Check adds, alone: reading the metadata's traceparent (or finding
+    // none) and deciding that no span is made.
+    c.bench_function("tracing alone: no parent, sample_ratio 0", |b| {
+        b.iter(|| tracer.start_check(black_box(None), black_box("GET")))
+    });
+    c.bench_function(
+        "tracing alone: an unsampled traceparent read and followed",
+        |b| {
+            b.iter(|| {
+                let parent = tracer.parent(black_box(&[unsampled]), black_box(&[]));
+                tracer.start_check(parent.as_ref(), black_box("GET"))
+            })
+        },
+    );
+    // The full W3C parse, which a sampled parent (or any, with sample_ratio > 0) gets.
+    c.bench_function("tracing alone: a traceparent parsed in full", |b| {
+        b.iter(|| {
+            scopegate::telemetry::traces::parent_context(black_box(&[sampled]), black_box(&[]))
+        })
+    });
     let mut sampled_checks = 0u64;
     let export_ticks_before = thread_ticks("OpenTelemetry.T");
     for (name, generation, authorization, parent) in [

@@ -404,11 +404,11 @@ fn start_span(tracer: &Tracer, config: &Config, request: &Request<'_>) -> Option
         .is_some_and(|t| t.trust_client_trace_context());
     let parent = request
         .trace_context()
-        .and_then(|(parent, state)| traces::parent_context(parent, state))
+        .and_then(|(parent, state)| tracer.parent(parent, state))
         .or_else(|| {
             trusted
                 .then(|| {
-                    traces::parent_context(
+                    tracer.parent(
                         &request.text_values("traceparent"),
                         &request.text_values("tracestate"),
                     )

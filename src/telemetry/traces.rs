@@ -183,6 +183,27 @@ impl Tracer {
             })
     }
 
+    /// The parent a transport's trace context gives a decision, as [`parent_context`] reads
+    /// it; but while no root is ever sampled (`sample_ratio` 0), only a sampled parent can
+    /// lead to a span, so a `traceparent` whose flags field (where W3C puts it) does not say
+    /// sampled, or cannot be read, is answered `None` without parsing the rest: the common
+    /// case of a proxy that traces and did not sample costs next to nothing.
+    pub fn parent(&self, traceparent: &[&str], tracestate: &[&str]) -> Option<Context> {
+        if !self.inner.roots {
+            let [one] = traceparent else {
+                return None;
+            };
+            let sampled = one
+                .get(53..55)
+                .and_then(|flags| u8::from_str_radix(flags, 16).ok())
+                .is_some_and(|flags| flags & 1 == 1);
+            if !sampled {
+                return None;
+            }
+        }
+        parent_context(traceparent, tracestate)
+    }
+
     /// A JWKS fetch's span: a child of `asked_by` (the wait of the Check that asked for it),
     /// or a root sampled at `sample_ratio`. `None` when not sampled. `uri` is the configured
     /// key set URL (configuration, not a request value).
