@@ -13,7 +13,7 @@
 //!   `[tls]` server configuration), [`net::outbound`]
 //!   (every fetch from another server: https unless loopback or allowed, trusted roots).
 //! - [`telemetry`]: [`telemetry::metrics`], the Prometheus registry and `GET /metrics`; every
-//!   layer above counts in it.
+//!   layer above counts in it; [`telemetry::traces`], a decision's span exported over OTLP.
 //! - [`auth`]: from credentials to verified claims: [`auth::sources`] (the one credential out of
 //!   the configured token sources), [`auth::token`] (the Bearer credential),
 //!   [`auth::keys`] (JWKS documents parsed once), [`auth::jwks`] (an issuer's key set over time),
@@ -37,6 +37,7 @@
 //!   `[server]`, `[http_server]`), `issuers` (issuers, their token rules and key-set settings),
 //!   `introspection` (an issuer's introspection keys), `rules`
 //!   (`[[rules]]`, claim and header checks), `metadata`, `sources` (`[[token_sources]]`),
+//!   `tracing` (`[tracing]`),
 //!   `warnings` and `print` (what `check-config` prints), with tests in `config/tests.rs`.
 //! - [`decide`]: the transport-neutral decision core: a [`decide::Request`] view decided with the
 //!   [`decide::Generation`] in force (extract → verify → decide → respond) into a

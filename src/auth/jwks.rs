@@ -24,7 +24,7 @@
 //!   from a loopback host) and TLS servers are verified against the issuer's trusted roots.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -35,6 +35,9 @@ use tokio::time::Instant;
 use crate::auth::keys::{Algorithm, KeySet, ParseError, SkipSummary, SkippedKey};
 use crate::net::outbound::{self, FetchPolicy, GetError};
 use crate::telemetry::metrics::{FetchResult, IssuerMetrics, Trigger};
+use crate::telemetry::traces::{self, Tracer};
+use opentelemetry::trace::{SpanContext, TraceContextExt as _};
+use opentelemetry::{Context, KeyValue};
 
 /// Settings for fetching and caching the key set; compiled from the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,6 +189,12 @@ struct RefetchGate {
     /// Why the fetch a Check started was asked for, until the refresher takes it (for the
     /// metrics' `trigger`).
     asked_for: Option<Trigger>,
+    /// The traced wait of the Check that started the fetch, until the refresher takes it: the
+    /// fetch's span is its child.
+    asked_by: Option<Context>,
+    /// The span of the latest fetch, with the attempt count its end reaches: what a traced
+    /// wait for that attempt links to.
+    fetch_span: Option<(u64, SpanContext)>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -275,6 +284,8 @@ struct Shared {
     observer: Arc<Notify>,
     /// Where fetches and suppressed refetches are counted.
     metrics: IssuerMetrics,
+    /// Where fetch spans go, when tracing is on (set once, before the refresher starts).
+    tracer: OnceLock<Tracer>,
     /// Set once the discovery fallback has been logged, so the warning is not repeated at
     /// every refresh.
     fallback_logged: AtomicBool,
@@ -319,9 +330,17 @@ impl Jwks {
                 refresher_down: AtomicBool::new(false),
                 observer,
                 metrics,
+                tracer: OnceLock::new(),
                 fallback_logged: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Makes a span of every fetch with `tracer`: a child of the wait of the Check that asked
+    /// for it, or a root (sampled at `sample_ratio`) for the refresher's own. Only the first
+    /// call counts; tracing settings never change while the process runs.
+    pub fn trace_with(&self, tracer: Tracer) {
+        let _ = self.shared.tracer.set(tracer);
     }
 
     /// The key set in force, or `None` while none has loaded or while the last successful load
@@ -373,29 +392,45 @@ impl Jwks {
     /// at once. A caller that stops waiting leaves the fetch running: its result serves the
     /// requests that come after.
     pub async fn refetch_for_unknown_kid(&self) -> Refetch {
-        let target = match self.join_or_trigger(Trigger::unknown_kid) {
+        // A child of the Check's span when it is traced, linked to the fetch it waited for.
+        let span = traces::child_of_current(traces::WAIT_SPAN);
+        let target = match self.join_or_trigger(Trigger::unknown_kid, span.as_ref()) {
             Joined::Until(target) => target,
-            Joined::CoolingDown => return Refetch::CoolingDown,
+            Joined::CoolingDown => {
+                end_wait(span.as_ref(), Refetch::CoolingDown, None);
+                return Refetch::CoolingDown;
+            }
         };
         let mut attempts = self.shared.attempts.subscribe();
         let wait = self.shared.settings.unknown_kid_wait;
-        match tokio::time::timeout(wait, attempts.wait_for(|done| *done >= target)).await {
-            Ok(_) => Refetch::Completed,
-            Err(_) => Refetch::TimedOut,
+        let refetch =
+            match tokio::time::timeout(wait, attempts.wait_for(|done| *done >= target)).await {
+                Ok(_) => Refetch::Completed,
+                Err(_) => Refetch::TimedOut,
+            };
+        if span.is_some() {
+            let fetch = self
+                .lock_gate()
+                .fetch_span
+                .clone()
+                .filter(|(attempt, _)| *attempt == target)
+                .map(|(_, fetch)| fetch);
+            end_wait(span.as_ref(), refetch, fetch);
         }
+        refetch
     }
 
     /// Asks the refresher for a fetch without waiting for it (a Check that found the key set
     /// stale or absent: that caller is answered 503 now, the ones after it may be served).
     /// Shares the single-flight gate and the cooldown with unknown-`kid` refetches.
     pub fn request_refetch(&self) {
-        let _ = self.join_or_trigger(Trigger::stale);
+        let _ = self.join_or_trigger(Trigger::stale, None);
     }
 
     /// Joins the fetch under way, or starts one unless inside the cooldown. The attempt count is
     /// read under the gate's lock, where [`Jwks::finish_attempt`] changes it together with the
     /// gate's state, so the count to wait for is exactly the end of the fetch joined or started.
-    fn join_or_trigger(&self, why: Trigger) -> Joined {
+    fn join_or_trigger(&self, why: Trigger, asking: Option<&Context>) -> Joined {
         let mut gate = self.lock_gate();
         let finished = *self.shared.attempts.borrow();
         match gate.ask(Instant::now(), self.shared.settings.refetch_cooldown, why) {
@@ -406,6 +441,7 @@ impl Jwks {
                 Joined::CoolingDown
             }
             GateAnswer::Started => {
+                gate.asked_by = asking.cloned();
                 drop(gate);
                 self.shared.wake.notify_one();
                 Joined::Until(finished + 1)
@@ -413,9 +449,20 @@ impl Jwks {
         }
     }
 
-    /// The refresher starts a fetch; returns why a Check asked for it, if one did.
-    fn begin_attempt(&self) -> Option<Trigger> {
-        self.lock_gate().begin()
+    /// The refresher starts a fetch; returns why a Check asked for it, if one did, and the
+    /// fetch's span when traced (remembered in the gate for the waits to link to).
+    fn begin_attempt(&self) -> (Option<Trigger>, Option<Context>) {
+        let mut gate = self.lock_gate();
+        let why = gate.begin();
+        let asked_by = gate.asked_by.take();
+        let span = self.shared.tracer.get().and_then(|tracer| {
+            tracer.start_fetch(asked_by.as_ref(), self.shared.settings.uri.as_str())
+        });
+        gate.fetch_span = span.as_ref().map(|cx| {
+            let attempt = *self.shared.attempts.borrow() + 1;
+            (attempt, cx.span().span_context().clone())
+        });
+        (why, span)
     }
 
     /// The refresher has finished a fetch (installed or not): return the gate to idle and count
@@ -466,7 +513,7 @@ impl Jwks {
         let mut failures: u32 = 0;
         let mut first = true;
         loop {
-            let asked_for = self.begin_attempt();
+            let (asked_for, span) = self.begin_attempt();
             let trigger = match asked_for {
                 _ if first => Trigger::startup,
                 Some(why) => why,
@@ -513,12 +560,14 @@ impl Jwks {
                     self.shared
                         .metrics
                         .fetched(trigger, FetchResult::success, Some(count));
+                    end_fetch(span.as_ref(), trigger, FetchResult::success);
                     max_age
                         .unwrap_or(settings.refresh)
                         .clamp(settings.min_refresh, settings.max_refresh)
                 }
                 Err(error) => {
                     self.shared.metrics.fetched(trigger, error.result(), None);
+                    end_fetch(span.as_ref(), trigger, error.result());
                     failures = failures.saturating_add(1);
                     let backoff = jittered(retry_backoff(failures));
                     let have_keys = self.snapshot().is_some();
@@ -541,6 +590,37 @@ impl Jwks {
                 () = &mut shutdown => return,
             }
         }
+    }
+}
+
+/// Ends a traced fetch's span with what triggered it and how it ended (fixed label values).
+fn end_fetch(span: Option<&Context>, trigger: Trigger, result: FetchResult) {
+    if let Some(cx) = span {
+        cx.span().set_attributes([
+            KeyValue::new("scopegate.jwks.trigger", format!("{trigger:?}")),
+            KeyValue::new("scopegate.jwks.result", format!("{result:?}")),
+        ]);
+        traces::end(
+            cx,
+            (result != FetchResult::success).then_some("fetch failed"),
+        );
+    }
+}
+
+/// Ends a traced unknown-`kid` wait, linked to the fetch it waited for when known.
+fn end_wait(span: Option<&Context>, refetch: Refetch, fetch: Option<SpanContext>) {
+    if let Some(cx) = span {
+        if let Some(fetch) = fetch {
+            traces::link(cx, fetch);
+        }
+        let outcome = match refetch {
+            Refetch::Completed => "completed",
+            Refetch::CoolingDown => "cooling_down",
+            Refetch::TimedOut => "timed_out",
+        };
+        cx.span()
+            .set_attribute(KeyValue::new("scopegate.jwks.refetch", outcome));
+        traces::end(cx, None);
     }
 }
 

@@ -30,6 +30,7 @@ mod replay_store;
 mod rules;
 mod server;
 mod sources;
+mod tracing;
 mod warnings;
 
 pub use introspection::RawIntrospection;
@@ -46,6 +47,8 @@ pub use server::{
 };
 pub use sources::RawTokenSource;
 use sources::compile_token_sources;
+use tracing::compile_tracing;
+pub use tracing::{RawHeaderFile, RawHeaderValue, RawTracing, TracingSettings};
 pub use warnings::ConfigWarning;
 
 /// Environment variables that override keys of the file, and the key each one sets.
@@ -193,6 +196,8 @@ pub struct RawConfig {
     pub introspection_max_in_flight: Option<u64>,
     /// Most introspection calls started per second; default 100.
     pub introspection_max_calls_per_second: Option<u64>,
+    /// Tracing: the decision spans' export; absent: off.
+    pub tracing: Option<RawTracing>,
 }
 
 /// The `[tls]` table as written.
@@ -290,6 +295,7 @@ pub struct Config {
     policy: Policy,
     token_sources: TokenSources,
     trust_forwarded_client_cert: bool,
+    tracing: Option<TracingSettings>,
     realm: String,
     server: ServerLimits,
     http_server: HttpServerLimits,
@@ -865,6 +871,7 @@ impl RawConfig {
             policy,
             token_sources,
             trust_forwarded_client_cert: self.trust_forwarded_client_cert.unwrap_or(false),
+            tracing: compile_tracing(self.tracing)?,
             realm,
             server,
             http_server,
@@ -906,6 +913,11 @@ impl Config {
     /// transport's peer certificate.
     pub fn trust_forwarded_client_cert(&self) -> bool {
         self.trust_forwarded_client_cert
+    }
+
+    /// The `[tracing]` settings; `None`: tracing is off.
+    pub fn tracing(&self) -> Option<&TracingSettings> {
+        self.tracing.as_ref()
     }
 
     /// Whether a change in the configuration file's directory reloads it.

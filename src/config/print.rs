@@ -92,6 +92,10 @@ impl fmt::Display for Config {
             "the peer's only"
         };
         writeln!(f, "client cert       {client_certificate}")?;
+        match &self.tracing {
+            Some(tracing) => writeln!(f, "tracing           {tracing}")?,
+            None => writeln!(f, "tracing           off")?,
+        }
         for issuer in &self.issuers {
             let e = &issuer.expectations;
             writeln!(f, "issuer            {}", e.issuer)?;

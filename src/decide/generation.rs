@@ -14,6 +14,7 @@ use crate::auth::verify::{self, VerifyError};
 use crate::config::Config;
 use crate::policy::{AuthError, Authentication};
 use crate::telemetry::metrics::{CacheResult, Metrics};
+use crate::telemetry::traces::{self, Tracer};
 
 use super::Authenticate;
 
@@ -40,6 +41,9 @@ pub struct Generation {
     introspectors: Vec<Option<Arc<Introspector>>>,
     /// The issuer that introspects opaque tokens, if any (at most one, by the configuration).
     opaque_issuer: Option<usize>,
+    /// Where decisions' spans go (`[tracing]`); `None`: no spans are made. Set once per
+    /// process and carried across reloads, which cannot change `[tracing]`.
+    tracer: Option<Tracer>,
 }
 
 impl Generation {
@@ -73,6 +77,26 @@ impl Generation {
             replay_for(&config)
         };
         Generation::with_replay(config, key_sets, replay, Some(previous))
+            .traced(previous.tracer.clone())
+    }
+
+    /// This generation, making its decisions' spans with `tracer` (none: no spans).
+    pub fn traced(mut self, tracer: Option<Tracer>) -> Generation {
+        self.tracer = tracer;
+        self
+    }
+
+    /// Sets the token cache's answer on the decision's span, when tracing is on (without it,
+    /// not even the current context is looked at).
+    fn note_cache(&self, hit: bool) {
+        if self.tracer.is_some() {
+            traces::annotate_current(|| vec![cache_hit(hit)]);
+        }
+    }
+
+    /// Where decisions' spans go, when tracing is on.
+    pub fn tracer(&self) -> Option<&Tracer> {
+        self.tracer.as_ref()
     }
 
     fn with_replay(
@@ -124,6 +148,7 @@ impl Generation {
             replay,
             introspectors,
             opaque_issuer,
+            tracer: None,
         }
     }
 
@@ -251,12 +276,14 @@ impl Authenticate for Generation {
                 let leeway = self.config.issuers()[index].expectations.leeway_seconds;
                 if entry.claims.still_valid(&keys, leeway, now).is_ok() {
                     metrics.token_cache(CacheResult::hit);
+                    self.note_cache(true);
                     return Ok(entry.claims.clone());
                 }
                 self.cache.remove(digest);
                 metrics.token_cache_bytes(self.cache.bytes());
             }
             metrics.token_cache(CacheResult::miss);
+            self.note_cache(false);
         }
         let index = self.issuer_of(token)?;
         *issuer = Some(index);
@@ -298,6 +325,11 @@ impl Authenticate for Generation {
         }
         Ok(verified)
     }
+}
+
+/// The span attribute saying whether the token cache answered.
+fn cache_hit(hit: bool) -> opentelemetry::KeyValue {
+    opentelemetry::KeyValue::new("scopegate.token_cache.hit", hit)
 }
 
 #[cfg(test)]

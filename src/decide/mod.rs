@@ -54,6 +54,10 @@ use crate::policy::{
     AuthError, AuthOutcome, Authentication, Decision, Denial, PathError, Resolved, Rule,
 };
 use crate::telemetry::metrics::{self, Metrics, Reason, Transport};
+use crate::telemetry::traces::{self, Tracer};
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry::{Context, KeyValue};
 
 /// Header carrying the token's `sub` to the upstream.
 pub const SUBJECT_HEADER: &str = "x-auth-subject";
@@ -377,7 +381,19 @@ pub async fn check<'g>(
     metrics: &Metrics,
     started: Instant,
 ) -> Decided<'g> {
-    let decided = decide(generation, request, now, metrics).await;
+    let span = generation
+        .tracer()
+        .and_then(|tracer| start_span(tracer, generation.config(), request));
+    let decided = match &span {
+        None => decide(generation, request, now, metrics).await,
+        // The span's context goes with the decision, so what happens below it (the token
+        // cache's answer, an unknown-kid wait) is added to it.
+        Some(cx) => {
+            decide(generation, request, now, metrics)
+                .with_context(cx.clone())
+                .await
+        }
+    };
     record(
         generation.config(),
         request,
@@ -386,7 +402,59 @@ pub async fn check<'g>(
         metrics,
         started.elapsed(),
     );
+    if let Some(cx) = span {
+        finish_span(&cx, generation.config(), &decided, transport);
+    }
     decided
+}
+
+/// The decision's span, `scopegate.check`, when it is sampled: a child of the trace context
+/// the transport received beside the request, or, only with `trust_client_trace_context`, of
+/// the client's own `traceparent`; a root (sampled at `sample_ratio`) without either. A
+/// malformed or repeated `traceparent` counts as none.
+fn start_span(tracer: &Tracer, config: &Config, request: &Request<'_>) -> Option<Context> {
+    let trusted = config
+        .tracing()
+        .is_some_and(|t| t.trust_client_trace_context());
+    let parent = request
+        .trace_context()
+        .and_then(|(parent, state)| tracer.parent(parent, state))
+        .or_else(|| {
+            trusted
+                .then(|| {
+                    tracer.parent(
+                        &request.text_values("traceparent"),
+                        &request.text_values("tracestate"),
+                    )
+                })
+                .flatten()
+        });
+    tracer.start_check(parent.as_ref(), request.method())
+}
+
+/// Sets the span's fixed attributes from the answer and ends it. No request value is
+/// written: the rule's configured name stands for the path, and the subject (a verified
+/// token's, only with `trace_subject`) for the token.
+fn finish_span(cx: &Context, config: &Config, decided: &Decided<'_>, transport: Transport) {
+    let labels = &decided.labels;
+    let mut attributes = vec![
+        KeyValue::new("scopegate.decision", format!("{:?}", labels.decision)),
+        KeyValue::new("http.response.status_code", i64::from(labels.status)),
+        KeyValue::new("scopegate.reason", format!("{:?}", labels.reason)),
+        KeyValue::new("scopegate.rule", labels.rule.to_string()),
+        KeyValue::new("scopegate.transport", format!("{transport:?}")),
+    ];
+    if let Some(issuer) = labels.issuer {
+        attributes.push(KeyValue::new("scopegate.issuer", issuer.to_owned()));
+    }
+    if config.tracing().is_some_and(|t| t.trace_subject())
+        && let Decision::Allow(Some(claims)) = &decided.decision
+        && let Some(subject) = claims.subject()
+    {
+        attributes.push(KeyValue::new("enduser.id", subject.to_owned()));
+    }
+    cx.span().set_attributes(attributes);
+    traces::end(cx, (labels.status >= 500).then_some("unavailable"));
 }
 
 /// A request the transport could not read into a full [`Request`] view (an HTTP front door's

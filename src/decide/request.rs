@@ -31,6 +31,9 @@ pub struct Request<'a> {
     path: &'a str,
     headers: Vec<Header<'a>>,
     peer_certificate: Option<&'a str>,
+    /// The W3C trace context the transport itself received (gRPC metadata), as opposed to the
+    /// client's own headers: `traceparent` values, then `tracestate` values.
+    trace_context: Option<(Vec<&'a str>, Vec<&'a str>)>,
 }
 
 impl<'a> Request<'a> {
@@ -61,6 +64,26 @@ impl<'a> Request<'a> {
     pub fn with_peer_certificate(mut self, certificate: &'a str) -> Self {
         self.peer_certificate = Some(certificate).filter(|c| !c.is_empty());
         self
+    }
+
+    /// With the W3C trace context the transport received beside the request (Envoy's gRPC
+    /// metadata when it traces): its `traceparent` and `tracestate` values. The parent of the
+    /// decision's span when tracing is on; the client's own headers count only where
+    /// `trust_client_trace_context` says so.
+    pub fn with_trace_context(
+        mut self,
+        traceparent: Vec<&'a str>,
+        tracestate: Vec<&'a str>,
+    ) -> Self {
+        self.trace_context = Some((traceparent, tracestate)).filter(|(p, _)| !p.is_empty());
+        self
+    }
+
+    /// The trace context the transport received beside the request, if it had one.
+    pub fn trace_context(&self) -> Option<(&[&'a str], &[&'a str])> {
+        self.trace_context
+            .as_ref()
+            .map(|(p, s)| (p.as_slice(), s.as_slice()))
     }
 
     /// Adds one header value; `name` in any case (it is kept in lower case).

@@ -29,6 +29,7 @@ use crate::net::listener;
 use crate::serve::reload;
 use crate::serve::service::AuthorizationService;
 use crate::telemetry::metrics::{self, Metrics, ReloadResult};
+use crate::telemetry::traces::Tracer;
 
 /// Encoded `FileDescriptorSet` of `envoy/service/auth/v3/external_auth.proto` and its imports,
 /// compiled by `build.rs` from the protos shipped in the `envoy-types` crate in use.
@@ -41,6 +42,9 @@ pub const AUTHORIZATION_SERVICE: &str =
 
 /// How long shutdown waits for open connections to finish before closing them.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for the last spans to reach the collector.
+pub const TRACE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The `grpc.health.v1` service name that reports SERVING whenever the server runs, whatever the
 /// state of the key sets: the entry for liveness probes (Kubernetes' `livenessProbe.grpc.service`).
@@ -78,6 +82,9 @@ pub enum ServerError {
     /// The configuration file's directory cannot be watched (`reload_on_change`).
     #[error("cannot watch the configuration file for changes: {0}")]
     Watch(String),
+    /// The trace exporter could not be set up (`[tracing]`).
+    #[error("cannot set up tracing: {0}")]
+    Tracing(#[from] crate::telemetry::traces::TracingError),
 }
 
 /// Binds `config.listen` and serves until `shutdown` resolves. SIGHUP reloads the
@@ -191,6 +198,14 @@ pub async fn serve_with(
     let config = Arc::new(config);
     let metrics = Metrics::new();
     export_known_series(&metrics, &config);
+    // Set up once for the process: a reload cannot change `[tracing]`.
+    let tracer = match config.tracing() {
+        Some(settings) => Some(Tracer::start(
+            settings.export(),
+            metrics.trace_spans_dropped(),
+        )?),
+        None => None,
+    };
     // TLS files are read before anything is served, so an unusable certificate fails start-up.
     let tls: Option<listener::TlsSlot> = match config.tls() {
         Some(files) => Some(Arc::new(ArcSwap::new(crate::net::tls::server_config(
@@ -214,11 +229,10 @@ pub async fn serve_with(
     // One key set per issuer, all waking the same health observer.
     let fetched = Arc::new(tokio::sync::Notify::new());
     let fetched_for_reload = Arc::clone(&fetched);
-    let mut key_sets = KeySets::new(Arc::clone(&fetched), metrics.clone());
-    let live = Arc::new(ArcSwap::from_pointee(Generation::new(
-        Arc::clone(&config),
-        key_sets.update(&config)?.0,
-    )));
+    let mut key_sets = KeySets::new(Arc::clone(&fetched), metrics.clone(), tracer.clone());
+    let live = Arc::new(ArcSwap::from_pointee(
+        Generation::new(Arc::clone(&config), key_sets.update(&config)?.0).traced(tracer.clone()),
+    ));
 
     log_config_warnings(&config);
     let limits = config.server().clone();
@@ -407,6 +421,11 @@ pub async fn serve_with(
     if let Some(task) = health_only {
         let _ = task.await;
     }
+    // The spans of the last Checks are flushed, for a bounded time: a collector that does not
+    // answer cannot hold the process.
+    if let Some(tracer) = tracer {
+        let _ = tokio::task::spawn_blocking(move || tracer.shutdown(TRACE_FLUSH_TIMEOUT)).await;
+    }
     tracing::info!("scopegate stopped");
     Ok(())
 }
@@ -438,14 +457,17 @@ struct KeySets {
     entries: Vec<IssuerKeys>,
     fetched: Arc<tokio::sync::Notify>,
     metrics: Metrics,
+    /// Where the refreshers' fetch spans go, when tracing is on.
+    tracer: Option<Tracer>,
 }
 
 impl KeySets {
-    fn new(fetched: Arc<tokio::sync::Notify>, metrics: Metrics) -> KeySets {
+    fn new(fetched: Arc<tokio::sync::Notify>, metrics: Metrics, tracer: Option<Tracer>) -> KeySets {
         KeySets {
             entries: Vec::new(),
             fetched,
             metrics,
+            tracer,
         }
     }
 
@@ -533,6 +555,9 @@ impl KeySets {
             Arc::clone(&self.fetched),
             self.metrics.issuer(issuer),
         );
+        if let Some(tracer) = &self.tracer {
+            jwks.trace_with(tracer.clone());
+        }
         let (stop, stop_rx) = watch::channel(false);
         // Supervised: a refresher that ends while serving is logged at error and restarted,
         // never left dead while health and the refetch gate still count on it.
@@ -686,6 +711,15 @@ impl Reloader {
             Err(e) => return refused(bytes, &e),
         };
         let old = self.live.load_full();
+        // The exporter, its sampler and whose trace context is trusted are set up once: a
+        // reload that changes them would silently not apply, so it is refused instead.
+        if old.config().tracing() != new.tracing() {
+            return refused(
+                bytes,
+                &"`[tracing]` changed: tracing settings take effect only after a restart; \
+                  restart scopegate to apply them (the old configuration stays in force)",
+            );
+        }
         warn_about_restart_only_changes(old.config(), &new);
         log_config_warnings(&new);
         // The TLS files are read again too (renewed certificates); unusable ones refuse the

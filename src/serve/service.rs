@@ -74,11 +74,23 @@ impl Authorization for AuthorizationService {
             .as_secs();
         // The generation in force now decides this Check, whatever a reload does meanwhile.
         let live = self.live.load_full();
-        let check = request.into_inner();
+        let (metadata, _, check) = request.into_parts();
         let attributes = check.attributes.unwrap_or_default();
         let certificate = attributes.source.map(|peer| peer.certificate);
         let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
-        let view = request_view(&http, certificate.as_deref());
+        let mut view = request_view(&http, certificate.as_deref());
+        // The trace context Envoy's ext_authz client sends when Envoy traces: read only when
+        // tracing is on, so a Check pays nothing for it otherwise.
+        if live.tracer().is_some() {
+            let values = |name| {
+                metadata
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or(""))
+                    .collect::<Vec<_>>()
+            };
+            view = view.with_trace_context(values("traceparent"), values("tracestate"));
+        }
         let decided =
             decide::check(&live, &view, now, Transport::grpc, &self.metrics, started).await;
         Ok(Response::new(response(decided.verdict, &decided.labels)))

@@ -376,6 +376,7 @@ pub struct Metrics {
     introspections: Family<IntrospectionLabels, Counter>,
     connections: Gauge,
     replay_store_failures: Family<StoreFailureLabels, Counter>,
+    trace_spans_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -479,6 +480,13 @@ impl Metrics {
              each refused a DPoP request 503",
             replay_store_failures.clone(),
         );
+        let trace_spans_dropped = Counter::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Finished spans not exported: the export queue was full, or the collector refused \
+             or did not answer their batch (always 0 without [tracing])",
+            trace_spans_dropped.clone(),
+        );
         registry.register(
             "build",
             "The running scopegate's version",
@@ -519,6 +527,7 @@ impl Metrics {
             introspections,
             connections,
             replay_store_failures,
+            trace_spans_dropped,
         }
     }
 
@@ -545,6 +554,11 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    /// The counter of spans dropped instead of exported, for the trace exporter to keep.
+    pub fn trace_spans_dropped(&self) -> Counter {
+        self.trace_spans_dropped.clone()
     }
 
     /// Exports at zero the series a configuration makes known: both decisions of each of its

@@ -24,4 +24,5 @@ mod mtls_bound;
 mod openapi;
 mod requests;
 mod token_sources;
+mod tracing;
 mod transport;

@@ -38,5 +38,6 @@ mod server_limits;
 mod tls;
 mod token_cache;
 mod token_sources;
+mod tracing;
 mod unix_socket;
 mod watchdog;
