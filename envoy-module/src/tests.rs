@@ -253,7 +253,9 @@ fn the_module_and_the_grpc_service_read_requests_alike() {
 
 #[test]
 fn a_request_without_one_method_or_path_is_unreadable() {
-    let cases: [(&[(&[u8], &[u8])], &str); 5] = [
+    /// Envoy's header list.
+    type Headers<'a> = &'a [(&'a [u8], &'a [u8])];
+    let cases: [(Headers<'_>, &str); 5] = [
         (&[(b":path", b"/x")], ":method"),
         (&[(b":method", b"GET")], ":path"),
         (
