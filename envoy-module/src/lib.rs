@@ -264,7 +264,8 @@ pub fn outcome(decided: &decide::Decided<'_>) -> Outcome {
     let answer = match &decided.verdict {
         Verdict::Allow { remove_query, .. } if !remove_query.is_empty() => {
             // The filter does not rewrite :path, so a token in the URL would reach the
-            // upstream: refused rather than let through with it.
+            // upstream. The configuration refuses query sources; were one to get here, the
+            // request is refused rather than let through with it.
             return unavailable("query token sources are not supported by the Envoy module");
         }
         Verdict::Allow { set, remove, .. } => Answer::Allow {

@@ -18,7 +18,8 @@ pub const MODULE_REFUSED_KEYS: [&str; 6] = [
 
 /// Compiles `text`, the filter configuration Envoy hands the module, into a [`Config`]: the
 /// same two stages as the service's file (unknown keys refused, then every value validated),
-/// after refusing the listener keys of [`MODULE_REFUSED_KEYS`]. `origin` names the source in
+/// after refusing the listener keys of [`MODULE_REFUSED_KEYS`]; `query` token sources are
+/// refused too. `origin` names the source in
 /// errors. Environment overrides are not applied: the configuration is Envoy's, whole.
 pub fn compile_module_config(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let table: toml::Table = toml::from_str(text).map_err(|source| ConfigError::Parse {
@@ -38,7 +39,25 @@ pub fn compile_module_config(text: &str, origin: &str) -> Result<Config, ConfigE
                 .to_string(),
         });
     }
-    RawConfig::from_toml(text, origin)?.compile()
+    let config = RawConfig::from_toml(text, origin)?.compile()?;
+    // The filter lets a request through as it came: it cannot strip a query parameter from
+    // the URL, so a token read from one would reach the upstream (and its logs).
+    if let Some((at, source)) = config
+        .token_sources()
+        .iter()
+        .enumerate()
+        .find(|(_, source)| source.kind() == "query")
+    {
+        let name = source.name();
+        return Err(ConfigError::Invalid {
+            key: format!("token_sources[{at}].query"),
+            value: format!("{name:?}"),
+            reason: "the Envoy module cannot remove a token from the URL before the upstream; \
+                     use a header or cookie source"
+                .to_string(),
+        });
+    }
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -96,6 +115,22 @@ mod tests {
             );
             assert!(text.contains("no listener of its own"), "{text}");
         }
+    }
+
+    #[test]
+    fn a_query_token_source_is_refused() {
+        let err = compile_module_config(
+            &format!(
+                "{BASE}allow_query_tokens = true\n[[token_sources]]\nheader = \"authorization\"\n\
+                 [[token_sources]]\nquery = \"access_token\"\n"
+            ),
+            "<module>",
+        )
+        .expect_err("a query source");
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, .. } if key == "token_sources[1].query"),
+            "{err}"
+        );
     }
 
     #[test]
