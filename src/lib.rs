@@ -33,6 +33,7 @@
 //!   `config/mod.rs` holds the top level and the compile; its parts are `server` (`listen`,
 //!   `[server]`, `[http_server]`), `issuers` (issuers, their token rules and key-set settings), `rules`
 //!   (`[[rules]]`, claim and header checks), `metadata`, `sources` (`[[token_sources]]`),
+//!   `module` (the Envoy dynamic module's configuration: the same document less the listener keys),
 //!   `warnings` and `print` (what `check-config` prints), with tests in `config/tests.rs`.
 //! - [`decide`]: the transport-neutral decision core: a [`decide::Request`] view decided with the
 //!   [`decide::Generation`] in force (extract → verify → decide → respond) into a
@@ -52,6 +53,10 @@
 //! - [`dev`]: development-only code: [`dev::issuer`], a token issuer (JWKS, discovery,
 //!   client-credentials tokens), [`dev::demo`], the upstream API that stands behind Envoy in the
 //!   demo, and [`dev::certs`], throw-away TLS certificates.
+//!
+//! The Envoy dynamic module (the workspace's `envoy-module/` crate) is a front door over this
+//! library beside [`serve`]: it fills a [`decide::Request`] from Envoy's header map and calls
+//! [`decide::check`].
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into [`serve::server`],
 //! [`tools`], [`config`] or [`dev`].
