@@ -27,8 +27,8 @@ fn module_file() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             panic!(
-                "SCOPEGATE_ENVOY_MODULE is not set: build the module (cargo build --profile module \
-             -p scopegate-envoy-module) and name {MODULE_FILE}; scripts/test does both. \
+                "SCOPEGATE_ENVOY_MODULE is not set: build the module (cargo build -p \
+             scopegate-envoy-module) and name {MODULE_FILE}; scripts/test does both. \
              End-to-end tests never skip."
             )
         });
