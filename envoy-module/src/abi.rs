@@ -122,6 +122,12 @@ pub const HEADERS_CONTINUE: u32 = 0;
 pub const HEADERS_STOP_ITERATION: u32 = 1;
 /// `Continue` of the body, trailers and local-reply statuses.
 pub const CONTINUE: u32 = 0;
+/// `..._on_http_filter_request_body_status_StopIterationAndBuffer`.
+pub const BODY_STOP_AND_BUFFER: u32 = 1;
+/// `..._on_http_filter_request_body_status_StopIterationNoBuffer`.
+pub const BODY_STOP_NO_BUFFER: u32 = 3;
+/// `..._on_http_filter_request_trailers_status_StopIteration`.
+pub const TRAILERS_STOP_ITERATION: u32 = 1;
 /// `envoy_dynamic_module_type_metrics_result_Success`.
 pub const METRICS_SUCCESS: u32 = 0;
 

@@ -28,6 +28,7 @@ pub mod view;
 use std::ffi::{c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -375,7 +376,18 @@ struct Stream {
     filter: Arc<Filter>,
     /// A decision finished on the background runtime, waiting for the scheduler's event.
     pending: Arc<Mutex<Option<Outcome>>>,
+    /// Where the request stands ([`OPEN`], [`HELD`], [`ANSWERED`]): read by the body and
+    /// trailer hooks, which must not let a held request through (Envoy resumes a stopped
+    /// request when a later hook says Continue).
+    state: AtomicU8,
 }
+
+/// Let through (or not yet seen): the body and trailers follow the headers.
+const OPEN: u8 = 0;
+/// Waiting for a decision on the key runtime: the body is buffered, nothing goes on.
+const HELD: u8 = 1;
+/// Answered here (a local reply): nothing goes on.
+const ANSWERED: u8 = 2;
 
 /// The scheduler Envoy made for one held request, deleted once (after its one commit, or
 /// unused when the task is dropped at shutdown).
@@ -706,6 +718,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         Box::into_raw(Box::new(Stream {
             filter,
             pending: Arc::new(Mutex::new(None)),
+            state: AtomicU8::new(OPEN),
         }))
         .cast()
     })
@@ -743,6 +756,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
                 let Some(stream) = (unsafe { stream.cast::<Stream>().as_ref() }) else {
                     return abi::HEADERS_STOP_ITERATION;
                 };
+                stream.state.store(ANSWERED, Ordering::Relaxed);
                 // SAFETY: as above.
                 unsafe { apply(callbacks, &stream.filter, filter_envoy, &failed, false) };
                 abi::HEADERS_STOP_ITERATION
@@ -785,9 +799,16 @@ unsafe fn request_headers_hook(
             .poll(&mut Context::from_waker(Waker::noop()))
     };
     match first {
-        // SAFETY: as above.
-        Poll::Ready(outcome) => unsafe { apply(callbacks, filter, filter_envoy, &outcome, false) },
+        Poll::Ready(outcome) => {
+            // SAFETY: as above.
+            let status = unsafe { apply(callbacks, filter, filter_envoy, &outcome, false) };
+            if status != abi::HEADERS_CONTINUE {
+                stream.state.store(ANSWERED, Ordering::Relaxed);
+            }
+            status
+        }
         Poll::Pending => {
+            stream.state.store(HELD, Ordering::Relaxed);
             // It waits (an unknown kid's refetch): the rest runs on the key runtime, and the
             // scheduler brings the outcome back to this worker.
             // SAFETY: Envoy's pointer of this hook.
@@ -829,8 +850,16 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
         }
         let outcome = stream.pending.lock().ok().and_then(|mut slot| slot.take());
         let outcome = outcome.unwrap_or_else(|| unavailable("the request could not be decided"));
+        let allowed = matches!(outcome.answer, Answer::Allow { .. });
+        // Before the request goes on: continue_decoding may run the body hooks at once.
+        stream
+            .state
+            .store(if allowed { OPEN } else { ANSWERED }, Ordering::Relaxed);
         // SAFETY: Envoy's pointer of this hook; the request is held by StopIteration.
-        unsafe { apply(callbacks, &stream.filter, filter_envoy, &outcome, true) };
+        let status = unsafe { apply(callbacks, &stream.filter, filter_envoy, &outcome, true) };
+        if status != abi::HEADERS_CONTINUE {
+            stream.state.store(ANSWERED, Ordering::Relaxed);
+        }
     })
 }
 
@@ -867,8 +896,56 @@ macro_rules! pass {
     };
 }
 
-pass!(envoy_dynamic_module_on_http_filter_request_body(f: *mut c_void, m: *const c_void, eos: bool) -> u32 = abi::CONTINUE);
-pass!(envoy_dynamic_module_on_http_filter_request_trailers(f: *mut c_void, m: *const c_void) -> u32 = abi::CONTINUE);
+/// The state of the stream behind `stream`, [`ANSWERED`] when there is none.
+///
+/// # Safety
+/// `stream` is null or was made by `..._filter_new` and not yet destroyed.
+unsafe fn state_of(stream: *const c_void) -> u8 {
+    // SAFETY: per the function's contract.
+    unsafe { stream.cast::<Stream>().as_ref() }
+        .map_or(ANSWERED, |s| s.state.load(Ordering::Relaxed))
+}
+
+/// A request body chunk: passed on only once the request is let through; buffered while it is
+/// held (so the body waits for the decision), dropped once it was answered.
+///
+/// # Safety
+/// Envoy's pointers of this stream.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    _filter_envoy: *mut c_void,
+    stream: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    // SAFETY: Envoy's pointer of this stream.
+    guarded("request body", abi::BODY_STOP_NO_BUFFER, || {
+        match unsafe { state_of(stream) } {
+            OPEN => abi::CONTINUE,
+            HELD => abi::BODY_STOP_AND_BUFFER,
+            _ => abi::BODY_STOP_NO_BUFFER,
+        }
+    })
+}
+
+/// Request trailers: as the body, they never let a held or answered request through.
+///
+/// # Safety
+/// Envoy's pointers of this stream.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    _filter_envoy: *mut c_void,
+    stream: *const c_void,
+) -> u32 {
+    // SAFETY: Envoy's pointer of this stream.
+    guarded(
+        "request trailers",
+        abi::TRAILERS_STOP_ITERATION,
+        || match unsafe { state_of(stream) } {
+            OPEN => abi::CONTINUE,
+            _ => abi::TRAILERS_STOP_ITERATION,
+        },
+    )
+}
 pass!(envoy_dynamic_module_on_http_filter_response_headers(f: *mut c_void, m: *const c_void, eos: bool) -> u32 = abi::CONTINUE);
 pass!(envoy_dynamic_module_on_http_filter_response_body(f: *mut c_void, m: *const c_void, eos: bool) -> u32 = abi::CONTINUE);
 pass!(envoy_dynamic_module_on_http_filter_response_trailers(f: *mut c_void, m: *const c_void) -> u32 = abi::CONTINUE);

@@ -317,6 +317,37 @@ async fn a_rotated_key_is_fetched_while_the_request_waits() {
     );
     assert_eq!(jwks.hits(), fetches + 1, "one refetch for the unknown kid");
     assert_eq!(allowed(&new).await, 200);
+    // A request with a body is held whole: its body does not let it through before the
+    // decision. A key nobody publishes is refetched for (past the cooldown, from an issuer
+    // slow enough that the body has arrived meanwhile) and refused.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    jwks.set(Reply::Delayed(
+        Duration::from_millis(200),
+        Box::new(Reply::json(&jwks_of(&[&new]))),
+    ));
+    let stranger = TestKey::generate("stranger");
+    let response = proxy
+        .http
+        .post(format!("{}/another_resource", proxy.url))
+        .bearer_auth(token(&stranger, "some:scope"))
+        .body("x".repeat(64 * 1024))
+        .send()
+        .await
+        .expect("send");
+    scopegates_denial(response, 401, "invalid_token", "held request with a body").await;
+    let response = proxy
+        .http
+        .post(format!("{}/another_resource", proxy.url))
+        .bearer_auth(token(&new, "some:scope"))
+        .body("x".repeat(64 * 1024))
+        .send()
+        .await
+        .expect("send");
+    assert_ne!(
+        response.status().as_u16(),
+        401,
+        "a known key's request with a body"
+    );
     // The withdrawn key no longer verifies.
     let response = proxy
         .get("/restricted_resource")
