@@ -91,7 +91,7 @@ impl std::fmt::Display for ConfigRefused {
 
 impl Filter {
     /// Compiles `text` and starts the key refreshers of its issuers on a background thread,
-    /// waiting up to [`FIRST_FETCH_WAIT`] for their first fetches.
+    /// waiting up to 3 s for their first fetches.
     pub fn new(text: &str) -> Result<Filter, ConfigRefused> {
         let config = compile_module_config(text, "dynamic module filter_config")
             .map_err(|e| ConfigRefused(e.to_string()))?;
