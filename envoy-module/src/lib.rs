@@ -389,28 +389,45 @@ const HELD: u8 = 1;
 /// Answered here (a local reply): nothing goes on.
 const ANSWERED: u8 = 2;
 
-/// The scheduler Envoy made for one held request, deleted once (after its one commit, or
-/// unused when the task is dropped at shutdown).
-struct Scheduler(*mut c_void);
+/// The scheduler Envoy made for one held request. Dropping it commits the decided event (once)
+/// and deletes it: however the task that holds it ends (its outcome stored, a panic, the
+/// runtime shutting down), the held request is woken, and without an outcome it is answered
+/// 503 rather than held for ever.
+struct Scheduler {
+    handle: *mut c_void,
+    committed: bool,
+}
 
 // SAFETY: Envoy documents the scheduler's commit as safe from any thread; delete only frees
 // Envoy's handle (which holds the filter weakly) and is called once.
 unsafe impl Send for Scheduler {}
 
 impl Scheduler {
-    fn commit(&self, event: u64) {
+    fn new(handle: *mut c_void) -> Scheduler {
+        Scheduler {
+            handle,
+            committed: false,
+        }
+    }
+
+    fn commit(&mut self) {
+        if self.committed {
+            return;
+        }
+        self.committed = true;
         if let Some(callbacks) = Callbacks::get() {
             // SAFETY: a live scheduler made by scheduler_new; a no-op once the stream is gone.
-            unsafe { (callbacks.scheduler_commit)(self.0, event) }
+            unsafe { (callbacks.scheduler_commit)(self.handle, DECIDED_EVENT) }
         }
     }
 }
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
+        self.commit();
         if let Some(callbacks) = Callbacks::get() {
             // SAFETY: made by scheduler_new, deleted exactly once here.
-            unsafe { (callbacks.scheduler_delete)(self.0) }
+            unsafe { (callbacks.scheduler_delete)(self.handle) }
         }
     }
 }
@@ -812,14 +829,14 @@ unsafe fn request_headers_hook(
             // It waits (an unknown kid's refetch): the rest runs on the key runtime, and the
             // scheduler brings the outcome back to this worker.
             // SAFETY: Envoy's pointer of this hook.
-            let scheduler = Scheduler(unsafe { (callbacks.scheduler_new)(filter_envoy) });
+            let mut scheduler = Scheduler::new(unsafe { (callbacks.scheduler_new)(filter_envoy) });
             let pending = Arc::clone(&stream.pending);
             filter.background.runtime.spawn(async move {
                 let outcome = deciding.await;
                 if let Ok(mut slot) = pending.lock() {
                     *slot = Some(outcome);
                 }
-                scheduler.commit(DECIDED_EVENT);
+                scheduler.commit();
                 drop(scheduler);
             });
             abi::HEADERS_STOP_ITERATION
@@ -837,10 +854,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     stream: *const c_void,
     event: u64,
 ) {
-    guarded("scheduled", (), || {
-        let Some(callbacks) = Callbacks::get() else {
-            return;
-        };
+    let Some(callbacks) = Callbacks::get() else {
+        return;
+    };
+    let done = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: made by filter_new, live until filter_destroy.
         let Some(stream) = (unsafe { stream.cast::<Stream>().as_ref() }) else {
             return;
@@ -860,7 +877,23 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
         if status != abi::HEADERS_CONTINUE {
             stream.state.store(ANSWERED, Ordering::Relaxed);
         }
-    })
+    }));
+    if done.is_err() {
+        // The held request is answered rather than held for ever.
+        abi::log(
+            abi::LOG_ERROR,
+            "scopegate module: resuming a held request panicked; answered 503",
+        );
+        guarded("panic answer", (), || {
+            // SAFETY: made by filter_new, live until filter_destroy.
+            if let Some(stream) = unsafe { stream.cast::<Stream>().as_ref() } {
+                stream.state.store(ANSWERED, Ordering::Relaxed);
+                let failed = unavailable("the request could not be decided");
+                // SAFETY: Envoy's pointer of this hook.
+                unsafe { apply(callbacks, &stream.filter, filter_envoy, &failed, false) };
+            }
+        });
+    }
 }
 
 /// The stream is gone.
