@@ -38,6 +38,7 @@
 //!   `introspection` (an issuer's introspection keys), `rules`
 //!   (`[[rules]]`, claim and header checks), `metadata`, `sources` (`[[token_sources]]`),
 //!   `tracing` (`[tracing]`),
+//!   `module` (the Envoy dynamic module's configuration: the same document less the listener keys),
 //!   `warnings` and `print` (what `check-config` prints), with tests in `config/tests.rs`.
 //! - [`decide`]: the transport-neutral decision core: a [`decide::Request`] view decided with the
 //!   [`decide::Generation`] in force (extract → verify → decide → respond) into a
@@ -59,6 +60,10 @@
 //!   introspection and RFC 7009 revocation endpoints, [`dev::dpop`], a DPoP client key and its
 //!   proofs, [`dev::demo`], the upstream API that stands behind Envoy in the
 //!   demo, and [`dev::certs`], throw-away TLS certificates.
+//!
+//! The Envoy dynamic module (the workspace's `envoy-module/` crate) is a front door over this
+//! library beside [`serve`]: it fills a [`decide::Request`] from Envoy's header map and calls
+//! [`decide::check`].
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into [`serve::server`],
 //! [`tools`], [`config`] or [`dev`].

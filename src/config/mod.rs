@@ -7,8 +7,9 @@
 //! `[server]` table and the HTTP listener's `[http_server]` table), `issuers` (the issuers, their token rules and the shared key-set settings), `introspection` (an issuer's token introspection keys),
 //! `rules` (`[[rules]]`, and the checks of claim names, forwarded headers and algorithms),
 //! `metadata` (the dynamic metadata's keys and `metadata_claims`), `replay_store` (the
-//! `dpop_replay_store*` keys), `sources`
-//! (`[[token_sources]]`), `warnings` ([`ConfigWarning`]) and `print` (the compiled
+//! `dpop_replay_store*` keys), `sources` (`[[token_sources]]`), `module` (the Envoy module's
+//! configuration: the same document less the listener keys), `warnings` ([`ConfigWarning`]) and
+//! `print` (the compiled
 //! configuration as `check-config` prints it, [`Config`]'s `Display`). Those modules are
 //! private; what they make public is re-exported here, so every public path is `config::X`.
 
@@ -25,6 +26,7 @@ use crate::policy::{Policy, PolicyError, Requirement};
 mod introspection;
 mod issuers;
 mod metadata;
+mod module;
 mod print;
 mod replay_store;
 mod rules;
@@ -40,6 +42,7 @@ pub use metadata::{
     METADATA_CLIENT_ID, METADATA_ISSUER, METADATA_RULE, METADATA_SCOPES, METADATA_SUBJECT,
     MetadataClaim, RESERVED_METADATA_KEYS,
 };
+pub use module::{MODULE_REFUSED_KEYS, compile_module_config};
 pub use rules::{RESERVED_HEADER_PREFIXES, RESERVED_HEADERS, RawRule};
 use rules::{check_rule_issuers, compile_rule};
 pub use server::{

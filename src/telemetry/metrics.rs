@@ -109,10 +109,13 @@ pub enum Transport {
     /// An HTTP authorization request (`http_listen`: nginx, Caddy, Traefik, Envoy's
     /// `http_service`).
     http,
+    /// In-proxy: the Envoy dynamic module (`envoy-module/`), which counts in Envoy's stats
+    /// rather than in a registry of its own, so the service never exports it.
+    module,
 }
 
 impl Transport {
-    /// Every value, in the order they are exported.
+    /// Every value the service exports, in the order they are exported.
     pub const ALL: [Transport; 2] = [Transport::grpc, Transport::http];
 }
 

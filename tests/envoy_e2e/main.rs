@@ -4,7 +4,7 @@
 //! upstream for each decision, hostile credentials and requests, faults and recovery, issuers and
 //! keys, the hop to scopegate, generated rules, claim conditions, dynamic metadata, token
 //! sources, DPoP proofs, opaque tokens by introspection and certificate-bound tokens (behind `envoy/envoy-client-mtls.yaml`), a
-//! module each. Envoy must be installed (`scripts/install-envoy`, or the binary named by
+//! module each; and the in-proxy mode, scopegate as Envoy's dynamic module (`envoy/envoy-module.yaml`). Envoy must be installed (`scripts/install-envoy`, or the binary named by
 //! `SCOPEGATE_ENVOY_BIN`); these tests fail, never skip, without it. The stack they run is in
 //! `tests/common/stack.rs`, the helpers the modules share in `support`.
 
@@ -20,6 +20,7 @@ mod faults;
 mod introspection;
 mod issuers;
 mod metadata;
+mod module;
 mod mtls_bound;
 mod openapi;
 mod requests;
