@@ -39,6 +39,20 @@ pub fn compile_module_config(text: &str, origin: &str) -> Result<Config, ConfigE
                 .to_string(),
         });
     }
+    // Spans come from Envoy's own tracer in-proxy: the module has no exporter, so a `[tracing]`
+    // table would be accepted and never export a span.
+    if let Some(value) = table.get("tracing") {
+        return Err(ConfigError::Invalid {
+            key: "tracing".to_string(),
+            value: match value {
+                toml::Value::Table(_) => "[tracing]".to_string(),
+                other => other.to_string(),
+            },
+            reason: "the Envoy module exports no spans of its own (Envoy's tracer traces the \
+                     request); remove the table from the filter configuration"
+                .to_string(),
+        });
+    }
     let config = RawConfig::from_toml(text, origin)?.compile()?;
     // The filter lets a request through as it came: it cannot strip a query parameter from
     // the URL, so a token read from one would reach the upstream (and its logs).
@@ -115,6 +129,15 @@ mod tests {
             );
             assert!(text.contains("no listener of its own"), "{text}");
         }
+    }
+
+    #[test]
+    fn a_tracing_table_is_refused_by_name() {
+        let text = format!("{BASE}[tracing]\notlp_endpoint = \"http://127.0.0.1:4317\"\n");
+        let err = compile_module_config(&text, "<module>").expect_err("refused");
+        let message = err.to_string();
+        assert!(message.contains("tracing"), "{message}");
+        assert!(message.contains("Envoy's tracer"), "{message}");
     }
 
     #[test]
