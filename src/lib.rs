@@ -48,7 +48,8 @@
 //!   [`tools::openapi`] (`openapi-rules`: the document's model, the mapping to rules and the
 //!   TOML output, one file each) and [`tools::probe`] (`scopegate health`).
 //!
-//! Apart from the layers, for demos and tests (never on the request path):
+//! Apart from the layers, for demos and tests (never on the request path), behind the cargo
+//! feature `dev` (on by default; the production build leaves it out):
 //! - [`dev`]: development-only code: [`dev::issuer`], a token issuer (JWKS, discovery,
 //!   client-credentials tokens), [`dev::demo`], the upstream API that stands behind Envoy in the
 //!   demo, and [`dev::certs`], throw-away TLS certificates.
@@ -59,6 +60,7 @@
 pub mod auth;
 pub mod config;
 pub mod decide;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod net;
 pub mod policy;

@@ -1,6 +1,7 @@
 //! The `scopegate` binary: parses the command line and hands over to the library.
 
 use std::io::IsTerminal as _;
+#[cfg(feature = "dev")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use scopegate::config::Config;
+#[cfg(feature = "dev")]
 use scopegate::dev::issuer::DevAlgorithm;
 
 /// Envoy ext_authz service that verifies OAuth 2.0 JWT access tokens and enforces route scopes.
@@ -52,6 +54,8 @@ enum Command {
         #[arg(long)]
         shadow: bool,
     },
+    // Development only: left out of the production build (`--no-default-features`).
+    #[cfg(feature = "dev")]
     /// Development token issuer (JWKS, discovery, POST /oauth/token). NOT FOR PRODUCTION.
     DevIssuer {
         /// Listen address; loopback only unless --allow-non-loopback.
@@ -71,6 +75,8 @@ enum Command {
         #[arg(long)]
         allow_non_loopback: bool,
     },
+    // Development only: left out of the production build (`--no-default-features`).
+    #[cfg(feature = "dev")]
     /// Mint a token with the development issuer's key and print it (for scripts).
     MintToken {
         /// Signing algorithm: RS256, ES256 or EdDSA (the dev issuer's).
@@ -107,6 +113,8 @@ enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         count: u32,
     },
+    // Development only: left out of the production build (`--no-default-features`).
+    #[cfg(feature = "dev")]
     /// The demo upstream API that stands behind Envoy in the demo.
     DemoUpstream {
         /// Listen address.
@@ -172,6 +180,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    // Development only: left out of the production build (`--no-default-features`).
+    #[cfg(feature = "dev")]
     /// Write a throw-away CA, server and client certificates for TLS demos and tests. NOT FOR
     /// PRODUCTION.
     DevCerts {
@@ -221,6 +231,7 @@ fn main() -> ExitCode {
             base_path,
             shadow,
         } => openapi_rules(&spec, scheme, base_path, shadow),
+        #[cfg(feature = "dev")]
         Command::DevIssuer {
             listen,
             issuer,
@@ -234,6 +245,7 @@ fn main() -> ExitCode {
             &key_file.unwrap_or_else(|| default_key_file(alg)),
             allow_non_loopback,
         ),
+        #[cfg(feature = "dev")]
         Command::MintToken {
             alg,
             key_file,
@@ -257,6 +269,7 @@ fn main() -> ExitCode {
             },
             count,
         ),
+        #[cfg(feature = "dev")]
         Command::DemoUpstream { listen } => demo_upstream(listen),
         Command::Health {
             grpc,
@@ -273,6 +286,7 @@ fn main() -> ExitCode {
             });
             health(grpc, http, tls)
         }
+        #[cfg(feature = "dev")]
         Command::DevCerts { out, hosts } => dev_certs(&out, hosts),
     };
     match result {
@@ -409,6 +423,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("cannot start the async runtime")
 }
 
+#[cfg(feature = "dev")]
 /// One key file per algorithm, so switching `--alg` never meets a key of the wrong kind.
 fn default_key_file(alg: DevAlgorithm) -> PathBuf {
     match alg {
@@ -420,11 +435,13 @@ fn default_key_file(alg: DevAlgorithm) -> PathBuf {
     }
 }
 
+#[cfg(feature = "dev")]
 fn parse_alg(arg: &str) -> Result<DevAlgorithm, String> {
     arg.parse()
         .map_err(|e: scopegate::dev::issuer::DevIssuerError| e.to_string())
 }
 
+#[cfg(feature = "dev")]
 fn dev_issuer(
     listen: SocketAddr,
     issuer: &str,
@@ -448,6 +465,7 @@ fn dev_issuer(
     })
 }
 
+#[cfg(feature = "dev")]
 fn mint_token(
     key_file: &std::path::Path,
     alg: DevAlgorithm,
@@ -478,6 +496,7 @@ fn parse_header(arg: &str) -> Result<(String, String), String> {
     Ok((name.trim().to_ascii_lowercase(), value.trim().to_string()))
 }
 
+#[cfg(feature = "dev")]
 fn parse_claim(arg: &str) -> Result<(String, serde_json::Value), String> {
     let (name, value) = arg
         .split_once('=')
@@ -487,6 +506,7 @@ fn parse_claim(arg: &str) -> Result<(String, serde_json::Value), String> {
     Ok((name.to_string(), value))
 }
 
+#[cfg(feature = "dev")]
 fn demo_upstream(listen: SocketAddr) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
     runtime()?.block_on(async {
@@ -498,6 +518,7 @@ fn demo_upstream(listen: SocketAddr) -> anyhow::Result<()> {
     })
 }
 
+#[cfg(feature = "dev")]
 fn dev_certs(out: &std::path::Path, hosts: Vec<String>) -> anyhow::Result<()> {
     let hosts = if hosts.is_empty() {
         scopegate::dev::certs::DEFAULT_HOSTS
