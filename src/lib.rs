@@ -51,7 +51,9 @@
 //! Apart from the layers, for demos and tests (never on the request path), behind the cargo
 //! feature `dev` (on by default; the production build leaves it out):
 //! - [`dev`]: development-only code: [`dev::issuer`], a token issuer (JWKS, discovery,
-//!   client-credentials tokens), [`dev::demo`], the upstream API that stands behind Envoy in the
+//!   client-credentials tokens, opaque tokens), [`dev::introspection`], its RFC 7662
+//!   introspection and RFC 7009 revocation endpoints, [`dev::dpop`], a DPoP client key and its
+//!   proofs, [`dev::demo`], the upstream API that stands behind Envoy in the
 //!   demo, and [`dev::certs`], throw-away TLS certificates.
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls into [`serve::server`],

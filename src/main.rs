@@ -56,7 +56,8 @@ enum Command {
     },
     // Development only: left out of the production build (`--no-default-features`).
     #[cfg(feature = "dev")]
-    /// Development token issuer (JWKS, discovery, POST /oauth/token). NOT FOR PRODUCTION.
+    /// Development token issuer (JWKS, discovery, POST /oauth/token, /oauth/introspect,
+    /// /oauth/revoke). NOT FOR PRODUCTION.
     DevIssuer {
         /// Listen address; loopback only unless --allow-non-loopback.
         #[arg(long, default_value = "127.0.0.1:8081")]
@@ -74,6 +75,13 @@ enum Command {
         /// Allow a non-loopback listen address (inside an isolated network only).
         #[arg(long)]
         allow_non_loopback: bool,
+        /// The client id allowed to call /oauth/introspect and /oauth/revoke.
+        #[arg(long, default_value = scopegate::dev::introspection::DEFAULT_CLIENT_ID)]
+        introspection_client_id: String,
+        /// A file holding that client's secret. Default: the built-in demo secret
+        /// `demo-introspection-secret`, for demos only.
+        #[arg(long)]
+        introspection_client_secret_file: Option<PathBuf>,
     },
     // Development only: left out of the production build (`--no-default-features`).
     #[cfg(feature = "dev")]
@@ -112,6 +120,39 @@ enum Command {
         /// with many distinct tokens).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         count: u32,
+        /// Mint an opaque token (`sgo_…`) that only the dev issuer with the same key file can
+        /// read, through its /oauth/introspect.
+        #[arg(long)]
+        opaque: bool,
+        /// Bind the token to this DPoP key (`cnf.jkt`): its RFC 7638 thumbprint, as
+        /// `dpop-proof --print-jkt` prints it.
+        #[arg(long, value_parser = scopegate::dev::dpop::parse_thumbprint)]
+        dpop_jkt: Option<String>,
+        /// Bind the token to this client certificate (`cnf["x5t#S256"]`): the base64url
+        /// SHA-256 of its DER.
+        #[arg(long, value_parser = scopegate::dev::dpop::parse_thumbprint, conflicts_with = "dpop_jkt")]
+        cnf_x5t: Option<String>,
+    },
+    // Development only: left out of the production build (`--no-default-features`).
+    #[cfg(feature = "dev")]
+    /// Print a fresh DPoP proof (RFC 9449) for one request, or the DPoP key's thumbprint. NOT
+    /// FOR PRODUCTION: the key sits unencrypted in a file.
+    DpopProof {
+        /// PKCS#8 DER P-256 key file; created (mode 0600) on first use.
+        #[arg(long, default_value = scopegate::dev::dpop::DEFAULT_KEY_FILE)]
+        key_file: PathBuf,
+        /// Print the key's RFC 7638 thumbprint (for `mint-token --dpop-jkt`) instead of a proof.
+        #[arg(long, conflicts_with_all = ["method", "url", "token"])]
+        print_jkt: bool,
+        /// The request method (`htm`).
+        #[arg(long, required_unless_present = "print_jkt")]
+        method: Option<String>,
+        /// The request URL (`htu`; any query or fragment is left out).
+        #[arg(long, required_unless_present = "print_jkt")]
+        url: Option<String>,
+        /// The access token sent with the proof, for its hash (`ath`); none for a token request.
+        #[arg(long)]
+        token: Option<String>,
     },
     // Development only: left out of the production build (`--no-default-features`).
     #[cfg(feature = "dev")]
@@ -238,12 +279,15 @@ fn main() -> ExitCode {
             alg,
             key_file,
             allow_non_loopback,
+            introspection_client_id,
+            introspection_client_secret_file,
         } => dev_issuer(
             listen,
             &issuer,
             alg,
             &key_file.unwrap_or_else(|| default_key_file(alg)),
             allow_non_loopback,
+            (introspection_client_id, introspection_client_secret_file),
         ),
         #[cfg(feature = "dev")]
         Command::MintToken {
@@ -256,6 +300,9 @@ fn main() -> ExitCode {
             expires_in,
             claims,
             count,
+            opaque,
+            dpop_jkt,
+            cnf_x5t,
         } => mint_token(
             &key_file.unwrap_or_else(|| default_key_file(alg)),
             alg,
@@ -265,10 +312,29 @@ fn main() -> ExitCode {
                 audience,
                 scope,
                 expires_in,
-                extra: claims.into_iter().collect(),
+                extra: scopegate::dev::dpop::cnf_claim(dpop_jkt, cnf_x5t)
+                    .into_iter()
+                    .chain(claims)
+                    .collect(),
             },
             count,
+            opaque,
         ),
+        #[cfg(feature = "dev")]
+        Command::DpopProof {
+            key_file,
+            print_jkt,
+            method,
+            url,
+            token,
+        } => scopegate::dev::dpop::command(
+            &key_file,
+            print_jkt,
+            method.as_deref().zip(url.as_deref()),
+            token.as_deref(),
+        )
+        .map(|line| println!("{line}"))
+        .map_err(Into::into),
         #[cfg(feature = "dev")]
         Command::DemoUpstream { listen } => demo_upstream(listen),
         Command::Health {
@@ -448,9 +514,22 @@ fn dev_issuer(
     alg: DevAlgorithm,
     key_file: &std::path::Path,
     allow_non_loopback: bool,
+    (client_id, secret_file): (String, Option<PathBuf>),
 ) -> anyhow::Result<()> {
+    use scopegate::dev::introspection::{DEMO_CLIENT_SECRET, IntrospectionClient};
     init_logging(LogFormat::Text);
-    let dev = scopegate::dev::issuer::DevIssuer::load_or_create_for(key_file, issuer, alg)?;
+    let client = match secret_file {
+        Some(file) => IntrospectionClient::from_secret_file(&client_id, &file)?,
+        None => {
+            tracing::warn!(
+                client_id,
+                "the introspection client uses the built-in demo secret; for demos only"
+            );
+            IntrospectionClient::new(&client_id, DEMO_CLIENT_SECRET)?
+        }
+    };
+    let dev = scopegate::dev::issuer::DevIssuer::load_or_create_for(key_file, issuer, alg)?
+        .with_introspection_client(client);
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -472,11 +551,19 @@ fn mint_token(
     issuer: &str,
     mint: &scopegate::dev::issuer::Mint,
     count: u32,
+    opaque: bool,
 ) -> anyhow::Result<()> {
     use std::io::Write as _;
     let dev = scopegate::dev::issuer::DevIssuer::load_or_create_for(key_file, issuer, alg)?;
+    let mint_one = |mint: &scopegate::dev::issuer::Mint| {
+        if opaque {
+            dev.mint_opaque(mint)
+        } else {
+            dev.mint(mint)
+        }
+    };
     if count == 1 {
-        println!("{}", dev.mint(mint)?);
+        println!("{}", mint_one(mint)?);
         return Ok(());
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -484,7 +571,7 @@ fn mint_token(
     for i in 0..count {
         mint.extra
             .insert("jti".into(), serde_json::Value::String(format!("load-{i}")));
-        writeln!(out, "{}", dev.mint(&mint)?)?;
+        writeln!(out, "{}", mint_one(&mint)?)?;
     }
     Ok(())
 }

@@ -141,6 +141,53 @@ pub fn verify(
     keys: &KeyCache,
     now: u64,
 ) -> Result<Proof, &'static str> {
+    let bound = Bound {
+        token: expected.token,
+        jkt: expected.jkt,
+    };
+    check(
+        values,
+        expected.method,
+        expected.url,
+        Some(bound),
+        limits,
+        keys,
+        now,
+    )
+    .map(|(proof, _)| proof)
+}
+
+/// Checks the `DPoP` header values of a token request (RFC 9449 §5) for `method` on `url`, as
+/// [`verify`] checks a resource request's, but with no token yet: no `ath` is required and any
+/// key may sign. On success, the proof and its key's RFC 7638 thumbprint, which the token to be
+/// issued is bound to (`cnf.jkt`).
+pub fn verify_token_request(
+    values: &[&str],
+    method: &str,
+    url: &str,
+    limits: &ProofLimits,
+    keys: &KeyCache,
+    now: u64,
+) -> Result<(Proof, String), &'static str> {
+    check(values, method, url, None, limits, keys, now)
+}
+
+/// The access token a proof comes with, and the thumbprint it is bound to.
+struct Bound<'a> {
+    token: &'a str,
+    jkt: &'a str,
+}
+
+/// [`verify`] and [`verify_token_request`]: `bound` is `None` for a token request.
+fn check(
+    values: &[&str],
+    method: &str,
+    url: &str,
+    bound: Option<Bound<'_>>,
+    limits: &ProofLimits,
+    keys: &KeyCache,
+    now: u64,
+) -> Result<(Proof, String), &'static str> {
     let proof = match values {
         [] => return Err("no DPoP header"),
         [one] => one.trim(),
@@ -195,7 +242,7 @@ pub fn verify(
         keys.keys.insert(thumbprint.clone(), key);
     }
 
-    if thumbprint != expected.jkt {
+    if bound.as_ref().is_some_and(|bound| thumbprint != bound.jkt) {
         return Err("jwk is not the key the token is bound to");
     }
     let claims: ProofClaims = object(&decode(claims_b64)?).ok_or("claims are malformed")?;
@@ -203,11 +250,11 @@ pub fn verify(
         Some(serde_json::Value::String(text)) => Some(text.clone()),
         _ => None,
     };
-    if string(&claims.htm).as_deref() != Some(expected.method) {
+    if string(&claims.htm).as_deref() != Some(method) {
         return Err("htm is not the request method");
     }
     let htu = string(&claims.htu).ok_or("htu is not the request URL")?;
-    match (normalise_url(&htu), normalise_url(expected.url)) {
+    match (normalise_url(&htu), normalise_url(url)) {
         (Some(proof), Some(request)) if proof == request => {}
         _ => return Err("htu is not the request URL"),
     }
@@ -227,9 +274,11 @@ pub fn verify(
     if iat + window + leeway < now_f {
         return Err("iat is too old");
     }
-    let ath = URL_SAFE_NO_PAD.encode(digest(&SHA256, expected.token.as_bytes()));
-    if string(&claims.ath).as_deref() != Some(ath.as_str()) {
-        return Err("ath is not the token's hash");
+    if let Some(bound) = &bound {
+        let ath = URL_SAFE_NO_PAD.encode(digest(&SHA256, bound.token.as_bytes()));
+        if string(&claims.ath).as_deref() != Some(ath.as_str()) {
+            return Err("ath is not the token's hash");
+        }
     }
     let jti = string(&claims.jti)
         .filter(|jti| !jti.is_empty())
@@ -241,12 +290,13 @@ pub fn verify(
     replay.update(jti.as_bytes());
     let mut replay_key = [0u8; 32];
     replay_key.copy_from_slice(replay.finish().as_ref());
-    Ok(Proof {
+    let proof = Proof {
         replay_key,
         // iat is within [now - window - leeway, now + leeway] here, so this is finite and
         // positive enough; the cast saturates.
         expires_at: (iat + window + leeway).max(0.0).ceil() as u64,
-    })
+    };
+    Ok((proof, thumbprint))
 }
 
 /// Parses `json` as a JSON object into `T` (serde would also take an array for a struct).

@@ -89,7 +89,7 @@ impl fmt::Display for ListenAddr {
 }
 
 /// Limits of the gRPC server, compiled from `[server]`. Each bounds what one client can make the
-/// server hold or do; the README's Limits table lists them with their defaults.
+/// server hold or do; SECURITY.md's Limits table lists them with their defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerLimits {
     /// Connections open at once; beyond it, a new connection is closed at once.

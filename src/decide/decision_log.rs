@@ -145,7 +145,7 @@ mod tests {
         assert!(cut.ends_with("…(3000001 bytes)"), "{cut}");
         // Never cut inside a character.
         assert_eq!(truncated("ééé", 3), "é…(6 bytes)");
-        // README's Limits table: a method is cut at 32 bytes, a request_id at 128.
+        // SECURITY.md's Limits table: a method is cut at 32 bytes, a request_id at 128.
         assert_eq!((MAX_LOGGED_METHOD, MAX_LOGGED_REQUEST_ID), (32, 128));
         let long_method = "M".repeat(33);
         let method = truncated(&long_method, MAX_LOGGED_METHOD);

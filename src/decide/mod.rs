@@ -322,13 +322,17 @@ async fn prove_binding<A: Authenticate>(
 }
 
 /// The URL a DPoP proof's `htu` must name: the request's scheme and host (or
-/// `dpop_public_base_url`'s) and the path as the client sent it, which is
-/// `x-envoy-original-path` when an Envoy route rewrote it. Query and fragment are dropped when
+/// `dpop_public_base_url`'s) and the request's own path. Query and fragment are dropped when
 /// compared.
+///
+/// The path is the one the transport names, never `x-envoy-original-path`: Envoy's ext_authz
+/// filter runs before the router, so a Check carries the path the client sent even on a route
+/// that rewrites it (the router sets that header only afterwards), and a header of that name in
+/// a Check can only be the client's own, passed on unchanged wherever a proxy forwards it
+/// (`allowed_headers` naming it, nginx's `auth_request`, forward-auth): reading it would let a
+/// proof made for one path pass on another.
 fn request_url(request: &Request<'_>, public_base_url: Option<&str>) -> String {
-    let path = request
-        .first_value("x-envoy-original-path")
-        .unwrap_or(request.path());
+    let path = request.path();
     match public_base_url {
         Some(base) => format!("{base}{path}"),
         None => format!("{}://{}{path}", request.scheme(), request.host()),

@@ -326,3 +326,21 @@ fn the_request_view_keeps_every_value_by_lower_case_name() {
     view.push_header("x-request-id", "id-2");
     assert_eq!(view.first_value("x-request-id"), Some("id-2"));
 }
+
+/// A DPoP proof's URL is the request's own scheme, host (or `dpop_public_base_url`) and path:
+/// a client's `x-envoy-original-path` cannot name another path for `htu`.
+#[test]
+fn the_dpop_url_is_the_requests_own_whatever_x_envoy_original_path_says() {
+    let mut view = Request::new("GET", "/restricted_resource?page=2")
+        .with_scheme("https")
+        .with_host("api.example");
+    view.push_header("x-envoy-original-path", "/another_resource");
+    assert_eq!(
+        request_url(&view, None),
+        "https://api.example/restricted_resource?page=2"
+    );
+    assert_eq!(
+        request_url(&view, Some("https://edge.example")),
+        "https://edge.example/restricted_resource?page=2"
+    );
+}

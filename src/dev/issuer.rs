@@ -7,20 +7,28 @@
 //! client-credentials flow does (`POST /oauth/token` with `audience` and `scope`). It checks no
 //! client secret: anyone who can reach it gets any scope, which is why it listens on loopback
 //! only unless explicitly forced.
+//!
+//! It also hands out opaque tokens (`"token_format": "opaque"`), which only it can read, and
+//! answers for them, and for its JWTs, at an RFC 7662 introspection endpoint and an RFC 7009
+//! revocation endpoint ([`crate::dev::introspection`]), so the demo and the tests can make real
+//! introspection round trips.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::hmac;
+use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256,
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
+    Ed25519KeyPair, KeyPair as _, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, UnparsedPublicKey,
 };
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +39,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::auth::dpop::{KeyCache, ProofLimits, verify_token_request};
+use crate::auth::replay::MemoryReplayCache;
+use crate::dev::introspection::{self, IntrospectionClient, Revoked};
+
 /// Default lifetime of minted tokens, in seconds (Auth0's default is a day; an hour is plenty for
 /// a demo and keeps leaked demo tokens short-lived).
 pub const DEFAULT_EXPIRES_IN: u64 = 3600;
@@ -38,6 +50,27 @@ pub const DEFAULT_EXPIRES_IN: u64 = 3600;
 /// Longest lifetime a minted token can have, in seconds (366 days). `mint-token` refuses more;
 /// [`DevIssuer::mint`] clamps to it, so `iat + lifetime` can never overflow.
 pub const MAX_EXPIRES_IN: u64 = 366 * 86_400;
+
+/// The prefix of the issuer's opaque tokens: `sgo_<base64url claims>_<base64url MAC>`, which is
+/// never three dot-separated segments, so nothing mistakes it for a JWT.
+pub const OPAQUE_PREFIX: &str = "sgo_";
+
+/// Length of an opaque token's MAC: HMAC-SHA256, 32 bytes, in unpadded base64url.
+const OPAQUE_MAC_CHARS: usize = 43;
+
+/// Longest token the issuer reads when asked to introspect or revoke one; its own tokens are far
+/// shorter, so anything longer is not one of them and is not parsed.
+const MAX_READ_TOKEN_BYTES: usize = 16 * 1024;
+
+/// What the MAC key of opaque tokens is derived under, from the signing key: the same key file
+/// gives the same MAC key, so `mint-token --opaque` mints tokens the running issuer accepts.
+const OPAQUE_MAC_LABEL: &[u8] = b"scopegate dev-issuer opaque access tokens v1";
+
+/// Largest request body the issuer reads.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The memory the token endpoint's DPoP replay cache may take.
+const REPLAY_CACHE_BYTES: u64 = 1024 * 1024;
 
 /// Errors of the development issuer.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +108,17 @@ pub enum DevIssuerError {
          use a loopback address, or --allow-non-loopback inside an isolated network"
     )]
     NotLoopback(SocketAddr),
+    /// The introspection client's id or secret is empty.
+    #[error("the introspection client needs a non-empty client id and secret")]
+    EmptyClient,
+    /// The introspection client's secret file could not be read.
+    #[error("introspection client secret file {path}: {source}")]
+    SecretFile {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The listener failed.
     #[error("dev issuer I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -233,6 +277,24 @@ impl SigningKey {
             SigningKey::Ed25519(key) => Ok(key.sign(input).as_ref().to_vec()),
         }
     }
+
+    /// Whether `signature` over `input` was made by this key.
+    fn verifies(&self, input: &[u8], signature: &[u8]) -> bool {
+        let verified = match self {
+            SigningKey::Rsa(key) => {
+                UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, key.public_key().as_ref())
+                    .verify(input, signature)
+            }
+            SigningKey::P256(key) => {
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.public_key().as_ref())
+                    .verify(input, signature)
+            }
+            SigningKey::Ed25519(key) => {
+                UnparsedPublicKey::new(&ED25519, key.public_key().as_ref()).verify(input, signature)
+            }
+        };
+        verified.is_ok()
+    }
 }
 
 /// The development issuer's key and identity.
@@ -241,6 +303,16 @@ pub struct DevIssuer {
     alg: DevAlgorithm,
     kid: String,
     issuer: String,
+    /// Signs and checks opaque tokens; derived from the signing key.
+    mac_key: hmac::Key,
+    /// Who may call the introspection and revocation endpoints.
+    client: IntrospectionClient,
+    /// Tokens revoked at `/oauth/revoke`, remembered until they expire.
+    revoked: Mutex<Revoked>,
+    /// The token endpoint's DPoP proof keys, as the gate keeps them.
+    proof_keys: KeyCache,
+    /// The token endpoint's DPoP proofs seen, so none is used twice.
+    replay: MemoryReplayCache,
 }
 
 impl std::fmt::Debug for DevIssuer {
@@ -249,6 +321,7 @@ impl std::fmt::Debug for DevIssuer {
             .field("alg", &self.alg)
             .field("kid", &self.kid)
             .field("issuer", &self.issuer)
+            .field("introspection_client_id", &self.client.id())
             .finish_non_exhaustive()
     }
 }
@@ -283,44 +356,38 @@ impl DevIssuer {
         alg: DevAlgorithm,
     ) -> Result<DevIssuer, DevIssuerError> {
         let path = key_file.display().to_string();
-        let io = |source| DevIssuerError::KeyFile {
-            path: path.clone(),
-            source,
-        };
-        let der = match std::fs::read(key_file) {
-            Ok(der) => der,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let der = SigningKey::generate(alg)?;
-                if let Some(dir) = key_file.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(io)?;
-                }
-                write_private(key_file, &der).map_err(io)?;
-                der
-            }
-            Err(e) => return Err(io(e)),
-        };
+        let der = read_or_create_key(key_file, || SigningKey::generate(alg))?;
         let key = SigningKey::parse(alg, &der).map_err(|reason| DevIssuerError::BadKey {
             path: path.clone(),
             kind: alg.key_kind(),
             reason,
         })?;
         // RFC 7638 thumbprint: a kid that changes exactly when the key does.
-        let members = key.public_members();
-        let canonical = serde_json::Map::from_iter(
-            members
-                .iter()
-                .map(|(name, value)| (name.to_string(), json!(value))),
-        );
-        let digest = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            Value::Object(canonical).to_string().as_bytes(),
-        );
+        let kid = thumbprint(&key.public_members());
+        let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &der), OPAQUE_MAC_LABEL);
         Ok(DevIssuer {
-            kid: URL_SAFE_NO_PAD.encode(digest.as_ref()),
+            kid,
             key,
             alg,
             issuer: issuer.to_string(),
+            mac_key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
+            client: IntrospectionClient::default(),
+            revoked: Mutex::new(Revoked::default()),
+            proof_keys: KeyCache::default(),
+            replay: MemoryReplayCache::new(REPLAY_CACHE_BYTES),
         })
+    }
+
+    /// The issuer with `client` as the one client allowed to introspect and revoke tokens
+    /// (default: [`IntrospectionClient::default`], a demo secret).
+    pub fn with_introspection_client(mut self, client: IntrospectionClient) -> DevIssuer {
+        self.client = client;
+        self
+    }
+
+    /// The client allowed to introspect and revoke tokens.
+    pub fn introspection_client(&self) -> &IntrospectionClient {
+        &self.client
     }
 
     /// The `iss` of minted tokens.
@@ -354,10 +421,129 @@ impl DevIssuer {
 
     /// Mints an access token signed with the issuer's algorithm. Its lifetime is `expires_in` clamped to [`MAX_EXPIRES_IN`].
     pub fn mint(&self, m: &Mint) -> Result<String, DevIssuerError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| DevIssuerError::Crypto)?
-            .as_secs();
+        let claims = self.claims(m)?;
+        let header = json!({"alg": self.alg.name(), "typ": "at+jwt", "kid": self.kid});
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = self.key.sign(input.as_bytes())?;
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+    }
+
+    /// Mints an opaque access token, `sgo_<base64url claims>_<base64url MAC>`: the same claims
+    /// as [`DevIssuer::mint`] plus a random `jti` (unless `extra` sets one), so that revoking one
+    /// token never revokes another minted in the same second. Only an issuer with the same key
+    /// file can read it, through [`DevIssuer::introspect`].
+    pub fn mint_opaque(&self, m: &Mint) -> Result<String, DevIssuerError> {
+        let mut claims = self.claims(m)?;
+        if claims.get("jti").is_none() {
+            let mut jti = [0u8; 16];
+            SystemRandom::new()
+                .fill(&mut jti)
+                .map_err(|_| DevIssuerError::Crypto)?;
+            claims["jti"] = json!(URL_SAFE_NO_PAD.encode(jti));
+        }
+        let signed = format!(
+            "{OPAQUE_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mac = hmac::sign(&self.mac_key, signed.as_bytes());
+        Ok(format!("{signed}_{}", URL_SAFE_NO_PAD.encode(mac.as_ref())))
+    }
+
+    /// The claims of `token` if this issuer minted it (an opaque token whose MAC verifies, or a
+    /// JWT signed by this key), whatever its times say; `None` for anything else. Nothing in
+    /// the token is read before its MAC or signature has verified.
+    pub fn read_token(&self, token: &str) -> Option<serde_json::Map<String, Value>> {
+        if token.len() > MAX_READ_TOKEN_BYTES {
+            return None;
+        }
+        let payload = match token.strip_prefix(OPAQUE_PREFIX) {
+            Some(rest) => {
+                let split = rest.len().checked_sub(OPAQUE_MAC_CHARS + 1)?;
+                let (claims, mac) = (rest.get(..split)?, rest.get(split..)?);
+                let mac = URL_SAFE_NO_PAD.decode(mac.strip_prefix('_')?).ok()?;
+                let signed = &token[..OPAQUE_PREFIX.len() + split];
+                hmac::verify(&self.mac_key, signed.as_bytes(), &mac).ok()?;
+                URL_SAFE_NO_PAD.decode(claims).ok()?
+            }
+            None => {
+                let mut parts = token.split('.');
+                let (header, claims, signature) = (parts.next()?, parts.next()?, parts.next()?);
+                if parts.next().is_some() {
+                    return None;
+                }
+                let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+                let input = &token[..header.len() + 1 + claims.len()];
+                if !self.key.verifies(input.as_bytes(), &signature) {
+                    return None;
+                }
+                // The key signs nothing else, but a JWT names its algorithm and key: both must
+                // be this issuer's.
+                let header: Value =
+                    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+                if header["alg"] != self.alg.name() || header["kid"] != self.kid.as_str() {
+                    return None;
+                }
+                URL_SAFE_NO_PAD.decode(claims).ok()?
+            }
+        };
+        match serde_json::from_slice(&payload).ok()? {
+            Value::Object(claims) => Some(claims),
+            _ => None,
+        }
+    }
+
+    /// The RFC 7662 answer for `token` at time `now` (Unix seconds): `{"active": true, …its
+    /// claims, "token_type"}` for a token this issuer minted that has not expired, is already
+    /// valid (`nbf`) and was not revoked; `{"active": false}` for anything else.
+    pub fn introspect(&self, token: &str, now: u64) -> Value {
+        match self.active_claims(token, now) {
+            Some(claims) if !self.is_revoked(token) => introspection::active_answer(claims),
+            _ => json!({"active": false}),
+        }
+    }
+
+    /// The claims of `token` if this issuer minted it and it is valid at `now`.
+    pub(crate) fn active_claims(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Option<serde_json::Map<String, Value>> {
+        let claims = self.read_token(token)?;
+        let exp = claims.get("exp")?.as_u64()?;
+        let not_before = match claims.get("nbf") {
+            None => 0,
+            Some(nbf) => nbf.as_u64()?,
+        };
+        (now < exp && not_before <= now).then_some(claims)
+    }
+
+    fn is_revoked(&self, token: &str) -> bool {
+        self.revoked
+            .lock()
+            .is_ok_and(|revoked| revoked.contains(token))
+    }
+
+    /// Remembers `token` as revoked until its `exp`, if this issuer minted it and it is still
+    /// valid at `now` (anything else needs no remembering: it is inactive anyway). `false` when
+    /// the revoked set is full of unexpired tokens, so the revocation did not happen.
+    pub fn revoke(&self, token: &str, now: u64) -> bool {
+        let Some(claims) = self.active_claims(token, now) else {
+            return true;
+        };
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
+        match self.revoked.lock() {
+            Ok(mut revoked) => revoked.insert(token, exp, now),
+            Err(_) => false,
+        }
+    }
+
+    /// The claims of a token minted from `m`, without `jti` unless `extra` has one.
+    fn claims(&self, m: &Mint) -> Result<Value, DevIssuerError> {
+        let now = now()?;
         let mut claims = json!({
             "iss": self.issuer,
             "sub": m.subject,
@@ -371,14 +557,7 @@ impl DevIssuer {
         if let Value::Object(map) = &mut claims {
             map.extend(m.extra.clone());
         }
-        let header = json!({"alg": self.alg.name(), "typ": "at+jwt", "kid": self.kid});
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let signature = self.key.sign(input.as_bytes())?;
-        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+        Ok(claims)
     }
 
     /// Serves the discovery document, the JWKS and the token endpoint until `shutdown`.
@@ -405,12 +584,97 @@ impl DevIssuer {
             .route("/.well-known/jwks.json", get(jwks))
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/oauth/token", post(token))
+            .route("/oauth/introspect", post(introspection::introspect))
+            .route("/oauth/revoke", post(introspection::revoke))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(Arc::new(self));
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
         Ok(())
     }
+}
+
+impl DevIssuer {
+    /// The thumbprint a token request's DPoP proof binds the token to; `None` without a `DPoP`
+    /// header. The proof is checked by the gate's own code (`htm` POST, `htu` this token
+    /// endpoint, `iat` within the default window) and used once; a bad one is 400
+    /// `invalid_dpop_proof`.
+    fn dpop_binding(&self, headers: &HeaderMap) -> Result<Option<String>, Box<Response>> {
+        let values: Vec<&str> = headers
+            .get_all("dpop")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+            .collect();
+        if values.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |description: &str| {
+            Box::new(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_dpop_proof",
+                description,
+            ))
+        };
+        let now = now().map_err(|e| invalid(&e.to_string()))?;
+        let url = format!("{}/oauth/token", self.issuer.trim_end_matches('/'));
+        let limits = ProofLimits::default();
+        let (proof, jkt) =
+            verify_token_request(&values, "POST", &url, &limits, &self.proof_keys, now)
+                .map_err(invalid)?;
+        self.replay
+            .remember_now(proof.replay_key, proof.expires_at, now)
+            .map_err(|e| invalid(&e.to_string()))?;
+        Ok(Some(jkt))
+    }
+}
+
+/// The current time in Unix seconds.
+pub(crate) fn now() -> Result<u64, DevIssuerError> {
+    Ok(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| DevIssuerError::Crypto)?
+        .as_secs())
+}
+
+/// The bytes of `key_file`, which `generate` makes and writes (mode 0600, its directory created)
+/// if the file does not exist.
+pub(crate) fn read_or_create_key(
+    key_file: &Path,
+    generate: impl FnOnce() -> Result<Vec<u8>, DevIssuerError>,
+) -> Result<Vec<u8>, DevIssuerError> {
+    let io = |source| DevIssuerError::KeyFile {
+        path: key_file.display().to_string(),
+        source,
+    };
+    match std::fs::read(key_file) {
+        Ok(der) => Ok(der),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let der = generate()?;
+            if let Some(dir) = key_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            write_private(key_file, &der).map_err(io)?;
+            Ok(der)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// The RFC 7638 SHA-256 thumbprint of a public key's required JWK `members` (a JSON object of
+/// them, members in lexicographic order, no whitespace), base64url.
+pub(crate) fn thumbprint(members: &[(&'static str, String)]) -> String {
+    // serde_json's map keeps its keys sorted, and its compact form has no whitespace.
+    let canonical = serde_json::Map::from_iter(
+        members
+            .iter()
+            .map(|(name, value)| (name.to_string(), json!(value))),
+    );
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        Value::Object(canonical).to_string().as_bytes(),
+    );
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
 #[cfg(unix)]
@@ -444,9 +708,17 @@ async fn discovery(State(issuer): State<Arc<DevIssuer>>) -> axum::Json<Value> {
         "issuer": issuer.issuer,
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "token_endpoint": format!("{base}/oauth/token"),
+        "introspection_endpoint": format!("{base}/oauth/introspect"),
+        "revocation_endpoint": format!("{base}/oauth/revoke"),
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": introspection::AUTH_METHODS,
+        "revocation_endpoint_auth_methods_supported": introspection::AUTH_METHODS,
         "id_token_signing_alg_values_supported": [issuer.alg.name()],
+        "dpop_signing_alg_values_supported": crate::auth::dpop::ALGORITHMS
+            .iter()
+            .map(|alg| alg.to_string())
+            .collect::<Vec<_>>(),
     }))
 }
 
@@ -458,9 +730,11 @@ struct TokenRequest {
     audience: Option<String>,
     scope: Option<String>,
     expires_in: Option<u64>,
+    /// `"jwt"` (the default) or `"opaque"`.
+    token_format: Option<String>,
 }
 
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (
         status,
         axum::Json(json!({"error": error, "error_description": description})),
@@ -496,6 +770,17 @@ async fn token(State(issuer): State<Arc<DevIssuer>>, headers: HeaderMap, body: B
             "audience is required",
         );
     };
+    let opaque = match request.token_format.as_deref() {
+        None | Some("jwt") => false,
+        Some("opaque") => true,
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "token_format is \"jwt\" or \"opaque\"",
+            );
+        }
+    };
     let client_id = request
         .client_id
         .unwrap_or_else(|| "dev-client".to_string());
@@ -504,18 +789,32 @@ async fn token(State(issuer): State<Arc<DevIssuer>>, headers: HeaderMap, body: B
         .unwrap_or(DEFAULT_EXPIRES_IN)
         .clamp(1, 86_400);
     let scope = request.scope.unwrap_or_default();
+    let mut extra = serde_json::Map::from_iter([("azp".to_string(), json!(client_id))]);
+    // RFC 9449 §5: a token requested with a DPoP proof is bound to the proof's key.
+    let dpop = match issuer.dpop_binding(&headers) {
+        Ok(binding) => binding,
+        Err(refusal) => return *refusal,
+    };
+    if let Some(jkt) = &dpop {
+        extra.insert("cnf".into(), json!({ "jkt": jkt }));
+    }
     let mint = Mint {
         subject: format!("{client_id}@clients"),
         audience,
         scope: scope.clone(),
         expires_in,
-        extra: serde_json::Map::from_iter([("azp".to_string(), json!(client_id))]),
+        extra,
     };
-    match issuer.mint(&mint) {
+    let minted = if opaque {
+        issuer.mint_opaque(&mint)
+    } else {
+        issuer.mint(&mint)
+    };
+    match minted {
         Ok(access_token) => {
             let mut body = json!({
                 "access_token": access_token,
-                "token_type": "Bearer",
+                "token_type": if dpop.is_some() { "DPoP" } else { "Bearer" },
                 "expires_in": expires_in,
             });
             if !scope.is_empty() {

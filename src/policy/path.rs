@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn normalize_table() {
-        // README's Limits table says 8 KiB.
+        // SECURITY.md's Limits table says 8 KiB.
         assert_eq!(MAX_PATH_BYTES, 8 * 1024);
         let long = format!("/{}", "a".repeat(MAX_PATH_BYTES));
         let cases: &[(&str, Result<&str, PathError>)] = &[

@@ -94,6 +94,20 @@ async fn discovery_and_jwks_are_served() {
         discovery["token_endpoint"],
         format!("{}oauth/token", issuer.url)
     );
+    assert_eq!(
+        discovery["introspection_endpoint"],
+        format!("{}oauth/introspect", issuer.url)
+    );
+    assert_eq!(
+        discovery["revocation_endpoint"],
+        format!("{}oauth/revoke", issuer.url)
+    );
+    for endpoint in ["introspection", "revocation"] {
+        assert_eq!(
+            discovery[format!("{endpoint}_endpoint_auth_methods_supported")],
+            json!(["client_secret_basic", "client_secret_post"])
+        );
+    }
     let jwks = get_json(&issuer, discovery["jwks_uri"].as_str().expect("uri")).await;
     let key = &jwks["keys"][0];
     assert_eq!(
@@ -339,4 +353,604 @@ fn a_key_file_of_another_kind_is_refused_not_replaced() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// How a test authenticates at the introspection and revocation endpoints.
+#[derive(Clone, Copy)]
+enum Client<'a> {
+    /// `client_secret_basic` with this id and secret.
+    Basic(&'a str, &'a str),
+    /// `client_secret_post` with this id and secret.
+    Post(&'a str, &'a str),
+    /// Both at once (which RFC 6749 §2.3 forbids).
+    Both,
+    /// No client authentication.
+    Anonymous,
+}
+
+/// The demo client every test issuer accepts.
+const DEMO: Client = Client::Basic("scopegate", "demo-introspection-secret");
+
+/// POSTs `form` (plus the client's fields) to `endpoint` (`introspect` or `revoke`); returns the
+/// status, the `WWW-Authenticate` header and the body as JSON (`null` when empty).
+async fn oauth_post(
+    issuer: &Issuer,
+    endpoint: &str,
+    client: Client<'_>,
+    form: &[(&str, &str)],
+) -> (u16, String, Value) {
+    let mut fields: Vec<(&str, &str)> = form.to_vec();
+    let mut request = issuer.http.post(format!("{}oauth/{endpoint}", issuer.url));
+    match client {
+        Client::Basic(id, secret) => request = request.basic_auth(id, Some(secret)),
+        Client::Post(id, secret) => fields.extend([("client_id", id), ("client_secret", secret)]),
+        Client::Both => {
+            request = request.basic_auth("scopegate", Some("demo-introspection-secret"));
+            fields.extend([
+                ("client_id", "scopegate"),
+                ("client_secret", "demo-introspection-secret"),
+            ]);
+        }
+        Client::Anonymous => {}
+    }
+    let body = serde_urlencoded::to_string(&fields).expect("form");
+    let response = request
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("endpoint answers");
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().expect("ascii").to_string())
+        .unwrap_or_default();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).expect("JSON answer")
+    };
+    (status, challenge, body)
+}
+
+async fn introspect(issuer: &Issuer, token: &str) -> Value {
+    let (status, _, answer) = oauth_post(
+        issuer,
+        "introspect",
+        DEMO,
+        &[("token", token), ("token_type_hint", "access_token")],
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+async fn token_of(issuer: &Issuer, body: Value) -> String {
+    let (status, answer) = token_request(issuer, "application/json", body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+#[tokio::test]
+async fn opaque_tokens_and_jwts_are_introspected_as_active_with_their_claims() {
+    let issuer = start_issuer().await;
+    let request = json!({"grant_type": "client_credentials", "client_id": "svc", "audience": "https://api.example.com", "scope": "read:messages write:messages", "token_format": "opaque"});
+    let opaque = token_of(&issuer, request.clone()).await;
+    assert!(opaque.starts_with("sgo_"), "{opaque}");
+    assert_ne!(opaque.split('.').count(), 3, "an opaque token is no JWT");
+    // As a form field too; and two tokens of one second differ (each has its own jti).
+    let form = "grant_type=client_credentials&client_id=svc&audience=https%3A%2F%2Fapi.example.com&token_format=opaque";
+    let (status, answer) =
+        token_request(&issuer, "application/x-www-form-urlencoded", form.into()).await;
+    assert_eq!(status, 200, "{answer}");
+    let second = answer["access_token"].as_str().expect("token");
+    assert!(second.starts_with("sgo_") && second != opaque, "{second}");
+
+    let answer = introspect(&issuer, &opaque).await;
+    let now = now();
+    assert_eq!(answer["active"], true, "{answer}");
+    assert_eq!(answer["iss"], issuer.url);
+    assert_eq!(answer["sub"], "svc@clients");
+    assert_eq!(answer["aud"], "https://api.example.com");
+    assert_eq!(answer["scope"], "read:messages write:messages");
+    assert_eq!(answer["client_id"], "svc");
+    assert_eq!(answer["token_type"], "Bearer");
+    let (iat, exp) = (answer["iat"].as_u64(), answer["exp"].as_u64());
+    assert!(iat.is_some_and(|iat| iat.abs_diff(now) <= 5), "{answer}");
+    assert_eq!(exp, iat.map(|iat| iat + 3600), "{answer}");
+
+    // The issuer's JWTs are introspected as active too (as Keycloak and Okta do).
+    let mut jwt_request = request;
+    jwt_request["token_format"] = json!("jwt");
+    let jwt = token_of(&issuer, jwt_request).await;
+    assert_eq!(jwt.split('.').count(), 3);
+    let answer = introspect(&issuer, &jwt).await;
+    assert_eq!(
+        (&answer["active"], &answer["client_id"], &answer["scope"]),
+        (
+            &json!(true),
+            &json!("svc"),
+            &json!("read:messages write:messages")
+        ),
+        "{answer}"
+    );
+
+    // `mint-token --opaque` with the same key file mints tokens the running issuer reads, with
+    // the extra claims given.
+    let minted = mint_cli(
+        &issuer,
+        &[
+            "--opaque",
+            "--audience",
+            "https://api.example.com",
+            "--scope",
+            "read:messages",
+            "--subject",
+            "ops",
+            "--claim",
+            "client_id=\"cli\"",
+            "--claim",
+            "tenant=\"acme\"",
+        ],
+    );
+    assert!(minted.starts_with("sgo_"), "{minted}");
+    let answer = introspect(&issuer, &minted).await;
+    assert_eq!(
+        (
+            &answer["active"],
+            &answer["sub"],
+            &answer["client_id"],
+            &answer["tenant"]
+        ),
+        (&json!(true), &json!("ops"), &json!("cli"), &json!("acme")),
+        "{answer}"
+    );
+    let request =
+        json!({"grant_type": "client_credentials", "audience": "a", "token_format": "macaroon"});
+    let (status, answer) = token_request(&issuer, "application/json", request.to_string()).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+}
+
+#[tokio::test]
+async fn unknown_expired_forged_and_foreign_tokens_are_inactive() {
+    let issuer = start_issuer().await;
+    let audience = ["--audience", "https://api.example.com"];
+    let good = mint_cli(&issuer, &[&audience[..], &["--opaque"]].concat());
+    let expired = mint_cli(
+        &issuer,
+        &[&audience[..], &["--opaque", "--claim", "exp=1"]].concat(),
+    );
+    let not_yet = mint_cli(
+        &issuer,
+        &[&audience[..], &["--opaque", "--claim", "nbf=99999999999"]].concat(),
+    );
+    let expired_jwt = mint_cli(&issuer, &[&audience[..], &["--claim", "exp=1"]].concat());
+    // Another issuer's key: the same format, a MAC or signature this issuer did not make.
+    let other = start_issuer().await;
+    let foreign_opaque = mint_cli(&other, &[&audience[..], &["--opaque"]].concat());
+    let foreign_jwt = mint_cli(&other, &audience);
+    // A changed claim under the original MAC.
+    let (claims, mac) = good["sgo_".len()..].split_at(good.len() - "sgo_".len() - 44);
+    let mut forged_claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims)
+            .expect("claims"),
+    )
+    .expect("json");
+    forged_claims["scope"] = json!("admin");
+    let forged = format!(
+        "sgo_{}{mac}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            forged_claims.to_string()
+        )
+    );
+    assert_eq!(introspect(&issuer, &good).await["active"], true);
+    for (what, token) in [
+        ("expired", expired.as_str()),
+        ("not yet valid", not_yet.as_str()),
+        ("expired JWT", expired_jwt.as_str()),
+        ("another issuer's opaque token", foreign_opaque.as_str()),
+        ("another issuer's JWT", foreign_jwt.as_str()),
+        ("a changed claim", forged.as_str()),
+        ("truncated", &good[..good.len() - 1]),
+        ("unknown", "sgo_nothing_here"),
+        ("junk", "not-a-token"),
+        ("three dots", "a.b.c"),
+        ("huge", &"x".repeat(40_000)),
+    ] {
+        assert_eq!(
+            introspect(&issuer, token).await,
+            json!({"active": false}),
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn introspection_and_revocation_authenticate_their_client() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, "rs-s3cret\n").expect("secret file");
+    let client =
+        scopegate::dev::introspection::IntrospectionClient::from_secret_file("rs", &secret_file)
+            .expect("client");
+    let key_file = dir.path().join("key.der");
+    let served = DevIssuer::load_or_create_for(&key_file, &url, DevAlgorithm::Es256)
+        .expect("key")
+        .with_introspection_client(client);
+    tokio::spawn(served.serve(listener, false, std::future::pending()));
+    let issuer = Issuer {
+        url,
+        alg: DevAlgorithm::Es256,
+        key_file,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client"),
+        _dir: dir,
+    };
+    let token = mint_cli(&issuer, &["--opaque", "--audience", "a"]);
+    let form = [("token", token.as_str())];
+    for endpoint in ["introspect", "revoke"] {
+        for (what, client) in [
+            ("none", Client::Anonymous),
+            ("the demo secret", DEMO),
+            ("a wrong secret", Client::Basic("rs", "rs-s3creT")),
+            ("the secret's newline", Client::Basic("rs", "rs-s3cret\n")),
+            ("another id", Client::Basic("scopegate", "rs-s3cret")),
+            ("a wrong posted secret", Client::Post("rs", "nope")),
+            ("a posted id alone", Client::Post("rs", "")),
+        ] {
+            let (status, challenge, answer) = oauth_post(&issuer, endpoint, client, &form).await;
+            assert_eq!(
+                (status, answer["error"].as_str()),
+                (401, Some("invalid_client")),
+                "{endpoint} with {what}"
+            );
+            assert!(challenge.starts_with("Basic "), "{endpoint}: {challenge}");
+        }
+        let (status, _, answer) = oauth_post(&issuer, endpoint, Client::Both, &form).await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{endpoint} with two client authentication methods"
+        );
+        let (status, _, answer) =
+            oauth_post(&issuer, endpoint, Client::Basic("rs", "rs-s3cret"), &[]).await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{endpoint} without a token"
+        );
+        let response = issuer
+            .http
+            .post(format!("{}oauth/{endpoint}", issuer.url))
+            .basic_auth("rs", Some("rs-s3cret"))
+            .header("content-type", "application/json")
+            .body(json!({"token": token}).to_string())
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), 400, "{endpoint} with a JSON body");
+    }
+    // The right client, by either method.
+    for client in [
+        Client::Basic("rs", "rs-s3cret"),
+        Client::Post("rs", "rs-s3cret"),
+    ] {
+        let (status, _, answer) = oauth_post(&issuer, "introspect", client, &form).await;
+        assert_eq!((status, &answer["active"]), (200, &json!(true)), "{answer}");
+    }
+    let (status, _, _) =
+        oauth_post(&issuer, "revoke", Client::Post("rs", "rs-s3cret"), &form).await;
+    assert_eq!(status, 200);
+
+    // dev-issuer refuses to start with a secret file it cannot read, naming it.
+    let out = crate::common::scopegate_command()
+        .args(["dev-issuer", "--listen", "127.0.0.1:0"])
+        .args(["--introspection-client-secret-file", "/nonexistent/secret"])
+        .output()
+        .expect("run dev-issuer");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("/nonexistent/secret"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn revoked_tokens_are_inactive_and_revocation_always_answers_200() {
+    let issuer = start_issuer().await;
+    let request = json!({"grant_type": "client_credentials", "audience": "https://api.example.com", "token_format": "opaque"});
+    let revoked = token_of(&issuer, request.clone()).await;
+    let kept = token_of(&issuer, request).await;
+    let jwt = mint_cli(&issuer, &["--audience", "https://api.example.com"]);
+    for token in [&revoked, &kept, &jwt] {
+        assert_eq!(introspect(&issuer, token).await["active"], true);
+    }
+    for token in [revoked.as_str(), jwt.as_str(), "junk", "sgo_x_y"] {
+        let (status, _, body) = oauth_post(
+            &issuer,
+            "revoke",
+            DEMO,
+            &[("token", token), ("token_type_hint", "refresh_token")],
+        )
+        .await;
+        assert_eq!((status, body), (200, Value::Null), "{token}");
+    }
+    assert_eq!(
+        introspect(&issuer, &revoked).await,
+        json!({"active": false})
+    );
+    assert_eq!(introspect(&issuer, &jwt).await, json!({"active": false}));
+    assert_eq!(
+        introspect(&issuer, &kept).await["active"],
+        true,
+        "revoking one token leaves another of the same second alone"
+    );
+}
+
+/// The URL the DPoP tests' Checks name: `https://api.example` and the path.
+const API: &str = "https://api.example";
+
+/// A gRPC Check for `method` on `path` of [`API`] with these headers.
+async fn ask_api(gate: &Scopegate, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut check = request(method, path, headers);
+    let http = check
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .expect("an http request");
+    http.scheme = "https".into();
+    http.host = "api.example".into();
+    Answer::of(&gate.check(check).await)
+}
+
+/// Runs `scopegate dpop-proof --key-file KEY` with `args`; returns its one line.
+fn dpop_proof_cli(key_file: &std::path::Path, args: &[&str]) -> String {
+    let out = crate::common::scopegate_command()
+        .args(["dpop-proof", "--key-file", key_file.to_str().expect("utf8")])
+        .args(args)
+        .output()
+        .expect("run dpop-proof");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
+
+/// The claims of a compact JWS, unverified.
+fn claims_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let b64 = token.split('.').nth(1).expect("claims segment");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(b64)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+#[tokio::test]
+async fn dpop_proof_cli_proofs_pass_the_gate_for_a_token_minted_with_its_thumbprint() {
+    let issuer = start_issuer().await;
+    let gate = scopegate_for(&issuer).await;
+    gate.wait_serving().await;
+    let key_file = issuer._dir.path().join("client/dpop.der");
+    let jkt = dpop_proof_cli(&key_file, &["--print-jkt"]);
+    assert_eq!(jkt.len(), 43, "{jkt}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file)
+            .expect("key file")
+            .permissions();
+        assert_eq!(mode.mode() & 0o777, 0o600, "the key file is private");
+    }
+    assert_eq!(
+        dpop_proof_cli(&key_file, &["--print-jkt"]),
+        jkt,
+        "the key is kept"
+    );
+    let token = mint_cli(
+        &issuer,
+        &[
+            "--audience",
+            "https://api.example.com",
+            "--scope",
+            "read:messages",
+            "--dpop-jkt",
+            &jkt,
+        ],
+    );
+    assert_eq!(claims_of(&token)["cnf"], json!({ "jkt": jkt }));
+    let authorization = format!("DPoP {token}");
+    let url = format!("{API}/r");
+    let proof = dpop_proof_cli(
+        &key_file,
+        &["--method", "GET", "--url", &url, "--token", &token],
+    );
+    ask_api(
+        &gate,
+        "GET",
+        "/r",
+        &[("authorization", &authorization), ("dpop", &proof)],
+    )
+    .await
+    .assert_allowed();
+    // The same proof again, one made for another URL or method, or without the token's hash,
+    // or by another key: refused, each for its own reason.
+    let replayed = ask_api(
+        &gate,
+        "GET",
+        "/r",
+        &[("authorization", &authorization), ("dpop", &proof)],
+    )
+    .await;
+    assert_bad_proof(&replayed, "already used");
+    let other_key = issuer._dir.path().join("client/other.der");
+    let other = format!("{API}/other");
+    for (key, args, reason) in [
+        (&key_file, vec!["GET", &other, &token], "htu"),
+        (&key_file, vec!["POST", &url, &token], "htm"),
+        (&key_file, vec!["GET", &url], "ath"),
+        (
+            &other_key,
+            vec!["GET", &url, &token],
+            "not the key the token is bound to",
+        ),
+    ] {
+        let mut cli = vec!["--method", args[0], "--url", args[1]];
+        if let Some(token) = args.get(2) {
+            cli.extend(["--token", token]);
+        }
+        let proof = dpop_proof_cli(key, &cli);
+        let answer = ask_api(
+            &gate,
+            "GET",
+            "/r",
+            &[("authorization", &authorization), ("dpop", &proof)],
+        )
+        .await;
+        assert_bad_proof(&answer, reason);
+    }
+    gate.stop().await;
+}
+
+/// A 401 with the DPoP challenge's `invalid_dpop_proof`, its message naming `reason`.
+fn assert_bad_proof(answer: &Answer, reason: &str) {
+    answer.assert_denied(401, "invalid_token");
+    assert!(
+        answer.challenge().starts_with("DPoP ")
+            && answer.challenge().contains(r#"error="invalid_dpop_proof""#)
+            && answer.message().contains(reason),
+        "{reason}: {answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn mint_token_binds_to_a_certificate_or_a_dpop_key_but_not_both() {
+    let issuer = start_issuer().await;
+    let gate = scopegate_for(&issuer).await;
+    gate.wait_serving().await;
+    let x5t = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+    let base = [
+        "--audience",
+        "https://api.example.com",
+        "--scope",
+        "read:messages",
+    ];
+    let token = mint_cli(&issuer, &[&base[..], &["--cnf-x5t", x5t]].concat());
+    assert_eq!(claims_of(&token)["cnf"], json!({ "x5t#S256": x5t }));
+    // Without the certificate it names, the gate refuses it.
+    ask_api(&gate, "GET", "/r", &[("authorization", &bearer(&token))])
+        .await
+        .assert_denied(401, "invalid_token");
+    // The opaque form carries the binding too, for introspection to report.
+    let opaque = mint_cli(
+        &issuer,
+        &[&base[..], &["--opaque", "--dpop-jkt", x5t]].concat(),
+    );
+    let answer = introspect(&issuer, &opaque).await;
+    assert_eq!(
+        (&answer["cnf"], &answer["token_type"]),
+        (&json!({ "jkt": x5t }), &json!("DPoP")),
+        "{answer}"
+    );
+    gate.stop().await;
+
+    for (args, complaint) in [
+        (
+            vec!["--dpop-jkt", x5t, "--cnf-x5t", x5t],
+            "cannot be used with",
+        ),
+        (vec!["--dpop-jkt", "d1970e08e45935"], "base64url"),
+        (vec!["--cnf-x5t", &x5t[1..]], "base64url"),
+    ] {
+        let out = crate::common::scopegate_command()
+            .args(["mint-token", "--audience", "a"])
+            .args(["--key-file", issuer.key_file.to_str().expect("utf8")])
+            .args(&args)
+            .output()
+            .expect("run mint-token");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(complaint),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_request_with_a_dpop_proof_gets_a_token_bound_to_its_key() {
+    use scopegate::dev::dpop::ProofKey;
+    let issuer = start_issuer().await;
+    let gate = scopegate_for(&issuer).await;
+    gate.wait_serving().await;
+    let key = ProofKey::generate().expect("client key");
+    let token_url = format!("{}oauth/token", issuer.url);
+    let body = json!({"grant_type": "client_credentials", "audience": "https://api.example.com", "scope": "read:messages"}).to_string();
+    let request = |proof: String| {
+        issuer
+            .http
+            .post(&token_url)
+            .header("content-type", "application/json")
+            .header("dpop", proof)
+            .body(body.clone())
+            .send()
+    };
+    let proof = key.proof("POST", &token_url, None).expect("proof");
+    let response = request(proof.clone()).await.expect("answer");
+    assert_eq!(response.status(), 200);
+    let answer: Value = serde_json::from_str(&response.text().await.expect("body")).expect("JSON");
+    assert_eq!(answer["token_type"], "DPoP", "{answer}");
+    let token = answer["access_token"].as_str().expect("token");
+    assert_eq!(claims_of(token)["cnf"], json!({ "jkt": key.jkt() }));
+    let authorization = format!("DPoP {token}");
+    let url = format!("{API}/r");
+    let resource_proof = key.proof("GET", &url, Some(token)).expect("proof");
+    ask_api(
+        &gate,
+        "GET",
+        "/r",
+        &[("authorization", &authorization), ("dpop", &resource_proof)],
+    )
+    .await
+    .assert_allowed();
+    ask_api(&gate, "GET", "/r", &[("authorization", &bearer(token))])
+        .await
+        .assert_denied(401, "invalid_token");
+
+    // The same proof again, one for another URL or method, and a junk one: 400 invalid_dpop_proof.
+    for (what, proof) in [
+        ("replayed", proof),
+        (
+            "another URL",
+            key.proof("POST", &format!("{}oauth/introspect", issuer.url), None)
+                .expect("proof"),
+        ),
+        ("GET", key.proof("GET", &token_url, None).expect("proof")),
+        ("junk", "a.b.c".to_string()),
+    ] {
+        let response = request(proof).await.expect("answer");
+        assert_eq!(response.status(), 400, "{what}");
+        let answer: Value =
+            serde_json::from_str(&response.text().await.expect("body")).expect("JSON");
+        assert_eq!(answer["error"], "invalid_dpop_proof", "{what}: {answer}");
+    }
+    gate.stop().await;
 }

@@ -454,10 +454,20 @@ fn equivalence_config(jwks_uri: &str) -> String {
          claims = {{ org_id = \"{{org}}\" }}\n\
          [[rules]]\nname = \"orders\"\nprefix = \"/orders/\"\nissuers = [\"{ISSUER}\"]\n\
          audiences = [\"https://orders.api\"]\n\
-         [[token_sources]]\nheader = \"authorization\"\nscheme = \"Bearer\"\n\
+         [[token_sources]]\nheader = \"authorization\"\nscheme = [\"Bearer\", \"DPoP\"]\n\
          [[token_sources]]\nheader = \"x-api-token\"\n\
          [[token_sources]]\ncookie = \"at\"\n"
     )
+}
+
+/// How a DPoP case's proof is made: for `htm` on the transport's own URL of `path`, with the
+/// hash of `token`.
+struct ProofFor<'a> {
+    htm: &'a str,
+    path: &'a str,
+    token: &'a str,
+    /// The reason every transport must give.
+    reason: &'a str,
 }
 
 /// The HTTP request `dialect`'s proxy sends to ask about `method path` with `headers`: `None`
@@ -501,7 +511,9 @@ fn proxied(
 /// request the proxy would send, read by `serve::http::request_view`) into the same core,
 /// through `explain`'s own keys into the same core, and through the real gRPC service; the core
 /// verdicts (status, body, headers to set and remove, labels) must be equal, and the service's
-/// `CheckResponse` must be the gRPC wire mapping of that verdict.
+/// `CheckResponse` must be the gRPC wire mapping of that verdict. DPoP cases (a valid proof,
+/// wrong `htu`, wrong `htm`, another token's `ath`, a bound token as Bearer or without a proof)
+/// get a fresh proof per transport, for the URL that transport reconstructs.
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
     use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization as _;
@@ -759,10 +771,116 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
         cases.push(("GET", path, vec![("authorization", &admin)]));
     }
 
+    // DPoP-bound tokens: each case's proof is made afresh for every transport, since the live
+    // generation remembers every proof it accepts (explain does not, it decides with the gRPC
+    // view) and each transport reconstructs its own URL for `htu`.
+    let client = scopegate::dev::dpop::ProofKey::generate().expect("a DPoP key");
+    let mut bound = claims("read:messages");
+    bound["cnf"] = json!({ "jkt": client.jkt() });
+    let bound = key.mint(&bound);
+    let dpop_bound = format!("DPoP {bound}");
+    let bearer_bound = format!("Bearer {bound}");
+    cases.push((
+        "GET",
+        "/restricted_resource",
+        vec![("authorization", &bearer_bound)],
+    ));
+    cases.push((
+        "GET",
+        "/restricted_resource",
+        vec![("authorization", &dpop_bound)],
+    ));
+    let dpop_headers = vec![("authorization", dpop_bound.as_str())];
+    let dpop_cases: Vec<(Case, ProofFor)> = vec![
+        (
+            ("GET", "/restricted_resource", dpop_headers.clone()),
+            ProofFor {
+                htm: "GET",
+                path: "/restricted_resource",
+                token: &bound,
+                reason: "authorized",
+            },
+        ),
+        (
+            ("GET", "/restricted_resource?page=2", dpop_headers.clone()),
+            ProofFor {
+                htm: "GET",
+                path: "/restricted_resource",
+                token: &bound,
+                reason: "authorized",
+            },
+        ),
+        (
+            ("GET", "/restricted_resource", dpop_headers.clone()),
+            ProofFor {
+                htm: "GET",
+                path: "/audit",
+                token: &bound,
+                reason: "dpop_proof",
+            },
+        ),
+        (
+            ("GET", "/restricted_resource", dpop_headers.clone()),
+            ProofFor {
+                htm: "POST",
+                path: "/restricted_resource",
+                token: &bound,
+                reason: "dpop_proof",
+            },
+        ),
+        (
+            ("GET", "/restricted_resource", dpop_headers),
+            ProofFor {
+                htm: "GET",
+                path: "/restricted_resource",
+                token: raw_good,
+                reason: "dpop_proof",
+            },
+        ),
+    ];
+    let all_cases = cases
+        .iter()
+        .map(|case| (case, None))
+        .chain(dpop_cases.iter().map(|(case, proof)| (case, Some(proof))));
+    // A case's headers with a fresh proof (if it has one) for the URL `base` and the path.
+    let with_proof = |headers: &[(&str, &str)], proof: Option<&ProofFor>, base: &str| {
+        let mut headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        if let Some(proof) = proof {
+            let url = format!("{base}{}", proof.path);
+            let made = client.proof(proof.htm, &url, Some(proof.token));
+            headers.push(("dpop".to_owned(), made.expect("a proof")));
+        }
+        headers
+    };
+
     let mut compared = std::collections::BTreeSet::new();
     let mut http_compared = 0;
-    for (method, path, headers) in &cases {
-        let check = request(method, path, headers);
+    let mut dpop_compared = 0;
+    for ((method, path, headers), proof) in all_cases {
+        // The gRPC Check names https://api.example, as Envoy does from :scheme and :authority.
+        let grpc_check = || {
+            let headers = with_proof(headers, proof, "https://api.example");
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str()))
+                .collect();
+            let mut check = request(method, path, &headers);
+            if let Some(http) = check
+                .attributes
+                .as_mut()
+                .and_then(|a| a.request.as_mut())
+                .and_then(|r| r.http.as_mut())
+                .filter(|_| proof.is_some())
+            {
+                http.scheme = "https".into();
+                http.host = "api.example".into();
+            }
+            check
+        };
+        let check = grpc_check();
         let http = check
             .attributes
             .clone()
@@ -788,8 +906,9 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
             core.verdict,
             core.labels
         );
+        // The service's own Check, with a proof of its own (the core above used the first).
         let wire = grpc
-            .check(tonic::Request::new(check))
+            .check(tonic::Request::new(grpc_check()))
             .await
             .expect("in-band answer")
             .into_inner();
@@ -799,10 +918,27 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
             "{method} {path}: the service answers the core's verdict"
         );
         compared.insert(format!("{:?}", core.labels.reason));
+        if let Some(proof) = proof {
+            assert_eq!(
+                format!("{:?}", core.labels.reason),
+                proof.reason,
+                "{method} {path}: {:?}",
+                core.verdict
+            );
+        }
 
         // The same request through the HTTP adapter, as each proxy would send it.
         for dialect in ["envoy", "forward-auth", "nginx"] {
-            let Some(proxied) = proxied(dialect, method, path, headers) else {
+            // The proxy's URL: https://app.example, from the forwarded host and proto.
+            let mut headers = with_proof(headers, proof, "https://app.example");
+            if proof.is_some() && dialect != "forward-auth" {
+                headers.push(("x-forwarded-proto".to_owned(), "https".to_owned()));
+            }
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str()))
+                .collect();
+            let Some(proxied) = proxied(dialect, method, path, &headers) else {
                 continue;
             };
             match scopegate::serve::http::request_view(&proxied) {
@@ -814,6 +950,7 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
                         "{dialect}: {method} {path} {headers:?}"
                     );
                     http_compared += 1;
+                    dpop_compared += usize::from(proof.is_some());
                 }
                 // A URI that is not a path never reaches the core over HTTP; the gRPC Check
                 // refuses it there, with the same status and error.
@@ -832,6 +969,11 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
         "most cases ran through HTTP: {http_compared} of {}",
         cases.len() * 3
     );
+    assert_eq!(
+        dpop_compared,
+        dpop_cases.len() * 3,
+        "every DPoP case ran through every HTTP dialect"
+    );
     // The table reaches every reason a request can be given without a fault.
     for reason in [
         "authorized",
@@ -845,6 +987,8 @@ async fn grpc_checks_and_explain_give_the_same_verdict_for_every_case() {
         "route_denied",
         "bad_path",
         "audience_not_accepted",
+        "dpop_proof",
+        "binding",
     ] {
         assert!(
             compared.contains(reason),

@@ -4,7 +4,7 @@
 //! against that configuration and the Dockerfile (ports, probes, the config path, the user). The
 //! Istio resources in `deploy/istio` have no schemas there; they are parsed and their fields
 //! checked. The memory limit is checked against the worst case the ConfigMap's limits allow, by
-//! README's own numbers, and each kustomize component's patches are applied to the base and the
+//! SECURITY.md's own numbers (Limits, memory), and each kustomize component's patches are applied to the base and the
 //! result validated. Last, the binary runs the ConfigMap's configuration and answers the
 //! Deployment's probes as the kubelet needs while the identity provider is down.
 
@@ -799,7 +799,7 @@ fn the_readmes_allow_policy_admits_what_the_custom_policy_protects() {
     );
 }
 
-/// Bytes in a size as README writes it (`64 KiB`, `32 MiB`, `12.6 GiB`).
+/// Bytes in a size as SECURITY.md writes it (`64 KiB`, `32 MiB`, `12.6 GiB`).
 fn readme_size(text: &str) -> f64 {
     let (number, unit) = text.trim().split_once(' ').expect("a number and a unit");
     let number: f64 = number.parse().unwrap_or_else(|_| panic!("a size: {text}"));
@@ -830,12 +830,12 @@ fn quantity(text: &str) -> u64 {
     number * unit
 }
 
-/// The memory items of README's Limits section: (first column, second column) of each row.
+/// The memory items of SECURITY.md's Limits section: (first column, second column) of each row.
 fn readme_memory_items() -> Vec<(String, String)> {
-    let readme = read("README.md");
-    let table = readme
+    let security = read("SECURITY.md");
+    let table = security
         .split_once("| memory item | counted as |")
-        .expect("README Limits has the memory table")
+        .expect("SECURITY.md's Limits has the memory table")
         .1;
     table
         .lines()
@@ -848,7 +848,7 @@ fn readme_memory_items() -> Vec<(String, String)> {
         .collect()
 }
 
-/// What clients can make one process hold with `config`'s limits, by README's memory items.
+/// What clients can make one process hold with `config`'s limits, by SECURITY.md's memory items.
 fn worst_case(items: &[(String, String)], config: &scopegate::config::Config) -> f64 {
     let limits = config.server();
     let item = |start: &str| {
@@ -856,7 +856,7 @@ fn worst_case(items: &[(String, String)], config: &scopegate::config::Config) ->
             .iter()
             .find(|(what, _)| what.starts_with(start))
             .map(|(_, counted)| counted.as_str())
-            .unwrap_or_else(|| panic!("README's memory table has a row {start}…"))
+            .unwrap_or_else(|| panic!("SECURITY.md's memory table has a row {start}…"))
     };
     assert_eq!(item("one request message"), "`server.max_request_bytes`");
     let at_rest = readme_size(item("at rest"));
@@ -905,7 +905,7 @@ fn the_memory_limit_holds_the_worst_case_the_configured_limits_allow() {
         "{cache}"
     );
 
-    // README's figure for the defaults holds too: the ConfigMap's text without its three
+    // SECURITY.md's figure for the defaults holds too: the ConfigMap's text without its three
     // connection limits and its cache budget compiles to them.
     let defaults_text: String = configured_text()
         .lines()
@@ -929,8 +929,8 @@ fn the_memory_limit_holds_the_worst_case_the_configured_limits_allow() {
         worst_case(&items, &defaults) / f64::from(1u32 << 30)
     );
     assert!(
-        read("README.md").contains(&format!("the defaults that is {figure}")),
-        "README states {figure} for the defaults"
+        read("SECURITY.md").contains(&format!("the defaults that is {figure}")),
+        "SECURITY.md's Limits states {figure} for the defaults"
     );
 }
 

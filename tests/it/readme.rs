@@ -1,11 +1,21 @@
-//! README's behaviour, fault and limit tables name the tests behind each row. A renamed or
-//! moved test must not leave a row pointing at nothing: every `module::test` they cite exists.
-//! Nor may a citation drift from its claim: every test a Hostile input, Faults or Limits row
-//! cites mentions the row's key figures (see [`key_figures`]).
+//! README's behaviour tables and SECURITY.md's hostile input, fault and limit tables name the
+//! tests behind each row. A renamed or moved test must not leave a row pointing at nothing: every
+//! `module::test` either document cites exists. Nor may a citation drift from its claim: every
+//! test a Hostile input, Faults or Limits row cites mentions the row's key figures (see
+//! [`key_figures`]).
 
 use std::path::Path;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The documents whose citations are checked: README.md, and SECURITY.md, which holds the
+/// Hostile input, Faults and Limits tables.
+const DOCUMENTS: [&str; 2] = ["README.md", "SECURITY.md"];
+
+/// A document of the repository's root, by name.
+fn document(name: &str) -> String {
+    std::fs::read_to_string(Path::new(ROOT).join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
 
 /// The source file(s) a cited module path lives in.
 fn sources(module: &str) -> Vec<String> {
@@ -29,9 +39,26 @@ fn sources(module: &str) -> Vec<String> {
 
 #[test]
 fn every_test_the_readme_cites_exists() {
-    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).expect("README");
     let mut checked = 0;
-    for cited in readme.split('`').skip(1).step_by(2) {
+    for name in DOCUMENTS {
+        let cited_here = citations_exist(name, &document(name));
+        // Each document still cites tests: a check that finds none checks nothing.
+        assert!(
+            cited_here > 0,
+            "{name} cites no test: is it still citing tests?"
+        );
+        checked += cited_here;
+    }
+    assert!(
+        checked > 50,
+        "only {checked} citations found: are README and SECURITY.md still citing tests?"
+    );
+}
+
+/// Checks that every test `text` (the document `doc`) cites exists; the number checked.
+fn citations_exist(doc: &str, text: &str) -> usize {
+    let mut checked = 0;
+    for cited in text.split('`').skip(1).step_by(2) {
         // Only `module::test_name` citations, with `…` or `*` standing for the rest of a name.
         let Some((module, name)) = cited.rsplit_once("::") else {
             continue;
@@ -50,7 +77,7 @@ fn every_test_the_readme_cites_exists() {
         let files = sources(module);
         assert!(
             !files.is_empty(),
-            "README cites {cited:?}: no module {module}"
+            "{doc} cites {cited:?}: no module {module}"
         );
         let pattern: Vec<&str> = name.split(['…', '*']).filter(|p| !p.is_empty()).collect();
         let found = files.iter().any(|text| {
@@ -66,19 +93,13 @@ fn every_test_the_readme_cites_exists() {
                 }) && (name.ends_with(['…', '*']) || at == function.len())
             })
         });
-        assert!(
-            found,
-            "README cites {cited:?}, which no test in {module} is"
-        );
+        assert!(found, "{doc} cites {cited:?}, which no test in {module} is");
         checked += 1;
     }
-    assert!(
-        checked > 50,
-        "only {checked} citations found: is the README still citing tests?"
-    );
+    checked
 }
 
-/// A README citation `module::name` (or `module::tests::name`), when it names a test: the
+/// A citation `module::name` (or `module::tests::name`), when it names a test: the
 /// module path and the name, which may hold `…` or `*` for the rest of a name.
 fn citation(cited: &str) -> Option<(&str, &str)> {
     let (module, name) = cited.rsplit_once("::")?;
@@ -262,14 +283,14 @@ fn mentions(text: &str, figure: &str) -> bool {
 
 #[test]
 fn every_cited_test_mentions_its_rows_key_figure() {
-    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).expect("README");
+    let security = document("SECURITY.md");
     let mut failures = Vec::new();
     let mut checked = 0;
     for table in ["Hostile input", "Faults", "Limits"] {
-        let section = readme
-            .split(&format!("\n### {table}\n"))
+        let section = security
+            .split(&format!("\n## {table}\n"))
             .nth(1)
-            .unwrap_or_else(|| panic!("a {table} section"))
+            .unwrap_or_else(|| panic!("SECURITY.md has a {table} section"))
             .split("\n#")
             .next()
             .unwrap_or_default();
@@ -322,8 +343,31 @@ fn every_cited_test_mentions_its_rows_key_figure() {
     }
     assert!(
         failures.is_empty(),
-        "README rows cite tests that do not mention the row's key figure:\n{}",
+        "SECURITY.md rows cite tests that do not mention the row's key figure:\n{}",
         failures.join("\n")
     );
     assert!(checked > 30, "only {checked} citations checked");
+}
+
+#[test]
+fn the_security_tables_live_only_in_security_md_and_the_readme_points_there() {
+    let readme = document("README.md");
+    let security = document("SECURITY.md");
+    for table in ["Hostile input", "Faults", "Limits"] {
+        assert!(
+            security.contains(&format!("\n## {table}\n")),
+            "SECURITY.md has a {table} section"
+        );
+        // One copy only: a second in README would drift from the checked one.
+        for level in ["##", "###"] {
+            assert!(
+                !readme.contains(&format!("\n{level} {table}\n")),
+                "README has a {table} section of its own; the table lives in SECURITY.md"
+            );
+        }
+    }
+    assert!(
+        readme.contains("[SECURITY.md](SECURITY.md)"),
+        "README links SECURITY.md"
+    );
 }

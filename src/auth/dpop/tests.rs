@@ -351,3 +351,46 @@ fn urls_compare_after_rfc_3986_normalisation() {
         assert_eq!(normalise_url(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn a_token_request_proof_needs_no_ath_and_names_its_key_but_is_checked_otherwise() {
+    let token_request = |proof: &str| {
+        let limits = ProofLimits::default();
+        verify_token_request(&[proof], "POST", URL, &limits, &KeyCache::default(), NOW)
+    };
+    let key = ClientKey::es256();
+    let post = with(with(claims(), "htm", json!("POST")), "ath", Value::Null);
+    let (proof, jkt) = token_request(&key.sign(&key.header(), &post)).expect("a good proof");
+    assert_eq!(jkt, key.jkt());
+    assert_eq!(proof.expires_at, NOW + DEFAULT_PROOF_WINDOW_SECONDS);
+    // An ath, if any, is not the token request's business.
+    assert!(token_request(&key.sign(&key.header(), &with(claims(), "htm", json!("POST")))).is_ok());
+    for (what, claims, error) in [
+        ("GET", claims(), "htm is not the request method"),
+        (
+            "another URL",
+            with(post.clone(), "htu", json!("https://api.example/other")),
+            "htu is not the request URL",
+        ),
+        (
+            "an old iat",
+            with(post.clone(), "iat", json!(NOW - 3600)),
+            "iat is too old",
+        ),
+        (
+            "no jti",
+            with(post.clone(), "jti", Value::Null),
+            "jti is missing",
+        ),
+    ] {
+        assert_eq!(
+            token_request(&key.sign(&key.header(), &claims)),
+            Err(error),
+            "{what}"
+        );
+    }
+    // A signature by another key than the jwk's.
+    let other = ClientKey::es256();
+    let forged = other.sign(&key.header(), &post);
+    assert_eq!(token_request(&forged), Err("signature does not verify"));
+}
