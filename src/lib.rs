@@ -54,7 +54,8 @@
 //!   [`tools::openapi`] (`openapi-rules`: the document's model, the mapping to rules and the
 //!   TOML output, one file each) and [`tools::probe`] (`scopegate health`).
 //!
-//! Apart from the layers, for demos and tests (never on the request path):
+//! Apart from the layers, for demos and tests (never on the request path), behind the cargo
+//! feature `dev` (on by default; the production build leaves it out):
 //! - [`dev`]: development-only code: [`dev::issuer`], a token issuer (JWKS, discovery,
 //!   client-credentials tokens, opaque tokens), [`dev::introspection`], its RFC 7662
 //!   introspection and RFC 7009 revocation endpoints, [`dev::dpop`], a DPoP client key and its
@@ -71,6 +72,7 @@
 pub mod auth;
 pub mod config;
 pub mod decide;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod net;
 pub mod policy;

@@ -1,6 +1,7 @@
 //! The `scopegate` binary: parses the command line and hands over to the library.
 
 use std::io::IsTerminal as _;
+#[cfg(feature = "dev")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use scopegate::config::Config;
+#[cfg(feature = "dev")]
 use scopegate::dev::issuer::DevAlgorithm;
 
 /// Envoy ext_authz service that verifies OAuth 2.0 JWT access tokens and enforces route scopes.
@@ -52,6 +54,8 @@ enum Command {
         #[arg(long)]
         shadow: bool,
     },
+    // Development only: left out of the production build (`--no-default-features`).
+    #[cfg(feature = "dev")]
     /// Development token issuer (JWKS, discovery, POST /oauth/token, /oauth/introspect,
     /// /oauth/revoke). NOT FOR PRODUCTION.
     DevIssuer {
@@ -79,6 +83,8 @@ enum Command {
         #[arg(long)]
         introspection_client_secret_file: Option<PathBuf>,
     },
+    // Development only: left out of the production build (`--no-default-features`).
+    #[cfg(feature = "dev")]
     /// Mint a token with the development issuer's key and print it (for scripts).
     MintToken {
         /// Signing algorithm: RS256, ES256 or EdDSA (the dev issuer's).
@@ -127,6 +133,8 @@ enum Command {
         #[arg(long, value_parser = scopegate::dev::dpop::parse_thumbprint, conflicts_with = "dpop_jkt")]
         cnf_x5t: Option<String>,
     },
+    // Development only: left out of the production build (`--no-default-features`).
+    #[cfg(feature = "dev")]
     /// Print a fresh DPoP proof (RFC 9449) for one request, or the DPoP key's thumbprint. NOT
     /// FOR PRODUCTION: the key sits unencrypted in a file.
     DpopProof {
@@ -146,6 +154,8 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    // Development only: left out of the production build (`--no-default-features`).
+    #[cfg(feature = "dev")]
     /// The demo upstream API that stands behind Envoy in the demo.
     DemoUpstream {
         /// Listen address.
@@ -211,6 +221,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    // Development only: left out of the production build (`--no-default-features`).
+    #[cfg(feature = "dev")]
     /// Write a throw-away CA, server and client certificates for TLS demos and tests. NOT FOR
     /// PRODUCTION.
     DevCerts {
@@ -260,6 +272,7 @@ fn main() -> ExitCode {
             base_path,
             shadow,
         } => openapi_rules(&spec, scheme, base_path, shadow),
+        #[cfg(feature = "dev")]
         Command::DevIssuer {
             listen,
             issuer,
@@ -276,6 +289,7 @@ fn main() -> ExitCode {
             allow_non_loopback,
             (introspection_client_id, introspection_client_secret_file),
         ),
+        #[cfg(feature = "dev")]
         Command::MintToken {
             alg,
             key_file,
@@ -306,6 +320,7 @@ fn main() -> ExitCode {
             count,
             opaque,
         ),
+        #[cfg(feature = "dev")]
         Command::DpopProof {
             key_file,
             print_jkt,
@@ -320,6 +335,7 @@ fn main() -> ExitCode {
         )
         .map(|line| println!("{line}"))
         .map_err(Into::into),
+        #[cfg(feature = "dev")]
         Command::DemoUpstream { listen } => demo_upstream(listen),
         Command::Health {
             grpc,
@@ -336,6 +352,7 @@ fn main() -> ExitCode {
             });
             health(grpc, http, tls)
         }
+        #[cfg(feature = "dev")]
         Command::DevCerts { out, hosts } => dev_certs(&out, hosts),
     };
     match result {
@@ -472,6 +489,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("cannot start the async runtime")
 }
 
+#[cfg(feature = "dev")]
 /// One key file per algorithm, so switching `--alg` never meets a key of the wrong kind.
 fn default_key_file(alg: DevAlgorithm) -> PathBuf {
     match alg {
@@ -483,11 +501,13 @@ fn default_key_file(alg: DevAlgorithm) -> PathBuf {
     }
 }
 
+#[cfg(feature = "dev")]
 fn parse_alg(arg: &str) -> Result<DevAlgorithm, String> {
     arg.parse()
         .map_err(|e: scopegate::dev::issuer::DevIssuerError| e.to_string())
 }
 
+#[cfg(feature = "dev")]
 fn dev_issuer(
     listen: SocketAddr,
     issuer: &str,
@@ -524,6 +544,7 @@ fn dev_issuer(
     })
 }
 
+#[cfg(feature = "dev")]
 fn mint_token(
     key_file: &std::path::Path,
     alg: DevAlgorithm,
@@ -562,6 +583,7 @@ fn parse_header(arg: &str) -> Result<(String, String), String> {
     Ok((name.trim().to_ascii_lowercase(), value.trim().to_string()))
 }
 
+#[cfg(feature = "dev")]
 fn parse_claim(arg: &str) -> Result<(String, serde_json::Value), String> {
     let (name, value) = arg
         .split_once('=')
@@ -571,6 +593,7 @@ fn parse_claim(arg: &str) -> Result<(String, serde_json::Value), String> {
     Ok((name.to_string(), value))
 }
 
+#[cfg(feature = "dev")]
 fn demo_upstream(listen: SocketAddr) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
     runtime()?.block_on(async {
@@ -582,6 +605,7 @@ fn demo_upstream(listen: SocketAddr) -> anyhow::Result<()> {
     })
 }
 
+#[cfg(feature = "dev")]
 fn dev_certs(out: &std::path::Path, hosts: Vec<String>) -> anyhow::Result<()> {
     let hosts = if hosts.is_empty() {
         scopegate::dev::certs::DEFAULT_HOSTS

@@ -308,7 +308,9 @@ pub async fn call(
             None
         }
     };
-    let body = serde_urlencoded::to_string(&form).map_err(|_| CallFailure::Malformed)?;
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
     let response = client
         .post_form(endpoint, body, authorization)
         .await

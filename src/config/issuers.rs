@@ -702,6 +702,8 @@ mod tests {
     /// `ca_file` is read when the configuration compiles: a missing or unusable file, or
     /// `ca_file_only` without one, is an error naming the key (and the path); a CA belongs to
     /// one issuer, so the top-level one is the shorthand's and refused beside `[[issuers]]`.
+    // Its certificates come from the development generator (feature `dev`).
+    #[cfg(feature = "dev")]
     #[test]
     fn ca_files_are_read_at_compile_time_and_errors_name_key_and_path() {
         let dir = tempfile::tempdir().expect("dir");

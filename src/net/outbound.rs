@@ -321,6 +321,8 @@ mod tests {
         }
     }
 
+    // Its certificates come from the development generator (feature `dev`).
+    #[cfg(feature = "dev")]
     #[test]
     fn ca_files_are_checked_when_read() {
         let dir = tempfile::tempdir().expect("dir");

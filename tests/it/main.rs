@@ -13,6 +13,7 @@ mod claims;
 mod cli;
 mod compose;
 mod dev_issuer;
+mod distribution;
 mod dockerfile;
 mod dpop;
 mod dpop_redis;
