@@ -862,12 +862,19 @@ fn worst_case(items: &[(String, String)], config: &scopegate::config::Config) ->
     let at_rest = readme_size(item("at rest"));
     assert_eq!(item("token cache"), "`token_cache_max_bytes`");
     let cache = config.token_cache_max_bytes() as f64;
+    assert_eq!(
+        item("introspection caches"),
+        "1.25 × `token_cache_max_bytes`"
+    );
+    let introspects = config.issuers().iter().any(|i| i.introspection.is_some());
+    let introspection = if introspects { 1.25 * cache } else { 0.0 };
     assert_eq!(item("DPoP replay cache"), "`dpop_replay_cache_bytes`");
     let replay = config.dpop().replay_cache_bytes() as f64;
     let connection = readme_size(item("one connection"));
     let streams = f64::from(limits.max_concurrent_streams);
     at_rest
         + cache
+        + introspection
         + replay
         + limits.max_connections as f64 * (connection + streams * limits.max_request_bytes as f64)
 }
@@ -875,7 +882,7 @@ fn worst_case(items: &[(String, String)], config: &scopegate::config::Config) ->
 #[test]
 fn the_memory_limit_holds_the_worst_case_the_configured_limits_allow() {
     let items = readme_memory_items();
-    assert_eq!(items.len(), 5, "{items:?}");
+    assert_eq!(items.len(), 6, "{items:?}");
     let config = configured();
     let worst = worst_case(&items, &config);
     let deployment = manifest("Deployment");
