@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::auth::dpop::KeyCache;
 use crate::auth::introspect;
-use crate::auth::introspect_cache::{IntrospectError, Introspector};
+use crate::auth::introspect_cache::Introspector;
 use crate::auth::jwks::{Jwks, Refetch};
 use crate::auth::replay::{MemoryReplayCache, RedisReplayStore, Replay};
 use crate::auth::token::CredentialsError;
@@ -183,10 +183,7 @@ impl Generation {
         introspector
             .introspect(token, now, metrics)
             .await
-            .map_err(|e| match e {
-                IntrospectError::Refused(e) => AuthError::Token(e),
-                IntrospectError::Unavailable(e) => AuthError::IntrospectionUnavailable(e),
-            })
+            .map_err(AuthError::from)
     }
 
     /// The configuration.

@@ -6,7 +6,7 @@
 use super::{Accepts, Policy};
 use super::{ClaimMismatch, PathError, RequestPath, Requirement, Route, Rule};
 use crate::auth::binding::BindingError;
-use crate::auth::introspect_cache::Unavailable;
+use crate::auth::introspect_cache::{IntrospectError, Unavailable};
 use crate::auth::token::CredentialsError;
 use crate::auth::verify::{VerifiedClaims, VerifyError};
 
@@ -124,6 +124,16 @@ pub enum AuthError {
     /// caps were reached): the token may be fine, so never a 401.
     #[error(transparent)]
     IntrospectionUnavailable(#[from] Unavailable),
+}
+
+impl From<IntrospectError> for AuthError {
+    /// A refused answer is the token's fault (401); no usable answer is not (503).
+    fn from(error: IntrospectError) -> AuthError {
+        match error {
+            IntrospectError::Refused(e) => AuthError::Token(e),
+            IntrospectError::Unavailable(e) => AuthError::IntrospectionUnavailable(e),
+        }
+    }
 }
 
 /// Why a request is denied. One variant per reason; the service maps each to a response.

@@ -19,10 +19,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::auth::dpop::KeyCache;
+use crate::auth::introspect;
+use crate::auth::introspect_cache::Introspector;
 use crate::auth::jwks;
 use crate::auth::keys::{Algorithm, KeySet};
 use crate::auth::replay::Replay;
@@ -506,7 +508,7 @@ impl Authenticate for Offline<'_> {
         token: Result<&str, CredentialsError>,
         now: u64,
         issuer: &mut Option<usize>,
-        _: &Metrics,
+        metrics: &Metrics,
     ) -> Authentication {
         let described = |text: &str, name: Option<&str>| Taken {
             issuer: name.map(str::to_owned),
@@ -540,12 +542,20 @@ impl Authenticate for Offline<'_> {
                 return self.record(Err(e.into()), described(text, None));
             }
         };
-        let Some(index) = self
+        // As the live service routes it: an opaque token to the issuer that introspects them
+        // (when one does), anything else by its `iss`.
+        let opaque = self
             .config
-            .issuer_for(|| verify::peek_issuer(token))
-            .ok()
-            .flatten()
-        else {
+            .issuers()
+            .iter()
+            .position(|issuer| issuer.takes_opaque_tokens())
+            .filter(|_| !introspect::is_jwt(token));
+        let Some(index) = opaque.or_else(|| {
+            self.config
+                .issuer_for(|| verify::peek_issuer(token))
+                .ok()
+                .flatten()
+        }) else {
             return self.record(
                 Err(VerifyError::WrongIssuer.into()),
                 described(
@@ -557,6 +567,30 @@ impl Authenticate for Offline<'_> {
         *issuer = Some(index);
         let configured = &self.config.issuers()[index];
         let name = configured.expectations.issuer.as_str();
+        if let Some(settings) = &configured.introspection
+            && (opaque.is_some() || configured.introspects_jwts())
+        {
+            // One call to the issuer's endpoint, remembering nothing (budgets of 0), under the
+            // caps and expectations the service applies.
+            let introspector = Arc::new(Introspector::new(
+                name,
+                settings.clone(),
+                configured.expectations.clone(),
+                0,
+                0,
+            ));
+            let auth = introspector
+                .introspect(token, now, metrics)
+                .await
+                .map_err(AuthError::from);
+            return self.record(
+                auth,
+                described(
+                    &format!("a token for {name}, introspected once at its endpoint (RFC 7662)"),
+                    Some(name),
+                ),
+            );
+        }
         match jwks::fetch_once(&configured.jwks).await {
             Err(e) => self.record(
                 Err(AuthError::KeysUnavailable),

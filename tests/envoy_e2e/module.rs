@@ -27,7 +27,7 @@ fn module_file() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             panic!(
-                "SCOPEGATE_ENVOY_MODULE is not set: build the module (cargo build -p \
+                "SCOPEGATE_ENVOY_MODULE is not set: build the module (cargo build --release -p \
              scopegate-envoy-module) and name {MODULE_FILE}; scripts/test does both. \
              End-to-end tests never skip."
             )

@@ -724,3 +724,64 @@ async fn claim_conditions_and_forwarded_claims_read_the_answer() {
         .await
         .assert_denied(403, "insufficient_claims");
 }
+
+/// `explain` routes and introspects a token as the service does: one call to the endpoint per
+/// run, the answer held to the same expectations (allow, 403 for a missing scope, 401 for an
+/// inactive token, 503 when the endpoint fails), and the token in no line of its output.
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_introspects_an_opaque_token_as_the_service_does() {
+    let endpoint = Endpoint::start().await;
+    let key = TestKey::generate("k1");
+    let jwks = JwksServer::start(Reply::json(&jwks_of(&[&key]))).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let text = config_text(&jwks.url(), &endpoint.url(), &secret_file(&dir), "");
+    endpoint.issue("opaque-good-1c9e", active(&["read"]));
+    endpoint.issue("opaque-weak-77d2", active(&["write"]));
+    let args = ["--method", "GET", "--path", "/r", "--token-file", "-"];
+    // (token, the endpoint's behaviour, exit status, the decision line)
+    let cases = [
+        (
+            "opaque-good-1c9e",
+            Behaviour::Answer,
+            0,
+            "decision     allow 200",
+        ),
+        (
+            "opaque-weak-77d2",
+            Behaviour::Answer,
+            3,
+            "decision     deny 403 (insufficient_scope)",
+        ),
+        (
+            "opaque-never-issued",
+            Behaviour::Answer,
+            3,
+            "decision     deny 401 (invalid_token)",
+        ),
+        (
+            "opaque-good-1c9e",
+            Behaviour::Status(500),
+            3,
+            "decision     deny 503",
+        ),
+    ];
+    for (at, (token, behaviour, status, decision)) in cases.into_iter().enumerate() {
+        endpoint.behave(behaviour);
+        let output = crate::explain::explain(&text, &args, token).await;
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(status), "{token}: {out}");
+        assert!(out.contains(decision), "{token}: {out}");
+        assert!(out.contains("introspected once"), "{token}: {out}");
+        assert!(!out.contains(token), "the token is printed: {out}");
+        assert_eq!(endpoint.calls(), at + 1, "one call per run: {out}");
+    }
+    // A JWT of the same issuer is verified by its signature, without a call.
+    let jwt = key.mint(&claims("read"));
+    let output = crate::explain::explain(&text, &args, &jwt).await;
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(endpoint.calls(), 4, "no call for a JWT");
+}
