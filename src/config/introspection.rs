@@ -133,7 +133,7 @@ impl RawIntrospection {
         let endpoint = match self.introspection_endpoint {
             Some(text) => {
                 let key = format!("{prefix}introspection_endpoint");
-                let url = super::issuers::parse_http_url(&key, &text)?;
+                let url = super::parse_http_url(&key, &text)?;
                 fetch_policy
                     .permits(&url)
                     .map_err(|e| invalid(&key, &text, e.to_string()))?;

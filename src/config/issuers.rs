@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::introspection::RawIntrospection;
 use super::metadata::{MetadataClaim, compile_metadata_claims};
 use super::rules::{compile_algorithms, compile_forward_claims, compile_scope_claims};
-use super::{ConfigError, StringOrList, invalid};
+use super::{ConfigError, StringOrList, invalid, parse_http_url};
 use crate::auth::introspect::{IntrospectionSettings, Mode};
 use crate::auth::jwks::JwksSettings;
 use crate::auth::verify::{Algorithm, ClaimSpec, Expectations, ForwardClaim, TokenType};
@@ -399,20 +399,6 @@ fn forward_spec(forward: &ForwardClaim) -> String {
 
 const DEFAULT_LEEWAY: u64 = 60;
 const MAX_LEEWAY: u64 = 600;
-/// `value` as an absolute http or https URL with a host, or an error for `key`.
-pub(super) fn parse_http_url(key: &str, value: &str) -> Result<reqwest::Url, ConfigError> {
-    let url = reqwest::Url::parse(value)
-        .map_err(|e| invalid(key, value, format!("not an absolute URL: {e}")))?;
-    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
-        return Err(invalid(
-            key,
-            value,
-            "must be an http:// or https:// URL with a host",
-        ));
-    }
-    Ok(url)
-}
-
 /// The key-set settings every issuer shares, as written (the top-level `jwks_*` keys and
 /// `unknown_kid_wait_ms`).
 pub(super) struct RawJwks {

@@ -480,6 +480,20 @@ fn compile_dpop(
     })
 }
 
+/// `value` as an absolute http or https URL with a host, or an error for `key`.
+fn parse_http_url(key: &str, value: &str) -> Result<reqwest::Url, ConfigError> {
+    let url = reqwest::Url::parse(value)
+        .map_err(|e| invalid(key, value, format!("not an absolute URL: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+        return Err(invalid(
+            key,
+            value,
+            "must be an http:// or https:// URL with a host",
+        ));
+    }
+    Ok(url)
+}
+
 fn invalid(
     key: impl Into<String>,
     value: impl fmt::Debug,
